@@ -1,0 +1,53 @@
+"""``manifest.json``: the list of artifacts in an output directory, with their hashes.
+
+Every run writes or extends the manifest of its output directory. Paths are relative to the
+manifest. A manifest is never silently turned from production into rehearsal or back: mixing
+them in one directory is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+from .fileio import replace_atomically, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+
+
+class Manifest:
+    def __init__(self, directory: str | Path, rehearsal: bool) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / MANIFEST_NAME
+        self.rehearsal = rehearsal
+        self.artifacts: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise OutputError(f"{self.path}: unreadable manifest: {exc}") from None
+            if data.get("rehearsal") is not rehearsal:
+                raise OutputError(f"{self.path}: this directory holds "
+                                  f"{'rehearsal' if data.get('rehearsal') else 'production'} artifacts; "
+                                  "never mix rehearsal and production outputs")
+            self.artifacts = list(data.get("artifacts", []))
+
+    def add(self, kind: str, path: str | Path, format: str, **extra: Any) -> dict[str, Any]:
+        """Record ``path`` (absolute or relative to the manifest) and save the manifest."""
+        p = Path(path)
+        absolute = p if p.is_absolute() else self.directory / p
+        rel = absolute.resolve().relative_to(self.directory.resolve()).as_posix()
+        entry = {"kind": kind, "path": rel, "sha256": sha256_file(absolute), "format": format, **extra}
+        self.artifacts = [a for a in self.artifacts if a["path"] != rel] + [entry]
+        self.save()
+        return entry
+
+    def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        return [a for a in self.artifacts
+                if a["kind"] == kind and all(a.get(k) == v for k, v in match.items())]
+
+    def save(self) -> None:
+        body = {"rehearsal": self.rehearsal, "artifacts": self.artifacts}
+        replace_atomically(self.path, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())

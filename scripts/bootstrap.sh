@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install what the suite needs on a Debian 12 machine, idempotently:
+#   - system packages (SoftHSM2, OpenSC, OpenSSL, debootstrap, PDF rendering libraries, ...)
+#   - the Python virtualenv in .venv with the exact versions pinned in pyproject.toml
+# A second run is fast: each step is skipped when what it would install is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  softhsm2 opensc openssl            # the stand-in HSM and the independent PKCS#11 checker
+  debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts
+  systemd                            # systemd-analyze verify for timer units
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core   # WeasyPrint PDF rendering
+  poppler-utils                      # pdftotext: tests read the PDFs' text layer
+  yamllint
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.bootstrap-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python ]]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+  echo "bootstrap: installing Python dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  echo "$want" >"$stamp"
+fi

@@ -1,0 +1,16 @@
+"""The operator's front door: Invoke tasks, thin over the ``ceremony`` engine.
+
+Invoke finds this package as ``tasks``. Each module holds the tasks of one stage and exposes a
+``Collection``; this file only assembles them, so that people working on different stages never
+edit the same file. Run ``invoke --list`` to see every task.
+"""
+
+from invoke import Collection
+
+from . import ceremony_tasks, dev_tasks
+
+ns = Collection()
+ns.add_collection(ceremony_tasks.ns, name="ceremony")
+ns.add_task(ceremony_tasks.rehearse)
+ns.add_task(dev_tasks.test)
+ns.add_task(dev_tasks.lint)
