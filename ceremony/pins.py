@@ -1,0 +1,72 @@
+"""Where PINs come from: an environment variable, a 0600 file, or an interactive prompt.
+
+A PIN never comes from YAML or the command line (both end up in shell history, process
+listings or version control), and never goes into a message: errors here name the *source*
+(variable name, file path), not the value.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PinError
+
+
+@dataclass(frozen=True)
+class PinSource:
+    """Describes where to read a PIN; holds no secret itself, so it is safe to log."""
+
+    env: str | None = None
+    file: str | None = None
+    prompt: str | None = None
+    interactive: bool = True
+
+    def describe(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(f"file {self.file}")
+        if self.env:
+            parts.append(f"environment variable {self.env}")
+        if self.interactive and self.prompt:
+            parts.append("prompt")
+        return " or ".join(parts) or "nowhere"
+
+
+def read_pin_file(path: str | Path) -> str:
+    """Read a PIN from a file that only its owner can read or write (mode 0600 or stricter)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise PinError(f"{p}: PIN file not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PinError(f"{p}: PIN file is not a regular file")
+    if st.st_mode & 0o077:
+        raise PinError(f"{p}: PIN file has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 "
+                       "(readable by its owner only)")
+    if st.st_uid != os.geteuid():
+        raise PinError(f"{p}: PIN file is owned by uid {st.st_uid}, not by the user running the ceremony")
+    value = p.read_text(encoding="utf-8").strip("\r\n")
+    if not value:
+        raise PinError(f"{p}: PIN file is empty")
+    return value
+
+
+def get_pin(source: PinSource) -> str:
+    """Return the PIN from the first source that provides one."""
+    if source.file:
+        return read_pin_file(source.file)
+    if source.env and os.environ.get(source.env):
+        return os.environ[source.env]
+    if source.interactive and source.prompt and sys.stdin is not None and sys.stdin.isatty():
+        value = getpass.getpass(f"{source.prompt}: ")
+        if not value:
+            raise PinError(f"no PIN entered for {source.prompt}")
+        return value
+    raise PinError(f"no PIN available: set {source.describe()}"
+                   + ("" if source.env else " (no environment variable configured)"))
