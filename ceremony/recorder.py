@@ -1,0 +1,81 @@
+"""What a ceremony reports while it runs: steps, evidence, artifacts, and the final seal.
+
+The engine's ceremonies talk to a :class:`Recorder` and never to a file or a terminal directly.
+The console recorder shows the operator what happens; the transcript recorder
+(:mod:`ceremony.transcript`) also writes the hash-chained, HSM-signed record for the auditor.
+Keeping this interface small is what lets the ceremony code stay the same for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+
+
+class Recorder(Protocol):
+    """The ceremony's view of its record keeping."""
+
+    rehearsal: bool
+
+    def step(self, step_id: str, description: str) -> contextlib.AbstractContextManager[None]:
+        """Record a scripted step: start, end, outcome. An exception inside is a failed step."""
+
+    def evidence(self, name: str, data: Mapping[str, Any]) -> None:
+        """Record facts captured automatically (token, key, offline check, lint results, ...)."""
+
+    def artifact(self, kind: str, path: Path, sha256: str, **info: Any) -> None:
+        """Record an output file and its hash."""
+
+    def say(self, text: str) -> None:
+        """Show something to the people in the room (fingerprints to read aloud, results)."""
+
+    def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
+        """Sign the record with the ceremony's CA key, inside the HSM, while the session is open.
+
+        ``verifier`` names what verifies that signature: ``{"kind": "certificate" | "public-key",
+        "path": ..., "sha256": ...}``.
+        """
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class ConsoleRecorder:
+    """Shows the ceremony on the terminal; keeps evidence and artifacts in memory for the caller."""
+
+    def __init__(self, rehearsal: bool, console: Console | None = None) -> None:
+        self.rehearsal = rehearsal
+        self.console = console or Console(highlight=False)
+        self.evidence_log: list[tuple[str, dict[str, Any]]] = []
+        self.artifacts: list[dict[str, Any]] = []
+        self.steps: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def step(self, step_id: str, description: str) -> Iterator[None]:
+        self.console.print(f"[bold]▶ {description}[/bold] [dim]({step_id})[/dim]")
+        try:
+            yield
+        except BaseException:
+            self.steps.append((step_id, "failed"))
+            self.console.print(f"[red]✗ {step_id} failed[/red]")
+            raise
+        self.steps.append((step_id, "done"))
+
+    def evidence(self, name: str, data: Mapping[str, Any]) -> None:
+        self.evidence_log.append((name, dict(data)))
+
+    def artifact(self, kind: str, path: Path, sha256: str, **info: Any) -> None:
+        self.artifacts.append({"kind": kind, "path": str(path), "sha256": sha256, **info})
+        self.console.print(f"  wrote {path} [dim]({kind})[/dim]")
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
+        """Nothing to seal: the console is not a record."""

@@ -1,0 +1,110 @@
+"""Shared fixtures: real SoftHSM2 tokens, throwaway per test, and definitions that point at them.
+
+SoftHSM reads ``SOFTHSM2_CONF`` when the module is loaded, so every test process gets its own
+configuration and token directory before anything imports the module. Tokens get unique labels
+and random PINs generated at run time; the PINs reach the engine through environment variables,
+exactly as in a ceremony.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TESTING_DEFINITION = REPO / "inventory" / "testing" / "pki.yml"
+
+_HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
+from ceremony import softhsm  # noqa: E402
+
+SOFTHSM_CONF = softhsm.write_config(_HSM_DIR)
+os.environ["SOFTHSM2_CONF"] = str(SOFTHSM_CONF)
+
+
+@dataclass(frozen=True)
+class TestToken:
+    """A fresh SoftHSM token; PINs are generated at run time and exported as env variables."""
+
+    __test__ = False
+    label: str
+    user_pin: str
+    so_pin: str
+    pin_env: str
+    so_pin_env: str
+    module: str
+    conf: Path
+
+
+@pytest.fixture
+def softhsm_module() -> str:
+    return softhsm.softhsm_module()
+
+
+@pytest.fixture
+def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], TestToken]:
+    """``make_token("root")`` initialises a new token and sets its PIN variables for the test."""
+
+    def _make(name: str = "tok") -> TestToken:
+        suffix = secrets.token_hex(4)
+        label = f"t-{name}-{suffix}"[:32]
+        env = f"TEST_PIN_{name.upper().replace('-', '_')}_{suffix.upper()}"
+        token = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(),
+                          pin_env=env, so_pin_env=env + "_SO", module=softhsm.softhsm_module(),
+                          conf=SOFTHSM_CONF)
+        softhsm.init_token(SOFTHSM_CONF, label, token.user_pin, token.so_pin)
+        monkeypatch.setenv(token.pin_env, token.user_pin)
+        monkeypatch.setenv(token.so_pin_env, token.so_pin)
+        return token
+
+    return _make
+
+
+def testing_definition_data() -> dict[str, Any]:
+    """The shipped testing definition as plain data, to be adapted by a test."""
+    return yaml.safe_load(TESTING_DEFINITION.read_text(encoding="utf-8"))
+
+
+def write_definition(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def definition_on_tokens(tmp_path: Path, make_token: Callable[[str], TestToken]) \
+        -> Iterator[Callable[..., tuple[Path, dict[str, TestToken]]]]:
+    """Write a copy of the testing definition whose CAs use fresh tokens.
+
+    ``definition_on_tokens(mutate=fn)`` returns ``(path, {ca_name: TestToken})``; ``mutate`` may
+    change the data (a dict) before it is written, to build bad inputs.
+    """
+
+    def _make(mutate: Callable[[dict[str, Any]], None] | None = None, name: str = "pki.yml") \
+            -> tuple[Path, dict[str, TestToken]]:
+        data = copy.deepcopy(testing_definition_data())
+        tokens: dict[str, TestToken] = {}
+        for ca_name, ca in data["cas"].items():
+            tok = make_token(ca_name)
+            tokens[ca_name] = tok
+            ca["hsm"]["module"] = tok.module
+            ca["hsm"]["token"] = {"label": tok.label}
+            ca["hsm"]["pin_env"] = tok.pin_env
+            ca["hsm"]["so_pin_env"] = tok.so_pin_env
+        if mutate is not None:
+            mutate(data)
+        return write_definition(tmp_path / name, data), tokens
+
+    yield _make
+
+
+def tree(directory: Path) -> set[str]:
+    """Every file under ``directory`` (relative paths): tests compare before and after a failure."""
+    return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
