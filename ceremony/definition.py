@@ -619,7 +619,7 @@ def load_definition(path: str | Path) -> LoadedDefinition:
         raise DefinitionError(file, "", f"not UTF-8 (byte {exc.start})") from None
     try:
         root = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -134,8 +134,8 @@ def token_evidence(module_path: str, lib: pkcs11.lib, token: Any) -> TokenEviden
         serial=serial,
         model=token.model,
         manufacturer=token.manufacturer_id,
-        hardware_version="%d.%d" % tuple(token.hardware_version),
-        firmware_version="%d.%d" % tuple(token.firmware_version),
+        hardware_version="{}.{}".format(*token.hardware_version),
+        firmware_version="{}.{}".format(*token.firmware_version),
     )
 
 

@@ -34,7 +34,7 @@ def _refuse() -> NoReturn:
 
 def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     if isinstance(algorithm, utils.Prehashed):
-        return data, algorithm._algorithm  # noqa: SLF001 - cryptography exposes no public accessor
+        return data, algorithm._algorithm
     h = hashes.Hash(algorithm)
     h.update(data)
     return h.finalize(), algorithm

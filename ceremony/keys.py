@@ -9,6 +9,7 @@ if anything is wrong the new objects are destroyed, so a failure leaves the toke
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -149,9 +150,7 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
             raise HsmError(f"the token did not honour the key template: {', '.join(problems)}")
     except BaseException:
         for obj in (priv, pub):
-            try:
+            with contextlib.suppress(p11e.PKCS11Error):
                 obj.destroy()
-            except p11e.PKCS11Error:
-                pass
         raise
     return evidence

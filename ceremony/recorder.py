@@ -43,7 +43,7 @@ class Recorder(Protocol):
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class ConsoleRecorder:
