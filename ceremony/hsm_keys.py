@@ -62,6 +62,11 @@ class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
         self._public = public
         self.signatures = 0
 
+    @property
+    def p11_object(self) -> Any:
+        """The PKCS#11 private key object (for reading its attributes as evidence)."""
+        return self._p11
+
     def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise HsmError("only ECDSA signatures are supported")
@@ -108,6 +113,11 @@ class HsmRsaPrivateKey(rsa.RSAPrivateKey):
         self._p11 = p11_key
         self._public = public
         self.signatures = 0
+
+    @property
+    def p11_object(self) -> Any:
+        """The PKCS#11 private key object (for reading its attributes as evidence)."""
+        return self._p11
 
     def sign(self, data: bytes, padding_: padding.AsymmetricPadding, algorithm: Any) -> bytes:
         if not isinstance(padding_, padding.PKCS1v15):

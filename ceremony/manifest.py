@@ -23,12 +23,16 @@ class Manifest:
         self.path = self.directory / MANIFEST_NAME
         self.rehearsal = rehearsal
         self.artifacts: list[dict[str, Any]] = []
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the file: several writers (ceremonies, stages) extend the same manifest in turn."""
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise OutputError(f"{self.path}: unreadable manifest: {exc}") from None
-            if data.get("rehearsal") is not rehearsal:
+            if data.get("rehearsal") is not self.rehearsal:
                 raise OutputError(f"{self.path}: this directory holds "
                                   f"{'rehearsal' if data.get('rehearsal') else 'production'} artifacts; "
                                   "never mix rehearsal and production outputs")
@@ -36,6 +40,7 @@ class Manifest:
 
     def add(self, kind: str, path: str | Path, format: str, **extra: Any) -> dict[str, Any]:
         """Record ``path`` (absolute or relative to the manifest) and save the manifest."""
+        self.reload()
         p = Path(path)
         absolute = p if p.is_absolute() else self.directory / p
         rel = absolute.resolve().relative_to(self.directory.resolve()).as_posix()
@@ -45,6 +50,7 @@ class Manifest:
         return entry
 
     def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        self.reload()
         return [a for a in self.artifacts
                 if a["kind"] == kind and all(a.get(k) == v for k, v in match.items())]
 

@@ -1,0 +1,367 @@
+"""The three CA ceremonies: root key and certificate, subordinate key and CSR, subordinate signing.
+
+Each ceremony follows the same order, which is what makes failures harmless:
+
+1. everything that can be checked without the HSM is checked first (definition, offline state,
+   absent outputs, the profile linted with a stand-in key), so bad input changes nothing;
+2. the HSM work happens in one session; if a step fails after a key was generated, the new key
+   objects are destroyed before the error is reported;
+3. outputs are written last, each exclusively and atomically; if one fails, the files written by
+   this run are removed again.
+
+The ceremonies report to a :class:`~ceremony.recorder.Recorder` with the step ids of the ceremony
+scripts (``ceremony/scripts/*.yml``), and seal the record with the CA key before the session ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pkcs11 import exceptions as p11e
+
+from .certificates import root_builder, serial_from_random, subordinate_builder
+from .csr import build_csr, check_csr, load_csr
+from .definition import CA, LoadedDefinition
+from .errors import HsmError, OutputError, VerificationError
+from .fileio import check_absent, sha256_file, write_new
+from .fingerprints import announce
+from .hsm import (
+    find_token,
+    load_module,
+    mechanisms,
+    objects_with_label,
+    open_session,
+    pin_source_for,
+    random_bytes,
+    token_evidence,
+)
+from .hsm_keys import hash_for, signing_key
+from .keys import generate_key, key_evidence, spki_sha256
+from .lint import lint_before_signing, verify_after_signing
+from .manifest import Manifest
+from .offline import check_offline
+from .recorder import Recorder
+
+PEM = serialization.Encoding.PEM
+DER = serialization.Encoding.DER
+SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+
+
+@dataclass
+class Outputs:
+    """Files a ceremony writes: checked absent up front, written last, removed again on failure."""
+
+    out: Path
+    manifest: Manifest
+    recorder: Recorder
+    planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # filename -> (kind, format)
+    written: list[Path] = field(default_factory=list)
+
+    def plan(self, filename: str, kind: str, fmt: str) -> Path:
+        self.planned[filename] = (kind, fmt)
+        return self.out / filename
+
+    def check(self) -> None:
+        check_absent(*(self.out / f for f in self.planned))
+
+    def write(self, filename: str, data: bytes) -> Path:
+        if filename not in self.planned:
+            raise OutputError(f"{filename}: not a planned output of this ceremony")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.out}: cannot create the output directory: {exc.strerror}") from None
+        path = write_new(self.out / filename, data)
+        self.written.append(path)
+        return path
+
+    def commit(self) -> None:
+        """Register every written file in the manifest and the record."""
+        for path in self.written:
+            kind, fmt = self.planned[path.name]
+            entry = self.manifest.add(kind, path, fmt)
+            self.recorder.artifact(kind, path, entry["sha256"], format=fmt)
+
+    def rollback(self) -> None:
+        for path in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.written.clear()
+
+
+@contextlib.contextmanager
+def _outputs(out: Path, manifest: Manifest, recorder: Recorder) -> Iterator[Outputs]:
+    outputs = Outputs(out, manifest, recorder)
+    try:
+        yield outputs
+    except BaseException:
+        outputs.rollback()
+        raise
+
+
+def record_definition(defn: LoadedDefinition, out: Path, manifest: Manifest) -> Path:
+    """Keep a copy of the definition the ceremony used next to its outputs (kind ``pki-definition``)."""
+    target = out / "pki.yml"
+    if target.resolve() != defn.path.resolve():
+        if target.exists():
+            if sha256_file(target) != defn.sha256:
+                raise OutputError(f"{target}: holds a different PKI definition than {defn.path}; use another "
+                                  "output directory")
+        else:
+            write_new(target, defn.path.read_bytes())
+    if not manifest.find("pki-definition", path="pki.yml", sha256=defn.sha256):
+        manifest.add("pki-definition", target, "yaml")
+    return target
+
+
+@dataclass(frozen=True)
+class CeremonyResult:
+    ca_name: str
+    files: dict[str, Path]
+    fingerprint_sha256: str
+    key_spki_sha256: str
+
+
+def _prepare_out(out: str | Path, rehearsal: bool) -> tuple[Path, Manifest]:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: the output directory is a file")
+    return path, Manifest(path, rehearsal)
+
+
+def _token_step(recorder: Recorder, ca: CA) -> None:
+    lib = load_module(ca.hsm.module)
+    token = find_token(lib, ca.hsm.token)
+    evidence = token_evidence(ca.hsm.module, lib, token).as_dict()
+    evidence["mechanisms"] = mechanisms(token)
+    recorder.evidence("token", evidence)
+    recorder.say(f"  token {evidence['label']!r} serial {evidence['serial']} ({evidence['manufacturer']} "
+                 f"{evidence['model']}, firmware {evidence['firmware_version']})")
+
+
+def _der(obj: Any) -> bytes:
+    return obj.public_bytes(DER)
+
+
+def _destroy_new_key(session: Any, label: str) -> None:
+    for obj in objects_with_label(session, label):
+        with contextlib.suppress(p11e.PKCS11Error):
+            obj.destroy()
+
+
+def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
+                  pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
+    """Generate the root key on its token and issue the self-signed root certificate."""
+    model = defn.model
+    name = model.root_name
+    ca = model.cas[name]
+    with recorder.step("offline-check", "Check that the workstation is offline"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary() + ("" if result.offline or not rehearsal else " (rehearsal: not enforced)"))
+    out_dir, manifest = _prepare_out(out, rehearsal)
+    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the definition, the outputs and the profile"):
+            for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
+                outputs.plan(f"{name}{suffix}.pem", kind, "pem")
+                outputs.plan(f"{name}{suffix}.der", kind, "der")
+            outputs.check()
+            # The profile linted with a stand-in key: a lint finding stops us before any key exists.
+            stand_in = _public_key_for_spec(ca)
+            lint_before_signing(root_builder(ca, stand_in, 1, rehearsal), stand_in,
+                                ca.lint, f"the root certificate profile of {name!r}")
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
+        with recorder.step("token-open", "Open the root token and log in"):
+            _token_step(recorder, ca)
+            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+        generated = False
+        try:
+            with recorder.step("key-generate", "Generate the root key pair inside the HSM"):
+                evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
+                generated = True
+                recorder.evidence("key", evidence.as_dict())
+                recorder.say(f"  key {evidence.label!r} generated: SPKI SHA-256 {evidence.spki_sha256}")
+            key = signing_key(session, ca.hsm.key_label)
+            public = key.public_key()
+            with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
+                serial = serial_from_random(random_bytes(session, 20))
+                builder = root_builder(ca, public, serial, rehearsal)
+                before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
+                recorder.evidence("lint", before.evidence())
+            with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
+                cert = builder.sign(key, hash_for(key))
+            with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+                after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
+                recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+                recorder.evidence("certificate", _cert_evidence(cert))
+            with recorder.step("outputs-write", "Write the certificate and public key (PEM and DER)"):
+                outputs.write(f"{name}.crt.pem", cert.public_bytes(PEM))
+                outputs.write(f"{name}.crt.der", _der(cert))
+                outputs.write(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
+                outputs.write(f"{name}.pub.der", public.public_bytes(DER, SPKI))
+                record_definition(defn, out_dir, manifest)
+                outputs.commit()
+        except BaseException:
+            if generated:
+                _destroy_new_key(session, ca.hsm.key_label)
+            raise
+        with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
+            recorder.say(announce(f"Root certificate {cert.subject.rfc4514_string()}", _der(cert)))
+            recorder.say(f"  key SPKI SHA-256: {spki_sha256(public)}")
+        recorder.seal(key, {"kind": "certificate", "path": f"{name}.crt.pem",
+                            "sha256": sha256_file(out_dir / f"{name}.crt.pem")})
+    return CeremonyResult(name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{name}.crt.der"),
+                          spki_sha256(public))
+
+
+def _public_key_for_spec(ca: CA) -> Any:
+    """A public key of the definition's algorithm and size, to lint a profile before any real key exists."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from .definition import EcKey
+
+    if isinstance(ca.key, EcKey):
+        curve = ec.SECP384R1() if ca.key.curve == "P-384" else ec.SECP256R1()
+        return ec.generate_private_key(curve).public_key()
+    return rsa.generate_private_key(65537, ca.key.bits).public_key()
+
+
+def _cert_evidence(cert: x509.Certificate) -> dict[str, Any]:
+    from .fingerprints import sha256_hex
+
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "serial": format(cert.serial_number, "x"), "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(), "sha256": sha256_hex(_der(cert)),
+            "spki_sha256": spki_sha256(cert.public_key())}
+
+
+def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
+                             rehearsal: bool, pin_file: str | None = None,
+                             interactive: bool = True) -> CeremonyResult:
+    """Generate a subordinate CA key on its own token and write the CSR it signs."""
+    ca = defn.model.ca(ca_name)
+    if ca.role != "subordinate":
+        raise VerificationError(f"cas.{ca_name} is the root; use the root ceremony")
+    out_dir, manifest = _prepare_out(out, rehearsal)
+    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the definition and the outputs"):
+            outputs.plan(f"{ca_name}.csr.pem", "subordinate-csr", "pem")
+            outputs.plan(f"{ca_name}.csr.der", "subordinate-csr", "der")
+            outputs.plan(f"{ca_name}.pub.pem", "subordinate-public-key", "pem")
+            outputs.plan(f"{ca_name}.pub.der", "subordinate-public-key", "der")
+            outputs.check()
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
+        with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
+            _token_step(recorder, ca)
+            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+        generated = False
+        try:
+            with recorder.step("key-generate", f"Generate the key of {ca_name!r} inside the HSM"):
+                evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
+                generated = True
+                recorder.evidence("key", evidence.as_dict())
+            key = signing_key(session, ca.hsm.key_label)
+            public = key.public_key()
+            with recorder.step("csr-sign", "Sign the certificate signing request with the HSM key"):
+                csr = build_csr(ca, key, rehearsal)
+                if not csr.is_signature_valid:
+                    raise VerificationError("the CSR signed by the HSM does not verify")
+                recorder.evidence("csr", {"subject": csr.subject.rfc4514_string(),
+                                          "spki_sha256": spki_sha256(public)})
+            with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
+                outputs.write(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
+                outputs.write(f"{ca_name}.csr.der", csr.public_bytes(DER))
+                outputs.write(f"{ca_name}.pub.pem", public.public_bytes(PEM, SPKI))
+                outputs.write(f"{ca_name}.pub.der", public.public_bytes(DER, SPKI))
+                record_definition(defn, out_dir, manifest)
+                outputs.commit()
+        except BaseException:
+            if generated:
+                _destroy_new_key(session, ca.hsm.key_label)
+            raise
+        with recorder.step("fingerprint-read-aloud", "Read the key fingerprint aloud"):
+            recorder.say(announce(f"Public key of {ca_name!r} (SPKI)", public.public_bytes(DER, SPKI)))
+        recorder.seal(key, {"kind": "public-key", "path": f"{ca_name}.pub.pem",
+                            "sha256": sha256_file(out_dir / f"{ca_name}.pub.pem")})
+    return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, "", spki_sha256(public))
+
+
+def load_issuer_certificate(path: Path, issuer_name: str) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise OutputError(f"{path}: the certificate of issuer {issuer_name!r} is not there; run its ceremony "
+                          "first or pass --issuer-cert") from None
+    try:
+        return x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
+            else x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise OutputError(f"{path}: not a certificate: {exc}") from None
+
+
+def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: str | Path, out: str | Path,
+                              recorder: Recorder, *, rehearsal: bool, issuer_cert_path: str | Path | None = None,
+                              pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
+    """At the offline root: check the subordinate's CSR and issue its CA certificate."""
+    model = defn.model
+    ca = model.ca(ca_name)
+    if ca.role != "subordinate" or ca.issuer is None:
+        raise VerificationError(f"cas.{ca_name} is not a subordinate CA")
+    issuer = model.cas[ca.issuer]
+    with recorder.step("offline-check", "Check that the workstation is offline"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary())
+    out_dir, manifest = _prepare_out(out, rehearsal)
+    issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
+    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the definition, the issuer certificate and the outputs"):
+            outputs.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
+            outputs.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
+            outputs.check()
+            issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
+        with recorder.step("csr-verify", "Verify the CSR: proof of possession, key, subject"):
+            csr = load_csr(csr_path)
+            checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
+            recorder.evidence("csr", checked.as_dict())
+            recorder.say(announce(f"CSR key of {ca_name!r} (SPKI)", csr.public_key().public_bytes(DER, SPKI)))
+            builder_for = lambda serial: subordinate_builder(  # noqa: E731 - small local factory
+                ca, issuer, issuer_cert, csr.public_key(), serial, rehearsal)
+            lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
+                                f"the certificate profile of {ca_name!r}")
+        with recorder.step("token-open", "Open the root token and log in"):
+            _token_step(recorder, issuer)
+            session = stack.enter_context(open_session(issuer.hsm, pin_source_for(issuer.hsm, pin_file, interactive)))
+        key = signing_key(session, issuer.hsm.key_label)
+        if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
+            raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")
+        recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), issuer.key.describe()).as_dict())
+        with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
+            builder = builder_for(serial_from_random(random_bytes(session, 20)))
+            what = f"the certificate of {ca_name!r}"
+            before = lint_before_signing(builder, key.public_key(), ca.lint, what)
+            recorder.evidence("lint", before.evidence())
+        with recorder.step("certificate-sign", "Sign the certificate with the root key in the HSM"):
+            cert = builder.sign(key, hash_for(key))
+        with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+            after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            recorder.evidence("certificate", _cert_evidence(cert))
+        with recorder.step("outputs-write", "Write the certificate (PEM and DER)"):
+            outputs.write(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
+            outputs.write(f"{ca_name}.crt.der", _der(cert))
+            record_definition(defn, out_dir, manifest)
+            outputs.commit()
+        with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
+            recorder.say(announce(f"Certificate of {ca_name!r} {cert.subject.rfc4514_string()}", _der(cert)))
+        recorder.seal(key, {"kind": "certificate", "path": issuer_path.name,
+                            "sha256": sha256_file(issuer_path)})
+    return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{ca_name}.crt.der"),
+                          checked.spki_sha256)
