@@ -161,6 +161,15 @@ class Validity(_Strict):
             raise ValueError("not_after must be later than not_before")
         return self
 
+    def exceeds_years(self, years: int) -> bool:
+        """Calendar comparison: 2026-12-01 to 2038-12-01 is exactly 12 years, leap days or not."""
+        start = self.not_before
+        try:
+            limit = start.replace(year=start.year + years)
+        except ValueError:  # 29 February
+            limit = start.replace(year=start.year + years, day=28)
+        return self.not_after > limit
+
     @property
     def years(self) -> float:
         return (self.not_after - self.not_before).total_seconds() / (365.2425 * 86400)
@@ -407,7 +416,7 @@ class Definition(_Strict):
                                      "policies (its subordinates do)")
                 if ca.name_constraints:
                     raise _PathError(f"{base}.name_constraints", "not supported on a self-signed root")
-                if ca.validity.years > self.limits.root_max_years + 1e-9:
+                if ca.validity.exceeds_years(self.limits.root_max_years):
                     raise _PathError(f"{base}.validity", f"the root is valid {ca.validity.years:.1f} years",
                                      f"at most {self.limits.root_max_years} years")
                 if ca.profiles:
@@ -420,7 +429,7 @@ class Definition(_Strict):
                     raise _PathError(f"{base}.issuer", f"unknown issuer {ca.issuer!r}",
                                      ", ".join(n for n in self.cas if n != name))
                 parent = self.cas[ca.issuer]
-                if ca.validity.years > self.limits.subordinate_max_years + 1e-9:
+                if ca.validity.exceeds_years(self.limits.subordinate_max_years):
                     raise _PathError(f"{base}.validity", f"valid {ca.validity.years:.1f} years",
                                      f"at most {self.limits.subordinate_max_years} years")
                 if ca.validity.not_before < parent.validity.not_before:

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
+  python3-venv                       # the virtualenv in .venv
   softhsm2 opensc openssl            # the stand-in HSM and the independent PKCS#11 checker
   debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts
   systemd                            # systemd-analyze verify for timer units
