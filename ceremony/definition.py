@@ -152,8 +152,9 @@ KeySpec = Annotated[EcKey | RsaKey, Field(discriminator="algorithm")]
 
 
 class Validity(_Strict):
-    not_before: AwareDatetime
-    not_after: AwareDatetime
+    # YAML gives a datetime for an unquoted timestamp; a quoted ISO 8601 string is accepted too.
+    not_before: Annotated[AwareDatetime, Field(strict=False)]
+    not_after: Annotated[AwareDatetime, Field(strict=False)]
 
     @model_validator(mode="after")
     def _order(self) -> Validity:

@@ -68,7 +68,7 @@ def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], TestToken]:
     return _make
 
 
-def testing_definition_data() -> dict[str, Any]:
+def base_definition_data() -> dict[str, Any]:
     """The shipped testing definition as plain data, to be adapted by a test."""
     return yaml.safe_load(TESTING_DEFINITION.read_text(encoding="utf-8"))
 
@@ -89,7 +89,7 @@ def definition_on_tokens(tmp_path: Path, make_token: Callable[[str], TestToken])
 
     def _make(mutate: Callable[[dict[str, Any]], None] | None = None, name: str = "pki.yml") \
             -> tuple[Path, dict[str, TestToken]]:
-        data = copy.deepcopy(testing_definition_data())
+        data = copy.deepcopy(base_definition_data())
         tokens: dict[str, TestToken] = {}
         for ca_name, ca in data["cas"].items():
             tok = make_token(ca_name)

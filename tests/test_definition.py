@@ -1,0 +1,121 @@
+"""Definition validation: the shipped definitions load; each bad input gets one precise message."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ceremony.definition import load_definition, parse_duration
+from ceremony.errors import DefinitionError
+from conftest import REPO, base_definition_data, write_definition
+
+
+def test_shipped_definitions_are_valid() -> None:
+    testing = load_definition(REPO / "inventory/testing/pki.yml").model
+    prod = load_definition(REPO / "inventory/production.example/pki.yml").model
+    assert testing.root_name == "root" and testing.cas["qualified"].issuer == "root"
+    root = prod.cas[prod.root_name]
+    assert (root.key.algorithm, root.key.curve) == ("ecdsa", "P-384")
+    assert (root.validity.not_before.year, root.validity.not_after.year) == (2026, 2046)
+    assert prod.organisation.country == "ML"
+    assert prod.cas["qualified"].key.curve == "P-384" and prod.cas["qualified"].profiles
+
+
+def _error(tmp_path: Path, mutate: Any = None, text: str | None = None) -> DefinitionError:
+    path = tmp_path / "pki.yml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    else:
+        data = copy.deepcopy(base_definition_data())
+        mutate(data)
+        write_definition(path, data)
+    with pytest.raises(DefinitionError) as info:
+        load_definition(path)
+    assert str(path) in str(info.value), "the message names the file"
+    return info.value
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    err = _error(tmp_path, text="version: 1\ncas: [unclosed\n")
+    assert "malformed YAML" in str(err) and err.exit_code == 2
+
+
+def test_duplicate_key_is_refused(tmp_path: Path) -> None:
+    err = _error(tmp_path, text="version: 1\nversion: 1\n")
+    assert "version" in str(err)
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"].update(colour="blue"))
+    assert "cas.root.colour" in str(err)
+
+
+def test_not_after_before_not_before(tmp_path: Path) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["cas"]["root"]["validity"]["not_after"] = "2020-01-01T00:00:00Z"
+    err = _error(tmp_path, mutate)
+    assert "cas.root.validity" in str(err) and "not_after must be later than not_before" in str(err)
+
+
+def test_rsa_2048_is_refused(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"].update(key={"algorithm": "rsa", "bits": 2048}))
+    assert "cas.root.key" in str(err) and "3072" in str(err) and "4096" in str(err)
+
+
+def test_unknown_curve_is_refused(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"].update(key={"algorithm": "ecdsa", "curve": "P-192"}))
+    assert "cas.root.key" in str(err) and "P-384" in str(err)
+
+
+def test_root_beyond_25_years(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"]["validity"].update(not_after="2052-01-01T00:00:00Z"))
+    assert "cas.root.validity" in str(err) and "at most 25 years" in str(err)
+
+
+def test_caps_can_be_lowered_not_raised(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["limits"].update(root_max_years=30))
+    assert "limits.root_max_years" in str(err)
+    err = _error(tmp_path, lambda d: d["limits"].update(subordinate_max_years=5))
+    assert "cas.qualified.validity" in str(err) and "at most 5 years" in str(err)
+
+
+def test_subordinate_outliving_its_root(tmp_path: Path) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["cas"]["root"]["validity"]["not_after"] = "2030-01-01T00:00:00Z"
+    err = _error(tmp_path, mutate)
+    assert "cas.qualified.validity.not_after" in str(err) and "outlives" in str(err)
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["qualified"].update(path_length="zero"))
+    assert "cas.qualified.path_length" in str(err)
+
+
+def test_https_crl_url_is_refused(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"]["publication"].update(crl_url="https://x.ml/r.crl"))
+    assert "cas.root.publication.crl_url" in str(err) and "http://" in str(err)
+
+
+def test_pin_in_definition_is_impossible(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"]["hsm"].update(pin="123456"))
+    assert "cas.root.hsm.pin" in str(err)
+    assert "123456" not in str(err), "a PIN never appears in a message"
+
+
+def test_crl_cadence_checked_against_the_baseline_requirements(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["qualified"]["crl"].update(lifetime="11d"))
+    assert "cas.qualified.crl.lifetime" in str(err) and "10d" in str(err)
+
+
+def test_line_number_is_reported(tmp_path: Path) -> None:
+    err = _error(tmp_path, lambda d: d["cas"]["root"].update(key={"algorithm": "rsa", "bits": 2048}))
+    assert ":" in str(err).split(" ")[0] and err.line is not None
+
+
+def test_durations() -> None:
+    assert parse_duration("7d").days == 7 and parse_duration("24h").total_seconds() == 86400
+    with pytest.raises(ValueError):
+        parse_duration("1w")
