@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO, base_definition_data, write_definition
 
 from ceremony.definition import load_definition, parse_duration
 from ceremony.errors import DefinitionError
-from conftest import REPO, base_definition_data, write_definition
 
 
 def test_shipped_definitions_are_valid() -> None:

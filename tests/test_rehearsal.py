@@ -1,0 +1,87 @@
+"""``invoke rehearse`` end to end, as the operator runs it (a subprocess), and the CLI's error handling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from cryptography import x509
+
+pytestmark = pytest.mark.hsm
+INVOKE = str(REPO / ".venv" / "bin" / "invoke")
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
+    return subprocess.run([INVOKE, *args], cwd=REPO, capture_output=True, text=True, env={**clean, **(env or {})},
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rehearsal") / "out"
+    # One PIN given by the operator, the others generated.
+    result = invoke("rehearse", "--out", str(out), env={"CEREMONY_ROOT_PIN": "given-root-pin-4711"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_rehearsal_manifest_and_chain(rehearsal: Path) -> None:
+    manifest = json.loads((rehearsal / "manifest.json").read_text())
+    assert manifest["rehearsal"] is True
+    kinds = {a["kind"] for a in manifest["artifacts"]}
+    assert {"pki-definition", "root-certificate", "root-public-key", "subordinate-public-key", "subordinate-csr",
+            "subordinate-certificate", "hsm-config", "rehearsal-pins"} <= kinds
+    for a in manifest["artifacts"]:
+        assert not Path(a["path"]).is_absolute()
+        assert hashlib.sha256((rehearsal / a["path"]).read_bytes()).hexdigest() == a["sha256"], a["path"]
+    verify = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", str(rehearsal / "root.crt.pem"),
+                             str(rehearsal / "qualified.crt.pem")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_every_rehearsal_certificate_is_marked(rehearsal: Path) -> None:
+    certs = sorted(rehearsal.glob("*.crt.pem"))
+    assert len(certs) >= 2
+    for path in certs:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+        assert cn.endswith("(REHEARSAL)"), path
+
+
+def test_rehearsal_pins_file(rehearsal: Path) -> None:
+    pins = rehearsal / "hsm" / "rehearsal-pins.env"
+    assert stat.S_IMODE(pins.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in pins.read_text().splitlines())
+    assert values["CEREMONY_ROOT_PIN"] == "given-root-pin-4711", "a PIN from the environment is used"
+    for name in ("CEREMONY_ROOT_SO_PIN", "CEREMONY_QUALIFIED_PIN", "CEREMONY_QUALIFIED_SO_PIN"):
+        assert len(values[name]) >= 16, "generated at random"
+    # No PIN anywhere else in the outputs.
+    for path in rehearsal.rglob("*"):
+        if path.is_file() and path != pins and "tokens" not in path.parts:
+            data = path.read_bytes()
+            assert all(v.encode() not in data for v in values.values()), path
+
+
+def test_second_rehearsal_into_the_same_directory_is_refused(rehearsal: Path) -> None:
+    before = sorted(p.as_posix() for p in rehearsal.rglob("*"))
+    result = invoke("rehearse", "--out", str(rehearsal))
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and "never overwritten" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, "one clear message, no traceback"
+    assert sorted(p.as_posix() for p in rehearsal.rglob("*")) == before
+
+
+def test_bad_definition_gets_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "pki.yml"
+    bad.write_text("version: 1\ncas: {root: {role: root, colour: blue}}\n")
+    result = invoke("ceremony.root", "--definition", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {bad}:") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
