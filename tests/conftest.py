@@ -8,9 +8,11 @@ exactly as in a ceremony.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 TESTING_DEFINITION = REPO / "inventory" / "testing" / "pki.yml"
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
+atexit.register(shutil.rmtree, _HSM_DIR, True)
 from ceremony import softhsm  # noqa: E402
 
 SOFTHSM_CONF = softhsm.write_config(_HSM_DIR)
