@@ -343,7 +343,13 @@ def up(log: bool = True) -> dict[str, object]:
             else:
                 wrapper = chroot_wrapper(host)
                 wrapper.parent.mkdir(parents=True, exist_ok=True)
-                wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {host.ns} /usr/sbin/chroot "$@"\n')
+                # `ip netns exec` runs in a private mount namespace with /sys showing this
+                # namespace's interfaces; binding it into the chroot lets the offline check see
+                # them, and the bind vanishes with the command (nothing to unmount).
+                wrapper.write_text(
+                    "#!/bin/sh\n"
+                    f"exec ip netns exec {host.ns} /bin/sh -c "
+                    "'mount --bind /sys \"$0/sys\" && exec /usr/sbin/chroot \"$0\" \"$@\"' \"$@\"\n")
                 wrapper.chmod(0o755)
         check_addresses_free()
         run("ip", "netns", "add", CLIENT_NS)
