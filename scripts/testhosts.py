@@ -51,6 +51,7 @@ IMAGE_PACKAGES = (
     "python3",
     "python3-venv",
     "python3-apt",  # Ansible's apt module
+    "python3-packaging",  # Ansible's pip module
     "openssh-server",
     "iproute2",
     "procps",
