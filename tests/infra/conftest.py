@@ -1,0 +1,126 @@
+"""Fixtures of the infrastructure tests: real throwaway Debian hosts and real Ansible runs.
+
+The hosts come from ``scripts/testhosts.py`` (debootstrap image cached as a tarball, one network
+namespace per host). They are torn down in ``finally`` blocks, whether the tests pass or fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def load_testhosts() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("testhosts", REPO / "scripts" / "testhosts.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["testhosts"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def infra_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the infrastructure tests need root (debootstrap, mount, ip netns)"
+    for tool in ("debootstrap", "ip", "ssh", "chroot"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/bootstrap.sh installs it)"
+    return None
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """Per host: ok, changed, failed, unreachable... from the PLAY RECAP."""
+        found: dict[str, dict[str, int]] = {}
+        for line in self.output.split("PLAY RECAP")[-1].splitlines():
+            m = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+            if m:
+                found[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+        return found
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts.get("changed", 0) for host, counts in self.recap().items()}
+
+    def changed_tasks(self) -> list[str]:
+        """The task headers followed by a 'changed:' line: what broke idempotence."""
+        tasks, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                current = line
+            elif line.startswith("changed:") and current not in tasks:
+                tasks.append(current)
+        return tasks
+
+
+@dataclass
+class Lab:
+    """The running test hosts and everything needed to drive them."""
+
+    th: ModuleType
+    env: dict[str, str]
+    exchange: Path
+    ssh_config: Path
+
+    def playbook(self, name: str, *extra: str) -> PlaybookRun:
+        proc = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}", *extra],
+            cwd=REPO, env=self.env, capture_output=True, text=True, check=False, timeout=900)
+        return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+    def ansible(self, host: str, module: str, args: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "ansible"), host, "-m", module, "-a", args, *extra],
+            cwd=REPO, env=self.env, capture_output=True, text=True, check=False, timeout=300)
+
+    def host(self, name: str):  # -> testinfra.host.Host
+        import testinfra
+
+        if name == "offline-root":
+            return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(REPO / "inventory/testing/hosts.yml"))
+        return testinfra.get_host(f"ssh://{name}", ssh_config=str(self.ssh_config))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    reason = infra_unavailable()
+    if reason:
+        pytest.skip(reason)
+    th = load_testhosts()
+    wheels = th.wheelhouse(str(VENV_BIN / "python"))
+    exchange = tmp_path_factory.mktemp("exchange")
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "CEREMONY_WHEELHOUSE": str(wheels),
+        "CEREMONY_EXCHANGE_DIR": str(exchange),
+        "CEREMONY_TESTHOSTS_DIR": str(th.STATE_DIR),
+    })
+    # Fresh random PINs for the hosts' tokens, exported under the names pki.yml gives.
+    for name in ("CEREMONY_ROOT_PIN", "CEREMONY_ROOT_SO_PIN", "CEREMONY_QUALIFIED_PIN", "CEREMONY_QUALIFIED_SO_PIN"):
+        env[name] = secrets.token_hex(8)
+    try:
+        state = th.up(log=True)
+        yield Lab(th=th, env=env, exchange=exchange, ssh_config=Path(str(state["ssh_config"])))
+    finally:
+        th.down()
