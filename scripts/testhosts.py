@@ -16,10 +16,11 @@ There is no docker here, so the infrastructure tests build their own hosts:
 
 Addresses come from the documentation ranges TEST-NET-3 and TEST-NET-2 (RFC 5737), on /30
 links whose routes exist only between the namespaces this script created; ``up`` refuses to
-start when the machine already routes one of them (some machines use TEST-NET-1 themselves). ``down`` kills every process inside the hosts, unmounts,
-deletes the namespaces and the copies; it is safe to run twice and runs in ``finally`` blocks.
+start when the machine already routes one of them (some machines use TEST-NET-1 themselves).
+``down`` kills every process inside the hosts, unmounts, deletes the namespaces and the copies;
+it is safe to run twice and runs in ``finally`` blocks.
 
-Usage: ``scripts/testhosts.py build|up|down|status`` (also ``invoke hosts.up`` / ``hosts.down``).
+Usage: ``scripts/testhosts.py build|wheels|up|down|status`` (also ``invoke hosts.up`` / ``hosts.down``).
 """
 
 from __future__ import annotations

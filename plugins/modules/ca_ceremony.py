@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# ruff: noqa: E402  (Ansible convention: DOCUMENTATION, EXAMPLES and RETURN come before the imports)
 """Ansible module ca_ceremony: the offline root's ceremonies, run on the root workstation itself."""
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def _cert(path: str):
 
 def _done_root(module, ca, out: str, name: str) -> dict | None:
     """The existing root outputs, when they are there and belong to the token's key."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     from ceremony import hsm
     from ceremony.fingerprints import sha256_hex
     from ceremony.hsm_keys import public_key_from_token
     from ceremony.keys import spki_sha256
-    from cryptography.hazmat.primitives.serialization import Encoding
 
     path = os.path.join(out, f"{name}.crt.pem")
     if not os.path.exists(path):
@@ -127,10 +129,11 @@ def _done_root(module, ca, out: str, name: str) -> dict | None:
 
 
 def _done_sub(module, out: str, name: str, csr_path: str) -> dict | None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     from ceremony.csr import load_csr
     from ceremony.fingerprints import sha256_hex
     from ceremony.keys import spki_sha256
-    from cryptography.hazmat.primitives.serialization import Encoding
 
     path = os.path.join(out, f"{name}.crt.pem")
     if not os.path.exists(path):
@@ -144,10 +147,11 @@ def _done_sub(module, out: str, name: str, csr_path: str) -> dict | None:
 
 
 def run(module: AnsibleModule) -> None:
+    from rich.console import Console
+
     from ceremony import ceremonies
     from ceremony.errors import CeremonyError
     from ceremony.recorder import ConsoleRecorder
-    from rich.console import Console
 
     p = module.params
     action = p["action"]

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# ruff: noqa: E402  (Ansible convention: DOCUMENTATION, EXAMPLES and RETURN come before the imports)
 """Ansible module ca_csr: the subordinate CA's certificate signing request, signed inside its HSM."""
 
 from __future__ import annotations

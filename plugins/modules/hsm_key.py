@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# ruff: noqa: E402  (Ansible convention: DOCUMENTATION, EXAMPLES and RETURN come before the imports)
 """Ansible module hsm_key: a CA signing key on its HSM token, as the PKI definition describes it."""
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ DOCUMENTATION = r"""
 module: hsm_key
 short_description: Ensure a CA's signing key exists on its HSM token, exactly as the PKI definition says
 description:
-  - Reads the CA from the PKI definition (C(inventory/<env>/pki.yml), copied to the host): token,
-    key label, algorithm and size, backup mode.
+  - Reads the CA from the PKI definition (C(inventory/<env>/pki.yml), copied to the host), that is
+    its token, key label, algorithm and size, and backup mode.
   - When no object carries the key label, generates the key pair inside the token through the
-    ceremony engine (C(ceremony.keys.generate_key)): sensitive, sign-only, never extractable
+    ceremony engine (C(ceremony.keys.generate_key)), sensitive, sign-only and never extractable
     (or extractable only wrapped by a trusted key when the definition's backup mode is C(wrapped)).
   - When the key is there with the same parameters, nothing changes.
   - When the key is there with different parameters (another algorithm, size or backup mode),
@@ -124,7 +125,7 @@ def run(module: AnsibleModule) -> None:
     from ceremony.errors import CeremonyError
 
     p = module.params
-    loaded, ca = load_ca(module, p["definition"], p["ca"])
+    _, ca = load_ca(module, p["definition"], p["ca"])
     prepare_environment(module)
     wanted = describe(ca)
     try:

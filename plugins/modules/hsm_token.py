@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# ruff: noqa: E402  (Ansible convention: DOCUMENTATION, EXAMPLES and RETURN come before the imports)
 """Ansible module hsm_token: make sure a PKCS#11 token is there (initialise it on SoftHSM only)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ description:
     (C(ceremony.hsm)) in Python.
   - On SoftHSM2 (O(softhsm_conf) given) an absent token is initialised and its PINs are set through
     PKCS#11; the PINs never appear on a command line.
-  - On a real HSM (no O(softhsm_conf)) an absent token is an error: initialising a production token
+  - On a real HSM (no O(softhsm_conf)) an absent token is an error, since initialising a production token
     is done at a ceremony with the vendor's tools, never by a playbook.
   - Must run with the interpreter of the suite's virtualenv (see the ceremony_suite role).
 version_added: "0.1.0"

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.infra
 
 CA = "qualified"
 CA_USER = "ceremony-ca"
+SUITE_PYTHON = "/opt/ceremony-suite/venv/bin/python"
 
 
 def test_hosts_are_torn_down_even_when_bringing_them_up_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,7 +172,7 @@ def test_hsm_key_with_other_parameters_fails_and_never_regenerates(converged: Pl
     try:
         args = json.dumps({"definition": "/tmp/p256.yml", "ca": CA, "softhsm_conf": "/etc/softhsm/softhsm2.conf",
                            "user_pin": lab.env["CEREMONY_QUALIFIED_PIN"]})
-        proc = lab.ansible("subca", "hsm_key", args, "-e", "ansible_python_interpreter=/opt/ceremony-suite/venv/bin/python",
+        proc = lab.ansible("subca", "hsm_key", args, "-e", f"ansible_python_interpreter={SUITE_PYTHON}",
                            "--become", "--become-method", "su", "--become-user", CA_USER, "-e",
                            "ansible_become_flags='-s /bin/sh'")
         assert proc.returncode != 0
@@ -191,7 +192,7 @@ def test_ca_csr_refuses_to_overwrite_a_foreign_file(converged: PlaybookRun, lab:
         digest_before = host.file(path).sha256sum
         args = json.dumps({"definition": "/etc/ceremony/pki.yml", "ca": CA, "path": path,
                            "softhsm_conf": "/etc/softhsm/softhsm2.conf", "user_pin": lab.env["CEREMONY_QUALIFIED_PIN"]})
-        proc = lab.ansible("subca", "ca_csr", args, "-e", "ansible_python_interpreter=/opt/ceremony-suite/venv/bin/python")
+        proc = lab.ansible("subca", "ca_csr", args, "-e", f"ansible_python_interpreter={SUITE_PYTHON}")
         assert proc.returncode != 0
         assert path in proc.stdout
         assert host.file(path).sha256sum == digest_before
