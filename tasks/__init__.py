@@ -7,10 +7,11 @@ edit the same file. Run ``invoke --list`` to see every task.
 
 from invoke import Collection
 
-from . import ceremony_tasks, dev_tasks
+from . import ceremony_tasks, dev_tasks, hosts_tasks
 
 ns = Collection()
 ns.add_collection(ceremony_tasks.ns, name="ceremony")
 ns.add_task(ceremony_tasks.rehearse)
 ns.add_task(dev_tasks.test)
 ns.add_task(dev_tasks.lint)
+ns.add_collection(hosts_tasks.ns, name="hosts")
