@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3-venv                       # the virtualenv in .venv
   softhsm2 opensc openssl            # the stand-in HSM and the independent PKCS#11 checker
   debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts
+  curl                               # the relying party fetching CRLs from the test publication host
   systemd                            # systemd-analyze verify for timer units
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core   # WeasyPrint PDF rendering
   poppler-utils                      # pdftotext: tests read the PDFs' text layer
