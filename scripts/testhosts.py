@@ -276,6 +276,21 @@ def kill_inside(root: Path) -> None:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold the test hosts for one user at a time: the namespaces and paths are fixed names, so a
+    second test run on the same machine waits instead of tearing the first one's hosts down."""
+    import fcntl
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR.parent / (STATE_DIR.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def namespaces() -> set[str]:
     out = run("ip", "netns", "list", check=False).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}

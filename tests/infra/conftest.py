@@ -119,8 +119,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     # Fresh random PINs for the hosts' tokens, exported under the names pki.yml gives.
     for name in ("CEREMONY_ROOT_PIN", "CEREMONY_ROOT_SO_PIN", "CEREMONY_QUALIFIED_PIN", "CEREMONY_QUALIFIED_SO_PIN"):
         env[name] = secrets.token_hex(8)
+    # testinfra's ansible backend (the offline root) runs ansible-inventory from this process.
+    saved = {k: os.environ.get(k) for k in ("PATH", "ANSIBLE_CONFIG", "CEREMONY_TESTHOSTS_DIR")}
+    os.environ.update({k: env[k] for k in saved})
     try:
-        state = th.up(log=True)
-        yield Lab(th=th, env=env, exchange=exchange, ssh_config=Path(str(state["ssh_config"])))
+        with th.exclusive():
+            try:
+                state = th.up(log=True)
+                yield Lab(th=th, env=env, exchange=exchange, ssh_config=Path(str(state["ssh_config"])))
+            finally:
+                th.down()
     finally:
-        th.down()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

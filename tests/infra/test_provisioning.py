@@ -35,11 +35,12 @@ def test_hosts_are_torn_down_even_when_bringing_them_up_fails(monkeypatch: pytes
         raise th.TestHostError("simulated sshd failure")
 
     monkeypatch.setattr(th, "start_sshd", broken_sshd)
-    with pytest.raises(th.TestHostError, match="simulated"):
-        th.up(log=False)
-    leftover = th.status()
-    assert leftover["namespaces"] == [] and leftover["roots"] == []
-    assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(th.STATE_DIR) in line]
+    with th.exclusive():
+        with pytest.raises(th.TestHostError, match="simulated"):
+            th.up(log=False)
+        leftover = th.status()
+        assert leftover["namespaces"] == [] and leftover["roots"] == []
+        assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(th.STATE_DIR) in line]
 
 
 @pytest.fixture(scope="module")
