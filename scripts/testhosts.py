@@ -365,8 +365,9 @@ def up(log: bool = True) -> dict[str, object]:
                 # them, and the bind vanishes with the command (nothing to unmount).
                 wrapper.write_text(
                     "#!/bin/sh\n"
-                    f"exec ip netns exec {host.ns} /bin/sh -c "
-                    "'mount --bind /sys \"$0/sys\" && exec /usr/sbin/chroot \"$0\" \"$@\"' \"$@\"\n")
+                    f"exec ip netns exec {host.ns} unshare --uts /bin/sh -c "
+                    f"'hostname {host.name} && mount --bind /sys \"$0/sys\" && "
+                    "exec /usr/sbin/chroot \"$0\" \"$@\"' \"$@\"\n")
                 wrapper.chmod(0o755)
         check_addresses_free()
         run("ip", "netns", "add", CLIENT_NS)
@@ -417,7 +418,10 @@ def start_sshd(host: Host) -> None:
     root = host_root(host)
     (root / "run/sshd").mkdir(parents=True, exist_ok=True)
     run(*in_ns(host.ns, "chroot", str(root), "ssh-keygen", "-A"))
-    run(*in_ns(host.ns, "chroot", str(root), "/usr/sbin/sshd", "-o", f"ListenAddress={host.address}"))
+    # Its own UTS namespace too, so the host answers to its own name.
+    run(*in_ns(host.ns, "unshare", "--uts", "/bin/sh", "-c",
+               f'hostname {host.name} && exec chroot "$0" /usr/sbin/sshd -o ListenAddress={host.address}',
+               str(root)))
 
 
 def wait_ssh(host: Host, config: Path, timeout: float = 20.0) -> None:

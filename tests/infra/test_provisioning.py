@@ -77,6 +77,7 @@ def test_check_mode_and_diff_change_nothing(converged: PlaybookRun, lab: Lab) ->
 
 def test_offline_root_has_only_loopback_and_no_route_out(converged: PlaybookRun, lab: Lab) -> None:
     host = lab.host("offline-root")
+    assert host.check_output("hostname") == "offline-root"
     links = host.check_output("ip -o link show")
     assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
     assert host.run("ip route get 1.1.1.1").rc != 0
@@ -92,6 +93,7 @@ def test_offline_root_has_only_loopback_and_no_route_out(converged: PlaybookRun,
 
 def test_subordinate_ca_host(converged: PlaybookRun, lab: Lab) -> None:
     host = lab.host("subca")
+    assert host.check_output("hostname") == "subca"
     for pkg in ("softhsm2", "opensc", "python3-venv"):
         assert host.package(pkg).is_installed
     user = host.user(CA_USER)
