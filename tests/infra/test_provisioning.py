@@ -227,3 +227,43 @@ def test_scheduled_crl_job_signs_a_crl_that_the_publisher_serves(converged: Play
          "%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/{CA}.crl"],
         capture_output=True, text=True, check=False)
     assert fetched.stdout == "200 application/pkix-crl"
+
+
+def _as_ca_user(*extra: str) -> tuple[str, ...]:
+    return ("-e", f"ansible_python_interpreter={SUITE_PYTHON}", "--become", "--become-method", "su",
+            "--become-user", CA_USER, "-e", "ansible_become_flags='-s /bin/sh'", *extra)
+
+
+def test_hsm_key_check_mode_predicts_a_new_key_without_creating_it(converged: PlaybookRun, lab: Lab) -> None:
+    before = _token_objects(lab)
+    host = lab.host("subca")
+    host.check_output("sed 's/key_label: qualified-2026/key_label: qualified-2027/' /etc/ceremony/pki.yml "
+                      "> /tmp/next.yml && chown root:%s /tmp/next.yml && chmod 0640 /tmp/next.yml", CA_USER)
+    try:
+        args = json.dumps({"definition": "/tmp/next.yml", "ca": CA, "softhsm_conf": "/etc/softhsm/softhsm2.conf",
+                           "user_pin": lab.env["CEREMONY_QUALIFIED_PIN"]})
+        proc = lab.ansible("subca", "hsm_key", args, *_as_ca_user("--check", "--diff"))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "CHANGED" in proc.stdout and "qualified-2027" in proc.stdout
+    finally:
+        host.run("rm -f /tmp/next.yml")
+    assert _token_objects(lab) == before
+
+
+@pytest.mark.parametrize(("module", "args", "message"), [
+    ("hsm_token", {"label": "no-such-token", "module": "/usr/lib/softhsm/libsofthsm2.so"},
+     "a real HSM token is initialised at a ceremony"),
+    ("hsm_key", {"definition": "/etc/ceremony/missing.yml", "ca": CA}, "/etc/ceremony/missing.yml"),
+    ("hsm_key", {"definition": "/etc/ceremony/pki.yml", "ca": "nope"}, "cas.nope: no such CA"),
+    ("ca_csr", {"definition": "/etc/ceremony/pki.yml", "ca": "root", "path": "/tmp/root.csr"},
+     "a CSR is only made for a subordinate CA"),
+])
+def test_modules_refuse_bad_input_with_one_clear_message(converged: PlaybookRun, lab: Lab, module: str,
+                                                         args: dict[str, str], message: str) -> None:
+    before = _token_objects(lab)
+    proc = lab.ansible("subca", module, json.dumps(args), *_as_ca_user())
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stdout
+    assert _token_objects(lab) == before
+    assert not lab.host("subca").file("/tmp/root.csr").exists
