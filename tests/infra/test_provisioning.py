@@ -128,6 +128,12 @@ def test_crl_timer_passes_systemd_analyze_and_cron_fallback(converged: PlaybookR
         assert setting in service
     verify = host.run(f"systemd-analyze verify {unit}.timer {unit}.service")
     assert verify.rc == 0 and verify.stderr.strip() == "", verify.stderr
+    # The job's metrics go to node-exporter's textfile collector, writable by the job's user.
+    assert host.package("prometheus-node-exporter").is_installed
+    textfile = host.file("/var/lib/prometheus/node-exporter")
+    assert textfile.is_directory and textfile.user == CA_USER
+    assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in \
+        host.file("/etc/default/prometheus-node-exporter").content_string
     # No systemd as PID 1 in the test host: the cron entry runs the same command.
     cron = host.file(f"/etc/cron.d/ceremony-crl-sign-{CA}").content_string
     assert f" {CA_USER} /usr/local/bin/ceremony-crl-sign " in cron
