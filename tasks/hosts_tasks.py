@@ -12,6 +12,7 @@ import importlib.util
 import os
 import secrets
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -52,7 +53,8 @@ def up(c: Context) -> None:
     except th.TestHostError as exc:
         sys.exit(f"error: {exc}")
     exchange = Path(th.STATE_DIR) / "exchange"
-    exchange.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(exchange, ignore_errors=True)  # CSRs and certificates of earlier hosts' keys
+    exchange.mkdir(parents=True)
     values = {
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "CEREMONY_TESTHOSTS_DIR": str(th.STATE_DIR),
