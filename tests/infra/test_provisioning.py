@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import Lab, PlaybookRun, infra_unavailable, load_testhosts
 
@@ -162,6 +164,15 @@ def test_publisher_serves_crls_with_pkix_crl_content_type_to_another_namespace(c
              "-w", "%{http_code}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/etc/passwd"],
             capture_output=True, text=True, check=False)
         assert missing.stdout == "404"
+        # The CA certificates are published too, in DER, at the definition's certificate URLs.
+        cert = subprocess.run(
+            ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
+             "-w", "\n%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/certs/root.cer"],
+            capture_output=True, check=False)
+        der, _, status = cert.stdout.rpartition(b"\n")
+        assert status.decode() == "200 application/pkix-cert"
+        assert der == x509.load_pem_x509_certificate((lab.exchange / "root.crt.pem").read_bytes()).public_bytes(
+            serialization.Encoding.DER)
     finally:
         probe.unlink()
 
