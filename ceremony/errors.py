@@ -74,3 +74,10 @@ class VerificationError(CeremonyError):
     """What the HSM returned does not verify or does not match what was linted."""
 
     exit_code = 8
+
+
+class RegistryError(CeremonyError):
+    """The certificate registry refused a change or could not be opened (missing, corrupt, locked,
+    newer schema, unknown serial, invalid reason or date). The registry is unchanged."""
+
+    exit_code = 9
