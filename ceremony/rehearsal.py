@@ -165,6 +165,7 @@ def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DE
             continue
         stage(ctx)
     ctx.console.rule("rehearsal complete")
+    ctx.manifest.reload()  # the ceremonies extend the manifest on disk through their own handles
     ctx.console.print(f"outputs: {ctx.out}\nmanifest: {ctx.out / MANIFEST_NAME} "
                       f"({len(ctx.manifest.artifacts)} artifacts)\nPINs of the throwaway tokens: "
                       f"{ctx.hsm_dir / PINS_FILE}")

@@ -29,6 +29,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # One PIN given by the operator, the others generated.
     result = invoke("rehearse", "--out", str(out), env={"CEREMONY_ROOT_PIN": "given-root-pin-4711"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (out.parent / "stdout.txt").write_text(result.stdout)
     return out
 
 
@@ -44,6 +45,12 @@ def test_rehearsal_manifest_and_chain(rehearsal: Path) -> None:
     verify = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", str(rehearsal / "root.crt.pem"),
                              str(rehearsal / "qualified.crt.pem")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_rehearsal_summary_counts_what_the_manifest_lists(rehearsal: Path) -> None:
+    manifest = json.loads((rehearsal / "manifest.json").read_text())
+    stdout = (rehearsal.parent / "stdout.txt").read_text()
+    assert f"({len(manifest['artifacts'])} artifacts)" in " ".join(stdout.split())
 
 
 def test_every_rehearsal_certificate_is_marked(rehearsal: Path) -> None:
