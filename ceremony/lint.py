@@ -85,15 +85,20 @@ def _load(der: bytes) -> Any:
         raise LintError(f"pkilint cannot decode the certificate: {exc}") from None
 
 
-def lint_certificate(der: bytes, etsi: bool = False) -> list[Finding]:
-    """All pkilint findings for a DER certificate (RFC 5280; plus ETSI EN 319 412 when ``etsi``)."""
+def lint_certificate(der: bytes, etsi: bool = False, etsi_type: Any = None) -> list[Finding]:
+    """All pkilint findings for a DER certificate (RFC 5280; plus ETSI EN 319 412 when ``etsi``).
+
+    ``etsi_type`` (a ``pkilint.etsi.etsi_constants.CertificateType``) lints against the type the profile
+    means to be instead of the one pkilint detects, so a certificate that drifted into another type
+    is reported rather than silently linted by that type's rules.
+    """
     findings = findings_from_results(_rfc5280_validator().validate(_load(der).root))
     if etsi:
         from pkilint import etsi as pk_etsi
         from pkilint import finding_filter
 
         cert = _load(der)
-        ctype = pk_etsi.determine_certificate_type(cert)
+        ctype = etsi_type if etsi_type is not None else pk_etsi.determine_certificate_type(cert)
         validator = pkix_certificate.create_pkix_certificate_validator_container(
             pk_etsi.create_decoding_validators(ctype), pk_etsi.create_validators(ctype))
         results, _ = finding_filter.filter_results(pk_etsi.create_etsi_finding_filters(ctype),
@@ -138,11 +143,12 @@ class PreSignLint:
 
 
 def lint_before_signing(builder: x509.CertificateBuilder, issuer_public_key: Any,
-                        allowances: Sequence[LintAllowance], what: str, etsi: bool = False) -> PreSignLint:
+                        allowances: Sequence[LintAllowance], what: str, etsi: bool = False,
+                        etsi_type: Any = None) -> PreSignLint:
     """Sign ``builder`` with a throwaway key like the issuer's and lint the result."""
     throwaway = throwaway_key_like(issuer_public_key)
     trial = builder.sign(throwaway, hash_for(throwaway))
-    findings = lint_certificate(trial.public_bytes(_DER), etsi=etsi)
+    findings = lint_certificate(trial.public_bytes(_DER), etsi=etsi, etsi_type=etsi_type)
     allowed = enforce(findings, allowances, what)
     return PreSignLint(tbs=trial.tbs_certificate_bytes, findings=findings, allowed=allowed)
 
@@ -162,12 +168,13 @@ def verify_signature(cert: x509.Certificate, issuer_public_key: Any) -> None:
 
 
 def verify_after_signing(cert: x509.Certificate, issuer_public_key: Any, before: PreSignLint,
-                         allowances: Sequence[LintAllowance], what: str, etsi: bool = False) -> list[Finding]:
+                         allowances: Sequence[LintAllowance], what: str, etsi: bool = False,
+                         etsi_type: Any = None) -> list[Finding]:
     """Verify the HSM's signature, compare the TBS with the linted one, lint again."""
     verify_signature(cert, issuer_public_key)
     if cert.tbs_certificate_bytes != before.tbs:
         raise VerificationError(f"the TBS of {what} signed by the HSM differs from the one linted before signing")
-    findings = lint_certificate(cert.public_bytes(_DER), etsi=etsi)
+    findings = lint_certificate(cert.public_bytes(_DER), etsi=etsi, etsi_type=etsi_type)
     enforce(findings, allowances, what + " (after signing)")
     return findings
 
