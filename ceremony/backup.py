@@ -1,0 +1,538 @@
+"""Key-backup ceremony: wrap a CA key under a trusted AES-256 key whose secret is split M-of-N.
+
+Dual control, in the order of the ceremony script ``key-backup``:
+
+1. ``definition-check``: the CA's backup policy is ``wrapped``, every custodian has a bag serial,
+   the CA certificate is at hand, no output exists.
+2. ``token-open``: the Crypto Officer logs in; the CA key must be the certificate's key and must
+   have been generated extractable *only under a trusted key* (CKA_WRAP_WITH_TRUSTED).
+3. ``wrapping-key-generate``: the Security Officer logs in; the token's random generator gives the
+   32 bytes of the AES-256 wrapping key. They are held in host memory: they must be split.
+4. ``wrapping-key-trust``: still as Security Officer, the key is created on the token with
+   CKA_TRUSTED (only the SO can set it), usable to wrap and unwrap only, sensitive, not extractable.
+5. ``key-wrap``: the Crypto Officer wraps the CA key with CKM_AES_KEY_WRAP_PAD (RFC 5649), proves the
+   wrapped blob good by unwrapping it into a *session* object and checking a test signature against
+   the certificate, and destroys the wrapping key: from now on only a quorum of custodians can
+   reconstruct it.
+6. ``shares-split``: Shamir M-of-N over GF(2^8), random coefficients from the token.
+7. ``shares-distribute``: one 0600 page per custodian; the record says who holds which share in which
+   bag, with its checksum, never its value.
+8. ``outputs-write``: the backup file: wrapped key, public key, SPKI SHA-256, a key check value, the
+   custody list, an HMAC under a key derived from the wrapping key (tampering) and a SHA-256 checksum
+   (corruption, checked before any share is asked for).
+
+The CA private key is never in host memory: only the *wrapped* key leaves the token. The
+wrapping key's secret is, briefly (see docs/key-backup.md for what real HSMs do instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+
+from . import shamir
+from .ceremonies import load_issuer_certificate
+from .definition import CA, Hsm, LoadedDefinition
+from .errors import DefinitionError, HsmError, OutputError, VerificationError
+from .fileio import check_absent, sha256_file, write_new
+from .hsm import (
+    find_private_key,
+    find_token,
+    load_module,
+    mechanisms,
+    objects_with_label,
+    open_session,
+    pin_source_for,
+    random_bytes,
+    token_evidence,
+)
+from .hsm_keys import hash_for, signing_key
+from .keys import key_evidence, spki_der, spki_sha256
+from .manifest import Manifest
+from .recorder import Recorder
+from .shares import Share, slug
+
+BACKUP_FORMAT = "ceremony-key-backup/1"
+BACKUP_DIR = "backup"
+WRAP_MECHANISM = "CKM_AES_KEY_WRAP_PAD"
+SHAMIR_SCHEME = "shamir-gf256-0x11b"
+_KCV_INFO = b"ceremony key-backup key check value v1"
+_MAC_INFO = b"ceremony key-backup file mac v1"
+
+
+class BackupError(VerificationError):
+    """A backup or a share does not verify: corrupted, tampered with, from another backup, or too few."""
+
+
+# --- the backup file ------------------------------------------------------------------------------
+
+def _hkdf(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def key_check_value(secret: bytes) -> str:
+    """64 bits derived one-way from the wrapping key: proves the shares recombined to the right key."""
+    return _hkdf(secret, _KCV_INFO)[:8].hex()
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def file_mac(secret: bytes, body: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 over the canonical body (without ``mac`` and ``checksum_sha256``)."""
+    unsigned = {k: v for k, v in body.items() if k not in ("mac", "checksum_sha256")}
+    return hmac.new(_hkdf(secret, _MAC_INFO), _canonical(unsigned), hashlib.sha256).hexdigest()
+
+
+def file_checksum(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in body.items() if k != "checksum_sha256"})).hexdigest()
+
+
+def seal_backup_body(secret: bytes, body: dict[str, Any]) -> bytes:
+    body = dict(body)
+    body["mac"] = {"algorithm": "HMAC-SHA256", "key": "HKDF-SHA256(wrapping key, info='"
+                   + _MAC_INFO.decode() + "')", "value": file_mac(secret, body)}
+    body["checksum_sha256"] = file_checksum(body)
+    return (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def load_backup(path: str | Path) -> dict[str, Any]:
+    """Read a backup file and check its structure and checksum: no share and no HSM needed yet."""
+    p = Path(path)
+    source = str(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DefinitionError(source, "", "backup file not found") from None
+    except OSError as exc:
+        raise DefinitionError(source, "", f"cannot read the backup file: {exc.strerror}") from None
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BackupError(f"{source}: the backup file is damaged (not valid JSON); use another copy") from None
+    if not isinstance(body, dict):
+        raise BackupError(f"{source}: the backup file is damaged (not a JSON object); use another copy")
+    if body.get("format") != BACKUP_FORMAT:
+        raise DefinitionError(source, "format", f"{body.get('format')!r} is not a backup format this suite reads",
+                              BACKUP_FORMAT)
+    if body.get("checksum_sha256") != file_checksum(body):
+        raise BackupError(f"{source}: checksum_sha256 does not match the content: the backup file is corrupted "
+                          "or was altered; use another copy")
+    required = {"backup_id": str, "ca": str, "rehearsal": bool, "key": dict, "wrapping": dict, "quorum": dict,
+                "mac": dict}
+    for name, kind in required.items():
+        if not isinstance(body.get(name), kind):
+            raise DefinitionError(source, name, "missing or of the wrong type", kind.__name__)
+    for name in ("label", "id_hex", "algorithm", "public_key_pem", "spki_sha256"):
+        if not isinstance(body["key"].get(name), str):
+            raise DefinitionError(source, f"key.{name}", "missing or not a string")
+    for name in ("mechanism", "key_check_value", "wrapped_key_b64"):
+        if not isinstance(body["wrapping"].get(name), str):
+            raise DefinitionError(source, f"wrapping.{name}", "missing or not a string")
+    if body["wrapping"]["mechanism"] != WRAP_MECHANISM:
+        raise DefinitionError(source, "wrapping.mechanism", f"{body['wrapping']['mechanism']!r}", WRAP_MECHANISM)
+    quorum = body["quorum"]
+    if not isinstance(quorum.get("threshold"), int) or not isinstance(quorum.get("custodians"), list):
+        raise DefinitionError(source, "quorum", "needs threshold (a number) and custodians (a list)")
+    public = serialization.load_pem_public_key(body["key"]["public_key_pem"].encode())
+    if spki_sha256(public) != body["key"]["spki_sha256"]:
+        raise BackupError(f"{source}: key.spki_sha256 is not the SHA-256 of key.public_key_pem")
+    return body
+
+
+# --- the ceremony ---------------------------------------------------------------------------------
+
+@dataclass
+class BackupOutputs:
+    """Files of the backup ceremony: checked absent first, written last, removed again on failure."""
+
+    out: Path
+    manifest: Manifest
+    recorder: Recorder
+    planned: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relpath -> kind, format, mode
+    written: list[Path] = field(default_factory=list)
+
+    def plan(self, relpath: str, kind: str, fmt: str, mode: int = 0o644) -> Path:
+        self.planned[relpath] = (kind, fmt, mode)
+        return self.out / relpath
+
+    def check(self) -> None:
+        check_absent(*(self.out / r for r in self.planned))
+
+    def write(self, relpath: str, data: bytes) -> Path:
+        mode = self.planned[relpath][2]
+        path = write_new(self.out / relpath, data, mode=mode)
+        self.written.append(path)
+        return path
+
+    def commit(self) -> None:
+        for path in self.written:
+            rel = path.relative_to(self.out).as_posix()
+            kind, fmt, _ = self.planned[rel]
+            entry = self.manifest.add(kind, path, fmt)
+            self.recorder.artifact(kind, path, entry["sha256"], format=fmt)
+
+    def rollback(self) -> None:
+        for path in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.written.clear()
+
+
+@contextlib.contextmanager
+def backup_outputs(out: Path, manifest: Manifest, recorder: Recorder) -> Iterator[BackupOutputs]:
+    outputs = BackupOutputs(out, manifest, recorder)
+    try:
+        yield outputs
+    except BaseException:
+        outputs.rollback()
+        raise
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    ca_name: str
+    backup_id: str
+    backup_file: Path
+    share_files: dict[str, Path]   # custodian -> share page
+    bags: dict[str, str]           # custodian -> bag serial
+    key_spki_sha256: str
+
+
+def wrapped_ca(defn: LoadedDefinition, ca_name: str) -> CA:
+    """The CA, refusing one whose definition has no wrapped-backup policy."""
+    ca = defn.model.ca(ca_name)
+    if ca.backup.mode != "wrapped":
+        raise DefinitionError(str(defn.path), f"cas.{ca_name}.backup.mode",
+                              f"{ca.backup.mode!r}: this CA has no backup policy, its key cannot be backed up",
+                              "wrapped (with threshold and custodians), set before the key is generated")
+    return ca
+
+
+def resolve_bags(ca_name: str, custodians: list[str], bags: Mapping[str, str] | None, rehearsal: bool,
+                 randhex: Any = None) -> dict[str, str]:
+    """Bag serial per custodian: given by the operator; generated ``REHEARSAL-…`` in a rehearsal."""
+    given = dict(bags or {})
+    unknown = [name for name in given if name not in custodians]
+    if unknown:
+        raise DefinitionError("--bag", unknown[0], f"is not a custodian of cas.{ca_name}.backup",
+                              ", ".join(custodians))
+    result: dict[str, str] = {}
+    for name in custodians:
+        serial = given.get(name)
+        if serial is None:
+            if not rehearsal:
+                raise DefinitionError("--bag", name, "no tamper-evident bag serial given for this custodian",
+                                      "--bag 'NAME=SERIAL' once per custodian")
+            serial = "REHEARSAL-" + (randhex or secrets.token_hex)(4).upper()
+        serial = serial.strip()
+        if not serial or len(serial) > 64 or any(c in serial for c in "\n\r:"):
+            raise DefinitionError("--bag", name, f"bag serial {serial!r} is not usable",
+                                  "1 to 64 characters, no colon or line break")
+        if rehearsal != serial.startswith("REHEARSAL-"):
+            raise DefinitionError("--bag", name, f"bag serial {serial!r}",
+                                  "REHEARSAL-… in a rehearsal only" if not rehearsal else "REHEARSAL-… in a rehearsal")
+        result[name] = serial
+    if len(set(result.values())) != len(result):
+        raise DefinitionError("--bag", "", "two custodians have the same bag serial", "one bag per share")
+    return result
+
+
+def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
+    lib = load_module(hsm.module)
+    token = find_token(lib, hsm.token)
+    evidence = token_evidence(hsm.module, lib, token).as_dict()
+    evidence["mechanisms"] = mechanisms(token)
+    recorder.evidence("token", evidence)
+    recorder.say(f"  token {evidence['label']!r} serial {evidence['serial']} ({evidence['manufacturer']} "
+                 f"{evidence['model']}, firmware {evidence['firmware_version']})")
+    return evidence
+
+
+def key_type_of(public: Any) -> KeyType:
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return KeyType.EC
+    if isinstance(public, rsa.RSAPublicKey):
+        return KeyType.RSA
+    raise HsmError(f"unsupported key type {type(public).__name__}")
+
+
+def verify_test_signature(public: Any, message: bytes, signature: bytes) -> None:
+    """Raise BackupError unless ``signature`` by the (restored or test-unwrapped) key verifies."""
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, message, ec.ECDSA(hash_for(public)))
+        else:
+            public.verify(signature, message, padding.PKCS1v15(), hash_for(public))
+    except InvalidSignature:
+        raise BackupError("the test signature does not verify against the certificate's public key") from None
+
+
+def sign_with(p11_key: Any, public: Any, message: bytes) -> bytes:
+    """A signature by a PKCS#11 private key, through the same code path the ceremonies use."""
+    from .hsm_keys import HsmEcPrivateKey, HsmRsaPrivateKey
+
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return HsmEcPrivateKey(p11_key, public).sign(message, ec.ECDSA(hash_for(public)))
+    return HsmRsaPrivateKey(p11_key, public).sign(message, padding.PKCS1v15(), hash_for(public))
+
+
+# Attributes python-pkcs11 would add for "all capabilities" that a private key does not take.
+_NOT_FOR_PRIVATE = {Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT, Attribute.WRAP: DEFAULT}
+
+
+def unwrap_private(wrapping_key: Any, wrapped: bytes, key_type: KeyType, *, store: bool,
+                   label: str | None = None, key_id: bytes | None = None, extractable: bool = False) -> Any:
+    """Unwrap a CA private key (RFC 5649) as a sign-only, sensitive key."""
+    template = {**_NOT_FOR_PRIVATE, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: extractable, Attribute.WRAP_WITH_TRUSTED: extractable,
+                Attribute.SIGN: True, Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False}
+    return wrapping_key.unwrap_key(ObjectClass.PRIVATE_KEY, key_type, wrapped, label=label, id=key_id, store=store,
+                                   mechanism=Mechanism.AES_KEY_WRAP_PAD, template=template)
+
+
+def _wrapping_key_template(secret: bytes, label: str, *, token: bool, trusted: bool) -> dict[Attribute, Any]:
+    template = {
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE: secret,
+        Attribute.TOKEN: token, Attribute.PRIVATE: False, Attribute.LABEL: label,
+        Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.ENCRYPT: False, Attribute.DECRYPT: False,
+        Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False,
+        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+    }
+    if trusted:
+        template[Attribute.TRUSTED] = True
+    return template
+
+
+def import_wrapping_key(session: Any, secret: bytes, label: str, *, token: bool, trusted: bool) -> Any:
+    try:
+        return session.create_object(_wrapping_key_template(secret, label, token=token, trusted=trusted))
+    except p11e.PKCS11Error as exc:
+        raise HsmError(f"the token refused the wrapping key: {type(exc).__name__}") from None
+
+
+def _destroy_label(session: Any, label: str) -> int:
+    n = 0
+    for obj in objects_with_label(session, label):
+        with contextlib.suppress(p11e.PKCS11Error):
+            obj.destroy()
+            n += 1
+    return n
+
+
+def _zero(buf: bytearray) -> None:
+    """Best effort: overwrite a secret held in a bytearray (Python may have copied it elsewhere)."""
+    for i in range(len(buf)):
+        buf[i] = 0
+
+
+def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
+                    rehearsal: bool, certificate: str | Path | None = None, bags: Mapping[str, str] | None = None,
+                    pin_file: str | None = None, so_pin_file: str | None = None,
+                    interactive: bool = True) -> BackupResult:
+    """Back up the key of ``ca_name`` under M-of-N custody; outputs under ``out/backup/``."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: the output directory is a file")
+    manifest = Manifest(out_dir, rehearsal)
+    secret = bytearray()
+    with backup_outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the backup policy, the custodians, the certificate, the outputs"):
+            ca = wrapped_ca(defn, ca_name)
+            custodians = list(ca.backup.custodians)
+            threshold = ca.backup.threshold or 2
+            bag_of = resolve_bags(ca_name, custodians, bags, rehearsal)
+            cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
+            cert = load_issuer_certificate(cert_path, ca_name)
+            backup_id = secrets.token_hex(16)
+            wrap_label = f"backup-wrap-{backup_id[:16]}"
+            backup_rel = f"{BACKUP_DIR}/{ca_name}.key-backup.json"
+            outputs.plan(backup_rel, "key-backup", "json")
+            share_rel = {name: f"{BACKUP_DIR}/{ca_name}.share-{i}-{slug(name)}.txt"
+                         for i, name in enumerate(custodians, 1)}
+            for rel in share_rel.values():
+                outputs.plan(rel, "key-backup-share", "text", mode=0o600)
+            outputs.check()
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
+                                             "threshold": threshold, "custodians": custodians})
+            recorder.evidence("certificate", {"path": str(cert_path), "sha256": sha256_file(cert_path),
+                                              "subject": cert.subject.rfc4514_string(),
+                                              "spki_sha256": spki_sha256(cert.public_key())})
+            recorder.say(f"  backup {backup_id} of {ca_name!r}: quorum {threshold} of {len(custodians)} custodians")
+        with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
+            source = token_step(recorder, ca.hsm)
+            with open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)) as session:
+                key = signing_key(session, ca.hsm.key_label)
+                public = key.public_key()
+                evidence = key_evidence(key.p11_object, public, ca.key.describe())
+                recorder.evidence("key", evidence.as_dict())
+                if evidence.spki_sha256 != spki_sha256(cert.public_key()):
+                    raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
+                if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
+                    raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
+                                   "(extractable only under a trusted key); it cannot be backed up")
+                if objects_with_label(session, wrap_label):
+                    raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
+        # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
+        state = {"on_token": False}
+        stack.callback(lambda: state["on_token"] and _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file,
+                                                                           so_pin_file, interactive))
+        with recorder.step("wrapping-key-generate", "Security Officer: the token generates the AES-256 wrapping key"):
+            so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
+            so_session = stack.enter_context(open_session(ca.hsm, so_source, so=True))
+            secret = bytearray(random_bytes(so_session, 32))
+            kcv = key_check_value(bytes(secret))
+            recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
+                                               "source": "token random generator (C_GenerateRandom), SO session",
+                                               "key_check_value": kcv})
+        with recorder.step("wrapping-key-trust", "Security Officer: create the wrapping key on the token as trusted"):
+            state["on_token"] = True
+            wk = import_wrapping_key(so_session, bytes(secret), wrap_label, token=True, trusted=True)
+            trust = {"label": wrap_label, "trusted": bool(wk[Attribute.TRUSTED]), "wrap": bool(wk[Attribute.WRAP]),
+                     "unwrap": bool(wk[Attribute.UNWRAP]), "encrypt": bool(wk[Attribute.ENCRYPT]),
+                     "sensitive": bool(wk[Attribute.SENSITIVE]), "extractable": bool(wk[Attribute.EXTRACTABLE]),
+                     "set_by": "security-officer"}
+            recorder.evidence("wrapping-key-trust", trust)
+            if not trust["trusted"]:
+                raise HsmError("the token did not mark the wrapping key trusted")
+            so_session.close()
+        with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
+                           "wrapping key"):
+            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            wrap_objs = [o for o in objects_with_label(session, wrap_label)
+                         if o.object_class == ObjectClass.SECRET_KEY]
+            if len(wrap_objs) != 1:
+                raise HsmError(f"the wrapping key {wrap_label!r} is not on the token")
+            wk = wrap_objs[0]
+            priv = find_private_key(session, ca.hsm.key_label)
+            try:
+                wrapped = bytes(wk.wrap_key(priv, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            except p11e.PKCS11Error as exc:
+                raise HsmError(f"the token refused to wrap the CA key: {type(exc).__name__}") from None
+            # Prove the blob before the wrapping key is gone: unwrap into a session object and sign.
+            message = f"key-backup {backup_id} check".encode()
+            try:
+                probe = unwrap_private(wk, wrapped, key_type_of(public), store=False)
+            except p11e.PKCS11Error as exc:
+                raise HsmError(f"the wrapped key does not unwrap again: {type(exc).__name__}") from None
+            try:
+                verify_test_signature(cert.public_key(), message, sign_with(probe, public, message))
+            finally:
+                with contextlib.suppress(p11e.PKCS11Error):
+                    probe.destroy()
+            destroyed = _destroy_label(session, wrap_label)
+            if objects_with_label(session, wrap_label):
+                raise HsmError(f"the wrapping key {wrap_label!r} could not be destroyed")
+            state["on_token"] = False
+            recorder.evidence("key-wrap", {"mechanism": WRAP_MECHANISM, "standard": "RFC 5649",
+                                           "wrapped_length": len(wrapped),
+                                           "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
+                                           "verified_by_test_unwrap_and_signature": True,
+                                           "wrapping_key_destroyed": destroyed == 1})
+        with recorder.step("shares-split", f"Split the wrapping key: any {threshold} of {len(custodians)} shares"):
+            raw = shamir.split(bytes(secret), threshold, len(custodians), randbytes=lambda n: random_bytes(session, n))
+            share_of = {name: Share(ca=ca_name, backup_id=backup_id, key_spki_sha256=evidence.spki_sha256,
+                                    custodian=name, bag=bag_of[name], index=r.index, threshold=threshold,
+                                    count=len(custodians), rehearsal=rehearsal, value=r.value)
+                        for name, r in zip(custodians, raw, strict=True)}
+            check = shamir.combine([shamir.RawShare(s.index, s.value) for s in share_of.values()], threshold)
+            if key_check_value(check) != kcv:
+                raise BackupError("the shares do not recombine to the wrapping key")
+            recorder.evidence("shares", {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
+                                         "checksums": {n: s.checksum for n, s in share_of.items()}})
+        with recorder.step("shares-distribute", "Hand each custodian their share, sealed in a numbered bag"):
+            share_files: dict[str, Path] = {}
+            for name, share in share_of.items():
+                share_files[name] = outputs.write(share_rel[name], share.render().encode("utf-8"))
+                recorder.evidence("share-custody", {"custodian": name, "index": share.index, "bag": share.bag,
+                                                    "checksum": share.checksum, "file": share_rel[name]})
+                recorder.say(f"  share {share.index} of {share.count} -> {name}, bag {share.bag}, "
+                             f"checksum {share.checksum}")
+        with recorder.step("outputs-write", "Write the backup file (wrapped key, public key, MAC, checksum)"):
+            body = {
+                "format": BACKUP_FORMAT, "rehearsal": rehearsal, "backup_id": backup_id, "ca": ca_name,
+                "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                "definition_sha256": defn.sha256,
+                "certificate": {"subject": cert.subject.rfc4514_string(),
+                                "sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()},
+                "key": {"label": ca.hsm.key_label, "id_hex": evidence.id_hex, "algorithm": ca.key.describe(),
+                        "public_key_pem": public.public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+                        "spki_sha256": evidence.spki_sha256},
+                "source_token": {k: source[k] for k in ("label", "serial", "manufacturer", "model")},
+                "wrapping": {"mechanism": WRAP_MECHANISM, "standard": "RFC 5649", "key": "AES-256",
+                             "key_check_value": kcv, "wrapped_key_b64": base64.b64encode(wrapped).decode()},
+                "quorum": {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
+                           "custodians": [{"name": n, "index": s.index, "bag": s.bag, "share_checksum": s.checksum}
+                                          for n, s in share_of.items()]},
+            }
+            backup_file = outputs.write(backup_rel, seal_backup_body(bytes(secret), body))
+            _zero(secret)
+            outputs.commit()
+            recorder.say(f"  backup file {backup_file} (sha256 {sha256_file(backup_file)})")
+        recorder.seal(signing_key(session, ca.hsm.key_label), certificate_verifier(cert_path, out_dir))
+    _zero(secret)
+    return BackupResult(ca_name, backup_id, backup_file, share_files, bag_of, evidence.spki_sha256)
+
+
+def certificate_verifier(cert_path: Path, out_dir: Path) -> dict[str, Any]:
+    try:
+        rel = cert_path.resolve().relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        rel = cert_path.name
+    return {"kind": "certificate", "path": rel, "sha256": sha256_file(cert_path)}
+
+
+def _cleanup_wrapping_key(hsm: Hsm, label: str, pin_file: str | None, so_pin_file: str | None,
+                          interactive: bool) -> None:
+    """After the ceremony, success or not: no wrapping key is left on the token."""
+    for so, pf in ((False, pin_file), (True, so_pin_file)):
+        with contextlib.suppress(Exception), \
+                open_session(hsm, pin_source_for(hsm, pf, interactive, so=so), so=so) as session:
+            _destroy_label(session, label)
+            if not objects_with_label(session, label):
+                return
+
+
+def public_key_of(body: Mapping[str, Any]) -> Any:
+    return serialization.load_pem_public_key(body["key"]["public_key_pem"].encode())
+
+
+def public_key_template(public: Any, label: str, key_id: bytes) -> dict[Attribute, Any]:
+    """The PKCS#11 public-key object for a restored key (so the engine finds the pair by label)."""
+    template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TOKEN: True,
+                                      Attribute.PRIVATE: False, Attribute.LABEL: label, Attribute.ID: key_id,
+                                      Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        from asn1crypto.keys import PublicKeyInfo
+
+        info = PublicKeyInfo.load(spki_der(public))
+        template[Attribute.KEY_TYPE] = KeyType.EC
+        template[Attribute.EC_PARAMS] = info["algorithm"]["parameters"].dump()
+        from asn1crypto.core import OctetString
+
+        template[Attribute.EC_POINT] = OctetString(public.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)).dump()
+    else:
+        numbers = public.public_numbers()
+        template[Attribute.KEY_TYPE] = KeyType.RSA
+        template[Attribute.MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+        template[Attribute.PUBLIC_EXPONENT] = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+    return template

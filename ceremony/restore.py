@@ -1,0 +1,248 @@
+"""Key-restore ceremony: M custodians bring their shares, the CA key is unwrapped onto a fresh token.
+
+Everything that can be refused is refused before the target token is touched, in the order of the
+ceremony script ``key-restore``:
+
+1. ``definition-check``: the CA has a wrapped-backup policy, the original certificate is at hand,
+   the restore report does not exist yet.
+2. ``backup-verify``: the backup file parses, its SHA-256 checksum matches (corruption), it is the
+   backup of the certificate's key, and rehearsal and production are not mixed.
+3. ``shares-collect``: each page's checksum, backup id, CA, quorum and custody record must match the
+   backup; at least M distinct shares; the recombined key must give the backup's key check value
+   (a wrong share), and the file's HMAC must verify under it (tampering).
+4. ``token-open``: the Crypto Officer logs in on the target token; no object with the key's label.
+5. ``key-unwrap``: the wrapping key is imported as a *session* object (gone when the session
+   closes), the CA key is unwrapped as a token object with the original label and CKA_ID, and its
+   public half is created from the backup; the restored key's attributes are recorded
+   (CKA_LOCAL false: it was not generated on this token).
+6. ``test-signature``: the restored key signs a test message; it must verify against the original
+   certificate's public key. Otherwise the new objects are destroyed.
+7. ``outputs-write``: a restore report (JSON) with the test message and signature.
+
+A failure at any step leaves the target token as it was: nothing is created before step 5, and
+steps 5 and 6 destroy what they created when anything fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pkcs11 import Attribute
+from pkcs11 import exceptions as p11e
+
+from . import shamir
+from .backup import (
+    BACKUP_DIR,
+    BackupError,
+    backup_outputs,
+    certificate_verifier,
+    file_mac,
+    import_wrapping_key,
+    key_check_value,
+    key_type_of,
+    load_backup,
+    public_key_of,
+    public_key_template,
+    sign_with,
+    token_step,
+    unwrap_private,
+    verify_test_signature,
+    wrapped_ca,
+)
+from .ceremonies import load_issuer_certificate
+from .definition import Hsm, LoadedDefinition
+from .errors import HsmError, OutputError
+from .fileio import sha256_file
+from .hsm import objects_with_label, open_session, pin_source_for
+from .keys import key_evidence, spki_sha256
+from .manifest import Manifest
+from .recorder import Recorder
+from .shares import Share, read_share
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    ca_name: str
+    backup_id: str
+    target_token: str
+    report: Path
+    key: dict[str, Any]
+
+
+def check_shares(shares: Sequence[tuple[str, Share]], body: dict[str, Any], backup_source: str,
+                 rehearsal: bool) -> list[Share]:
+    """Match every presented share to the backup's custody record; enough distinct shares."""
+    quorum = body["quorum"]
+    threshold = quorum["threshold"]
+    records = {c.get("index"): c for c in quorum["custodians"] if isinstance(c, dict)}
+    seen: dict[int, str] = {}
+    for source, share in shares:
+        if share.backup_id != body["backup_id"] or share.ca != body["ca"]:
+            raise BackupError(f"{source}: this share belongs to backup {share.backup_id} of CA {share.ca!r}, "
+                              f"not to backup {body['backup_id']} of {body['ca']!r} ({backup_source})")
+        if share.rehearsal != rehearsal:
+            raise BackupError(f"{source}: a {'rehearsal' if share.rehearsal else 'production'} share cannot be "
+                              f"used in a {'rehearsal' if rehearsal else 'production'} restore")
+        if (share.threshold, share.count) != (threshold, quorum["count"]):
+            raise BackupError(f"{source}: quorum {share.threshold} of {share.count} differs from the backup's "
+                              f"{threshold} of {quorum['count']}")
+        record = records.get(share.index)
+        if record is None or (record.get("name"), record.get("bag"), record.get("share_checksum")) != \
+                (share.custodian, share.bag, share.checksum):
+            raise BackupError(f"{source}: share {share.index} of {share.custodian!r} (bag {share.bag}, checksum "
+                              f"{share.checksum}) is not the share the backup recorded for that index: a wrong "
+                              "or substituted share")
+        if share.index in seen:
+            raise BackupError(f"{source}: share {share.index} was already presented ({seen[share.index]})")
+        seen[share.index] = source
+    if len(seen) < threshold:
+        present = ", ".join(s.custodian for _, s in shares) or "nobody"
+        raise BackupError(f"{len(seen)} share(s) presented, the backup needs {threshold} of {quorum['count']} "
+                          f"(present: {present}); nothing was done")
+    return [s for _, s in shares]
+
+
+def recombine(shares: Sequence[Share], body: dict[str, Any], backup_source: str) -> bytearray:
+    """The wrapping key from the shares, proven by the key check value and the file's MAC."""
+    try:
+        secret = bytearray(shamir.combine([shamir.RawShare(s.index, s.value) for s in shares],
+                                          body["quorum"]["threshold"]))
+    except ValueError as exc:
+        raise BackupError(f"the shares do not recombine: {exc}; a share is wrong") from None
+    if not hmac.compare_digest(key_check_value(bytes(secret)), body["wrapping"]["key_check_value"]):
+        raise BackupError("the shares do not reconstruct the wrapping key of this backup (key check value "
+                          "differs): a share is wrong or was altered; nothing was done")
+    if not hmac.compare_digest(file_mac(bytes(secret), body), str(body["mac"].get("value", ""))):
+        raise BackupError(f"{backup_source}: the MAC does not verify under the reconstructed key: the backup file "
+                          "was altered; use another copy")
+    return secret
+
+
+def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, shares: Sequence[str | Path],
+                     out: str | Path, recorder: Recorder, *, rehearsal: bool, certificate: str | Path | None = None,
+                     target: Hsm | None = None, pin_file: str | None = None,
+                     interactive: bool = True) -> RestoreResult:
+    """Restore the key of ``ca_name`` from ``backup`` with ``shares`` onto ``target`` (default: the CA's HSM)."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: the output directory is a file")
+    manifest = Manifest(out_dir, rehearsal)
+    secret = bytearray()
+    with backup_outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the backup policy, the certificate and the outputs"):
+            ca = wrapped_ca(defn, ca_name)
+            hsm = target or ca.hsm
+            cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
+            cert = load_issuer_certificate(cert_path, ca_name)
+            token_name = hsm.token.label or hsm.token.serial or "token"
+            report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
+            outputs.plan(report_rel, "key-restore-report", "json")
+            outputs.check()
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
+                                             "target": hsm.token.describe()})
+        with recorder.step("backup-verify", "Verify the backup file: checksum, key, certificate"):
+            backup_path = Path(backup)
+            body = load_backup(backup_path)
+            if body["ca"] != ca_name:
+                raise BackupError(f"{backup_path}: a backup of CA {body['ca']!r}, not of {ca_name!r}")
+            if body["rehearsal"] != rehearsal:
+                raise BackupError(f"{backup_path}: a {'rehearsal' if body['rehearsal'] else 'production'} backup "
+                                  f"cannot be restored in a {'rehearsal' if rehearsal else 'production'} ceremony")
+            public = public_key_of(body)
+            if spki_sha256(public) != spki_sha256(cert.public_key()):
+                raise BackupError(f"{backup_path}: holds key {body['key']['spki_sha256']}, but {cert_path} certifies "
+                                  f"key {spki_sha256(cert.public_key())}")
+            recorder.evidence("backup", {"path": str(backup_path), "sha256": sha256_file(backup_path),
+                                         "backup_id": body["backup_id"], "created": body.get("created"),
+                                         "key_spki_sha256": body["key"]["spki_sha256"],
+                                         "quorum": {k: body["quorum"][k] for k in ("threshold", "count")}})
+            recorder.say(f"  backup {body['backup_id']} of {ca_name!r}: key SPKI SHA-256 {body['key']['spki_sha256']}")
+        with recorder.step("shares-collect", "Collect the custodians' shares and reconstruct the wrapping key"):
+            presented = [(str(p), read_share(p)) for p in shares]
+            for _source, share in presented:
+                recorder.evidence("share-presented", {"custodian": share.custodian, "index": share.index,
+                                                      "bag": share.bag, "checksum": share.checksum})
+                recorder.say(f"  share {share.index} presented by {share.custodian} from bag {share.bag} "
+                             f"(checksum {share.checksum})")
+            checked = check_shares(presented, body, str(backup_path), rehearsal)
+            secret = recombine(checked, body, str(backup_path))
+            recorder.evidence("wrapping-key", {"reconstructed_from": [s.index for s in checked],
+                                               "key_check_value": body["wrapping"]["key_check_value"],
+                                               "mac_verified": True})
+        with recorder.step("token-open", "Open the target token as Crypto Officer"):
+            token_step(recorder, hsm)
+            session = stack.enter_context(open_session(hsm, pin_source_for(hsm, pin_file, interactive)))
+            label = body["key"]["label"]
+            if label != hsm.key_label:
+                raise BackupError(f"{backup_path}: the key is labelled {label!r}, the definition expects "
+                                  f"{hsm.key_label!r}")
+            if objects_with_label(session, label):
+                raise HsmError(f"an object labelled {label!r} already exists on {hsm.token.describe()}; a restore "
+                               "never adds a second key under the same label")
+        created: list[Any] = []
+        try:
+            with recorder.step("key-unwrap", "Unwrap the CA key onto the target token"):
+                wk = import_wrapping_key(session, bytes(secret), f"restore-{body['backup_id'][:16]}", token=False,
+                                         trusted=False)
+                for i in range(len(secret)):
+                    secret[i] = 0
+                wrapped = base64.b64decode(body["wrapping"]["wrapped_key_b64"], validate=True)
+                key_id = bytes.fromhex(body["key"]["id_hex"])
+                try:
+                    priv = unwrap_private(wk, wrapped, key_type_of(public), store=True, label=label, key_id=key_id,
+                                          extractable=True)
+                    created.append(priv)
+                    created.append(session.create_object(public_key_template(public, label, key_id)))
+                except p11e.PKCS11Error as exc:
+                    raise HsmError(f"the token refused to unwrap the key: {type(exc).__name__}") from None
+                finally:
+                    with contextlib.suppress(p11e.PKCS11Error):
+                        wk.destroy()
+                evidence = key_evidence(priv, public, body["key"]["algorithm"]).as_dict()
+                evidence["trusted_wrapping_required"] = bool(priv[Attribute.WRAP_WITH_TRUSTED])
+                recorder.evidence("restored-key", evidence)
+                recorder.say(f"  key {label!r} restored: CKA_LOCAL {evidence['local']}, CKA_SENSITIVE "
+                             f"{evidence['sensitive']}, SPKI SHA-256 {evidence['spki_sha256']}")
+                if evidence["local"] or not evidence["sensitive"] or not evidence["sign"]:
+                    raise HsmError("the restored key does not have the expected attributes")
+            with recorder.step("test-signature", "Sign a test message with the restored key; verify with the "
+                               "original certificate"):
+                from .hsm_keys import signing_key
+
+                key = signing_key(session, label)
+                message = (f"key-restore test signature: CA {ca_name}, backup {body['backup_id']}, "
+                           f"token {token_name}, {dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}").encode()
+                signature = sign_with(key.p11_object, public, message)
+                verify_test_signature(cert.public_key(), message, signature)
+                recorder.evidence("test-signature", {"message": message.decode(),
+                                                     "signature_b64": base64.b64encode(signature).decode(),
+                                                     "verified_with": str(cert_path), "verified": True})
+                recorder.say("  the test signature verifies against the original certificate")
+            with recorder.step("outputs-write", "Write the restore report"):
+                report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
+                          "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),
+                          "certificate_sha256": sha256_file(cert_path), "target_token": hsm.token.describe(),
+                          "shares": [{"custodian": s.custodian, "index": s.index, "bag": s.bag,
+                                      "checksum": s.checksum} for s in checked],
+                          "restored_key": evidence, "test_message": message.decode(),
+                          "test_signature_b64": base64.b64encode(signature).decode()}
+                path = outputs.write(report_rel, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+                outputs.commit()
+        except BaseException:
+            for obj in created:
+                with contextlib.suppress(p11e.PKCS11Error):
+                    obj.destroy()
+            raise
+        finally:
+            for i in range(len(secret)):
+                secret[i] = 0
+        recorder.seal(key, certificate_verifier(cert_path, out_dir))
+    return RestoreResult(ca_name, body["backup_id"], hsm.token.describe(), path, evidence)
