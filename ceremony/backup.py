@@ -6,10 +6,11 @@ Dual control, in the order of the ceremony script ``key-backup``:
    the CA certificate is at hand, no output exists.
 2. ``token-open``: the Crypto Officer logs in; the CA key must be the certificate's key and must
    have been generated extractable *only under a trusted key* (CKA_WRAP_WITH_TRUSTED).
-3. ``wrapping-key-generate``: the Security Officer logs in; the token's random generator gives the
-   32 bytes of the AES-256 wrapping key. They are held in host memory: they must be split.
-4. ``wrapping-key-trust``: still as Security Officer, the key is created on the token with
-   CKA_TRUSTED (only the SO can set it), usable to wrap and unwrap only, sensitive, not extractable.
+3. ``wrapping-key-generate``: the token's random generator gives the 32 bytes of the AES-256
+   wrapping key. They are held in host memory: they must be split.
+4. ``wrapping-key-trust``: the Crypto Officer logs out, the Security Officer logs in and creates the
+   key on the token with CKA_TRUSTED (only the SO can set it; SoftHSM accepts it only when the object
+   is created), usable to wrap and unwrap only, sensitive, not extractable.
 5. ``key-wrap``: the Crypto Officer wraps the CA key with CKM_AES_KEY_WRAP_PAD (RFC 5649), proves the
    wrapped blob good by unwrapping it into a *session* object and checking a test signature against
    the certificate, and destroys the wrapping key: from now on only a quorum of custodians can
@@ -378,41 +379,41 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             recorder.say(f"  backup {backup_id} of {ca_name!r}: quorum {threshold} of {len(custodians)} custodians")
         with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
             source = token_step(recorder, ca.hsm)
-            with open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)) as session:
-                key = signing_key(session, ca.hsm.key_label)
-                public = key.public_key()
-                evidence = key_evidence(key.p11_object, public, ca.key.describe())
-                recorder.evidence("key", evidence.as_dict())
-                if evidence.spki_sha256 != spki_sha256(cert.public_key()):
-                    raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
-                if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
-                    raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
-                                   "(extractable only under a trusted key); it cannot be backed up")
-                if objects_with_label(session, wrap_label):
-                    raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
+            co_session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            key = signing_key(co_session, ca.hsm.key_label)
+            public = key.public_key()
+            evidence = key_evidence(key.p11_object, public, ca.key.describe())
+            recorder.evidence("key", evidence.as_dict())
+            if evidence.spki_sha256 != spki_sha256(cert.public_key()):
+                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
+            if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
+                raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
+                               "(extractable only under a trusted key); it cannot be backed up")
+            if objects_with_label(co_session, wrap_label):
+                raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
+        with recorder.step("wrapping-key-generate", "The token's random generator gives the AES-256 wrapping key"):
+            secret = bytearray(random_bytes(co_session, 32))
+            kcv = key_check_value(bytes(secret))
+            recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
+                                               "source": "token random generator (C_GenerateRandom)",
+                                               "key_check_value": kcv})
+            co_session.close()  # the Security Officer logs in next: one login per token at a time
         # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
         state = {"on_token": False}
         stack.callback(lambda: state["on_token"] and _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file,
                                                                            so_pin_file, interactive))
-        with recorder.step("wrapping-key-generate", "Security Officer: the token generates the AES-256 wrapping key"):
-            so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
-            so_session = stack.enter_context(open_session(ca.hsm, so_source, so=True))
-            secret = bytearray(random_bytes(so_session, 32))
-            kcv = key_check_value(bytes(secret))
-            recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
-                                               "source": "token random generator (C_GenerateRandom), SO session",
-                                               "key_check_value": kcv})
         with recorder.step("wrapping-key-trust", "Security Officer: create the wrapping key on the token as trusted"):
-            state["on_token"] = True
-            wk = import_wrapping_key(so_session, bytes(secret), wrap_label, token=True, trusted=True)
-            trust = {"label": wrap_label, "trusted": bool(wk[Attribute.TRUSTED]), "wrap": bool(wk[Attribute.WRAP]),
-                     "unwrap": bool(wk[Attribute.UNWRAP]), "encrypt": bool(wk[Attribute.ENCRYPT]),
-                     "sensitive": bool(wk[Attribute.SENSITIVE]), "extractable": bool(wk[Attribute.EXTRACTABLE]),
-                     "set_by": "security-officer"}
-            recorder.evidence("wrapping-key-trust", trust)
-            if not trust["trusted"]:
-                raise HsmError("the token did not mark the wrapping key trusted")
-            so_session.close()
+            so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
+            with open_session(ca.hsm, so_source, so=True) as so_session:
+                state["on_token"] = True
+                wk = import_wrapping_key(so_session, bytes(secret), wrap_label, token=True, trusted=True)
+                trust = {"label": wrap_label, "trusted": bool(wk[Attribute.TRUSTED]),
+                         "wrap": bool(wk[Attribute.WRAP]), "unwrap": bool(wk[Attribute.UNWRAP]),
+                         "encrypt": bool(wk[Attribute.ENCRYPT]), "sensitive": bool(wk[Attribute.SENSITIVE]),
+                         "extractable": bool(wk[Attribute.EXTRACTABLE]), "set_by": "security-officer"}
+                recorder.evidence("wrapping-key-trust", trust)
+                if not trust["trusted"]:
+                    raise HsmError("the token did not mark the wrapping key trusted")
         with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
                            "wrapping key"):
             session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
