@@ -1,0 +1,316 @@
+"""The subordinate CA's scheduled CRL job: registry → CRL → HSM → checks → publication → metrics.
+
+The scheduler (systemd timer or cron, role ``crl_signer``) runs it often (hourly); a run signs a
+new CRL only when one is *due*: no CRL published yet, the definition's ``crl.interval`` has passed
+since the published thisUpdate, the number of revocations changed (a revocation is published on
+the next run, well within the 24 hours of BR 4.9.7), or ``force``. Otherwise it only refreshes
+the metrics.
+
+Order of a signing run, chosen so that a failure changes nothing that matters:
+
+1. definition (its CRL limits are checked on load), CA certificate, publication directory, a lock
+   so that two runs never overlap, the published CRL, the registry;
+2. the entries are read from the registry as a stream and encoded (:mod:`ceremony.crl`);
+3. the TBS is linted with pkilint after signing it with a throwaway key like the CA's (the whole
+   CRL up to :data:`~ceremony.crl.LINT_FULL_MAX` entries, a structural sample above);
+4. the token is opened and its key must be the CA certificate's key;
+5. the CRL number is reserved durably (:mod:`ceremony.crl_state`) — *then* the HSM signs;
+6. the signature, the TBS, an independent parse and a sample of serials are verified, the CRL
+   is linted again, and it is checked against the previous CRL (:mod:`ceremony.crl_check`);
+7. PEM then DER are replaced atomically in the publication directory (DER, the file the CRL URL
+   serves, last), and the metrics are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from cryptography import x509
+
+from . import crl as crlenc
+from .crl_check import CrlSummary, check_against_previous, summarise
+from .crl_state import last_reserved, reserve, state_path
+from .definition import CA, LoadedDefinition, load_definition
+from .errors import CeremonyError, HsmError, OutputError, VerificationError
+from .fileio import replace_atomically
+from .hsm import open_session, pin_source_for
+from .hsm_keys import signing_key
+from .keys import spki_sha256
+from .metrics import CrlMetrics, write_metrics
+
+#: Test hook: when set to ``after-sign`` the process kills itself (SIGKILL) right after the HSM
+#: signed and before anything is published: the crash-safety test uses it.
+KILL_HOOK_ENV = "CEREMONY_CRL_TEST_KILL"
+#: Where the job looks for the CA certificate when ``--ca-cert`` is not given: next to the
+#: definition, then the subordinate CA directory the Ansible role ``subordinate_ca`` installs.
+DEFAULT_CA_DIRS = ("{definition_dir}", "/var/lib/ceremony/{ca}")
+
+
+@dataclass(frozen=True)
+class CrlJobResult:
+    ca: str
+    signed: bool
+    number: int
+    entries: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der_path: Path
+    pem_path: Path
+    reason: str
+    timings: dict[str, float]
+
+    def summary(self) -> str:
+        verb = "signed and published" if self.signed else "is current; nothing signed"
+        return (f"CRL {self.number} of {self.ca!r} {verb} ({self.entries} entries, thisUpdate "
+                f"{self.this_update:%Y-%m-%dT%H:%M:%SZ}, nextUpdate {self.next_update:%Y-%m-%dT%H:%M:%SZ}): "
+                f"{self.der_path} ({self.reason})")
+
+
+def publication_names(ca: CA) -> tuple[str, str]:
+    """``(DER file, PEM file)``: the basename of the CA's ``crl_url`` and the same with ``.pem``."""
+    name = os.path.basename(urlparse(ca.publication.crl_url).path)
+    if not name or name in (".", ".."):
+        raise VerificationError(f"cannot take a file name from crl_url {ca.publication.crl_url!r}")
+    return name, name + ".pem"
+
+
+def find_ca_certificate(defn: LoadedDefinition, ca_name: str, given: str | Path | None) -> Path:
+    if given:
+        return Path(given)
+    candidates = [Path(d.format(definition_dir=defn.path.parent, ca=ca_name)) / f"{ca_name}.crt.pem"
+                  for d in DEFAULT_CA_DIRS]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise OutputError(f"the certificate of CA {ca_name!r} was not found (looked at "
+                      f"{', '.join(map(str, candidates))}); pass --ca-cert")
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """The CA as the CRL names it, taken from its certificate (so the CRL matches it byte for byte)."""
+
+    cert: x509.Certificate
+    path: Path
+
+    @property
+    def name(self) -> x509.Name:
+        return self.cert.subject
+
+    @property
+    def key_id(self) -> bytes:
+        try:
+            return self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            raise VerificationError(f"{self.path}: the CA certificate has no subject key identifier") from None
+
+    @property
+    def public_key(self) -> Any:
+        return self.cert.public_key()
+
+
+def load_issuer(path: Path, ca_name: str) -> Issuer:
+    from .ceremonies import load_issuer_certificate
+
+    cert = load_issuer_certificate(path, ca_name)
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise VerificationError(f"{path}: not a CA certificate (basicConstraints/keyUsage missing)") from None
+    if not bc.ca or not ku.crl_sign:
+        raise VerificationError(f"{path}: the certificate may not sign CRLs (needs CA and cRLSign)")
+    return Issuer(cert, path)
+
+
+def read_published(path: Path) -> tuple[bytes, CrlSummary] | None:
+    """The published CRL (DER) and its summary, or None when there is none yet."""
+    try:
+        der = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot read the published CRL: {exc.strerror}") from None
+    try:
+        return der, summarise(x509.load_der_x509_crl(der))
+    except ValueError as exc:
+        raise VerificationError(f"{path}: the published CRL does not parse ({exc}); move it away after "
+                                "checking why (the next CRL must follow the last good one)") from None
+
+
+@contextlib.contextmanager
+def job_lock(out: Path, ca_name: str) -> Iterator[None]:
+    """One run per CA at a time: a second run (a slow run overlapping the next timer) refuses."""
+    lock_path = state_path(out, ca_name).with_suffix(".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+    except OSError as exc:
+        raise OutputError(f"{lock_path}: cannot create the job lock: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another CRL job for {ca_name!r} is running (lock {lock_path}); "
+                              "nothing was done") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _due(prev: CrlSummary | None, revoked_now: int, ca: CA, now: dt.datetime, force: bool) -> str | None:
+    if force:
+        return "forced"
+    if prev is None:
+        return "no CRL published yet"
+    if revoked_now != prev.entries:
+        return f"revocations changed ({prev.entries} → {revoked_now})"
+    if now >= prev.this_update + ca.crl.clock_skew_td + ca.crl.interval_td:
+        return f"interval {ca.crl.interval} elapsed"
+    if prev.next_update is not None and now >= prev.next_update - ca.crl.interval_td:
+        return "nextUpdate is near"
+    return None
+
+
+def _kill_hook(point: str) -> None:
+    if os.environ.get(KILL_HOOK_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
+    def lookup(serial: int) -> dt.datetime | None:
+        rec = registry.get(serial)
+        return None if rec is None else rec.not_after
+    return lookup
+
+
+def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
+                out: str | Path, *, pin_file: str | None = None, ca_cert: str | Path | None = None,
+                now: dt.datetime | None = None, force: bool = False, interactive: bool = False,
+                registry_timeout: float = 10.0, say: Callable[[str], None] | None = None) -> CrlJobResult:
+    """Sign and publish the CRL of subordinate CA ``ca_name`` if one is due (see the module docs)."""
+    from .registry import Registry
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
+    ca = defn.model.ca(ca_name)
+    if ca.role != "subordinate":
+        raise VerificationError(f"cas.{ca_name} is the root: its CRLs are signed in batches at a root ceremony "
+                                "(invoke crl.root-batch), not by the scheduled job")
+    der_name, pem_name = publication_names(ca)
+    issuer = load_issuer(find_ca_certificate(defn, ca_name, ca_cert), ca_name)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: the publication directory is a file")
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    der_path, pem_path = out_dir / der_name, out_dir / pem_name
+    with job_lock(out_dir, ca_name), Registry.open(registry_path, timeout=registry_timeout) as registry:
+        published = read_published(der_path)
+        prev = published[1] if published else None
+        reason = _due(prev, registry.count("revoked"), ca, now, force)
+        if reason is None:
+            assert prev is not None and prev.next_update is not None
+            return CrlJobResult(ca_name, False, prev.number, prev.entries, prev.this_update, prev.next_update,
+                                der_path, pem_path, "not due", timings)
+        this_update = now - ca.crl.clock_skew_td
+        next_update = this_update + ca.crl.lifetime_td
+        if prev is not None and this_update < prev.this_update:
+            raise VerificationError(f"the clock is behind the published CRL (thisUpdate {prev.this_update}); "
+                                    "check the time on this host; nothing was signed")
+        state = state_path(out_dir, ca_name)
+        number = max(last_reserved(state), prev.number if prev else 0) + 1
+        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update)
+        alg_id, _ = crlenc.signature_algorithm(issuer.public_key)
+
+        t = time.perf_counter()
+        sampler = crlenc.RowSample(registry.iter_revoked_rows())
+        entries = bytearray()
+        count = crlenc.encode_revoked(sampler, entries)
+        tbs = bytes(crlenc.encode_tbs(header, alg_id, entries, count))
+        del entries
+        timings["read+encode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        what = f"the CRL of {ca_name!r}"
+        full_lint = count <= crlenc.LINT_FULL_MAX
+        from .lint import enforce, throwaway_key_like
+
+        if full_lint:
+            trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))
+            enforce(crlenc.lint_crl(trial), ca.lint, what)
+        else:
+            crlenc.lint_before_signing(header, sampler.rows, issuer.public_key, False, ca.lint,
+                                       f"{what} (structural sample of {len(sampler.rows)} entries)")
+        timings["lint-before"] = time.perf_counter() - t
+
+        with open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)) as session:
+            key = signing_key(session, ca.hsm.key_label)
+            if spki_sha256(key.public_key()) != spki_sha256(issuer.public_key):
+                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {issuer.path}")
+            t = time.perf_counter()
+            reserved = reserve(state, prev.number if prev else 0)
+            if reserved != number:
+                raise OutputError(f"{state}: CRL number {number} was taken meanwhile; nothing was signed")
+            der = crlenc.sign_tbs(tbs, alg_id, key)
+            timings["sign"] = time.perf_counter() - t
+        _kill_hook("after-sign")
+
+        t = time.perf_counter()
+        crlenc.verify_crl(der, tbs, issuer.public_key, header, count, sampler.serials if full_lint
+                          else sampler.serials[:: max(1, len(sampler.serials) // 4)])
+        del tbs
+        timings["verify"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if full_lint:
+            enforce(crlenc.lint_crl(der), ca.lint, what + " (after signing)")
+        timings["lint-after"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if published is not None:
+            check_against_previous(published[0], der, _registry_lookup(registry))
+        timings["previous-check"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        replace_atomically(pem_path, crlenc.pem_from_der(der))
+        replace_atomically(der_path, der)
+        timings["publish"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    result = CrlJobResult(ca_name, True, number, count, this_update, next_update, der_path, pem_path, reason,
+                          timings)
+    if say:
+        say(result.summary())
+    return result
+
+
+def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None,
+                duration: float | None) -> CrlMetrics:
+    """Metrics of a run: the result's values, or (failure) the still-published CRL's."""
+    if result is not None:
+        return CrlMetrics(ca_name, True, result.number, result.entries, result.next_update.timestamp(), duration)
+    summary = None
+    if der_path is not None:
+        with contextlib.suppress(CeremonyError, OSError, ValueError):
+            published = read_published(der_path)
+            summary = published[1] if published else None
+    if summary is None:
+        return CrlMetrics(ca_name, False, duration_seconds=duration)
+    return CrlMetrics(ca_name, False, summary.number, summary.entries,
+                      summary.next_update.timestamp() if summary.next_update else None, duration)
+
+
+def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:
+    try:
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        write_metrics(Path(metrics_dir), metrics)
+    except OSError as exc:
+        raise OutputError(f"{metrics_dir}: cannot write the CRL metrics: {exc.strerror}") from None
