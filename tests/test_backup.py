@@ -1,0 +1,240 @@
+"""Key-backup ceremony on real SoftHSM tokens: shares, backup file, custody record, refusals.
+
+A module-scoped backup of the testing root (2-of-3 custodians) is shared by the tests that only
+read it; refusals use their own tokens. Every refusal leaves no new file and no new HSM object.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from cryptography import x509
+
+from ceremony import hsm, softhsm
+from ceremony.backup import BackupResult, backup_ceremony, load_backup
+from ceremony.ceremonies import root_ceremony
+from ceremony.definition import Hsm, LoadedDefinition, TokenRef, load_definition
+from ceremony.errors import DefinitionError, HsmError, OutputError
+from ceremony.keys import spki_sha256
+from ceremony.recorder import ConsoleRecorder
+from ceremony.shares import read_share
+
+pytestmark = pytest.mark.hsm
+
+BACKUP_STEPS = ["definition-check", "token-open", "wrapping-key-generate", "wrapping-key-trust", "key-wrap",
+                "shares-split", "shares-distribute", "outputs-write"]
+
+
+class CapturingRecorder(ConsoleRecorder):
+    """The console recorder, also keeping everything said, to prove no share value is ever shown."""
+
+    def __init__(self) -> None:
+        from io import StringIO
+
+        from rich.console import Console
+
+        self.buffer = StringIO()
+        super().__init__(rehearsal=True, console=Console(file=self.buffer, width=200))
+        self.sealed: list[dict[str, Any]] = []
+
+    def seal(self, private_key: Any, verifier: Any) -> None:
+        self.sealed.append({"key": private_key, "verifier": dict(verifier)})
+
+    def everything(self) -> str:
+        return self.buffer.getvalue() + json.dumps(self.evidence_log, default=str) + json.dumps(self.artifacts)
+
+
+@dataclass
+class BackedUp:
+    definition: LoadedDefinition
+    out: Path
+    root_token: TestToken
+    result: BackupResult
+    recorder: CapturingRecorder
+
+
+def token_for(name: str) -> TestToken:
+    """A fresh token outside the function-scoped fixture (for module-scoped fixtures)."""
+    label = f"m-{name}-{os.urandom(4).hex()}"
+    env = f"TEST_PIN_M_{name.upper()}_{os.urandom(4).hex().upper()}"
+    tok = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(), pin_env=env,
+                    so_pin_env=env + "_SO", module=softhsm.softhsm_module(), conf=SOFTHSM_CONF)
+    softhsm.init_token(SOFTHSM_CONF, label, tok.user_pin, tok.so_pin)
+    os.environ[tok.pin_env] = tok.user_pin
+    os.environ[tok.so_pin_env] = tok.so_pin
+    return tok
+
+
+def definition_data_on(tokens: dict[str, TestToken]) -> dict[str, Any]:
+    data = copy.deepcopy(base_definition_data())
+    for ca_name, ca in data["cas"].items():
+        tok = tokens[ca_name]
+        ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
+                         so_pin_env=tok.so_pin_env)
+    return data
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackedUp]:
+    tmp = tmp_path_factory.mktemp("backup")
+    tokens = {"root": token_for("root"), "qualified": token_for("qualified")}
+    defn = load_definition(write_definition(tmp / "pki.yml", definition_data_on(tokens)))
+    out = tmp / "out"
+    root_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    rec = CapturingRecorder()
+    result = backup_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
+    yield BackedUp(defn, out, tokens["root"], result, rec)
+
+
+def labels_on(tok: TestToken) -> list[tuple[str, str]]:
+    """Every token object (class, label), seen from a fresh session: session objects are gone."""
+    h = Hsm(module=tok.module, token=TokenRef(label=tok.label), key_label="x", pin_env=tok.pin_env)
+    with hsm.open_session(h, hsm.pin_source_for(h, interactive=False)) as session:
+        return sorted((str(o.object_class), o.label) for o in session.get_objects())
+
+
+def test_backup_writes_one_0600_share_per_custodian_and_the_backup_file(backed_up: BackedUp) -> None:
+    result, out = backed_up.result, backed_up.out
+    custodians = ["Aminata Diarra", "Bakary Coulibaly", "Fatoumata Traoré"]
+    assert list(result.share_files) == custodians
+    cert = x509.load_pem_x509_certificate((out / "root.crt.pem").read_bytes())
+    for i, name in enumerate(custodians, 1):
+        path = result.share_files[name]
+        assert path.parent == out / "backup"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        share = read_share(path)
+        assert (share.custodian, share.index, share.threshold, share.count) == (name, i, 2, 3)
+        assert share.bag == result.bags[name] and share.bag.startswith("REHEARSAL-")
+        assert share.backup_id == result.backup_id and share.rehearsal
+        assert share.key_spki_sha256 == spki_sha256(cert.public_key())
+        assert len(share.value) == 32
+        assert "REHEARSAL SHARE" in path.read_text()
+    body = load_backup(result.backup_file)
+    assert body["key"]["spki_sha256"] == spki_sha256(cert.public_key()) == result.key_spki_sha256
+    assert body["wrapping"]["mechanism"] == "CKM_AES_KEY_WRAP_PAD"
+    assert body["quorum"]["threshold"] == 2 and [c["name"] for c in body["quorum"]["custodians"]] == custodians
+    assert {c["share_checksum"] for c in body["quorum"]["custodians"]} == \
+        {read_share(p).checksum for p in result.share_files.values()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    kinds = [(a["kind"], a["path"]) for a in manifest["artifacts"]]
+    assert ("key-backup", "backup/root.key-backup.json") in kinds
+    assert sum(1 for k, _ in kinds if k == "key-backup-share") == 3
+
+
+def test_backup_record_names_custodians_bags_and_checksums_never_share_values(backed_up: BackedUp) -> None:
+    rec, result = backed_up.recorder, backed_up.result
+    assert rec.steps == [(s, "done") for s in BACKUP_STEPS]
+    custody = [data for name, data in rec.evidence_log if name == "share-custody"]
+    assert [(c["custodian"], c["bag"]) for c in custody] == list(result.bags.items())
+    everything = rec.everything()
+    for path in result.share_files.values():
+        share = read_share(path)
+        assert share.checksum in everything
+        assert share.value.hex() not in everything
+        first_line = path.read_text().split("value:")[1].splitlines()[1].split(":", 1)[1].strip()
+        assert first_line not in everything
+    trust = dict(rec.evidence_log)["wrapping-key-trust"]
+    assert trust["trusted"] and trust["set_by"] == "security-officer" and trust["sensitive"]
+    wrap = dict(rec.evidence_log)["key-wrap"]
+    assert wrap["wrapping_key_destroyed"] and wrap["verified_by_test_unwrap_and_signature"]
+    assert rec.sealed[0]["verifier"]["kind"] == "certificate" and rec.sealed[0]["verifier"]["path"] == "root.crt.pem"
+
+
+def test_wrapping_key_is_gone_and_the_ca_key_is_unchanged(backed_up: BackedUp) -> None:
+    from test_hsm import pkcs11_tool_objects
+
+    objects = labels_on(backed_up.root_token)
+    assert [label for _, label in objects] == ["root-2026", "root-2026"]
+    listing = pkcs11_tool_objects(backed_up.root_token)
+    assert "Secret Key Object" not in listing and "backup-wrap" not in listing
+
+
+def _fresh_root(definition_on_tokens: Callable[..., tuple[Path, dict[str, TestToken]]], tmp_path: Path,
+                mutate: Callable[[dict[str, Any]], None] | None = None) -> tuple[LoadedDefinition, Path, TestToken]:
+    pki, tokens = definition_on_tokens(mutate)
+    defn = load_definition(pki)
+    out = tmp_path / "out"
+    root_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    return defn, out, tokens["root"]
+
+
+def test_ca_without_backup_policy_is_refused(backed_up: BackedUp) -> None:
+    before = tree(backed_up.out)
+    with pytest.raises(DefinitionError, match=r"cas\.qualified\.backup\.mode: 'none'.*allowed: wrapped"):
+        backup_ceremony(backed_up.definition, "qualified", backed_up.out, ConsoleRecorder(rehearsal=True),
+                        rehearsal=True, interactive=False)
+    assert tree(backed_up.out) == before
+
+
+def test_second_backup_into_the_same_directory_is_refused_and_leaves_no_wrapping_key(backed_up: BackedUp) -> None:
+    before, objects = tree(backed_up.out), labels_on(backed_up.root_token)
+    with pytest.raises(OutputError, match=r"root\.key-backup\.json: output file exists already"):
+        backup_ceremony(backed_up.definition, "root", backed_up.out, ConsoleRecorder(rehearsal=True),
+                        rehearsal=True, interactive=False)
+    assert tree(backed_up.out) == before and labels_on(backed_up.root_token) == objects
+
+
+def test_key_generated_without_backup_policy_cannot_be_backed_up(definition_on_tokens: Any, tmp_path: Path) -> None:
+    def no_backup(d: dict[str, Any]) -> None:
+        d["cas"]["root"]["backup"] = {"mode": "none"}
+
+    defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path, no_backup)
+    data = yaml.safe_load(defn.path.read_text())
+    data["cas"]["root"]["backup"] = base_definition_data()["cas"]["root"]["backup"]
+    wrapped_defn = load_definition(write_definition(tmp_path / "wrapped.yml", data))
+    before, objects = tree(out), labels_on(root_tok)
+    with pytest.raises(HsmError, match="was not generated for a wrapped backup"):
+        backup_ceremony(wrapped_defn, "root", out, ConsoleRecorder(rehearsal=True), rehearsal=True,
+                        interactive=False)
+    assert tree(out) == before and labels_on(root_tok) == objects
+
+
+def test_production_backup_needs_a_bag_serial_per_custodian(backed_up: BackedUp, tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match="--bag: Aminata Diarra: no tamper-evident bag serial"):
+        backup_ceremony(backed_up.definition, "root", tmp_path / "prod", ConsoleRecorder(rehearsal=False),
+                        rehearsal=False, interactive=False, certificate=backed_up.out / "root.crt.pem",
+                        bags={"Bakary Coulibaly": "SN-1", "Fatoumata Traoré": "SN-2"})
+    with pytest.raises(DefinitionError, match="--bag: Nobody: is not a custodian"):
+        backup_ceremony(backed_up.definition, "root", tmp_path / "prod", ConsoleRecorder(rehearsal=False),
+                        rehearsal=False, interactive=False, bags={"Nobody": "SN-9"})
+    with pytest.raises(DefinitionError, match="same bag serial"):
+        backup_ceremony(backed_up.definition, "root", tmp_path / "prod", ConsoleRecorder(rehearsal=False),
+                        rehearsal=False, interactive=False,
+                        bags={"Aminata Diarra": "SN-1", "Bakary Coulibaly": "SN-1", "Fatoumata Traoré": "SN-2"})
+    assert not (tmp_path / "prod").exists()
+
+
+def test_wrong_security_officer_pin_leaves_token_and_disk_unchanged(definition_on_tokens: Any, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path)
+    monkeypatch.setenv(root_tok.so_pin_env, "not-the-so-pin")
+    before, objects = tree(out), labels_on(root_tok)
+    with pytest.raises(HsmError, match="wrong PIN"):
+        backup_ceremony(defn, "root", out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    assert tree(out) == before and labels_on(root_tok) == objects
+
+
+def test_wrapping_key_is_destroyed_when_a_later_step_fails(definition_on_tokens: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the SO created the trusted key (here: the proof of the wrapped blob) cleans up."""
+    defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path)
+    before, objects = tree(out), labels_on(root_tok)
+    import ceremony.backup as backup_module
+
+    def failing_check(*args: Any, **kwargs: Any) -> None:
+        raise backup_module.BackupError("simulated: the test signature does not verify")
+
+    monkeypatch.setattr(backup_module, "verify_test_signature", failing_check)
+    with pytest.raises(backup_module.BackupError, match="simulated"):
+        backup_ceremony(defn, "root", out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    assert tree(out) == before and labels_on(root_tok) == objects
