@@ -1,0 +1,796 @@
+"""The ceremony transcript: a hash-chained JSON Lines record, sealed inside the HSM by the CA key.
+
+Auditors must establish what happened at a ceremony without trusting the workstation it ran on.
+So the transcript is append-only JSON Lines: every record carries ``seq`` (its position) and
+``prev`` (the SHA-256 of the previous record's exact line), the header carries the SHA-256 of the
+ceremony script and of the PKI definition and the ``rehearsal`` flag, and at the end the chain
+head is signed by the CA key the ceremony used, inside the HSM, while its session is open. Each
+record is written with one ``write`` and fsynced, so a power cut or ``kill -9`` leaves a file
+that verifies up to its last complete record and is reported as incomplete.
+
+The ceremony code talks to :class:`TranscriptRecorder` through the :class:`~ceremony.recorder.Recorder`
+protocol (``step``, ``evidence``, ``artifact``, ``say``, ``seal``). The transcript itself runs the
+acts around the ceremony: sign-in (identity checked, roles, separation of duties, refused before
+anything happens), bags opened, then after the ceremony bags resealed and sign-out. Steps are
+matched against the script; anything else (an unscripted, skipped, repeated or out-of-order
+step, a failure, a witness who does not confirm) becomes a numbered exception record with its
+decision and who approved it. Nothing proceeds silently.
+
+Where answers come from: a terminal (interactive, ``rich``), an answers file (YAML), or, in a
+rehearsal, generated people marked "(rehearsal)" and scripted answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from rich.console import Console
+from rich.panel import Panel
+
+from . import pgpwords
+from .errors import CeremonyError
+from .participants import (
+    ROLES,
+    Participant,
+    ParticipantError,
+    Rules,
+    check_separation,
+    first_with,
+    parse_participants,
+    rehearsal_participants,
+    rules_for,
+)
+from .scriptbook import Bag, Script, Step, load_script
+
+FORMAT = "ceremony-transcript/1"
+GENESIS = "0" * 64
+SEAL_CONTEXT = b"ceremony-transcript-seal/1:"
+
+
+class TranscriptError(CeremonyError):
+    """The transcript cannot be written or continued (an interrupted one not acknowledged, ...)."""
+
+    exit_code = 11
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """The exact bytes of a record's line: sorted keys, no spaces, UTF-8. The chain hashes these."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def seal_message(head: str) -> bytes:
+    """What the CA key signs: a fixed context and the chain head, so the signature means nothing else."""
+    return SEAL_CONTEXT + head.encode("ascii")
+
+
+# --- evidence about the software and the host -------------------------------------------------------
+
+def sources_sha256() -> dict[str, Any]:
+    """SHA-256 over the suite's installed sources (every file of the package, sorted by path)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    count = 0
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo"):
+            continue
+        rel = p.relative_to(root).as_posix()
+        h.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"  " + rel.encode() + b"\n")
+        count += 1
+    return {"package": str(root), "files": count, "sha256": h.hexdigest()}
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_evidence() -> dict[str, Any]:
+    uname = platform.uname()
+    os_release = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_release = line.split("=", 1)[1].strip('"')
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": f"{uname.system} {uname.release} {uname.version}",
+        "machine": uname.machine,
+        "os": os_release,
+        "python": platform.python_version(),
+        "suite_version": _version("ceremony-suite"),
+        "sources": sources_sha256(),
+        "libraries": {d: _version(d) for d in ("cryptography", "python-pkcs11", "pkilint", "pydantic")},
+    }
+
+
+# --- where answers come from -------------------------------------------------------------------------
+
+class Answers(Protocol):
+    """The people in the room: who signs in, bag serials, confirmations, decisions on exceptions."""
+
+    def participants(self, rules: Rules) -> list[Participant]: ...
+
+    def bag_serial(self, bag: Bag, when: str) -> str: ...
+
+    def confirm(self, who: Participant, question: str) -> bool: ...
+
+    def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
+        """``(proceed, decision text)`` for an exception."""
+
+    def acknowledge_interrupted(self, paths: list[Path]) -> bool: ...
+
+
+class RehearsalAnswers:
+    """Generated people (names marked "(rehearsal)") and scripted answers: no prompts."""
+
+    def __init__(self, definition: Any) -> None:
+        self.definition = definition
+
+    def participants(self, rules: Rules) -> list[Participant]:
+        return rehearsal_participants(rules, self.definition)
+
+    def bag_serial(self, bag: Bag, when: str) -> str:
+        return f"REHEARSAL-{bag.id.upper()}-{secrets.token_hex(3).upper()}"
+
+    def confirm(self, who: Participant, question: str) -> bool:
+        return True
+
+    def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
+        return True, "continue (rehearsal: approved by the rehearsal administrator)"
+
+    def acknowledge_interrupted(self, paths: list[Path]) -> bool:
+        return False
+
+
+class FileAnswers:
+    """Answers from a YAML file, for unattended runs and tests::
+
+        participants: [{name, roles: [...], id_document, id_checked_by}, ...]
+        bags: {open: {hsm: SERIAL, ...}, reseal: {hsm: SERIAL, ...}}
+        confirm: true                 # witness confirmations (default true)
+        exceptions: stop | continue   # decision on a deviation from the script (default stop)
+        acknowledge_interrupted: [transcript file names]
+    """
+
+    _KEYS: ClassVar[set[str]] = {"participants", "bags", "confirm", "exceptions", "acknowledge_interrupted"}
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise TranscriptError(f"{self.path}: cannot read the answers file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise TranscriptError(f"{self.path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise TranscriptError(f"{self.path}: an answers file is a mapping ({', '.join(sorted(self._KEYS))})")
+        unknown = set(data) - self._KEYS
+        if unknown:
+            raise TranscriptError(f"{self.path}: {sorted(unknown)[0]}: unknown key "
+                                  f"(allowed: {', '.join(sorted(self._KEYS))})")
+        self.people = parse_participants(data.get("participants"), str(self.path))
+        bags = data.get("bags") or {}
+        if not isinstance(bags, dict) or set(bags) - {"open", "reseal"}:
+            raise TranscriptError(f"{self.path}: bags: a mapping with 'open' and 'reseal', each bag id: serial")
+        self.bags = {k: dict(v or {}) for k, v in bags.items()}
+        self.confirmations = data.get("confirm", True)
+        if not isinstance(self.confirmations, bool):
+            raise TranscriptError(f"{self.path}: confirm: true or false")
+        self.exceptions = data.get("exceptions", "stop")
+        if self.exceptions not in ("stop", "continue"):
+            raise TranscriptError(f"{self.path}: exceptions: {self.exceptions!r} is not allowed (allowed: stop, "
+                                  "continue)")
+        self.acknowledged = [str(x) for x in data.get("acknowledge_interrupted") or []]
+
+    def participants(self, rules: Rules) -> list[Participant]:
+        return list(self.people)
+
+    def bag_serial(self, bag: Bag, when: str) -> str:
+        serial = self.bags.get(when, {}).get(bag.id)
+        if not isinstance(serial, str | int) or not str(serial).strip():
+            raise TranscriptError(f"{self.path}: bags.{when}.{bag.id}: the serial of the tamper-evident bag "
+                                  f"{bag.title['en']!r} is required")
+        return str(serial).strip()
+
+    def confirm(self, who: Participant, question: str) -> bool:
+        return self.confirmations
+
+    def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
+        if self.exceptions == "continue":
+            return True, f"continue (answers file {self.path.name})"
+        return False, f"stop (answers file {self.path.name})"
+
+    def acknowledge_interrupted(self, paths: list[Path]) -> bool:
+        return all(p.name in self.acknowledged for p in paths)
+
+
+class TerminalAnswers:
+    """Prompts in the terminal; the current act and step are always on screen above the prompt."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def participants(self, rules: Rules) -> list[Participant]:
+        from rich.prompt import Prompt
+
+        self.console.print("[bold]Sign-in.[/bold] Roles needed: " + ", ".join(
+            f"{ROLES[r]['en']} ({r})" for r in sorted(rules.required_roles)))
+        if rules.crypto_officer_quorum > 1:
+            self.console.print(f"  Crypto Officer quorum: {rules.crypto_officer_quorum} distinct people")
+        raw: list[dict[str, Any]] = []
+        while True:
+            name = Prompt.ask("Name (empty line when everyone has signed in)", default="", console=self.console)
+            if not name.strip():
+                break
+            roles = Prompt.ask(f"Roles of {name} (comma separated: {', '.join(ROLES)})", console=self.console)
+            doc = Prompt.ask(f"Identity document of {name} (type and number)", console=self.console)
+            checker = Prompt.ask(f"Name of who checked {name}'s identity document", console=self.console)
+            raw.append({"name": name, "roles": [r.strip() for r in roles.split(",") if r.strip()],
+                        "id_document": doc, "id_checked_by": checker})
+        return parse_participants(raw, "sign-in")
+
+    def bag_serial(self, bag: Bag, when: str) -> str:
+        from rich.prompt import Prompt
+
+        verb = "opened" if when == "open" else "sealed"
+        while True:
+            serial = Prompt.ask(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}", console=self.console)
+            if serial.strip():
+                return serial.strip()
+
+    def confirm(self, who: Participant, question: str) -> bool:
+        from rich.prompt import Confirm
+
+        return Confirm.ask(f"{who.name}: {question}", console=self.console)
+
+    def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
+        from rich.prompt import Confirm, Prompt
+
+        self.console.print(f"[bold yellow]Exception:[/bold yellow] {what}")
+        proceed = Confirm.ask(f"{approver.name} (Ceremony Administrator): continue the ceremony?",
+                              console=self.console)
+        reason = Prompt.ask("Decision and reason, for the record", console=self.console)
+        return proceed, ("continue" if proceed else "stop") + (f": {reason}" if reason.strip() else "")
+
+    def acknowledge_interrupted(self, paths: list[Path]) -> bool:
+        from rich.prompt import Confirm
+
+        for p in paths:
+            self.console.print(f"[bold red]Interrupted ceremony:[/bold red] {p} has no closing record.")
+        return Confirm.ask("Start a new transcript, recording the interruption as an exception?",
+                           console=self.console)
+
+
+# --- the append-only file ------------------------------------------------------------------------------
+
+class TranscriptWriter:
+    """Creates the file exclusively and appends one fsynced line per record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except FileExistsError:
+            raise TranscriptError(f"{self.path}: a transcript exists already; transcripts are never "
+                                  "overwritten or continued") from None
+        except OSError as exc:
+            raise TranscriptError(f"{self.path}: cannot create the transcript: {exc.strerror}") from None
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.seq = 0
+        self.head = GENESIS
+
+    def write(self, type_: str, **fields: Any) -> dict[str, Any]:
+        record = {"seq": self.seq, "prev": self.head, "type": type_, "time": utc_now(), **fields}
+        line = canonical(record)
+        os.write(self._fd, line + b"\n")
+        os.fsync(self._fd)
+        self.head = line_hash(line)
+        self.seq += 1
+        return record
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+# --- the recorder ----------------------------------------------------------------------------------------
+
+class StepTracker:
+    """Where the ceremony is in its script; says whether a step is as scripted or a deviation.
+
+    Shared with the verifier, which replays the same decisions from the records.
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.steps = script.steps
+        self.done = -1  # index of the last scripted step started
+        self.started: set[str] = set()
+
+    def advance(self, step_id: str) -> str | None:
+        """Move to ``step_id``; return ``None`` if scripted, else a description of the deviation."""
+        j = self.script.index(step_id)
+        if j is None:
+            return f"step {step_id!r} is not in the script {self.script.name!r}"
+        deviation = None
+        if j == self.done + 1:
+            pass
+        elif j <= self.done and self.steps[j].repeat and all(s.repeat for s in self.steps[j:self.done + 1]):
+            pass  # the next round of a repeated block
+        elif j > self.done + 1:
+            skipped = [s.id for s in self.steps[self.done + 1:j]]
+            deviation = f"step {step_id!r} started before the scripted step(s) {', '.join(skipped)}"
+        elif step_id in self.started and not self.steps[j].repeat:
+            deviation = f"step {step_id!r} repeated, the script has it once"
+        else:
+            deviation = f"step {step_id!r} out of order (after {self.steps[self.done].id!r})"
+        self.done = j
+        self.started.add(step_id)
+        return deviation
+
+    def missing(self) -> list[str]:
+        return [s.id for s in self.steps if s.id not in self.started]
+
+
+def _relative(path: Path, base: Path) -> str:
+    p = Path(path)
+    p = p if p.is_absolute() else Path.cwd() / p
+    return Path(os.path.relpath(p.resolve(), base.resolve())).as_posix()
+
+
+def _public_key_from_file(path: Path) -> Any:
+    data = path.read_bytes()
+    loaders = (x509.load_pem_x509_certificate, x509.load_der_x509_certificate)
+    for load in loaders:
+        with contextlib.suppress(ValueError):
+            return load(data).public_key()
+    for load_key in (serialization.load_pem_public_key, serialization.load_der_public_key):
+        with contextlib.suppress(ValueError):
+            return load_key(data)
+    raise TranscriptError(f"{path}: neither a certificate nor a public key; cannot name it as the seal's verifier")
+
+
+def spki(public: Any) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class TranscriptRecorder:
+    """Writes the transcript while showing the ceremony on the console (like ConsoleRecorder)."""
+
+    def __init__(self, writer: TranscriptWriter, script: Script, rules: Rules, people: list[Participant],
+                 answers: Answers, console: Console, rehearsal: bool, base: Path) -> None:
+        self.writer = writer
+        self.script = script
+        self.rules = rules
+        self.participants = people
+        self.answers = answers
+        self.console = console
+        self.rehearsal = rehearsal
+        self.base = base
+        self.path = writer.path
+        self.tracker = StepTracker(script)
+        self.exceptions = 0
+        self.sealed = False
+        self.closed = False
+        self._act: str | None = None
+        self._step: str | None = None
+        self._failure_recorded = False
+        self._signed_out = False
+        self.heads: list[tuple[str, str]] = []
+
+    # people ------------------------------------------------------------------------------------------
+    def holder(self, role: str) -> Participant:
+        p = first_with(self.participants, role)
+        if p is None:
+            raise TranscriptError(f"nobody signed in as {ROLES[role]['en']}")
+        return p
+
+    def performers(self, role: str) -> list[str]:
+        people = [p.name for p in self.participants if p.has(role)]
+        if role in ("crypto-officer", "custodian"):
+            return people
+        return people[:1]
+
+    # acts -----------------------------------------------------------------------------------------------
+    def _title(self, act_id: str) -> str:
+        act = self.script.act(act_id)
+        if act is None or not act.title:
+            return act_id
+        return act.title["en"]
+
+    def enter_act(self, act_id: str) -> None:
+        if self._act == act_id:
+            return
+        if self._act is not None:
+            self.end_act()
+        n = [a.id for a in self.script.acts].index(act_id) + 1 if self.script.act(act_id) else 0
+        self._act = act_id
+        self.console.rule(f"[bold]Act {n}: {self._title(act_id)}[/bold]" + (" — REHEARSAL" if self.rehearsal else ""))
+        self.writer.write("act-start", act=act_id)
+
+    def end_act(self) -> None:
+        """Show the chain head as hex and PGP words; the Internal Witness copies it onto the paper script."""
+        if self._act is None:
+            return
+        head = self.writer.head
+        words = pgpwords.hex_to_words(head)
+        self.show_head(f"End of act {self._act!r}: chain head", head)
+        witness = self.holder("internal-witness")
+        copied = self.answers.confirm(witness, "chain head copied onto the paper script?")
+        self.writer.write("act-end", act=self._act, head=head, words=words, copied_by=witness.name,
+                          confirmed=copied)
+        self.heads.append((self._act, head))
+        self._act = None
+
+    def show_head(self, title: str, head: str) -> None:
+        body = "\n".join([f"{head[i:i + 32]}" for i in (0, 32)] + pgpwords.lines(head))
+        self.console.print(Panel(body, title=title, expand=False))
+
+    # the Recorder protocol ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self, step_id: str, description: str) -> Iterator[None]:
+        if self.sealed:
+            raise TranscriptError(f"step {step_id!r} after the seal: the seal must close the ceremony")
+        scripted = self.script.step(step_id)
+        deviation = self.tracker.advance(step_id)
+        if scripted is not None:
+            self.enter_act(scripted.act)
+        elif self._act is None:
+            self.enter_act(self.script.steps[0].act)
+        role = scripted.role if scripted else "administrator"
+        performers = self.performers(role)
+        self.console.print(f"[bold]▶ {description}[/bold] [dim]({step_id}; {ROLES[role]['en']}: "
+                           f"{', '.join(performers)})[/dim]")
+        if deviation is not None:
+            self.exception(deviation, step=step_id, kind="deviation")
+        self.writer.write("step-start", step=step_id, act=self._act, role=role, scripted=scripted is not None,
+                          description=description, performed_by=performers)
+        self._step = step_id
+        try:
+            yield
+        except BaseException as exc:
+            self._step = None
+            message = _describe(exc)
+            self.writer.write("step-end", step=step_id, outcome="failed", error=message)
+            self.console.print(f"[red]✗ {step_id} failed[/red]")
+            self.exception(f"step {step_id!r} failed: {message}", step=step_id, kind="failure",
+                           decision="ceremony stopped")
+            self._failure_recorded = True
+            raise
+        self._step = None
+        witness_record = None
+        if scripted is not None and scripted.witness:
+            witness = self.holder("internal-witness")
+            ok = self.answers.confirm(witness, f"did you witness step {step_id!r} ({description})?")
+            witness_record = {"name": witness.name, "confirmed": ok}
+        self.writer.write("step-end", step=step_id, outcome="done", witness=witness_record)
+        if witness_record is not None and not witness_record["confirmed"]:
+            self.exception(f"the Internal Witness did not confirm step {step_id!r}", step=step_id,
+                           kind="witness")
+
+    def evidence(self, name: str, data: Mapping[str, Any]) -> None:
+        self._check_open(f"evidence {name!r}")
+        self.writer.write("evidence", name=name, step=self._step, data=_jsonable(dict(data)))
+
+    def artifact(self, kind: str, path: Path, sha256: str, **info: Any) -> None:
+        self._check_open(f"artifact {path}")
+        self.writer.write("artifact", kind=kind, path=_relative(Path(path), self.base), sha256=sha256,
+                          step=self._step, info=_jsonable(info))
+        self.console.print(f"  wrote {path} [dim]({kind})[/dim]")
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+        if not self.sealed and not self.closed:
+            self.writer.write("say", step=self._step, text=text)
+
+    def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
+        """Close the record and sign its chain head with the CA key, inside the HSM."""
+        self._check_open("the seal")
+        missing = self.tracker.missing()
+        if missing:
+            self.exception(f"scripted step(s) not performed: {', '.join(missing)}", kind="deviation")
+        self.end_act()
+        self.close_acts()
+        public = private_key.public_key()
+        vpath = Path(str(verifier["path"]))
+        vfile = vpath if vpath.is_absolute() else self.base / vpath
+        try:
+            file_key = _public_key_from_file(vfile)
+        except OSError as exc:
+            raise TranscriptError(f"{vfile}: the seal's verifier cannot be read: {exc.strerror}") from None
+        if spki(file_key) != spki(public):
+            raise TranscriptError(f"{vfile}: does not hold the public key of the key that seals the transcript")
+        head = self.writer.head
+        message = seal_message(head)
+        algorithm, signature = _sign(private_key, message)
+        _verify(public, algorithm, signature, message)
+        from .fileio import sha256_file
+
+        record = {"kind": verifier.get("kind", "certificate"), "path": _relative(vfile, self.base),
+                  "sha256": sha256_file(vfile), "spki_sha256": hashlib.sha256(spki(public)).hexdigest(),
+                  "public_key": base64.b64encode(spki(public)).decode()}
+        self.writer.write("seal", head=head, words=pgpwords.hex_to_words(head), algorithm=algorithm,
+                          signature=base64.b64encode(signature).decode(), verifier=record)
+        self.sealed = True
+        self.show_head("Final chain head, signed in the HSM", head)
+
+    # extras for the ceremonies ----------------------------------------------------------------------
+    def exception(self, what: str, *, step: str | None = None, kind: str = "deviation",
+                  decision: str | None = None) -> int:
+        """A numbered exception: what happened, the decision, who approved it. Returns its number.
+
+        Without ``decision`` the Ceremony Administrator decides (a rehearsal approves automatically);
+        a decision to stop raises :class:`TranscriptError` after the record is written.
+        """
+        self.exceptions += 1
+        admin = self.holder("administrator")
+        proceed = True
+        if decision is None:
+            proceed, decision = self.answers.decide(admin, what)
+        self.writer.write("exception", number=self.exceptions, kind=kind, step=step, what=what,
+                          decision=decision, approved_by=admin.name, approver_role="administrator")
+        self.console.print(f"[yellow]Exception {self.exceptions}: {what} — {decision} ({admin.name})[/yellow]")
+        if not proceed:
+            self._failure_recorded = True
+            raise TranscriptError(f"exception {self.exceptions}: {what}; the Ceremony Administrator stopped the "
+                                  "ceremony")
+        return self.exceptions
+
+    def bag(self, bag_id: str, when: str, serial: str | None = None, title: str | None = None) -> str:
+        """Record a tamper-evident bag opened or sealed (``when`` is ``open`` or ``reseal``)."""
+        bag = next((b for b in self.script.bags if b.id == bag_id), None) or Bag(bag_id, {"en": title or bag_id,
+                                                                                          "fr": title or bag_id})
+        value = serial or self.answers.bag_serial(bag, when)
+        witness = self.holder("internal-witness")
+        self.writer.write("bag", bag=bag_id, when=when, serial=value, witness=witness.name)
+        self.console.print(f"  bag {bag.title['en']} {'opened' if when == 'open' else 'sealed'}: serial {value}")
+        return value
+
+    def confirm(self, question: str, role: str = "internal-witness") -> bool:
+        who = self.holder(role)
+        answer = self.answers.confirm(who, question)
+        self.writer.write("confirmation", question=question, by=who.name, role=role, answer=answer)
+        return answer
+
+    # opening and closing -----------------------------------------------------------------------------
+    def open_acts(self, resumes: list[dict[str, Any]]) -> None:
+        self.enter_act("sign-in")
+        for p in self.participants:
+            self.writer.write("sign-in", participant=p.as_dict())
+            self.console.print(f"  signed in: {p.name} — {', '.join(ROLES[r]['en'] for r in p.roles)} "
+                               f"(identity {p.id_document}, checked by {p.id_checked_by})")
+        for r in resumes:
+            self.exception(f"earlier transcript {r['file']} is incomplete ({r['records']} records, last record "
+                           f"{r['last_hash'][:16]}…): the ceremony starts again in this new transcript",
+                           kind="resume")
+        self.enter_act("bags-open")
+        for bag in self.script.bags:
+            self.bag(bag.id, "open")
+
+    def close_acts(self) -> None:
+        if self._signed_out:
+            return
+        self._signed_out = True
+        self.enter_act("bags-reseal")
+        for bag in self.script.bags:
+            self.bag(bag.id, "reseal")
+        self.end_act()
+        self.enter_act("sign-out")
+        for p in self.participants:
+            self.writer.write("sign-out", name=p.name)
+        self._act = None  # the seal (or the close record) ends the sign-out act
+
+    def finish(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        try:
+            if exc is not None and not self.sealed:
+                if not self._failure_recorded:
+                    with contextlib.suppress(TranscriptError):
+                        self.exception(f"ceremony stopped: {_describe(exc)}", kind="failure",
+                                       decision="ceremony stopped")
+                with contextlib.suppress(Exception):
+                    self.end_act()
+                    self.close_acts()
+            elif not self.sealed:
+                self.end_act()
+                self.close_acts()
+            status = "sealed" if self.sealed and exc is None else (
+                "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed" if exc is not None else "unsealed")
+            self.writer.write("close", status=status, records=self.writer.seq + 1,
+                              **({"error": _describe(exc)} if exc is not None else {}))
+            colour = "green" if status == "sealed" else "red"
+            self.console.print(f"[{colour}]transcript {self.path}: {status}[/{colour}]")
+        finally:
+            self.closed = True
+            self.writer.close()
+
+    def _check_open(self, what: str) -> None:
+        if self.sealed:
+            raise TranscriptError(f"{what} after the seal: the seal must close the ceremony")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by the operator"
+    if isinstance(exc, CeremonyError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _sign(key: Any, message: bytes) -> tuple[str, bytes]:
+    from .hsm_keys import hash_for
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        h = hash_for(key)
+        return f"ecdsa-{h.name}", key.sign(message, ec.ECDSA(h))
+    if isinstance(key, rsa.RSAPrivateKey):
+        h = hashes.SHA384() if key.key_size >= 3072 else hashes.SHA256()
+        return f"rsa-pkcs1v15-{h.name}", key.sign(message, padding.PKCS1v15(), h)
+    raise TranscriptError(f"cannot seal with a {type(key).__name__}")
+
+
+def _verify(public: Any, algorithm: str, signature: bytes, message: bytes) -> None:
+    """Raise ``cryptography.exceptions.InvalidSignature`` when the seal does not verify."""
+    name = algorithm.rsplit("-", 1)[-1]
+    h = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[name]
+    if algorithm.startswith("ecdsa-") and isinstance(public, ec.EllipticCurvePublicKey):
+        public.verify(signature, message, ec.ECDSA(h))
+    elif algorithm.startswith("rsa-pkcs1v15-") and isinstance(public, rsa.RSAPublicKey):
+        public.verify(signature, message, padding.PKCS1v15(), h)
+    else:
+        raise ValueError(f"algorithm {algorithm} does not match the verifier's key")
+
+
+# --- opening a transcript ------------------------------------------------------------------------------
+
+def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
+    """Transcripts in ``directory`` with no closing record that no later transcript acknowledged."""
+    if not directory.is_dir():
+        return []
+    found: list[dict[str, Any]] = []
+    acknowledged: set[str] = set()
+    for p in sorted(directory.glob("*.jsonl")):
+        lines = p.read_bytes().split(b"\n")
+        complete = lines[:-1]  # after the last newline: nothing, or a record cut short by a crash
+        records = []
+        for ln in complete:
+            try:
+                records.append(json.loads(ln))
+            except ValueError:
+                break
+        if records and records[0].get("type") == "header":
+            acknowledged.update(r.get("file", "") for r in records[0].get("resumes", []))
+        if not records or records[-1].get("type") != "close":
+            found.append({"file": p.name, "path": p, "records": len(records),
+                          "last_hash": line_hash(complete[len(records) - 1]) if records else GENESIS})
+    return [f for f in found if f["file"] not in acknowledged]
+
+
+def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answers) -> tuple[Script, Rules,
+                                                                                          list[Participant]]:
+    script = load_script(script_name)
+    rules = rules_for(script, definition, rehearsal)
+    people = answers.participants(rules)
+    stamp = utc_now()
+    people = [Participant(p.name, p.roles, p.id_document, p.id_checked_by, stamp) for p in people]
+    check_separation(people, rules)  # before any file exists
+    return script, rules, people
+
+
+@contextlib.contextmanager
+def _transcript(path: Path, script: Script, definition: Any, rules: Rules, people: list[Participant],
+                answers: Answers, rehearsal: bool, base: Path, console: Console,
+                resumes: list[dict[str, Any]]) -> Iterator[TranscriptRecorder]:
+    writer = TranscriptWriter(path)
+    rec = TranscriptRecorder(writer, script, rules, people, answers, console, rehearsal, base)
+    try:
+        writer.write("header", format=FORMAT, rehearsal=rehearsal,
+                     script={"name": script.name, "version": script.version, "sha256": script.sha256,
+                             "source": script.source},
+                     definition={"path": str(definition.path), "sha256": definition.sha256,
+                                 "environment": definition.model.environment},
+                     rules=rules.as_dict(), artifacts_base=_relative(base, path.parent),
+                     environment=environment_evidence(),
+                     resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes])
+        console.rule(f"[bold]{script.title['en']}[/bold]" + (" — REHEARSAL" if rehearsal else ""))
+        console.print(f"transcript: {path}")
+        rec.open_acts(resumes)
+    except BaseException as exc:
+        rec.finish(exc)
+        raise
+    try:
+        yield rec
+    except BaseException as exc:
+        rec.finish(exc)
+        raise
+    rec.finish(None)
+
+
+@contextlib.contextmanager
+def open_rehearsal_transcript(path: Path, script_name: str, definition: Any, *,
+                              artifacts_base: Path | None = None,
+                              console: Console | None = None) -> Iterator[TranscriptRecorder]:
+    """A rehearsal's transcript at ``path``: generated people, scripted answers, ``rehearsal: true``.
+
+    Artifacts are recorded relative to ``artifacts_base`` (default: the directory above the
+    transcripts directory, i.e. the rehearsal's output directory).
+    """
+    path = Path(path)
+    answers = RehearsalAnswers(definition)
+    script, rules, people = _prepare(script_name, definition, True, answers)
+    base = Path(artifacts_base) if artifacts_base else path.parent.parent
+    with _transcript(path, script, definition, rules, people, answers, True, base,
+                     console or Console(highlight=False), []) as rec:
+        yield rec
+
+
+@contextlib.contextmanager
+def open_transcript(directory: Path, script_name: str, definition: Any, *, rehearsal: bool,
+                    answers: Path | None = None, console: Console | None = None,
+                    artifacts_base: Path | None = None) -> Iterator[TranscriptRecorder]:
+    """A new transcript ``<script>-<UTC time>.jsonl`` in ``directory``: sign-in in the terminal or from
+    ``answers`` (YAML). An interrupted transcript in the directory must be acknowledged first; it is
+    never continued, and the new transcript records the restart as an exception.
+    """
+    directory = Path(directory)
+    console = console or Console(highlight=False)
+    source: Answers = FileAnswers(answers) if answers else TerminalAnswers(console)
+    if answers is None and rehearsal:
+        source = RehearsalAnswers(definition)
+    pending = interrupted_transcripts(directory)
+    if pending and not source.acknowledge_interrupted([p["path"] for p in pending]):
+        names = ", ".join(p["file"] for p in pending)
+        raise TranscriptError(f"{directory}: interrupted transcript(s) {names} have no closing record; a new "
+                              "ceremony never continues them silently: acknowledge them (answers file "
+                              "acknowledge_interrupted, or at the prompt) to start a new transcript that "
+                              "records the interruption")
+    script, rules, people = _prepare(script_name, definition, rehearsal, source)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"{script_name}-{stamp}.jsonl"
+    n = 2
+    while path.exists():
+        path = directory / f"{script_name}-{stamp}-{n}.jsonl"
+        n += 1
+    base = Path(artifacts_base) if artifacts_base else directory.parent
+    with _transcript(path, script, definition, rules, people, source, rehearsal, base, console, pending) as rec:
+        yield rec
+
+
+__all__ = ["FileAnswers", "ParticipantError", "RehearsalAnswers", "Step", "TranscriptError", "TranscriptRecorder",
+           "open_rehearsal_transcript", "open_transcript"]
