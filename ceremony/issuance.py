@@ -1,0 +1,224 @@
+"""End-entity issuance by a subordinate CA: from a CSR to a registered certificate.
+
+The order is the engine's (see :mod:`ceremony.ceremonies`), which is what makes a refusal harmless:
+
+1. without the HSM: the CA and profile exist in the definition, the issuer certificate is the CA's,
+   the CSR proves possession of an acceptable key and its subject fits the profile, and the profile
+   lints clean (RFC 5280 and ETSI EN 319 412) with a stand-in key;
+2. with the HSM: the token's key must be the key of the issuer certificate; the serial comes from the
+   token's random generator and is checked unused in the registry; the to-be-signed certificate is
+   linted once more (throwaway key), signed by the HSM, verified, compared with what was linted and
+   linted again;
+3. the PEM and DER files are written exclusively and atomically, and only then is the certificate
+   added to the registry. If the registry refuses it (locked, corrupt), the files are removed again:
+   a certificate that is not in the registry could never be revoked, so it must not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .ceremonies import load_issuer_certificate
+from .certificates import serial_from_random
+from .csr import load_csr
+from .definition import CA, LoadedDefinition, Profile
+from .ee_profiles import (
+    check_key,
+    check_subject,
+    ee_builder,
+    etsi_certificate_type,
+    legislation_for,
+    marked_subject,
+    validity_window,
+)
+from .errors import DefinitionError, HsmError, OutputError, RequestError
+from .fileio import check_absent, sha256_file, write_new
+from .fingerprints import announce, sha256_hex
+from .hsm import find_token, load_module, open_session, pin_source_for, random_bytes, token_evidence
+from .hsm_keys import hash_for, signing_key
+from .keys import key_evidence, spki_sha256
+from .lint import lint_before_signing, verify_after_signing
+from .manifest import Manifest
+from .profiles import subject_name
+from .recorder import Recorder
+from .registry import CertRecord, Registry
+
+PEM = serialization.Encoding.PEM
+DER = serialization.Encoding.DER
+SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+ARTIFACT_KIND = "end-entity-certificate"
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    serial: int
+    pem_path: Path
+    der_path: Path
+    sha256: str
+    subject: str = ""
+    profile: str = ""
+    not_after: dt.datetime | None = None
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
+
+
+def output_names(profile: str, serial: int) -> tuple[str, str]:
+    """``<profile>-<serialhex>.crt.pem`` and ``.crt.der``."""
+    stem = f"{profile}-{serial:x}.crt"
+    return f"{stem}.pem", f"{stem}.der"
+
+
+def _issuing_ca(defn: LoadedDefinition, ca_name: str, profile_name: str) -> tuple[CA, Profile]:
+    ca = defn.model.ca(ca_name)
+    file = str(defn.path)
+    if ca.role != "subordinate":
+        subs = [n for n, c in defn.model.cas.items() if c.role == "subordinate" and c.profiles]
+        raise DefinitionError(file, f"cas.{ca_name}.role", "the root issues CA certificates only; end-entity "
+                              "certificates come from a subordinate CA", ", ".join(subs) or None)
+    if profile_name not in ca.profiles:
+        raise DefinitionError(file, f"cas.{ca_name}.profiles", f"no end-entity profile named {profile_name!r}",
+                              ", ".join(ca.profiles) or "none defined for this CA")
+    return ca, ca.profiles[profile_name]
+
+
+def _check_issuer_cert(cert: x509.Certificate, ca_name: str, ca: CA, path: Path, rehearsal: bool) -> None:
+    expected = subject_name(ca.subject, rehearsal)
+    if cert.subject != expected:
+        raise OutputError(f"{path}: this certificate is {cert.subject.rfc4514_string()!r}, not the "
+                          f"{'rehearsal ' if rehearsal else ''}certificate of {ca_name!r} "
+                          f"({expected.rfc4514_string()!r})")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        raise OutputError(f"{path}: not a CA certificate with a subject key identifier") from None
+    if not bc.ca:
+        raise OutputError(f"{path}: not a CA certificate")
+
+
+def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_path: Path, out_dir: Path,
+                      registry: Registry, recorder: Recorder, *, issuer_cert_path: Path, rehearsal: bool,
+                      pin_file: str | None = None, interactive: bool = True, manifest: Manifest | None = None,
+                      now: dt.datetime | None = None) -> IssuedCertificate:
+    """Issue one end-entity certificate of ``profile`` from ``csr_path`` with the HSM key of ``ca_name``.
+
+    ``manifest`` (optional) receives the two files as kind ``end-entity-certificate`` with
+    ``status: good``; ``now`` fixes notBefore (tests), default the current time.
+    """
+    ca, prof = _issuing_ca(defn, ca_name, profile)
+    out_dir = Path(out_dir)
+    csr_path, issuer_cert_path = Path(csr_path), Path(issuer_cert_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: the output directory is a file")
+    legislation = legislation_for(defn.model.organisation.country)
+    etsi_type = etsi_certificate_type(prof.kind, legislation)
+    what = f"the {profile!r} certificate"
+    with recorder.step("definition-check", "Check the profile, the issuer certificate and the CSR"):
+        issuer_cert = load_issuer_certificate(issuer_cert_path, ca_name)
+        _check_issuer_cert(issuer_cert, ca_name, ca, issuer_cert_path, rehearsal)
+        csr = load_csr(csr_path)
+        if not csr.is_signature_valid:
+            raise RequestError(f"{csr_path}: the CSR signature does not verify: no proof of possession of the key")
+        public = csr.public_key()
+        check_key(public, str(csr_path))
+        check_subject(csr.subject, prof.kind, str(csr_path))
+        subject = marked_subject(csr.subject, rehearsal)
+        not_before, not_after = validity_window(prof, issuer_cert, now or dt.datetime.now(dt.UTC))
+
+        def builder_for(serial: int) -> x509.CertificateBuilder:
+            return ee_builder(prof, ca, issuer_cert, subject, public, serial, not_before, not_after, legislation)
+
+        lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint, f"{what} profile", etsi=True,
+                            etsi_type=etsi_type)
+        recorder.evidence("request", {"csr": str(csr_path), "subject": csr.subject.rfc4514_string(),
+                                      "spki_sha256": spki_sha256(public), "profile": profile, "kind": prof.kind,
+                                      "etsi_type": etsi_type.name, "signature": "valid (proof of possession)"})
+        recorder.say(announce(f"Key of the requester {csr.subject.rfc4514_string()} (SPKI)",
+                              public.public_bytes(DER, SPKI)))
+    with contextlib.ExitStack() as stack:
+        with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
+            lib = load_module(ca.hsm.module)
+            recorder.evidence("token", token_evidence(ca.hsm.module, lib, find_token(lib, ca.hsm.token)).as_dict())
+            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            key = signing_key(session, ca.hsm.key_label)
+            if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
+                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {issuer_cert_path}")
+            recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), ca.key.describe()).as_dict())
+        with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
+            serial = _fresh_serial(session, registry)
+            pem_name, der_name = output_names(profile, serial)
+            check_absent(out_dir / pem_name, out_dir / der_name)
+            builder = builder_for(serial)
+            before = lint_before_signing(builder, key.public_key(), ca.lint, what, etsi=True, etsi_type=etsi_type)
+            recorder.evidence("lint", before.evidence())
+        with recorder.step("certificate-sign", f"Sign the certificate with the key of {ca_name!r} in the HSM"):
+            cert = builder.sign(key, hash_for(key))
+        with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+            after = verify_after_signing(cert, key.public_key(), before, ca.lint, what, etsi=True,
+                                         etsi_type=etsi_type)
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            der = cert.public_bytes(DER)
+            recorder.evidence("certificate", {
+                "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+                "serial": format(serial, "x"), "profile": profile, "not_before": not_before.isoformat(),
+                "not_after": not_after.isoformat(), "sha256": sha256_hex(der)})
+        with recorder.step("outputs-write", "Write the certificate (PEM and DER) and register it"):
+            issued = _write_and_register(cert, profile, out_dir, registry, recorder, manifest)
+        with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
+            recorder.say(announce(f"Certificate {serial:x} of {cert.subject.rfc4514_string()}", der))
+        recorder.seal(key, {"kind": "certificate", "path": issuer_cert_path.name,
+                            "sha256": sha256_file(issuer_cert_path)})
+    return issued
+
+
+def _fresh_serial(session: Any, registry: Registry) -> int:
+    """20 random bytes from the token, top bit cleared; a serial the registry has seen is drawn again."""
+    for _ in range(8):
+        serial = serial_from_random(random_bytes(session, 20))
+        if registry.get(serial) is None:
+            return serial
+    raise HsmError("the token's random generator keeps returning serial numbers that are registered already")
+
+
+def _write_and_register(cert: x509.Certificate, profile: str, out_dir: Path, registry: Registry,
+                        recorder: Recorder, manifest: Manifest | None) -> IssuedCertificate:
+    serial = cert.serial_number
+    pem_name, der_name = output_names(profile, serial)
+    der = cert.public_bytes(DER)
+    digest = sha256_hex(der)
+    record = CertRecord(serial=serial, subject=cert.subject.rfc4514_string(), profile=profile,
+                        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                        sha256=digest, status="good")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the output directory: {exc.strerror}") from None
+    if manifest is not None:
+        manifest.reload()  # a rehearsal directory refuses production certificates, and the reverse
+    written: list[Path] = []
+    try:
+        written.append(write_new(out_dir / pem_name, cert.public_bytes(PEM)))
+        written.append(write_new(out_dir / der_name, der))
+        registry.add(record)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
+    for path, fmt in ((written[0], "pem"), (written[1], "der")):
+        if manifest is not None:
+            manifest.add(ARTIFACT_KIND, path, fmt, status="good", serial=format(serial, "x"), profile=profile)
+        recorder.artifact(ARTIFACT_KIND, path, sha256_file(path), format=fmt, serial=format(serial, "x"),
+                          profile=profile)
+    return IssuedCertificate(serial=serial, pem_path=written[0], der_path=written[1], sha256=digest,
+                             subject=record.subject, profile=profile, not_after=record.not_after)
+
