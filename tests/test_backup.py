@@ -86,6 +86,11 @@ def definition_data_on(tokens: dict[str, TestToken]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackedUp]:
+    yield make_backup(tmp_path_factory)
+
+
+def make_backup(tmp_path_factory: pytest.TempPathFactory) -> BackedUp:
+    """Root ceremony then backup of the testing root (2 of 3) on fresh tokens."""
     tmp = tmp_path_factory.mktemp("backup")
     tokens = {"root": token_for("root"), "qualified": token_for("qualified")}
     defn = load_definition(write_definition(tmp / "pki.yml", definition_data_on(tokens)))
@@ -93,7 +98,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackedUp]:
     root_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
     rec = CapturingRecorder()
     result = backup_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
-    yield BackedUp(defn, out, tokens["root"], result, rec)
+    return BackedUp(defn, out, tokens["root"], result, rec)
 
 
 def labels_on(tok: TestToken) -> list[tuple[str, str]]:
