@@ -222,3 +222,17 @@ def _write_and_register(cert: x509.Certificate, profile: str, out_dir: Path, reg
     return IssuedCertificate(serial=serial, pem_path=written[0], der_path=written[1], sha256=digest,
                              subject=record.subject, profile=profile, not_after=record.not_after)
 
+
+
+def mark_revoked(manifest: Manifest, serial: int) -> int:
+    """Turn ``status`` of the certificate's manifest entries to ``revoked``; returns how many changed."""
+    manifest.reload()
+    changed = 0
+    for entry in manifest.artifacts:
+        if entry.get("kind") == ARTIFACT_KIND and entry.get("serial") == format(serial, "x") \
+                and entry.get("status") != "revoked":
+            entry["status"] = "revoked"
+            changed += 1
+    if changed:
+        manifest.save()
+    return changed

@@ -106,6 +106,11 @@ NO_DATE = -(1 << 63)
 _COLUMNS = "serial, subject, profile, not_before, not_after, sha256, status, revoked_at, reason, invalidity_date"
 
 
+def default_path(out_dir: Path | str, ca_name: str) -> Path:
+    """Where the tasks keep a CA's registry unless told otherwise: ``OUT/<ca>-registry.sqlite3``."""
+    return Path(out_dir) / f"{ca_name}-registry.sqlite3"
+
+
 def _utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC (as X.509 times are); aware ones are converted."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -196,8 +201,8 @@ class Registry:
         path = Path(path)
         if not path.exists():
             if not create:
-                raise RegistryError(f"{path}: certificate registry not found (create it with the first "
-                                    "issuance, or check the path)")
+                raise RegistryError(f"{path}: certificate registry not found (check the path; the first "
+                                    "issuance creates it when asked to, e.g. 'invoke ca.issue --new-registry')")
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.is_file():
             raise RegistryError(f"{path}: not a registry file")
