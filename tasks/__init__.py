@@ -7,7 +7,7 @@ edit the same file. Run ``invoke --list`` to see every task.
 
 from invoke import Collection
 
-from . import ca_tasks, ceremony_tasks, dev_tasks, hosts_tasks
+from . import backup_tasks, ca_tasks, ceremony_tasks, dev_tasks, hosts_tasks
 
 ns = Collection()
 ns.add_collection(ceremony_tasks.ns, name="ceremony")
@@ -16,5 +16,4 @@ ns.add_task(dev_tasks.test)
 ns.add_task(dev_tasks.lint)
 ns.add_collection(hosts_tasks.ns, name="hosts")
 ns.add_collection(ca_tasks.ns, name="ca")
-from . import backup_tasks  # noqa: E402 - registered last, one stage per module
 ns.add_collection(backup_tasks.ns, name="backup")

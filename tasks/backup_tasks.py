@@ -1,0 +1,88 @@
+"""Key backup and restore under M-of-N custody: ``invoke backup.create`` and ``invoke backup.restore``.
+
+Thin: parse the arguments, pick the record keeper (the transcript when installed), call the engine.
+PINs are never arguments: the Crypto Officer's and the Security Officer's come from the variables
+the definition names, from 0600 files (``--pin-file``, ``--so-pin-file``) or from prompts. Share
+values are never arguments either: they are read from the custodians' share files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection, Context, task
+
+from ._cli import operator_errors
+from .ceremony_tasks import HELP, _definition, _record
+
+
+def _bags(pairs: list[str]) -> dict[str, str]:
+    from ceremony.errors import DefinitionError
+
+    bags: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, serial = pair.partition("=")
+        if not sep or not name.strip() or not serial.strip():
+            raise DefinitionError("--bag", pair, "not of the form NAME=SERIAL", "--bag 'Aminata Diarra=SN-000123'")
+        if name.strip() in bags:
+            raise DefinitionError("--bag", name.strip(), "given twice")
+        bags[name.strip()] = serial.strip()
+    return bags
+
+
+@task(iterable=["bag"], help={
+    **HELP, "ca": "name of the CA whose key is backed up",
+    "certificate": "the CA's certificate (default: OUT/<ca>.crt.pem); the key must be its key",
+    "bag": "'CUSTODIAN=BAG-SERIAL', once per custodian: the tamper-evident bag each share is sealed in",
+    "so_pin_file": "read the Security Officer PIN from this file (mode 0600)",
+})
+@operator_errors
+def create(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
+           certificate: str | None = None, bag: list[str] | None = None, pin_file: str | None = None,
+           so_pin_file: str | None = None, rehearsal: bool = False) -> None:
+    """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
+    from ceremony.backup import backup_ceremony
+    from ceremony.definition import load_definition
+
+    defn = load_definition(_definition(env, definition))
+    out_dir = Path(out or f"out/{env}")
+    bags = _bags(bag or [])
+    with _record("key-backup", defn, out_dir, rehearsal) as rec:
+        result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
+                                 pin_file=pin_file, so_pin_file=so_pin_file)
+    print(f"backup {result.backup_id}: {result.backup_file}")
+    for name, path in result.share_files.items():
+        print(f"  share for {name} (bag {result.bags[name]}): {path}  <- print, seal, then delete this file")
+
+
+@task(iterable=["share"], help={
+    **HELP, "ca": "name of the CA whose key is restored",
+    "backup": "the backup file (<ca>.key-backup.json)",
+    "share": "a custodian's share file; give --share once per custodian present (at least the threshold)",
+    "certificate": "the CA's original certificate (default: OUT/<ca>.crt.pem); the test signature must verify "
+                   "against it",
+    "target_token": "label of the token to restore onto (default: the token the definition names); its user "
+                    "PIN comes from the definition's pin_env, --pin-file or a prompt",
+})
+@operator_errors
+def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, env: str = "production",
+            definition: str | None = None, out: str | None = None, certificate: str | None = None,
+            target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False) -> None:
+    """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
+    from ceremony.definition import TokenRef, load_definition
+    from ceremony.restore import restore_ceremony
+
+    defn = load_definition(_definition(env, definition))
+    out_dir = Path(out or f"out/{env}")
+    target = None
+    if target_token:
+        target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
+    with _record("key-restore", defn, out_dir, rehearsal) as rec:
+        result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,
+                                  certificate=certificate, target=target, pin_file=pin_file)
+    print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")
+
+
+ns = Collection()
+ns.add_task(create)
+ns.add_task(restore)
