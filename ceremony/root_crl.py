@@ -1,0 +1,258 @@
+"""Root CRL batches: the offline root pre-signs a series of CRLs at one ceremony.
+
+The root key leaves its safe rarely. At a root CRL ceremony it signs ``batch_count`` CRLs (the
+definition's ``crl.batch_count``, e.g. 4: one a quarter for a year) with consecutive CRL numbers;
+CRL *i* has thisUpdate = start + i·interval − clock_skew and nextUpdate = thisUpdate + lifetime,
+so consecutive CRLs overlap by ``lifetime − interval``. The publication server publishes, at any
+time, the highest-numbered CRL whose thisUpdate has passed.
+
+The same ceremony can revoke a subordinate CA certificate (its certificate file is given, and it
+must have been signed by this root). Root revocations live in the root's own registry
+(``<out>/<root>-registry.sqlite3``, the same format as a subordinate CA's); the revocation is
+committed only once the CRLs carrying it are written, so a failed ceremony changes nothing. A
+batch that revokes supersedes the pre-signed CRLs not yet in force: its numbers are higher.
+
+Root CRLs are ARLs: an IssuingDistributionPoint (critical) says they cover CA certificates
+only, and pkilint lints them with the CA/Browser Forum ARL profile (nextUpdate within 12 months).
+
+Step ids (the ``root-crl-batch`` script): offline-check, definition-check, token-open, then
+crl-lint, crl-sign, crl-verify for every CRL, outputs-write, fingerprint-read-aloud.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import crl as crlenc
+from .ceremonies import _outputs, _prepare_out, _token_step, load_issuer_certificate, record_definition
+from .crl_check import check_against_previous, summarise
+from .crl_state import last_reserved, reserve, state_path
+from .definition import LoadedDefinition
+from .errors import HsmError, OutputError, RegistryError, VerificationError
+from .fileio import sha256_file
+from .fingerprints import announce, sha256_hex
+from .hsm import open_session, pin_source_for
+from .hsm_keys import signing_key
+from .keys import key_evidence, spki_sha256
+from .lint import enforce, throwaway_key_like
+from .offline import check_offline
+from .recorder import Recorder
+
+CRL_DIR = "crl"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A CA certificate the root revokes at this ceremony."""
+
+    certificate: str | Path
+    reason: str = "keyCompromise"
+    invalidity_date: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RootCrl:
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    entries: int
+    der_path: Path
+    pem_path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RootCrlBatch:
+    crls: list[RootCrl]
+    revoked: list[int]
+    registry: Path
+
+
+def root_registry_path(out: Path, root_name: str) -> Path:
+    return out / f"{root_name}-registry.sqlite3"
+
+
+def crl_file_stem(defn: LoadedDefinition) -> str:
+    from .crl_job import publication_names
+
+    name = publication_names(defn.model.cas[defn.model.root_name])[0]
+    return name[:-4] if name.endswith(".crl") else name
+
+
+def latest_in_force(crl_dir: Path, stem: str, at: dt.datetime) -> bytes | None:
+    """The highest-numbered CRL already written whose thisUpdate is not after ``at``."""
+    best: tuple[int, bytes] | None = None
+    for path in crl_dir.glob(f"{stem}-*.crl"):
+        der = path.read_bytes()
+        s = summarise(x509.load_der_x509_crl(der))
+        if s.this_update <= at and (best is None or s.number > best[0]):
+            best = (s.number, der)
+    return best[1] if best else None
+
+
+def _check_revocation(rev: Revocation, root_cert: x509.Certificate) -> tuple[x509.Certificate, int]:
+    from .registry import parse_reason
+
+    cert = load_issuer_certificate(Path(rev.certificate), "the certificate to revoke")
+    code = parse_reason(rev.reason)
+    if cert.issuer != root_cert.subject:
+        raise VerificationError(f"{rev.certificate}: not issued by this root (issuer {cert.issuer.rfc4514_string()})")
+    public = root_cert.public_key()
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        else:
+            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    except InvalidSignature:
+        raise VerificationError(f"{rev.certificate}: its signature does not verify with the root key") from None
+    return cert, code
+
+
+def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
+                            pin_file: str | None = None, interactive: bool = True,
+                            start: dt.datetime | None = None, count: int | None = None,
+                            revoke: Sequence[Revocation] = (),
+                            issuer_cert_path: str | Path | None = None) -> RootCrlBatch:
+    """Pre-sign ``count`` root CRLs (default ``crl.batch_count``), optionally revoking CA certificates."""
+    from .registry import CertRecord, Registry
+
+    model = defn.model
+    name = model.root_name
+    ca = model.cas[name]
+    with recorder.step("offline-check", "Check that the workstation is offline"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary() + ("" if result.offline or not rehearsal else " (rehearsal: not enforced)"))
+    out_dir, manifest = _prepare_out(out, rehearsal)
+    n = count if count is not None else (ca.crl.batch_count or 1)
+    start_at = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    stem = crl_file_stem(defn)
+    crl_dir = out_dir / CRL_DIR
+    registry_path = root_registry_path(out_dir, name)
+    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+        with recorder.step("definition-check", "Check the definition, the root certificate, the revocations"):
+            if not 1 <= n <= 40:
+                raise VerificationError(f"a root CRL batch holds 1 to 40 CRLs, not {n}")
+            cert_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{name}.crt.pem"
+            root_cert = load_issuer_certificate(cert_path, name)
+            ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            pending: list[tuple[x509.Certificate, int, Revocation]] = []
+            for rev in revoke:
+                cert, code = _check_revocation(rev, root_cert)
+                pending.append((cert, code, rev))
+            rows: dict[int, crlenc.RevokedRow] = {}
+            if registry_path.exists():  # created only when the first revocation is recorded
+                with Registry.open(registry_path) as registry:
+                    rows = {r[0]: r for r in registry.iter_revoked_rows()}
+            revoked_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            now_epoch = crlenc.epoch(revoked_at)
+            for cert, code, rev in pending:
+                serial = cert.serial_number
+                if serial in rows:
+                    raise RegistryError(f"{rev.certificate}: serial {serial:x} is revoked already; nothing to do")
+                inv = None if rev.invalidity_date is None else crlenc.epoch(rev.invalidity_date)
+                if inv is not None and inv > now_epoch:
+                    raise RegistryError(f"{rev.certificate}: the invalidity date is in the future")
+                rows[serial] = (serial, now_epoch, code or None, inv,
+                                crlenc.epoch(cert.not_valid_after_utc))
+            entries = [rows[s] for s in sorted(rows)]
+            first_this_update = start_at - ca.crl.clock_skew_td
+            previous = latest_in_force(crl_dir, stem, first_this_update) if crl_dir.is_dir() else None
+            state = state_path(out_dir, name)
+            prev_number = summarise(x509.load_der_x509_crl(previous)).number if previous else 0
+            first = max(last_reserved(state), prev_number) + 1
+            for i in range(n):
+                outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der")
+                outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem")
+            outputs.check()
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name,
+                                             "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
+                                             "revocations": [{"serial": format(c.serial_number, "x"),
+                                                              "reason": r.reason} for c, _, r in pending]})
+        with recorder.step("token-open", "Open the root token and log in"):
+            _token_step(recorder, ca)
+            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            key = signing_key(session, ca.hsm.key_label)
+            if spki_sha256(key.public_key()) != spki_sha256(root_cert.public_key()):
+                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
+            recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), ca.key.describe()).as_dict())
+        alg_id, _ = crlenc.signature_algorithm(root_cert.public_key())
+        signed: list[tuple[crlenc.CrlHeader, bytes]] = []
+        reserved = False
+        for i in range(n):
+            this_update = first_this_update + i * ca.crl.interval_td
+            header = crlenc.CrlHeader(root_cert.subject, ski, first + i, this_update,
+                                      this_update + ca.crl.lifetime_td, only_ca_certs=True)
+            what = f"root CRL {first + i}"
+            with recorder.step("crl-lint", f"Lint {what} signed with a throwaway key"):
+                buf = bytearray()
+                cnt = crlenc.encode_revoked(entries, buf)
+                tbs = bytes(crlenc.encode_tbs(header, alg_id, buf, cnt))
+                findings = crlenc.lint_crl(crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(key.public_key())), True)
+                enforce(findings, ca.lint, what)
+                recorder.evidence("lint", {"stage": "before-signing", "crl": first + i,
+                                           "findings": [f.as_dict() for f in findings]})
+            with recorder.step("crl-sign", f"Sign {what} with the root key in the HSM"):
+                if not reserved:
+                    reserve(state, prev_number, n)  # durable before the first signature
+                    reserved = True
+                der = crlenc.sign_tbs(tbs, alg_id, key)
+            with recorder.step("crl-verify", f"Verify {what}, lint again, check it against the previous CRL"):
+                crlenc.verify_crl(der, tbs, root_cert.public_key(), header, cnt, [e[0] for e in entries])
+                after = crlenc.lint_crl(der, True)
+                enforce(after, ca.lint, what + " (after signing)")
+                before = signed[-1][1] if signed else previous
+                if before is not None:
+                    check_against_previous(before, der, lambda s: None)
+                recorder.evidence("crl", {"number": first + i, "this_update": this_update.isoformat(),
+                                          "next_update": header.next_update.isoformat(), "entries": cnt,
+                                          "sha256": sha256_hex(der)})
+            signed.append((header, der))
+        with recorder.step("outputs-write", "Write the CRLs (DER and PEM) and record the revocations"):
+            crls = []
+            for header, der in signed:
+                base = f"{CRL_DIR}/{stem}-{header.number}.crl"
+                outputs.write(base, der)
+                outputs.write(base + ".pem", crlenc.pem_from_der(der))
+                crls.append(RootCrl(header.number, header.this_update, header.next_update, len(entries),
+                                    out_dir / base, out_dir / (base + ".pem"), sha256_hex(der)))
+            if pending:
+                with Registry.open(registry_path, create=True) as registry:
+                    for cert, _code, rev in pending:
+                        _register_and_revoke(registry, cert, rev, revoked_at, CertRecord)
+            record_definition(defn, out_dir, manifest)
+            for path in outputs.written:
+                kind, fmt = outputs.planned[path.relative_to(out_dir).as_posix()]
+                crl = next(c for c in crls if path in (c.der_path, c.pem_path))
+                entry = manifest.add(kind, path, fmt, number=crl.number, this_update=crl.this_update.isoformat(),
+                                     next_update=crl.next_update.isoformat())
+                recorder.artifact(kind, path, entry["sha256"], format=fmt, number=crl.number)
+            outputs.written.clear()
+            if registry_path.exists():
+                manifest.add("registry", registry_path, "sqlite3", ca=name)
+        with recorder.step("fingerprint-read-aloud", "Read the fingerprints of the CRLs aloud"):
+            for header, der in signed:
+                recorder.say(announce(f"Root CRL {header.number} (thisUpdate {header.this_update:%Y-%m-%d %H:%M:%SZ}, "
+                                      f"nextUpdate {header.next_update:%Y-%m-%d %H:%M:%SZ})", der))
+        recorder.seal(key, {"kind": "certificate", "path": cert_path.name, "sha256": sha256_file(cert_path)})
+    return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
+
+
+def _register_and_revoke(registry: Any, cert: x509.Certificate, rev: Revocation, when: dt.datetime,
+                         record: Any) -> None:
+    if registry.get(cert.serial_number) is None:
+        registry.add(record(serial=cert.serial_number, subject=cert.subject.rfc4514_string(), profile="ca",
+                            not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                            sha256=sha256_hex(cert.public_bytes(Encoding.DER)), status="good"))
+    if not registry.revoke(cert.serial_number, rev.reason, invalidity_date=rev.invalidity_date, now=when):
+        raise OutputError(f"serial {cert.serial_number:x} was revoked meanwhile")
