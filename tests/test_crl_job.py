@@ -259,7 +259,7 @@ def test_previous_check_rules_individually(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="earlier than"):
         check_against_previous(prev, make(6, t0 - dt.timedelta(seconds=1), rows), lambda s: None)
     expiry = {10: dt.datetime(2033, 5, 18, tzinfo=dt.UTC), 20: dt.datetime(2026, 1, 31, tzinfo=dt.UTC)}
-    with pytest.raises(VerificationError, match="dropped.*serials a"):
+    with pytest.raises(VerificationError, match=r"dropped.*serials a"):
         check_against_previous(prev, make(6, t0, rows[1:]), expiry.get)
     # Serial 20 expired before the new thisUpdate: it may leave the CRL.
     assert check_against_previous(prev, make(6, t0, rows[:1]), expiry.get)
@@ -274,7 +274,8 @@ def test_crash_between_signing_and_publishing_never_reuses_a_number(pki: Pki, tm
     first = subprocess.run(args, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     published = (pub / "qualified.crl").read_bytes()
-    killed = subprocess.run([*args, "--force"], capture_output=True, text=True, env={**os.environ, KILL_HOOK_ENV: "after-sign"})
+    killed = subprocess.run([*args, "--force"], capture_output=True, text=True,
+                            env={**os.environ, KILL_HOOK_ENV: "after-sign"})
     assert killed.returncode == -9
     assert (pub / "qualified.crl").read_bytes() == published  # previous CRL still published, intact
     assert x509.load_der_x509_crl(published).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 1
