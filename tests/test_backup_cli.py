@@ -1,0 +1,82 @@
+"""The rehearsal's key-backup stage and ``invoke backup.*`` as the operator runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.hsm
+INVOKE = str(REPO / ".venv" / "bin" / "invoke")
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF", "TEST_PIN"))}
+    return subprocess.run([INVOKE, *args], cwd=REPO, capture_output=True, text=True, env={**clean, **(env or {})},
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("backup-rehearsal") / "out"
+    result = invoke("rehearse", "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def rehearsal_env(out: Path) -> dict[str, str]:
+    pins = dict(line.split("=", 1) for line in (out / "hsm" / "rehearsal-pins.env").read_text().splitlines())
+    return {"SOFTHSM2_CONF": str(out / "hsm" / "softhsm2.conf"), **pins}
+
+
+def test_rehearsal_backs_up_the_root_and_restores_it_on_a_second_token(rehearsal: Path) -> None:
+    manifest = json.loads((rehearsal / "manifest.json").read_text())
+    by_kind: dict[str, list[str]] = {}
+    for a in manifest["artifacts"]:
+        by_kind.setdefault(a["kind"], []).append(a["path"])
+    assert by_kind["key-backup"] == ["backup/root.key-backup.json"]
+    assert len(by_kind["key-backup-share"]) == 3
+    assert by_kind["key-restore-report"] == ["backup/root.restore-scse-test-root-restore.json"]
+    for path in by_kind["key-backup-share"]:
+        assert stat.S_IMODE((rehearsal / path).stat().st_mode) == 0o600
+    report = json.loads((rehearsal / "backup/root.restore-scse-test-root-restore.json").read_text())
+    assert report["rehearsal"] is True and report["restored_key"]["local"] is False
+    assert len(report["shares"]) == 2 and all(s["bag"].startswith("REHEARSAL-") for s in report["shares"])
+    transcripts = [a for a in manifest["artifacts"] if a["kind"] == "transcript"]
+    names = {Path(a["path"]).name for a in transcripts}
+    if transcripts:  # the transcript module is installed: one transcript per ceremony, named for it
+        assert {"key-backup-1.jsonl", "key-restore-1.jsonl"} <= names
+        for name in ("key-backup-1.jsonl", "key-restore-1.jsonl"):
+            text = (rehearsal / "transcripts" / name).read_text()
+            for share in by_kind["key-backup-share"]:
+                value = "".join(line.split(":", 1)[1].replace(" ", "") for line in
+                                (rehearsal / share).read_text().split("value:")[1].split("checksum:")[0]
+                                .strip().splitlines())
+                assert value not in text
+
+
+def test_cli_restore_with_too_few_shares_exits_with_one_line(rehearsal: Path, tmp_path: Path) -> None:
+    share = sorted((rehearsal / "backup").glob("root.share-*.txt"))[0]
+    result = invoke("backup.restore", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
+                    "--out", str(tmp_path), "--backup", str(rehearsal / "backup/root.key-backup.json"),
+                    "--share", str(share), "--certificate", str(rehearsal / "root.crt.pem"),
+                    "--target-token", "scse-test-root-restore", env=rehearsal_env(rehearsal))
+    assert result.returncode == 8, result.stdout[-2000:] + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 share(s) presented, the backup needs 2 of 3" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "backup").exists()
+
+
+def test_cli_bag_option_is_checked_before_anything_runs(rehearsal: Path, tmp_path: Path) -> None:
+    result = invoke("backup.create", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
+                    "--out", str(tmp_path), "--bag", "no-serial-here", env=rehearsal_env(rehearsal))
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --bag: no-serial-here: not of the form NAME=SERIAL (allowed: --bag "
+                                     "'Aminata Diarra=SN-000123')")
+    assert list(tmp_path.iterdir()) == []
