@@ -1,0 +1,111 @@
+"""Root CRL batches: consecutive numbers, overlapping validity, revoking a subordinate CA, refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import tree
+from cryptography import x509
+from test_crl_job import Pki, build_pki
+
+from ceremony.crl import lint_crl
+from ceremony.definition import load_definition
+from ceremony.errors import CeremonyError, VerificationError
+from ceremony.recorder import ConsoleRecorder
+from ceremony.root_crl import Revocation, root_crl_batch_ceremony, root_registry_path
+
+pytestmark = pytest.mark.hsm
+
+STEPS_ONE_CRL = ["offline-check", "definition-check", "token-open", "crl-lint", "crl-sign", "crl-verify",
+                 "outputs-write", "fingerprint-read-aloud"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return build_pki(tmp_path_factory.mktemp("crl-root-pki"))
+
+
+def _root_out(pki: Pki, dest: Path) -> Path:
+    shutil.copytree(pki.dir, dest, ignore=shutil.ignore_patterns("registry.sqlite3*"))
+    return dest
+
+
+def test_batch_has_consecutive_numbers_and_overlapping_validity(pki: Pki, tmp_path: Path) -> None:
+    out = _root_out(pki, tmp_path / "root")
+    rec = ConsoleRecorder(rehearsal=True)
+    start = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    batch = root_crl_batch_ceremony(load_definition(pki.definition), out, rec, rehearsal=True, interactive=False,
+                                    start=start)
+    assert [c.number for c in batch.crls] == [1, 2, 3, 4]  # crl.batch_count: 4 in the testing definition
+    assert [s for s, _ in rec.steps] == STEPS_ONE_CRL[:3] + ["crl-lint", "crl-sign", "crl-verify"] * 4 \
+        + STEPS_ONE_CRL[-2:]
+    crls = [x509.load_der_x509_crl(c.der_path.read_bytes()) for c in batch.crls]
+    assert crls[0].last_update_utc == start - dt.timedelta(minutes=5)
+    for a, b in itertools.pairwise(crls):
+        assert b.last_update_utc - a.last_update_utc == dt.timedelta(days=91)
+        assert a.next_update_utc > b.last_update_utc  # overlap
+    for c in crls:
+        assert c.next_update_utc - c.last_update_utc == dt.timedelta(days=120)
+        idp = c.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+        assert idp.critical and idp.value.only_contains_ca_certs
+    kinds = [a["kind"] for a in rec.artifacts]
+    assert kinds.count("root-crl") == 8
+    # A second batch continues the numbering.
+    again = root_crl_batch_ceremony(load_definition(pki.definition), out, ConsoleRecorder(rehearsal=True),
+                                    rehearsal=True, interactive=False, start=start + dt.timedelta(days=365),
+                                    count=2)
+    assert [c.number for c in again.crls] == [5, 6]
+
+
+def test_revoking_the_subordinate_ca_makes_openssl_reject_its_chain(pki: Pki, tmp_path: Path) -> None:
+    from ceremony.crl_job import run_crl_job
+
+    out = _root_out(pki, tmp_path / "root")
+    defn = load_definition(pki.definition)
+    first = root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                    count=1)
+    batch = root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                    count=1, revoke=[Revocation(out / "qualified.crt.pem", "keyCompromise")])
+    assert batch.crls[0].number == first.crls[0].number + 1 and batch.crls[0].entries == 1
+    sub = x509.load_pem_x509_certificate((out / "qualified.crt.pem").read_bytes())
+    assert batch.revoked == [sub.serial_number]
+    assert root_registry_path(out, "root").exists()
+    assert not [f for f in lint_crl(batch.crls[0].der_path.read_bytes(), ca_only=True)
+                if f.severity in ("ERROR", "FATAL", "WARNING")]
+    reg = pki.copy_registry(tmp_path / "reg")
+    run_crl_job(pki.definition, "qualified", reg, tmp_path / "pub")
+    verify = subprocess.run(["openssl", "verify", "-crl_check_all", "-CAfile", str(out / "root.crt.pem"),
+                             "-untrusted", str(out / "qualified.crt.pem"), "-CRLfile",
+                             str(tmp_path / "pub" / "qualified.crl.pem"), "-CRLfile", str(batch.crls[0].pem_path),
+                             str(pki.good)], capture_output=True, text=True)
+    assert verify.returncode != 0 and "certificate revoked" in verify.stdout + verify.stderr
+    # The next batch keeps the entry; revoking it again is refused and changes nothing.
+    before = tree(out)
+    with pytest.raises(CeremonyError, match="revoked already"):
+        root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                count=1, revoke=[Revocation(out / "qualified.crt.pem", "keyCompromise")])
+    assert tree(out) == before
+    nxt = root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                  count=1)
+    assert nxt.crls[0].entries == 1
+
+
+def test_refusals_leave_disk_unchanged(pki: Pki, tmp_path: Path) -> None:
+    out = _root_out(pki, tmp_path / "root")
+    defn = load_definition(pki.definition)
+    before = tree(out)
+    with pytest.raises(VerificationError, match="not issued by this root"):
+        root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                revoke=[Revocation(pki.good)])
+    with pytest.raises(CeremonyError, match="not allowed"):
+        root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                revoke=[Revocation(out / "qualified.crt.pem", "removeFromCRL")])
+    with pytest.raises(VerificationError, match="1 to 40"):
+        root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                                count=41)
+    assert tree(out) == before
