@@ -22,6 +22,8 @@ HELP = {
     "pin_file": "read the PIN from this file (mode 0600) instead of the environment or a prompt",
     "rehearsal": "mark everything as a rehearsal (no offline enforcement, CN '(REHEARSAL)')",
 }
+ANSWERS_HELP = ("YAML file with the sign-in (participants, roles, identity checks), bag serials and confirmations "
+                "instead of prompts (see docs/transcripts.md)")
 
 
 def _definition(env: str, definition: str | None) -> Path:
@@ -29,8 +31,11 @@ def _definition(env: str, definition: str | None) -> Path:
 
 
 @contextlib.contextmanager
-def _record(script: str, defn: object, out: Path, rehearsal: bool) -> Iterator[object]:
-    """A transcript for a production ceremony (interactive sign-in), or the console if unavailable."""
+def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None) -> Iterator[object]:
+    """The ceremony's transcript in OUT/transcripts: sign-in and confirmations at the terminal, or from
+    ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses
+    generated rehearsal participants. Falls back to the console only if the transcript module is absent.
+    """
     from ceremony.recorder import ConsoleRecorder
 
     try:
@@ -38,52 +43,56 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool) -> Iterator[o
     except ImportError:
         yield ConsoleRecorder(rehearsal=rehearsal)
         return
-    with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal) as rec:
+    with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
+                         answers=Path(answers) if answers else None) as rec:
         yield rec
 
 
-@task(help=HELP)
+@task(help={**HELP, "answers": ANSWERS_HELP})
 @operator_errors
 def root(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
-         pin_file: str | None = None, rehearsal: bool = False) -> None:
+         pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
     """Root key ceremony: generate the root key in its HSM and issue the self-signed root certificate."""
     from ceremony.ceremonies import root_ceremony
     from ceremony.definition import load_definition
 
     defn = load_definition(_definition(env, definition))
     out_dir = Path(out or f"out/{env}")
-    with _record("root-key-generation", defn, out_dir, rehearsal) as rec:
+    with _record("root-key-generation", defn, out_dir, rehearsal, answers) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
-@task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition"})
+@task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition",
+                                    "answers": ANSWERS_HELP})
 @operator_errors
 def subordinate_key(c: Context, ca: str, env: str = "production", definition: str | None = None,
-                    out: str | None = None, pin_file: str | None = None, rehearsal: bool = False) -> None:
+                    out: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
+                    answers: str | None = None) -> None:
     """Generate a subordinate CA key on its own HSM and write its CSR (PEM and DER)."""
     from ceremony.ceremonies import subordinate_key_ceremony
     from ceremony.definition import load_definition
 
     defn = load_definition(_definition(env, definition))
     out_dir = Path(out or f"out/{env}")
-    with _record("subordinate-key-generation", defn, out_dir, rehearsal) as rec:
+    with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
 @task(name="sign-subordinate", help={**HELP, "ca": "name of the subordinate CA in the definition",
                                      "csr": "the subordinate's CSR (PEM or DER), carried to the offline root",
-                                     "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)"})
+                                     "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)",
+                                     "answers": ANSWERS_HELP})
 @operator_errors
 def sign_subordinate(c: Context, ca: str, csr: str, env: str = "production", definition: str | None = None,
                      out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
-                     rehearsal: bool = False) -> None:
+                     rehearsal: bool = False, answers: str | None = None) -> None:
     """At the offline root: verify a subordinate's CSR and issue its CA certificate."""
     from ceremony.ceremonies import sign_subordinate_ceremony
     from ceremony.definition import load_definition
 
     defn = load_definition(_definition(env, definition))
     out_dir = Path(out or f"out/{env}")
-    with _record("subordinate-signing", defn, out_dir, rehearsal) as rec:
+    with _record("subordinate-signing", defn, out_dir, rehearsal, answers) as rec:
         sign_subordinate_ceremony(defn, ca, csr, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
                                   pin_file=pin_file)
 
