@@ -13,7 +13,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from ._cli import operator_errors
-from .ceremony_tasks import HELP, _definition, _record
+from .ceremony_tasks import ANSWERS_HELP, HELP, _definition, _record
 
 
 def _bags(pairs: list[str]) -> dict[str, str]:
@@ -35,11 +35,12 @@ def _bags(pairs: list[str]) -> dict[str, str]:
     "certificate": "the CA's certificate (default: OUT/<ca>.crt.pem); the key must be its key",
     "bag": "'CUSTODIAN=BAG-SERIAL', once per custodian: the tamper-evident bag each share is sealed in",
     "so_pin_file": "read the Security Officer PIN from this file (mode 0600)",
+    "answers": ANSWERS_HELP,
 })
 @operator_errors
 def create(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
            certificate: str | None = None, bag: list[str] | None = None, pin_file: str | None = None,
-           so_pin_file: str | None = None, rehearsal: bool = False) -> None:
+           so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
     """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
     from ceremony.backup import backup_ceremony
     from ceremony.definition import load_definition
@@ -47,7 +48,7 @@ def create(c: Context, ca: str, env: str = "production", definition: str | None 
     defn = load_definition(_definition(env, definition))
     out_dir = Path(out or f"out/{env}")
     bags = _bags(bag or [])
-    with _record("key-backup", defn, out_dir, rehearsal) as rec:
+    with _record("key-backup", defn, out_dir, rehearsal, answers) as rec:
         result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
                                  pin_file=pin_file, so_pin_file=so_pin_file)
     print(f"backup {result.backup_id}: {result.backup_file}")
@@ -63,11 +64,13 @@ def create(c: Context, ca: str, env: str = "production", definition: str | None 
                    "against it",
     "target_token": "label of the token to restore onto (default: the token the definition names); its user "
                     "PIN comes from the definition's pin_env, --pin-file or a prompt",
+    "answers": ANSWERS_HELP,
 })
 @operator_errors
 def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, env: str = "production",
             definition: str | None = None, out: str | None = None, certificate: str | None = None,
-            target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False) -> None:
+            target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
+            answers: str | None = None) -> None:
     """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
     from ceremony.definition import TokenRef, load_definition
     from ceremony.restore import restore_ceremony
@@ -77,7 +80,7 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     target = None
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
-    with _record("key-restore", defn, out_dir, rehearsal) as rec:
+    with _record("key-restore", defn, out_dir, rehearsal, answers) as rec:
         result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,
                                   certificate=certificate, target=target, pin_file=pin_file)
     print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")

@@ -80,3 +80,11 @@ def test_cli_bag_option_is_checked_before_anything_runs(rehearsal: Path, tmp_pat
     assert result.stderr.strip() == ("error: --bag: no-serial-here: not of the form NAME=SERIAL (allowed: --bag "
                                      "'Aminata Diarra=SN-000123')")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_audit_verify_passes_on_the_backup_and_restore_transcripts(rehearsal: Path) -> None:
+    pytest.importorskip("ceremony.audit", reason="the transcript verifier is not installed yet")
+    for name in ("key-backup-1.jsonl", "key-restore-1.jsonl"):
+        result = invoke("audit.verify", str(rehearsal / "transcripts" / name), "--artifacts", str(rehearsal))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "INTACT" in result.stdout
