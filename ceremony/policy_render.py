@@ -1,0 +1,301 @@
+"""Rendering the CP and CPS: Markdown (the reviewable source), HTML with stable anchors, PDF.
+
+Each section of a document is the generated text of its template (``templates/policy/<lang>/<n>.md.j2``,
+values from :mod:`ceremony.policy_facts`) followed by the organisation's prose fragment for it
+(``inventory/<env>/policy/<lang>/*.md``). A fragment file holds any number of sections, each started
+by a line ``## 4.9.1`` (``## 4.9.1 [cp]`` or ``[cps]`` for text that differs between the two
+documents); fragments are Jinja templates too, so they may say ``{{ f.organisation.email }}``.
+
+Everything is rendered in memory first; a missing fragment, a fragment for a section RFC 3647 does
+not have, or a value a template cannot render (StrictUndefined) stops the build with one message
+naming the section and the file, before any file is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markdown_it import MarkdownIt
+
+from .policy_facts import Facts, PolicyError, date_text, duration_text
+from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
+
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "policy"
+_FRAGMENT_HEAD = re.compile(r"^## +([0-9][0-9.]*?)\.?(?: +\[(cp|cps)\])?(?: +.*)?$")
+_NUMBERED = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
+
+LABELS: dict[str, dict[str, str]] = {
+    "fr": {"cp": "Politique de certification", "cps": "Déclaration des pratiques de certification",
+           "field": "Champ", "value": "Valeur", "oid": "Identifiant d'objet (OID)", "version": "Version",
+           "date": "Date", "organisation": "Organisme", "approved": "Approuvé par",
+           "environment": "Environnement", "history": "Historique des versions",
+           "changes": "Modifications", "toc": "Table des matières", "source": "Source Markdown (SHA-256)",
+           "page": "Page", "rehearsal": "RÉPÉTITION — document issu d'une répétition sur des jetons SoftHSM "
+           "jetables ; il ne vaut pas pour la production.", "yes": "oui", "no": "non"},
+    "en": {"cp": "Certificate Policy", "cps": "Certification Practice Statement", "field": "Field",
+           "value": "Value", "oid": "Object identifier (OID)", "version": "Version", "date": "Date",
+           "organisation": "Organisation", "approved": "Approved by", "environment": "Environment",
+           "history": "Version history", "changes": "Changes", "toc": "Contents",
+           "source": "Markdown source (SHA-256)", "page": "Page",
+           "rehearsal": "REHEARSAL — document produced by a rehearsal on throwaway SoftHSM tokens; it is not "
+           "valid for production.", "yes": "yes", "no": "no"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Fragment:
+    section: str
+    scope: str | None  # None: both documents; "cp" or "cps": that document only
+    text: str
+    file: Path
+    line: int
+
+
+def document_filename(doc: str, version: str, lang: str, ext: str) -> str:
+    return f"{doc}-{version}.{lang}.{ext}"
+
+
+# ---------------------------------------------------------------------------------------------- fragments
+
+def load_fragments(policy_dir: Path, lang: str) -> dict[tuple[str, str | None], Fragment]:
+    """Every prose fragment of one language, keyed by (section, scope); refuses unknown sections."""
+    directory = policy_dir / lang
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: no prose fragments for language {lang!r} (one Markdown file or more "
+                          "with '## <section>' lines)")
+    result: dict[tuple[str, str | None], Fragment] = {}
+    for path in sorted(directory.glob("*.md")):
+        for number, scope, line, text in _split_fragment_file(path):
+            if not text:
+                raise PolicyError(f"{path}:{line}: section {number}: the fragment is empty (write the text, or "
+                                  f"'{no_stipulation(lang)}' where there is nothing to say)")
+            key = (number, scope)
+            if key in result:
+                other = result[key]
+                raise PolicyError(f"{path}:{line}: section {number}: a second fragment for this section "
+                                  f"(the first is {other.file}:{other.line})")
+            result[key] = Fragment(number, scope, text, path, line)
+    return result
+
+
+def _split_fragment_file(path: Path) -> list[tuple[str, str | None, int, str]]:
+    """(section, scope, line, text) of each '## <section>' block of one fragment file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    blocks: list[tuple[str, str | None, int, list[str]]] = []
+    for i, raw in enumerate(lines, start=1):
+        if raw.startswith("## "):
+            m = _FRAGMENT_HEAD.match(raw.rstrip())
+            if not m:
+                raise PolicyError(f"{path}:{i}: {raw.strip()!r} is not a section line (allowed: '## 4.9.1', "
+                                  "'## 4.9.1 [cp]', '## 4.9.1 [cps]', optionally followed by the title)")
+            if m.group(1) not in BY_NUMBER:
+                raise PolicyError(f"{path}:{i}: section {m.group(1)} does not exist in the RFC 3647 outline "
+                                  "(see ceremony/policy_outline.py)")
+            blocks.append((m.group(1), m.group(2), i, []))
+        elif re.match(r"^#{1,6} ", raw):
+            raise PolicyError(f"{path}:{i}: headings inside a fragment are not allowed (the document's "
+                              "headings come from the RFC 3647 outline); use bold text or a list")
+        elif not blocks:
+            if raw.strip() and not raw.lstrip().startswith("<!--"):
+                raise PolicyError(f"{path}:{i}: text before the first '## <section>' line")
+        else:
+            blocks[-1][3].append(raw)
+    return [(n, scope, line, "\n".join(body).strip()) for n, scope, line, body in blocks]
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+@jinja2.pass_context
+def _dur(ctx: Any, value: Any) -> str:
+    return duration_text(value, ctx["lang"])
+
+
+@jinja2.pass_context
+def _date(ctx: Any, value: Any) -> str:
+    return date_text(value, ctx["lang"])
+
+
+@jinja2.pass_context
+def _yesno(ctx: Any, value: Any) -> str:
+    return LABELS[ctx["lang"]].get(str(value), str(value))
+
+
+def jinja_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno)
+    return env
+
+
+def _render_or_fail(render: Any, where: str, number: str, lang: str) -> str:
+    title = BY_NUMBER[number].title(lang) if number in BY_NUMBER else number
+    try:
+        return str(render()).strip()
+    except jinja2.TemplateSyntaxError as exc:
+        raise PolicyError(f"{where}:{exc.lineno}: section {number} ({title}): template syntax error: "
+                          f"{exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise PolicyError(f"{where}: section {number} ({title}): cannot render: {exc.message} (the facts "
+                          "offered to templates are listed in ceremony/policy_facts.py)") from None
+    except (jinja2.TemplateError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise PolicyError(f"{where}: section {number} ({title}): cannot render: {exc}") from None
+
+
+def _context(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
+    docs = facts.documents
+    this, other = (docs.cp, docs.cps) if doc == "cp" else (docs.cps, docs.cp)
+    return {"f": facts, "doc": doc, "lang": lang, "this": this, "other": other,
+            "no_stipulation": no_stipulation(lang)}
+
+
+def front_matter(facts: Facts, doc: str, lang: str) -> str:
+    """Title, identification and version history: everything before section 1."""
+    lab = LABELS[lang]
+    ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+    title = ident.title_fr if lang == "fr" else ident.title_en
+    lines = [f"# {title}", ""]
+    if facts.rehearsal:
+        lines += [f"**{lab['rehearsal']}**", ""]
+    rows = [(lab["oid"], ident.oid), (lab["version"], ident.version),
+            (lab["date"], date_text(facts.documents.history[-1].date, lang)),
+            (lab["organisation"], f"{facts.organisation.name} ({facts.organisation.short_name})"),
+            (lab["approved"], facts.documents.approving_body), (lab["environment"], facts.environment)]
+    lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
+    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
+    lines += ["", f"## {lab['history']}", "", f"| {lab['date']} | {lab['version']} | {lab['changes']} | "
+              f"{lab['approved']} |", "| --- | --- | --- | --- |"]
+    for h in facts.documents.history:
+        changes = h.changes_fr if lang == "fr" else h.changes_en
+        lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragment], doc: str, lang: str,
+                    policy_dir: Path, env: jinja2.Environment | None = None) -> str:
+    """One complete document; raises :class:`PolicyError` naming the section and file on any gap."""
+    env = env or jinja_env()
+    ctx = _context(facts, doc, lang)
+    parts = [front_matter(facts, doc, lang)]
+    for section in OUTLINE:
+        n = section.number
+        body: list[str] = []
+        template_name = f"{lang}/{n}.md.j2"
+        if (TEMPLATES / template_name).is_file():
+            where = str(TEMPLATES / template_name)
+
+            def render_template(name: str = template_name) -> str:
+                return env.get_template(name).render(ctx)
+
+            generated = _render_or_fail(render_template, where, n, lang)
+            if generated:
+                body.append(generated)
+        fragment = fragments.get((n, doc)) or fragments.get((n, None))
+        if fragment is not None:
+            where = f"{fragment.file}:{fragment.line}"
+
+            def render_fragment(text: str = fragment.text) -> str:
+                return env.from_string(text).render(ctx)
+
+            body.append(_render_or_fail(render_fragment, where, n, lang))
+        if not body and not has_children(n):
+            raise PolicyError(f"{policy_dir / lang}: section {n} ({section.title(lang)}): no prose fragment for "
+                              f"the {doc.upper()} in any file; add a '## {n}' paragraph (or '{no_stipulation(lang)}' "
+                              "where nothing is required)")
+        parts.append(section.heading(lang) + "\n")
+        if body:
+            parts.append("\n\n".join(body) + "\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- html / pdf
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def split_front(md: str) -> tuple[str, str]:
+    """The front matter (title, identification, history) and the body (section 1 onwards)."""
+    m = re.search(r"^# 1\. ", md, flags=re.MULTILINE)
+    return (md[:m.start()], md[m.start():]) if m else (md, "")
+
+
+def markdown_to_html(md: str) -> str:
+    """CommonMark with tables; raw HTML is escaped; each numbered heading gets its id ``s-4-9-7``."""
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(md)
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open":
+            text = tokens[i + 1].content
+            m = re.match(r"^([0-9]+(?:\.[0-9]+)*)\.? ", text)
+            tok.attrSet("id", "s-" + m.group(1).replace(".", "-") if m else _slug(text))
+    return parser.renderer.render(tokens, parser.options, {})
+
+
+def toc_entries(md: str) -> list[tuple[int, str, str, str]]:
+    """(level, number, title, anchor) of each numbered heading, in document order."""
+    entries = []
+    in_fence = False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence:
+            continue
+        m = _NUMBERED.match(line)
+        if m:
+            entries.append((len(m.group(1)), m.group(2), m.group(3), "s-" + m.group(2).replace(".", "-")))
+    return entries
+
+
+def render_html(md: str, facts_meta: dict[str, Any], lang: str) -> str:
+    """A standalone HTML page: cover, identification and history, table of contents, sections."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    front, body = split_front(md)
+    page = env.get_template("page.html.j2").render(
+        lang=lang, lab=LABELS[lang], meta=facts_meta, front=jinja2_markup(markdown_to_html(front)),
+        body=jinja2_markup(markdown_to_html(body)), toc=toc_entries(md),
+        css=jinja2_markup((TEMPLATES / "policy.css").read_text(encoding="utf-8")),
+        source_sha256=hashlib.sha256(md.encode("utf-8")).hexdigest())
+    return page
+
+
+def jinja2_markup(text: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(text)
+
+
+def document_meta(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
+    ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+    return {"kind": LABELS[lang][doc], "title": ident.title_fr if lang == "fr" else ident.title_en,
+            "oid": ident.oid, "version": ident.version, "date": date_text(facts.documents.history[-1].date, lang),
+            "organisation": facts.organisation.name, "short_name": facts.organisation.short_name,
+            "approved_by": facts.documents.approving_body, "environment": facts.environment,
+            "rehearsal": facts.rehearsal}
+
+
+def render_pdf(html_text: str) -> bytes:
+    """WeasyPrint: real text (DejaVu fonts from the system), bookmarks from the headings, page numbers."""
+    import logging
+
+    from weasyprint import HTML
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    return HTML(string=html_text, base_url=str(TEMPLATES)).write_pdf()
+
+
+__all__ = ["DOCUMENTS", "LANGS", "Fragment", "document_filename", "document_meta", "load_fragments",
+           "markdown_to_html", "render_html", "render_markdown", "render_pdf", "toc_entries"]
