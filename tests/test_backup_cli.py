@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import secrets
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -88,3 +91,44 @@ def test_audit_verify_passes_on_the_backup_and_restore_transcripts(rehearsal: Pa
         result = invoke("audit.verify", str(rehearsal / "transcripts" / name), "--artifacts", str(rehearsal))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         assert "INTACT" in result.stdout
+
+
+def _init_token(out: Path, label: str, user_pin: str, so_pin: str) -> None:
+    """A new token in the rehearsal's SoftHSM, initialised in a subprocess (PINs through the environment)."""
+    code = ("import os; from pathlib import Path; from ceremony import softhsm; "
+            "softhsm.init_token(Path(os.environ['SOFTHSM2_CONF']), os.environ['LABEL'], os.environ['U'], "
+            "os.environ['S'])")
+    env = {**rehearsal_env(out), "LABEL": label, "U": user_pin, "S": so_pin, "PATH": os.environ.get("PATH", "")}
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=120)
+
+
+def test_cli_backup_then_restore_onto_a_new_token_and_audit(rehearsal: Path, tmp_path: Path) -> None:
+    """The operator's path: backup.create, then backup.restore with two share files and a PIN file."""
+    out = tmp_path / "ops"
+    out.mkdir()
+    shutil.copyfile(rehearsal / "root.crt.pem", out / "root.crt.pem")
+    env = rehearsal_env(rehearsal)
+    created = invoke("backup.create", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
+                     "--out", str(out), env=env)
+    assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-2000:]
+    shares = sorted((out / "backup").glob("root.share-*.txt"))
+    assert len(shares) == 3 and all(stat.S_IMODE(s.stat().st_mode) == 0o600 for s in shares)
+    pin = secrets.token_hex(8)
+    _init_token(rehearsal, "cli-restore", pin, secrets.token_hex(8))
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(pin)
+    pin_file.chmod(0o600)
+    restored = invoke("backup.restore", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
+                      "--out", str(out), "--backup", str(out / "backup" / "root.key-backup.json"),
+                      "--share", str(shares[2]), "--share", str(shares[0]), "--target-token", "cli-restore",
+                      "--pin-file", str(pin_file), env=env)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
+    report = json.loads((out / "backup" / "root.restore-cli-restore.json").read_text())
+    assert [s["index"] for s in report["shares"]] == [3, 1] and report["restored_key"]["local"] is False
+    if importlib.util.find_spec("ceremony.audit") is not None:
+        transcripts = sorted((out / "transcripts").glob("key-*.jsonl"))
+        assert [t.name.split("-2")[0] for t in transcripts] == ["key-backup", "key-restore"]
+        for transcript in transcripts:
+            result = invoke("audit.verify", str(transcript), "--artifacts", str(out))
+            assert result.returncode == 0, transcript.name + result.stdout[-3000:] + result.stderr[-2000:]
