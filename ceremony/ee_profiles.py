@@ -201,6 +201,15 @@ def check_subject(subject: x509.Name, kind: str, source: str) -> None:
                                "its name (EN 319 412-3 LEG-4.2.1-6)")
 
 
+_RFC4514_NAMES = {NameOID.SERIAL_NUMBER: "serialNumber", _SURNAME: "SN", _GIVEN: "GN", _PSEUDONYM: "pseudonym",
+                  NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier", NameOID.TITLE: "title"}
+
+
+def subject_text(name: x509.Name) -> str:
+    """RFC 4514 text with readable names for the ETSI attributes (not ``2.5.4.5=...``)."""
+    return name.rfc4514_string(_RFC4514_NAMES)
+
+
 def marked_subject(subject: x509.Name, rehearsal: bool) -> x509.Name:
     """The CSR subject, with ``(REHEARSAL)`` appended to the CN of a rehearsal certificate."""
     if not rehearsal:

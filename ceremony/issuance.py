@@ -36,6 +36,7 @@ from .ee_profiles import (
     etsi_certificate_type,
     legislation_for,
     marked_subject,
+    subject_text,
     validity_window,
 )
 from .errors import DefinitionError, HsmError, OutputError, RequestError
@@ -93,7 +94,7 @@ def _issuing_ca(defn: LoadedDefinition, ca_name: str, profile_name: str) -> tupl
 def _check_issuer_cert(cert: x509.Certificate, ca_name: str, ca: CA, path: Path, rehearsal: bool) -> None:
     expected = subject_name(ca.subject, rehearsal)
     if cert.subject != expected:
-        raise OutputError(f"{path}: this certificate is {cert.subject.rfc4514_string()!r}, not the "
+        raise OutputError(f"{path}: this certificate is {subject_text(cert.subject)!r}, not the "
                           f"{'rehearsal ' if rehearsal else ''}certificate of {ca_name!r} "
                           f"({expected.rfc4514_string()!r})")
     try:
@@ -139,10 +140,10 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
 
         lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint, f"{what} profile", etsi=True,
                             etsi_type=etsi_type)
-        recorder.evidence("request", {"csr": str(csr_path), "subject": csr.subject.rfc4514_string(),
+        recorder.evidence("request", {"csr": str(csr_path), "subject": subject_text(csr.subject),
                                       "spki_sha256": spki_sha256(public), "profile": profile, "kind": prof.kind,
                                       "etsi_type": etsi_type.name, "signature": "valid (proof of possession)"})
-        recorder.say(announce(f"Key of the requester {csr.subject.rfc4514_string()} (SPKI)",
+        recorder.say(announce(f"Key of the requester {subject_text(csr.subject)} (SPKI)",
                               public.public_bytes(DER, SPKI)))
     with contextlib.ExitStack() as stack:
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
@@ -168,13 +169,13 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
             der = cert.public_bytes(DER)
             recorder.evidence("certificate", {
-                "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+                "subject": subject_text(cert.subject), "issuer": cert.issuer.rfc4514_string(),
                 "serial": format(serial, "x"), "profile": profile, "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(), "sha256": sha256_hex(der)})
         with recorder.step("outputs-write", "Write the certificate (PEM and DER) and register it"):
             issued = _write_and_register(cert, profile, out_dir, registry, recorder, manifest)
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
-            recorder.say(announce(f"Certificate {serial:x} of {cert.subject.rfc4514_string()}", der))
+            recorder.say(announce(f"Certificate {serial:x} of {subject_text(cert.subject)}", der))
         recorder.seal(key, {"kind": "certificate", "path": issuer_cert_path.name,
                             "sha256": sha256_file(issuer_cert_path)})
     return issued
@@ -195,7 +196,7 @@ def _write_and_register(cert: x509.Certificate, profile: str, out_dir: Path, reg
     pem_name, der_name = output_names(profile, serial)
     der = cert.public_bytes(DER)
     digest = sha256_hex(der)
-    record = CertRecord(serial=serial, subject=cert.subject.rfc4514_string(), profile=profile,
+    record = CertRecord(serial=serial, subject=subject_text(cert.subject), profile=profile,
                         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
                         sha256=digest, status="good")
     try:
