@@ -7,7 +7,7 @@ edit the same file. Run ``invoke --list`` to see every task.
 
 from invoke import Collection
 
-from . import audit_tasks, backup_tasks, ca_tasks, ceremony_tasks, dev_tasks, hosts_tasks
+from . import audit_tasks, backup_tasks, bench_tasks, ca_tasks, ceremony_tasks, crl_tasks, dev_tasks, hosts_tasks
 
 ns = Collection()
 ns.add_collection(ceremony_tasks.ns, name="ceremony")
@@ -18,3 +18,5 @@ ns.add_collection(hosts_tasks.ns, name="hosts")
 ns.add_collection(ca_tasks.ns, name="ca")
 ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
+ns.add_collection(crl_tasks.ns, name="crl")
+ns.add_collection(bench_tasks.ns, name="bench")

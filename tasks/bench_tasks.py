@@ -1,0 +1,216 @@
+"""Benchmarks: ``invoke bench.crl --entries N`` — this suite's CRL job against ``openssl ca -gencrl``.
+
+Both sides get the same revocation set (same serials, revocation times, reasons, invalidity
+dates). Each side runs as its own child process under a small wrapper that reports the child's
+wall time and peak resident memory (``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of the wrapper, which
+has that one child), so the two measurements never mix.
+
+* suite: the real ``ceremony-crl-sign`` command (read the registry, encode, lint, sign with a
+  SoftHSM P-384 key — hash on the host, ``CKM_ECDSA`` on the digest —, verify, publish DER+PEM);
+* openssl: ``openssl ca -gencrl`` over an ``index.txt`` holding the same entries, with a throwaway
+  P-384 software key.
+
+Afterwards (not timed) the suite's CRL is parsed by ``openssl crl`` and by cryptography, and
+every serial of the registry is checked to be in it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection, Context, task
+
+from ._cli import operator_errors
+
+REPO = Path(__file__).resolve().parent.parent
+_WRAPPER = ("import json, resource, subprocess, sys, time\n"
+            "t = time.perf_counter()\n"
+            "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+            "wall = time.perf_counter() - t\n"
+            "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+            "print(json.dumps({'rc': p.returncode, 'wall': wall, 'maxrss_kb': ru.ru_maxrss, "
+            "'stderr': p.stderr.decode(errors='replace')[-2000:]}))\n")
+# Reasons in the generated set (RFC 5280 codes; None = unspecified, no reasonCode): the BR 7.2.2 set
+# except privilegeWithdrawn, which `openssl ca` does not know.
+_REASONS = [None] * 6 + [1] * 3 + [4, 5, 3]
+_OPENSSL_REASONS = {1: "keyCompromise", 3: "affiliationChanged", 4: "superseded", 5: "cessationOfOperation"}
+
+
+def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``argv`` in a fresh wrapper process: its wall time and peak RSS, nobody else's."""
+    out = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], capture_output=True, text=True, env=env,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def revocation_set(n: int, now: int, seed: int = 2026) -> list[tuple[int, int, int | None, int | None, int]]:
+    """``n`` distinct random serials with realistic times, ordered by serial (the registry's row form)."""
+    rnd = random.Random(seed)
+    serials: set[int] = set()
+    while len(serials) < n:
+        serials.add(rnd.getrandbits(159) | 1 << 120)
+    rows = []
+    for s in sorted(serials):
+        revoked = now - rnd.randrange(2 * 365 * 86400)
+        reason = rnd.choice(_REASONS)
+        inv = revoked - rnd.randrange(30 * 86400) if reason == 1 and rnd.random() < 0.3 else None
+        rows.append((s, revoked, reason, inv, now + rnd.randrange(86400, 3 * 365 * 86400)))
+    return rows
+
+
+def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
+    """A root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies) and a filled registry."""
+    import yaml
+    from rich.console import Console
+
+    from ceremony import softhsm
+    from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
+    from ceremony.definition import load_definition
+    from ceremony.recorder import ConsoleRecorder
+    from ceremony.registry import REASON_NAMES, CertRecord, Registry
+
+    conf = softhsm.write_config(work / "hsm")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    data = yaml.safe_load((REPO / "inventory" / "testing" / "pki.yml").read_text(encoding="utf-8"))
+    data["cas"]["root"]["backup"] = {"mode": "none"}
+    for name, ca in data["cas"].items():
+        env = f"BENCH_PIN_{name.upper()}"
+        os.environ[env], os.environ[env + "_SO"] = softhsm.random_pin(), softhsm.random_pin()
+        label = f"bench-{name}"
+        softhsm.init_token(conf, label, os.environ[env], os.environ[env + "_SO"])
+        ca["hsm"].update({"module": softhsm.softhsm_module(), "token": {"label": label}, "pin_env": env,
+                          "so_pin_env": env + "_SO"})
+    pki = work / "ca" / "pki.yml"
+    pki.parent.mkdir(parents=True)
+    pki.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    defn = load_definition(pki)
+    quiet = ConsoleRecorder(rehearsal=True, console=Console(file=open(os.devnull, "w"), highlight=False))  # noqa: SIM115
+    out = pki.parent
+    root_ceremony(defn, out, quiet, rehearsal=True, interactive=False)
+    subordinate_key_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)
+    sign_subordinate_ceremony(defn, "qualified", out / "qualified.csr.pem", out, quiet, rehearsal=True,
+                              interactive=False)
+    registry = work / "registry.sqlite3"
+    utc = dt.UTC
+    with Registry.open(registry, create=True) as reg:
+        reg.add_many(CertRecord(
+            serial=s, subject="CN=bench", profile="qes-natural-person",
+            not_before=dt.datetime.fromtimestamp(r - 86400 * 400, utc), not_after=dt.datetime.fromtimestamp(na, utc),
+            sha256="00" * 32, status="revoked", revoked_at=dt.datetime.fromtimestamp(r, utc),
+            reason=REASON_NAMES[c or 0], invalidity_date=None if i is None else dt.datetime.fromtimestamp(i, utc))
+            for s, r, c, i, na in rows)
+    return {"definition": pki, "registry": registry, "out": work / "pub"}
+
+
+def _openssl_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> Path:
+    """An ``openssl ca`` directory: throwaway P-384 key and certificate, index.txt with the same entries."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = work / "openssl"
+    d.mkdir()
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name.from_rfc4514_string("CN=Bench OpenSSL CA,C=ML")
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA384()))
+    (d / "ca.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    (d / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def t(epoch: int, generalized: bool = False) -> str:
+        v = dt.datetime.fromtimestamp(epoch, dt.UTC)
+        return v.strftime("%Y%m%d%H%M%SZ" if generalized else "%y%m%d%H%M%SZ")
+
+    with open(d / "index.txt", "w", encoding="ascii") as f:
+        for s, r, c, i, na in rows:
+            if c == 1 and i is not None:
+                rev = f"{t(r)},keyTime,{t(i, True)}"
+            elif c is not None:
+                rev = f"{t(r)},{_OPENSSL_REASONS[c]}"
+            else:
+                rev = t(r)
+            hexs = f"{s:X}"
+            f.write(f"R\t{t(na)}\t{rev}\t{'0' * (len(hexs) % 2)}{hexs}\tunknown\t/CN=bench\n")
+    (d / "index.txt.attr").write_text("unique_subject = no\n")
+    (d / "crlnumber").write_text("01\n")
+    (d / "openssl.cnf").write_text(
+        "[ca]\ndefault_ca = bench\n[bench]\n"
+        f"dir = {d}\ndatabase = $dir/index.txt\ncrlnumber = $dir/crlnumber\ncertificate = $dir/ca.crt\n"
+        "private_key = $dir/ca.key\ndefault_md = sha384\ndefault_crl_days = 7\ncrl_extensions = crl_ext\n"
+        "unique_subject = no\n[crl_ext]\nauthorityKeyIdentifier = keyid:always\n")
+    return d
+
+
+def _check_suite_crl(der_path: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
+    """Untimed: openssl and cryptography parse the CRL, and every serial is in it."""
+    from cryptography import x509
+
+    parsed = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(der_path), "-noout"],
+                            capture_output=True, text=True)
+    crl = x509.load_der_x509_crl(der_path.read_bytes())
+    listed = [r.serial_number for r in crl]
+    return {"openssl_parses": parsed.returncode == 0, "cryptography_entries": len(listed),
+            "every_serial_present": listed == [r[0] for r in rows]}
+
+
+def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
+    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-crl-"))
+    base.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    rows = revocation_set(entries, int(time.time()))
+    suite = _suite_setup(base, rows)
+    ossl = _openssl_setup(base, rows)
+    setup = time.perf_counter() - t
+    cmd = [str(Path(sys.executable).parent / "ceremony-crl-sign"), "--definition", str(suite["definition"]),
+           "--ca", "qualified", "--registry", str(suite["registry"]), "--out", str(suite["out"]),
+           "--metrics-dir", str(base / "metrics")]
+    ours = measure(cmd, env=dict(os.environ))
+    if ours["rc"] != 0:
+        raise SystemExit(f"error: the suite's CRL job failed: {ours['stderr'].strip()}")
+    theirs = measure(["openssl", "ca", "-config", str(ossl / "openssl.cnf"), "-gencrl", "-batch",
+                      "-out", str(ossl / "crl.pem")])
+    if theirs["rc"] != 0:
+        raise SystemExit(f"error: openssl ca -gencrl failed: {theirs['stderr'].strip()}")
+    checks = _check_suite_crl(suite["out"] / "qualified.crl", rows)
+    return {"entries": entries, "setup_seconds": setup, "suite": ours, "openssl": theirs, "checks": checks,
+            "workdir": str(base), "crl_bytes": (suite["out"] / "qualified.crl").stat().st_size}
+
+
+@task(help={"entries": "number of revoked certificates (default 1000000)",
+            "workdir": "keep the registry, CA directories and CRLs here (default: a new temporary directory)",
+            "json_out": "also write the results as JSON to this file"})
+@operator_errors
+def crl(c: Context, entries: int = 1_000_000, workdir: str | None = None, json_out: str | None = None) -> None:
+    """Sign a CRL of N entries with this suite (SoftHSM key) and with openssl ca -gencrl; compare."""
+    r = bench_crl(entries, workdir)
+    s, o = r["suite"], r["openssl"]
+    print(f"CRL of {entries:,} revoked certificates ({r['crl_bytes']:,} bytes DER); setup {r['setup_seconds']:.1f} s")
+    print(f"{'':24}{'wall time':>12}{'peak RSS':>14}")
+    print(f"{'ceremony-crl-sign':24}{s['wall']:>10.2f} s{s['maxrss_kb'] / 1024:>11.0f} MB")
+    print(f"{'openssl ca -gencrl':24}{o['wall']:>10.2f} s{o['maxrss_kb'] / 1024:>11.0f} MB")
+    print(f"{'ratio openssl / suite':24}{o['wall'] / s['wall']:>10.1f} x{o['maxrss_kb'] / s['maxrss_kb']:>12.1f} x")
+    ck = r["checks"]
+    print(f"suite CRL: openssl crl parses it: {ck['openssl_parses']}; cryptography reads "
+          f"{ck['cryptography_entries']:,} entries; every serial present: {ck['every_serial_present']}")
+    print(f"files kept in {r['workdir']}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+
+
+ns = Collection()
+ns.add_task(crl)

@@ -1,0 +1,86 @@
+"""CRL tasks: sign the subordinate CA's CRL now, and the root CRL batch ceremony.
+
+Thin: the engine is :mod:`ceremony.crl_job` (the same code the scheduler runs as
+``ceremony-crl-sign``) and :mod:`ceremony.root_crl`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from invoke import Collection, Context, task
+
+from ._cli import operator_errors
+from .ceremony_tasks import HELP, _definition, _record
+
+
+@task(help={"ca": "name of the subordinate CA", "env": HELP["env"], "definition": HELP["definition"],
+            "registry": "the CA's certificate registry (default OUT/registry.sqlite3)",
+            "out": "publication directory (default out/ENV/crl)", "pin_file": HELP["pin_file"],
+            "ca_cert": "the CA certificate (default: next to the definition)",
+            "metrics_dir": "also write the Prometheus textfile metrics here",
+            "force": "sign even if the published CRL is current"})
+@operator_errors
+def sign(c: Context, ca: str, env: str = "production", definition: str | None = None, registry: str | None = None,
+         out: str | None = None, pin_file: str | None = None, ca_cert: str | None = None,
+         metrics_dir: str | None = None, force: bool = False) -> None:
+    """Sign and publish the CRL of a subordinate CA now (when due, or with --force)."""
+    import time
+
+    from ceremony.crl_job import metrics_for, run_crl_job, write_job_metrics
+
+    base = Path(f"out/{env}")
+    start = time.monotonic()
+    result = None
+    try:
+        result = run_crl_job(_definition(env, definition), ca, registry or base / "registry.sqlite3",
+                             out or base / "crl", pin_file=pin_file, ca_cert=ca_cert, force=force, interactive=True)
+        print(result.summary())
+    finally:
+        if metrics_dir:
+            write_job_metrics(metrics_dir, metrics_for(result, ca, result.der_path if result else None,
+                                                       time.monotonic() - start))
+
+
+@task(name="root-batch", help={**HELP, "count": "how many CRLs to pre-sign (default: the definition's batch_count)",
+                               "start": "thisUpdate of the first CRL, ISO 8601 (default: now)",
+                               "revoke": "certificate of a subordinate CA to revoke (PEM or DER)",
+                               "reason": "revocation reason (default keyCompromise)",
+                               "invalidity_date": "when the key is known or suspected compromised, ISO 8601",
+                               "issuer_cert": "the root certificate (default OUT/<root>.crt.pem)"})
+@operator_errors
+def root_batch(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
+               count: int | None = None, start: str | None = None, revoke: str | None = None,
+               reason: str = "keyCompromise", invalidity_date: str | None = None, issuer_cert: str | None = None,
+               pin_file: str | None = None, rehearsal: bool = False) -> None:
+    """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
+    from ceremony.definition import load_definition
+    from ceremony.errors import DefinitionError
+    from ceremony.root_crl import Revocation, root_crl_batch_ceremony
+
+    def when(text: str | None, option: str) -> dt.datetime | None:
+        if text is None:
+            return None
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise DefinitionError("command line", option, f"{text!r} is not a date",
+                                  "ISO 8601, e.g. 2027-01-01T00:00:00Z") from None
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    defn = load_definition(_definition(env, definition))
+    out_dir = Path(out or f"out/{env}")
+    revocations = [Revocation(revoke, reason, when(invalidity_date, "--invalidity-date"))] if revoke else []
+    with _record("root-crl-batch", defn, out_dir, rehearsal) as rec:
+        batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file, count=count,
+                                        start=when(start, "--start"), revoke=revocations,
+                                        issuer_cert_path=issuer_cert)
+    for crl in batch.crls:
+        print(f"root CRL {crl.number}: {crl.this_update:%Y-%m-%d %H:%M:%SZ} → {crl.next_update:%Y-%m-%d %H:%M:%SZ} "
+              f"({crl.entries} entries) {crl.der_path}")
+
+
+ns = Collection()
+ns.add_task(sign)
+ns.add_task(root_batch)
