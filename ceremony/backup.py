@@ -150,9 +150,23 @@ def load_backup(path: str | Path) -> dict[str, Any]:
     if body["wrapping"]["mechanism"] != WRAP_MECHANISM:
         raise DefinitionError(source, "wrapping.mechanism", f"{body['wrapping']['mechanism']!r}", WRAP_MECHANISM)
     quorum = body["quorum"]
-    if not isinstance(quorum.get("threshold"), int) or not isinstance(quorum.get("custodians"), list):
-        raise DefinitionError(source, "quorum", "needs threshold (a number) and custodians (a list)")
-    public = serialization.load_pem_public_key(body["key"]["public_key_pem"].encode())
+    if not isinstance(quorum.get("threshold"), int) or not isinstance(quorum.get("count"), int) \
+            or not isinstance(quorum.get("custodians"), list):
+        raise DefinitionError(source, "quorum", "needs threshold and count (numbers) and custodians (a list)")
+    for i, c in enumerate(quorum["custodians"]):
+        if not isinstance(c, dict) or not isinstance(c.get("index"), int) or \
+                not all(isinstance(c.get(k), str) for k in ("name", "bag", "share_checksum")):
+            raise DefinitionError(source, f"quorum.custodians[{i}]", "needs name, index, bag and share_checksum")
+    try:
+        base64.b64decode(body["wrapping"]["wrapped_key_b64"], validate=True)
+        bytes.fromhex(body["key"]["id_hex"])
+    except ValueError:
+        raise DefinitionError(source, "wrapping.wrapped_key_b64", "not base64, or key.id_hex not hexadecimal") \
+            from None
+    try:
+        public = serialization.load_pem_public_key(body["key"]["public_key_pem"].encode())
+    except (ValueError, TypeError):
+        raise DefinitionError(source, "key.public_key_pem", "not a PEM public key") from None
     if spki_sha256(public) != body["key"]["spki_sha256"]:
         raise BackupError(f"{source}: key.spki_sha256 is not the SHA-256 of key.public_key_pem")
     return body

@@ -231,3 +231,32 @@ def test_production_restore_of_a_rehearsal_backup_is_refused(backed_up: BackedUp
                          tmp_path, ConsoleRecorder(rehearsal=False), rehearsal=False,
                          certificate=backed_up.out / "root.crt.pem", target=target_of(tok), interactive=False)
     assert labels_on(tok) == []
+
+
+def test_rsa_root_backs_up_and_restores(definition_on_tokens: Any, make_token: MakeToken, tmp_path: Path) -> None:
+    """RSA keys take the other unwrap template (modulus and exponent for the public half)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from ceremony.backup import backup_ceremony
+    from ceremony.ceremonies import root_ceremony
+    from ceremony.definition import load_definition
+
+    def rsa_root(d: dict[str, Any]) -> None:
+        d["cas"]["root"]["key"] = {"algorithm": "rsa", "bits": 3072}
+
+    pki, _ = definition_on_tokens(rsa_root)
+    defn = load_definition(pki)
+    out = tmp_path / "out"
+    root_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    backup = backup_ceremony(defn, "root", out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    tok = make_token("rsa-restore")
+    result = restore_ceremony(defn, "root", backup.backup_file, list(backup.share_files.values())[1:], out,
+                              ConsoleRecorder(rehearsal=True), rehearsal=True, target=target_of(tok),
+                              interactive=False)
+    assert result.key["local"] is False and result.key["algorithm"] == "RSA 3072"
+    cert = x509.load_pem_x509_certificate((out / "root.crt.pem").read_bytes())
+    with hsm.open_session(target_of(tok), hsm.pin_source_for(target_of(tok), interactive=False)) as session:
+        key = signing_key(session, "root-2026")
+        signature = key.sign(b"rsa check", padding.PKCS1v15(), hashes.SHA256())
+    cert.public_key().verify(signature, b"rsa check", padding.PKCS1v15(), hashes.SHA256())
