@@ -368,3 +368,35 @@ def test_pseudonym_with_names_is_refused() -> None:
                          x509.NameAttribute(NameOID.PSEUDONYM, "P"), x509.NameAttribute(NameOID.COMMON_NAME, "A")])
     with pytest.raises(RequestError, match="pseudonym is not allowed"):
         check_subject(subject, "qualified-signature", "x.csr")
+
+
+def test_rehearsal_stage_piece(tmp_path: Path) -> None:
+    """rehearse_end_entities on a real rehearsal (own process: the rehearsal has its own SoftHSM config)."""
+    import os
+    import sys
+
+    out = tmp_path / "rehearsal"
+    code = ("import sys; from ceremony.rehearsal import prepare, ca_ceremonies; "
+            "from ceremony.issuance import rehearse_end_entities; "
+            "ctx = prepare(sys.argv[1]); ca_ceremonies(ctx); r = rehearse_end_entities(ctx); "
+            "print('REVOKED', r.revoked[0].serial_hex)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF", "TEST_"))}
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    revoked_hex = result.stdout.split("REVOKED ")[1].split()[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    ee = [a for a in manifest["artifacts"] if a["kind"] == "end-entity-certificate"]
+    assert len(ee) == 4  # two profiles, PEM and DER each
+    assert {a["status"] for a in ee if a["serial"] == revoked_hex} == {"revoked"}
+    assert {a["status"] for a in ee if a["serial"] != revoked_hex} == {"good"}
+    assert [a["path"] for a in manifest["artifacts"] if a["kind"] == "registry"] == ["qualified-registry.sqlite3"]
+    with Registry.open(out / "qualified-registry.sqlite3") as reg:
+        assert [(format(r.serial, "x"), r.reason) for r in reg.list() if r.status == "revoked"] == [
+            (revoked_hex, "keyCompromise")]
+    for a in ee:
+        if a["format"] == "pem":
+            verify = subprocess.run(["openssl", "verify", "-CAfile", str(out / "root.crt.pem"), "-untrusted",
+                                     str(out / "qualified.crt.pem"), str(out / a["path"])], capture_output=True,
+                                    text=True)
+            assert verify.returncode == 0, verify.stdout + verify.stderr
