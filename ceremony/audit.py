@@ -376,6 +376,11 @@ def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
     check_header(audit)
     check_people(audit)
     close = audit.records[-1] if audit.records[-1].get("type") == "close" else None
+    for r in audit.of_type("close"):
+        if r is not close:
+            audit.fail(r["seq"] + 1, "records after the closing record: added after the ceremony")
+            audit.status = "invalid"
+            return audit
     sealed_close = close is not None and close.get("status") == "sealed"
     check_script(audit, sealed_close)
     key_spkis, _ = check_artifacts(audit)

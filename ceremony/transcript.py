@@ -349,8 +349,9 @@ class StepTracker:
         elif j <= self.done and self.steps[j].repeat and all(s.repeat for s in self.steps[j:self.done + 1]):
             pass  # the next round of a repeated block
         elif j > self.done + 1:
-            skipped = [s.id for s in self.steps[self.done + 1:j]]
-            deviation = f"step {step_id!r} started before the scripted step(s) {', '.join(skipped)}"
+            skipped = [s.id for s in self.steps[self.done + 1:j] if s.id not in self.started]
+            if skipped:
+                deviation = f"step {step_id!r} started before the scripted step(s) {', '.join(skipped)}"
         elif step_id in self.started and not self.steps[j].repeat:
             deviation = f"step {step_id!r} repeated, the script has it once"
         else:
