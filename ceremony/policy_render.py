@@ -27,7 +27,7 @@ from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "policy"
 _FRAGMENT_HEAD = re.compile(r"^## +([0-9][0-9.]*?)\.?(?: +\[(cp|cps)\])?(?: +.*)?$")
-_NUMBERED = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
+NUMBERED_HEADING = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
 
 LABELS: dict[str, dict[str, str]] = {
     "fr": {"cp": "Politique de certification", "cps": "Déclaration des pratiques de certification",
@@ -252,7 +252,7 @@ def toc_entries(md: str) -> list[tuple[int, str, str, str]]:
             in_fence = not in_fence
         if in_fence:
             continue
-        m = _NUMBERED.match(line)
+        m = NUMBERED_HEADING.match(line)
         if m:
             entries.append((len(m.group(1)), m.group(2), m.group(3), "s-" + m.group(2).replace(".", "-")))
     return entries
@@ -299,3 +299,199 @@ def render_pdf(html_text: str) -> bytes:
 
 __all__ = ["DOCUMENTS", "LANGS", "Fragment", "document_filename", "document_meta", "load_fragments",
            "markdown_to_html", "render_html", "render_markdown", "render_pdf", "toc_entries"]
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+def split_sections(md: str) -> dict[str, str]:
+    """The text of each numbered section (heading included), plus ``front`` for what precedes section 1."""
+    sections: dict[str, list[str]] = {"front": []}
+    current = "front"
+    in_fence = False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        m = None if in_fence else NUMBERED_HEADING.match(line)
+        if m:
+            current = m.group(2)
+            sections.setdefault(current, [])
+        sections[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def section_differences(label: str, actual: str, expected: str, lang: str) -> list[str]:
+    """One line per section whose text differs, quoting the first differing line of each side."""
+    got, want = split_sections(actual), split_sections(expected)
+    problems = []
+    for key in list(want) + [k for k in got if k not in want]:
+        a, b = got.get(key), want.get(key)
+        if a == b:
+            continue
+        name = "front matter (identification, version history)" if key == "front" else (
+            f"section {key} ({BY_NUMBER[key].title(lang)})" if key in BY_NUMBER else f"section {key}")
+        if a is None:
+            problems.append(f"{label}: {name} is missing from the document")
+            continue
+        if b is None:
+            problems.append(f"{label}: {name} should not be in the document")
+            continue
+        a_lines, b_lines = a.splitlines(), b.splitlines()
+        for i in range(max(len(a_lines), len(b_lines))):
+            x = a_lines[i] if i < len(a_lines) else "(nothing)"
+            y = b_lines[i] if i < len(b_lines) else "(nothing)"
+            if x != y:
+                problems.append(f"{label}: {name}: the document says {_clip(x)!r} but the definition, the "
+                                f"certificates and the fragments now give {_clip(y)!r}")
+                break
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS_DIR = "docs"
+
+
+def default_policy_dir(defn: Any) -> Path:
+    """The prose fragments beside the definition, else those of its environment in the repository."""
+    beside = Path(defn.path).parent / "policy"
+    if beside.is_dir():
+        return beside
+    repo = REPO / "inventory" / defn.model.environment / "policy"
+    if repo.is_dir():
+        return repo
+    raise PolicyError(f"{beside}: no prose fragments for the CP/CPS (expected a 'policy/fr' and 'policy/en' "
+                      f"directory beside the definition, or {repo})")
+
+
+@dataclasses.dataclass
+class BuildResult:
+    written: list[Path]
+    unchanged: list[Path]
+    pdf_seconds: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedDocument:
+    doc: str
+    lang: str
+    version: str
+    markdown: str
+    html: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.doc}-{self.version}.{self.lang}"
+
+
+def render_all(defn: Any, out: Path, policy_dir: Path | None = None) -> tuple[Facts, list[RenderedDocument]]:
+    """Both documents in both languages, Markdown and HTML, in memory (no file is touched)."""
+    from .policy_facts import derive_facts
+
+    facts = derive_facts(defn, out)
+    policy_dir = policy_dir or default_policy_dir(defn)
+    env = jinja_env()
+    result = []
+    for lang in LANGS:
+        fragments = load_fragments(policy_dir, lang)
+        for doc in DOCUMENTS:
+            md = render_markdown(facts, fragments, doc, lang, policy_dir, env)
+            ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+            result.append(RenderedDocument(doc, lang, ident.version, md,
+                                           render_html(md, document_meta(facts, doc, lang), lang)))
+    return facts, result
+
+
+def _timed_pdf(html_text: str) -> tuple[bytes, float]:
+    import time
+
+    start = time.perf_counter()
+    pdf = render_pdf(html_text)
+    return pdf, time.perf_counter() - start
+
+
+def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, tuple[bytes, float]]:
+    """PDFs in parallel processes (WeasyPrint is CPU-bound and single-threaded)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    if not htmls:
+        return {}
+    workers = workers or max(1, min(len(htmls), os.cpu_count() or 1))
+    if workers == 1:
+        return {k: _timed_pdf(v) for k, v in htmls.items()}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {k: pool.submit(_timed_pdf, v) for k, v in htmls.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def build_documents(defn: Any, out: str | Path, policy_dir: Path | None = None,
+                    workers: int | None = None) -> BuildResult:
+    """Write ``out/docs/{cp,cps}-<version>.{fr,en}.{md,html,pdf}`` and list them in the manifest.
+
+    Everything is rendered before anything is written. An existing document is never overwritten:
+    identical content is left as it is; different content is an error naming the differing sections
+    (a new text needs a new version number in the definition).
+    """
+    from .fileio import write_new
+    from .manifest import Manifest
+
+    out_dir = Path(out)
+    facts, docs = render_all(defn, out_dir, policy_dir)
+    target = out_dir / DOCS_DIR
+    planned: dict[Path, bytes] = {}
+    unchanged: list[Path] = []
+    pdf_needed: dict[str, str] = {}
+    problems: list[str] = []
+    for d in docs:
+        md_path, html_path, pdf_path = (target / f"{d.stem}.{ext}" for ext in ("md", "html", "pdf"))
+        md_bytes, html_bytes = d.markdown.encode("utf-8"), d.html.encode("utf-8")
+        for path, data in ((md_path, md_bytes), (html_path, html_bytes)):
+            if path.exists():
+                existing = path.read_bytes()
+                if existing == data:
+                    unchanged.append(path)
+                elif path.suffix == ".md":
+                    problems += section_differences(str(path), existing.decode("utf-8", "replace"), d.markdown,
+                                                    d.lang)
+                else:
+                    problems.append(f"{path}: exists and is not the rendering of the current Markdown")
+            else:
+                planned[path] = data
+        if pdf_path.exists():
+            if md_path in planned:
+                problems.append(f"{pdf_path}: exists although its Markdown source does not")
+            else:
+                unchanged.append(pdf_path)
+        else:
+            pdf_needed[str(pdf_path)] = d.html
+    if problems:
+        raise PolicyError("documents exist with another content; they are never overwritten (give the documents a "
+                          "new version in the definition's 'documents' section, or build into another --out):\n  "
+                          + "\n  ".join(problems))
+    pdfs = render_pdfs(pdf_needed, workers)
+    for key, (pdf, _) in pdfs.items():
+        planned[Path(key)] = pdf
+    written: list[Path] = []
+    try:
+        for path in sorted(planned):
+            write_new(path, planned[path])
+            written.append(path)
+    except Exception:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    manifest = Manifest(out_dir, rehearsal=facts.rehearsal)
+    for d in docs:
+        source = hashlib.sha256(d.markdown.encode("utf-8")).hexdigest()
+        for ext in ("md", "html", "pdf"):
+            path = target / f"{d.stem}.{ext}"
+            if path in planned:
+                extra = {"source_sha256": source} if ext != "md" else {}
+                manifest.add(d.doc, path, ext, lang=d.lang, version=d.version, **extra)
+    return BuildResult(written=written, unchanged=unchanged,
+                       pdf_seconds={Path(k).name: t for k, (_, t) in pdfs.items()})

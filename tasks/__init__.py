@@ -7,7 +7,17 @@ edit the same file. Run ``invoke --list`` to see every task.
 
 from invoke import Collection
 
-from . import audit_tasks, backup_tasks, bench_tasks, ca_tasks, ceremony_tasks, crl_tasks, dev_tasks, hosts_tasks
+from . import (
+    audit_tasks,
+    backup_tasks,
+    bench_tasks,
+    ca_tasks,
+    ceremony_tasks,
+    crl_tasks,
+    dev_tasks,
+    docs_tasks,
+    hosts_tasks,
+)
 
 ns = Collection()
 ns.add_collection(ceremony_tasks.ns, name="ceremony")
@@ -15,6 +25,7 @@ ns.add_task(ceremony_tasks.rehearse)
 ns.add_task(dev_tasks.test)
 ns.add_task(dev_tasks.lint)
 ns.add_collection(hosts_tasks.ns, name="hosts")
+ns.add_collection(docs_tasks.ns, name="docs")
 ns.add_collection(ca_tasks.ns, name="ca")
 ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
