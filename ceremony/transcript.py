@@ -594,7 +594,8 @@ class TranscriptRecorder:
         for r in resumes:
             self.exception(f"earlier transcript {r['file']} is incomplete ({r['records']} records, last record "
                            f"{r['last_hash'][:16]}…): the ceremony starts again in this new transcript",
-                           kind="resume")
+                           kind="resume", decision="restart acknowledged before sign-in; the interrupted "
+                           "transcript is kept unchanged")
         self.enter_act("bags-open")
         for bag in self.script.bags:
             self.bag(bag.id, "open")
