@@ -78,10 +78,15 @@ class RehearsalContext:
             return
         n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
         path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
-        with open_rehearsal_transcript(path, script_name, self.definition) as rec:
+        with open_rehearsal_transcript(path, script_name, self.definition, console=self.console) as rec:
             yield rec
         self.transcripts.append(path)
         self.manifest.add("transcript", path, "jsonl", ceremony=script_name)
+        from .transcript_report import LANGS, write_reports
+
+        for report in write_reports(path, path.parent, LANGS):
+            lang, fmt = report.suffixes[-2].lstrip("."), report.suffix.lstrip(".")
+            self.manifest.add("transcript-report", report, fmt, lang=lang, ceremony=script_name)
 
 
 def _write_pins(ctx: RehearsalContext) -> None:

@@ -24,6 +24,12 @@ from .errors import DefinitionError
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 TRANSCRIPT_ACTS = ("sign-in", "bags-open", "bags-reseal", "sign-out")
+TRANSCRIPT_ACT_TITLES = {
+    "sign-in": {"en": "Sign-in and identity checks", "fr": "Émargement d'entrée et contrôle des identités"},
+    "bags-open": {"en": "Opening of the tamper-evident bags", "fr": "Ouverture des sacs inviolables"},
+    "bags-reseal": {"en": "Resealing in tamper-evident bags", "fr": "Remise sous sacs inviolables"},
+    "sign-out": {"en": "Sign-out", "fr": "Émargement de sortie"},
+}
 STEP_ROLES = ("administrator", "internal-witness", "crypto-officer", "security-officer", "custodian",
               "independent-witness")
 _STEP_KEYS = {"id", "role", "witness", "produces", "title", "repeat"}
@@ -151,7 +157,7 @@ def parse_script(text: str, where: str) -> Script:
             if a["id"] not in TRANSCRIPT_ACTS or "steps" in a:
                 raise _fail(where, f"{path}.id", f"{a['id']!r} is not an act the transcript runs",
                             ", ".join(TRANSCRIPT_ACTS))
-            acts.append(Act(a["id"], "transcript", {}))
+            acts.append(Act(a["id"], "transcript", dict(TRANSCRIPT_ACT_TITLES[a["id"]])))
             continue
         if a.get("kind", "ceremony") != "ceremony":
             raise _fail(where, f"{path}.kind", f"{a.get('kind')!r} is not allowed", "ceremony, transcript")
