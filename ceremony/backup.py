@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -48,7 +49,6 @@ from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from . import shamir
-from .ceremonies import load_issuer_certificate
 from .definition import CA, Hsm, LoadedDefinition
 from .errors import DefinitionError, HsmError, OutputError, VerificationError
 from .fileio import check_absent, sha256_file, write_new
@@ -270,6 +270,20 @@ def resolve_bags(ca_name: str, custodians: list[str], bags: Mapping[str, str] | 
     return result
 
 
+def load_ca_certificate(path: Path, ca_name: str) -> x509.Certificate:
+    """The CA's certificate (PEM or DER): the backed-up key must be its key, the restored key must sign for it."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise OutputError(f"{path}: the certificate of {ca_name!r} is not there; pass --certificate with the "
+                          "CA's certificate (PEM or DER)") from None
+    try:
+        return x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
+            else x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise DefinitionError(str(path), "", "not a certificate (PEM or DER)") from None
+
+
 def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
     lib = load_module(hsm.module)
     token = find_token(lib, hsm.token)
@@ -375,7 +389,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             threshold = ca.backup.threshold or 2
             bag_of = resolve_bags(ca_name, custodians, bags, rehearsal)
             cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
-            cert = load_issuer_certificate(cert_path, ca_name)
+            cert = load_ca_certificate(cert_path, ca_name)
             backup_id = secrets.token_hex(16)
             wrap_label = f"backup-wrap-{backup_id[:16]}"
             backup_rel = f"{BACKUP_DIR}/{ca_name}.key-backup.json"

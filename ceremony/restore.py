@@ -49,6 +49,7 @@ from .backup import (
     key_check_value,
     key_type_of,
     load_backup,
+    load_ca_certificate,
     public_key_of,
     public_key_template,
     sign_with,
@@ -57,7 +58,6 @@ from .backup import (
     verify_test_signature,
     wrapped_ca,
 )
-from .ceremonies import load_issuer_certificate
 from .definition import Hsm, LoadedDefinition
 from .errors import HsmError, OutputError
 from .fileio import sha256_file
@@ -141,7 +141,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             ca = wrapped_ca(defn, ca_name)
             hsm = target or ca.hsm
             cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
-            cert = load_issuer_certificate(cert_path, ca_name)
+            cert = load_ca_certificate(cert_path, ca_name)
             token_name = hsm.token.label or hsm.token.serial or "token"
             report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
             outputs.plan(report_rel, "key-restore-report", "json")

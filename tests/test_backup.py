@@ -243,3 +243,51 @@ def test_wrapping_key_is_destroyed_when_a_later_step_fails(definition_on_tokens:
     with pytest.raises(backup_module.BackupError, match="simulated"):
         backup_ceremony(defn, "root", out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
     assert tree(out) == before and labels_on(root_tok) == objects
+
+
+def _sample_share(**changes: Any) -> Any:
+    from dataclasses import replace
+
+    from ceremony.shares import Share
+
+    share = Share(ca="root", backup_id="ab" * 16, key_spki_sha256="cd" * 32, custodian="Fatoumata Traoré",
+                  bag="SN-1", index=3, threshold=2, count=3, rehearsal=False, value=bytes(range(32)))
+    return replace(share, **changes)
+
+
+def test_share_page_round_trips_and_tolerates_retyping() -> None:
+    from ceremony.shares import parse_share
+
+    share = _sample_share()
+    page = share.render()
+    assert parse_share(page, "page") == share
+    assert "value=" not in repr(share) and share.value.hex() not in repr(share)
+    retyped = page.replace("value:\n", "VALUE:\n").replace(" 0001 0203", "  0001  0203").upper() \
+        .replace("CUSTODIAN: FATOUMATA TRAORÉ", "custodian: Fatoumata Traoré").replace("CA: ROOT", "ca: root") \
+        .replace("BAG: SN-1", "bag: SN-1").replace("REHEARSAL: NO", "rehearsal: no") \
+        .replace("FORMAT: CEREMONY-KEY-SHARE/1", "format: ceremony-key-share/1") \
+        .replace("BACKUP-ID: " + "AB" * 16, "backup-id: " + "ab" * 16) \
+        .replace("KEY-SPKI-SHA256: " + "CD" * 32, "key-spki-sha256: " + "cd" * 32)
+    assert parse_share(retyped, "retyped") == share
+
+
+@pytest.mark.parametrize(("edit", "field", "problem"), [
+    (lambda p: p.replace("threshold: 2\n", ""), "threshold", "required field is missing"),
+    (lambda p: p.replace("format: ceremony-key-share/1", "format: other/9"), "format", "is not a share format"),
+    (lambda p: p.replace("index: 3", "index: three"), "index", "is not a whole number"),
+    (lambda p: p.replace("   2: ", "   3: "), "value", "numbered 1, 2, 3"),
+    (lambda p: p.replace("bag: SN-1", "bag: SN-2"), "checksum", "does not match the share"),
+    (lambda p: p + "colour: blue\n", "colour", "unexpected line"),
+])
+def test_bad_share_pages_name_the_field(edit: Callable[[str], str], field: str, problem: str) -> None:
+    from ceremony.shares import parse_share
+
+    with pytest.raises(DefinitionError, match=f"^aminata.txt: {field}: .*{problem}"):
+        parse_share(edit(_sample_share().render()), "aminata.txt")
+
+
+def test_missing_certificate_is_named_before_the_hsm(backed_up: BackedUp, tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="the certificate of 'root' is not there; pass --certificate"):
+        backup_ceremony(backed_up.definition, "root", tmp_path / "elsewhere", ConsoleRecorder(rehearsal=True),
+                        rehearsal=True, interactive=False)
+    assert not (tmp_path / "elsewhere").exists()
