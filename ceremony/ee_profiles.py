@@ -6,12 +6,12 @@ Two kinds, named in the definition's ``profiles:`` of a subordinate CA:
     A natural person's qualified certificate for electronic signatures (EN 319 412-2): the subject
     has countryName, commonName and givenName/surname or a pseudonym; keyUsage nonRepudiation
     (contentCommitment) only, critical (NAT-4.3.2 "type A"); qcStatements QcCompliance, QcType esign,
-    QcSSCD and QcPDS.
+    QcSSCD (left out when the profile's policies are only QCP-n / QCP-l) and QcPDS.
 ``qualified-seal``
     A legal person's certificate for electronic seals (EN 319 412-3): the subject has countryName,
     organizationName, organizationIdentifier (from the CSR; EN 319 412-1 form such as ``NTRML-...``)
     and commonName; keyUsage nonRepudiation, critical; qcStatements QcCompliance, QcType eseal, QcSSCD
-    and QcPDS.
+    (same rule) and QcPDS.
 
 Both carry the profile's certificatePolicies, the issuing CA's CRL distribution point and AIA
 caIssuers from the definition, AKI (the issuer's SKI) and SKI. Neither has an extendedKeyUsage:
@@ -100,8 +100,11 @@ KINDS = ("qualified-signature", "qualified-seal")
 _QC_TYPE_OF_KIND = {"qualified-signature": QC_TYPE_ESIGN, "qualified-seal": QC_TYPE_ESEAL}
 
 
-def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Sequence[str] = ()) -> bytes:
+def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Sequence[str] = (),
+                      qscd: bool = True) -> bytes:
     """The DER of the qcStatements extension value for ``kind``.
+
+    ``qscd``: the private key is in a qualified signature/seal creation device (QcSSCD).
 
     ``legislation`` (QcCClegislation, EN 319 412-5 §4.2.4) names the countries whose law makes the
     certificate qualified, for a service outside the EU; empty means the statement is left out.
@@ -111,7 +114,7 @@ def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Seque
     statements = [
         der_sequence(der_oid(QC_COMPLIANCE)),
         der_sequence(der_oid(QC_TYPE), der_sequence(der_oid(_QC_TYPE_OF_KIND[kind]))),
-        der_sequence(der_oid(QC_SSCD)),
+        *([der_sequence(der_oid(QC_SSCD))] if qscd else []),
         der_sequence(der_oid(QC_PDS), der_sequence(der_sequence(der_ia5(pds_url), der_printable(pds_lang)))),
     ]
     if legislation:
@@ -120,9 +123,22 @@ def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Seque
     return der_sequence(*statements)
 
 
-def qc_statements(kind: str, pds_url: str, pds_lang: str,
-                  legislation: Sequence[str] = ()) -> x509.UnrecognizedExtension:
-    return x509.UnrecognizedExtension(QC_STATEMENTS_OID, qc_statements_der(kind, pds_url, pds_lang, legislation))
+def qc_statements(kind: str, pds_url: str, pds_lang: str, legislation: Sequence[str] = (),
+                  qscd: bool = True) -> x509.UnrecognizedExtension:
+    return x509.UnrecognizedExtension(QC_STATEMENTS_OID,
+                                      qc_statements_der(kind, pds_url, pds_lang, legislation, qscd))
+
+
+#: EN 319 411-2 policies: QCP-n and QCP-l say the key is *not* required to be in a QSCD; QCP-n-qscd and
+#: QCP-l-qscd say it is.
+QCP_WITHOUT_QSCD = frozenset({"0.4.0.194112.1.0", "0.4.0.194112.1.1"})
+QCP_WITH_QSCD = frozenset({"0.4.0.194112.1.2", "0.4.0.194112.1.3"})
+
+
+def uses_qscd(profile: Profile) -> bool:
+    """QcSSCD unless the profile names only non-QSCD qualified policies (QCP-n, QCP-l)."""
+    policies = set(profile.policy_oids)
+    return bool(policies & QCP_WITH_QSCD) or not (policies & QCP_WITHOUT_QSCD)
 
 
 # --- subject names ----------------------------------------------------------------------------------
@@ -267,7 +283,8 @@ def ee_extensions(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificat
         Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
             x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
             x509.UniformResourceIdentifier(issuing_ca.publication.certificate_url))]), False),
-        Extension(qc_statements(profile.kind, profile.qc_pds_url, profile.qc_pds_lang, legislation), False),
+        Extension(qc_statements(profile.kind, profile.qc_pds_url, profile.qc_pds_lang, legislation,
+                                uses_qscd(profile)), False),
     ]
 
 
@@ -314,7 +331,7 @@ def legislation_for(country: str) -> tuple[str, ...]:
     return () if country in EIDAS_COUNTRIES else (country,)
 
 
-def etsi_certificate_type(kind: str, legislation: Sequence[str]) -> Any:
+def etsi_certificate_type(kind: str, legislation: Sequence[str], qscd: bool = True) -> Any:
     """The pkilint ETSI certificate type a certificate of ``kind`` must lint clean as.
 
     A natural person's qualified signature certificate on a QSCD is QCP-n-qscd (EU or non-EU as the
@@ -324,6 +341,8 @@ def etsi_certificate_type(kind: str, legislation: Sequence[str]) -> Any:
     from pkilint.etsi.etsi_constants import CertificateType
 
     if kind == "qualified-signature":
+        if not qscd:
+            return CertificateType.NCP_NATURAL_PERSON_CERTIFICATE  # pkilint has no QCP-n type
         return (CertificateType.QCP_N_QSCD_NON_EIDAS_FINAL_CERTIFICATE if legislation
                 else CertificateType.QCP_N_QSCD_EIDAS_FINAL_CERTIFICATE)
     if kind == "qualified-seal":

@@ -37,6 +37,7 @@ from .ee_profiles import (
     legislation_for,
     marked_subject,
     subject_text,
+    uses_qscd,
     validity_window,
 )
 from .errors import DefinitionError, HsmError, OutputError, RequestError
@@ -121,7 +122,7 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output directory is a file")
     legislation = legislation_for(defn.model.organisation.country)
-    etsi_type = etsi_certificate_type(prof.kind, legislation)
+    etsi_type = etsi_certificate_type(prof.kind, legislation, uses_qscd(prof))
     what = f"the {profile!r} certificate"
     with recorder.step("definition-check", "Check the profile, the issuer certificate and the CSR"):
         issuer_cert = load_issuer_certificate(issuer_cert_path, ca_name)

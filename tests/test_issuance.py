@@ -400,3 +400,42 @@ def test_rehearsal_stage_piece(tmp_path: Path) -> None:
                                      str(out / "qualified.crt.pem"), str(out / a["path"])], capture_output=True,
                                     text=True)
             assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _software_chain() -> tuple[Any, Any, Any]:
+    """Root and subordinate certificates from the testing definition with software keys (pure profile tests)."""
+    from conftest import TESTING_DEFINITION
+
+    from ceremony.certificates import root_builder, subordinate_builder
+
+    model = load_definition(TESTING_DEFINITION).model
+    rk, sk = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    root = root_builder(model.cas["root"], rk.public_key(), 5, True).sign(rk, hashes.SHA384())
+    sub = subordinate_builder(model.cas["qualified"], model.cas["root"], root, sk.public_key(), 6, True) \
+        .sign(rk, hashes.SHA384())
+    return model, sub, sk
+
+
+@pytest.mark.parametrize("legislation", [(), ("ML",)])
+@pytest.mark.parametrize(("profile", "policies", "qscd"), [
+    ("qes-natural-person", ["2.16.466.1.99.1.1.1", "0.4.0.194112.1.2"], True),
+    ("qes-natural-person", ["2.16.466.1.99.1.1.1", "0.4.0.194112.1.0"], False),  # QCP-n: no QcSSCD
+    ("eseal-legal-person", ["2.16.466.1.99.1.1.1", "0.4.0.194112.1.3"], True),
+    ("eseal-legal-person", ["2.16.466.1.99.1.1.1", "0.4.0.194112.1.1"], False),  # QCP-l: no QcSSCD
+])
+def test_profiles_lint_clean_inside_and_outside_the_eu(legislation: tuple[str, ...], profile: str,
+                                                        policies: list[str], qscd: bool) -> None:
+    from ceremony.ee_profiles import QC_SSCD, ee_builder, uses_qscd, validity_window
+
+    model, sub, sk = _software_chain()
+    prof = model.cas["qualified"].profiles[profile].model_copy(update={"policy_oids": policies})
+    assert uses_qscd(prof) is qscd
+    subject = natural_person() if profile.startswith("qes") else legal_person()
+    nb, na = validity_window(prof, sub, dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    cert = ee_builder(prof, model.cas["qualified"], sub, subject, ec.generate_private_key(ec.SECP256R1()).public_key(),
+                      7, nb, na, legislation).sign(sk, hashes.SHA384())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert (der_oid(QC_SSCD) in cert.extensions.get_extension_for_oid(QC_STATEMENTS_OID).value.value) is qscd
+    for etsi_type in (etsi_certificate_type(prof.kind, legislation, qscd), None):
+        findings = lint_certificate(der, etsi=True, etsi_type=etsi_type)
+        assert [f for f in findings if f.blocking] == [], findings
