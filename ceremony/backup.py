@@ -73,6 +73,7 @@ BACKUP_FORMAT = "ceremony-key-backup/1"
 BACKUP_DIR = "backup"
 WRAP_MECHANISM = "CKM_AES_KEY_WRAP_PAD"
 SHAMIR_SCHEME = "shamir-gf256-0x11b"
+WRAP_LABEL_PREFIX = "backup-wrap-"
 _KCV_INFO = b"ceremony key-backup key check value v1"
 _MAC_INFO = b"ceremony key-backup file mac v1"
 
@@ -366,6 +367,25 @@ def _destroy_label(session: Any, label: str) -> int:
     return n
 
 
+def destroy_stale_wrapping_keys(session: Any) -> list[str]:
+    """Destroy trusted wrapping keys an interrupted backup left behind.
+
+    While such a key exists, one Crypto Officer alone could wrap the CA key again and carry it off:
+    exactly what the quorum is there to prevent. Returns the labels destroyed (for the record).
+    """
+    labels = []
+    for obj in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}):
+        label = obj.label or ""
+        if label.startswith(WRAP_LABEL_PREFIX):
+            try:
+                obj.destroy()
+            except p11e.PKCS11Error as exc:
+                raise HsmError(f"a wrapping key left by an interrupted backup ({label!r}) cannot be destroyed: "
+                               f"{type(exc).__name__}; the Security Officer must remove it first") from None
+            labels.append(label)
+    return labels
+
+
 def _zero(buf: bytearray) -> None:
     """Best effort: overwrite a secret held in a bytearray (Python may have copied it elsewhere)."""
     for i in range(len(buf)):
@@ -391,7 +411,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
             cert = load_ca_certificate(cert_path, ca_name)
             backup_id = secrets.token_hex(16)
-            wrap_label = f"backup-wrap-{backup_id[:16]}"
+            wrap_label = f"{WRAP_LABEL_PREFIX}{backup_id[:16]}"
             backup_rel = f"{BACKUP_DIR}/{ca_name}.key-backup.json"
             outputs.plan(backup_rel, "key-backup", "json")
             share_rel = {name: f"{BACKUP_DIR}/{ca_name}.share-{i}-{slug(name)}.txt"
@@ -419,6 +439,11 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                "(extractable only under a trusted key); it cannot be backed up")
             if objects_with_label(co_session, wrap_label):
                 raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
+            stale = destroy_stale_wrapping_keys(co_session)
+            if stale:
+                recorder.evidence("stale-wrapping-keys-destroyed", {"labels": stale})
+                recorder.say(f"  destroyed {len(stale)} wrapping key(s) left by an interrupted backup: "
+                             + ", ".join(stale))
         with recorder.step("wrapping-key-generate", "The token's random generator gives the AES-256 wrapping key"):
             secret = bytearray(random_bytes(co_session, 32))
             kcv = key_check_value(bytes(secret))

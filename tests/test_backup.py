@@ -291,3 +291,19 @@ def test_missing_certificate_is_named_before_the_hsm(backed_up: BackedUp, tmp_pa
         backup_ceremony(backed_up.definition, "root", tmp_path / "elsewhere", ConsoleRecorder(rehearsal=True),
                         rehearsal=True, interactive=False)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_wrapping_key_left_by_an_interrupted_backup_is_destroyed(definition_on_tokens: Any,
+                                                                   tmp_path: Path) -> None:
+    """A trusted wrapping key must not outlive its ceremony: one CO alone could wrap the CA key with it."""
+    from ceremony.backup import import_wrapping_key
+
+    defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path)
+    h = defn.model.cas["root"].hsm
+    with hsm.open_session(h, hsm.pin_source_for(h, interactive=False, so=True), so=True) as so_session:
+        import_wrapping_key(so_session, os.urandom(32), "backup-wrap-0123456789abcdef", token=True, trusted=True)
+    assert "backup-wrap-0123456789abcdef" in [label for _, label in labels_on(root_tok)]
+    rec = CapturingRecorder()
+    backup_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
+    assert dict(rec.evidence_log)["stale-wrapping-keys-destroyed"] == {"labels": ["backup-wrap-0123456789abcdef"]}
+    assert [label for _, label in labels_on(root_tok)] == ["root-2026", "root-2026"]
