@@ -15,11 +15,6 @@ from .policy_render import build_documents
 
 
 def rehearse(ctx: Any) -> None:
-    from .policy_render import REPO
-
-    if not (REPO / "inventory" / ctx.definition.model.environment / "policy").is_dir():  # TEMPORARY guard
-        ctx.console.print("[yellow]CP/CPS: no prose fragments yet: skipped[/yellow]")
-        return
     result = build_documents(ctx.definition, ctx.out)
     ctx.manifest.reload()
     checked = check_documents(ctx.definition, ctx.out)
