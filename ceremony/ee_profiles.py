@@ -191,6 +191,9 @@ def check_subject(subject: x509.Name, kind: str, source: str) -> None:
         value = attr.value if isinstance(attr.value, str) else ""
         if not value.strip():
             raise RequestError(f"{source}: the CSR subject has an empty {_ATTRIBUTE_NAMES[attr.oid]}")
+        if attr.oid == NameOID.COUNTRY_NAME and not (len(value) == 2 and value.isascii() and value.isupper()):
+            raise RequestError(f"{source}: the CSR subject's C is {value!r} (allowed: a two-letter ISO 3166 code "
+                               "in capitals, e.g. ML)")
         counts[attr.oid] = counts.get(attr.oid, 0) + 1
     missing = [o for o in required if o not in counts]
     if missing:

@@ -142,6 +142,7 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint, f"{what} profile", etsi=True,
                             etsi_type=etsi_type)
         recorder.evidence("request", {"csr": str(csr_path), "subject": subject_text(csr.subject),
+                                      "ignored_extensions": _requested_extensions(csr),
                                       "spki_sha256": spki_sha256(public), "profile": profile, "kind": prof.kind,
                                       "etsi_type": etsi_type.name, "signature": "valid (proof of possession)"})
         recorder.say(announce(f"Key of the requester {subject_text(csr.subject)} (SPKI)",
@@ -180,6 +181,14 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         recorder.seal(key, {"kind": "certificate", "path": issuer_cert_path.name,
                             "sha256": sha256_file(issuer_cert_path)})
     return issued
+
+
+def _requested_extensions(csr: x509.CertificateSigningRequest) -> list[str]:
+    """What the CSR asked for beyond its key and subject: recorded, never honoured (the profile decides)."""
+    try:
+        return sorted({e.oid.dotted_string for e in csr.extensions})
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return ["unparseable extension request"]
 
 
 def _fresh_serial(session: Any, registry: Registry) -> int:

@@ -439,3 +439,27 @@ def test_profiles_lint_clean_inside_and_outside_the_eu(legislation: tuple[str, .
     for etsi_type in (etsi_certificate_type(prof.kind, legislation, qscd), None):
         findings = lint_certificate(der, etsi=True, etsi_type=etsi_type)
         assert [f for f in findings if f.blocking] == [], findings
+
+
+def test_bad_country_is_refused() -> None:
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ml", _validate=False),
+                         x509.NameAttribute(NameOID.GIVEN_NAME, "A"), x509.NameAttribute(NameOID.COMMON_NAME, "A")])
+    with pytest.raises(RequestError, match="two-letter ISO 3166 code"):
+        check_subject(subject, "qualified-signature", "x.csr")
+
+
+def test_requested_extensions_are_ignored(issue: Issue, tmp_path: Path) -> None:
+    """A CSR asking for a SAN, an EKU and CA:TRUE gets the profile and nothing else."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(natural_person())
+           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("awa@example.ml")]), critical=False)
+           .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .sign(key, hashes.SHA256()))
+    path = tmp_path / "greedy.csr"
+    path.write_bytes(csr.public_bytes(serialization.Encoding.DER))
+    cert = x509.load_der_x509_certificate(issue("qes-natural-person", path).der_path.read_bytes())
+    oids = {e.oid for e in cert.extensions}
+    assert x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME not in oids
+    assert x509.oid.ExtensionOID.EXTENDED_KEY_USAGE not in oids
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
