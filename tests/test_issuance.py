@@ -463,3 +463,27 @@ def test_requested_extensions_are_ignored(issue: Issue, tmp_path: Path) -> None:
     assert x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME not in oids
     assert x509.oid.ExtensionOID.EXTENDED_KEY_USAGE not in oids
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+
+
+def test_issue_revoke_crl_openssl(hierarchy: tuple[LoadedDefinition, Path], issue: Issue, tmp_path: Path) -> None:
+    """Across the seam with the CRL job: openssl accepts the good certificate and rejects the revoked one."""
+    crl_job = pytest.importorskip("ceremony.crl_job")
+    defn, cas = hierarchy
+    good = issue("qes-natural-person", write_csr(tmp_path / "a.csr", natural_person()))
+    bad = issue("eseal-legal-person", write_csr(tmp_path / "b.csr", legal_person()))
+    with Registry.open(tmp_path / "registry.sqlite") as reg:
+        assert reg.revoke(bad.serial, "keyCompromise")
+    result = crl_job.run_crl_job(defn, "qualified", tmp_path / "registry.sqlite", tmp_path / "crl",
+                                 ca_cert=cas / "qualified.crt.pem", force=True)
+    assert result.entries == 1
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes((cas / "root.crt.pem").read_bytes() + (cas / "qualified.crt.pem").read_bytes())
+
+    def verify(cert: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", str(chain), "-CRLfile",
+                               str(result.pem_path), str(cert)], capture_output=True, text=True)
+
+    ok = verify(good.pem_path)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith(": OK"), ok.stdout + ok.stderr
+    revoked = verify(bad.pem_path)
+    assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
