@@ -20,6 +20,8 @@ revocation, a duplicate serial or a locked file leave the registry as it was.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import struct
 from collections.abc import Iterable, Iterator
@@ -204,6 +206,9 @@ class Registry:
                 raise RegistryError(f"{path}: certificate registry not found (check the path; the first "
                                     "issuance creates it when asked to, e.g. 'invoke ca.issue --new-registry')")
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Subjects are personal data: readable by the CA's group (the CRL job), nobody else.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
         elif not path.is_file():
             raise RegistryError(f"{path}: not a registry file")
         try:

@@ -39,6 +39,14 @@ def reg(tmp_path: Path):
         yield r
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def snapshot(path: Path) -> list[tuple]:
     """The table as another process would read it."""
     conn = sqlite3.connect(path)
@@ -52,6 +60,7 @@ def test_create_is_wal_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "registry.sqlite"
     with Registry.open(path, create=True) as r:
         assert r.schema_version == SCHEMA_VERSION
+    assert path.stat().st_mode & 0o777 == 0o640 & ~_umask()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
