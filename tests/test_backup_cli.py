@@ -26,8 +26,16 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rehearsal reduced to the CA ceremonies and this stage, run exactly as ``invoke rehearse`` runs
+    them (same context, tokens, PINs file and transcripts) but without the other stages, to stay fast.
+    ``tests/test_rehearsal.py`` runs the complete ``invoke rehearse``."""
     out = tmp_path_factory.mktemp("backup-rehearsal") / "out"
-    result = invoke("rehearse", "--out", str(out))
+    code = ("import sys; from ceremony.rehearsal import prepare, ca_ceremonies; "
+            "from ceremony.backup_rehearsal import rehearse; "
+            "ctx = prepare(sys.argv[1]); ca_ceremonies(ctx); rehearse(ctx)")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF", "TEST_PIN"))}
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code, str(out)], cwd=REPO, env=clean,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
