@@ -28,7 +28,7 @@ ROLES: dict[str, dict[str, str]] = {
 class ParticipantError(CeremonyError):
     """Sign-in refused: a missing role, an unchecked identity or a separation-of-duties violation."""
 
-    exit_code = 10
+    exit_code = 12
 
 
 @dataclass(frozen=True)

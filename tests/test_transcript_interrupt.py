@@ -142,7 +142,7 @@ def test_separation_violation_stops_before_anything(tmp_path: Path, definition_o
     defn, _ = definition_on_tokens()
     out = tmp_path / "out"
     run = run_root(tmp_path, defn, out, answers(tmp_path / "bad.yml", people))
-    assert run.returncode == 10, run.stdout + run.stderr
+    assert run.returncode == 12, run.stdout + run.stderr
     assert message in run.stderr and run.stderr.count("\n") == 1, run.stderr
     assert not out.exists(), "no transcript, no output"
     assert token_objects(defn) == [], "no key on the token"
