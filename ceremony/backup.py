@@ -239,6 +239,12 @@ def wrapped_ca(defn: LoadedDefinition, ca_name: str) -> CA:
         raise DefinitionError(str(defn.path), f"cas.{ca_name}.backup.mode",
                               f"{ca.backup.mode!r}: this CA has no backup policy, its key cannot be backed up",
                               "wrapped (with threshold and custodians), set before the key is generated")
+    for i, name in enumerate(ca.backup.custodians):
+        # The name is printed on the custodian's share page and read back from it.
+        if not name.strip() or name != name.strip() or len(name) > 64 or any(c in name for c in "\r\n\t"):
+            raise DefinitionError(str(defn.path), f"cas.{ca_name}.backup.custodians[{i}]",
+                                  f"{name!r} cannot be printed on a share page",
+                                  "a name on one line, 1 to 64 characters, no surrounding spaces")
     return ca
 
 

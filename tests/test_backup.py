@@ -307,3 +307,15 @@ def test_a_wrapping_key_left_by_an_interrupted_backup_is_destroyed(definition_on
     backup_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
     assert dict(rec.evidence_log)["stale-wrapping-keys-destroyed"] == {"labels": ["backup-wrap-0123456789abcdef"]}
     assert [label for _, label in labels_on(root_tok)] == ["root-2026", "root-2026"]
+
+
+def test_custodian_name_that_cannot_be_printed_is_refused(definition_on_tokens: Any, tmp_path: Path) -> None:
+    def two_line_name(d: dict[str, Any]) -> None:
+        d["cas"]["root"]["backup"]["custodians"][1] = "Bakary\nCoulibaly"
+
+    pki, _ = definition_on_tokens(two_line_name)
+    with pytest.raises(DefinitionError, match=r"cas\.root\.backup\.custodians\[1\]: 'Bakary\\nCoulibaly' cannot be "
+                                              "printed on a share page"):
+        backup_ceremony(load_definition(pki), "root", tmp_path / "out", ConsoleRecorder(rehearsal=True),
+                        rehearsal=True, interactive=False)
+    assert not (tmp_path / "out").exists()
