@@ -25,7 +25,7 @@ bytes, number of entries, a sample of serials.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,76 @@ def encode_revoked(rows: Iterable[RevokedRow], out: bytearray) -> int:
     return n
 
 
+_LEN: list[bytes] = [bytes((i,)) for i in range(128)]
+
+
+def encode_revoked_packed(chunks: Iterable[bytes], out: bytearray, record: Any,
+                          no_date: int) -> tuple[int, list[RevokedRow]]:
+    """Like :func:`encode_revoked`, from the registry's packed records (``Registry.iter_revoked_packed``).
+
+    ``record`` is the registry's ``struct.Struct`` (serial as 20 big-endian bytes, revoked_at,
+    reason code, invalidity date or ``no_date``, not_after). The serial bytes are used as they are
+    (leading zero bytes stripped, one put back when the top bit is set: DER INTEGER), so no Python
+    integer is made per entry. Returns the count and a structural sample of rows: the first row of
+    every chunk, the last row, and the first row of every entry shape (reason code, invalidity date
+    or not, UTCTime or GeneralizedTime) — every entry is written from one of these shapes.
+    """
+    utc_days = _DayCache(False)
+    gen_days = _DayCache(True)
+    hms, reason_ext, lens, limit = _HMS, _REASON_EXT, _LEN, _UTCTIME_LIMIT_EPOCH
+    inv_prefix = b"\x30\x18\x06\x03\x55\x1d\x18\x04\x11"
+    # The common entry (20-byte serial without a leading zero byte, UTCTime, at most a reasonCode)
+    # is four constant-or-cached pieces: prefix by reason, serial, date, time + suffix by reason.
+    suffix = {code: b"\x30" + lens[len(e)] + e for code, e in reason_ext.items()}
+    suffix[0] = b""
+    prefix = {code: b"\x30" + lens[2 + 20 + 15 + len(suf)] + b"\x02\x14" for code, suf in suffix.items()}
+    append = out.extend
+    frombytes = int.from_bytes
+    shapes: set[int] = set()
+    sample: list[RevokedRow] = []
+    last: Any = None
+    n = 0
+
+    def keep(t: Any) -> None:
+        s_, r_, c_, i_, na_ = t
+        sample.append((frombytes(s_, "big"), r_, c_ or None, None if i_ == no_date else i_, na_))
+
+    for chunk in chunks:
+        keep(record.unpack_from(chunk, 0))
+        for t in record.iter_unpack(chunk):
+            s, rev, reason, inv, _na = t
+            d, r = divmod(rev, 86400)
+            if inv == no_date and 0 < s[0] < 0x80 and rev < limit:
+                append(prefix[reason] + s + utc_days[d] + hms[r] + suffix[reason])
+                if reason not in shapes:
+                    shapes.add(reason)
+                    keep(t)
+                continue
+            key = 100 + reason * 2 + (inv != no_date) + (1000 if rev >= limit else 0)
+            if key not in shapes:
+                shapes.add(key)
+                keep(t)
+            sb = s.lstrip(b"\0")
+            if sb[0] & 0x80:
+                sb = b"\0" + sb
+            when = (utc_days[d] if rev < limit else gen_days[d]) + hms[r]
+            if not reason and inv == no_date:
+                body = b"\x02" + lens[len(sb)] + sb + when
+            else:
+                ext = reason_ext[reason] if reason else b""
+                if inv != no_date:
+                    di, ri = divmod(inv, 86400)
+                    ext += inv_prefix + gen_days[di] + hms[ri]
+                body = b"\x02" + lens[len(sb)] + sb + when + b"\x30" + lens[len(ext)] + ext
+            append(b"\x30" + lens[len(body)] + body)
+        n += len(chunk) // record.size
+        if chunk:
+            last = record.unpack_from(chunk, len(chunk) - record.size)
+    if last is not None:
+        keep(last)
+    return n, sample
+
+
 def signature_algorithm(public_key: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     """The AlgorithmIdentifier DER and hash the suite uses with this key (as for certificates)."""
     h = hash_for(public_key)
@@ -204,17 +274,28 @@ def encode_tbs(header: CrlHeader, alg_id: bytes, revoked: bytearray, count: int,
 
 
 def sign_tbs(tbs: bytes | bytearray, alg_id: bytes, key: Any) -> bytes:
-    """Sign through ``key`` (an HSM-backed key, or a throwaway software key) and wrap the CRL."""
+    """Sign through ``key`` (an HSM-backed key, or a throwaway software key) and wrap the CRL.
+
+    ECDSA: the digest is computed on the host from ``tbs`` as it is (no copy) and the HSM signs the
+    digest (:class:`~ceremony.hsm_keys.HsmEcPrivateKey`). The signed CRL is one ``bytes`` object.
+    """
     public = key.public_key()
     _, h = signature_algorithm(public)
-    data = bytes(tbs)
     if isinstance(public, ec.EllipticCurvePublicKey):
-        sig = key.sign(data, ec.ECDSA(h))
+        sig = key.sign(tbs, ec.ECDSA(h))
     else:
-        sig = key.sign(data, padding.PKCS1v15(), h)
+        sig = key.sign(bytes(tbs), padding.PKCS1v15(), h)
     bits = tlv(0x03, b"\x00" + sig)
-    body_len = len(data) + len(alg_id) + len(bits)
-    return b"".join((b"\x30", der_length(body_len), data, alg_id, bits))
+    body_len = len(tbs) + len(alg_id) + len(bits)
+    return b"".join((b"\x30", der_length(body_len), tbs, alg_id, bits))
+
+
+def tbs_of(der: bytes) -> memoryview:
+    """The TBSCertList inside a signed CRL, without a copy."""
+    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    j = i + 2 if der[i + 1] < 0x80 else i + 2 + (der[i + 1] & 0x7F)
+    length = der[i + 1] if der[i + 1] < 0x80 else int.from_bytes(der[i + 2:j], "big")
+    return memoryview(der)[i:j + length]
 
 
 def build_crl(header: CrlHeader, rows: Iterable[RevokedRow], key: Any) -> tuple[bytes, bytes, int]:
@@ -226,7 +307,7 @@ def build_crl(header: CrlHeader, rows: Iterable[RevokedRow], key: Any) -> tuple[
     return sign_tbs(tbs, alg_id, key), tbs, count
 
 
-def verify_crl(der: bytes, tbs: bytes, issuer_public_key: Any, header: CrlHeader, count: int,
+def verify_crl(der: bytes, tbs: bytes | bytearray | memoryview, issuer_public_key: Any, header: CrlHeader, count: int,
                sample: Sequence[int] = ()) -> x509.CertificateRevocationList:
     """Check the signed CRL is exactly what was encoded, and that an independent parser agrees.
 
@@ -271,13 +352,21 @@ def verify_crl(der: bytes, tbs: bytes, issuer_public_key: Any, header: CrlHeader
     return crl
 
 
-def pem_from_der(der: bytes) -> bytes:
-    """PEM armour without re-parsing (a 50 MB CRL need not be parsed a second time)."""
-    import base64
+def pem_chunks(der: bytes | bytearray | memoryview, block_lines: int = 4096) -> Iterator[bytes]:
+    """The PEM armour of a CRL in pieces (64-character lines, RFC 7468), without a copy per line."""
+    import binascii
 
-    b64 = base64.encodebytes(der).replace(b"\n", b"")
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return b"-----BEGIN X509 CRL-----\n" + b"\n".join(lines) + b"\n-----END X509 CRL-----\n"
+    view = memoryview(der)
+    yield b"-----BEGIN X509 CRL-----\n"
+    step = 48 * block_lines
+    for start in range(0, len(view), step):
+        b64 = binascii.b2a_base64(view[start:start + step], newline=False)
+        yield b"\n".join([b64[i:i + 64] for i in range(0, len(b64), 64)]) + b"\n"
+    yield b"-----END X509 CRL-----\n"
+
+
+def pem_from_der(der: bytes | bytearray | memoryview) -> bytes:
+    return b"".join(pem_chunks(der))
 
 
 # -- lint ------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,7 +42,6 @@ from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
 from .definition import CA, LoadedDefinition, load_definition
 from .errors import CeremonyError, HsmError, OutputError, VerificationError
-from .fileio import replace_atomically
 from .hsm import open_session, pin_source_for
 from .hsm_keys import signing_key
 from .keys import spki_sha256
@@ -68,6 +67,8 @@ class CrlJobResult:
     pem_path: Path
     reason: str
     timings: dict[str, float]
+    peak_mb: dict[str, float] = field(default_factory=dict)
+    """Peak resident memory of the process (MB) at the end of each step."""
 
     def summary(self) -> str:
         verb = "signed and published" if self.signed else "is current; nothing signed"
@@ -182,6 +183,12 @@ def _due(prev: CrlSummary | None, revoked_now: int, ca: CA, now: dt.datetime, fo
     return None
 
 
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _kill_hook(point: str) -> None:
     if os.environ.get(KILL_HOOK_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -194,6 +201,76 @@ def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
     return lookup
 
 
+def _encode_from_registry(registry: Any, out: bytearray) -> tuple[int, list[crlenc.RevokedRow]]:
+    """Stream the registry's revocations into ``out``: its packed records when it has them (fast path)."""
+    from . import registry as reg
+
+    if hasattr(registry, "iter_revoked_packed") and hasattr(reg, "CRL_ENTRY"):
+        return crlenc.encode_revoked_packed(registry.iter_revoked_packed(), out, reg.CRL_ENTRY, reg.NO_DATE)
+    sampler = crlenc.RowSample(registry.iter_revoked_rows())
+    count = crlenc.encode_revoked(sampler, out)
+    return count, sampler.rows
+
+
+class StagedPublication:
+    """Files written to temporary names now (in a background thread, fsynced), renamed on :meth:`commit`.
+
+    Writing and fsyncing 100 MB takes about as long as the checks after signing; doing both at
+    once keeps the job short. Until :meth:`commit`, readers see only the previous files; if
+    anything fails, the temporary files are removed and the publication is unchanged. The files
+    are renamed in the order given (DER last: the file the CRL URL serves), then the directory is
+    fsynced.
+    """
+
+    def __init__(self, files: list[tuple[Path, Callable[[], Any]]]) -> None:
+        import threading
+
+        self.files = files
+        self.temps: list[Path] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write, daemon=True)
+
+    def _write(self) -> None:
+        import tempfile
+
+        try:
+            for dest, chunks in self.files:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+                self.temps.append(Path(tmp))
+                os.fchmod(fd, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    for piece in chunks():
+                        f.write(piece)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> StagedPublication:
+        self.thread.start()
+        return self
+
+    def commit(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise OutputError(f"{self.files[0][0].parent}: cannot write the CRL: {self.error}")
+        for tmp, (dest, _) in zip(self.temps, self.files, strict=True):
+            os.replace(tmp, dest)
+        self.temps = []
+        fd = os.open(self.files[0][0].parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.thread.join()
+        for tmp in self.temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
                 out: str | Path, *, pin_file: str | None = None, ca_cert: str | Path | None = None,
                 now: dt.datetime | None = None, force: bool = False, interactive: bool = False,
@@ -202,6 +279,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     from .registry import Registry
 
     timings: dict[str, float] = {}
+    peak_mb: dict[str, float] = {}
     t0 = time.perf_counter()
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = defn.model.ca(ca_name)
@@ -234,12 +312,12 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         alg_id, _ = crlenc.signature_algorithm(issuer.public_key)
 
         t = time.perf_counter()
-        sampler = crlenc.RowSample(registry.iter_revoked_rows())
         entries = bytearray()
-        count = crlenc.encode_revoked(sampler, entries)
-        tbs = bytes(crlenc.encode_tbs(header, alg_id, entries, count))
+        count, sample = _encode_from_registry(registry, entries)
+        tbs = crlenc.encode_tbs(header, alg_id, entries, count)  # clears ``entries``
         del entries
         timings["read+encode"] = time.perf_counter() - t
+        peak_mb["read+encode"] = _peak_mb()
 
         t = time.perf_counter()
         what = f"the CRL of {ca_name!r}"
@@ -249,10 +327,12 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         if full_lint:
             trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))
             enforce(crlenc.lint_crl(trial), ca.lint, what)
+            del trial
         else:
-            crlenc.lint_before_signing(header, sampler.rows, issuer.public_key, False, ca.lint,
-                                       f"{what} (structural sample of {len(sampler.rows)} entries)")
+            crlenc.lint_before_signing(header, sample, issuer.public_key, False, ca.lint,
+                                       f"{what} (structural sample of {len(sample)} entries)")
         timings["lint-before"] = time.perf_counter() - t
+        peak_mb["lint-before"] = _peak_mb()
 
         with open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)) as session:
             key = signing_key(session, ca.hsm.key_label)
@@ -263,30 +343,38 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             if reserved != number:
                 raise OutputError(f"{state}: CRL number {number} was taken meanwhile; nothing was signed")
             der = crlenc.sign_tbs(tbs, alg_id, key)
+            del tbs
             timings["sign"] = time.perf_counter() - t
+            peak_mb["sign"] = _peak_mb()
         _kill_hook("after-sign")
 
-        t = time.perf_counter()
-        crlenc.verify_crl(der, tbs, issuer.public_key, header, count, sampler.serials if full_lint
-                          else sampler.serials[:: max(1, len(sampler.serials) // 4)])
-        del tbs
-        timings["verify"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if full_lint:
-            enforce(crlenc.lint_crl(der), ca.lint, what + " (after signing)")
-        timings["lint-after"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if published is not None:
-            check_against_previous(published[0], der, _registry_lookup(registry))
-        timings["previous-check"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        replace_atomically(pem_path, crlenc.pem_from_der(der))
-        replace_atomically(der_path, der)
-        timings["publish"] = time.perf_counter() - t
+        # The files are written (temporary names, fsynced) while the checks run; they are renamed
+        # into place only if every check passes.
+        with StagedPublication([(pem_path, lambda: crlenc.pem_chunks(der)), (der_path, lambda: [der])]) as staged:
+            t = time.perf_counter()
+            serials = sorted({r[0] for r in sample})
+            crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count,
+                              serials if full_lint else serials[:: max(1, len(serials) // 4)])
+            timings["verify"] = time.perf_counter() - t
+            peak_mb["verify"] = _peak_mb()
+            t = time.perf_counter()
+            if full_lint:
+                enforce(crlenc.lint_crl(der), ca.lint, what + " (after signing)")
+            timings["lint-after"] = time.perf_counter() - t
+            peak_mb["lint-after"] = _peak_mb()
+            t = time.perf_counter()
+            if published is not None:
+                check_against_previous(published[0], der, _registry_lookup(registry))
+            timings["previous-check"] = time.perf_counter() - t
+            peak_mb["previous-check"] = _peak_mb()
+            t = time.perf_counter()
+            staged.commit()
+            timings["publish-wait"] = time.perf_counter() - t
+            peak_mb["publish-wait"] = _peak_mb()
     timings["total"] = time.perf_counter() - t0
+    peak_mb["total"] = _peak_mb()
     result = CrlJobResult(ca_name, True, number, count, this_update, next_update, der_path, pem_path, reason,
-                          timings)
+                          timings, peak_mb)
     if say:
         say(result.summary())
     return result
