@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-cert", help="the CA certificate (default: <definition dir>/<ca>.crt.pem, then "
                    "/var/lib/ceremony/<ca>/<ca>.crt.pem)")
     p.add_argument("--force", action="store_true", help="sign a new CRL even if the published one is current")
+    p.add_argument("--timings", action="store_true", help="also print the time and peak memory of each step (JSON)")
     p.add_argument("--registry-timeout", type=float, default=10.0,
                    help="seconds to wait for a locked registry (default 10)")
     return p
@@ -51,6 +52,11 @@ def crl_sign_main(argv: Sequence[str] | None = None) -> int:
         result = run_crl_job(defn, args.ca, args.registry, args.out, pin_file=args.pin_file, ca_cert=args.ca_cert,
                              force=args.force, registry_timeout=args.registry_timeout)
         print(result.summary())
+        if args.timings:
+            import json
+
+            print(json.dumps({"seconds": {k: round(v, 3) for k, v in result.timings.items()},
+                              "peak_mb": {k: round(v) for k, v in result.peak_mb.items()}}))
     except CeremonyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code

@@ -34,10 +34,11 @@ from ._cli import operator_errors
 REPO = Path(__file__).resolve().parent.parent
 _WRAPPER = ("import json, resource, subprocess, sys, time\n"
             "t = time.perf_counter()\n"
-            "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+            "p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
             "wall = time.perf_counter() - t\n"
             "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
             "print(json.dumps({'rc': p.returncode, 'wall': wall, 'maxrss_kb': ru.ru_maxrss, "
+            "'stdout': p.stdout.decode(errors='replace')[-2000:], "
             "'stderr': p.stderr.decode(errors='replace')[-2000:]}))\n")
 # Reasons in the generated set (RFC 5280 codes; None = unspecified, no reasonCode): the BR 7.2.2 set
 # except privilegeWithdrawn, which `openssl ca` does not know.
@@ -178,7 +179,7 @@ def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
     setup = time.perf_counter() - t
     cmd = [str(Path(sys.executable).parent / "ceremony-crl-sign"), "--definition", str(suite["definition"]),
            "--ca", "qualified", "--registry", str(suite["registry"]), "--out", str(suite["out"]),
-           "--metrics-dir", str(base / "metrics")]
+           "--metrics-dir", str(base / "metrics"), "--timings"]
     ours = measure(cmd, env=dict(os.environ))
     if ours["rc"] != 0:
         raise SystemExit(f"error: the suite's CRL job failed: {ours['stderr'].strip()}")
@@ -187,8 +188,10 @@ def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
     if theirs["rc"] != 0:
         raise SystemExit(f"error: openssl ca -gencrl failed: {theirs['stderr'].strip()}")
     checks = _check_suite_crl(suite["out"] / "qualified.crl", rows)
-    return {"entries": entries, "setup_seconds": setup, "suite": ours, "openssl": theirs, "checks": checks,
-            "workdir": str(base), "crl_bytes": (suite["out"] / "qualified.crl").stat().st_size}
+    lines = ours["stdout"].strip().splitlines()
+    steps = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    return {"steps": steps, "entries": entries, "setup_seconds": setup, "suite": ours, "openssl": theirs,
+            "checks": checks, "workdir": str(base), "crl_bytes": (suite["out"] / "qualified.crl").stat().st_size}
 
 
 @task(help={"entries": "number of revoked certificates (default 1000000)",
@@ -204,6 +207,8 @@ def crl(c: Context, entries: int = 1_000_000, workdir: str | None = None, json_o
     print(f"{'ceremony-crl-sign':24}{s['wall']:>10.2f} s{s['maxrss_kb'] / 1024:>11.0f} MB")
     print(f"{'openssl ca -gencrl':24}{o['wall']:>10.2f} s{o['maxrss_kb'] / 1024:>11.0f} MB")
     print(f"{'ratio openssl / suite':24}{o['wall'] / s['wall']:>10.1f} x{o['maxrss_kb'] / s['maxrss_kb']:>12.1f} x")
+    if r["steps"]:
+        print("suite steps (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["steps"]["seconds"].items()))
     ck = r["checks"]
     print(f"suite CRL: openssl crl parses it: {ck['openssl_parses']}; cryptography reads "
           f"{ck['cryptography_entries']:,} entries; every serial present: {ck['every_serial_present']}")
