@@ -14,6 +14,7 @@ naming the section and the file, before any file is written.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import re
 from pathlib import Path
@@ -319,7 +320,10 @@ def split_sections(md: str) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in sections.items()}
 
 
-def _clip(text: str, limit: int = 200) -> str:
+MAX_CHANGES_PER_SECTION = 5
+
+
+def _clip(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -340,13 +344,15 @@ def section_differences(label: str, actual: str, expected: str, lang: str) -> li
             problems.append(f"{label}: {name} should not be in the document")
             continue
         a_lines, b_lines = a.splitlines(), b.splitlines()
-        for i in range(max(len(a_lines), len(b_lines))):
-            x = a_lines[i] if i < len(a_lines) else "(nothing)"
-            y = b_lines[i] if i < len(b_lines) else "(nothing)"
-            if x != y:
-                problems.append(f"{label}: {name}: the document says {_clip(x)!r} but the definition, the "
-                                f"certificates and the fragments now give {_clip(y)!r}")
-                break
+        changes = [op for op in difflib.SequenceMatcher(a=a_lines, b=b_lines, autojunk=False).get_opcodes()
+                   if op[0] != "equal"]
+        for _, i1, i2, j1, j2 in changes[:MAX_CHANGES_PER_SECTION]:
+            x = " / ".join(a_lines[i1:i2]) or "(nothing)"
+            y = " / ".join(b_lines[j1:j2]) or "(nothing)"
+            problems.append(f"{label}: {name}: the document says {_clip(x)!r} but the definition, the "
+                            f"certificates and the fragments now give {_clip(y)!r}")
+        if len(changes) > MAX_CHANGES_PER_SECTION:
+            problems.append(f"{label}: {name}: {len(changes) - MAX_CHANGES_PER_SECTION} more difference(s)")
     return problems
 
 

@@ -1,0 +1,266 @@
+"""CP/CPS end to end: built from real ceremony outputs (SoftHSM), checked, and caught drifting.
+
+The CA ceremonies of the rehearsal run once per module on throwaway tokens; ``invoke docs.build`` and
+``invoke docs.check`` run as the operator runs them (subprocesses). Drift is provoked the two ways
+the issue names: a re-issued certificate and a changed CRL interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, tree
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ceremony.definition import load_definition
+from ceremony.policy_check import outline_problems, pdf_text
+from ceremony.policy_facts import PolicyError
+from ceremony.policy_outline import BY_NUMBER, OUTLINE
+from ceremony.policy_render import build_documents
+
+pytestmark = pytest.mark.hsm
+INVOKE = str(REPO / ".venv" / "bin" / "invoke")
+TESTING_POLICY = REPO / "inventory" / "testing" / "policy"
+DOCS = [f"{doc}-1.0.{lang}.{ext}" for doc in ("cp", "cps") for lang in ("fr", "en") for ext in ("md", "html", "pdf")]
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INVOKE, *args], cwd=REPO, capture_output=True, text=True, env=_clean_env(), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ceremonies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root and subordinate ceremonies of a rehearsal, on fresh SoftHSM tokens, in a child process."""
+    out = tmp_path_factory.mktemp("policy") / "ceremonies"
+    code = "import sys; from ceremony.rehearsal import prepare, ca_ceremonies; ca_ceremonies(prepare(sys.argv[1]))"
+    result = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
+                            env=_clean_env(), timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(ceremonies: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("policy-built") / "out"
+    shutil.copytree(ceremonies, out)
+    start = time.perf_counter()
+    result = invoke("docs.build", "--env", "testing", "--out", str(out))
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (out.parent / "build-stdout.txt").write_text(f"{result.stdout}\ntotal {elapsed:.1f} s\n")
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_build_writes_every_document_and_lists_it_in_the_manifest(built: Path) -> None:
+    assert sorted(p.name for p in (built / "docs").iterdir()) == sorted(DOCS)
+    manifest = json.loads((built / "manifest.json").read_text())
+    entries = {a["path"]: a for a in manifest["artifacts"] if a["kind"] in ("cp", "cps")}
+    assert sorted(entries) == sorted(f"docs/{name}" for name in DOCS)
+    for path, entry in entries.items():
+        doc, _, lang, ext = re.match(r"docs/(cps?)-(1\.0)\.(fr|en)\.(md|html|pdf)$", path).groups()
+        assert (entry["kind"], entry["lang"], entry["format"], entry["version"]) == (doc, lang, ext, "1.0")
+        assert entry["sha256"] == hashlib.sha256((built / path).read_bytes()).hexdigest()
+        if ext != "md":
+            md = built / f"docs/{doc}-1.0.{lang}.md"
+            assert entry["source_sha256"] == hashlib.sha256(md.read_bytes()).hexdigest()
+    stdout = (built.parent / "build-stdout.txt").read_text()
+    assert stdout.count("pdf ") == 4, stdout
+
+
+def test_docs_check_passes_on_the_built_documents(built: Path) -> None:
+    result = invoke("docs.check", "--env", "testing", "--out", str(built))
+    assert result.returncode == 0, result.stderr
+    assert "CP/CPS check passed: 12 files" in result.stdout
+
+
+def test_building_again_changes_nothing(built: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (built / "docs").iterdir()}
+    result = invoke("docs.build", "--env", "testing", "--out", str(built))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("unchanged") == 12 and "written" not in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in (built / "docs").iterdir()} == before
+
+
+@pytest.mark.parametrize("name", [n for n in DOCS if n.endswith(".md")])
+def test_markdown_headings_follow_rfc3647(built: Path, name: str) -> None:
+    lang = name.split(".")[-2]
+    md = (built / "docs" / name).read_text(encoding="utf-8")
+    assert outline_problems(name, md, lang) == []
+    stipulation = "Aucune stipulation." if lang == "fr" else "No stipulation."
+    assert stipulation in md
+    html = (built / "docs" / name.replace(".md", ".html")).read_text(encoding="utf-8")
+    for s in OUTLINE:
+        assert f'id="{s.anchor}"' in html and f'href="#{s.anchor}"' in html, s.number
+
+
+@pytest.mark.parametrize("name", [n for n in DOCS if n.endswith(".pdf")])
+def test_pdf_text_layer_has_every_heading_in_order_with_diacritics(built: Path, name: str) -> None:
+    lang = name.split(".")[-2]
+    text = " ".join(pdf_text(built / "docs" / name).split())
+    body = text[text.index("9.17 " + BY_NUMBER["9.17"].title(lang)) + 10:]  # after the table of contents
+    pos = 0
+    for s in OUTLINE:
+        heading = f"{s.number}{'.' if s.level == 1 else ''} {s.title(lang)}"
+        found = body.find(heading, pos)
+        assert found >= 0, f"{name}: heading {heading!r} missing from the text layer after position {pos}"
+        pos = found + len(heading)
+    if lang == "fr":
+        for phrase in ("Déclaration des pratiques de certification" if name.startswith("cps") else
+                       "Politique de certification", "Fréquence d'établissement des LCR (le cas échéant)",
+                       "MESURES DE SÉCURITÉ TECHNIQUES", "Comité de Certification et de Signature Électronique",
+                       "Loi n°2016-012 du 6 mai 2016", "Décret n°2019-0037/P-RM", "Loi n°2013-015",
+                       "Aucune stipulation.", "RÉPÉTITION"):
+            assert phrase in text, phrase
+
+
+def test_values_come_from_the_certificates_and_the_definition(built: Path) -> None:
+    md = (built / "docs" / "cps-1.0.fr.md").read_text(encoding="utf-8")
+    for ca in ("root", "qualified"):
+        fp = subprocess.run(["openssl", "x509", "-in", str(built / f"{ca}.crt.pem"), "-noout", "-fingerprint",
+                             "-sha256"], capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+        assert f"`{fp}`" in md
+    section = md[md.index("### 4.9.7"):md.index("### 4.9.8")]
+    assert "| 24 heures | 7 jours | 5 minutes |" in section and "| 91 jours | 120 jours |" in section
+    assert "| 6 jours |" in md[md.index("### 4.9.8"):md.index("### 4.9.9")]  # 7d lifetime - 24h interval
+    assert "2 porteurs de secret" in md[md.index("### 5.2.2"):md.index("### 5.2.3")]
+    assert "2 des 3 dépositaires" in md[md.index("### 5.2.2"):md.index("### 5.2.3")]
+    assert "http://pki.test.scse.ml/crl/qualified.crl" in md[md.index("## 2.2"):md.index("## 2.3")]
+    en = (built / "docs" / "cp-1.0.en.md").read_text(encoding="utf-8")
+    assert "| Object identifier (OID) | 2.16.466.1.99.1.1.1 |" in en
+    assert "| 24 hours | 7 days | 5 minutes |" in en
+
+
+def _reissue(path: Path) -> str:
+    """Replace a CA certificate by one with the same names and a new key: what a re-issuance looks like."""
+    old = x509.load_pem_x509_certificate(path.read_bytes())
+    key = ec.generate_private_key(ec.SECP384R1())
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.issuer).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(old.not_valid_before_utc)
+               .not_valid_after(old.not_valid_after_utc))
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    cert = builder.sign(key, hashes.SHA384())
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def test_check_fails_after_a_certificate_is_reissued(built: Path, tmp_path: Path) -> None:
+    out = _copy(built, tmp_path / "out")
+    fingerprint = _reissue(out / "qualified.crt.pem")
+    result = invoke("docs.check", "--env", "testing", "--out", str(out))
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert "section 1.3.1 (Autorités de certification)" in result.stderr
+    assert fingerprint in result.stderr
+    assert "cps-1.0.en.md: section 1.3.1 (Certification authorities)" in result.stderr
+    # docs.build refuses to overwrite: the documents stay as they were.
+    before = {p: p.read_bytes() for p in (out / "docs").iterdir()}
+    result = invoke("docs.build", "--env", "testing", "--out", str(out))
+    assert result.returncode == 10 and "never overwritten" in result.stderr
+    assert {p: p.read_bytes() for p in (out / "docs").iterdir()} == before
+
+
+def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load((built / "pki.yml").read_text(encoding="utf-8"))
+    data["cas"]["qualified"]["crl"]["interval"] = "12h"
+    definition = tmp_path / "pki.yml"
+    definition.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    result = invoke("docs.check", "--definition", str(definition), "--out", str(built))
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert re.search(r"cp-1\.0\.fr\.md: section 4\.9\.7 \(Fréquence d'établissement des LCR \(le cas échéant\)\): "
+                     r"the document says '.*24 heures.*' but .* now give '.*12 heures.*'", result.stderr)
+    assert "cps-1.0.en.md: section 4.9.7" in result.stderr and "12 hours" in result.stderr
+    assert "section 4.9.8" in result.stderr and "section 2.3" in result.stderr
+
+
+def test_production_without_certificates_fails_naming_the_certificate(tmp_path: Path) -> None:
+    out = tmp_path / "production"
+    out.mkdir()
+    result = invoke("docs.build", "--definition", "inventory/production.example/pki.yml", "--out", str(out))
+    assert result.returncode == 10
+    assert result.stderr.startswith(f"error: {out}/root.crt.pem: the certificate of CA 'root' is missing")
+    assert list(out.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------- bad prose fragments
+
+@pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(TESTING_POLICY, tmp_path / "policy"))
+
+
+def _build_fails(ceremonies: Path, tmp_path: Path, policy: Path, pattern: str) -> None:
+    out = _copy(ceremonies, tmp_path / "out")
+    before = tree(out)
+    manifest = (out / "manifest.json").read_bytes()
+    with pytest.raises(PolicyError, match=pattern):
+        build_documents(load_definition(out / "pki.yml"), out, policy)
+    assert tree(out) == before and (out / "manifest.json").read_bytes() == manifest
+    assert not (out / "docs").exists()
+
+
+def test_missing_fragment_names_the_section_and_directory(ceremonies: Path, tmp_path: Path,
+                                                          policy_copy: Path) -> None:
+    path = policy_copy / "en" / "5-controls.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("## 5.3.5\nNo stipulation.\n", ""), encoding="utf-8")
+    _build_fails(ceremonies, tmp_path, policy_copy,
+                 rf"{re.escape(str(policy_copy / 'en'))}: section 5.3.5 \(Job rotation frequency and sequence\): "
+                 r"no prose fragment for the CP")
+
+
+def test_fragment_for_a_section_rfc3647_lacks(ceremonies: Path, tmp_path: Path, policy_copy: Path) -> None:
+    path = policy_copy / "fr" / "4-cycle-de-vie.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\n## 4.13\nTexte.\n", encoding="utf-8")
+    lines = path.read_text(encoding="utf-8").count("\n")
+    _build_fails(ceremonies, tmp_path, policy_copy,
+                 rf"{re.escape(str(path))}:{lines - 1}: section 4.13 does not exist in the RFC 3647 outline")
+
+
+def test_value_a_fragment_cannot_render(ceremonies: Path, tmp_path: Path, policy_copy: Path) -> None:
+    path = policy_copy / "fr" / "9-dispositions-juridiques.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("## 9.14\n", "## 9.14\nTélécopie : {{ f.organisation.fax }}.\n"), encoding="utf-8")
+    _build_fails(ceremonies, tmp_path, policy_copy,
+                 rf"{re.escape(str(path))}:\d+: section 9.14 \(Juridictions compétentes\): cannot render: "
+                 r".*'fax'")
+
+
+@pytest.mark.parametrize(("addition", "pattern"), [
+    ("## 9.17\nEncore.\n", r"section 9.17: a second fragment for this section \(the first is .*:\d+\)"),
+    ("## 9.16.5 [cp]\n\n", r"section 9.16.5: the fragment is empty"),
+    ("## 9.17\n### Sous-titre\n", r"headings inside a fragment are not allowed"),
+])
+def test_malformed_fragments(ceremonies: Path, tmp_path: Path, policy_copy: Path, addition: str,
+                             pattern: str) -> None:
+    path = policy_copy / "fr" / "9-dispositions-juridiques.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + addition, encoding="utf-8")
+    _build_fails(ceremonies, tmp_path, policy_copy, pattern)
+
+
+def test_documents_record_a_rehearsal_and_its_date(built: Path) -> None:
+    md = (built / "docs" / "cp-1.0.en.md").read_text(encoding="utf-8")
+    assert md.startswith("# Certificate Policy of the testing infrastructure\n\n**REHEARSAL")
+    assert "| 2026-11-24 | 1.0 | First version, generated for the rehearsal. |" in md
+    assert dt.date(2026, 11, 24).isoformat() in md

@@ -1,0 +1,100 @@
+"""RFC 3647 outline data and the structural checks of the CP/CPS (pure functions, no HSM)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from ceremony.policy_check import DEFAULT_VAGUE, outline_problems, vague_problems, vague_wording
+from ceremony.policy_facts import PolicyError, duration_text
+from ceremony.policy_outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
+
+REFERENCE = REPO.parent / "shared" / "reference" / "rfc3647-outline.md"
+
+
+def complete_markdown(lang: str) -> str:
+    """A document with every heading of the outline and a sentence under each leaf."""
+    parts = ["# Title", ""]
+    for s in OUTLINE:
+        parts += [s.heading(lang), ""]
+        if not has_children(s.number):
+            parts += [no_stipulation(lang), ""]
+    return "\n".join(parts)
+
+
+def test_outline_has_every_rfc3647_heading_in_order() -> None:
+    assert len(OUTLINE) == 270
+    assert len(BY_NUMBER) == 270
+    assert OUTLINE[0].heading("en") == "# 1. INTRODUCTION"
+    assert BY_NUMBER["4.9.7"].heading("en") == "### 4.9.7 CRL issuance frequency (if applicable)"
+    assert BY_NUMBER["4.9.7"].heading("fr") == "### 4.9.7 Fréquence d'établissement des LCR (le cas échéant)"
+    assert BY_NUMBER["9.17"].anchor == "s-9-17"
+    for s in OUTLINE:
+        parent = s.number.rpartition(".")[0]
+        assert not parent or parent in BY_NUMBER, s.number
+        assert s.title_fr and s.title_en
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared reference outline not beside the checkout")
+def test_outline_matches_the_shared_reference_file() -> None:
+    reference = [line for line in REFERENCE.read_text(encoding="utf-8").splitlines() if re.match(r"^#+ \d", line)]
+    assert reference == [s.heading("en") for s in OUTLINE]
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_complete_document_passes_the_outline_check(lang: str) -> None:
+    assert outline_problems("doc.md", complete_markdown(lang), lang) == []
+
+
+def test_outline_check_names_missing_misplaced_retitled_and_empty_sections() -> None:
+    md = complete_markdown("en")
+    missing = md.replace("### 4.9.8 Maximum latency for CRLs (if applicable)\n\nNo stipulation.\n\n", "")
+    assert outline_problems("d.md", missing, "en") == [
+        "d.md: heading 93 is 4.9.9 'On-line revocation/status checking availability'; RFC 3647 puts section 4.9.8 "
+        "(Maximum latency for CRLs (if applicable)) here"]
+    retitled = md.replace("### 4.9.8 Maximum latency for CRLs (if applicable)", "### 4.9.8 CRL latency")
+    assert outline_problems("d.md", retitled, "en") == [
+        "d.md: section 4.9.8 is titled 'CRL latency'; RFC 3647 calls it 'Maximum latency for CRLs (if applicable)'"]
+    empty = md.replace("### 6.1.5 Key sizes\n\nNo stipulation.\n", "### 6.1.5 Key sizes\n\n")
+    assert any("section 6.1.5 is empty" in p for p in outline_problems("d.md", empty, "en"))
+    truncated = md[:md.index("## 9.17")]
+    assert outline_problems("d.md", truncated, "en")[0].startswith("d.md: section 9.17 (Other provisions) is missing")
+    wrong_level = md.replace("### 6.1.5 Key sizes", "## 6.1.5 Key sizes")
+    assert outline_problems("d.md", wrong_level, "en") == [
+        "d.md: section 6.1.5 is a level-2 heading; it must be level 3"]
+    french_title_in_english = md.replace("## 6.8 Time-stamping", "## 6.8 Horodatage")
+    assert "RFC 3647 calls it 'Time-stamping'" in outline_problems("d.md", french_title_in_english, "en")[0]
+
+
+def test_vague_wording_is_named_with_its_section(tmp_path: Path) -> None:
+    md = "# T\n\n## 5.4.2 Frequency of processing log\n\nLogs are reviewed periodically.\n"
+    assert vague_problems("d.md", md, DEFAULT_VAGUE["en"]) == [
+        "d.md: section 5.4.2: vague wording 'periodically': state a number or a date instead"]
+    assert vague_problems("d.md", "## 5.4.2 X\n\nLes journaux sont revus Régulièrement.\n", DEFAULT_VAGUE["fr"])
+    (tmp_path / "vague-wording.yml").write_text("fr: [souvent]\n", encoding="utf-8")
+    words = vague_wording(tmp_path)
+    assert words["fr"] == ["souvent"] and words["en"] == DEFAULT_VAGUE["en"]
+    (tmp_path / "vague-wording.yml").write_text("de: [oft]\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"vague-wording.yml: must map languages .*allowed keys: fr, en"):
+        vague_wording(tmp_path)
+
+
+def test_shipped_fragments_avoid_the_vague_wording_list() -> None:
+    for env in ("testing", "production.example"):
+        words = vague_wording(REPO / "inventory" / env / "policy")
+        for lang in ("fr", "en"):
+            for path in sorted((REPO / "inventory" / env / "policy" / lang).glob("*.md")):
+                assert vague_problems(str(path), path.read_text(encoding="utf-8"), words[lang]) == []
+
+
+def test_durations_are_spelled_in_the_definitions_unit() -> None:
+    assert duration_text("24h", "fr") == "24 heures"
+    assert duration_text("1d", "en") == "1 day"
+    assert duration_text("91d", "fr") == "91 jours"
+    import datetime as dt
+
+    assert duration_text(dt.timedelta(days=6), "en") == "6 days"
+    assert duration_text(dt.timedelta(hours=36), "fr") == "36 heures"
