@@ -16,7 +16,7 @@ from .ceremony_tasks import HELP, _definition, _record
 
 
 @task(help={"ca": "name of the subordinate CA", "env": HELP["env"], "definition": HELP["definition"],
-            "registry": "the CA's certificate registry (default OUT/registry.sqlite3)",
+            "registry": "the CA's certificate registry (default out/ENV/<ca>-registry.sqlite3)",
             "out": "publication directory (default out/ENV/crl)", "pin_file": HELP["pin_file"],
             "ca_cert": "the CA certificate (default: next to the definition)",
             "metrics_dir": "also write the Prometheus textfile metrics here",
@@ -29,12 +29,13 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
     import time
 
     from ceremony.crl_job import metrics_for, run_crl_job, write_job_metrics
+    from ceremony.registry import default_path
 
     base = Path(f"out/{env}")
     start = time.monotonic()
     result = None
     try:
-        result = run_crl_job(_definition(env, definition), ca, registry or base / "registry.sqlite3",
+        result = run_crl_job(_definition(env, definition), ca, registry or default_path(base, ca),
                              out or base / "crl", pin_file=pin_file, ca_cert=ca_cert, force=force, interactive=True)
         print(result.summary())
     finally:
