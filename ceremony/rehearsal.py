@@ -81,12 +81,9 @@ class RehearsalContext:
         with open_rehearsal_transcript(path, script_name, self.definition, console=self.console) as rec:
             yield rec
         self.transcripts.append(path)
-        self.manifest.add("transcript", path, "jsonl", ceremony=script_name)
-        from .transcript_report import LANGS, write_reports
+        from .transcript_report import file_transcript
 
-        for report in write_reports(path, path.parent, LANGS):
-            lang, fmt = report.suffixes[-2].lstrip("."), report.suffix.lstrip(".")
-            self.manifest.add("transcript-report", report, fmt, lang=lang, ceremony=script_name)
+        file_transcript(path, self.manifest, script_name)  # kinds transcript and transcript-report (fr/en, html/pdf)
 
 
 def _write_pins(ctx: RehearsalContext) -> None:

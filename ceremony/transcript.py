@@ -516,30 +516,44 @@ class TranscriptRecorder:
             self.writer.write("say", step=self._step, text=text)
 
     def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
-        """Close the record and sign its chain head with the CA key, inside the HSM."""
+        """Close the record and sign its chain head with the CA key, inside the HSM.
+
+        The verifier file (certificate or public key) is normally in the output directory; when the
+        ceremony names one elsewhere (``--issuer-cert``), the hash the ceremony computed is recorded and
+        the auditor is given that file with ``--artifacts``.
+        """
+        from cryptography.exceptions import InvalidSignature
+
+        from .fileio import sha256_file
+
         self._check_open("the seal")
+        public = private_key.public_key()
+        vpath = Path(str(verifier["path"]))
+        vfile = vpath if vpath.is_absolute() else self.base / vpath
+        if vfile.is_file():
+            try:
+                file_key = _public_key_from_file(vfile)
+            except OSError as exc:
+                raise TranscriptError(f"{vfile}: the seal's verifier cannot be read: {exc.strerror}") from None
+            if spki(file_key) != spki(public):
+                raise TranscriptError(f"{vfile}: does not hold the public key of the key that seals the transcript")
+            vhash, vrel = sha256_file(vfile), _relative(vfile, self.base)
+        else:
+            vhash, vrel = str(verifier.get("sha256") or ""), vpath.name
         missing = self.tracker.missing()
         if missing:
             self.exception(f"scripted step(s) not performed: {', '.join(missing)}", kind="deviation")
         self.end_act()
         self.close_acts()
-        public = private_key.public_key()
-        vpath = Path(str(verifier["path"]))
-        vfile = vpath if vpath.is_absolute() else self.base / vpath
-        try:
-            file_key = _public_key_from_file(vfile)
-        except OSError as exc:
-            raise TranscriptError(f"{vfile}: the seal's verifier cannot be read: {exc.strerror}") from None
-        if spki(file_key) != spki(public):
-            raise TranscriptError(f"{vfile}: does not hold the public key of the key that seals the transcript")
         head = self.writer.head
         message = seal_message(head)
         algorithm, signature = _sign(private_key, message)
-        _verify(public, algorithm, signature, message)
-        from .fileio import sha256_file
-
-        record = {"kind": verifier.get("kind", "certificate"), "path": _relative(vfile, self.base),
-                  "sha256": sha256_file(vfile), "spki_sha256": hashlib.sha256(spki(public)).hexdigest(),
+        try:
+            _verify(public, algorithm, signature, message)
+        except InvalidSignature:
+            raise TranscriptError("the HSM's signature over the transcript does not verify") from None
+        record = {"kind": verifier.get("kind", "certificate"), "path": vrel, "sha256": vhash,
+                  "spki_sha256": hashlib.sha256(spki(public)).hexdigest(),
                   "public_key": base64.b64encode(spki(public)).decode()}
         self.writer.write("seal", head=head, words=pgpwords.hex_to_words(head), algorithm=algorithm,
                           signature=base64.b64encode(signature).decode(), verifier=record)

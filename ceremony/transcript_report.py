@@ -223,3 +223,16 @@ def write_reports(transcript: Path, out: Path | None = None, langs: list[str] | 
             p.unlink(missing_ok=True)
         raise
     return written
+
+
+def file_transcript(path: Path, manifest: Any, ceremony: str, *, reports: bool = True) -> list[dict[str, Any]]:
+    """List a closed transcript in ``manifest`` (kind ``transcript``) with its reports (``transcript-report``).
+
+    Reports go next to the transcript, in French and English, HTML and PDF.
+    """
+    entries = [manifest.add("transcript", path, "jsonl", ceremony=ceremony)]
+    if reports:
+        for report in write_reports(path, path.parent, LANGS):
+            lang, fmt = report.suffixes[-2].lstrip("."), report.suffix.lstrip(".")
+            entries.append(manifest.add("transcript-report", report, fmt, lang=lang, ceremony=ceremony))
+    return entries

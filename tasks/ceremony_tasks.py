@@ -43,9 +43,20 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
     except ImportError:
         yield ConsoleRecorder(rehearsal=rehearsal)
         return
-    with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
-                         answers=Path(answers) if answers else None) as rec:
-        yield rec
+    rec = None
+    try:
+        with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
+                             answers=Path(answers) if answers else None) as rec:
+            yield rec
+    finally:
+        if rec is not None:  # list the transcript (even of a failed ceremony) and write its reports
+            from ceremony.manifest import Manifest
+            from ceremony.transcript_report import file_transcript
+
+            try:
+                file_transcript(rec.path, Manifest(out, rehearsal), script)
+            except Exception as exc:  # never mask the ceremony's own outcome
+                print(f"warning: {rec.path}: transcript not listed in the manifest or reports not written: {exc}")
 
 
 @task(help={**HELP, "answers": ANSWERS_HELP})
