@@ -340,3 +340,44 @@ def test_missing_bag_serial_stops_before_the_ceremony(tmp_path: Path, definition
             tmp_path / "t", "root-key-generation", definition, rehearsal=False, answers=answers):
         ran.append(True)
     assert not ran
+
+
+TERMINAL_DRIVER = """
+import sys
+from pathlib import Path
+from rich.console import Console
+from ceremony.definition import load_definition
+from ceremony.transcript import open_transcript
+
+defn = load_definition(sys.argv[1])
+with open_transcript(Path(sys.argv[2]), "subordinate-key-generation", defn, rehearsal=False,
+                     console=Console(highlight=False)) as rec:
+    with rec.step("definition-check", "Check the definition"):
+        pass
+"""
+
+
+def test_interactive_sign_in_and_confirmations_at_the_terminal(tmp_path: Path) -> None:
+    """The prompts read plain lines: sign-in, chain-head copies, bag serials, witness confirmations."""
+    import subprocess
+    import sys
+
+    answers = ["Awa Traoré", "administrator", "passport P1", "Binta Keïta",
+               "Binta Keïta", "internal-witness", "passport P2", "Awa Traoré",
+               "Cheick Diallo", "crypto-officer", "NINA P3", "Awa Traoré",
+               "Drissa Coulibaly", "crypto-officer", "NINA P4", "Awa Traoré", "",
+               "y", "ML-BAG-1", "y", "y", "y", "ML-BAG-2", "y"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
+    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t")],
+                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Act 3: Preparation and checks" in " ".join(run.stdout.split())
+    path = next((tmp_path / "t").glob("subordinate-key-generation-*.jsonl"))
+    recs = records(path)
+    assert [r["participant"]["name"] for r in recs if r["type"] == "sign-in"] == [
+        "Awa Traoré", "Binta Keïta", "Cheick Diallo", "Drissa Coulibaly"]
+    assert [r["serial"] for r in recs if r["type"] == "bag"] == ["ML-BAG-1", "ML-BAG-2"]
+    end = next(r for r in recs if r["type"] == "step-end")
+    assert end["witness"] == {"name": "Binta Keïta", "confirmed": True}
+    assert recs[0]["rehearsal"] is False and recs[-1]["status"] == "unsealed"
