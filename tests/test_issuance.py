@@ -126,6 +126,20 @@ def openssl_verify(cas: Path, cert: Path) -> subprocess.CompletedProcess[str]:
                            "-untrusted", str(cas / "qualified.crt.pem"), str(cert)], capture_output=True, text=True)
 
 
+def pkilint_cli(cert: Path) -> str:
+    """pkilint's own commands (ETSI with type detection, and RFC 5280): no finding at WARNING or above.
+    Returns the ETSI certificate type pkilint detected."""
+    from conftest import REPO
+
+    etsi = subprocess.run([str(REPO / ".venv/bin/lint_etsi_cert"), "lint", "-d", "-o", "-s", "WARNING", str(cert)],
+                          capture_output=True, text=True)
+    assert etsi.stdout.strip() == "", etsi.stdout
+    pkix = subprocess.run([str(REPO / ".venv/bin/lint_pkix_cert"), "lint", "-s", "WARNING", str(cert)],
+                          capture_output=True, text=True)
+    assert pkix.returncode == 0 and pkix.stdout.strip() == "", pkix.stdout
+    return etsi.stderr.strip()
+
+
 def der_of(path: Path) -> bytes:
     return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
 
@@ -167,9 +181,7 @@ def test_qualified_signature_certificate(hierarchy: tuple[LoadedDefinition, Path
     for etsi_type in (etsi_certificate_type("qualified-signature", ("ML",)), None):
         findings = lint_certificate(issued.der_path.read_bytes(), etsi=True, etsi_type=etsi_type)
         assert [f for f in findings if f.blocking] == [], findings
-    cli = subprocess.run([str(Path(".venv/bin/lint_etsi_cert").resolve()), "lint", "-d", "-o", "-s", "WARNING",
-                          str(issued.pem_path)], capture_output=True, text=True)
-    assert "QCP-N-QSCD-NON-EIDAS-FINAL-CERTIFICATE" in cli.stderr and cli.stdout.strip() == "", cli.stdout
+    assert pkilint_cli(issued.pem_path) == "QCP-N-QSCD-NON-EIDAS-FINAL-CERTIFICATE"
 
     with Registry.open(tmp_path / "registry.sqlite") as reg:
         row = reg.get(issued.serial)
@@ -190,6 +202,7 @@ def test_qualified_seal_certificate(hierarchy: tuple[LoadedDefinition, Path], is
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)[0].value == "NTRML-1234567"
     qc = cert.extensions.get_extension_for_oid(QC_STATEMENTS_OID).value.value
     assert der_oid("0.4.0.1862.1.6.2") in qc  # QcType eseal
+    assert pkilint_cli(issued.pem_path) == "NCP-LEGAL-PERSON-CERTIFICATE"
     for etsi_type in (etsi_certificate_type("qualified-seal", ("ML",)), None):
         findings = lint_certificate(issued.der_path.read_bytes(), etsi=True, etsi_type=etsi_type)
         assert [f for f in findings if f.blocking] == [], findings
