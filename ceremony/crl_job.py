@@ -402,3 +402,25 @@ def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:
         write_metrics(Path(metrics_dir), metrics)
     except OSError as exc:
         raise OutputError(f"{metrics_dir}: cannot write the CRL metrics: {exc.strerror}") from None
+
+
+def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
+               out: str | Path, *, now: dt.datetime | None = None, force: bool = False,
+               registry_timeout: float = 10.0) -> tuple[str | None, CrlSummary | None]:
+    """Why a run would sign now (None: it would not), and the published CRL's summary.
+
+    Touches neither the token nor the publication directory: the Ansible module's check mode
+    reports with it what the job would do.
+    """
+    from .registry import Registry
+
+    defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
+    ca = defn.model.ca(ca_name)
+    if ca.role != "subordinate":
+        raise VerificationError(f"cas.{ca_name} is the root: its CRLs are signed in batches at a root ceremony "
+                                "(invoke crl.root-batch), not by the scheduled job")
+    published = read_published(Path(out) / publication_names(ca)[0])
+    prev = published[1] if published else None
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    with Registry.open(registry_path, timeout=registry_timeout) as registry:
+        return _due(prev, registry.count("revoked"), ca, now, force), prev
