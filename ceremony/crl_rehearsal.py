@@ -106,7 +106,8 @@ def rehearse(ctx: RehearsalContext) -> None:
     for ca_name, issuer, sub_crl, cert, expected in checks:
         code, output = _openssl_verify(ctx, ca_name, issuer, cert, [sub_crl, in_force])
         ok = code == 0 if expected == "good" else (code != 0 and "certificate revoked" in output)
-        shown = "OK" if code == 0 else output.splitlines()[-1]
+        lines = output.splitlines()
+        shown = "OK" if code == 0 else next((line for line in lines if "lookup:" in line), lines[-1])
         ctx.console.print(f"  openssl verify -crl_check_all {cert.name}: {shown} (expected: {expected})")
         if not ok:
             raise VerificationError(f"openssl verify -crl_check_all does not treat {cert} as {expected}: {output}")
