@@ -179,6 +179,73 @@ def _cn(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else name.rfc4514_string()
 
 
+_QC_NAMES = {"0.4.0.1862.1.1": "QcCompliance", "0.4.0.1862.1.2": "QcLimitValue", "0.4.0.1862.1.3":
+             "QcRetentionPeriod", "0.4.0.1862.1.4": "QcSSCD", "0.4.0.1862.1.5": "QcPDS", "0.4.0.1862.1.6": "QcType",
+             "0.4.0.1862.1.7": "QcCClegislation", "0.4.0.1862.1.6.1": "esign", "0.4.0.1862.1.6.2": "eseal",
+             "0.4.0.1862.1.6.3": "web", "1.3.6.1.5.5.7.11.2": "pkixQCSyntax-v2"}
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """(tag, content) of each DER element in ``data``: just enough to read qcStatements."""
+    items, i = [], 0
+    while i < len(data):
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(data[i:i + n], "big")
+            i += n
+        items.append((tag, data[i:i + length]))
+        i += length
+    return items
+
+
+def _der_oid(content: bytes) -> str:
+    arcs, value = [], 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def describe_qc_statements(der: bytes) -> str:
+    """``QcCompliance; QcType esign; QcPDS https://… (en)`` from the extension's DER (EN 319 412-5)."""
+    parts = []
+    try:
+        for _, statement in _der_items(_der_items(der)[0][1]):
+            fields = _der_items(statement)
+            oid = _der_oid(fields[0][1])
+            name = _QC_NAMES.get(oid, oid)
+            info = fields[1] if len(fields) > 1 else None
+            if name == "QcType" and info:
+                name += " " + ", ".join(_QC_NAMES.get(_der_oid(c), _der_oid(c)) for _, c in _der_items(info[1]))
+            elif name == "QcPDS" and info:
+                for _, location in _der_items(info[1]):
+                    url, lang = (c.decode("ascii", "replace") for _, c in _der_items(location)[:2])
+                    name += f" {url} ({lang})"
+            elif name == "QcCClegislation" and info:
+                name += " " + ", ".join(c.decode("ascii", "replace") for _, c in _der_items(info[1]))
+            parts.append(name)
+    except (IndexError, ValueError):
+        return "undecodable qcStatements: " + der.hex()
+    return "; ".join(parts)
+
+
+def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = False) -> list[dict[str, str]]:
+    """:func:`ceremony.profiles.describe_extensions`, with qcStatements decoded; for an end-entity
+    profile the subject key identifier is described, not quoted (it differs in every certificate)."""
+    rows = describe_extensions(cert)
+    for row, ext in zip(rows, cert.extensions, strict=True):
+        if row["oid"] == "1.3.6.1.5.5.7.1.3" and isinstance(ext.value, x509.UnrecognizedExtension):
+            row.update(name="qcStatements", value=describe_qc_statements(ext.value.value))
+        elif end_entity and row["oid"] == "2.5.29.14":
+            row["value"] = "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate"
+    return rows
+
+
 def _key_usage(cert: x509.Certificate) -> list[str]:
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -230,7 +297,7 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         key_algorithm=key_alg, key_size=key_size, public_key_oid=key_oid,
         signature_algorithm=getattr(sig, "_name", sig.dotted_string), signature_oid=sig.dotted_string,
         fingerprint=colon_form(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()),
-        version=cert.version.value + 1, extensions=describe_extensions(cert), key_usage=_key_usage(cert),
+        version=cert.version.value + 1, extensions=describe_certificate_extensions(cert), key_usage=_key_usage(cert),
         path_length=path_length,
         policy_oids=[p.policy_identifier.dotted_string for p in cp.value] if cp else [],
         name_constraints=_has(cert, ExtensionOID.NAME_CONSTRAINTS) is not None,
@@ -298,7 +365,7 @@ def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehea
                         cert = candidate
                         break
             if cert is not None:
-                exts, ku, source = describe_extensions(cert), _key_usage(cert), "certificate"
+                exts, ku, source = describe_certificate_extensions(cert, True), _key_usage(cert), "certificate"
             else:
                 exts = _definition_profile_extensions(name, p, ca, ocsp)
                 ku, source = ["content_commitment"], "definition"
@@ -315,39 +382,48 @@ _CRL_EXT_NAMES = {"2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber
                   "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
 
 
+def _idp_text(idp: x509.IssuingDistributionPoint) -> str:
+    parts = [n.value for n in idp.full_name or []]
+    for flag in ("only_contains_user_certs", "only_contains_ca_certs", "only_contains_attribute_certs",
+                 "indirect_crl"):
+        if getattr(idp, flag):
+            parts.append(flag.replace("_", " "))
+    return ", ".join(parts) or "present"
+
+
 def _crl_profile(out: Path, manifest: dict[str, Any]) -> CrlProfileFacts:
-    entries = [a for a in manifest.get("artifacts", []) if a.get("kind") in ("root-crl", "subordinate-crl")]
-    exts: dict[str, dict[str, str]] = {}
-    entry_exts: set[str] = set()
+    """From the first CRL the manifest lists of each kind (root, subordinate): a stable choice, since
+    later CRLs are added after it."""
+    rows: list[dict[str, str]] = []
     files: list[str] = []
-    version = 2
-    for entry in entries:
-        path = out / entry["path"]
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        try:
-            crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
-        except ValueError:
-            continue
-        files.append(entry["path"])
-        for e in crl.extensions:
-            oid = e.oid.dotted_string
-            value = "issuer's subjectKeyIdentifier" if oid == "2.5.29.35" else (
-                "monotonically increasing integer" if oid == "2.5.29.20" else type(e.value).__name__)
-            exts[oid] = {"oid": oid, "name": _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid)),
-                         "critical": "yes" if e.critical else "no", "value": value}
-        for revoked in crl:
-            for e in revoked.extensions:
-                entry_exts.add(getattr(e.oid, "_name", e.oid.dotted_string))
+    for kind, label in (("root-crl", "root"), ("subordinate-crl", "subordinate")):
+        for entry in manifest.get("artifacts", []):
+            path = out / entry["path"]
+            if entry.get("kind") != kind or not path.is_file():
+                continue
+            data = path.read_bytes()
+            try:
+                crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+            except ValueError:
+                continue
+            files.append(entry["path"])
+            for e in crl.extensions:
+                oid = e.oid.dotted_string
+                value = ("issuer's subjectKeyIdentifier" if oid == "2.5.29.35" else
+                         "monotonically increasing integer" if oid == "2.5.29.20" else
+                         _idp_text(e.value) if isinstance(e.value, x509.IssuingDistributionPoint) else
+                         type(e.value).__name__)
+                rows.append({"scope": label, "ca": str(entry.get("ca", "root" if label == "root" else "")), "oid": oid,
+                             "name": _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid)),
+                             "critical": "yes" if e.critical else "no", "value": value})
+            break
     if not files:
-        exts = {"2.5.29.35": {"oid": "2.5.29.35", "name": "authorityKeyIdentifier", "critical": "no",
-                              "value": "issuer's subjectKeyIdentifier"},
-                "2.5.29.20": {"oid": "2.5.29.20", "name": "cRLNumber", "critical": "no",
-                              "value": "monotonically increasing integer"}}
-    return CrlProfileFacts(source="crl" if files else "definition", version=version,
-                           extensions=[exts[k] for k in sorted(exts)], entry_extensions=sorted(entry_exts),
-                           files=sorted(files))
+        rows = [{"scope": "all", "ca": "", "oid": "2.5.29.35", "name": "authorityKeyIdentifier", "critical": "no",
+                 "value": "issuer's subjectKeyIdentifier"},
+                {"scope": "all", "ca": "", "oid": "2.5.29.20", "name": "cRLNumber", "critical": "no",
+                 "value": "monotonically increasing integer"}]
+    return CrlProfileFacts(source="crl" if files else "definition", version=2, extensions=rows,
+                           entry_extensions=["reasonCode", "invalidityDate"], files=files)
 
 
 def _scripts() -> list[ScriptFacts]:
