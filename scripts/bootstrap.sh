@@ -13,6 +13,7 @@ APT_PACKAGES=(
   curl                               # the relying party fetching CRLs from the test publication host
   systemd                            # systemd-analyze verify for timer units
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core   # WeasyPrint PDF rendering
+  libharfbuzz-subset0                # WeasyPrint subsets fonts with HarfBuzz (fonttools fallback is ~10x slower)
   poppler-utils                      # pdftotext: tests read the PDFs' text layer
   yamllint
 )

@@ -1,0 +1,72 @@
+"""Transcript reports: HTML and PDF, French and English, from the verified records only."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, TESTING_DEFINITION
+from test_transcript import ROOT_STEPS, records, rewrite, soft_transcript
+
+from ceremony.audit import verify
+from ceremony.definition import load_definition
+from ceremony.errors import OutputError
+from ceremony.transcript_report import render_html, write_reports
+
+
+@pytest.fixture(scope="module")
+def definition() -> Any:
+    return load_definition(TESTING_DEFINITION)
+
+
+def test_html_in_both_languages_shows_the_ceremony(tmp_path: Path, definition: Any) -> None:
+    path, _ = soft_transcript(tmp_path / "out", definition, ["coffee-break", *ROOT_STEPS])
+    audit = verify(path)
+    fr = render_html(audit, "fr")
+    en = render_html(audit, "en")
+    for text in ("Procès-verbal de cérémonie", "RÉPÉTITION", "Émargement", "Officier cryptographique",
+                 "Vérifier que le poste est hors ligne", "INTÈGRE", "Aïssata Sangaré (rehearsal)", "coffee-break",
+                 "Ouverture des sacs inviolables", "Signatures"):
+        assert text in fr, text
+    for text in ("Ceremony transcript", "REHEARSAL", "Crypto Officer", "Check that the workstation is offline",
+                 "INTACT", "Sign-off", "not in the script"):
+        assert text in en, text
+    words = records(path)[-2]["words"]
+    assert " ".join(words[:8]) in fr, "the sealed chain head's words are in the report"
+
+
+def test_report_of_a_tampered_transcript_says_invalid(tmp_path: Path, definition: Any) -> None:
+    path, _ = soft_transcript(tmp_path / "out", definition, ROOT_STEPS)
+    recs = records(path)
+    recs[12]["data"] = {"forged": True}  # re-chained but not re-sealed
+    rewrite(path, recs)
+    html = render_html(verify(path), "en")
+    assert "INVALID" in html and "Findings of the verifier" in html and "seal" in html
+
+
+def test_write_reports_fr_en_html_pdf_never_overwrites(tmp_path: Path, definition: Any) -> None:
+    path, _ = soft_transcript(tmp_path / "out", definition, ROOT_STEPS)
+    start = time.perf_counter()
+    written = write_reports(path, tmp_path / "reports")
+    elapsed = time.perf_counter() - start
+    assert sorted(p.name for p in written) == sorted(
+        f"root-key-generation-1.{lang}.{fmt}" for lang in ("fr", "en") for fmt in ("html", "pdf"))
+    assert elapsed < 20, f"four reports took {elapsed:.1f}s"
+    text = subprocess.run(["pdftotext", str(tmp_path / "reports" / "root-key-generation-1.fr.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Procès-verbal" in text and "Témoin interne" in text
+    before = {p: p.read_bytes() for p in written}
+    with pytest.raises(OutputError, match="exists already"):
+        write_reports(path, tmp_path / "reports", ["en"])
+    assert {p: p.read_bytes() for p in written} == before
+
+
+def test_cli_refuses_an_unknown_language(tmp_path: Path, definition: Any) -> None:
+    path, _ = soft_transcript(tmp_path / "out", definition, ROOT_STEPS)
+    run = subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.report", str(path), "--lang", "de", "--out",
+                          str(tmp_path / "r")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 4 and run.stderr.strip().startswith("error: --lang 'de'") and "fr, en" in run.stderr
+    assert not (tmp_path / "r").exists()
