@@ -285,7 +285,7 @@ def test_revoked_rows_speed_100k(tmp_path: Path) -> None:
         elapsed = time.perf_counter() - t0
     assert len(rows) == 100_000
     assert all(rows[i][0] < rows[i + 1][0] for i in range(len(rows) - 1))
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 1.0, elapsed  # about 0.06 s idle
 
 
 def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,4 +348,4 @@ def test_revoked_rows_one_million(tmp_path: Path) -> None:
     print(f"1M revocations: streamed in {float(streamed):.2f} s, as a list in {float(listed):.2f} s, "
           f"peak {peak_mb} MB")
     assert int(n) == int(m) == 1_000_000
-    assert float(streamed) < 1.0
+    assert float(streamed) < 2.0  # about 0.5 s on an idle 2-core machine; generous for a loaded CI host
