@@ -133,9 +133,17 @@ def _yesno(ctx: Any, value: Any) -> str:
     return LABELS[ctx["lang"]].get(str(value), str(value))
 
 
+def _no_none(value: Any) -> Any:
+    """StrictUndefined catches a missing name; this catches a definition field left empty (None)."""
+    if value is None:
+        raise ValueError("an expression has no value: the definition leaves that field empty (null)")
+    return value
+
+
 def jinja_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False,
+                             finalize=_no_none)
     env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno)
     return env
 

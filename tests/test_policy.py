@@ -264,3 +264,17 @@ def test_documents_record_a_rehearsal_and_its_date(built: Path) -> None:
     assert md.startswith("# Certificate Policy of the testing infrastructure\n\n**REHEARSAL")
     assert "| 2026-11-24 | 1.0 | First version, generated for the rehearsal. |" in md
     assert dt.date(2026, 11, 24).isoformat() in md
+
+
+def test_definition_field_left_empty_is_named_with_the_section(ceremonies: Path, tmp_path: Path) -> None:
+    """The 9.11 fragment quotes the organisation's e-mail: without one, the build names section and file."""
+    out = _copy(ceremonies, tmp_path / "out")
+    data = yaml.safe_load((out / "pki.yml").read_text(encoding="utf-8"))
+    del data["organisation"]["email"]
+    definition = tmp_path / "pki.yml"
+    definition.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    before = tree(out)
+    with pytest.raises(PolicyError, match=r"policy/fr/9-dispositions-juridiques.md:\d+: section 9.11 .*: cannot "
+                                          r"render: an expression has no value"):
+        build_documents(load_definition(definition), out)
+    assert tree(out) == before
