@@ -293,7 +293,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         raise OutputError(f"{out_dir}: the publication directory is a file")
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     der_path, pem_path = out_dir / der_name, out_dir / pem_name
-    with job_lock(out_dir, ca_name), Registry.open(registry_path, timeout=registry_timeout) as registry:
+    with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name):
         published = read_published(der_path)
         prev = published[1] if published else None
         reason = _due(prev, registry.count("revoked"), ca, now, force)

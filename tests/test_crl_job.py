@@ -304,7 +304,7 @@ def test_cli_failure_is_one_line_and_metrics_say_failure(pki: Pki, tmp_path: Pat
     assert "corrupt" in run.stderr or "not a" in run.stderr
     metrics = (tmp_path / "m" / "ceremony_crl_qualified.prom").read_text()
     assert 'x509_crl_last_run_success{ca="qualified"} 0' in metrics
-    assert not (pub / "qualified.crl").exists()
+    assert not pub.exists()  # nothing created: not even the state directory
 
 
 def test_corrupt_or_locked_registry_leaves_published_crl_unchanged(pki: Pki, tmp_path: Path) -> None:
