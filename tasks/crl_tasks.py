@@ -44,7 +44,7 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
                                                        time.monotonic() - start))
 
 
-@task(name="root-batch", help={**HELP, "count": "how many CRLs to pre-sign (default: the definition's batch_count)",
+@task(name="root-batch", help={**HELP, "count": "how many CRLs to pre-sign (default 0: the definition's batch_count)",
                                "start": "thisUpdate of the first CRL, ISO 8601 (default: now)",
                                "revoke": "certificate of a subordinate CA to revoke (PEM or DER)",
                                "reason": "revocation reason (default keyCompromise)",
@@ -52,7 +52,7 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
                                "issuer_cert": "the root certificate (default OUT/<root>.crt.pem)"})
 @operator_errors
 def root_batch(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
-               count: int | None = None, start: str | None = None, revoke: str | None = None,
+               count: int = 0, start: str | None = None, revoke: str | None = None,
                reason: str = "keyCompromise", invalidity_date: str | None = None, issuer_cert: str | None = None,
                pin_file: str | None = None, rehearsal: bool = False) -> None:
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
@@ -73,9 +73,10 @@ def root_batch(c: Context, env: str = "production", definition: str | None = Non
     defn = load_definition(_definition(env, definition))
     out_dir = Path(out or f"out/{env}")
     revocations = [Revocation(revoke, reason, when(invalidity_date, "--invalidity-date"))] if revoke else []
+    first = when(start, "--start")  # bad options are refused before the transcript opens
     with _record("root-crl-batch", defn, out_dir, rehearsal) as rec:
-        batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file, count=count,
-                                        start=when(start, "--start"), revoke=revocations,
+        batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,
+                                        count=count or None, start=first, revoke=revocations,
                                         issuer_cert_path=issuer_cert)
     for crl in batch.crls:
         print(f"root CRL {crl.number}: {crl.this_update:%Y-%m-%d %H:%M:%SZ} → {crl.next_update:%Y-%m-%d %H:%M:%SZ} "
