@@ -109,3 +109,22 @@ def test_refusals_leave_disk_unchanged(pki: Pki, tmp_path: Path) -> None:
         root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
                                 count=41)
     assert tree(out) == before
+
+
+def test_invoke_root_batch_task(pki: Pki, tmp_path: Path) -> None:
+    import os
+
+    from conftest import REPO
+
+    out = _root_out(pki, tmp_path / "root")
+    invoke = [str(REPO / ".venv" / "bin" / "invoke"), "crl.root-batch", "--definition", str(pki.definition),
+              "--out", str(out), "--rehearsal"]
+    bad = subprocess.run([*invoke, "--start", "yesterday"], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--start" in bad.stderr
+    assert not (out / "transcripts").exists() and not (out / "crl").exists()
+    ok = subprocess.run([*invoke, "--count", "2"], cwd=REPO, capture_output=True, text=True, env=dict(os.environ))
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    assert "root CRL 1:" in ok.stdout and "root CRL 2:" in ok.stdout
+    assert sorted(p.name for p in (out / "crl").iterdir()) == ["root-1.crl", "root-1.crl.pem", "root-2.crl",
+                                                               "root-2.crl.pem"]
