@@ -190,7 +190,9 @@ def check_people(audit: Audit) -> Rules | None:
         missing = sorted(audit.script.roles() - rules.required_roles)
         audit.fail(0, f"the recorded rules leave out roles the script needs: {', '.join(missing)}")
     defn_path = audit.base / Path(str((header.get("definition") or {}).get("path", "pki.yml"))).name
-    if audit.script and defn_path.is_file() and sha256_file(defn_path) == header["definition"]["sha256"]:
+    if defn_path.is_file() and sha256_file(defn_path) != (header.get("definition") or {}).get("sha256"):
+        audit.notes.append(f"{defn_path} is not the definition this ceremony used (SHA-256 differs)")
+    elif audit.script and defn_path.is_file():
         from .definition import load_definition
 
         try:

@@ -248,7 +248,12 @@ class TerminalAnswers:
             name = Prompt.ask("Name (empty line when everyone has signed in)", default="", console=self.console)
             if not name.strip():
                 break
-            roles = Prompt.ask(f"Roles of {name} (comma separated: {', '.join(ROLES)})", console=self.console)
+            while True:
+                roles = Prompt.ask(f"Roles of {name} (comma separated: {', '.join(ROLES)})", console=self.console)
+                unknown = [r.strip() for r in roles.split(",") if r.strip() and r.strip() not in ROLES]
+                if roles.strip() and not unknown:
+                    break
+                self.console.print(f"[red]not a role: {', '.join(unknown) or '(none given)'}[/red]")
             doc = Prompt.ask(f"Identity document of {name} (type and number)", console=self.console)
             checker = Prompt.ask(f"Name of who checked {name}'s identity document", console=self.console)
             raw.append({"name": name, "roles": [r.strip() for r in roles.split(",") if r.strip()],
