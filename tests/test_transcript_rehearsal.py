@@ -69,3 +69,13 @@ def test_french_pdf_text_layer_keeps_diacritics(rehearsal: tuple[Path, Any]) -> 
     text_en = subprocess.run(["pdftotext", str(out / english["path"]), "-"], capture_output=True, text=True,
                              check=True).stdout
     assert "Ceremony transcript" in text_en and "REHEARSAL" in text_en and "Sign-off" in text_en
+
+
+def test_rehearsal_follows_every_script_without_exceptions(rehearsal: tuple[Path, Any]) -> None:
+    """Every ceremony the rehearsal runs reports exactly its script's steps: no deviation to approve."""
+    out, _ = rehearsal
+    for t in artifacts(out, "transcript"):
+        recs = [json.loads(line) for line in (out / t["path"]).read_text(encoding="utf-8").splitlines()]
+        assert recs[0]["rehearsal"] is True and recs[-1]["status"] == "sealed", t["path"]
+        exceptions = [r["what"] for r in recs if r["type"] == "exception"]
+        assert not exceptions, (t["path"], exceptions)
