@@ -381,3 +381,22 @@ def test_interactive_sign_in_and_confirmations_at_the_terminal(tmp_path: Path) -
     end = next(r for r in recs if r["type"] == "step-end")
     assert end["witness"] == {"name": "Binta Keïta", "confirmed": True}
     assert recs[0]["rehearsal"] is False and recs[-1]["status"] == "unsealed"
+
+
+def test_unconfirmed_witness_steps_are_exceptions(tmp_path: Path, definition: Any) -> None:
+    answers = answers_file(tmp_path / "answers.yml", people_data(GOOD), confirm=False, exceptions="continue")
+    with open_transcript(tmp_path / "t", "root-key-generation", definition, rehearsal=False,
+                         answers=answers) as rec:
+        for step in ("offline-check", "definition-check"):
+            with rec.step(step, step):
+                pass
+        path = rec.path
+    recs = records(path)
+    witness = [r for r in recs if r["type"] == "exception" and r["kind"] == "witness"]
+    assert [r["step"] for r in witness] == ["offline-check", "definition-check"]
+    assert all(r["decision"].startswith("continue") for r in witness)
+    result = verify(path)
+    assert result.status == "unsealed" and not result.problems
+    # the same transcript without its witness exceptions is invalid
+    rewrite(path, [r for r in recs if not (r["type"] == "exception" and r["kind"] == "witness")])
+    assert "did not confirm step 'offline-check'" in str(verify(path).problems[0])
