@@ -354,7 +354,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             t = time.perf_counter()
             serials = sorted({r[0] for r in sample})
             crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count,
-                              serials if full_lint else [serials[0], serials[len(serials) // 2], serials[-1]])
+                              serials if full_lint else [serials[0], serials[len(serials) // 2]])
             timings["verify"] = time.perf_counter() - t
             peak_mb["verify"] = _peak_mb()
             t = time.perf_counter()
