@@ -133,6 +133,28 @@ def _yesno(ctx: Any, value: Any) -> str:
     return LABELS[ctx["lang"]].get(str(value), str(value))
 
 
+# Fixed English phrases of ceremony.policy_facts that appear in the extension tables, in French.
+_FRENCH_VALUES = {
+    "issuer's subjectKeyIdentifier": "subjectKeyIdentifier de l'émetteur",
+    "monotonically increasing integer": "entier strictement croissant",
+    "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate":
+        "SHA-1 de la clé publique du sujet (RFC 5280 4.2.1.2, méthode 1), propre à chaque certificat",
+    "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
+    "only contains ca certs": "uniquement des certificats d'AC",
+    "only contains user certs": "uniquement des certificats d'abonnés",
+}
+
+
+@jinja2.pass_context
+def _tr(ctx: Any, value: Any) -> str:
+    text = str(value)
+    if ctx["lang"] != "fr":
+        return text
+    for en, fr in _FRENCH_VALUES.items():
+        text = text.replace(en, fr)
+    return text
+
+
 def _no_none(value: Any) -> Any:
     """StrictUndefined catches a missing name; this catches a definition field left empty (None)."""
     if value is None:
@@ -144,7 +166,7 @@ def jinja_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False,
                              finalize=_no_none)
-    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno)
+    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno, tr=_tr)
     return env
 
 
