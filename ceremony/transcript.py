@@ -351,8 +351,8 @@ class StepTracker:
         deviation = None
         if j == self.done + 1:
             pass
-        elif j <= self.done and self.steps[j].repeat and all(s.repeat for s in self.steps[j:self.done + 1]):
-            pass  # the next round of a repeated block
+        elif j == self._block_start() and self.steps[j].repeat:
+            pass  # the next round of a repeated block starts again at its first step
         elif j > self.done + 1:
             skipped = [s.id for s in self.steps[self.done + 1:j] if s.id not in self.started]
             if skipped:
@@ -364,6 +364,15 @@ class StepTracker:
         self.done = j
         self.started.add(step_id)
         return deviation
+
+    def _block_start(self) -> int:
+        """First step of the run of ``repeat`` steps that ends at the current step (-1 if none)."""
+        k = self.done
+        if k < 0 or not self.steps[k].repeat:
+            return -1
+        while k > 0 and self.steps[k - 1].repeat:
+            k -= 1
+        return k
 
     def missing(self) -> list[str]:
         return [s.id for s in self.steps if s.id not in self.started]
