@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,17 +182,39 @@ def test_check_fails_after_a_certificate_is_reissued(built: Path, tmp_path: Path
     assert {p: p.read_bytes() for p in (out / "docs").iterdir()} == before
 
 
-def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path) -> None:
+def _changed_definition(built: Path, tmp_path: Path, change: Callable[[dict], None]) -> Path:
     data = yaml.safe_load((built / "pki.yml").read_text(encoding="utf-8"))
-    data["cas"]["qualified"]["crl"]["interval"] = "12h"
+    change(data)
     definition = tmp_path / "pki.yml"
     definition.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return definition
+
+
+def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path) -> None:
+    definition = _changed_definition(built, tmp_path,
+                                     lambda d: d["cas"]["qualified"]["crl"].update(interval="12h"))
     result = invoke("docs.check", "--definition", str(definition), "--out", str(built))
     assert result.returncode == 10, result.stdout + result.stderr
     assert re.search(r"cp-1\.0\.fr\.md: section 4\.9\.7 \(Fréquence d'établissement des LCR \(le cas échéant\)\): "
                      r"the document says '.*24 heures.*' but .* now give '.*12 heures.*'", result.stderr)
     assert "cps-1.0.en.md: section 4.9.7" in result.stderr and "12 hours" in result.stderr
     assert "section 4.9.8" in result.stderr and "section 2.3" in result.stderr
+
+
+@pytest.mark.parametrize(("change", "section", "new_text"), [
+    (lambda d: d["cas"]["qualified"]["publication"].update(crl_url="http://crl.example.ml/q.crl"), "2.2",
+     "http://crl.example.ml/q.crl"),
+    (lambda d: d["documents"].update(repository_url="http://depot.example.ml/"), "2.1", "http://depot.example.ml/"),
+    (lambda d: d["ceremony"].update(crypto_officer_quorum=3), "5.2.2", "3 porteurs de secret"),
+    (lambda d: d["cas"]["root"]["backup"].update(threshold=3), "6.2.2", "3 parmi 3"),
+], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold"])
+def test_check_names_the_section_of_each_changed_value(built: Path, tmp_path: Path, change: Callable[[dict], None],
+                                                        section: str, new_text: str) -> None:
+    definition = _changed_definition(built, tmp_path, change)
+    result = invoke("docs.check", "--definition", str(definition), "--out", str(built))
+    assert result.returncode == 10, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if f"cp-1.0.fr.md: section {section} " in line]
+    assert lines and any(new_text in line for line in lines), result.stderr
 
 
 def test_production_without_certificates_fails_naming_the_certificate(tmp_path: Path) -> None:
