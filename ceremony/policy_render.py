@@ -3,8 +3,8 @@
 Each section of a document is the generated text of its template (``templates/policy/<lang>/<n>.md.j2``,
 values from :mod:`ceremony.policy_facts`) followed by the organisation's prose fragment for it
 (``inventory/<env>/policy/<lang>/*.md``). A fragment file holds any number of sections, each started
-by a line ``## 4.9.1`` (``## 4.9.1 [cp]`` or ``[cps]`` for text that differs between the two
-documents); fragments are Jinja templates too, so they may say ``{{ f.organisation.email }}``.
+by a line ``## 4.9.1`` (``## 4.9.1 [cp]`` or ``[cps]`` for text of one document only, placed after
+the common text); fragments are Jinja templates too, so they may say ``{{ f.organisation.email }}``.
 
 Everything is rendered in memory first; a missing fragment, a fragment for a section RFC 3647 does
 not have, or a value a template cannot render (StrictUndefined) stops the build with one message
@@ -232,8 +232,9 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
             generated = _render_or_fail(render_template, where, n, lang)
             if generated:
                 body.append(generated)
-        fragment = fragments.get((n, doc)) or fragments.get((n, None))
-        if fragment is not None:
+        for fragment in (fragments.get((n, None)), fragments.get((n, doc))):  # common text, then this document's
+            if fragment is None:
+                continue
             where = f"{fragment.file}:{fragment.line}"
 
             def render_fragment(text: str = fragment.text) -> str:
