@@ -9,6 +9,7 @@ file or token object exists.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from conftest import REPO, tree
 from ceremony.audit import verify
 from ceremony.definition import load_definition
 from ceremony.hsm import open_session, pin_source_for
+from ceremony.transcript_report import write_reports
 
 pytestmark = pytest.mark.hsm
 
@@ -104,6 +106,8 @@ def test_killed_ceremony_leaves_incomplete_transcript_and_no_output(tmp_path: Pa
     assert cli.returncode == 2 and "INCOMPLETE" in cli.stdout
     # the last complete record is the start of the step the process died in
     assert result.records[-1]["type"] == "step-start" and result.records[-1]["step"] == "certificate-verify"
+    report = write_reports(transcript, tmp_path / "reports", ["en"], pdf=False)[0].read_text(encoding="utf-8")
+    assert "INCOMPLETE" in report and "Sign-off" in report
 
     again = run_root(tmp_path, defn, out, ans)
     assert again.returncode == 11, again.stdout + again.stderr
@@ -128,6 +132,12 @@ def test_restart_after_interruption_is_explicit_and_recorded(tmp_path: Path, def
     assert len(resume) == 1 and first.name in resume[0]["what"] and resume[0]["approved_by"] == "Awa Traoré"
     assert result.header["resumes"][0]["file"] == first.name
     assert verify(first).status == "incomplete", "the interrupted transcript is never continued or changed"
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    listed = {(a["kind"], a["format"], a.get("lang")) for a in manifest["artifacts"]
+              if a["path"].startswith("transcripts/" + second.stem)}
+    assert listed == {("transcript", "jsonl", None), ("transcript-report", "html", "fr"),
+                      ("transcript-report", "pdf", "fr"), ("transcript-report", "html", "en"),
+                      ("transcript-report", "pdf", "en")}
 
 
 @pytest.mark.parametrize("people, message", [
