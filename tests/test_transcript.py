@@ -404,3 +404,15 @@ def test_unconfirmed_witness_steps_are_exceptions(tmp_path: Path, definition: An
     # the same transcript without its witness exceptions is invalid
     rewrite(path, [r for r in recs if not (r["type"] == "exception" and r["kind"] == "witness")])
     assert "did not confirm step 'offline-check'" in str(verify(path).problems[0])
+
+
+def test_ctrl_c_closes_the_transcript_as_interrupted(tmp_path: Path, definition: Any) -> None:
+    path = tmp_path / "out" / "transcripts" / "t.jsonl"
+    with pytest.raises(KeyboardInterrupt), open_rehearsal_transcript(path, "root-key-generation", definition) as rec, \
+            rec.step("offline-check", "offline"):
+        raise KeyboardInterrupt
+    recs = records(path)
+    assert recs[-1]["status"] == "interrupted" and recs[-1]["error"] == "interrupted by the operator"
+    assert any(r["type"] == "sign-out" for r in recs), "the people still sign out"
+    result = verify(path)
+    assert result.status == "interrupted" and result.exit_code == 3 and not result.problems
