@@ -63,9 +63,8 @@ def _read_tl(buf: bytes | memoryview, i: int) -> tuple[int, int, int]:
     return tag, i + 2 + n, i + 2 + n + length
 
 
-def entry_serials(der: bytes) -> Iterator[int]:
-    """Every userCertificate serial of a DER CRL, in encoding order, without a full parse."""
-    buf = memoryview(der)
+def _revoked_region(buf: bytes | memoryview) -> tuple[int, int]:
+    """(start, end) of the revokedCertificates content of a DER CRL; (0, 0) when it has none."""
     _, start, _ = _read_tl(buf, 0)               # CertificateList
     _, i, tbs_end = _read_tl(buf, start)         # TBSCertList
     if buf[i] == 0x02:                           # version
@@ -76,22 +75,34 @@ def entry_serials(der: bytes) -> Iterator[int]:
     if i < tbs_end and buf[i] in (0x17, 0x18):   # nextUpdate (optional)
         i = _read_tl(buf, i)[2]
     if i >= tbs_end or buf[i] != 0x30:           # no revokedCertificates: only [0] extensions follow
-        return
+        return 0, 0
     _, j, end = _read_tl(buf, i)
-    frombytes = int.from_bytes
+    return j, end
+
+
+def _entries(buf: bytes | memoryview, j: int, end: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each revoked entry in ``buf[j:end]``."""
     while j < end:
         first = buf[j + 1]
-        if first < 0x80:
-            body, nxt = j + 2, j + 2 + first
-        else:
-            _, body, nxt = _read_tl(buf, j)
-        sl = buf[body + 1]
-        yield frombytes(buf[body + 2:body + 2 + sl], "big")
+        nxt = j + 2 + first if first < 0x80 else _read_tl(buf, j)[2]
+        yield j, nxt
         j = nxt
 
 
-def dropped_serials(previous_der: bytes, new_der: bytes) -> Iterator[int]:
-    """Serials in the previous CRL and not in the new one (both in ascending serial order)."""
+def _serial_at(buf: bytes | memoryview, j: int) -> int:
+    body = j + 2 if buf[j + 1] < 0x80 else _read_tl(buf, j)[1]
+    return int.from_bytes(buf[body + 2:body + 2 + buf[body + 1]], "big")
+
+
+def entry_serials(der: bytes) -> Iterator[int]:
+    """Every userCertificate serial of a DER CRL, in encoding order, without a full parse."""
+    buf = memoryview(der)
+    start, end = _revoked_region(buf)
+    for j, _ in _entries(buf, start, end):
+        yield _serial_at(buf, j)
+
+
+def _dropped_by_serial(previous_der: bytes, new_der: bytes) -> Iterator[int]:
     new_iter = entry_serials(new_der)
     current = next(new_iter, None)
     for serial in entry_serials(previous_der):
@@ -101,10 +112,48 @@ def dropped_serials(previous_der: bytes, new_der: bytes) -> Iterator[int]:
             yield serial
 
 
-def check_against_previous(previous_der: bytes, new_der: bytes, not_after: NotAfterLookup) -> list[str]:
-    """Raise :class:`VerificationError` naming every rule the new CRL breaks; return what was checked."""
-    prev = summarise(x509.load_der_x509_crl(previous_der))
-    new = summarise(x509.load_der_x509_crl(new_der))
+def dropped_serials(previous_der: bytes, new_der: bytes) -> Iterator[int]:
+    """Serials in the previous CRL and not in the new one (both in ascending serial order).
+
+    Fast path: an entry never changes once written (its serial, date, reason and invalidity date are
+    fixed at revocation), so each previous entry is looked for *byte for byte* in the new CRL from
+    where the last one was found; the entries skipped over are walked to make sure the match starts
+    on an entry boundary. Anything unexpected (an entry whose bytes changed, a match off a boundary)
+    falls back to comparing serial numbers entry by entry.
+    """
+    ps, pe = _revoked_region(previous_der)
+    ns, ne = _revoked_region(new_der)
+    if pe - ps == ne - ns and memoryview(previous_der)[ps:pe] == memoryview(new_der)[ns:ne]:
+        return
+    pos = ns
+    startswith, find = new_der.startswith, new_der.find
+    for a, b in _entries(previous_der, ps, pe):
+        entry = previous_der[a:b]
+        if startswith(entry, pos):
+            pos += b - a
+            continue
+        found = find(entry, pos, ne)
+        if found < 0:
+            yield from _dropped_by_serial(previous_der, new_der)
+            return
+        for j, k in _entries(new_der, pos, ne):  # the entries added since: walk to the match
+            if j >= found:
+                break
+            pos = k
+        if pos != found:
+            yield from _dropped_by_serial(previous_der, new_der)
+            return
+        pos = found + (b - a)
+
+
+def check_against_previous(previous_der: bytes, new_der: bytes, not_after: NotAfterLookup,
+                           previous: CrlSummary | None = None, new_summary: CrlSummary | None = None) -> list[str]:
+    """Raise :class:`VerificationError` naming every rule the new CRL breaks; return what was checked.
+
+    ``previous`` / ``new_summary`` may be given when the caller parsed the CRLs already.
+    """
+    prev = previous or summarise(x509.load_der_x509_crl(previous_der))
+    new = new_summary or summarise(x509.load_der_x509_crl(new_der))
     problems: list[str] = []
     if new.number <= prev.number:
         problems.append(f"CRL Number {new.number} is not greater than the previous CRL's {prev.number}")

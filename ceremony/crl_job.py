@@ -353,7 +353,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         with StagedPublication([(pem_path, lambda: crlenc.pem_chunks(der)), (der_path, lambda: [der])]) as staged:
             t = time.perf_counter()
             serials = sorted({r[0] for r in sample})
-            crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count,
+            parsed = crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count,
                               serials if full_lint else [serials[0], serials[len(serials) // 2]])
             timings["verify"] = time.perf_counter() - t
             peak_mb["verify"] = _peak_mb()
@@ -364,7 +364,8 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             peak_mb["lint-after"] = _peak_mb()
             t = time.perf_counter()
             if published is not None:
-                check_against_previous(published[0], der, _registry_lookup(registry))
+                check_against_previous(published[0], der, _registry_lookup(registry), published[1],
+                                       summarise(parsed))
             timings["previous-check"] = time.perf_counter() - t
             peak_mb["previous-check"] = _peak_mb()
             t = time.perf_counter()

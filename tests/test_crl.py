@@ -135,3 +135,25 @@ def test_lint_flags_a_reason_the_baseline_requirements_forbid() -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     der, _, _ = crlenc.build_crl(header(), [(5, 1_700_000_000, 6, None, 2_000_000_000)], key)  # certificateHold
     assert [f for f in crlenc.lint_crl(der) if f.blocking]
+
+
+def test_dropped_entries_fast_path_and_fallback() -> None:
+    from ceremony.crl_check import _dropped_by_serial, dropped_serials
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    rows = random_rows(300, seed=5)
+    added = [(r[0] + 1, 1_750_000_000, 1, None, 2_000_000_000) for r in rows[::37] if r[0] + 1 not in
+             {x[0] for x in rows}]
+
+    def der(entries: list[crlenc.RevokedRow]) -> bytes:
+        return crlenc.build_crl(header(), sorted(entries), key)[0]
+
+    prev = der(rows)
+    assert list(dropped_serials(prev, prev)) == []
+    assert list(dropped_serials(prev, der(rows + added))) == []          # insertions only: fast path
+    changed = [(s, r, 4 if c == 1 else c, i, n) for s, r, c, i, n in rows]  # same serials, other bytes
+    assert list(dropped_serials(prev, der(changed + added))) == []       # falls back to serials
+    missing = rows[:100] + rows[101:]
+    assert list(dropped_serials(prev, der(missing + added))) == [rows[100][0]]
+    assert list(_dropped_by_serial(prev, der(missing))) == [rows[100][0]]
+    assert list(dropped_serials(prev, der([]))) == [r[0] for r in rows]
