@@ -291,6 +291,27 @@ def check_script(audit: Audit, sealed: bool) -> None:
             audit.fail(r["seq"], "the chain head shown at the end of the act is not the chain's")
 
 
+KEY_GENERATION_FLAGS = {"local": True, "sensitive": True, "always_sensitive": True, "sign": True, "decrypt": False,
+                        "unwrap": False, "derive": False}
+
+
+def check_evidence(audit: Audit) -> None:
+    """What the evidence itself must show: a key generated in the HSM that cannot leave it (unless
+    wrapped under a trusted key, for backup), and an offline workstation at a production root ceremony."""
+    for r in audit.of_type("evidence"):
+        data = r.get("data") or {}
+        if r.get("name") == "key" and r.get("step") == "key-generate":
+            wrong = [f"{k}={data.get(k)}" for k, v in KEY_GENERATION_FLAGS.items() if data.get(k) is not v]
+            if not (data.get("never_extractable") is True or data.get("wrap_with_trusted") is True):
+                wrong.append("extractable without CKA_WRAP_WITH_TRUSTED")
+            if wrong:
+                audit.fail(r["seq"], f"the key evidence does not show a key generated inside the HSM that cannot "
+                           f"leave it: {', '.join(wrong)}")
+        if r.get("name") == "offline-check" and not audit.header.get("rehearsal") and data.get("offline") is not True:
+            audit.fail(r["seq"], "a production ceremony ran with a network interface up: "
+                       + ", ".join(data.get("non_loopback_up") or ["?"]))
+
+
 def check_artifacts(audit: Audit) -> tuple[set[str], set[str]]:
     """Files exist with their hashes; keys match the evidence. Returns (key SPKIs, subject SPKIs)."""
     key_spkis = {str((r.get("data") or {}).get("spki_sha256")) for r in audit.of_type("evidence")
@@ -385,6 +406,7 @@ def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
             return audit
     sealed_close = close is not None and close.get("status") == "sealed"
     check_script(audit, sealed_close)
+    check_evidence(audit)
     key_spkis, _ = check_artifacts(audit)
     sealed = check_seal(audit, key_spkis)
     if close is None:

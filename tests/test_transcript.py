@@ -416,3 +416,31 @@ def test_ctrl_c_closes_the_transcript_as_interrupted(tmp_path: Path, definition:
     assert any(r["type"] == "sign-out" for r in recs), "the people still sign out"
     result = verify(path)
     assert result.status == "interrupted" and result.exit_code == 3 and not result.problems
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"extractable": True, "never_extractable": False, "wrap_with_trusted": False}, "extractable without"),
+    ({"local": False}, "local=False"),
+])
+def test_key_evidence_must_show_a_key_that_stays_in_the_hsm(tmp_path: Path, definition: Any,
+                                                           flags: dict[str, bool], message: str) -> None:
+    good = {"local": True, "sensitive": True, "always_sensitive": True, "never_extractable": True,
+            "extractable": False, "wrap_with_trusted": False, "sign": True, "decrypt": False, "unwrap": False,
+            "derive": False}
+
+    def key_step(rec: Any) -> None:
+        with rec.step("key-generate", "generate"):
+            rec.evidence("key", {**good, **flags, "spki_sha256": "0" * 64})
+
+    steps = ROOT_STEPS[:3]
+    path, _ = soft_transcript(tmp_path / "out", definition, steps, during=key_step)
+    result = verify(path)
+    assert result.status == "invalid" and message in str(result.problems[0])
+
+
+def test_production_root_ceremony_online_is_invalid(tmp_path: Path, definition: Any) -> None:
+    answers = answers_file(tmp_path / "answers.yml", people_data(GOOD))
+    with open_transcript(tmp_path / "t", "root-key-generation", definition, rehearsal=False,
+                         answers=answers) as rec, rec.step("offline-check", "offline"):
+        rec.evidence("offline-check", {"offline": False, "non_loopback_up": ["eth0"]})
+    assert "network interface up: eth0" in str(verify(rec.path).problems[0])
