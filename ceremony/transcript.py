@@ -211,6 +211,12 @@ class FileAnswers:
     def participants(self, rules: Rules) -> list[Participant]:
         return list(self.people)
 
+    def check(self, script: Script) -> None:
+        """Refuse up front (before any file exists) an answers file that lacks a bag serial the script needs."""
+        for when in ("open", "reseal"):
+            for bag in script.bags:
+                self.bag_serial(bag, when)
+
     def bag_serial(self, bag: Bag, when: str) -> str:
         serial = self.bags.get(when, {}).get(bag.id)
         if not isinstance(serial, str | int) or not str(serial).strip():
@@ -735,6 +741,8 @@ def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
 def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answers) -> tuple[Script, Rules,
                                                                                           list[Participant]]:
     script = load_script(script_name)
+    if isinstance(answers, FileAnswers):
+        answers.check(script)
     rules = rules_for(script, definition, rehearsal)
     people = answers.participants(rules)
     stamp = utc_now()

@@ -344,6 +344,7 @@ def test_missing_bag_serial_stops_before_the_ceremony(tmp_path: Path, definition
             tmp_path / "t", "root-key-generation", definition, rehearsal=False, answers=answers):
         ran.append(True)
     assert not ran
+    assert not (tmp_path / "t").exists(), "refused before any transcript exists"
 
 
 TERMINAL_DRIVER = """
