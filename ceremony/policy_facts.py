@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,6 @@ class Facts:
     scripts: list[ScriptFacts]
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> CaFacts:
@@ -319,7 +318,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise PolicyError(f"{path}: unreadable manifest: {exc}") from None
 
 
-def _definition_profile_extensions(name: str, p: Any, ca: CA, ocsp_url: str | None) -> list[dict[str, str]]:
+def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list[dict[str, str]]:
     """What the EE issuance profile puts in a certificate, stated from the definition."""
     qc_type = "esign (0.4.0.1862.1.6.1)" if p.kind == "qualified-signature" else "eseal (0.4.0.1862.1.6.2)"
     # QCP-n-qscd (0.4.0.194112.1.2) and QCP-l-qscd (.1.4) put the key in a QSCD: QcSSCD.
@@ -367,7 +366,7 @@ def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehea
             if cert is not None:
                 exts, ku, source = describe_certificate_extensions(cert, True), _key_usage(cert), "certificate"
             else:
-                exts = _definition_profile_extensions(name, p, ca, ocsp)
+                exts = _definition_profile_extensions(p, ca, ocsp)
                 ku, source = ["content_commitment"], "definition"
             result.append(ProfileFacts(name=name, issuer=ca_name,
                                        issuer_common_name=_cn(subject_name(ca.subject, rehearsal)), kind=p.kind,

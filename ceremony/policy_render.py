@@ -142,6 +142,8 @@ _FRENCH_VALUES = {
     "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
     "only contains ca certs": "uniquement des certificats d'AC",
     "only contains user certs": "uniquement des certificats d'abonnés",
+    "token label": "jeton de libellé",
+    "token serial": "jeton de numéro de série",
 }
 
 
@@ -452,7 +454,12 @@ def _timed_pdf(html_text: str) -> tuple[bytes, float]:
 
 
 def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, tuple[bytes, float]]:
-    """PDFs in parallel processes (WeasyPrint is CPU-bound and single-threaded)."""
+    """PDFs in parallel processes (WeasyPrint is CPU-bound and single-threaded).
+
+    The workers come from a fork server, not from a fork of this process: a ceremony process holds a
+    loaded PKCS#11 module and open sessions that a forked child must not inherit.
+    """
+    import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
@@ -461,7 +468,7 @@ def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, 
     workers = workers or max(1, min(len(htmls), os.cpu_count() or 1))
     if workers == 1:
         return {k: _timed_pdf(v) for k, v in htmls.items()}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         futures = {k: pool.submit(_timed_pdf, v) for k, v in htmls.items()}
         return {k: f.result() for k, f in futures.items()}
 
