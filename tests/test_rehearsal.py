@@ -92,3 +92,13 @@ def test_bad_definition_gets_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {bad}:") and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_docs_playbook_on_the_rehearsal_changes_nothing(rehearsal: Path) -> None:
+    """playbooks/docs.yml rebuilds the rehearsal's CP/CPS identically (changed=0) and checks them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEREMONY_")}
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/docs.yml", "-e",
+                           "docs_env=testing", "-e", f"docs_out={rehearsal}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**env, "ANSIBLE_NOCOLOR": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "changed=0" in proc.stdout and "failed=0" in proc.stdout
