@@ -31,3 +31,16 @@ ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
 ns.add_collection(crl_tasks.ns, name="crl")
 ns.add_collection(bench_tasks.ns, name="bench")
+
+
+def _long_options_only(collection: Collection) -> None:
+    """No automatic one-letter options: Invoke hands them out by name order, so ``-h`` could end up
+    meaning ``--rehearsal`` and a letter could change meaning when an option is added. At a ceremony
+    every option is spelled out."""
+    for t in collection.tasks.values():
+        t.auto_shortflags = False
+    for sub in collection.collections.values():
+        _long_options_only(sub)
+
+
+_long_options_only(ns)
