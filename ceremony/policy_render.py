@@ -453,23 +453,50 @@ def _timed_pdf(html_text: str) -> tuple[bytes, float]:
     return pdf, time.perf_counter() - start
 
 
-def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, tuple[bytes, float]]:
-    """PDFs in parallel processes (WeasyPrint is CPU-bound and single-threaded).
+_PDF_CHILD = "from ceremony.policy_render import pdf_filter; pdf_filter()"
 
-    The workers come from a fork server, not from a fork of this process: a ceremony process holds a
-    loaded PKCS#11 module and open sessions that a forked child must not inherit.
-    """
-    import multiprocessing
+
+def pdf_filter() -> None:
+    """Child process: HTML on standard input, PDF on standard output."""
+    import sys
+
+    sys.stdout.buffer.write(render_pdf(sys.stdin.buffer.read().decode("utf-8")))
+    sys.stdout.buffer.flush()
+
+
+def _pdf_in_child(html_text: str) -> tuple[bytes, float]:
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    import subprocess
+    import sys
+    import time
+
+    # The child needs no secret: PIN variables of the ceremony process stay out of its environment.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PIN") and not k.startswith("CEREMONY_")}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _PDF_CHILD], input=html_text.encode("utf-8"),
+                            capture_output=True, env=env, cwd=REPO, timeout=600)
+    if result.returncode != 0:
+        raise PolicyError("PDF rendering failed: " + result.stderr.decode("utf-8", "replace").strip()[-500:])
+    return result.stdout, time.perf_counter() - start
+
+
+def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, tuple[bytes, float]]:
+    """PDFs rendered in parallel, one child process each (WeasyPrint is CPU-bound, single-threaded).
+
+    Children are fresh interpreters (``python -c``), never forks: a ceremony process holds a loaded
+    PKCS#11 module and open sessions that a forked child must not inherit. One worker renders in this
+    process. The times include each child's start-up (about half a second).
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
 
     if not htmls:
         return {}
     workers = workers or max(1, min(len(htmls), os.cpu_count() or 1))
     if workers == 1:
         return {k: _timed_pdf(v) for k, v in htmls.items()}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        futures = {k: pool.submit(_timed_pdf, v) for k, v in htmls.items()}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {k: pool.submit(_pdf_in_child, v) for k, v in htmls.items()}
         return {k: f.result() for k, f in futures.items()}
 
 
