@@ -301,3 +301,11 @@ def test_definition_field_left_empty_is_named_with_the_section(ceremonies: Path,
                                           r"render: an expression has no value"):
         build_documents(load_definition(definition), out)
     assert tree(out) == before
+
+
+def test_pdf_rendering_time_is_measured_and_bounded(built: Path) -> None:
+    """docs.build reports each PDF's rendering time; a layout regression (e.g. CSS leaders) shows here."""
+    stdout = (built.parent / "build-stdout.txt").read_text()
+    times = {m.group(1): float(m.group(2)) for m in re.finditer(r"^pdf +(\S+\.pdf): ([0-9.]+) s$", stdout, re.M)}
+    assert sorted(times) == sorted(n for n in DOCS if n.endswith(".pdf"))
+    assert all(t < 60 for t in times.values()), times
