@@ -113,3 +113,38 @@ def test_shipped_fragments_cover_every_section_without_generated_text(env: str, 
             assert (s.number, doc) in fragments or (s.number, None) in fragments, (env, lang, s.number, doc)
     texts = " ".join(f.text for f in fragments.values())
     assert "Loi n°2013-015" in texts and "Loi n°2016-012" in texts and "Décret n°2019-0037/P-RM" in texts
+
+
+def test_production_example_documents_render_complete(tmp_path: Path) -> None:
+    """The production example (its definition and prose) gives four complete documents. The certificates
+    are made here with software keys from the engine's own profiles: no HSM, no PDF, under a second."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ceremony.certificates import root_builder, subordinate_builder
+    from ceremony.definition import load_definition
+    from ceremony.policy_render import render_all
+
+    defn = load_definition(REPO / "inventory" / "production.example" / "pki.yml")
+    certs = {}
+    for name, ca in defn.model.cas.items():
+        key = ec.generate_private_key(ec.SECP384R1())
+        if ca.role == "root":
+            builder, signer = root_builder(ca, key.public_key(), 1000 + len(certs), rehearsal=False), key
+        else:
+            builder = subordinate_builder(ca, defn.model.cas[ca.issuer], certs[ca.issuer][0], key.public_key(),
+                                          1000 + len(certs), rehearsal=False)
+            signer = certs[ca.issuer][1]
+        cert = builder.sign(signer, hashes.SHA384())
+        certs[name] = (cert, key)
+        (tmp_path / f"{name}.crt.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    facts, docs = render_all(defn, tmp_path, REPO / "inventory" / "production.example" / "policy")
+    assert not facts.rehearsal and len(docs) == 4
+    words = vague_wording(REPO / "inventory" / "production.example" / "policy")
+    for d in docs:
+        assert outline_problems(d.stem, d.markdown, d.lang) == []
+        assert vague_problems(d.stem, d.markdown, words[d.lang]) == []
+        assert "REHEARSAL" not in d.markdown and "RÉPÉTITION" not in d.markdown
+        assert defn.model.documents.cp.oid in d.markdown
+        fingerprint = certs["root"][0].fingerprint(hashes.SHA256()).hex(":").upper()
+        assert f"`{fingerprint}`" in d.markdown
