@@ -309,3 +309,16 @@ def test_pdf_rendering_time_is_measured_and_bounded(built: Path) -> None:
     times = {m.group(1): float(m.group(2)) for m in re.finditer(r"^pdf +(\S+\.pdf): ([0-9.]+) s$", stdout, re.M)}
     assert sorted(times) == sorted(n for n in DOCS if n.endswith(".pdf"))
     assert all(t < 60 for t in times.values()), times
+
+
+def test_generated_template_that_cannot_render_names_section_and_template(ceremonies: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import ceremony.policy_render as render
+
+    templates = Path(shutil.copytree(render.TEMPLATES, tmp_path / "templates"))
+    broken = templates / "en" / "4.9.7.md.j2"
+    broken.write_text(broken.read_text(encoding="utf-8") + "\n{{ f.root.crl.interval_in_weeks }}\n", encoding="utf-8")
+    monkeypatch.setattr(render, "TEMPLATES", templates)
+    _build_fails(ceremonies, tmp_path, TESTING_POLICY,
+                 rf"{re.escape(str(broken))}: section 4.9.7 \(CRL issuance frequency \(if applicable\)\): cannot "
+                 r"render: .*'interval_in_weeks'")
