@@ -16,6 +16,7 @@ every serial of the registry is checked to be in it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -101,6 +102,10 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
                               interactive=False)
     registry = work / "registry.sqlite3"
     _add_revoked(registry, rows, create=True)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(registry)) as conn:  # as a registry in service would be
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"definition": pki, "registry": registry, "out": work / "pub"}
 
 
