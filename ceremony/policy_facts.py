@@ -461,6 +461,13 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
     if model.documents is None:
         raise PolicyError(f"{defn.path}: documents: the definition has no 'documents' section (CP/CPS OIDs, "
                           "versions, titles, repository URL, approving body, history)")
+    versions = {h.version for h in model.documents.history}
+    for doc in ("cp", "cps"):
+        version = getattr(model.documents, doc).version
+        if version not in versions:
+            raise PolicyError(f"{defn.path}: documents.history: no entry for version {version} "
+                              f"(documents.{doc}.version); every published version has a dated history line "
+                              "(date, version, changes_fr, changes_en, approved_by)")
     manifest = read_manifest(out_dir)
     rehearsal = bool(manifest.get("rehearsal"))
     cas = [ca_facts(name, ca, out_dir, rehearsal) for name, ca in model.cas.items()]

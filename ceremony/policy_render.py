@@ -190,7 +190,13 @@ def _context(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
     docs = facts.documents
     this, other = (docs.cp, docs.cps) if doc == "cp" else (docs.cps, docs.cp)
     return {"f": facts, "doc": doc, "lang": lang, "this": this, "other": other,
-            "no_stipulation": no_stipulation(lang)}
+            "date": version_date(facts, doc), "no_stipulation": no_stipulation(lang)}
+
+
+def version_date(facts: Facts, doc: str) -> Any:
+    """The date of this document's version: its line in the version history (the latest if several)."""
+    version = (facts.documents.cp if doc == "cp" else facts.documents.cps).version
+    return [h for h in facts.documents.history if h.version == version][-1].date
 
 
 def front_matter(facts: Facts, doc: str, lang: str) -> str:
@@ -202,7 +208,7 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
     if facts.rehearsal:
         lines += [f"**{lab['rehearsal']}**", ""]
     rows = [(lab["oid"], ident.oid), (lab["version"], ident.version),
-            (lab["date"], date_text(facts.documents.history[-1].date, lang)),
+            (lab["date"], date_text(version_date(facts, doc), lang)),
             (lab["organisation"], f"{facts.organisation.name} ({facts.organisation.short_name})"),
             (lab["approved"], facts.documents.approving_body), (lab["environment"], facts.environment)]
     lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
@@ -314,7 +320,7 @@ def jinja2_markup(text: str) -> Any:
 def document_meta(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
     ident = facts.documents.cp if doc == "cp" else facts.documents.cps
     return {"kind": LABELS[lang][doc], "title": ident.title_fr if lang == "fr" else ident.title_en,
-            "oid": ident.oid, "version": ident.version, "date": date_text(facts.documents.history[-1].date, lang),
+            "oid": ident.oid, "version": ident.version, "date": date_text(version_date(facts, doc), lang),
             "organisation": facts.organisation.name, "short_name": facts.organisation.short_name,
             "approved_by": facts.documents.approving_body, "environment": facts.environment,
             "rehearsal": facts.rehearsal}

@@ -322,3 +322,13 @@ def test_generated_template_that_cannot_render_names_section_and_template(ceremo
     _build_fails(ceremonies, tmp_path, TESTING_POLICY,
                  rf"{re.escape(str(broken))}: section 4.9.7 \(CRL issuance frequency \(if applicable\)\): cannot "
                  r"render: .*'interval_in_weeks'")
+
+
+def test_document_version_without_history_line_is_refused(ceremonies: Path, tmp_path: Path) -> None:
+    out = _copy(ceremonies, tmp_path / "out")
+    definition = _changed_definition(ceremonies, tmp_path, lambda d: d["documents"]["cps"].update(version="1.1"))
+    before = tree(out)
+    with pytest.raises(PolicyError, match=r"pki.yml: documents.history: no entry for version 1.1 "
+                                          r"\(documents.cps.version\)"):
+        build_documents(load_definition(definition), out)
+    assert tree(out) == before
