@@ -57,10 +57,6 @@ class Fragment:
     line: int
 
 
-def document_filename(doc: str, version: str, lang: str, ext: str) -> str:
-    return f"{doc}-{version}.{lang}.{ext}"
-
-
 # ---------------------------------------------------------------------------------------------- fragments
 
 def load_fragments(policy_dir: Path, lang: str) -> dict[tuple[str, str | None], Fragment]:
@@ -304,14 +300,15 @@ def render_html(md: str, facts_meta: dict[str, Any], lang: str) -> str:
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
     front, body = split_front(md)
     page = env.get_template("page.html.j2").render(
-        lang=lang, lab=LABELS[lang], meta=facts_meta, front=jinja2_markup(markdown_to_html(front)),
-        body=jinja2_markup(markdown_to_html(body)), toc=toc_entries(md),
-        css=jinja2_markup((TEMPLATES / "policy.css").read_text(encoding="utf-8")),
+        lang=lang, lab=LABELS[lang], meta=facts_meta, front=_markup(markdown_to_html(front)),
+        body=_markup(markdown_to_html(body)), toc=toc_entries(md),
+        css=_markup((TEMPLATES / "policy.css").read_text(encoding="utf-8")),
         source_sha256=hashlib.sha256(md.encode("utf-8")).hexdigest())
     return page
 
 
-def jinja2_markup(text: str) -> Any:
+def _markup(text: str) -> Any:
+    """Our own HTML (markdown-it output, the stylesheet): inserted as is in the autoescaped page."""
     from markupsafe import Markup
 
     return Markup(text)
@@ -335,10 +332,6 @@ def render_pdf(html_text: str) -> bytes:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     return HTML(string=html_text, base_url=str(TEMPLATES)).write_pdf()
-
-
-__all__ = ["DOCUMENTS", "LANGS", "Fragment", "document_filename", "document_meta", "load_fragments",
-           "markdown_to_html", "render_html", "render_markdown", "render_pdf", "toc_entries"]
 
 
 # ---------------------------------------------------------------------------------------------- sections
