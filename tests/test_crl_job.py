@@ -364,3 +364,39 @@ def test_metrics_render_is_prometheus_text() -> None:
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert 'x509_crl_number{ca="qualified"} 7' in lines
     assert json.dumps(text)  # plain text, one sample per line
+
+
+def test_above_the_full_lint_size_the_sample_is_linted_and_the_crl_is_whole(pki: Pki, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceremony import crl as crlenc
+    from ceremony.crl_check import entry_serials
+
+    monkeypatch.setattr(crlenc, "LINT_FULL_MAX", 50)
+    reg = pki.copy_registry(tmp_path / "reg")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    records = [CertRecord(serial=(i << 100) | 12345, subject=f"CN=n{i}", profile="test",
+                          not_before=now - dt.timedelta(days=10), not_after=now + dt.timedelta(days=300),
+                          sha256="ab" * 32, status="revoked", revoked_at=now - dt.timedelta(days=i % 9),
+                          reason=["keyCompromise", "superseded", "unspecified", "cessationOfOperation"][i % 4],
+                          invalidity_date=now - dt.timedelta(days=20) if i % 7 == 0 else None)
+               for i in range(1, 301)]
+    with Registry.open(reg) as r:
+        r.add_many(records)
+    result = job(pki, reg, tmp_path / "pub")
+    der = (tmp_path / "pub" / "qualified.crl").read_bytes()
+    assert result.entries == 300 and sorted(entry_serials(der)) == sorted(r.serial for r in records)
+    parsed = subprocess.run(["openssl", "crl", "-inform", "DER", "-noout", "-in",
+                             str(tmp_path / "pub" / "qualified.crl")], capture_output=True)
+    assert parsed.returncode == 0
+    assert not [f for f in lint_crl(der) if f.blocking]
+    # A reason the BR forbid is caught by the sample lint, before the HSM signs: nothing published.
+    with Registry.open(reg) as r:
+        r.add(CertRecord(serial=7 << 140, subject="CN=hold", profile="test", not_before=now - dt.timedelta(days=1),
+                         not_after=now + dt.timedelta(days=30), sha256="cd" * 32, status="revoked",
+                         revoked_at=now, reason="certificateHold", invalidity_date=None))
+    from ceremony.errors import LintError
+
+    with pytest.raises(LintError, match="structural sample"):
+        job(pki, reg, tmp_path / "pub")
+    assert (tmp_path / "pub" / "qualified.crl").read_bytes() == der
+    assert last_reserved(state_path(tmp_path / "pub", "qualified")) == result.number  # no number burnt
