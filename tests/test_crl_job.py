@@ -400,3 +400,27 @@ def test_above_the_full_lint_size_the_sample_is_linted_and_the_crl_is_whole(pki:
         job(pki, reg, tmp_path / "pub")
     assert (tmp_path / "pub" / "qualified.crl").read_bytes() == der
     assert last_reserved(state_path(tmp_path / "pub", "qualified")) == result.number  # no number burnt
+
+
+def test_cli_with_the_role_command_line_and_a_pin_file(pki: Pki, tmp_path: Path) -> None:
+    """Exactly the options roles/crl_signer passes; the PIN only in a 0600 file, not in the environment."""
+    import yaml
+
+    reg = pki.copy_registry(tmp_path / "reg")
+    env_name = yaml.safe_load(pki.definition.read_text())["cas"]["qualified"]["hsm"]["pin_env"]
+    pin_file = tmp_path / "qualified.pin"
+    pin_file.write_text(os.environ[env_name] + "\n")
+    pin_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != env_name}
+    cmd = [str(Path(sys.executable).parent / "ceremony-crl-sign"), "--definition", str(pki.definition),
+           "--ca", "qualified", "--registry", str(reg), "--out", str(tmp_path / "pub"), "--pin-file", str(pin_file),
+           "--metrics-dir", str(tmp_path / "metrics")]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "CRL 1 of 'qualified' signed and published" in run.stdout
+    assert (tmp_path / "pub" / "qualified.crl").exists() and (tmp_path / "pub" / "qualified.crl.pem").exists()
+    no_pin = subprocess.run(cmd[:-4] + cmd[-2:] + ["--force"], capture_output=True, text=True, env=env)
+    assert no_pin.returncode != 0 and no_pin.stderr.startswith("error: ") and len(no_pin.stderr.splitlines()) == 1
+    assert os.environ[env_name] not in no_pin.stderr + no_pin.stdout
+    metrics = (tmp_path / "metrics" / "ceremony_crl_qualified.prom").read_text()
+    assert 'x509_crl_last_run_success{ca="qualified"} 0' in metrics and 'x509_crl_number{ca="qualified"} 1' in metrics
