@@ -256,3 +256,46 @@ def _register_and_revoke(registry: Any, cert: x509.Certificate, rev: Revocation,
                             sha256=sha256_hex(cert.public_bytes(Encoding.DER)), status="good"))
     if not registry.revoke(cert.serial_number, rev.reason, invalidity_date=rev.invalidity_date, now=when):
         raise OutputError(f"serial {cert.serial_number:x} was revoked meanwhile")
+
+
+@dataclass(frozen=True)
+class RootPublication:
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    der_path: Path
+    changed: bool
+
+
+def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str | Path,
+                     now: dt.datetime | None = None) -> RootPublication:
+    """Publish the pre-signed root CRL in force: the highest-numbered one whose thisUpdate has passed.
+
+    Copies it to ``<pub_dir>/<basename of the root's crl_url>`` (DER) and ``.pem`` next to it, each
+    replaced atomically, after checking it against the CRL published there now (a lower number, or
+    another issuer, is refused). Run it from cron on the publication side; nothing changes when the
+    published CRL is already the one in force.
+    """
+    from .crl_job import publication_names
+    from .fileio import replace_atomically
+
+    model = defn.model
+    der_name, pem_name = publication_names(model.cas[model.root_name])
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    crl_dir = Path(batch_dir) / CRL_DIR
+    der = latest_in_force(crl_dir, crl_file_stem(defn), at) if crl_dir.is_dir() else None
+    if der is None:
+        raise OutputError(f"{crl_dir}: no root CRL in force at {at:%Y-%m-%dT%H:%M:%SZ} (run a root CRL ceremony)")
+    summary = summarise(x509.load_der_x509_crl(der))
+    if summary.next_update is not None and summary.next_update <= at:
+        raise VerificationError(f"the newest root CRL in force ({summary.number}) expired at "
+                                f"{summary.next_update:%Y-%m-%dT%H:%M:%SZ}: a root CRL ceremony is overdue")
+    target = Path(pub_dir) / der_name
+    current = target.read_bytes() if target.exists() else None
+    if current == der:
+        return RootPublication(summary.number, summary.this_update, summary.next_update, target, False)
+    if current is not None:
+        check_against_previous(current, der, lambda s: None)
+    replace_atomically(Path(pub_dir) / pem_name, crlenc.pem_from_der(der))
+    replace_atomically(target, der)
+    return RootPublication(summary.number, summary.this_update, summary.next_update, target, True)

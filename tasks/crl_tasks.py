@@ -1,4 +1,4 @@
-"""CRL tasks: sign the subordinate CA's CRL now, and the root CRL batch ceremony.
+"""CRL tasks: sign the subordinate CA's CRL now, the root CRL batch ceremony, publish the root CRL in force.
 
 Thin: the engine is :mod:`ceremony.crl_job` (the same code the scheduler runs as
 ``ceremony-crl-sign``) and :mod:`ceremony.root_crl`.
@@ -83,6 +83,25 @@ def root_batch(c: Context, env: str = "production", definition: str | None = Non
               f"({crl.entries} entries) {crl.der_path}")
 
 
+@task(name="publish-root", help={"env": HELP["env"], "definition": HELP["definition"],
+                                  "batch_dir": "where the root CRL ceremonies wrote their crl/ directory "
+                                               "(default out/ENV)",
+                                  "out": "publication directory (default out/ENV/crl-published)"})
+@operator_errors
+def publish_root(c: Context, env: str = "production", definition: str | None = None, batch_dir: str | None = None,
+                 out: str | None = None) -> None:
+    """Publish the pre-signed root CRL in force (highest number whose thisUpdate has passed)."""
+    from ceremony.definition import load_definition
+    from ceremony.root_crl import publish_root_crl
+
+    defn = load_definition(_definition(env, definition))
+    result = publish_root_crl(defn, batch_dir or f"out/{env}", out or f"out/{env}/crl-published")
+    state = "published" if result.changed else "already published"
+    print(f"root CRL {result.number} {state}: {result.der_path} (nextUpdate "
+          f"{result.next_update:%Y-%m-%dT%H:%M:%SZ})" if result.next_update else f"root CRL {result.number} {state}")
+
+
 ns = Collection()
 ns.add_task(sign)
 ns.add_task(root_batch)
+ns.add_task(publish_root)

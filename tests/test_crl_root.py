@@ -128,3 +128,27 @@ def test_invoke_root_batch_task(pki: Pki, tmp_path: Path) -> None:
     assert "root CRL 1:" in ok.stdout and "root CRL 2:" in ok.stdout
     assert sorted(p.name for p in (out / "crl").iterdir()) == ["root-1.crl", "root-1.crl.pem", "root-2.crl",
                                                                "root-2.crl.pem"]
+
+
+def test_publish_root_crl_in_force(pki: Pki, tmp_path: Path) -> None:
+    from ceremony.root_crl import publish_root_crl
+
+    out = _root_out(pki, tmp_path / "root")
+    defn = load_definition(pki.definition)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    root_crl_batch_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False,
+                            start=start)
+    pub = tmp_path / "pub"
+    with pytest.raises(CeremonyError, match="no root CRL in force"):
+        publish_root_crl(defn, out, pub, now=start - dt.timedelta(days=1))
+    first = publish_root_crl(defn, out, pub, now=start)
+    assert first.number == 1 and first.changed and (pub / "root.crl").exists() and (pub / "root.crl.pem").exists()
+    assert not publish_root_crl(defn, out, pub, now=start + dt.timedelta(days=1)).changed
+    later = publish_root_crl(defn, out, pub, now=start + dt.timedelta(days=200))
+    assert later.number == 3 and later.changed
+    with pytest.raises(CeremonyError, match="not greater"):  # the clock went back: never publish an older CRL
+        publish_root_crl(defn, out, pub, now=start + dt.timedelta(days=100))
+    with pytest.raises(CeremonyError, match="overdue"):
+        publish_root_crl(defn, out, pub, now=start + dt.timedelta(days=500))
+    assert x509.load_der_x509_crl((pub / "root.crl").read_bytes()).extensions.get_extension_for_class(
+        x509.CRLNumber).value.crl_number == 3
