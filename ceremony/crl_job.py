@@ -47,8 +47,8 @@ from .hsm_keys import signing_key
 from .keys import spki_sha256
 from .metrics import CrlMetrics, write_metrics
 
-#: Test hook: when set to ``after-sign`` the process kills itself (SIGKILL) right after the HSM
-#: signed and before anything is published: the crash-safety test uses it.
+#: Test hook: ``after-sign`` makes the process kill itself (SIGKILL) right after the HSM signed,
+#: ``before-publish`` once the new files are staged under temporary names: the crash tests use it.
 KILL_HOOK_ENV = "CEREMONY_CRL_TEST_KILL"
 #: Where the job looks for the CA certificate when ``--ca-cert`` is not given: next to the
 #: definition, then the subordinate CA directory the Ansible role ``subordinate_ca`` installs.
@@ -189,6 +189,16 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _remove_stale_temporaries(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Temporary files a killed run left behind (never visible under the published names)."""
+    if not out_dir.is_dir():
+        return
+    for name in names:
+        for tmp in out_dir.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 def _kill_hook(point: str) -> None:
     if os.environ.get(KILL_HOOK_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -251,10 +261,14 @@ class StagedPublication:
         self.thread.start()
         return self
 
-    def commit(self) -> None:
+    def wait(self) -> None:
+        """Until every file is written and fsynced under its temporary name."""
         self.thread.join()
         if self.error is not None:
             raise OutputError(f"{self.files[0][0].parent}: cannot write the CRL: {self.error}")
+
+    def commit(self) -> None:
+        self.wait()
         for tmp, (dest, _) in zip(self.temps, self.files, strict=True):
             os.replace(tmp, dest)
         self.temps = []
@@ -294,6 +308,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     der_path, pem_path = out_dir / der_name, out_dir / pem_name
     with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name):
+        _remove_stale_temporaries(out_dir, (der_name, pem_name))
         published = read_published(der_path)
         prev = published[1] if published else None
         reason = _due(prev, registry.count("revoked"), ca, now, force)
@@ -369,6 +384,8 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             timings["previous-check"] = time.perf_counter() - t
             peak_mb["previous-check"] = _peak_mb()
             t = time.perf_counter()
+            staged.wait()
+            _kill_hook("before-publish")
             staged.commit()
             timings["publish-wait"] = time.perf_counter() - t
             peak_mb["publish-wait"] = _peak_mb()

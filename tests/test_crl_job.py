@@ -280,12 +280,18 @@ def test_crash_between_signing_and_publishing_never_reuses_a_number(pki: Pki, tm
     assert (pub / "qualified.crl").read_bytes() == published  # previous CRL still published, intact
     assert x509.load_der_x509_crl(published).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 1
     assert last_reserved(state_path(pub, "qualified")) == 2  # the killed run's number was reserved
+    staged = subprocess.run([*args, "--force"], capture_output=True, text=True,
+                            env={**os.environ, KILL_HOOK_ENV: "before-publish"})
+    assert staged.returncode == -9
+    assert (pub / "qualified.crl").read_bytes() == published and list(pub.glob(".qualified.crl*.tmp"))
+    assert last_reserved(state_path(pub, "qualified")) == 3
     second = subprocess.run([*args, "--force"], capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
+    assert not list(pub.glob(".*.tmp"))  # the killed run's temporary files are gone
     crl = x509.load_der_x509_crl((pub / "qualified.crl").read_bytes())
-    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 4
     metrics = (tmp_path / "metrics" / "ceremony_crl_qualified.prom").read_text()
-    assert 'x509_crl_number{ca="qualified"} 3' in metrics
+    assert 'x509_crl_number{ca="qualified"} 4' in metrics
     assert 'x509_crl_last_run_success{ca="qualified"} 1' in metrics
     assert 'x509_crl_entries{ca="qualified"} 0' in metrics
     assert "x509_crl_next_update_seconds" in metrics
