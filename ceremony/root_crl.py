@@ -265,6 +265,7 @@ class RootPublication:
     next_update: dt.datetime | None
     der_path: Path
     changed: bool
+    entries: int = 0
 
 
 def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str | Path,
@@ -293,9 +294,10 @@ def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str
     target = Path(pub_dir) / der_name
     current = target.read_bytes() if target.exists() else None
     if current == der:
-        return RootPublication(summary.number, summary.this_update, summary.next_update, target, False)
+        return RootPublication(summary.number, summary.this_update, summary.next_update, target, False,
+                               summary.entries)
     if current is not None:
         check_against_previous(current, der, lambda s: None)
     replace_atomically(Path(pub_dir) / pem_name, crlenc.pem_from_der(der))
     replace_atomically(target, der)
-    return RootPublication(summary.number, summary.this_update, summary.next_update, target, True)
+    return RootPublication(summary.number, summary.this_update, summary.next_update, target, True, summary.entries)

@@ -86,16 +86,28 @@ def root_batch(c: Context, env: str = "production", definition: str | None = Non
 @task(name="publish-root", help={"env": HELP["env"], "definition": HELP["definition"],
                                   "batch_dir": "where the root CRL ceremonies wrote their crl/ directory "
                                                "(default out/ENV)",
-                                  "out": "publication directory (default out/ENV/crl-published)"})
+                                  "out": "publication directory (default out/ENV/crl-published)",
+                                  "metrics_dir": "also write ceremony_crl_<root>.prom here (also on failure)"})
 @operator_errors
 def publish_root(c: Context, env: str = "production", definition: str | None = None, batch_dir: str | None = None,
-                 out: str | None = None) -> None:
+                 out: str | None = None, metrics_dir: str | None = None) -> None:
     """Publish the pre-signed root CRL in force (highest number whose thisUpdate has passed)."""
+    from ceremony.crl_job import write_job_metrics
     from ceremony.definition import load_definition
+    from ceremony.metrics import CrlMetrics
     from ceremony.root_crl import publish_root_crl
 
     defn = load_definition(_definition(env, definition))
-    result = publish_root_crl(defn, batch_dir or f"out/{env}", out or f"out/{env}/crl-published")
+    root = defn.model.root_name
+    try:
+        result = publish_root_crl(defn, batch_dir or f"out/{env}", out or f"out/{env}/crl-published")
+    except Exception:
+        if metrics_dir:
+            write_job_metrics(metrics_dir, CrlMetrics(root, False))
+        raise
+    if metrics_dir:
+        write_job_metrics(metrics_dir, CrlMetrics(root, True, result.number, result.entries,
+                                                  result.next_update.timestamp() if result.next_update else None))
     state = "published" if result.changed else "already published"
     print(f"root CRL {result.number} {state}: {result.der_path} (nextUpdate "
           f"{result.next_update:%Y-%m-%dT%H:%M:%SZ})" if result.next_update else f"root CRL {result.number} {state}")
