@@ -233,6 +233,9 @@ def describe_qc_statements(der: bytes) -> str:
     return "; ".join(parts)
 
 
+EE_SKI_TEXT = "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate"
+
+
 def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = False) -> list[dict[str, str]]:
     """:func:`ceremony.profiles.describe_extensions`, with qcStatements decoded; for an end-entity
     profile the subject key identifier is described, not quoted (it differs in every certificate)."""
@@ -241,7 +244,7 @@ def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = F
         if row["oid"] == "1.3.6.1.5.5.7.1.3" and isinstance(ext.value, x509.UnrecognizedExtension):
             row.update(name="qcStatements", value=describe_qc_statements(ext.value.value))
         elif end_entity and row["oid"] == "2.5.29.14":
-            row["value"] = "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate"
+            row["value"] = EE_SKI_TEXT
     return rows
 
 
@@ -328,7 +331,7 @@ def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list
         ("2.5.29.19", "basicConstraints", "yes", "CA=False"),
         ("2.5.29.15", "keyUsage", "yes", "content_commitment"),
         ("2.5.29.35", "authorityKeyIdentifier", "no", "= subjectKeyIdentifier of the issuing CA"),
-        ("2.5.29.14", "subjectKeyIdentifier", "no", "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1)"),
+        ("2.5.29.14", "subjectKeyIdentifier", "no", EE_SKI_TEXT),
         ("2.5.29.32", "certificatePolicies", "no", ", ".join(p.policy_oids)),
         ("2.5.29.31", "cRLDistributionPoints", "no", ca.publication.crl_url),
         ("1.3.6.1.5.5.7.1.1", "authorityInfoAccess", "no", aia),
