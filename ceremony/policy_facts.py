@@ -324,8 +324,8 @@ def read_manifest(out: Path) -> dict[str, Any]:
 def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list[dict[str, str]]:
     """What the EE issuance profile puts in a certificate, stated from the definition."""
     qc_type = "esign (0.4.0.1862.1.6.1)" if p.kind == "qualified-signature" else "eseal (0.4.0.1862.1.6.2)"
-    # QCP-n-qscd (0.4.0.194112.1.2) and QCP-l-qscd (.1.4) put the key in a QSCD: QcSSCD.
-    sscd = "QcSSCD; " if {"0.4.0.194112.1.2", "0.4.0.194112.1.4"} & set(p.policy_oids) else ""
+    # QCP-n-qscd (0.4.0.194112.1.2) and QCP-l-qscd (.1.3) put the key in a QSCD: QcSSCD.
+    sscd = "QcSSCD; " if {"0.4.0.194112.1.2", "0.4.0.194112.1.3"} & set(p.policy_oids) else ""
     aia = f"caIssuers: {ca.publication.certificate_url}" + (f", OCSP: {ocsp_url}" if ocsp_url else "")
     rows = [
         ("2.5.29.19", "basicConstraints", "yes", "CA=False"),

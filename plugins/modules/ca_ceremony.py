@@ -7,13 +7,21 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: ca_ceremony
-short_description: Run the root key ceremony or sign a subordinate CA's CSR, on the offline root workstation
+short_description: Run the offline root's ceremonies (root key, subordinate signing, root CRL batch) on the workstation
 description:
-  - Calls the ceremony engine (C(ceremony.ceremonies.root_ceremony) or
-    C(ceremony.ceremonies.sign_subordinate_ceremony)) with the PKI definition on the host.
+  - Calls the ceremony engine (C(ceremony.ceremonies.root_ceremony),
+    C(ceremony.ceremonies.sign_subordinate_ceremony) or C(ceremony.root_crl.root_crl_batch_ceremony))
+    with the PKI definition on the host.
   - Runs on the offline workstation itself (local or chroot connection), never across a network.
   - A ceremony whose outputs are already in O(out) and match the token's key (root) or the CSR's
     key (subordinate) is not run again (no change). Outputs are never overwritten.
+  - A root CRL batch runs when no pre-signed root CRL reaches further than one CRL interval from now
+    (the definition's C(crl.interval) of the root); otherwise nothing changes.
+  - Every ceremony that runs writes its hash-chained transcript, sealed by the root key inside the
+    HSM, under C(<out>/transcripts/) and lists it in C(<out>/manifest.json). A rehearsal signs in
+    generated rehearsal participants; a production ceremony needs O(answers), the sign-in sheet and
+    confirmations as YAML (see docs/transcripts.md). The HTML/PDF reports are rendered afterwards
+    with C(invoke audit.report).
   - Outside a rehearsal the engine refuses to start while a network interface other than loopback is up.
   - Must run with the interpreter of the suite's virtualenv.
 version_added: "0.1.0"
@@ -25,9 +33,10 @@ options:
     required: true
   action:
     description: V(root) generates the root key and self-signed certificate; V(sign-subordinate)
-      issues the certificate of O(ca) from O(csr).
+      issues the certificate of O(ca) from O(csr); V(root-crl-batch) pre-signs the root's batch of
+      CRLs (C(crl.batch_count) of them, C(crl.interval) apart) into C(<out>/crl/).
     type: str
-    choices: [root, sign-subordinate]
+    choices: [root, sign-subordinate, root-crl-batch]
     required: true
   ca:
     description: The subordinate CA (for V(sign-subordinate)).
@@ -39,6 +48,10 @@ options:
     description: The ceremony's output directory (the workspace).
     type: path
     required: true
+  answers:
+    description: YAML file on the host with the ceremony's sign-in (participants, roles, identity checks),
+      bag serials and witness confirmations. Required outside a rehearsal.
+    type: path
   rehearsal:
     description: Rehearsal (marked as such everywhere, offline check not enforced). Defaults to true
       unless the definition's C(environment) is C(production).
@@ -83,8 +96,19 @@ log:
   description: What the ceremony showed the room (steps, fingerprints to read aloud).
   returned: when the ceremony ran
   type: str
+transcript:
+  description: Path of the ceremony's transcript (JSON Lines), verified offline with C(invoke audit.verify).
+  returned: when the ceremony ran
+  type: str
+crls:
+  description: For V(root-crl-batch), the CRLs written (number, thisUpdate, nextUpdate, path).
+  returned: when a root CRL batch ran
+  type: list
+  elements: dict
 """
 
+import contextlib
+import datetime
 import io
 import os
 
@@ -146,13 +170,60 @@ def _done_sub(module, out: str, name: str, csr_path: str) -> dict | None:
             "certificate_sha256": sha256_hex(cert.public_bytes(Encoding.DER))}
 
 
+SCRIPTS = {"root": "root-key-generation", "sign-subordinate": "subordinate-signing",
+           "root-crl-batch": "root-crl-batch"}
+
+
+def _done_crl_batch(loaded, out: str) -> dict | None:
+    """The pre-signed root CRLs, when the furthest one reaches beyond one CRL interval from now."""
+    from cryptography import x509
+
+    from ceremony.root_crl import CRL_DIR, crl_file_stem
+
+    root = loaded.model.cas[loaded.model.root_name]
+    crl_dir = os.path.join(out, CRL_DIR)
+    if not os.path.isdir(crl_dir):
+        return None
+    stem = crl_file_stem(loaded)
+    furthest = None
+    for name in sorted(os.listdir(crl_dir)):
+        if name.startswith(stem + "-") and name.endswith(".crl"):
+            with open(os.path.join(crl_dir, name), "rb") as handle:
+                crl = x509.load_der_x509_crl(handle.read())
+            if furthest is None or crl.next_update_utc > furthest[0]:
+                furthest = (crl.next_update_utc, os.path.join(crl_dir, name))
+    now = datetime.datetime.now(datetime.UTC)
+    if furthest is None or furthest[0] - now <= root.crl.interval_td:
+        return None
+    return {"outputs": {os.path.basename(furthest[1]): furthest[1]}}
+
+
+@contextlib.contextmanager
+def _transcript(module: AnsibleModule, loaded, out: str, script: str, rehearsal: bool, console):
+    """The ceremony's transcript, listed in the manifest even when the ceremony fails."""
+    from pathlib import Path
+
+    from ceremony.manifest import Manifest
+    from ceremony.transcript import open_transcript
+    from ceremony.transcript_report import file_transcript
+
+    rec = None
+    answers = module.params["answers"]
+    try:
+        with open_transcript(Path(out) / "transcripts", script, loaded, rehearsal=rehearsal,
+                             answers=Path(answers) if answers else None, console=console) as rec:
+            yield rec
+    finally:
+        if rec is not None:
+            with contextlib.suppress(Exception):  # never mask the ceremony's own outcome
+                file_transcript(rec.path, Manifest(out, rehearsal), script, reports=False)
+
+
 def run(module: AnsibleModule) -> None:
     from rich.console import Console
 
     from ceremony import ceremonies
     from ceremony.errors import CeremonyError
-    from ceremony.recorder import ConsoleRecorder
-
     p = module.params
     action = p["action"]
     loaded, _ = load_ca(module, p["definition"], p["ca"] or loaded_root(module, p["definition"]))
@@ -160,33 +231,56 @@ def run(module: AnsibleModule) -> None:
     rehearsal = p["rehearsal"] if p["rehearsal"] is not None else model.environment != "production"
     if action == "sign-subordinate" and not (p["ca"] and p["csr"]):
         module.fail_json(msg="action=sign-subordinate needs ca and csr")
+    if not rehearsal and not p["answers"]:
+        module.fail_json(msg=f"answers: a production ceremony ({action}) run through Ansible needs the sign-in "
+                             "sheet and confirmations as a YAML file on the host (see docs/transcripts.md); "
+                             "nothing was done")
     root_name = model.root_name
     root = model.cas[root_name]
-    name = root_name if action == "root" else p["ca"]
+    name = p["ca"] if action == "sign-subordinate" else root_name
     prepare_environment(module)
     pin_source(module, root.hsm)  # exports user_pin under the root's pin_env for the engine
     try:
-        done = (_done_root(module, root, p["out"], root_name) if action == "root"
-                else _done_sub(module, p["out"], name, p["csr"]))
-        after = {"ceremony": action, "ca": name, "certificate": os.path.join(p["out"], f"{name}.crt.pem")}
+        if action == "root":
+            done = _done_root(module, root, p["out"], root_name)
+        elif action == "sign-subordinate":
+            done = _done_sub(module, p["out"], name, p["csr"])
+        else:
+            done = _done_crl_batch(loaded, p["out"])
+        produced = (os.path.join(p["out"], "crl") if action == "root-crl-batch"
+                    else os.path.join(p["out"], f"{name}.crt.pem"))
+        after = {"ceremony": action, "ca": name, "output": produced}
         if done is not None:
             module.exit_json(changed=False, diff={"before": after, "after": after}, **done)
-        diff = {"before": {"ceremony": action, "ca": name, "certificate": None}, "after": after}
+        diff = {"before": {"ceremony": action, "ca": name, "output": None}, "after": after}
         if module.check_mode:
             module.exit_json(changed=True, diff=diff)
         text = io.StringIO()
-        recorder = ConsoleRecorder(rehearsal, Console(file=text, highlight=False, width=120))
-        if action == "root":
-            result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
-                                              pin_file=p["pin_file"], interactive=False)
-        else:
-            result = ceremonies.sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
-                                                          rehearsal=rehearsal, pin_file=p["pin_file"],
-                                                          interactive=False)
+        console = Console(file=text, highlight=False, width=120)
+        with _transcript(module, loaded, p["out"], SCRIPTS[action], rehearsal, console) as recorder:
+            if action == "root":
+                result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
+                                                  pin_file=p["pin_file"], interactive=False)
+            elif action == "sign-subordinate":
+                result = ceremonies.sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
+                                                              rehearsal=rehearsal, pin_file=p["pin_file"],
+                                                              interactive=False)
+            else:
+                from ceremony.root_crl import root_crl_batch_ceremony
+
+                batch = root_crl_batch_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
+                                                pin_file=p["pin_file"], interactive=False)
+        transcript = str(recorder.path)
     except CeremonyError as exc:
         fail_on_engine_error(module, exc)
+    if action == "root-crl-batch":
+        crls = [{"number": c.number, "this_update": c.this_update.isoformat(), "next_update": c.next_update.isoformat(),
+                 "path": str(c.der_path), "sha256": c.sha256} for c in batch.crls]
+        module.exit_json(changed=True, diff=diff, crls=crls, outputs={os.path.basename(c["path"]): c["path"]
+                                                                      for c in crls},
+                         transcript=transcript, log=text.getvalue())
     module.exit_json(changed=True, diff=diff, outputs={k: str(v) for k, v in result.files.items()},
-                     certificate_sha256=result.fingerprint_sha256, log=text.getvalue())
+                     certificate_sha256=result.fingerprint_sha256, transcript=transcript, log=text.getvalue())
 
 
 def loaded_root(module, definition: str) -> str:
@@ -202,7 +296,8 @@ def loaded_root(module, definition: str) -> str:
 def main() -> None:
     spec = dict(
         definition=dict(type="path", required=True),
-        action=dict(type="str", choices=["root", "sign-subordinate"], required=True),
+        action=dict(type="str", choices=["root", "sign-subordinate", "root-crl-batch"], required=True),
+        answers=dict(type="path"),
         ca=dict(type="str"),
         csr=dict(type="path"),
         out=dict(type="path", required=True),

@@ -8,8 +8,8 @@ change nothing, then testinfra checks of the hosts and refusals that must leave 
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .conftest import Lab, PlaybookRun, infra_unavailable, load_testhosts
+from .conftest import REPO, VENV_BIN, Lab, PlaybookRun, infra_unavailable, load_testhosts
 
 pytestmark = pytest.mark.infra
 
@@ -220,11 +220,6 @@ def test_ca_csr_refuses_to_overwrite_a_foreign_file(converged: PlaybookRun, lab:
         host.run("rm -f %s", path)
 
 
-def _crl_job_available() -> bool:
-    return importlib.util.find_spec("ceremony.crl_job") is not None
-
-
-@pytest.mark.skipif(not _crl_job_available(), reason="ceremony.crl_job (the CRL issue) has not landed yet")
 def test_scheduled_crl_job_signs_a_crl_that_the_publisher_serves(converged: PlaybookRun, lab: Lab) -> None:
     host = lab.host("subca")
     cron = host.file(f"/etc/cron.d/ceremony-crl-sign-{CA}").content_string.strip().splitlines()[-1]
@@ -244,6 +239,31 @@ def test_scheduled_crl_job_signs_a_crl_that_the_publisher_serves(converged: Play
          "%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/{CA}.crl"],
         capture_output=True, text=True, check=False)
     assert fetched.stdout == "200 application/pkix-crl"
+    # The root CRL in force, from the batch pre-signed at the root ceremony, is served too.
+    root_crl = subprocess.run(
+        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
+         "%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/root.crl"],
+        capture_output=True, text=True, check=False)
+    assert root_crl.stdout == "200 application/pkix-crl"
+    chain = subprocess.run(["openssl", "verify", "-crl_check_all", "-CAfile", str(lab.exchange / "root.crt.pem"),
+                            "-CRLfile", str(lab.exchange / "root.crl"), "-CRLfile", str(crl),
+                            str(lab.exchange / f"{CA}.crt.pem")], capture_output=True, text=True, check=False)
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+
+
+def test_root_ceremonies_through_ansible_leave_verifiable_transcripts(converged: PlaybookRun, lab: Lab,
+                                                                      tmp_path: Path) -> None:
+    """The offline root's ceremonies, run by the ca_ceremony module, each leave a sealed transcript."""
+    workspace = lab.th.host_root("offline-root") / "srv" / "ceremony" / "out"
+    copy = tmp_path / "out"
+    shutil.copytree(workspace, copy)
+    transcripts = sorted((copy / "transcripts").glob("*.jsonl"))
+    assert {t.name.rsplit("-", 1)[0] for t in transcripts} >= {"root-key-generation", "subordinate-signing",
+                                                              "root-crl-batch"}
+    for transcript in transcripts:
+        proc = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(transcript)], cwd=REPO,
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def _as_ca_user(*extra: str) -> tuple[str, ...]:
