@@ -12,7 +12,10 @@ from ceremony.policy_check import DEFAULT_VAGUE, outline_problems, vague_problem
 from ceremony.policy_facts import PolicyError, duration_text
 from ceremony.policy_outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
 
-REFERENCE = REPO.parent / "shared" / "reference" / "rfc3647-outline.md"
+# The team's shared reference outline: beside the checkout, or where the team keeps it on this machine.
+_CANDIDATES = [REPO.parent / "shared" / "reference" / "rfc3647-outline.md",
+               Path("/work/shared/reference/rfc3647-outline.md")]
+REFERENCE = next((c for c in _CANDIDATES if c.is_file()), _CANDIDATES[0])
 
 
 def complete_markdown(lang: str) -> str:
