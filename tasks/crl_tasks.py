@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from ._cli import operator_errors
-from .ceremony_tasks import HELP, _definition, _record
+from .ceremony_tasks import ANSWERS_HELP, HELP, _definition, _record
 
 
 @task(help={"ca": "name of the subordinate CA", "env": HELP["env"], "definition": HELP["definition"],
@@ -49,12 +49,13 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
                                "revoke": "certificate of a subordinate CA to revoke (PEM or DER)",
                                "reason": "revocation reason (default keyCompromise)",
                                "invalidity_date": "when the key is known or suspected compromised, ISO 8601",
-                               "issuer_cert": "the root certificate (default OUT/<root>.crt.pem)"})
+                               "issuer_cert": "the root certificate (default OUT/<root>.crt.pem)",
+                               "answers": ANSWERS_HELP})
 @operator_errors
 def root_batch(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
                count: int = 0, start: str | None = None, revoke: str | None = None,
                reason: str = "keyCompromise", invalidity_date: str | None = None, issuer_cert: str | None = None,
-               pin_file: str | None = None, rehearsal: bool = False) -> None:
+               pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
     from ceremony.definition import load_definition
     from ceremony.errors import DefinitionError
@@ -74,7 +75,7 @@ def root_batch(c: Context, env: str = "production", definition: str | None = Non
     out_dir = Path(out or f"out/{env}")
     revocations = [Revocation(revoke, reason, when(invalidity_date, "--invalidity-date"))] if revoke else []
     first = when(start, "--start")  # bad options are refused before the transcript opens
-    with _record("root-crl-batch", defn, out_dir, rehearsal) as rec:
+    with _record("root-crl-batch", defn, out_dir, rehearsal, answers) as rec:
         batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,
                                         count=count or None, start=first, revoke=revocations,
                                         issuer_cert_path=issuer_cert)

@@ -152,3 +152,28 @@ def test_publish_root_crl_in_force(pki: Pki, tmp_path: Path) -> None:
         publish_root_crl(defn, out, pub, now=start + dt.timedelta(days=500))
     assert x509.load_der_x509_crl((pub / "root.crl").read_bytes()).extensions.get_extension_for_class(
         x509.CRLNumber).value.crl_number == 3
+
+
+def test_invoke_root_batch_signs_in_from_an_answers_file(pki: Pki, tmp_path: Path) -> None:
+    """The operator's sign-in sheet reaches the root CRL ceremony's transcript, which verifies."""
+    import json
+    import os
+
+    from conftest import REPO
+    from test_transcript_interrupt import answers
+
+    out = _root_out(pki, tmp_path / "root")
+    sheet = answers(tmp_path / "answers.yml")
+    ok = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "crl.root-batch", "--definition",
+                         str(pki.definition), "--out", str(out), "--rehearsal", "--count", "1",
+                         "--answers", str(sheet)],
+                        cwd=REPO, capture_output=True, text=True, env=dict(os.environ))
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    [transcript] = sorted((out / "transcripts").glob("root-crl-batch-*.jsonl"))
+    records = [json.loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+    signed_in = {r["participant"]["name"] for r in records if r["type"] == "sign-in"}
+    assert signed_in == {"Awa Traoré", "Binta Keïta", "Cheick Diallo", "Drissa Coulibaly"}
+    assert {r["serial"] for r in records if r["type"] == "bag"} == {"ML-0001", "ML-0002", "ML-0003", "ML-0004"}
+    verify = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "audit.verify", str(transcript)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout[-2000:]
