@@ -45,11 +45,27 @@ def test_hosts_are_torn_down_even_when_bringing_them_up_fails(monkeypatch: pytes
         assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(th.STATE_DIR) in line]
 
 
+# What a sysadmin sees first: site.yml in check mode on hosts never provisioned (filled by ``converged``).
+FIRST_CHECK: dict[str, object] = {}
+
+
 @pytest.fixture(scope="module")
 def converged(lab: Lab) -> PlaybookRun:
+    check = lab.playbook("site.yml", "--check", "--diff")
+    FIRST_CHECK.update(run=check, ca_user=lab.host("subca").user(CA_USER).exists,
+                       var_lib=lab.host("subca").file("/var/lib/ceremony").exists,
+                       exchange=sorted(p.name for p in lab.exchange.iterdir()))
     run = lab.playbook("site.yml")
     assert run.returncode == 0, run.output[-6000:]
     return run
+
+
+def test_check_mode_on_fresh_hosts_predicts_and_changes_nothing(converged: PlaybookRun) -> None:
+    check = FIRST_CHECK["run"]
+    assert isinstance(check, PlaybookRun)
+    assert check.returncode == 0, check.output[-6000:]
+    assert all(n > 0 for n in check.changed().values()), check.changed()  # it predicts the provisioning
+    assert FIRST_CHECK["ca_user"] is False and FIRST_CHECK["var_lib"] is False and FIRST_CHECK["exchange"] == []
 
 
 def test_site_converges_on_every_host(converged: PlaybookRun, lab: Lab) -> None:
