@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -236,12 +237,28 @@ class FileAnswers:
         return all(p.name in self.acknowledged for p in paths)
 
 
+def _operator_input(method: Any) -> Any:
+    """No one at the terminal (standard input closed) ends the ceremony with one message, not a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except EOFError:
+            raise TranscriptError("standard input closed while the ceremony waited for an answer at the "
+                                  "terminal: run it at a terminal, or give the sign-in and confirmations "
+                                  "with --answers FILE (docs/transcripts.md)") from None
+
+    return wrapper
+
+
 class TerminalAnswers:
     """Prompts in the terminal; the current act and step are always on screen above the prompt."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
+    @_operator_input
     def participants(self, rules: Rules) -> list[Participant]:
         from rich.prompt import Prompt
 
@@ -266,6 +283,7 @@ class TerminalAnswers:
                         "id_document": doc, "id_checked_by": checker})
         return parse_participants(raw, "sign-in")
 
+    @_operator_input
     def bag_serial(self, bag: Bag, when: str) -> str:
         from rich.prompt import Prompt
 
@@ -275,11 +293,13 @@ class TerminalAnswers:
             if serial.strip():
                 return serial.strip()
 
+    @_operator_input
     def confirm(self, who: Participant, question: str) -> bool:
         from rich.prompt import Confirm
 
         return Confirm.ask(f"{who.name}: {question}", console=self.console)
 
+    @_operator_input
     def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
         from rich.prompt import Confirm, Prompt
 
@@ -289,6 +309,7 @@ class TerminalAnswers:
         reason = Prompt.ask("Decision and reason, for the record", console=self.console)
         return proceed, ("continue" if proceed else "stop") + (f": {reason}" if reason.strip() else "")
 
+    @_operator_input
     def acknowledge_interrupted(self, paths: list[Path]) -> bool:
         from rich.prompt import Confirm
 

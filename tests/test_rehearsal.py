@@ -102,3 +102,16 @@ def test_docs_playbook_on_the_rehearsal_changes_nothing(rehearsal: Path) -> None
                           text=True, timeout=600, env={**env, "ANSIBLE_NOCOLOR": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "changed=0" in proc.stdout and "failed=0" in proc.stdout
+
+
+def test_production_ceremony_without_anyone_at_the_terminal_stops_with_one_line(tmp_path: Path) -> None:
+    """Sign-in read from a closed standard input: one message pointing to --answers, nothing written."""
+    out = tmp_path / "prod"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
+    proc = subprocess.run([INVOKE, "ceremony.root", "--definition", "inventory/production.example/pki.yml", "--out",
+                           str(out)], cwd=REPO, capture_output=True, text=True, env=clean, stdin=subprocess.DEVNULL,
+                          timeout=120)
+    assert proc.returncode == 11, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.count("error:") == 1 and "--answers FILE" in proc.stderr
+    assert not out.exists()
