@@ -28,3 +28,11 @@ def test_bench_crl_runs_both_sides_and_the_crl_parses(tmp_path: Path) -> None:
                            "-text"], capture_output=True, text=True)
     assert ossl.returncode == 0 and ossl.stdout.count("Serial Number:") == 2000
     assert "total" in data["steps"]["seconds"]
+
+
+def test_bench_crl_refuses_a_size_that_is_not_a_count(tmp_path: Path) -> None:
+    for bad in ("0", "-5"):
+        run = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "bench.crl", "--entries", bad, "--workdir",
+                              str(tmp_path / bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and "--entries" in run.stderr and "Traceback" not in run.stderr
+        assert not (tmp_path / bad).exists()
