@@ -72,10 +72,17 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
             target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
             answers: str | None = None) -> None:
     """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
+    from ceremony.backup import BackupError
     from ceremony.definition import TokenRef, load_definition
     from ceremony.restore import restore_ceremony
 
     defn = load_definition(_definition(env, definition))
+    defn.model.ca(ca)  # an unknown CA is refused before anyone signs in
+    # Files that are not there are refused before the sign-in; what they contain is checked, and
+    # recorded, inside the ceremony.
+    for option, path in [("--backup", backup), *(("--share", s) for s in share or [])]:
+        if not Path(path).is_file():
+            raise BackupError(f"{option} {path}: no such file; nothing was done")
     out_dir = Path(out or f"out/{env}")
     target = None
     if target_token:

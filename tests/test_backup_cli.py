@@ -140,3 +140,14 @@ def test_cli_backup_then_restore_onto_a_new_token_and_audit(rehearsal: Path, tmp
         for transcript in transcripts:
             result = invoke("audit.verify", str(transcript), "--artifacts", str(out))
             assert result.returncode == 0, transcript.name + result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_restore_refuses_missing_files_before_anyone_signs_in(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "backup.restore", "--ca", "root", "--backup",
+                           str(tmp_path / "missing.json"), "--share", str(tmp_path / "s1.txt"), "--env", "testing",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=60)
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    assert "Sign-in" not in proc.stdout and "missing.json: no such file" in proc.stderr
+    assert not out.exists()
