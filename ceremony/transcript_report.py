@@ -55,6 +55,10 @@ TEXT: dict[str, dict[str, str]] = {
         "problems": "Findings of the verifier", "yes_word": "yes", "no_word": "no",
         "close_sealed": "sealed", "close_failed": "failed", "close_unsealed": "not sealed",
         "close_interrupted": "interrupted",
+        "exception_kind": "Kind", "exception_kinds": {
+            "deviation": "Deviation from the script", "failure": "Failed step",
+            "witness": "Witness confirmation missing", "resume": "Restart after an interruption"},
+        "recorded_text": ""
     },
     "fr": {
         "title": "Procès-verbal de cérémonie", "rehearsal": "RÉPÉTITION — cérémonie sans valeur de production",
@@ -88,6 +92,12 @@ TEXT: dict[str, dict[str, str]] = {
         "interrupted": "NON SCELLÉ — interrompue", "problems": "Constats du vérificateur", "yes_word": "oui",
         "no_word": "non", "close_sealed": "scellé", "close_failed": "échec", "close_unsealed": "non scellé",
         "close_interrupted": "interrompue",
+        "exception_kind": "Nature", "exception_kinds": {
+            "deviation": "Écart au script", "failure": "Étape en échec",
+            "witness": "Confirmation du témoin manquante", "resume": "Reprise après une interruption"},
+        "recorded_text": "Les colonnes « Ce qui s'est produit » et « Décision » reproduisent le texte enregistré "
+                         "dans le procès-verbal, en anglais, la langue de la suite : c'est ce texte que la "
+                         "chaîne de hachage et le scellement protègent.",
     },
 }
 

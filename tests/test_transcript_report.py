@@ -29,10 +29,11 @@ def test_html_in_both_languages_shows_the_ceremony(tmp_path: Path, definition: A
     en = render_html(audit, "en")
     for text in ("Procès-verbal de cérémonie", "RÉPÉTITION", "Émargement", "Officier cryptographique",
                  "Vérifier que le poste est hors ligne", "INTÈGRE", "Aïssata Sangaré (rehearsal)", "coffee-break",
-                 "Ouverture des sacs inviolables", "Signatures"):
+                 "Ouverture des sacs inviolables", "Signatures", "Écart au script",
+                 "en anglais, la langue de la suite"):
         assert text in fr, text
     for text in ("Ceremony transcript", "REHEARSAL", "Crypto Officer", "Check that the workstation is offline",
-                 "INTACT", "Sign-off", "not in the script"):
+                 "INTACT", "Sign-off", "not in the script", "Deviation from the script"):
         assert text in en, text
     words = records(path)[-2]["words"]
     assert " ".join(words[:8]) in fr, "the sealed chain head's words are in the report"
