@@ -8,7 +8,7 @@ from invoke import Context, task
 @task
 def lint(c: Context) -> None:
     """ruff over the Python code."""
-    c.run(".venv/bin/ruff check ceremony tasks tests", pty=False)
+    c.run(".venv/bin/ruff check ceremony tasks tests plugins scripts", pty=False)
 
 
 @task(help={"k": "only tests matching this expression", "fast": "skip the infrastructure tests"})
