@@ -77,6 +77,15 @@ class CrlJobResult:
                 f"{self.der_path} ({self.reason})")
 
 
+def job_ca(defn: LoadedDefinition, ca_name: str) -> CA:
+    """The subordinate CA the job signs for; the root's CRLs are signed at its ceremonies only."""
+    ca = defn.model.ca(ca_name)
+    if ca.role != "subordinate":
+        raise VerificationError(f"cas.{ca_name} is the root: its CRLs are signed in batches at a root ceremony "
+                                "(invoke crl.root-batch), not by the scheduled job")
+    return ca
+
+
 def publication_names(ca: CA) -> tuple[str, str]:
     """``(DER file, PEM file)``: the basename of the CA's ``crl_url`` and the same with ``.pem``."""
     name = os.path.basename(urlparse(ca.publication.crl_url).path)
@@ -296,10 +305,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     peak_mb: dict[str, float] = {}
     t0 = time.perf_counter()
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
-    ca = defn.model.ca(ca_name)
-    if ca.role != "subordinate":
-        raise VerificationError(f"cas.{ca_name} is the root: its CRLs are signed in batches at a root ceremony "
-                                "(invoke crl.root-batch), not by the scheduled job")
+    ca = job_ca(defn, ca_name)
     der_name, pem_name = publication_names(ca)
     issuer = load_issuer(find_ca_certificate(defn, ca_name, ca_cert), ca_name)
     out_dir = Path(out)
@@ -433,10 +439,7 @@ def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry
     from .registry import Registry
 
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
-    ca = defn.model.ca(ca_name)
-    if ca.role != "subordinate":
-        raise VerificationError(f"cas.{ca_name} is the root: its CRLs are signed in batches at a root ceremony "
-                                "(invoke crl.root-batch), not by the scheduled job")
+    ca = job_ca(defn, ca_name)
     published = read_published(Path(out) / publication_names(ca)[0])
     prev = published[1] if published else None
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)

@@ -108,6 +108,29 @@ NO_DATE = -(1 << 63)
 _COLUMNS = "serial, subject, profile, not_before, not_after, sha256, status, revoked_at, reason, invalidity_date"
 
 
+def stored_schema_version(path: Path | str) -> int | None:
+    """The schema version of the registry at ``path`` without migrating it (None: no file).
+
+    Opening a registry brings its schema up to date; a check (Ansible's check mode) must not.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+                                ).fetchone():
+                return 0
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise RegistryError(f"{path}: cannot read the registry's schema version ({exc}); the file was left "
+                            "unchanged") from None
+    return int(row[0] or 0)
+
+
 def default_path(out_dir: Path | str, ca_name: str) -> Path:
     """Where the tasks keep a CA's registry unless told otherwise: ``OUT/<ca>-registry.sqlite3``."""
     return Path(out_dir) / f"{ca_name}-registry.sqlite3"

@@ -63,39 +63,22 @@ certificates:
 """
 
 import os
-import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ceremony_engine import fail_on_engine_error, require_engine
 
 
-def current_version(module: AnsibleModule, path: str) -> int | None:
-    """The schema version on disk, read without migrating (None: no file)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-                                ).fetchone():
-                return 0
-            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        module.fail_json(msg=f"{path}: cannot read the registry's schema version ({exc}); the file was left "
-                             "unchanged")
-    return int(row[0] or 0)
-
-
 def run(module: AnsibleModule) -> None:
     from ceremony.errors import CeremonyError
-    from ceremony.registry import SCHEMA_VERSION, Registry
+    from ceremony.registry import SCHEMA_VERSION, Registry, stored_schema_version
 
     path = module.params["path"]
     if not os.path.isdir(os.path.dirname(path) or "."):
         module.fail_json(msg=f"path: the directory of {path} does not exist; the subordinate_ca role creates it")
-    before = current_version(module, path)
+    try:
+        before = stored_schema_version(path)
+    except CeremonyError as exc:
+        fail_on_engine_error(module, exc)
     if before is not None and before > SCHEMA_VERSION:
         module.fail_json(msg=f"{path}: schema version {before} is newer than this suite knows (at most "
                              f"{SCHEMA_VERSION}); upgrade the suite, the file was left unchanged")

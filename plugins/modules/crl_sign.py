@@ -139,15 +139,11 @@ def run(module: AnsibleModule) -> None:
         metrics_for,
         publication_names,
         run_crl_job,
-        write_job_metrics,
     )
     from ceremony.errors import CeremonyError
 
     p = module.params
     defn, ca = load_ca(module, p["definition"], p["ca"])
-    if ca.role != "subordinate":
-        module.fail_json(msg=f"{p['definition']}: cas.{p['ca']} is the root: its CRLs are signed in batches at "
-                             "a root ceremony (invoke crl.root-batch), not by this module")
     prepare_environment(module)
     try:
         reason, before = due_reason(defn, p["ca"], p["registry"], p["out"], force=p["force"])
@@ -174,10 +170,10 @@ def run(module: AnsibleModule) -> None:
                              force=p["force"])
     except CeremonyError as exc:
         if p["metrics_dir"]:
-            _metrics(module, write_job_metrics, metrics_for(None, p["ca"], der_path, None))
+            _metrics(module, metrics_for(None, p["ca"], der_path, None))
         fail_on_engine_error(module, exc)
     if p["metrics_dir"]:
-        _metrics(module, write_job_metrics, metrics_for(result, p["ca"], result.der_path, result.timings.get("total")))
+        _metrics(module, metrics_for(result, p["ca"], result.der_path, result.timings.get("total")))
     after = {"published": True, "number": result.number, "entries": result.entries,
              "next_update": result.next_update.isoformat()}
     module.exit_json(changed=result.signed, signed=result.signed, reason=result.reason, number=result.number,
@@ -185,11 +181,13 @@ def run(module: AnsibleModule) -> None:
                      diff={"before": state(before), "after": after})
 
 
-def _metrics(module: AnsibleModule, write, metrics) -> None:
+def _metrics(module: AnsibleModule, metrics) -> None:
+    """The same textfile metrics as the scheduled job; a failure to write them is a warning only."""
+    from ceremony.crl_job import write_job_metrics
     from ceremony.errors import CeremonyError
 
     try:
-        write(module.params["metrics_dir"], metrics)
+        write_job_metrics(module.params["metrics_dir"], metrics)
     except CeremonyError as exc:
         module.warn(str(exc))
 
