@@ -20,7 +20,7 @@ def rehearse(ctx: RehearsalContext) -> None:
     name = model.root_name
     ca = model.cas[name]
     if ca.backup.mode != "wrapped":
-        ctx.console.print(f"[yellow]cas.{name}.backup.mode is {ca.backup.mode!r}: no key backup to rehearse[/yellow]")
+        ctx.console.print(f"cas.{name}.backup.mode is {ca.backup.mode!r}: no key backup to rehearse", style="yellow")
         return
     with ctx.recorder("key-backup") as rec:
         backup = backup_ceremony(ctx.definition, name, ctx.out, rec, rehearsal=True, interactive=False)

@@ -39,11 +39,20 @@ class Manifest:
             self.artifacts = list(data.get("artifacts", []))
 
     def add(self, kind: str, path: str | Path, format: str, **extra: Any) -> dict[str, Any]:
-        """Record ``path`` (absolute or relative to the manifest) and save the manifest."""
+        """Record the file at ``path`` and save the manifest.
+
+        ``path`` is a path as the filesystem reads it: absolute, or relative to the current directory,
+        exactly what a writer gets back from joining a file name onto the output directory it was given.
+        It is never joined onto the manifest's directory a second time (``out/trial`` given on the command
+        line must not become ``out/trial/out/trial``). The manifest stores it relative to itself.
+        """
         self.reload()
-        p = Path(path)
-        absolute = p if p.is_absolute() else self.directory / p
-        rel = absolute.resolve().relative_to(self.directory.resolve()).as_posix()
+        absolute = Path(path).resolve()
+        try:
+            rel = absolute.relative_to(self.directory.resolve()).as_posix()
+        except ValueError:
+            raise OutputError(f"{path}: not inside the output directory {self.directory}; the manifest lists "
+                              "only files next to it") from None
         entry = {"kind": kind, "path": rel, "sha256": sha256_file(absolute), "format": format, **extra}
         self.artifacts = [a for a in self.artifacts if a["path"] != rel] + [entry]
         self.save()

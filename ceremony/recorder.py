@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+from .display import make_console, text
+
 
 class Recorder(Protocol):
     """The ceremony's view of its record keeping."""
@@ -51,19 +53,19 @@ class ConsoleRecorder:
 
     def __init__(self, rehearsal: bool, console: Console | None = None) -> None:
         self.rehearsal = rehearsal
-        self.console = console or Console(highlight=False)
+        self.console = console or make_console()
         self.evidence_log: list[tuple[str, dict[str, Any]]] = []
         self.artifacts: list[dict[str, Any]] = []
         self.steps: list[tuple[str, str]] = []
 
     @contextlib.contextmanager
     def step(self, step_id: str, description: str) -> Iterator[None]:
-        self.console.print(f"[bold]▶ {description}[/bold] [dim]({step_id})[/dim]")
+        self.console.print(text(("▶ " + description, "bold"), (f" ({step_id})", "dim")))
         try:
             yield
         except BaseException:
             self.steps.append((step_id, "failed"))
-            self.console.print(f"[red]✗ {step_id} failed[/red]")
+            self.console.print(f"✗ {step_id} failed", style="red")
             raise
         self.steps.append((step_id, "done"))
 
@@ -72,7 +74,7 @@ class ConsoleRecorder:
 
     def artifact(self, kind: str, path: Path, sha256: str, **info: Any) -> None:
         self.artifacts.append({"kind": kind, "path": str(path), "sha256": sha256, **info})
-        self.console.print(f"  wrote {path} [dim]({kind})[/dim]")
+        self.console.print(text(f"  wrote {path}", (f" ({kind})", "dim")))
 
     def say(self, text: str) -> None:
         self.console.print(text)

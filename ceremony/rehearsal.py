@@ -30,6 +30,7 @@ from .definition import LoadedDefinition, load_definition
 from .errors import OutputError
 from .fileio import write_new
 from .manifest import MANIFEST_NAME, Manifest
+from .display import make_console, text
 from .recorder import ConsoleRecorder, Recorder
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "inventory" / "testing" / "pki.yml"
@@ -54,7 +55,7 @@ class RehearsalContext:
     hsm_dir: Path
     softhsm_conf: Path
     pins: dict[str, str] = field(default_factory=dict)
-    console: Console = field(default_factory=lambda: Console(highlight=False))
+    console: Console = field(default_factory=make_console)
     transcripts: list[Path] = field(default_factory=list)
 
     def new_token(self, label: str) -> tuple[str, str]:
@@ -157,13 +158,13 @@ def _stage(spec: str) -> Callable[[RehearsalContext], None] | None:
 
 def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
     ctx = prepare(out, definition)
-    ctx.console.rule("[bold]REHEARSAL[/bold] — throwaway SoftHSM tokens, nothing here is production")
+    ctx.console.rule(text(("REHEARSAL", "bold"), " — throwaway SoftHSM tokens, nothing here is production"))
     ca_ceremonies(ctx)
     for spec in STAGES:
         ctx.console.rule(spec)
         stage = _stage(spec)
         if stage is None:
-            ctx.console.print(f"[yellow]stage {spec} is not installed: skipped[/yellow]")
+            ctx.console.print(f"stage {spec} is not installed: skipped", style="yellow")
             continue
         stage(ctx)
     ctx.console.rule("rehearsal complete")

@@ -43,8 +43,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
 from . import pgpwords
+from .display import make_console, text
 from .errors import CeremonyError
 from .participants import (
     ROLES,
@@ -262,23 +264,23 @@ class TerminalAnswers:
     def participants(self, rules: Rules) -> list[Participant]:
         from rich.prompt import Prompt
 
-        self.console.print("[bold]Sign-in.[/bold] Roles needed: " + ", ".join(
-            f"{ROLES[r]['en']} ({r})" for r in sorted(rules.required_roles)))
+        self.console.print(text(("Sign-in.", "bold"), " Roles needed: " + ", ".join(
+            f"{ROLES[r]['en']} ({r})" for r in sorted(rules.required_roles))))
         if rules.crypto_officer_quorum > 1:
             self.console.print(f"  Crypto Officer quorum: {rules.crypto_officer_quorum} distinct people")
         raw: list[dict[str, Any]] = []
         while True:
-            name = Prompt.ask("Name (empty line when everyone has signed in)", default="", console=self.console)
+            name = Prompt.ask(Text("Name (empty line when everyone has signed in)"), default="", console=self.console)
             if not name.strip():
                 break
             while True:
-                roles = Prompt.ask(f"Roles of {name} (comma separated: {', '.join(ROLES)})", console=self.console)
+                roles = Prompt.ask(Text(f"Roles of {name} (comma separated: {', '.join(ROLES)})"), console=self.console)
                 unknown = [r.strip() for r in roles.split(",") if r.strip() and r.strip() not in ROLES]
                 if roles.strip() and not unknown:
                     break
-                self.console.print(f"[red]not a role: {', '.join(unknown) or '(none given)'}[/red]")
-            doc = Prompt.ask(f"Identity document of {name} (type and number)", console=self.console)
-            checker = Prompt.ask(f"Name of who checked {name}'s identity document", console=self.console)
+                self.console.print(f"not a role: {', '.join(unknown) or '(none given)'}", style="red")
+            doc = Prompt.ask(Text(f"Identity document of {name} (type and number)"), console=self.console)
+            checker = Prompt.ask(Text(f"Name of who checked {name}'s identity document"), console=self.console)
             raw.append({"name": name, "roles": [r.strip() for r in roles.split(",") if r.strip()],
                         "id_document": doc, "id_checked_by": checker})
         return parse_participants(raw, "sign-in")
@@ -289,7 +291,7 @@ class TerminalAnswers:
 
         verb = "opened" if when == "open" else "sealed"
         while True:
-            serial = Prompt.ask(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}", console=self.console)
+            serial = Prompt.ask(Text(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}"), console=self.console)
             if serial.strip():
                 return serial.strip()
 
@@ -297,16 +299,16 @@ class TerminalAnswers:
     def confirm(self, who: Participant, question: str) -> bool:
         from rich.prompt import Confirm
 
-        return Confirm.ask(f"{who.name}: {question}", console=self.console)
+        return Confirm.ask(Text(f"{who.name}: {question}"), console=self.console)
 
     @_operator_input
     def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
         from rich.prompt import Confirm, Prompt
 
-        self.console.print(f"[bold yellow]Exception:[/bold yellow] {what}")
-        proceed = Confirm.ask(f"{approver.name} (Ceremony Administrator): continue the ceremony?",
+        self.console.print(text(("Exception:", "bold yellow"), f" {what}"))
+        proceed = Confirm.ask(Text(f"{approver.name} (Ceremony Administrator): continue the ceremony?"),
                               console=self.console)
-        reason = Prompt.ask("Decision and reason, for the record", console=self.console)
+        reason = Prompt.ask(Text("Decision and reason, for the record"), console=self.console)
         return proceed, ("continue" if proceed else "stop") + (f": {reason}" if reason.strip() else "")
 
     @_operator_input
@@ -314,8 +316,8 @@ class TerminalAnswers:
         from rich.prompt import Confirm
 
         for p in paths:
-            self.console.print(f"[bold red]Interrupted ceremony:[/bold red] {p} has no closing record.")
-        return Confirm.ask("Start a new transcript, recording the interruption as an exception?",
+            self.console.print(text(("Interrupted ceremony:", "bold red"), f" {p} has no closing record."))
+        return Confirm.ask(Text("Start a new transcript, recording the interruption as an exception?"),
                            console=self.console)
 
 
@@ -478,7 +480,7 @@ class TranscriptRecorder:
             self.end_act()
         n = [a.id for a in self.script.acts].index(act_id) + 1 if self.script.act(act_id) else 0
         self._act = act_id
-        self.console.rule(f"[bold]Act {n}: {self._title(act_id)}[/bold]" + (" — REHEARSAL" if self.rehearsal else ""))
+        self.console.rule(text((f"Act {n}: {self._title(act_id)}", "bold"), " — REHEARSAL" if self.rehearsal else ""))
         self.writer.write("act-start", act=act_id)
 
     def end_act(self) -> None:
@@ -497,7 +499,7 @@ class TranscriptRecorder:
 
     def show_head(self, title: str, head: str) -> None:
         body = "\n".join([f"{head[i:i + 32]}" for i in (0, 32)] + pgpwords.lines(head))
-        self.console.print(Panel(body, title=title, expand=False))
+        self.console.print(Panel(Text(body), title=Text(title), expand=False))
 
     # the Recorder protocol ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -512,8 +514,8 @@ class TranscriptRecorder:
             self.enter_act(self.script.steps[0].act)
         role = scripted.role if scripted else "administrator"
         performers = self.performers(role)
-        self.console.print(f"[bold]▶ {description}[/bold] [dim]({step_id}; {ROLES[role]['en']}: "
-                           f"{', '.join(performers)})[/dim]")
+        self.console.print(text(("▶ " + description, "bold"),
+                                (f" ({step_id}; {ROLES[role]['en']}: {', '.join(performers)})", "dim")))
         if deviation is not None:
             self.exception(deviation, step=step_id, kind="deviation")
         self.writer.write("step-start", step=step_id, act=self._act, role=role, scripted=scripted is not None,
@@ -525,7 +527,7 @@ class TranscriptRecorder:
             self._step = None
             message = _describe(exc)
             self.writer.write("step-end", step=step_id, outcome="failed", error=message)
-            self.console.print(f"[red]✗ {step_id} failed[/red]")
+            self.console.print(f"✗ {step_id} failed", style="red")
             self.exception(f"step {step_id!r} failed: {message}", step=step_id, kind="failure",
                            decision="ceremony stopped")
             self._failure_recorded = True
@@ -549,7 +551,7 @@ class TranscriptRecorder:
         self._check_open(f"artifact {path}")
         self.writer.write("artifact", kind=kind, path=_relative(Path(path), self.base), sha256=sha256,
                           step=self._step, info=_jsonable(info))
-        self.console.print(f"  wrote {path} [dim]({kind})[/dim]")
+        self.console.print(text(f"  wrote {path}", (f" ({kind})", "dim")))
 
     def say(self, text: str) -> None:
         self.console.print(text)
@@ -616,7 +618,7 @@ class TranscriptRecorder:
             proceed, decision = self.answers.decide(admin, what)
         self.writer.write("exception", number=self.exceptions, kind=kind, step=step, what=what,
                           decision=decision, approved_by=admin.name, approver_role="administrator")
-        self.console.print(f"[yellow]Exception {self.exceptions}: {what} — {decision} ({admin.name})[/yellow]")
+        self.console.print(f"Exception {self.exceptions}: {what} — {decision} ({admin.name})", style="yellow")
         if not proceed:
             self._failure_recorded = True
             raise TranscriptError(f"exception {self.exceptions}: {what}; the Ceremony Administrator stopped the "
@@ -688,7 +690,7 @@ class TranscriptRecorder:
             self.writer.write("close", status=status, records=self.writer.seq + 1,
                               **({"error": _describe(exc)} if exc is not None else {}))
             colour = "green" if status == "sealed" else "red"
-            self.console.print(f"[{colour}]transcript {self.path}: {status}[/{colour}]")
+            self.console.print(f"transcript {self.path}: {status}", style=colour)
         finally:
             self.closed = True
             self.writer.close()
@@ -787,7 +789,7 @@ def _transcript(path: Path, script: Script, definition: Any, rules: Rules, peopl
                      rules=rules.as_dict(), artifacts_base=_relative(base, path.parent),
                      environment=environment_evidence(),
                      resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes])
-        console.rule(f"[bold]{script.title['en']}[/bold]" + (" — REHEARSAL" if rehearsal else ""))
+        console.rule(text((script.title["en"], "bold"), " — REHEARSAL" if rehearsal else ""))
         console.print(f"transcript: {path}")
         rec.open_acts(resumes)
     except BaseException as exc:
@@ -815,7 +817,7 @@ def open_rehearsal_transcript(path: Path, script_name: str, definition: Any, *,
     script, rules, people = _prepare(script_name, definition, True, answers)
     base = Path(artifacts_base) if artifacts_base else path.parent.parent
     with _transcript(path, script, definition, rules, people, answers, True, base,
-                     console or Console(highlight=False), []) as rec:
+                     console or make_console(), []) as rec:
         yield rec
 
 
@@ -828,7 +830,7 @@ def open_transcript(directory: Path, script_name: str, definition: Any, *, rehea
     never continued, and the new transcript records the restart as an exception.
     """
     directory = Path(directory)
-    console = console or Console(highlight=False)
+    console = console or make_console()
     source: Answers = FileAnswers(answers) if answers else TerminalAnswers(console)
     if answers is None and rehearsal:
         source = RehearsalAnswers(definition)

@@ -72,7 +72,7 @@ def revocation_set(n: int, now: int, seed: int = 2026) -> list[tuple[int, int, i
 def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
     """A root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies) and a filled registry."""
     import yaml
-    from rich.console import Console
+    from ceremony.display import make_console
 
     from ceremony import softhsm
     from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
@@ -94,7 +94,7 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
     pki.parent.mkdir(parents=True)
     pki.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     defn = load_definition(pki)
-    quiet = ConsoleRecorder(rehearsal=True, console=Console(file=open(os.devnull, "w"), highlight=False))  # noqa: SIM115
+    quiet = ConsoleRecorder(rehearsal=True, console=make_console(file=open(os.devnull, "w")))  # noqa: SIM115
     out = pki.parent
     root_ceremony(defn, out, quiet, rehearsal=True, interactive=False)
     subordinate_key_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)

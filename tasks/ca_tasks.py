@@ -127,7 +127,7 @@ def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = N
 def list_(c: Context, ca: str = "qualified", env: str = "production", definition: str | None = None,
           out: str | None = None, registry: str | None = None, status: str | None = None) -> None:
     """List the certificates in the registry: serial, subject, profile, status, expiry."""
-    from rich.console import Console
+    from ceremony.display import make_console
     from rich.table import Table
 
     from ceremony.errors import RegistryError
@@ -144,7 +144,7 @@ def list_(c: Context, ca: str = "qualified", env: str = "production", definition
     for r in records:
         state = r.status if r.status == "good" else f"revoked {r.revoked_at:%Y-%m-%d} ({r.reason})"
         table.add_row(format(r.serial, "x"), r.subject, r.profile, state, f"{r.not_after:%Y-%m-%d}")
-    Console(highlight=False, width=200).print(table)
+    make_console(width=200).print(table)
 
 
 ns = Collection()

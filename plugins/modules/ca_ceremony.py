@@ -220,7 +220,7 @@ def _transcript(module: AnsibleModule, loaded, out: str, script: str, rehearsal:
 
 
 def run(module: AnsibleModule) -> None:
-    from rich.console import Console
+    from ceremony.display import make_console
 
     from ceremony import ceremonies
     from ceremony.errors import CeremonyError
@@ -256,7 +256,7 @@ def run(module: AnsibleModule) -> None:
         if module.check_mode:
             module.exit_json(changed=True, diff=diff)
         text = io.StringIO()
-        console = Console(file=text, highlight=False, width=120)
+        console = make_console(file=text, width=120)
         with _transcript(module, loaded, p["out"], SCRIPTS[action], rehearsal, console) as recorder:
             if action == "root":
                 result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
