@@ -27,10 +27,10 @@ from rich.console import Console
 from . import softhsm
 from .ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
 from .definition import LoadedDefinition, load_definition
+from .display import make_console, text
 from .errors import OutputError
 from .fileio import write_new
 from .manifest import MANIFEST_NAME, Manifest
-from .display import make_console, text
 from .recorder import ConsoleRecorder, Recorder
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "inventory" / "testing" / "pki.yml"

@@ -291,7 +291,8 @@ class TerminalAnswers:
 
         verb = "opened" if when == "open" else "sealed"
         while True:
-            serial = Prompt.ask(Text(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}"), console=self.console)
+            serial = Prompt.ask(Text(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}"),
+                                console=self.console)
             if serial.strip():
                 return serial.strip()
 

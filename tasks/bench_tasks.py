@@ -72,11 +72,11 @@ def revocation_set(n: int, now: int, seed: int = 2026) -> list[tuple[int, int, i
 def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
     """A root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies) and a filled registry."""
     import yaml
-    from ceremony.display import make_console
 
     from ceremony import softhsm
     from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
     from ceremony.definition import load_definition
+    from ceremony.display import make_console
     from ceremony.recorder import ConsoleRecorder
 
     conf = softhsm.write_config(work / "hsm")

@@ -127,9 +127,9 @@ def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = N
 def list_(c: Context, ca: str = "qualified", env: str = "production", definition: str | None = None,
           out: str | None = None, registry: str | None = None, status: str | None = None) -> None:
     """List the certificates in the registry: serial, subject, profile, status, expiry."""
-    from ceremony.display import make_console
     from rich.table import Table
 
+    from ceremony.display import make_console
     from ceremony.errors import RegistryError
     from ceremony.registry import STATUSES, Registry
 

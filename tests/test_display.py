@@ -84,7 +84,7 @@ def test_openssl_form_that_rich_turns_into_an_emoji_by_default() -> None:
     assert ours.file.getvalue().strip() == value  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("value", TRAPS + ["CN=Sous-AC [qualifiée] :CD:, O=SCSE", "/tmp/out/[x]/:AB:/root.crt.pem"])
+@pytest.mark.parametrize("value", [*TRAPS, "CN=Sous-AC [qualifiée] :CD:, O=SCSE", "/tmp/out/[x]/:AB:/root.crt.pem"])
 def test_panels_rules_tables_and_prompts_show_data_exactly(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     console = make_console(file=io.StringIO(), width=200)
     console.print(Panel(Text(value), title=Text(value), expand=False))

@@ -220,9 +220,8 @@ def _transcript(module: AnsibleModule, loaded, out: str, script: str, rehearsal:
 
 
 def run(module: AnsibleModule) -> None:
-    from ceremony.display import make_console
-
     from ceremony import ceremonies
+    from ceremony.display import make_console
     from ceremony.errors import CeremonyError
     p = module.params
     action = p["action"]
