@@ -22,6 +22,7 @@ Layout (see ``inventory/testing/pki.yml`` for a commented example)::
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import ipaddress
 import re
@@ -549,7 +550,10 @@ _ALLOWED_HINTS = {
 
 
 def _format_validation_error(file: str, root: yaml.Node | None, err: ValidationError) -> DefinitionError:
-    e = err.errors(include_url=False)[0]
+    errors = err.errors(include_url=False)
+    # An unknown key comes first: a misspelt key (``key_labl``) also makes the real one (``key_label``)
+    # missing, and the cause is the spelling, not a missing key.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("ecdsa", "rsa")))
     exc = e.get("ctx", {}).get("error")
     if isinstance(exc, _PathError):
@@ -559,9 +563,13 @@ def _format_validation_error(file: str, root: yaml.Node | None, err: ValidationE
     line = _line_of(root, loc)
     kind = e["type"]
     if kind == "extra_forbidden":
-        parent_model = _model_at(Definition, loc[:-1])
-        allowed = ", ".join(parent_model.model_fields) if parent_model else None
-        return DefinitionError(file, path, f"unknown key {loc[-1]!r}", allowed, line)
+        parent_model = _model_at(Definition, tuple(e["loc"][:-1]))
+        keys = list(parent_model.model_fields) if parent_model else []
+        problem = f"unknown key {loc[-1]!r}"
+        guess = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+        if guess:
+            problem += f"; did you mean {guess[0]!r}?"
+        return DefinitionError(file, path, problem, ", ".join(keys) or None, line)
     if kind == "missing":
         return DefinitionError(file, path, "required key is missing", None, line)
     if kind == "literal_error":
@@ -582,34 +590,60 @@ def _format_validation_error(file: str, root: yaml.Node | None, err: ValidationE
     return DefinitionError(file, path, msg, allowed, line)
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` down to ``X`` (a union of several models stays a union)."""
+    import types
+    import typing
+
+    for _ in range(8):
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin is Annotated or (origin in (typing.Union, types.UnionType) and len(args) == 1):
+            annotation = args[0]
+        else:
+            break
+    return annotation
+
+
+def _tagged_models(annotation: Any) -> dict[str, type[BaseModel]]:
+    """A union of models told apart by a literal field (``algorithm: ecdsa | rsa``): tag → model."""
+    import typing
+
+    tags: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for f in member.model_fields.values():
+                if typing.get_origin(f.annotation) is Literal:
+                    tags.update({str(v): member for v in typing.get_args(f.annotation)})
+    return tags
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Walk the model classes along ``loc`` to list the keys a mapping accepts."""
+    """The model class of the mapping at ``loc`` (pydantic's raw error location), to list the keys it accepts.
+
+    The location names fields, dictionary keys (a CA's or a profile's name), list indexes and the tag
+    pydantic puts in for a discriminated union (``ecdsa``/``rsa``).
+    """
     import typing
 
     current: Any = model
     for part in loc:
-        if isinstance(part, int):
-            continue
+        current = _unwrap(current)
+        origin = typing.get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             f = current.model_fields.get(str(part))
             if f is None:
                 return None
             current = f.annotation
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        elif (tagged := _tagged_models(current)) and str(part) in tagged:
+            current = tagged[str(part)]
         else:
             return None
-        # unwrap Optional[...] / dict[str, X] / Annotated
-        for _ in range(4):
-            origin = typing.get_origin(current)
-            args = [a for a in typing.get_args(current) if a is not type(None)]
-            if origin is dict and len(args) == 2 and part not in ("cas", "profiles"):
-                break
-            if origin is dict:
-                current = args[1]
-                break
-            if origin in (typing.Union, getattr(__import__("types"), "UnionType", None), Annotated) and args:
-                current = args[0]
-            else:
-                break
+    current = _unwrap(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

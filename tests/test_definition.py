@@ -50,7 +50,39 @@ def test_duplicate_key_is_refused(tmp_path: Path) -> None:
 
 def test_unknown_key(tmp_path: Path) -> None:
     err = _error(tmp_path, lambda d: d["cas"]["root"].update(colour="blue"))
-    assert "cas.root.colour" in str(err)
+    assert "cas.root.colour" in str(err) and "did you mean" not in str(err)
+    assert err.allowed is not None and "key_label" not in err.allowed and "validity, " in err.allowed
+
+
+def test_misspelt_key_is_reported_as_unknown_with_a_suggestion(tmp_path: Path) -> None:
+    """``key_labl`` for ``key_label``: the unknown key is the cause, not the key it makes missing."""
+    def mutate(d: dict[str, Any]) -> None:
+        hsm = d["cas"]["qualified"]["hsm"]
+        hsm["key_labl"] = hsm.pop("key_label")
+    err = _error(tmp_path, mutate)
+    assert err.path == "cas.qualified.hsm.key_labl" and "missing" not in str(err)
+    assert err.problem == "unknown key 'key_labl'; did you mean 'key_label'?"
+    assert err.allowed == "module, token, key_label, pin_env, so_pin_env"
+    lines = (tmp_path / "pki.yml").read_text(encoding="utf-8").splitlines()
+    assert lines[err.line - 1].strip().startswith("key_labl:"), "the line is the misspelt key's"
+    assert str(err).startswith(f"{tmp_path / 'pki.yml'}:{err.line}: cas.qualified.hsm.key_labl: unknown key")
+
+
+@pytest.mark.parametrize(("mutate", "path", "guess", "allowed"), [
+    (lambda d: d.update(organisaton=d.pop("organisation")), "organisaton", "organisation", "version, environment"),
+    (lambda d: d["cas"]["root"]["key"].update(curv="P-384"), "cas.root.key.curv", "curve", "algorithm, curve"),
+    (lambda d: d["cas"]["root"]["hsm"]["token"].update(lable="x"), "cas.root.hsm.token.lable", "label",
+     "label, serial, uri"),
+    (lambda d: d["documents"]["history"][0].update(dat="2026-01-01"), "documents.history.0.dat", "date",
+     "date, version"),
+    (lambda d: d["cas"]["qualified"]["profiles"]["qes-natural-person"].update(validty_days=3),
+     "cas.qualified.profiles.qes-natural-person.validty_days", "validity_days", "kind, validity_days"),
+])
+def test_unknown_key_anywhere_lists_the_allowed_keys(tmp_path: Path, mutate: Any, path: str, guess: str,
+                                                     allowed: str) -> None:
+    err = _error(tmp_path, mutate)
+    assert err.path == path and f"did you mean {guess!r}?" in err.problem
+    assert err.allowed is not None and err.allowed.startswith(allowed) and err.line
 
 
 def test_not_after_before_not_before(tmp_path: Path) -> None:
