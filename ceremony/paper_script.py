@@ -33,7 +33,7 @@ from .scriptbook import Act, Script
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "script"
 LANGS = ("fr", "en")
-FORMATS = ("html", "pdf")
+FORMATS = ("pdf", "html")
 SCRIPTS_SUBDIR = "scripts"
 MANIFEST_KIND = "paper-script"
 SPARE_ROWS = 2  # blank sign-in and signature rows beyond the roles the ceremony needs

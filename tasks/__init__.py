@@ -18,10 +18,12 @@ from . import (
     docs_tasks,
     hosts_tasks,
     offline_tasks,
+    script_tasks,
 )
 
 ns = Collection()
 ns.add_collection(ceremony_tasks.ns, name="ceremony")
+ceremony_tasks.ns.add_task(script_tasks.script)
 ceremony_tasks.ns.add_task(offline_tasks.offline_check, name="offline-check")
 ns.add_task(ceremony_tasks.rehearse)
 ns.add_task(dev_tasks.test)
