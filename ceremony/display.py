@@ -17,7 +17,9 @@ from rich.text import Text
 
 
 def make_console(file: IO[str] | None = None, **options: Any) -> Console:
-    """A console that never interprets data: no markup, no emoji codes, no highlighting."""
+    """A console that never interprets data: no markup, no emoji codes, no highlighting, and no line
+    breaks of its own inside a value."""
+    options.setdefault("soft_wrap", True)  # never break a fingerprint or a path across lines: the terminal wraps
     return Console(file=file, markup=False, emoji=False, highlight=False, **options)
 
 

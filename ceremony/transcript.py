@@ -33,6 +33,7 @@ import os
 import platform
 import secrets
 import socket
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -137,6 +138,10 @@ def environment_evidence() -> dict[str, Any]:
 class Answers(Protocol):
     """The people in the room: who signs in, bag serials, confirmations, decisions on exceptions."""
 
+    @property
+    def source(self) -> Mapping[str, Any]:
+        """Where the answers come from, for the transcript header (terminal, answers file, rehearsal)."""
+
     def participants(self, rules: Rules) -> list[Participant]: ...
 
     def bag_serial(self, bag: Bag, when: str) -> str: ...
@@ -151,6 +156,8 @@ class Answers(Protocol):
 
 class RehearsalAnswers:
     """Generated people (names marked "(rehearsal)") and scripted answers: no prompts."""
+
+    source: ClassVar[dict[str, Any]] = {"kind": "rehearsal", "confirmations": "generated"}
 
     def __init__(self, definition: Any) -> None:
         self.definition = definition
@@ -176,20 +183,22 @@ class FileAnswers:
 
         participants: [{name, roles: [...], id_document, id_checked_by}, ...]
         bags: {open: {hsm: SERIAL, ...}, reseal: {hsm: SERIAL, ...}}
-        confirm: true                 # witness confirmations (default true)
+        confirm: true                 # witness confirmations given in advance (absent: asked at the terminal)
         exceptions: stop | continue   # decision on a deviation from the script (default stop)
         acknowledge_interrupted: [transcript file names]
     """
 
     _KEYS: ClassVar[set[str]] = {"participants", "bags", "confirm", "exceptions", "acknowledge_interrupted"}
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, console: Console | None = None) -> None:
         self.path = Path(path)
+        self.console = console
         try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+            raw = self.path.read_bytes()
+            data = yaml.safe_load(raw.decode("utf-8"))
         except OSError as exc:
             raise TranscriptError(f"{self.path}: cannot read the answers file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise TranscriptError(f"{self.path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise TranscriptError(f"{self.path}: an answers file is a mapping ({', '.join(sorted(self._KEYS))})")
@@ -202,9 +211,11 @@ class FileAnswers:
         if not isinstance(bags, dict) or set(bags) - {"open", "reseal"}:
             raise TranscriptError(f"{self.path}: bags: a mapping with 'open' and 'reseal', each bag id: serial")
         self.bags = {k: dict(v or {}) for k, v in bags.items()}
-        self.confirmations = data.get("confirm", True)
-        if not isinstance(self.confirmations, bool):
-            raise TranscriptError(f"{self.path}: confirm: true or false")
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        # No default: a file that says nothing about confirmations leaves them to the witness at the terminal.
+        self.confirmations: bool | None = data.get("confirm")
+        if self.confirmations is not None and not isinstance(self.confirmations, bool):
+            raise TranscriptError(f"{self.path}: confirm: true or false (or absent: asked at the terminal)")
         self.exceptions = data.get("exceptions", "stop")
         if self.exceptions not in ("stop", "continue"):
             raise TranscriptError(f"{self.path}: exceptions: {self.exceptions!r} is not allowed (allowed: stop, "
@@ -227,8 +238,20 @@ class FileAnswers:
                                   f"{bag.title['en']!r} is required")
         return str(serial).strip()
 
+    @property
+    def source(self) -> dict[str, Any]:
+        """What the transcript header says about where the answers came from."""
+        return {"kind": "answers-file", "path": str(self.path), "sha256": self.sha256,
+                "confirmations": "terminal" if self.confirmations is None else "in advance, from the file"}
+
     def confirm(self, who: Participant, question: str) -> bool:
-        return self.confirmations
+        if self.confirmations is not None:
+            return self.confirmations
+        if self.console is None or sys.stdin is None or not sys.stdin.isatty():
+            raise TranscriptError(f"{self.path}: confirm: not given, so {who.name} confirms at the terminal, and "
+                                  "there is none; run at a terminal, or add 'confirm: true' (the transcript then "
+                                  "records the confirmations as given in advance by this file)")
+        return TerminalAnswers(self.console).confirm(who, question)
 
     def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
         if self.exceptions == "continue":
@@ -256,6 +279,8 @@ def _operator_input(method: Any) -> Any:
 
 class TerminalAnswers:
     """Prompts in the terminal; the current act and step are always on screen above the prompt."""
+
+    source: ClassVar[dict[str, Any]] = {"kind": "terminal"}
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -539,6 +564,8 @@ class TranscriptRecorder:
             witness = self.holder("internal-witness")
             ok = self.answers.confirm(witness, f"did you witness step {step_id!r} ({description})?")
             witness_record = {"name": witness.name, "confirmed": ok}
+            if isinstance(self.answers, FileAnswers) and self.answers.confirmations is not None:
+                witness_record["given"] = "in advance, answers file"
         self.writer.write("step-end", step=step_id, outcome="done", witness=witness_record)
         if witness_record is not None and not witness_record["confirmed"]:
             self.exception(f"the Internal Witness did not confirm step {step_id!r}", step=step_id,
@@ -778,7 +805,8 @@ def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answer
 @contextlib.contextmanager
 def _transcript(path: Path, script: Script, definition: Any, rules: Rules, people: list[Participant],
                 answers: Answers, rehearsal: bool, base: Path, console: Console,
-                resumes: list[dict[str, Any]]) -> Iterator[TranscriptRecorder]:
+                resumes: list[dict[str, Any]],
+                header: Mapping[str, Any] | None = None) -> Iterator[TranscriptRecorder]:
     writer = TranscriptWriter(path)
     rec = TranscriptRecorder(writer, script, rules, people, answers, console, rehearsal, base)
     try:
@@ -789,7 +817,8 @@ def _transcript(path: Path, script: Script, definition: Any, rules: Rules, peopl
                                  "environment": definition.model.environment},
                      rules=rules.as_dict(), artifacts_base=_relative(base, path.parent),
                      environment=environment_evidence(),
-                     resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes])
+                     resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes],
+                     answers=dict(answers.source), **_jsonable(dict(header or {})))
         console.rule(text((script.title["en"], "bold"), " — REHEARSAL" if rehearsal else ""))
         console.print(f"transcript: {path}")
         rec.open_acts(resumes)
@@ -825,14 +854,15 @@ def open_rehearsal_transcript(path: Path, script_name: str, definition: Any, *,
 @contextlib.contextmanager
 def open_transcript(directory: Path, script_name: str, definition: Any, *, rehearsal: bool,
                     answers: Path | None = None, console: Console | None = None,
-                    artifacts_base: Path | None = None) -> Iterator[TranscriptRecorder]:
+                    artifacts_base: Path | None = None,
+                    header: Mapping[str, Any] | None = None) -> Iterator[TranscriptRecorder]:
     """A new transcript ``<script>-<UTC time>.jsonl`` in ``directory``: sign-in in the terminal or from
     ``answers`` (YAML). An interrupted transcript in the directory must be acknowledged first; it is
     never continued, and the new transcript records the restart as an exception.
     """
     directory = Path(directory)
     console = console or make_console()
-    source: Answers = FileAnswers(answers) if answers else TerminalAnswers(console)
+    source: Answers = FileAnswers(answers, console) if answers else TerminalAnswers(console)
     if answers is None and rehearsal:
         source = RehearsalAnswers(definition)
     pending = interrupted_transcripts(directory)
@@ -850,7 +880,8 @@ def open_transcript(directory: Path, script_name: str, definition: Any, *, rehea
         path = directory / f"{script_name}-{stamp}-{n}.jsonl"
         n += 1
     base = Path(artifacts_base) if artifacts_base else directory.parent
-    with _transcript(path, script, definition, rules, people, source, rehearsal, base, console, pending) as rec:
+    with _transcript(path, script, definition, rules, people, source, rehearsal, base, console, pending,
+                     header) as rec:
         yield rec
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from ._cli import operator_errors
-from .ceremony_tasks import ANSWERS_HELP, HELP, _definition, _record
+from .ceremony_tasks import ANSWERS_HELP, HELP, _load, _out, _record, preflight_or_stop
 
 
 def _bags(pairs: list[str]) -> dict[str, str]:
@@ -38,17 +38,17 @@ def _bags(pairs: list[str]) -> dict[str, str]:
     "answers": ANSWERS_HELP,
 })
 @operator_errors
-def create(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
+def create(c: Context, ca: str, env: str | None = None, definition: str | None = None, out: str | None = None,
            certificate: str | None = None, bag: list[str] | None = None, pin_file: str | None = None,
            so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
     """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
     from ceremony.backup import backup_ceremony
-    from ceremony.definition import load_definition
 
-    defn = load_definition(_definition(env, definition))
-    out_dir = Path(out or f"out/{env}")
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
     bags = _bags(bag or [])
-    with _record("key-backup", defn, out_dir, rehearsal, answers) as rec:
+    report = preflight_or_stop(defn, "key-backup", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    with _record("key-backup", defn, out_dir, rehearsal, answers, report) as rec:
         result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
                                  pin_file=pin_file, so_pin_file=so_pin_file)
     print(f"backup {result.backup_id}: {result.backup_file}")
@@ -67,27 +67,28 @@ def create(c: Context, ca: str, env: str = "production", definition: str | None 
     "answers": ANSWERS_HELP,
 })
 @operator_errors
-def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, env: str = "production",
+def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, env: str | None = None,
             definition: str | None = None, out: str | None = None, certificate: str | None = None,
             target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
             answers: str | None = None) -> None:
     """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
     from ceremony.backup import BackupError
-    from ceremony.definition import TokenRef, load_definition
+    from ceremony.definition import TokenRef
     from ceremony.restore import restore_ceremony
 
-    defn = load_definition(_definition(env, definition))
+    defn = _load(env, definition, rehearsal)
     defn.model.ca(ca)  # an unknown CA is refused before anyone signs in
     # Files that are not there are refused before the sign-in; what they contain is checked, and
     # recorded, inside the ceremony.
     for option, path in [("--backup", backup), *(("--share", s) for s in share or [])]:
         if not Path(path).is_file():
             raise BackupError(f"{option} {path}: no such file; nothing was done")
-    out_dir = Path(out or f"out/{env}")
+    out_dir = _out(env, out, defn)
     target = None
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
-    with _record("key-restore", defn, out_dir, rehearsal, answers) as rec:
+    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal)
+    with _record("key-restore", defn, out_dir, rehearsal, answers, report) as rec:
         result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,
                                   certificate=certificate, target=target, pin_file=pin_file)
     print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")

@@ -16,7 +16,7 @@ from invoke import Collection, Context, task
 from ._cli import operator_errors
 
 HELP = {
-    "env": "environment: reads inventory/ENV/pki.yml (default: production)",
+    "env": "environment (required): reads inventory/ENV/pki.yml, writes to out/ENV",
     "definition": "path of the PKI definition (overrides --env)",
     "out": "output directory (default: out/ENV)",
     "pin_file": "read the PIN from this file (mode 0600) instead of the environment or a prompt",
@@ -26,12 +26,55 @@ ANSWERS_HELP = ("YAML file with the sign-in (participants, roles, identity check
                 "instead of prompts (see docs/transcripts.md)")
 
 
-def _definition(env: str, definition: str | None) -> Path:
-    return Path(definition) if definition else Path("inventory") / env / "pki.yml"
+def _definition(env: str | None, definition: str | None) -> Path:
+    """``--env`` is never assumed: a forgotten option must not mean production."""
+    if definition:
+        return Path(definition)
+    if not env:
+        from ceremony.errors import DefinitionError
+
+        envs = sorted(p.parent.name for p in Path("inventory").glob("*/pki.yml"))
+        raise DefinitionError("command line", "--env", "missing: say which environment this ceremony is for",
+                              ", ".join(envs) or "the name of a folder of inventory/ holding pki.yml")
+    return Path("inventory") / env / "pki.yml"
+
+
+def _out(env: str | None, out: str | None, defn: object) -> Path:
+    return Path(out) if out else Path("out") / (env or defn.model.environment)  # type: ignore[attr-defined]
+
+
+def _load(env: str | None, definition: str | None, rehearsal: bool) -> object:
+    """The definition, refusing ``--rehearsal`` on a production definition: a rehearsal must never touch
+    the production tokens (it would generate a key on the token the definition names)."""
+    from ceremony.definition import load_definition
+    from ceremony.errors import DefinitionError
+
+    defn = load_definition(_definition(env, definition))
+    if rehearsal and defn.model.environment == "production":
+        raise DefinitionError(str(defn.path), "environment", "is production: --rehearsal would use the production "
+                              "tokens it names", "rehearse with 'invoke rehearse' (throwaway tokens) or with a "
+                              "definition whose environment is not production")
+    return defn
+
+
+def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: bool, **checks: object) -> object:
+    """Run the pre-flight, show every finding, and stop before anyone signs in when one fails."""
+    from ceremony.display import make_console, text
+    from ceremony.preflight import run_preflight
+
+    report = run_preflight(defn, ceremony, out_dir, rehearsal=rehearsal, **checks)  # type: ignore[arg-type]
+    console = make_console()
+    console.rule(text(("Pre-flight", "bold"), f" — {ceremony}"))
+    for finding in report.findings:
+        style = "red" if not finding.ok else "yellow" if finding.warning else None
+        console.print(finding.line(), style=style)
+    report.raise_if_failed()
+    return report
 
 
 @contextlib.contextmanager
-def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None) -> Iterator[object]:
+def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None,
+            preflight: object = None) -> Iterator[object]:
     """The ceremony's transcript in OUT/transcripts: sign-in and confirmations at the terminal, or from
     ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses
     generated rehearsal participants. Falls back to the console only if the transcript module is absent.
@@ -45,8 +88,9 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
         return
     rec = None
     try:
+        header = {"preflight": preflight.as_dict()} if preflight is not None else {}  # type: ignore[attr-defined]
         with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
-                             answers=Path(answers) if answers else None) as rec:
+                             answers=Path(answers) if answers else None, header=header) as rec:
             yield rec
     finally:
         if rec is not None:  # list the transcript (even of a failed ceremony) and write its reports
@@ -61,31 +105,31 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
 
 @task(help={**HELP, "answers": ANSWERS_HELP})
 @operator_errors
-def root(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
+def root(c: Context, env: str | None = None, definition: str | None = None, out: str | None = None,
          pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
     """Root key ceremony: generate the root key in its HSM and issue the self-signed root certificate."""
     from ceremony.ceremonies import root_ceremony
-    from ceremony.definition import load_definition
 
-    defn = load_definition(_definition(env, definition))
-    out_dir = Path(out or f"out/{env}")
-    with _record("root-key-generation", defn, out_dir, rehearsal, answers) as rec:
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "root-key-generation", out_dir, rehearsal, pin_file=pin_file)
+    with _record("root-key-generation", defn, out_dir, rehearsal, answers, report) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
 @task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition",
                                     "answers": ANSWERS_HELP})
 @operator_errors
-def subordinate_key(c: Context, ca: str, env: str = "production", definition: str | None = None,
+def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str | None = None,
                     out: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
                     answers: str | None = None) -> None:
     """Generate a subordinate CA key on its own HSM and write its CSR (PEM and DER)."""
     from ceremony.ceremonies import subordinate_key_ceremony
-    from ceremony.definition import load_definition
 
-    defn = load_definition(_definition(env, definition))
-    out_dir = Path(out or f"out/{env}")
-    with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers) as rec:
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "subordinate-key-generation", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
@@ -94,16 +138,17 @@ def subordinate_key(c: Context, ca: str, env: str = "production", definition: st
                                      "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)",
                                      "answers": ANSWERS_HELP})
 @operator_errors
-def sign_subordinate(c: Context, ca: str, csr: str, env: str = "production", definition: str | None = None,
+def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, definition: str | None = None,
                      out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
                      rehearsal: bool = False, answers: str | None = None) -> None:
     """At the offline root: verify a subordinate's CSR and issue its CA certificate."""
     from ceremony.ceremonies import sign_subordinate_ceremony
-    from ceremony.definition import load_definition
 
-    defn = load_definition(_definition(env, definition))
-    out_dir = Path(out or f"out/{env}")
-    with _record("subordinate-signing", defn, out_dir, rehearsal, answers) as rec:
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "subordinate-signing", out_dir, rehearsal, ca=ca, csr=csr,
+                               issuer_cert=issuer_cert, pin_file=pin_file)
+    with _record("subordinate-signing", defn, out_dir, rehearsal, answers, report) as rec:
         sign_subordinate_ceremony(defn, ca, csr, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
                                   pin_file=pin_file)
 
@@ -118,9 +163,27 @@ def rehearse(c: Context, out: str = "out/rehearsal", definition: str | None = No
     run_rehearsal(out, definition or DEFAULT_DEFINITION)
 
 
+@task(help={"env": HELP["env"], "definition": HELP["definition"],
+            "ceremony": "the ceremony to prepare: root-key-generation, subordinate-key-generation, "
+                        "subordinate-signing, root-crl-batch, key-backup, key-restore",
+            "ca": "the CA, for the subordinate and backup ceremonies", "csr": "the CSR to sign (subordinate-signing)",
+            "issuer_cert": "the issuer's certificate (default OUT/<issuer>.crt.pem)", "out": HELP["out"],
+            "pin_file": HELP["pin_file"], "rehearsal": "prepare a rehearsal (offline state not enforced)"})
+@operator_errors
+def preflight(c: Context, ceremony: str, env: str | None = None, definition: str | None = None, ca: str | None = None,
+              csr: str | None = None, issuer_cert: str | None = None, out: str | None = None,
+              pin_file: str | None = None, rehearsal: bool = False) -> None:
+    """Check everything a ceremony needs (definition, offline, module, token, PIN, key label, CSR, outputs)
+    without changing anything; exit 0 only when the ceremony can start. Every ceremony runs it first."""
+    defn = _load(env, definition, rehearsal)
+    preflight_or_stop(defn, ceremony, _out(env, out, defn), rehearsal, ca=ca, csr=csr, issuer_cert=issuer_cert,
+                      pin_file=pin_file)
+    print("pre-flight passed: the ceremony can start")
+
+
 @task(help={"env": HELP["env"], "definition": HELP["definition"]})
 @operator_errors
-def check(c: Context, env: str = "production", definition: str | None = None) -> None:
+def check(c: Context, env: str | None = None, definition: str | None = None) -> None:
     """Validate a PKI definition without touching any HSM."""
     from ceremony.definition import load_definition
 
@@ -136,3 +199,4 @@ ns.add_task(root)
 ns.add_task(subordinate_key)
 ns.add_task(sign_subordinate)
 ns.add_task(check)
+ns.add_task(preflight)

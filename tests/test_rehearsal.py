@@ -104,14 +104,18 @@ def test_docs_playbook_on_the_rehearsal_changes_nothing(rehearsal: Path) -> None
     assert "changed=0" in proc.stdout and "failed=0" in proc.stdout
 
 
-def test_production_ceremony_without_anyone_at_the_terminal_stops_with_one_line(tmp_path: Path) -> None:
-    """Sign-in read from a closed standard input: one message pointing to --answers, nothing written."""
+def test_production_ceremony_on_an_unprepared_machine_stops_before_sign_in(tmp_path: Path) -> None:
+    """The shipped example on this (online, HSM-less) machine: the pre-flight names every problem with its fix,
+    before anyone signs in; one error, no traceback, nothing written."""
     out = tmp_path / "prod"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
     proc = subprocess.run([INVOKE, "ceremony.root", "--definition", "inventory/production.example/pki.yml", "--out",
                            str(out)], cwd=REPO, capture_output=True, text=True, env=clean, stdin=subprocess.DEVNULL,
                           timeout=120)
-    assert proc.returncode == 11, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 13, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.stderr.count("error:") == 1 and "--answers FILE" in proc.stderr
+    assert proc.stderr.count("error:") == 1 and "nobody has signed in" in proc.stderr
+    assert "offline: offline check: interfaces up" in proc.stderr and "docs/air-gapped.md" in proc.stderr
+    assert "PKCS#11 module not found: /opt/hsm/lib/libCryptoki2_64.so" in proc.stderr
+    assert "Sign-in" not in proc.stdout
     assert not out.exists()

@@ -268,7 +268,8 @@ def test_rules_follow_script_definition_and_mode(definition: Any) -> None:
 
 def answers_file(path: Path, people: list[dict[str, Any]], **extra: Any) -> Path:
     data = {"participants": people, "bags": {"open": {"hsm": "BAG-1", "workstation": "BAG-2"},
-                                             "reseal": {"hsm": "BAG-3", "workstation": "BAG-4"}}, **extra}
+                                             "reseal": {"hsm": "BAG-3", "workstation": "BAG-4"}},
+            "confirm": True, **extra}
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
 

@@ -60,7 +60,8 @@ PEOPLE = [
 
 def answers(path: Path, people: list[dict[str, Any]] = PEOPLE, **extra: Any) -> Path:
     data = {"participants": people, "bags": {"open": {"hsm": "ML-0001", "workstation": "ML-0002"},
-                                             "reseal": {"hsm": "ML-0003", "workstation": "ML-0004"}}, **extra}
+                                             "reseal": {"hsm": "ML-0003", "workstation": "ML-0004"}},
+            "confirm": True, **extra}
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
 
@@ -109,9 +110,13 @@ def test_killed_ceremony_leaves_incomplete_transcript_and_no_output(tmp_path: Pa
     report = write_reports(transcript, tmp_path / "reports", ["en"], pdf=False)[0].read_text(encoding="utf-8")
     assert "INCOMPLETE" in report and "Sign-off" in report
 
+    # The key the killed run generated is still on the token: the pre-flight finds it before anyone signs
+    # in, names the interrupted transcript, and gives the command to remove the orphans.
     again = run_root(tmp_path, defn, out, ans)
-    assert again.returncode == 11, again.stdout + again.stderr
-    assert "interrupted transcript(s)" in again.stderr and transcript.name in again.stderr
+    assert again.returncode == 13, again.stdout + again.stderr
+    assert "objects labelled 'root-2026' exist on the token already (private key, public key)" in again.stderr
+    assert "--delete-object --type privkey --label root-2026" in again.stderr
+    assert f"{transcript.name} has no closing record" in again.stdout
     assert tree(out) == files, "a refused restart writes nothing"
 
 
