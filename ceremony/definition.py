@@ -177,6 +177,54 @@ class Validity(_Strict):
         return (self.not_after - self.not_before).total_seconds() / (365.2425 * 86400)
 
 
+#: RFC 7512 path attributes that describe a token, its slot or its module: what a token URI may say.
+TOKEN_URI_ATTRIBUTES = ("token", "manufacturer", "model", "serial", "slot-id", "slot-description",
+                        "slot-manufacturer", "library-manufacturer", "library-description", "library-version")
+_OBJECT_URI_ATTRIBUTES = ("object", "id", "type")
+
+
+def parse_token_uri(uri: str) -> dict[str, str]:
+    """The path attributes of an RFC 7512 URI naming a token, percent-decoded.
+
+    Raises ``ValueError`` (a message that never repeats the query part, which could hold a PIN) for
+    anything but a token description: a query (``pin-value``, ``pin-source``, ``module-path``), an
+    object attribute (the key is ``hsm.key_label``), an unknown or repeated attribute. An attribute
+    this suite does not know would otherwise be ignored and the URI match a token it does not describe.
+    """
+    from urllib.parse import unquote
+
+    if not uri.startswith("pkcs11:"):
+        raise ValueError("a PKCS#11 URI starts with 'pkcs11:' (RFC 7512)")
+    path, has_query, query = uri[len("pkcs11:"):].partition("?")
+    if has_query:
+        names = [q.partition("=")[0] for q in query.split("&") if q]
+        if {"pin-value", "pin-source"} & set(names):
+            raise ValueError("a PKCS#11 URI must not carry pin-value or pin-source; PINs come from the "
+                             "environment (hsm.pin_env), a 0600 file (--pin-file) or a prompt")
+        raise ValueError("a token URI takes no query attributes (found: " + ", ".join(names) + "); the module "
+                         "is hsm.module")
+    attrs: dict[str, str] = {}
+    for part in filter(None, path.split(";")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"malformed PKCS#11 URI attribute {part!r} (allowed: name=value pairs separated by "
+                             "';')")
+        if name in _OBJECT_URI_ATTRIBUTES:
+            raise ValueError(f"the URI attribute {name!r} selects a key, not a token; the key is named by "
+                             "hsm.key_label: leave it out of the token URI")
+        if name not in TOKEN_URI_ATTRIBUTES:
+            guess = difflib.get_close_matches(name, TOKEN_URI_ATTRIBUTES, n=1)
+            raise ValueError(f"unknown PKCS#11 URI attribute {name!r}"
+                             + (f" (did you mean {guess[0]!r}?)" if guess else "")
+                             + f"; allowed: {', '.join(TOKEN_URI_ATTRIBUTES)}")
+        if name in attrs:
+            raise ValueError(f"the URI attribute {name!r} is given twice")
+        attrs[name] = unquote(value)
+    if not attrs:
+        raise ValueError("the PKCS#11 URI names no token attribute; allowed: " + ", ".join(TOKEN_URI_ATTRIBUTES))
+    return attrs
+
+
 class TokenRef(_Strict):
     """How to find the token: exactly one of label, serial or RFC 7512 PKCS#11 URI."""
 
@@ -189,8 +237,8 @@ class TokenRef(_Strict):
         given = [k for k in ("label", "serial", "uri") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of label, serial or uri")
-        if self.uri is not None and not self.uri.startswith("pkcs11:"):
-            raise ValueError("a PKCS#11 URI starts with 'pkcs11:' (RFC 7512)")
+        if self.uri is not None:
+            parse_token_uri(self.uri)
         return self
 
     def describe(self) -> str:

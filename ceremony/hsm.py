@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
-from .definition import Hsm, TokenRef
+from .definition import Hsm, TokenRef, parse_token_uri
 from .errors import HsmError
 from .pins import PinSource, get_pin
 
@@ -54,52 +53,87 @@ def module_sha256(path: str) -> str:
 
 
 def parse_pkcs11_uri(uri: str) -> dict[str, str]:
-    """The path attributes of an RFC 7512 URI (``token``, ``serial``, ``object``, ...).
+    """The path attributes of an RFC 7512 URI naming a token (``token``, ``serial``, ``model``, ...).
 
-    Query attributes such as ``pin-value`` are deliberately rejected: a PIN in a URI would end
-    up in the definition file.
+    Query attributes such as ``pin-value`` are deliberately rejected: a PIN in a URI would end up in
+    the definition file. So are object attributes and attributes this suite does not match on
+    (:func:`ceremony.definition.parse_token_uri`): ignored, they would let the URI match any token.
     """
-    if not uri.startswith("pkcs11:"):
-        raise HsmError(f"not a PKCS#11 URI (RFC 7512): {uri!r}")
-    body = uri[len("pkcs11:"):]
-    path, _, query = body.partition("?")
-    if "pin-value" in query:
-        raise HsmError("a PKCS#11 URI must not carry pin-value; PINs come from the environment, "
-                       "a 0600 file or a prompt")
-    attrs: dict[str, str] = {}
-    for part in filter(None, path.split(";")):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise HsmError(f"malformed PKCS#11 URI attribute {part!r} in {uri!r}")
-        attrs[name] = unquote(value)
-    return attrs
+    try:
+        return parse_token_uri(uri)
+    except ValueError as exc:
+        raise HsmError(f"token URI: {exc}") from None
 
 
-def _token_matches(token: Any, attrs: dict[str, str]) -> bool:
-    checks = {
-        "token": token.label,
-        "serial": token.serial.decode("ascii", "replace").strip() if isinstance(token.serial, bytes)
-        else str(token.serial),
-        "manufacturer": token.manufacturer_id,
-        "model": token.model,
-    }
-    return all(checks[k] == v for k, v in attrs.items() if k in checks)
+def _text(value: Any) -> str:
+    """A PKCS#11 string (blank-padded, sometimes bytes) as an operator reads it."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).rstrip(" \0").strip()
+
+
+def token_attributes(lib: Any, token: Any) -> dict[str, str]:
+    """What each RFC 7512 token attribute is for ``token``, in the form a URI gives it."""
+    values = {"token": _text(token.label), "manufacturer": _text(token.manufacturer_id),
+              "model": _text(token.model), "serial": _text(token.serial)}
+    slot = getattr(token, "slot", None)
+    if slot is not None:
+        values |= {"slot-id": str(slot.slot_id), "slot-description": _text(slot.slot_description),
+                   "slot-manufacturer": _text(slot.manufacturer_id)}
+    if lib is not None:
+        values |= {"library-manufacturer": _text(lib.manufacturer_id),
+                   "library-description": _text(lib.library_description),
+                   "library-version": "{}.{}".format(*lib.library_version)}
+    return values
+
+
+def token_mismatches(lib: Any, token: Any, attrs: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(attribute, wanted, the token's value)`` for every attribute of ``attrs`` the token does not have."""
+    have = token_attributes(lib, token)
+    return [(name, wanted, have.get(name, "")) for name, wanted in attrs.items() if have.get(name) != wanted]
+
+
+def _token_matches(token: Any, attrs: dict[str, str], lib: Any = None) -> bool:
+    return not token_mismatches(lib, token, attrs)
+
+
+def _initialised(token: Any) -> bool:
+    try:
+        return bool(token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED)
+    except (AttributeError, TypeError):
+        return True
+
+
+def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]) -> HsmError:
+    """One message: for each token present, the attributes that did not match and what it has instead."""
+    present = [t for t in tokens if _initialised(t)]
+    blank = len(tokens) - len(present)
+    reasons = [", ".join(f"{name}: wanted {wanted!r}, token {_text(t.label)!r} has {has!r}"
+                         for name, wanted, has in token_mismatches(lib, t, attrs)) for t in present]
+    listing = "; ".join(reasons) if reasons else "no initialised token is present"
+    if blank:
+        listing += f" ({blank} uninitialised token{'s' if blank > 1 else ''} not listed)"
+    module = next((path for path, loaded in _LIBS.items() if loaded is lib), "MODULE")
+    return HsmError(f"token not found: {ref.describe()}: {listing}. Each token's label, manufacturer, model and "
+                    f"serial: pkcs11-tool --module {module} --list-token-slots")
 
 
 def find_token(lib: pkcs11.lib, ref: TokenRef) -> Any:
-    """Exactly one token matching ``ref``; clear errors for none or several."""
+    """Exactly one initialised token matching ``ref``; for none, which attribute failed against each token."""
     tokens = list(lib.get_tokens())
     if ref.label is not None:
-        found = [t for t in tokens if t.label == ref.label]
+        attrs = {"token": ref.label}
     elif ref.serial is not None:
-        found = [t for t in tokens if _token_matches(t, {"serial": ref.serial})]
+        attrs = {"serial": ref.serial}
     else:
-        found = [t for t in tokens if _token_matches(t, parse_pkcs11_uri(ref.uri or ""))]
+        attrs = parse_pkcs11_uri(ref.uri or "")
+    found = [t for t in tokens if _initialised(t) and not token_mismatches(lib, t, attrs)]
     if not found:
-        present = ", ".join(repr(t.label) for t in tokens) or "none"
-        raise HsmError(f"token not found: {ref.describe()} (tokens present: {present})")
+        raise _not_found(ref, lib, tokens, attrs)
     if len(found) > 1:
-        raise HsmError(f"{ref.describe()} matches {len(found)} tokens; use the serial or a PKCS#11 URI")
+        labels = ", ".join(repr(_text(t.label)) for t in found)
+        raise HsmError(f"{ref.describe()} matches {len(found)} tokens ({labels}); use the serial or a PKCS#11 URI "
+                       "that tells them apart")
     return found[0]
 
 

@@ -85,6 +85,19 @@ def test_unknown_key_anywhere_lists_the_allowed_keys(tmp_path: Path, mutate: Any
     assert err.allowed is not None and err.allowed.startswith(allowed) and err.line
 
 
+@pytest.mark.parametrize(("uri", "needle"), [
+    ("pkcs11:modle=HSM;token=root", "unknown PKCS#11 URI attribute 'modle' (did you mean 'model'?)"),
+    ("pkcs11:token=root;object=scse-root", "'object' selects a key, not a token"),
+    ("pkcs11:token=root?pin-value=123456", "must not carry pin-value"),
+    ("token=root", "starts with 'pkcs11:'"),
+])
+def test_token_uri_is_checked_with_the_definition(tmp_path: Path, uri: str, needle: str) -> None:
+    """Before any HSM: an attribute the token matching would ignore is refused at load, with its line."""
+    err = _error(tmp_path, lambda d: d["cas"]["root"]["hsm"].update(token={"uri": uri}))
+    assert err.path == "cas.root.hsm.token" and needle in err.problem and err.line
+    assert "123456" not in str(err), "a PIN never appears in a message"
+
+
 def test_not_after_before_not_before(tmp_path: Path) -> None:
     def mutate(d: dict[str, Any]) -> None:
         d["cas"]["root"]["validity"]["not_after"] = "2020-01-01T00:00:00Z"

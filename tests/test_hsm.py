@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 
@@ -93,6 +94,63 @@ def test_token_by_serial_and_uri(make_token: Callable[[str], TestToken]) -> None
         == tok.label
     with pytest.raises(HsmError, match="pin-value"):
         hsm.parse_pkcs11_uri(f"pkcs11:token={tok.label}?pin-value=1234")
+
+
+def test_unmatched_uri_says_which_attribute_failed_on_each_token(make_token: Callable[[str], TestToken]) -> None:
+    """The example's old ``model=HSM`` against a real SoftHSM token: the message names the attribute,
+    what was wanted and what the token has, and leaves out the attributes that did match."""
+    tok = make_token("uri")
+    before = pkcs11_tool_objects(tok)
+    uri = f"pkcs11:token={tok.label};manufacturer=SoftHSM%20project;model=HSM"
+    with pytest.raises(HsmError) as info, _session(_hsm(tok, TokenRef(uri=uri))):
+        pass
+    message = str(info.value)
+    assert message.startswith(f"token not found: token {uri}: ")
+    assert f"model: wanted 'HSM', token {tok.label!r} has 'SoftHSM v2'" in message
+    assert f"manufacturer: wanted 'SoftHSM project', token {tok.label!r}" not in message, "it matched"
+    assert f"token: wanted {tok.label!r}, token {tok.label!r}" not in message, "it matched"
+    assert f"pkcs11-tool --module {os.path.realpath(tok.module)} --list-token-slots" in message
+    assert len(message.splitlines()) == 1
+    other = make_token("uri-other")
+    lib = hsm.load_module(tok.module)
+    hsm.rescan(tok.module)
+    with pytest.raises(HsmError) as info:
+        hsm.find_token(lib, TokenRef(uri=f"pkcs11:token={tok.label};serial=0000"))
+    assert f"token: wanted {tok.label!r}, token {other.label!r} has {other.label!r}, serial: wanted '0000'" \
+        in str(info.value), "every token present is explained"
+    assert pkcs11_tool_objects(tok) == before, "nothing was done on the token"
+
+
+@pytest.mark.parametrize(("uri", "needle"), [
+    ("pkcs11:modle=SoftHSM%20v2", "unknown PKCS#11 URI attribute 'modle' (did you mean 'model'?); allowed: token,"),
+    ("pkcs11:token=x;object=ca-key", "'object' selects a key, not a token"),
+    ("pkcs11:token=x;token=y", "'token' is given twice"),
+    ("pkcs11:token=x?module-path=/tmp/x.so", "takes no query attributes"),
+    ("pkcs11:", "names no token attribute"),
+])
+def test_uri_attributes_that_would_be_ignored_are_refused(uri: str, needle: str) -> None:
+    """An attribute the matching does not know would otherwise match any token."""
+    with pytest.raises(HsmError) as info:
+        hsm.parse_pkcs11_uri(uri)
+    assert needle in str(info.value)
+
+
+def test_example_token_uris_match_a_token_labelled_as_they_say(make_token: Callable[[str], TestToken]) -> None:
+    """``inventory/production.example``: its URIs describe nothing a real token would not have."""
+    from conftest import REPO, SOFTHSM_CONF
+
+    from ceremony import softhsm
+    from ceremony.definition import load_definition
+
+    example = load_definition(REPO / "inventory/production.example/pki.yml").model
+    tok = make_token("example")  # for the module and a PIN
+    lib = hsm.load_module(tok.module)
+    for name, ca in example.cas.items():
+        attrs = hsm.parse_pkcs11_uri(ca.hsm.token.uri or "")
+        assert set(attrs) == {"token"}, f"{name}: a model or manufacturer in the example would be invented"
+        softhsm.init_token(SOFTHSM_CONF, attrs["token"], tok.user_pin, tok.so_pin)
+        hsm.rescan(tok.module)
+        assert hsm.find_token(lib, ca.hsm.token).label == attrs["token"]
 
 
 def test_clear_errors(make_token: Callable[[str], TestToken], monkeypatch: pytest.MonkeyPatch) -> None:
