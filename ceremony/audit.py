@@ -189,7 +189,11 @@ def check_people(audit: Audit) -> Rules | None:
     if audit.script and not audit.script.roles() <= rules.required_roles:
         missing = sorted(audit.script.roles() - rules.required_roles)
         audit.fail(0, f"the recorded rules leave out roles the script needs: {', '.join(missing)}")
-    defn_path = audit.base / Path(str((header.get("definition") or {}).get("path", "pki.yml"))).name
+    recorded = header.get("definition") or {}
+    defn_path = audit.base / Path(str(recorded.get("path", "pki.yml"))).name
+    later = audit.base / f"pki.{str(recorded.get('sha256', ''))[:16]}.yml"  # a later version kept beside pki.yml
+    if later.is_file() and (not defn_path.is_file() or sha256_file(defn_path) != recorded.get("sha256")):
+        defn_path = later
     if defn_path.is_file() and sha256_file(defn_path) != (header.get("definition") or {}).get("sha256"):
         audit.notes.append(f"{defn_path} is not the definition this ceremony used (SHA-256 differs)")
     elif audit.script and defn_path.is_file():

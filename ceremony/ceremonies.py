@@ -105,17 +105,30 @@ def _outputs(out: Path, manifest: Manifest, recorder: Recorder) -> Iterator[Outp
         raise
 
 
+def definition_copy_name(sha256: str) -> str:
+    """Where a later version of the definition is kept next to the outputs: ``pki.<first 16 hex>.yml``."""
+    return f"pki.{sha256[:16]}.yml"
+
+
 def record_definition(defn: LoadedDefinition, out: Path, manifest: Manifest) -> Path:
-    """Keep a copy of the definition the ceremony used next to its outputs (kind ``pki-definition``)."""
+    """Keep a copy of the definition the ceremony used next to its outputs (kind ``pki-definition``).
+
+    The first definition used in a directory is ``pki.yml``. A definition changed between ceremonies (an
+    ``spki_sha256`` pin filled in after the subordinate key ceremony, say) is kept beside it as
+    ``pki.<hash>.yml``: every version stays in the one directory the auditor is given, each transcript
+    names the hash of its own, and nothing is overwritten. The pre-flight shows the witness what changed.
+    """
     target = out / "pki.yml"
     if target.resolve() != defn.path.resolve():
-        if target.exists():
-            if sha256_file(target) != defn.sha256:
-                raise OutputError(f"{target}: holds a different PKI definition than {defn.path}; use another "
-                                  "output directory")
-        else:
+        if target.exists() and sha256_file(target) != defn.sha256:
+            target = out / definition_copy_name(defn.sha256)
+        if not target.exists():
             write_new(target, defn.path.read_bytes())
-    if not manifest.find("pki-definition", path="pki.yml", sha256=defn.sha256):
+        elif sha256_file(target) != defn.sha256:
+            raise OutputError(f"{target}: holds another definition than {defn.path} under the name of its hash; "
+                              "the output directory has been tampered with")
+    rel = target.relative_to(out).as_posix()
+    if not manifest.find("pki-definition", path=rel, sha256=defn.sha256):
         manifest.add("pki-definition", target, "yaml")
     return target
 

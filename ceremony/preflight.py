@@ -172,13 +172,27 @@ def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
                              "records): the ceremony will ask to acknowledge it, and its new transcript records "
                              "the restart as an exception", warning=True))
     kept = out / "pki.yml"
-    if kept.is_file() and sha256_file(kept) != defn.sha256:
+    kept_env = _environment_of(kept)
+    if kept_env is not None and kept_env != defn.model.environment:
+        found.append(Finding("definition", False, f"{out} holds the outputs of environment {kept_env!r} ({kept}); "
+                             f"this definition is for {defn.model.environment!r}",
+                             f"use the output directory of {defn.model.environment!r} (--out out/"
+                             f"{defn.model.environment}) or check --env"))
+    elif kept.is_file() and sha256_file(kept) != defn.sha256:
         found.append(Finding("definition", True, f"{kept} holds the definition of earlier ceremonies "
                              f"(SHA-256 {sha256_file(kept)[:16]}…); this ceremony uses {defn.path} "
                              f"(SHA-256 {defn.sha256[:16]}…), which differs in: "
                              f"{', '.join(definition_changes(kept, defn.path)) or 'formatting only'}. "
                              "Both versions are kept in the output directory.", warning=True))
     return found
+
+
+def _environment_of(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(data.get("environment")) if isinstance(data, dict) and data.get("environment") else None
 
 
 def definition_changes(old: Path, new: Path) -> list[str]:

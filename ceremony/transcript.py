@@ -284,9 +284,12 @@ class TerminalAnswers:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._typed: list[dict[str, Any]] = []
 
     @_operator_input
     def participants(self, rules: Rules) -> list[Participant]:
+        """Sign-in at the terminal. Called again after a refusal (:meth:`refused`): what was typed is kept,
+        each person's roles can be kept (Enter), changed, or the person removed (``-``), then people added."""
         from rich.prompt import Prompt
 
         self.console.print(text(("Sign-in.", "bold"), " Roles needed: " + ", ".join(
@@ -294,21 +297,46 @@ class TerminalAnswers:
         if rules.crypto_officer_quorum > 1:
             self.console.print(f"  Crypto Officer quorum: {rules.crypto_officer_quorum} distinct people")
         raw: list[dict[str, Any]] = []
+        for person in self._typed:
+            current = ", ".join(person["roles"])
+            roles = self._ask_roles(person["name"], current, removable=True)
+            if roles is None:
+                self.console.print(f"  {person['name']} removed from the sign-in")
+                continue
+            raw.append({**person, "roles": roles})
         while True:
             name = Prompt.ask(Text("Name (empty line when everyone has signed in)"), default="", console=self.console)
             if not name.strip():
                 break
-            while True:
-                roles = Prompt.ask(Text(f"Roles of {name} (comma separated: {', '.join(ROLES)})"), console=self.console)
-                unknown = [r.strip() for r in roles.split(",") if r.strip() and r.strip() not in ROLES]
-                if roles.strip() and not unknown:
-                    break
-                self.console.print(f"not a role: {', '.join(unknown) or '(none given)'}", style="red")
+            roles = self._ask_roles(name, None, removable=False) or []
             doc = Prompt.ask(Text(f"Identity document of {name} (type and number)"), console=self.console)
             checker = Prompt.ask(Text(f"Name of who checked {name}'s identity document"), console=self.console)
-            raw.append({"name": name, "roles": [r.strip() for r in roles.split(",") if r.strip()],
-                        "id_document": doc, "id_checked_by": checker})
+            raw.append({"name": name, "roles": roles, "id_document": doc, "id_checked_by": checker})
+        self._typed = raw
         return parse_participants(raw, "sign-in")
+
+    def _ask_roles(self, name: str, current: str | None, *, removable: bool) -> list[str] | None:
+        from rich.prompt import Prompt
+
+        hint = f"comma separated: {', '.join(ROLES)}" + ("; Enter keeps them, - removes this person" if removable
+                                                          else "")
+        while True:
+            answer = Prompt.ask(Text(f"Roles of {name} ({hint})"), console=self.console,
+                                **({"default": current} if current else {}))
+            if removable and answer.strip() == "-":
+                return None
+            roles = [r.strip() for r in answer.split(",") if r.strip()]
+            unknown = [r for r in roles if r not in ROLES]
+            if roles and not unknown:
+                return roles
+            self.console.print(f"not a role: {', '.join(unknown) or '(none given)'}", style="red")
+
+    def refused(self, problem: str) -> bool:
+        """Show why the sign-in was refused; the sign-in is then asked again (nothing was written yet)."""
+        self.console.print(text(("Sign-in refused: ", "bold red"), problem))
+        self.console.print("Correct the sign-in: each person's roles are asked again (Enter keeps them, - removes "
+                           "the person), then anyone missing signs in.")
+        return True
 
     @_operator_input
     def bag_serial(self, bag: Bag, when: str) -> str:
@@ -795,11 +823,17 @@ def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answer
     if isinstance(answers, FileAnswers):
         answers.check(script)
     rules = rules_for(script, definition, rehearsal)
-    people = answers.participants(rules)
-    stamp = utc_now()
-    people = [Participant(p.name, p.roles, p.id_document, p.id_checked_by, stamp) for p in people]
-    check_separation(people, rules)  # before any file exists
-    return script, rules, people
+    while True:
+        try:
+            people = answers.participants(rules)
+            stamp = utc_now()
+            people = [Participant(p.name, p.roles, p.id_document, p.id_checked_by, stamp) for p in people]
+            check_separation(people, rules)  # before any file exists
+            return script, rules, people
+        except ParticipantError as exc:
+            # At the terminal the people in the room correct the sign-in; a file is refused as it stands.
+            if not isinstance(answers, TerminalAnswers) or not answers.refused(str(exc)):
+                raise
 
 
 @contextlib.contextmanager

@@ -446,3 +446,30 @@ def test_production_root_ceremony_online_is_invalid(tmp_path: Path, definition: 
                          answers=answers) as rec, rec.step("offline-check", "offline"):
         rec.evidence("offline-check", {"offline": False, "non_loopback_up": ["eth0"]})
     assert "network interface up: eth0" in str(verify(rec.path).problems[0])
+
+
+def test_a_sign_in_conflict_at_the_terminal_is_corrected_not_fatal(tmp_path: Path) -> None:
+    """Awa signs in as Administrator and Internal Witness: refused with the reason, then corrected in place
+    (her roles changed, a witness added), and the ceremony goes on; nothing is written before."""
+    import subprocess
+    import sys
+
+    answers = ["Awa Traoré", "administrator,internal-witness", "passport P1", "Cheick Diallo",
+               "Cheick Diallo", "crypto-officer", "NINA P3", "Awa Traoré",
+               "Drissa Coulibaly", "crypto-officer", "NINA P4", "Awa Traoré", "",
+               # refused; the roles of each person are asked again: change Awa's, keep the others'
+               "administrator", "", "",
+               "Binta Keïta", "internal-witness", "passport P2", "Awa Traoré", "",
+               "y", "ML-BAG-1", "y", "y", "y", "ML-BAG-2", "y"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
+    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t")],
+                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    flat = " ".join(run.stdout.split())
+    assert "Sign-in refused:" in flat and "Ceremony Administrator and the Internal Witness" in flat
+    recs = records(next((tmp_path / "t").glob("subordinate-key-generation-*.jsonl")))
+    signed = {r["participant"]["name"]: r["participant"]["roles"] for r in recs if r["type"] == "sign-in"}
+    assert signed == {"Awa Traoré": ["administrator"], "Cheick Diallo": ["crypto-officer"],
+                      "Drissa Coulibaly": ["crypto-officer"], "Binta Keïta": ["internal-witness"]}
+    assert recs[0]["answers"] == {"kind": "terminal"}
