@@ -49,6 +49,7 @@ from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from . import shamir
+from .ceremonies import login
 from .definition import CA, Hsm, LoadedDefinition
 from .errors import DefinitionError, HsmError, OutputError, VerificationError
 from .fileio import check_absent, sha256_file, write_new
@@ -433,7 +434,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             recorder.say(f"  backup {backup_id} of {ca_name!r}: quorum {threshold} of {len(custodians)} custodians")
         with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
             source = token_step(recorder, ca.hsm)
-            co_session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
             key = signing_key(co_session, ca.hsm.key_label)
             public = key.public_key()
             evidence = key_evidence(key.p11_object, public, ca.key.describe())
@@ -475,7 +476,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                     raise HsmError("the token did not mark the wrapping key trusted")
         with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
                            "wrapping key"):
-            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            session = login(recorder, stack, ca.hsm, pin_file, interactive)
             wrap_objs = [o for o in objects_with_label(session, wrap_label)
                          if o.object_class == ObjectClass.SECRET_KEY]
             if len(wrap_objs) != 1:

@@ -46,6 +46,7 @@ from .keys import generate_key, key_evidence, spki_sha256
 from .lint import lint_before_signing, verify_after_signing
 from .manifest import Manifest
 from .offline import check_offline
+from .pins import origin_text, pin_origin
 from .recorder import Recorder
 
 PEM = serialization.Encoding.PEM
@@ -158,6 +159,19 @@ def _token_step(recorder: Recorder, ca: CA) -> None:
                  f"{evidence['model']}, firmware {evidence['firmware_version']})")
 
 
+def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: str | None,
+          interactive: bool) -> Any:
+    """Log in for the ceremony, saying to the room where the PIN comes from (never the PIN): a variable, a
+    file, or typed at the prompt by a Crypto Officer; a mistyped PIN is asked again with the token's
+    remaining-attempts warnings."""
+    source = pin_source_for(hsm, pin_file, interactive)
+    where = origin_text(source, pin_origin(source))
+    recorder.say("  PIN: typed at the prompt by the Crypto Officer" if where == "the prompt"
+                 else f"  PIN: from {where}")
+    recorder.evidence("pin-source", {"origin": pin_origin(source), "described": where})
+    return stack.enter_context(open_session(hsm, source, notice=recorder.say))
+
+
 def _der(obj: Any) -> bytes:
     return obj.public_bytes(DER)
 
@@ -192,7 +206,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, ca)
-            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            session = login(recorder, stack, ca.hsm, pin_file, interactive)
         generated = False
         try:
             with recorder.step("key-generate", "Generate the root key pair inside the HSM"):
@@ -272,7 +286,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
             _token_step(recorder, ca)
-            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            session = login(recorder, stack, ca.hsm, pin_file, interactive)
         generated = False
         try:
             with recorder.step("key-generate", f"Generate the key of {ca_name!r} inside the HSM"):
@@ -351,7 +365,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                                 f"the certificate profile of {ca_name!r}")
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, issuer)
-            session = stack.enter_context(open_session(issuer.hsm, pin_source_for(issuer.hsm, pin_file, interactive)))
+            session = login(recorder, stack, issuer.hsm, pin_file, interactive)
         key = signing_key(session, issuer.hsm.key_label)
         if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
             raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")

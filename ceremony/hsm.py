@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from typing import Any
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
+from pkcs11.constants import TokenFlag
 
 from .definition import Hsm, TokenRef, parse_token_uri
 from .errors import HsmError
-from .pins import PinSource, get_pin
+from .pins import PinSource, get_pin, origin_text, pin_origin
 
 _LIBS: dict[str, pkcs11.lib] = {}
 
@@ -181,23 +183,60 @@ def pin_source_for(hsm: Hsm, pin_file: str | None = None, interactive: bool = Tr
                      prompt=f"{who} for {hsm.token.describe()}")
 
 
+_PIN_FLAGS = {
+    False: (("USER_PIN_LOCKED", "the user PIN is LOCKED (CKF_USER_PIN_LOCKED)"),
+            ("USER_PIN_FINAL_TRY", "one attempt left: the next wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY)"),
+            ("USER_PIN_COUNT_LOW", "a wrong PIN was entered since the last good one (CKF_USER_PIN_COUNT_LOW)")),
+    True: (("SO_PIN_LOCKED", "the Security Officer PIN is LOCKED (CKF_SO_PIN_LOCKED)"),
+           ("SO_PIN_FINAL_TRY", "one attempt left: the next wrong SO PIN locks it (CKF_SO_PIN_FINAL_TRY)"),
+           ("SO_PIN_COUNT_LOW", "a wrong SO PIN was entered since the last good one (CKF_SO_PIN_COUNT_LOW)")),
+}
+PIN_PROMPTS = 3  # tries at the prompt in one ceremony; the token's own counter is what protects the key
+
+
+def pin_warnings(lib: Any, ref: TokenRef, so: bool = False) -> list[str]:
+    """What the token says about its PIN's remaining attempts (read afresh: the flags change after a failure)."""
+    try:
+        flags = find_token(lib, ref).flags
+    except (HsmError, p11e.PKCS11Error):
+        return []
+    return [text for name, text in _PIN_FLAGS[so] if getattr(TokenFlag, name) & flags]
+
+
 @contextlib.contextmanager
-def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False) -> Iterator[Any]:
-    """Open a logged-in session on the token of ``hsm`` (the user, or the Security Officer)."""
+def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
+                 notice: Callable[[str], None] | None = None) -> Iterator[Any]:
+    """Open a logged-in session on the token of ``hsm`` (the user, or the Security Officer).
+
+    A PIN typed at the prompt may be typed again after a mistake (up to :data:`PIN_PROMPTS` times), each
+    time with the token's remaining-attempts flags shown through ``notice``. A PIN from a variable or a
+    file is never retried: the same wrong value would only use up the token's attempts.
+    """
     lib = load_module(hsm.module)
     token = find_token(lib, hsm.token)
-    secret = get_pin(pin)
-    try:
-        session = token.open(rw=rw, so_pin=secret) if so else token.open(rw=rw, user_pin=secret)
-    except p11e.PinIncorrect:
-        raise HsmError(f"wrong PIN for {hsm.token.describe()}") from None
-    except p11e.PinLocked:
-        raise HsmError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it") \
-            from None
-    except p11e.PKCS11Error as exc:
-        raise HsmError(f"cannot open a session on {hsm.token.describe()}: {type(exc).__name__}") from None
-    finally:
-        del secret
+    origin = pin_origin(pin)
+    say = notice or (lambda text: print(text, file=sys.stderr))
+    for attempt in range(1, PIN_PROMPTS + 1):
+        secret = get_pin(pin)
+        try:
+            session = token.open(rw=rw, so_pin=secret) if so else token.open(rw=rw, user_pin=secret)
+            break
+        except p11e.PinIncorrect:
+            warnings = pin_warnings(lib, hsm.token, so)
+            state = f" The token says: {'; '.join(warnings)}." if warnings else ""
+            if origin != "prompt" or attempt == PIN_PROMPTS or any("LOCKED" in w for w in warnings):
+                raise HsmError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"
+                               + ("" if origin == "prompt" else " Correct it there before trying again: "
+                                  "each attempt uses up one of the token's tries")) from None
+            say(f"wrong PIN for {hsm.token.describe()}.{state} Type it again "
+                f"({PIN_PROMPTS - attempt} more tr{'y' if PIN_PROMPTS - attempt == 1 else 'ies'} at this prompt).")
+        except p11e.PinLocked:
+            raise HsmError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it") \
+                from None
+        except p11e.PKCS11Error as exc:
+            raise HsmError(f"cannot open a session on {hsm.token.describe()}: {type(exc).__name__}") from None
+        finally:
+            del secret
     try:
         yield session
     finally:

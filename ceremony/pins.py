@@ -57,6 +57,23 @@ def read_pin_file(path: str | Path) -> str:
     return value
 
 
+def pin_origin(source: PinSource) -> str:
+    """Where :func:`get_pin` will take the PIN from: ``file``, ``env``, ``prompt`` or ``none``."""
+    if source.file:
+        return "file"
+    if source.env and os.environ.get(source.env):
+        return "env"
+    if source.interactive and source.prompt and sys.stdin is not None and sys.stdin.isatty():
+        return "prompt"
+    return "none"
+
+
+def origin_text(source: PinSource, origin: str) -> str:
+    """``environment variable X``, ``file F`` or ``the prompt``: said to the room, never the value."""
+    return {"file": f"file {source.file}", "env": f"environment variable {source.env}",
+            "prompt": "the prompt"}.get(origin, "nowhere")
+
+
 def get_pin(source: PinSource) -> str:
     """Return the PIN from the first source that provides one."""
     if source.file:

@@ -32,6 +32,7 @@ from .hsm_keys import public_key_from_token
 from .keys import spki_sha256
 from .manifest import MANIFEST_NAME
 from .offline import check_offline
+from .paper_script import printed_script_files
 from .pins import PinSource
 from .transcript import interrupted_transcripts
 
@@ -384,6 +385,12 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
                                            "unplug the network and bring every interface but loopback down, or run "
                                            "in a network namespace with loopback only (docs/air-gapped.md)"))
     report.findings.extend(check_output_directory(defn, out, rehearsal, plan.outputs))
+    printed = printed_script_files(out, ceremony)
+    report.findings.append(
+        Finding("paper script", True, "printed: " + ", ".join(f"{p['path']} (SHA-256 {p['sha256'][:16]}…)"
+                                                              for p in printed)) if printed else
+        Finding("paper script", True, f"none printed under {out / 'scripts'}: print it for the Internal Witness "
+                f"with invoke ceremony.script --env {defn.model.environment} --ceremony {ceremony}", warning=True))
     if ceremony == "subordinate-signing":
         assert ca is not None
         issuer = defn.model.cas[ca].issuer or defn.model.root_name

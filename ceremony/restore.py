@@ -58,10 +58,11 @@ from .backup import (
     verify_test_signature,
     wrapped_ca,
 )
+from .ceremonies import login
 from .definition import Hsm, LoadedDefinition
 from .errors import HsmError, OutputError
 from .fileio import sha256_file
-from .hsm import objects_with_label, open_session, pin_source_for
+from .hsm import objects_with_label
 from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
@@ -179,7 +180,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                                "mac_verified": True})
         with recorder.step("token-open", "Open the target token as Crypto Officer"):
             token_step(recorder, hsm)
-            session = stack.enter_context(open_session(hsm, pin_source_for(hsm, pin_file, interactive)))
+            session = login(recorder, stack, hsm, pin_file, interactive)
             label = body["key"]["label"]
             if label != hsm.key_label:
                 raise BackupError(f"{backup_path}: the key is labelled {label!r}, the definition expects "

@@ -34,14 +34,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crlenc
-from .ceremonies import _outputs, _prepare_out, _token_step, load_issuer_certificate, record_definition
+from .ceremonies import _outputs, _prepare_out, _token_step, load_issuer_certificate, login, record_definition
 from .crl_check import check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
 from .definition import LoadedDefinition
 from .errors import HsmError, OutputError, RegistryError, VerificationError
 from .fileio import sha256_file
 from .fingerprints import announce, sha256_hex
-from .hsm import open_session, pin_source_for
 from .hsm_keys import signing_key
 from .keys import key_evidence, spki_sha256
 from .lint import enforce, throwaway_key_like
@@ -181,7 +180,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                                               "reason": r.reason} for c, _, r in pending]})
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, ca)
-            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            session = login(recorder, stack, ca.hsm, pin_file, interactive)
             key = signing_key(session, ca.hsm.key_label)
             if spki_sha256(key.public_key()) != spki_sha256(root_cert.public_key()):
                 raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")

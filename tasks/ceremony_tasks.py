@@ -88,7 +88,11 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
         return
     rec = None
     try:
-        header = {"preflight": preflight.as_dict()} if preflight is not None else {}  # type: ignore[attr-defined]
+        from ceremony.paper_script import printed_script_files
+
+        header: dict[str, object] = {"paper_script": printed_script_files(out, script)}
+        if preflight is not None:
+            header["preflight"] = preflight.as_dict()  # type: ignore[attr-defined]
         with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
                              answers=Path(answers) if answers else None, header=header) as rec:
             yield rec
