@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.text import Text
 
 from .display import make_console, text
 
@@ -36,12 +37,26 @@ class Recorder(Protocol):
     def say(self, text: str) -> None:
         """Show something to the people in the room (fingerprints to read aloud, results)."""
 
+    def busy(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """A spinner while something slow runs (lint, PDF rendering), so nobody thinks the terminal froze."""
+
     def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
         """Sign the record with the ceremony's CA key, inside the HSM, while the session is open.
 
         ``verifier`` names what verifies that signature: ``{"kind": "certificate" | "public-key",
         "path": ..., "sha256": ...}``.
         """
+
+
+@contextlib.contextmanager
+def busy(console: Console, what: str) -> Iterator[None]:
+    """A spinner on a terminal; on anything else (a log, a test) one line saying what runs."""
+    if not console.is_terminal:
+        console.print(f"  … {what}")
+        yield
+        return
+    with console.status(Text(what), spinner="dots"):
+        yield
 
 
 def utcnow() -> dt.datetime:
@@ -78,6 +93,9 @@ class ConsoleRecorder:
 
     def say(self, text: str) -> None:
         self.console.print(text)
+
+    def busy(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return busy(self.console, what)
 
     def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
         """Nothing to seal: the console is not a record."""

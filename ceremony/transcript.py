@@ -60,6 +60,7 @@ from .participants import (
     rehearsal_participants,
     rules_for,
 )
+from .recorder import busy
 from .scriptbook import Bag, Script, Step, load_script
 
 FORMAT = "ceremony-transcript/1"
@@ -613,6 +614,9 @@ class TranscriptRecorder:
         self.console.print(text)
         if not self.sealed and not self.closed:
             self.writer.write("say", step=self._step, text=text)
+
+    def busy(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return busy(self.console, what)
 
     def seal(self, private_key: Any, verifier: Mapping[str, Any]) -> None:
         """Close the record and sign its chain head with the CA key, inside the HSM.
