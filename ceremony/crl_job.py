@@ -50,9 +50,12 @@ from .metrics import CrlMetrics, write_metrics
 #: Test hook: ``after-sign`` makes the process kill itself (SIGKILL) right after the HSM signed,
 #: ``before-publish`` once the new files are staged under temporary names: the crash tests use it.
 KILL_HOOK_ENV = "CEREMONY_CRL_TEST_KILL"
-#: Where the job looks for the CA certificate when ``--ca-cert`` is not given: next to the
-#: definition, then the subordinate CA directory the Ansible role ``subordinate_ca`` installs.
-DEFAULT_CA_DIRS = ("{definition_dir}", "/var/lib/ceremony/{ca}")
+#: Where the job looks for the CA certificate when ``--ca-cert`` is not given, after the ceremonies'
+#: output directory when the caller names one (``invoke crl.sign``: ``--out``, default ``out/ENV``,
+#: where the signing ceremony writes ``<ca>.crt.pem``): next to the definition, then the subordinate
+#: CA directory the Ansible role ``subordinate_ca`` installs.
+DEFAULT_CA_DIRS = (("{definition_dir}", "next to the definition"),
+                   ("/var/lib/ceremony/{ca}", "where the role subordinate_ca installs it"))
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,23 @@ def publication_names(ca: CA) -> tuple[str, str]:
     return name, name + ".pem"
 
 
-def find_ca_certificate(defn: LoadedDefinition, ca_name: str, given: str | Path | None) -> Path:
+def find_ca_certificate(defn: LoadedDefinition, ca_name: str, given: str | Path | None,
+                        output_dir: str | Path | None = None) -> Path:
+    """``given``, else the first ``<ca>.crt.pem`` found: in ``output_dir`` (the ceremonies' output
+    directory), next to the definition, in ``/var/lib/ceremony/<ca>/``. None found: one message with
+    every place looked at and the options that name the certificate."""
     if given:
         return Path(given)
-    candidates = [Path(d.format(definition_dir=defn.path.parent, ca=ca_name)) / f"{ca_name}.crt.pem"
-                  for d in DEFAULT_CA_DIRS]
-    for path in candidates:
+    places = [(Path(output_dir), "the ceremonies' output directory, --out")] if output_dir is not None else []
+    places += [(Path(d.format(definition_dir=defn.path.parent, ca=ca_name)), why) for d, why in DEFAULT_CA_DIRS]
+    candidates = [(directory / f"{ca_name}.crt.pem", why) for directory, why in places]
+    for path, _ in candidates:
         if path.is_file():
             return path
-    raise OutputError(f"the certificate of CA {ca_name!r} was not found (looked at "
-                      f"{', '.join(map(str, candidates))}); pass --ca-cert")
+    looked = "; ".join(f"{path} ({why})" for path, why in candidates)
+    remedy = "pass --ca-cert FILE" + (", or --out DIR: the output directory the signing ceremony wrote it to"
+                                      if output_dir is not None else "")
+    raise OutputError(f"the certificate of CA {ca_name!r} was not found; looked at: {looked}; {remedy}")
 
 
 @dataclass(frozen=True)
@@ -297,8 +307,13 @@ class StagedPublication:
 def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
                 out: str | Path, *, pin_file: str | None = None, ca_cert: str | Path | None = None,
                 now: dt.datetime | None = None, force: bool = False, interactive: bool = False,
-                registry_timeout: float = 10.0, say: Callable[[str], None] | None = None) -> CrlJobResult:
-    """Sign and publish the CRL of subordinate CA ``ca_name`` if one is due (see the module docs)."""
+                registry_timeout: float = 10.0, say: Callable[[str], None] | None = None,
+                ceremony_out: str | Path | None = None) -> CrlJobResult:
+    """Sign and publish the CRL of subordinate CA ``ca_name`` if one is due (see the module docs).
+
+    ``out`` is the publication directory; ``ceremony_out`` (optional) the ceremonies' output directory,
+    the first place the CA certificate is looked for when ``ca_cert`` is not given.
+    """
     from .registry import Registry
 
     timings: dict[str, float] = {}
@@ -307,7 +322,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
     der_name, pem_name = publication_names(ca)
-    issuer = load_issuer(find_ca_certificate(defn, ca_name, ca_cert), ca_name)
+    issuer = load_issuer(find_ca_certificate(defn, ca_name, ca_cert, ceremony_out), ca_name)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the publication directory is a file")

@@ -135,6 +135,7 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         check_subject(csr.subject, prof.kind, str(csr_path))
         subject = marked_subject(csr.subject, rehearsal)
         not_before, not_after = validity_window(prof, issuer_cert, now or dt.datetime.now(dt.UTC))
+        _refuse_duplicate(registry, out_dir, profile, subject, public, csr_path, not_before)
 
         def builder_for(serial: int) -> x509.CertificateBuilder:
             return ee_builder(prof, ca, issuer_cert, subject, public, serial, not_before, not_after, legislation)
@@ -181,6 +182,31 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         recorder.seal(key, {"kind": "certificate", "path": issuer_cert_path.name,
                             "sha256": sha256_file(issuer_cert_path)})
     return issued
+
+
+def _refuse_duplicate(registry: Registry, out_dir: Path, profile: str, subject: x509.Name, public: Any,
+                      csr_path: Path, at: dt.datetime) -> None:
+    """A second valid certificate of the same profile for the same key is refused before the HSM.
+
+    An operator who runs the same ``ca.issue`` again (unsure whether the first run worked) must not
+    get a duplicate. The registry finds the good certificates of this profile and subject; the key of
+    each is read from its file in ``out_dir`` (the registry keeps no keys), and only a file whose hash
+    is the registered one counts.
+    """
+    spki = spki_sha256(public)
+    for rec in registry.valid_for(subject_text(subject), profile, at):
+        pem_name, der_name = output_names(profile, rec.serial)
+        der_path = out_dir / der_name
+        try:
+            der = der_path.read_bytes()
+        except OSError:
+            continue
+        if sha256_hex(der) != rec.sha256 or spki_sha256(x509.load_der_x509_certificate(der).public_key()) != spki:
+            continue
+        raise RequestError(f"{csr_path}: certificate {rec.serial:x} ({profile}, valid until "
+                           f"{rec.not_after:%Y-%m-%d}) was issued for this key already: {out_dir / pem_name}; "
+                           "nothing was signed. To replace it, revoke it first (invoke ca.revoke "
+                           f"{rec.serial:x} --reason superseded)")
 
 
 def _requested_extensions(csr: x509.CertificateSigningRequest) -> list[str]:

@@ -397,6 +397,12 @@ class Registry:
         rows = self._query(f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?", (serial_blob(serial),))
         return _record(rows[0]) if rows else None
 
+    def valid_for(self, subject: str, profile: str, at: datetime) -> list[CertRecord]:
+        """Good certificates of ``profile`` for ``subject`` still valid at ``at`` (issuance refuses a duplicate)."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM certificates WHERE subject = ? AND profile = ? "
+                           "AND status = 'good' AND not_after > ? ORDER BY serial", (subject, profile, _epoch(at)))
+        return [_record(r) for r in rows]
+
     def list(self) -> list[CertRecord]:
         """Every certificate, ordered by serial number."""
         return [_record(r) for r in self._query(f"SELECT {_COLUMNS} FROM certificates ORDER BY serial")]

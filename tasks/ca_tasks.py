@@ -96,7 +96,7 @@ def issue(c: Context, profile: str, csr: str, ca: str = "qualified", env: str = 
 def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = None, ca: str = "qualified",
            env: str = "production", definition: str | None = None, out: str | None = None,
            registry: str | None = None, rehearsal: bool = False) -> None:
-    """Revoke a certificate in the registry; the next CRL (invoke crl.sign) carries it."""
+    """Revoke a certificate in the registry; the next CRL (invoke crl.sign --ca CA --env ENV) carries it."""
     from ceremony.issuance import mark_revoked
     from ceremony.manifest import MANIFEST_NAME, Manifest
     from ceremony.registry import Registry, parse_reason
@@ -119,7 +119,18 @@ def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = N
         mark_revoked(manifest, number)
     extra = f", invalid since {record.invalidity_date:%Y-%m-%dT%H:%M:%SZ}" if record.invalidity_date else ""
     print(f"revoked {number:x} {record.subject} at {record.revoked_at:%Y-%m-%dT%H:%M:%SZ} ({reason}{extra}); "
-          "publish a CRL within 24 hours: invoke crl.sign")
+          f"publish a CRL within 24 hours: {crl_sign_command(ca, env, definition, out, registry)}")
+
+
+def crl_sign_command(ca: str, env: str, definition: str | None, out: str | None, registry: str | None) -> str:
+    """The ``invoke crl.sign`` line that publishes what ``ca.revoke`` just recorded, options as given."""
+    import shlex
+
+    args = ["invoke", "crl.sign", "--ca", ca, "--env", env]
+    for option, value in (("--definition", definition), ("--out", out), ("--registry", registry)):
+        if value is not None:
+            args += [option, value]
+    return shlex.join(args)
 
 
 @task(name="list", help={**HELP, "status": "show only 'good' or 'revoked' certificates"})

@@ -16,27 +16,30 @@ from .ceremony_tasks import ANSWERS_HELP, HELP, _definition, _record
 
 
 @task(help={"ca": "name of the subordinate CA", "env": HELP["env"], "definition": HELP["definition"],
-            "registry": "the CA's certificate registry (default out/ENV/<ca>-registry.sqlite3)",
-            "out": "publication directory (default out/ENV/crl)", "pin_file": HELP["pin_file"],
-            "ca_cert": "the CA certificate (default: next to the definition)",
+            "out": "the ceremonies' output directory, as for ca.issue and ca.revoke (default out/ENV)",
+            "registry": "the CA's certificate registry (default OUT/<ca>-registry.sqlite3)",
+            "crl_dir": "publication directory of the CRL (default OUT/crl)", "pin_file": HELP["pin_file"],
+            "ca_cert": "the CA certificate (default OUT/<ca>.crt.pem, where the signing ceremony writes it; then "
+                       "<ca>.crt.pem next to the definition, then /var/lib/ceremony/<ca>/<ca>.crt.pem)",
             "metrics_dir": "also write the Prometheus textfile metrics here",
             "force": "sign even if the published CRL is current"})
 @operator_errors
-def sign(c: Context, ca: str, env: str = "production", definition: str | None = None, registry: str | None = None,
-         out: str | None = None, pin_file: str | None = None, ca_cert: str | None = None,
-         metrics_dir: str | None = None, force: bool = False) -> None:
+def sign(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
+         registry: str | None = None, crl_dir: str | None = None, pin_file: str | None = None,
+         ca_cert: str | None = None, metrics_dir: str | None = None, force: bool = False) -> None:
     """Sign and publish the CRL of a subordinate CA now (when due, or with --force)."""
     import time
 
     from ceremony.crl_job import metrics_for, run_crl_job, write_job_metrics
     from ceremony.registry import default_path
 
-    base = Path(f"out/{env}")
+    base = Path(out or f"out/{env}")
     start = time.monotonic()
     result = None
     try:
         result = run_crl_job(_definition(env, definition), ca, registry or default_path(base, ca),
-                             out or base / "crl", pin_file=pin_file, ca_cert=ca_cert, force=force, interactive=True)
+                             crl_dir or base / "crl", pin_file=pin_file, ca_cert=ca_cert, force=force,
+                             interactive=True, ceremony_out=base)
         print(result.summary())
     finally:
         if metrics_dir:
