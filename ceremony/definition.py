@@ -440,6 +440,8 @@ class Documents(_Strict):
 class CeremonyRules(_Strict):
     crypto_officer_quorum: int = Field(default=1, ge=1, le=16)
     require_independent_witness: bool = True
+    language: Literal["fr", "en"] = Field(default="en", description="language of the terminal at ceremonies "
+                                          "(--lang overrides it); transcripts are recorded in English")
 
 
 class Definition(_Strict):

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from rich.console import Console
 from rich.panel import Panel
+from rich.prompt import Confirm, InvalidResponse, Prompt
 from rich.text import Text
 
 from . import pgpwords
@@ -62,6 +63,7 @@ from .participants import (
 )
 from .recorder import busy
 from .scriptbook import Bag, Script, Step, load_script
+from .terminal_text import NO, YES, say
 
 FORMAT = "ceremony-transcript/1"
 GENESIS = "0" * 64
@@ -154,6 +156,9 @@ class Answers(Protocol):
 
     def acknowledge_interrupted(self, paths: list[Path]) -> bool: ...
 
+    def acknowledge_failure(self, admin: Participant, what: str) -> str:
+        """The Administrator's note on a failure that stopped the ceremony (``""`` for none)."""
+
 
 class RehearsalAnswers:
     """Generated people (names marked "(rehearsal)") and scripted answers: no prompts."""
@@ -178,6 +183,9 @@ class RehearsalAnswers:
     def acknowledge_interrupted(self, paths: list[Path]) -> bool:
         return False
 
+    def acknowledge_failure(self, admin: Participant, what: str) -> str:
+        return "(rehearsal: acknowledged automatically)"
+
 
 class FileAnswers:
     """Answers from a YAML file, for unattended runs and tests::
@@ -191,9 +199,10 @@ class FileAnswers:
 
     _KEYS: ClassVar[set[str]] = {"participants", "bags", "confirm", "exceptions", "acknowledge_interrupted"}
 
-    def __init__(self, path: Path, console: Console | None = None) -> None:
+    def __init__(self, path: Path, console: Console | None = None, lang: str = "en") -> None:
         self.path = Path(path)
         self.console = console
+        self.lang = lang
         try:
             raw = self.path.read_bytes()
             data = yaml.safe_load(raw.decode("utf-8"))
@@ -252,7 +261,7 @@ class FileAnswers:
             raise TranscriptError(f"{self.path}: confirm: not given, so {who.name} confirms at the terminal, and "
                                   "there is none; run at a terminal, or add 'confirm: true' (the transcript then "
                                   "records the confirmations as given in advance by this file)")
-        return TerminalAnswers(self.console).confirm(who, question)
+        return TerminalAnswers(self.console, self.lang).confirm(who, question)
 
     def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
         if self.exceptions == "continue":
@@ -261,6 +270,11 @@ class FileAnswers:
 
     def acknowledge_interrupted(self, paths: list[Path]) -> bool:
         return all(p.name in self.acknowledged for p in paths)
+
+    def acknowledge_failure(self, admin: Participant, what: str) -> str:
+        if self.console is not None and sys.stdin is not None and sys.stdin.isatty():
+            return TerminalAnswers(self.console, self.lang).acknowledge_failure(admin, what)
+        return f"(no one at a terminal; answers file {self.path.name})"
 
 
 def _operator_input(method: Any) -> Any:
@@ -278,102 +292,115 @@ def _operator_input(method: Any) -> Any:
     return wrapper
 
 
+class _Confirm(Confirm):
+    """Rich's yes/no prompt, answered in the terminal's language (o/n in French, y/n in English)."""
+
+    lang = "en"
+
+    def process_response(self, value: str) -> bool:
+        answer = value.strip().lower()
+        if answer in YES[self.lang] or answer in YES["en"]:
+            return True
+        if answer in NO[self.lang]:
+            return False
+        raise InvalidResponse(Text(f"{'/'.join(YES[self.lang][:1] + NO[self.lang][:1])} ?"))
+
+
+def _confirm_class(lang: str) -> type[_Confirm]:
+    return type(f"Confirm_{lang}", (_Confirm,), {"lang": lang, "choices": [YES[lang][0], NO[lang][0]]})
+
+
 class TerminalAnswers:
-    """Prompts in the terminal; the current act and step are always on screen above the prompt."""
+    """Prompts in the terminal, in the room's language; the current act and step are on screen above."""
 
     source: ClassVar[dict[str, Any]] = {"kind": "terminal"}
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, lang: str = "en") -> None:
         self.console = console
+        self.lang = lang
+        self._confirm = _confirm_class(lang)
         self._typed: list[dict[str, Any]] = []
+
+    def _t(self, key: str, **values: Any) -> str:
+        return say(self.lang, key, **values)
+
+    def _ask(self, prompt: str, **options: Any) -> str:
+        return Prompt.ask(Text(prompt), console=self.console, **options)
 
     @_operator_input
     def participants(self, rules: Rules) -> list[Participant]:
         """Sign-in at the terminal. Called again after a refusal (:meth:`refused`): what was typed is kept,
         each person's roles can be kept (Enter), changed, or the person removed (``-``), then people added."""
-        from rich.prompt import Prompt
-
-        self.console.print(text(("Sign-in.", "bold"), " Roles needed: " + ", ".join(
-            f"{ROLES[r]['en']} ({r})" for r in sorted(rules.required_roles))))
+        self.console.print(text((self._t("sign_in"), "bold"), self._t("roles_needed", roles=", ".join(
+            f"{ROLES[r][self.lang]} ({r})" for r in sorted(rules.required_roles)))))
         if rules.crypto_officer_quorum > 1:
-            self.console.print(f"  Crypto Officer quorum: {rules.crypto_officer_quorum} distinct people")
+            self.console.print(self._t("quorum", n=rules.crypto_officer_quorum))
         raw: list[dict[str, Any]] = []
         for person in self._typed:
-            current = ", ".join(person["roles"])
-            roles = self._ask_roles(person["name"], current, removable=True)
+            roles = self._ask_roles(person["name"], ", ".join(person["roles"]), removable=True)
             if roles is None:
-                self.console.print(f"  {person['name']} removed from the sign-in")
+                self.console.print(self._t("removed", name=person["name"]))
                 continue
             raw.append({**person, "roles": roles})
         while True:
-            name = Prompt.ask(Text("Name (empty line when everyone has signed in)"), default="", console=self.console)
+            name = self._ask(self._t("ask_name"), default="")
             if not name.strip():
                 break
             roles = self._ask_roles(name, None, removable=False) or []
-            doc = Prompt.ask(Text(f"Identity document of {name} (type and number)"), console=self.console)
-            checker = Prompt.ask(Text(f"Name of who checked {name}'s identity document"), console=self.console)
+            doc = self._ask(self._t("ask_id", name=name))
+            checker = self._ask(self._t("ask_checker", name=name))
             raw.append({"name": name, "roles": roles, "id_document": doc, "id_checked_by": checker})
         self._typed = raw
         return parse_participants(raw, "sign-in")
 
     def _ask_roles(self, name: str, current: str | None, *, removable: bool) -> list[str] | None:
-        from rich.prompt import Prompt
-
-        hint = f"comma separated: {', '.join(ROLES)}" + ("; Enter keeps them, - removes this person" if removable
-                                                          else "")
+        prompt = self._t("ask_roles", name=name, roles=", ".join(ROLES),
+                         keep=self._t("keep_hint") if removable else "")
         while True:
-            answer = Prompt.ask(Text(f"Roles of {name} ({hint})"), console=self.console,
-                                **({"default": current} if current else {}))
+            answer = self._ask(prompt, **({"default": current} if current else {}))
             if removable and answer.strip() == "-":
                 return None
             roles = [r.strip() for r in answer.split(",") if r.strip()]
             unknown = [r for r in roles if r not in ROLES]
             if roles and not unknown:
                 return roles
-            self.console.print(f"not a role: {', '.join(unknown) or '(none given)'}", style="red")
+            self.console.print(self._t("not_a_role", roles=", ".join(unknown) or self._t("none_given")),
+                               style="red")
 
     def refused(self, problem: str) -> bool:
         """Show why the sign-in was refused; the sign-in is then asked again (nothing was written yet)."""
-        self.console.print(text(("Sign-in refused: ", "bold red"), problem))
-        self.console.print("Correct the sign-in: each person's roles are asked again (Enter keeps them, - removes "
-                           "the person), then anyone missing signs in.")
+        self.console.print(text((self._t("refused"), "bold red"), problem))
+        self.console.print(self._t("refused_help"))
         return True
 
     @_operator_input
     def bag_serial(self, bag: Bag, when: str) -> str:
-        from rich.prompt import Prompt
-
-        verb = "opened" if when == "open" else "sealed"
         while True:
-            serial = Prompt.ask(Text(f"Serial of the tamper-evident bag {verb}: {bag.title['en']}"),
-                                console=self.console)
+            serial = self._ask(self._t("bag_open" if when == "open" else "bag_reseal", bag=bag.title[self.lang]))
             if serial.strip():
                 return serial.strip()
 
     @_operator_input
     def confirm(self, who: Participant, question: str) -> bool:
-        from rich.prompt import Confirm
-
-        return Confirm.ask(Text(f"{who.name}: {question}"), console=self.console)
+        return bool(self._confirm.ask(Text(f"{who.name}: {question}"), console=self.console))
 
     @_operator_input
     def decide(self, approver: Participant, what: str) -> tuple[bool, str]:
-        from rich.prompt import Confirm, Prompt
-
-        self.console.print(text(("Exception:", "bold yellow"), f" {what}"))
-        proceed = Confirm.ask(Text(f"{approver.name} (Ceremony Administrator): continue the ceremony?"),
-                              console=self.console)
-        reason = Prompt.ask(Text("Decision and reason, for the record"), console=self.console)
+        self.console.print(text((self._t("exception"), "bold yellow"), f" {what}"))
+        proceed = bool(self._confirm.ask(Text(self._t("continue_q", name=approver.name)), console=self.console))
+        reason = self._ask(self._t("decision_q"))
         return proceed, ("continue" if proceed else "stop") + (f": {reason}" if reason.strip() else "")
 
     @_operator_input
-    def acknowledge_interrupted(self, paths: list[Path]) -> bool:
-        from rich.prompt import Confirm
+    def acknowledge_failure(self, admin: Participant, what: str) -> str:
+        self.console.print(text((self._t("stopped"), "bold red"), f" {what}"))
+        return self._ask(self._t("failure_note", name=admin.name), default="").strip()
 
+    @_operator_input
+    def acknowledge_interrupted(self, paths: list[Path]) -> bool:
         for p in paths:
-            self.console.print(text(("Interrupted ceremony:", "bold red"), f" {p} has no closing record."))
-        return Confirm.ask(Text("Start a new transcript, recording the interruption as an exception?"),
-                           console=self.console)
+            self.console.print(text((self._t("interrupted"), "bold red"), self._t("interrupted_line", path=p)))
+        return bool(self._confirm.ask(Text(self._t("new_transcript_q")), console=self.console))
 
 
 # --- the append-only file ------------------------------------------------------------------------------
@@ -488,8 +515,9 @@ class TranscriptRecorder:
     """Writes the transcript while showing the ceremony on the console (like ConsoleRecorder)."""
 
     def __init__(self, writer: TranscriptWriter, script: Script, rules: Rules, people: list[Participant],
-                 answers: Answers, console: Console, rehearsal: bool, base: Path) -> None:
+                 answers: Answers, console: Console, rehearsal: bool, base: Path, lang: str = "en") -> None:
         self.writer = writer
+        self.lang = lang
         self.script = script
         self.rules = rules
         self.participants = people
@@ -521,12 +549,35 @@ class TranscriptRecorder:
             return people
         return people[:1]
 
-    # acts -----------------------------------------------------------------------------------------------
+    # what the room sees, in its language ----------------------------------------------------------------
+    def _t(self, key: str, **values: Any) -> str:
+        return say(self.lang, key, **values)
+
     def _title(self, act_id: str) -> str:
         act = self.script.act(act_id)
         if act is None or not act.title:
             return act_id
-        return act.title["en"]
+        return act.title.get(self.lang) or act.title["en"]
+
+    def _step_title(self, step_id: str, description: str) -> tuple[int, str]:
+        """(number of the step in the script, its title in the room's language); unscripted: (0, description)."""
+        j = self.script.index(step_id)
+        if j is None:
+            return 0, description
+        return j + 1, self.script.steps[j].title.get(self.lang) or description
+
+    def _show_next(self, step_id: str) -> None:
+        j = self.script.index(step_id)
+        if j is None:
+            return
+        if j + 1 < len(self.script.steps):
+            following = self.script.steps[j + 1]
+            self.console.print(self._t("next", k=j + 2, n=len(self.script.steps),
+                                       title=following.title.get(self.lang) or following.id), style="dim")
+        else:
+            self.console.print(self._t("last"), style="dim")
+
+    # acts -----------------------------------------------------------------------------------------------
 
     def enter_act(self, act_id: str) -> None:
         if self._act == act_id:
@@ -535,7 +586,8 @@ class TranscriptRecorder:
             self.end_act()
         n = [a.id for a in self.script.acts].index(act_id) + 1 if self.script.act(act_id) else 0
         self._act = act_id
-        self.console.rule(text((f"Act {n}: {self._title(act_id)}", "bold"), " — REHEARSAL" if self.rehearsal else ""))
+        self.console.rule(text((self._t("act", n=n, m=len(self.script.acts), title=self._title(act_id)), "bold"),
+                               self._t("rehearsal") if self.rehearsal else ""))
         self.writer.write("act-start", act=act_id)
 
     def end_act(self) -> None:
@@ -544,9 +596,10 @@ class TranscriptRecorder:
             return
         head = self.writer.head
         words = pgpwords.hex_to_words(head)
-        self.show_head(f"End of act {self._act!r}: chain head", head)
+        acts = [a.id for a in self.script.acts]
+        self.show_head(self._t("head_title", n=acts.index(self._act) + 1 if self._act in acts else self._act), head)
         witness = self.holder("internal-witness")
-        copied = self.answers.confirm(witness, "chain head copied onto the paper script?")
+        copied = self.answers.confirm(witness, self._t("head_q"))
         self.writer.write("act-end", act=self._act, head=head, words=words, copied_by=witness.name,
                           confirmed=copied)
         self.heads.append((self._act, head))
@@ -569,8 +622,10 @@ class TranscriptRecorder:
             self.enter_act(self.script.steps[0].act)
         role = scripted.role if scripted else "administrator"
         performers = self.performers(role)
-        self.console.print(text(("▶ " + description, "bold"),
-                                (f" ({step_id}; {ROLES[role]['en']}: {', '.join(performers)})", "dim")))
+        number, title = self._step_title(step_id, description)
+        self.console.print(text((self._t("step", k=number, n=len(self.script.steps), title=title), "bold"),
+                                (self._t("step_who", id=step_id, role=ROLES[role][self.lang],
+                                         names=", ".join(performers)), "dim")))
         if deviation is not None:
             self.exception(deviation, step=step_id, kind="deviation")
         self.writer.write("step-start", step=step_id, act=self._act, role=role, scripted=scripted is not None,
@@ -582,16 +637,16 @@ class TranscriptRecorder:
             self._step = None
             message = _describe(exc)
             self.writer.write("step-end", step=step_id, outcome="failed", error=message)
-            self.console.print(f"✗ {step_id} failed", style="red")
+            self.console.print(self._t("failed", id=step_id), style="red")
             self.exception(f"step {step_id!r} failed: {message}", step=step_id, kind="failure",
-                           decision="ceremony stopped")
+                           decision=self._stopped(f"step {step_id!r} failed: {message}", exc))
             self._failure_recorded = True
             raise
         self._step = None
         witness_record = None
         if scripted is not None and scripted.witness:
             witness = self.holder("internal-witness")
-            ok = self.answers.confirm(witness, f"did you witness step {step_id!r} ({description})?")
+            ok = self.answers.confirm(witness, self._t("witness_q", n=number, title=title))
             witness_record = {"name": witness.name, "confirmed": ok}
             if isinstance(self.answers, FileAnswers) and self.answers.confirmations is not None:
                 witness_record["given"] = "in advance, answers file"
@@ -599,6 +654,18 @@ class TranscriptRecorder:
         if witness_record is not None and not witness_record["confirmed"]:
             self.exception(f"the Internal Witness did not confirm step {step_id!r}", step=step_id,
                            kind="witness")
+        self._show_next(step_id)
+
+    def _stopped(self, what: str, exc: BaseException) -> str:
+        """The record of a failure: it always stops the ceremony; the Administrator is asked to acknowledge it
+        (with a note for the record) rather than the decision being put in her name unasked."""
+        if isinstance(exc, KeyboardInterrupt):
+            return "ceremony stopped: interrupted by the operator"
+        try:
+            note = self.answers.acknowledge_failure(self.holder("administrator"), what)
+        except Exception as ack_exc:  # no one to ask (closed input): say so, never mask the failure
+            return f"ceremony stopped; not acknowledged at the terminal ({_describe(ack_exc)})"
+        return "ceremony stopped; acknowledged by the Ceremony Administrator" + (f": {note}" if note else "")
 
     def evidence(self, name: str, data: Mapping[str, Any]) -> None:
         self._check_open(f"evidence {name!r}")
@@ -608,7 +675,7 @@ class TranscriptRecorder:
         self._check_open(f"artifact {path}")
         self.writer.write("artifact", kind=kind, path=_relative(Path(path), self.base), sha256=sha256,
                           step=self._step, info=_jsonable(info))
-        self.console.print(text(f"  wrote {path}", (f" ({kind})", "dim")))
+        self.console.print(text(self._t("wrote", path=path), (f" ({kind})", "dim")))
 
     def say(self, text: str) -> None:
         self.console.print(text)
@@ -661,7 +728,7 @@ class TranscriptRecorder:
         self.writer.write("seal", head=head, words=pgpwords.hex_to_words(head), algorithm=algorithm,
                           signature=base64.b64encode(signature).decode(), verifier=record)
         self.sealed = True
-        self.show_head("Final chain head, signed in the HSM", head)
+        self.show_head(self._t("final_head"), head)
 
     # extras for the ceremonies ----------------------------------------------------------------------
     def exception(self, what: str, *, step: str | None = None, kind: str = "deviation",
@@ -678,7 +745,8 @@ class TranscriptRecorder:
             proceed, decision = self.answers.decide(admin, what)
         self.writer.write("exception", number=self.exceptions, kind=kind, step=step, what=what,
                           decision=decision, approved_by=admin.name, approver_role="administrator")
-        self.console.print(f"Exception {self.exceptions}: {what} — {decision} ({admin.name})", style="yellow")
+        self.console.print(self._t("exception_line", n=self.exceptions, what=what, decision=decision, who=admin.name),
+                           style="yellow")
         if not proceed:
             self._failure_recorded = True
             raise TranscriptError(f"exception {self.exceptions}: {what}; the Ceremony Administrator stopped the "
@@ -692,7 +760,8 @@ class TranscriptRecorder:
         value = serial or self.answers.bag_serial(bag, when)
         witness = self.holder("internal-witness")
         self.writer.write("bag", bag=bag_id, when=when, serial=value, witness=witness.name)
-        self.console.print(f"  bag {bag.title['en']} {'opened' if when == 'open' else 'sealed'}: serial {value}")
+        self.console.print(self._t("bag_line_open" if when == "open" else "bag_line_reseal",
+                                   bag=bag.title.get(self.lang, bag.title["en"]), serial=value))
         return value
 
     def confirm(self, question: str, role: str = "internal-witness") -> bool:
@@ -706,8 +775,8 @@ class TranscriptRecorder:
         self.enter_act("sign-in")
         for p in self.participants:
             self.writer.write("sign-in", participant=p.as_dict())
-            self.console.print(f"  signed in: {p.name} — {', '.join(ROLES[r]['en'] for r in p.roles)} "
-                               f"(identity {p.id_document}, checked by {p.id_checked_by})")
+            self.console.print(self._t("signed_in", name=p.name, roles=", ".join(ROLES[r][self.lang] for r in p.roles),
+                                       doc=p.id_document, checker=p.id_checked_by))
         for r in resumes:
             self.exception(f"earlier transcript {r['file']} is incomplete ({r['records']} records, last record "
                            f"{r['last_hash'][:16]}…): the ceremony starts again in this new transcript",
@@ -750,7 +819,8 @@ class TranscriptRecorder:
             self.writer.write("close", status=status, records=self.writer.seq + 1,
                               **({"error": _describe(exc)} if exc is not None else {}))
             colour = "green" if status == "sealed" else "red"
-            self.console.print(f"transcript {self.path}: {status}", style=colour)
+            self.console.print(self._t("status", path=self.path, status=self._t(
+                {"failed": "failed_status", "interrupted": "interrupted_status"}.get(status, status))), style=colour)
         finally:
             self.closed = True
             self.writer.close()
@@ -844,9 +914,9 @@ def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answer
 def _transcript(path: Path, script: Script, definition: Any, rules: Rules, people: list[Participant],
                 answers: Answers, rehearsal: bool, base: Path, console: Console,
                 resumes: list[dict[str, Any]],
-                header: Mapping[str, Any] | None = None) -> Iterator[TranscriptRecorder]:
+                header: Mapping[str, Any] | None = None, lang: str = "en") -> Iterator[TranscriptRecorder]:
     writer = TranscriptWriter(path)
-    rec = TranscriptRecorder(writer, script, rules, people, answers, console, rehearsal, base)
+    rec = TranscriptRecorder(writer, script, rules, people, answers, console, rehearsal, base, lang)
     try:
         writer.write("header", format=FORMAT, rehearsal=rehearsal,
                      script={"name": script.name, "version": script.version, "sha256": script.sha256,
@@ -857,8 +927,9 @@ def _transcript(path: Path, script: Script, definition: Any, rules: Rules, peopl
                      environment=environment_evidence(),
                      resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes],
                      answers=dict(answers.source), **_jsonable(dict(header or {})))
-        console.rule(text((script.title["en"], "bold"), " — REHEARSAL" if rehearsal else ""))
-        console.print(f"transcript: {path}")
+        console.rule(text((script.title.get(lang) or script.title["en"], "bold"),
+                          say(lang, "rehearsal") if rehearsal else ""))
+        console.print(say(lang, "transcript", path=path))
         rec.open_acts(resumes)
     except BaseException as exc:
         rec.finish(exc)
@@ -893,14 +964,14 @@ def open_rehearsal_transcript(path: Path, script_name: str, definition: Any, *,
 def open_transcript(directory: Path, script_name: str, definition: Any, *, rehearsal: bool,
                     answers: Path | None = None, console: Console | None = None,
                     artifacts_base: Path | None = None,
-                    header: Mapping[str, Any] | None = None) -> Iterator[TranscriptRecorder]:
+                    header: Mapping[str, Any] | None = None, lang: str = "en") -> Iterator[TranscriptRecorder]:
     """A new transcript ``<script>-<UTC time>.jsonl`` in ``directory``: sign-in in the terminal or from
     ``answers`` (YAML). An interrupted transcript in the directory must be acknowledged first; it is
     never continued, and the new transcript records the restart as an exception.
     """
     directory = Path(directory)
     console = console or make_console()
-    source: Answers = FileAnswers(answers, console) if answers else TerminalAnswers(console)
+    source: Answers = FileAnswers(answers, console, lang) if answers else TerminalAnswers(console, lang)
     if answers is None and rehearsal:
         source = RehearsalAnswers(definition)
     pending = interrupted_transcripts(directory)
@@ -919,7 +990,7 @@ def open_transcript(directory: Path, script_name: str, definition: Any, *, rehea
         n += 1
     base = Path(artifacts_base) if artifacts_base else directory.parent
     with _transcript(path, script, definition, rules, people, source, rehearsal, base, console, pending,
-                     header) as rec:
+                     header, lang) as rec:
         yield rec
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from ._cli import operator_errors
-from .ceremony_tasks import ANSWERS_HELP, HELP, _load, _out, _record, preflight_or_stop
+from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _load, _out, _record, preflight_or_stop
 
 
 def _bags(pairs: list[str]) -> dict[str, str]:
@@ -35,12 +35,13 @@ def _bags(pairs: list[str]) -> dict[str, str]:
     "certificate": "the CA's certificate (default: OUT/<ca>.crt.pem); the key must be its key",
     "bag": "'CUSTODIAN=BAG-SERIAL', once per custodian: the tamper-evident bag each share is sealed in",
     "so_pin_file": "read the Security Officer PIN from this file (mode 0600)",
-    "answers": ANSWERS_HELP,
+    "answers": ANSWERS_HELP, "lang": LANG_HELP,
 })
 @operator_errors
 def create(c: Context, ca: str, env: str | None = None, definition: str | None = None, out: str | None = None,
            certificate: str | None = None, bag: list[str] | None = None, pin_file: str | None = None,
-           so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
+           so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+           lang: str | None = None) -> None:
     """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
     from ceremony.backup import backup_ceremony
 
@@ -48,7 +49,7 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
     out_dir = _out(env, out, defn)
     bags = _bags(bag or [])
     report = preflight_or_stop(defn, "key-backup", out_dir, rehearsal, ca=ca, pin_file=pin_file)
-    with _record("key-backup", defn, out_dir, rehearsal, answers, report) as rec:
+    with _record("key-backup", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
                                  pin_file=pin_file, so_pin_file=so_pin_file)
     print(f"backup {result.backup_id}: {result.backup_file}")
@@ -64,13 +65,13 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
                    "against it",
     "target_token": "label of the token to restore onto (default: the token the definition names); its user "
                     "PIN comes from the definition's pin_env, --pin-file or a prompt",
-    "answers": ANSWERS_HELP,
+    "answers": ANSWERS_HELP, "lang": LANG_HELP,
 })
 @operator_errors
 def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, env: str | None = None,
             definition: str | None = None, out: str | None = None, certificate: str | None = None,
             target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
-            answers: str | None = None) -> None:
+            answers: str | None = None, lang: str | None = None) -> None:
     """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
     from ceremony.backup import BackupError
     from ceremony.definition import TokenRef
@@ -88,7 +89,7 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
     report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal)
-    with _record("key-restore", defn, out_dir, rehearsal, answers, report) as rec:
+    with _record("key-restore", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,
                                   certificate=certificate, target=target, pin_file=pin_file)
     print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")

@@ -22,6 +22,7 @@ HELP = {
     "pin_file": "read the PIN from this file (mode 0600) instead of the environment or a prompt",
     "rehearsal": "mark everything as a rehearsal (no offline enforcement, CN '(REHEARSAL)')",
 }
+LANG_HELP = "language of the terminal: fr or en (default: ceremony.language in the definition)"
 ANSWERS_HELP = ("YAML file with the sign-in (participants, roles, identity checks), bag serials and confirmations "
                 "instead of prompts (see docs/transcripts.md)")
 
@@ -72,9 +73,16 @@ def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: boo
     return report
 
 
+def terminal_lang(defn: object, lang: str | None) -> str:
+    """``--lang`` if given, else the definition's ``ceremony.language``."""
+    from ceremony.terminal_text import check_lang
+
+    return check_lang(lang) if lang else defn.model.ceremony.language  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None,
-            preflight: object = None) -> Iterator[object]:
+            preflight: object = None, lang: str | None = None) -> Iterator[object]:
     """The ceremony's transcript in OUT/transcripts: sign-in and confirmations at the terminal, or from
     ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses
     generated rehearsal participants. Falls back to the console only if the transcript module is absent.
@@ -94,7 +102,8 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
         if preflight is not None:
             header["preflight"] = preflight.as_dict()  # type: ignore[attr-defined]
         with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
-                             answers=Path(answers) if answers else None, header=header) as rec:
+                             answers=Path(answers) if answers else None, header=header,
+                             lang=terminal_lang(defn, lang)) as rec:
             yield rec
     finally:
         if rec is not None:  # list the transcript (even of a failed ceremony) and write its reports
@@ -107,44 +116,45 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
                 print(f"warning: {rec.path}: transcript not listed in the manifest or reports not written: {exc}")
 
 
-@task(help={**HELP, "answers": ANSWERS_HELP})
+@task(help={**HELP, "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def root(c: Context, env: str | None = None, definition: str | None = None, out: str | None = None,
-         pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
+         pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+         lang: str | None = None) -> None:
     """Root key ceremony: generate the root key in its HSM and issue the self-signed root certificate."""
     from ceremony.ceremonies import root_ceremony
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "root-key-generation", out_dir, rehearsal, pin_file=pin_file)
-    with _record("root-key-generation", defn, out_dir, rehearsal, answers, report) as rec:
+    with _record("root-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
 @task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition",
-                                    "answers": ANSWERS_HELP})
+                                    "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str | None = None,
                     out: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
-                    answers: str | None = None) -> None:
+                    answers: str | None = None, lang: str | None = None) -> None:
     """Generate a subordinate CA key on its own HSM and write its CSR (PEM and DER)."""
     from ceremony.ceremonies import subordinate_key_ceremony
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "subordinate-key-generation", out_dir, rehearsal, ca=ca, pin_file=pin_file)
-    with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report) as rec:
+    with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
 
 
 @task(name="sign-subordinate", help={**HELP, "ca": "name of the subordinate CA in the definition",
                                      "csr": "the subordinate's CSR (PEM or DER), carried to the offline root",
                                      "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)",
-                                     "answers": ANSWERS_HELP})
+                                     "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, definition: str | None = None,
                      out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
-                     rehearsal: bool = False, answers: str | None = None) -> None:
+                     rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
     """At the offline root: verify a subordinate's CSR and issue its CA certificate."""
     from ceremony.ceremonies import sign_subordinate_ceremony
 
@@ -152,7 +162,7 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "subordinate-signing", out_dir, rehearsal, ca=ca, csr=csr,
                                issuer_cert=issuer_cert, pin_file=pin_file)
-    with _record("subordinate-signing", defn, out_dir, rehearsal, answers, report) as rec:
+    with _record("subordinate-signing", defn, out_dir, rehearsal, answers, report, lang) as rec:
         sign_subordinate_ceremony(defn, ca, csr, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
                                   pin_file=pin_file)
 
