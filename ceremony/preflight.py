@@ -391,13 +391,14 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
                                                               for p in printed)) if printed else
         Finding("paper script", True, f"none printed under {out / 'scripts'}: print it for the Internal Witness "
                 f"with invoke ceremony.script --env {defn.model.environment} --ceremony {ceremony}", warning=True))
-    if ceremony == "subordinate-signing":
-        assert ca is not None
-        issuer = defn.model.cas[ca].issuer or defn.model.root_name
+    if ceremony in ("subordinate-signing", "root-crl-batch"):
+        issuer = defn.model.cas[ca].issuer or defn.model.root_name if ca else defn.model.root_name
         ipath = Path(issuer_cert) if issuer_cert else out / f"{issuer}.crt.pem"
         report.findings.append(Finding("issuer certificate", True, f"{ipath}") if ipath.is_file() else
                                Finding("issuer certificate", False, f"{ipath} is not there",
                                        "run the root ceremony into this --out first, or pass --issuer-cert FILE"))
+    if ceremony == "subordinate-signing":
+        assert ca is not None
         if csr is None:
             report.findings.append(Finding("CSR", False, "no CSR given", "pass --csr FILE"))
         else:

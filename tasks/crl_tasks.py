@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from ._cli import operator_errors
-from .ceremony_tasks import ANSWERS_HELP, HELP, _definition, _record
+from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _definition, _load, _out, _record, preflight_or_stop
 
 
 @task(help={"ca": "name of the subordinate CA", "env": HELP["env"], "definition": HELP["definition"],
@@ -53,14 +53,14 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
                                "reason": "revocation reason (default keyCompromise)",
                                "invalidity_date": "when the key is known or suspected compromised, ISO 8601",
                                "issuer_cert": "the root certificate (default OUT/<root>.crt.pem)",
-                               "answers": ANSWERS_HELP})
+                               "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
-def root_batch(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
+def root_batch(c: Context, env: str | None = None, definition: str | None = None, out: str | None = None,
                count: int = 0, start: str | None = None, revoke: str | None = None,
                reason: str = "keyCompromise", invalidity_date: str | None = None, issuer_cert: str | None = None,
-               pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None) -> None:
+               pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+               lang: str | None = None) -> None:
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
-    from ceremony.definition import load_definition
     from ceremony.errors import DefinitionError
     from ceremony.root_crl import Revocation, root_crl_batch_ceremony
 
@@ -74,11 +74,13 @@ def root_batch(c: Context, env: str = "production", definition: str | None = Non
                                   "ISO 8601, e.g. 2027-01-01T00:00:00Z") from None
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
-    defn = load_definition(_definition(env, definition))
-    out_dir = Path(out or f"out/{env}")
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
     revocations = [Revocation(revoke, reason, when(invalidity_date, "--invalidity-date"))] if revoke else []
     first = when(start, "--start")  # bad options are refused before the transcript opens
-    with _record("root-crl-batch", defn, out_dir, rehearsal, answers) as rec:
+    report = preflight_or_stop(defn, "root-crl-batch", out_dir, rehearsal, issuer_cert=issuer_cert,
+                               pin_file=pin_file)
+    with _record("root-crl-batch", defn, out_dir, rehearsal, answers, report, lang) as rec:
         batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,
                                         count=count or None, start=first, revoke=revocations,
                                         issuer_cert_path=issuer_cert)
