@@ -206,6 +206,10 @@ def check(c: Context, env: str | None = None, definition: str | None = None) -> 
     for name, ca in defn.model.cas.items():
         print(f"  {name}: {ca.role}, {ca.key.describe()}, {ca.validity.not_before:%Y-%m-%d} to "
               f"{ca.validity.not_after:%Y-%m-%d}, {ca.hsm.token.describe()} key {ca.hsm.key_label!r}")
+        if not Path(ca.hsm.module).is_file():
+            # Not an error here (a definition is often checked away from the HSM), but never silence.
+            print(f"    note: PKCS#11 module {ca.hsm.module} is not on this machine; it must be where the "
+                  f"ceremony runs (invoke ceremony.preflight --env ENV --ceremony NAME checks it there)")
 
 
 ns = Collection()
