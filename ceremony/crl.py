@@ -153,15 +153,17 @@ _LEN: list[bytes] = [bytes((i,)) for i in range(128)]
 
 
 def encode_revoked_packed(chunks: Iterable[bytes], out: bytearray, record: Any,
-                          no_date: int) -> tuple[int, list[RevokedRow]]:
+                          no_date: int) -> tuple[int, list[RevokedRow], int | None]:
     """Like :func:`encode_revoked`, from the registry's packed records (``Registry.iter_revoked_packed``).
 
     ``record`` is the registry's ``struct.Struct`` (serial as 20 big-endian bytes, revoked_at,
     reason code, invalidity date or ``no_date``, not_after). The serial bytes are used as they are
     (leading zero bytes stripped, one put back when the top bit is set: DER INTEGER), so no Python
-    integer is made per entry. Returns the count and a structural sample of rows: the first row of
-    every chunk, the last row, and the first row of every entry shape (reason code, invalidity date
-    or not, UTCTime or GeneralizedTime) — every entry is written from one of these shapes.
+    integer is made per entry. Returns the count, a structural sample of rows (the first row of
+    every chunk, the last row, and the first row of every entry shape: reason code, invalidity date
+    or not, UTCTime or GeneralizedTime — every entry is written from one of these shapes) and the
+    latest revocationDate written (epoch seconds; None without entries), which thisUpdate must not
+    precede (:func:`this_update_covering`).
     """
     utc_days = _DayCache(False)
     gen_days = _DayCache(True)
@@ -178,6 +180,7 @@ def encode_revoked_packed(chunks: Iterable[bytes], out: bytearray, record: Any,
     sample: list[RevokedRow] = []
     last: Any = None
     n = 0
+    latest = -1 << 63
 
     def keep(t: Any) -> None:
         s_, r_, c_, i_, na_ = t
@@ -187,6 +190,8 @@ def encode_revoked_packed(chunks: Iterable[bytes], out: bytearray, record: Any,
         keep(record.unpack_from(chunk, 0))
         for t in record.iter_unpack(chunk):
             s, rev, reason, inv, _na = t
+            if rev > latest:
+                latest = rev
             d, r = divmod(rev, 86400)
             if inv == no_date and 0 < s[0] < 0x80 and rev < limit:
                 append(prefix[reason] + s + utc_days[d] + hms[r] + suffix[reason])
@@ -216,7 +221,20 @@ def encode_revoked_packed(chunks: Iterable[bytes], out: bytearray, record: Any,
             last = record.unpack_from(chunk, len(chunk) - record.size)
     if last is not None:
         keep(last)
-    return n, sample
+    return n, sample, (latest if n else None)
+
+
+def this_update_covering(this_update: dt.datetime, latest_revocation: int | None) -> dt.datetime:
+    """``this_update``, or the latest revocationDate of the entries when that is later.
+
+    thisUpdate is set back by the clock skew allowance, and a revocation recorded within that window
+    (revoke, then sign at once) would otherwise be dated after the CRL that lists it. Both are whole
+    seconds (the registry keeps revocation times in epoch seconds; CRL times have no fractions).
+    """
+    floor = this_update.replace(microsecond=0)
+    if latest_revocation is None:
+        return floor
+    return max(floor, from_epoch(latest_revocation))
 
 
 def signature_algorithm(public_key: Any) -> tuple[bytes, hashes.HashAlgorithm]:
@@ -422,12 +440,17 @@ class RowSample:
         self._shapes: set[tuple[Any, ...]] = set()
         self.last: RevokedRow | None = None
         self.count = 0
+        self.latest: int | None = None
+        """The latest revocationDate that passed (epoch seconds), None before any row."""
 
     def __iter__(self) -> Any:
         shapes, keep, stride = self._shapes, self.rows.append, self.stride
         n = 0
         row = None
+        latest = -1 << 63
         for row in self._rows:
+            if row[1] > latest:
+                latest = row[1]
             shape = (row[2], row[3] is None, row[1] >= _UTCTIME_LIMIT_EPOCH, row[0].bit_length() >> 3)
             if shape not in shapes:
                 shapes.add(shape)
@@ -437,6 +460,7 @@ class RowSample:
             n += 1
             yield row
         self.count = n
+        self.latest = latest if n else None
         if row is not None and (not self.rows or self.rows[-1] is not row):
             keep(row)
         self.last = row

@@ -230,15 +230,18 @@ def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
     return lookup
 
 
-def _encode_from_registry(registry: Any, out: bytearray) -> tuple[int, list[crlenc.RevokedRow]]:
-    """Stream the registry's revocations into ``out``: its packed records when it has them (fast path)."""
+def _encode_from_registry(registry: Any, out: bytearray) -> tuple[int, list[crlenc.RevokedRow], int | None]:
+    """Stream the registry's revocations into ``out``: its packed records when it has them (fast path).
+
+    Returns the count, a structural sample and the latest revocationDate written (epoch seconds).
+    """
     from . import registry as reg
 
     if hasattr(registry, "iter_revoked_packed") and hasattr(reg, "CRL_ENTRY"):
         return crlenc.encode_revoked_packed(registry.iter_revoked_packed(), out, reg.CRL_ENTRY, reg.NO_DATE)
     sampler = crlenc.RowSample(registry.iter_revoked_rows())
     count = crlenc.encode_revoked(sampler, out)
-    return count, sampler.rows
+    return count, sampler.rows, sampler.latest
 
 
 class StagedPublication:
@@ -337,19 +340,27 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             assert prev is not None and prev.next_update is not None
             return CrlJobResult(ca_name, False, prev.number, prev.entries, prev.this_update, prev.next_update,
                                 der_path, pem_path, "not due", timings)
-        this_update = now - ca.crl.clock_skew_td
-        next_update = this_update + ca.crl.lifetime_td
-        if prev is not None and this_update < prev.this_update:
+        # A published thisUpdate is never later than the time it was signed (see below).
+        if prev is not None and now < prev.this_update:
             raise VerificationError(f"the clock is behind the published CRL (thisUpdate {prev.this_update}); "
                                     "check the time on this host; nothing was signed")
         state = state_path(out_dir, ca_name)
         number = max(last_reserved(state), prev.number if prev else 0) + 1
-        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update)
         alg_id, _ = crlenc.signature_algorithm(issuer.public_key)
 
         t = time.perf_counter()
         entries = bytearray()
-        count, sample = _encode_from_registry(registry, entries)
+        count, sample, latest = _encode_from_registry(registry, entries)
+        # thisUpdate is set back by the clock skew, but never before the published CRL's thisUpdate nor
+        # before a revocation the CRL lists (revoke, then sign at once).
+        floor = max(now - ca.crl.clock_skew_td, prev.this_update) if prev is not None else now - ca.crl.clock_skew_td
+        this_update = crlenc.this_update_covering(floor, latest)
+        if this_update > now:
+            raise VerificationError(f"the clock is behind the latest revocation in {registry_path} "
+                                    f"({this_update:%Y-%m-%dT%H:%M:%SZ}); check the time on this host; "
+                                    "nothing was signed")
+        next_update = this_update + ca.crl.lifetime_td
+        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update)
         tbs = crlenc.encode_tbs(header, alg_id, entries, count)  # clears ``entries``
         del entries
         timings["read+encode"] = time.perf_counter() - t

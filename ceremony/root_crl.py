@@ -165,7 +165,9 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 rows[serial] = (serial, now_epoch, code or None, inv,
                                 crlenc.epoch(cert.not_valid_after_utc))
             entries = [rows[s] for s in sorted(rows)]
-            first_this_update = start_at - ca.crl.clock_skew_td
+            # Set back by the clock skew, but never before a revocation the CRLs list.
+            first_this_update = crlenc.this_update_covering(start_at - ca.crl.clock_skew_td,
+                                                            max((e[1] for e in entries), default=None))
             previous = latest_in_force(crl_dir, stem, first_this_update) if crl_dir.is_dir() else None
             state = state_path(out_dir, name)
             prev_number = summarise(x509.load_der_x509_crl(previous)).number if previous else 0

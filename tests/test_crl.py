@@ -47,7 +47,8 @@ def test_both_encoders_write_the_same_bytes_and_cryptography_reads_every_field()
     a = bytearray()
     assert crlenc.encode_revoked(rows, a) == len(rows)
     b = bytearray()
-    count, sample = crlenc.encode_revoked_packed(packed(rows), b, CRL_ENTRY, NO_DATE)
+    count, sample, latest = crlenc.encode_revoked_packed(packed(rows), b, CRL_ENTRY, NO_DATE)
+    assert latest == max(r[1] for r in rows)
     assert count == len(rows) and bytes(a) == bytes(b)
     assert sample[0] == rows[0] and sample[-1] == rows[-1] and all(r in rows for r in sample)
     key = ec.generate_private_key(ec.SECP384R1())
@@ -157,3 +158,20 @@ def test_dropped_entries_fast_path_and_fallback() -> None:
     assert list(dropped_serials(prev, der(missing + added))) == [rows[100][0]]
     assert list(_dropped_by_serial(prev, der(missing))) == [rows[100][0]]
     assert list(dropped_serials(prev, der([]))) == [r[0] for r in rows]
+
+
+def test_this_update_covers_the_latest_revocation() -> None:
+    """thisUpdate is set back by the clock skew, but never before an entry's revocationDate (whole seconds)."""
+    skewed = dt.datetime(2026, 6, 1, 11, 55, 0, 700_000, tzinfo=dt.UTC)
+    revoked = crlenc.epoch(dt.datetime(2026, 6, 1, 11, 59, 59, tzinfo=dt.UTC))
+    assert crlenc.this_update_covering(skewed, revoked) == crlenc.from_epoch(revoked)
+    assert crlenc.this_update_covering(skewed, revoked - 3600) == skewed.replace(microsecond=0)
+    assert crlenc.this_update_covering(skewed, None) == skewed.replace(microsecond=0)
+    rows = random_rows(50)
+    sampler = crlenc.RowSample(rows)
+    crlenc.encode_revoked(sampler, bytearray())
+    assert sampler.latest == max(r[1] for r in rows)
+    empty = crlenc.RowSample([])
+    crlenc.encode_revoked(empty, bytearray())
+    assert empty.latest is None
+    assert crlenc.encode_revoked_packed([], bytearray(), CRL_ENTRY, NO_DATE)[2] is None

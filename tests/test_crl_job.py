@@ -430,3 +430,58 @@ def test_cli_with_the_role_command_line_and_a_pin_file(pki: Pki, tmp_path: Path)
     assert os.environ[env_name] not in no_pin.stderr + no_pin.stdout
     metrics = (tmp_path / "metrics" / "ceremony_crl_qualified.prom").read_text()
     assert 'x509_crl_last_run_success{ca="qualified"} 0' in metrics and 'x509_crl_number{ca="qualified"} 1' in metrics
+
+
+def _openssl_crl_times(der_path: Path) -> tuple[dt.datetime, list[dt.datetime]]:
+    """thisUpdate and every revocationDate as ``openssl crl -text`` reads them (an independent parser)."""
+    text = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(der_path), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+
+    def when(value: str) -> dt.datetime:
+        return dt.datetime.strptime(" ".join(value.split()), "%b %d %H:%M:%S %Y GMT").replace(tzinfo=dt.UTC)
+
+    lines = [line.strip() for line in text.splitlines()]
+    this_update = when(next(x for x in lines if x.startswith("Last Update:")).split(":", 1)[1])
+    revoked = [when(x.split(":", 1)[1]) for x in lines if x.startswith("Revocation Date:")]
+    return this_update, revoked
+
+
+def test_this_update_never_precedes_a_revocation_it_lists(pki: Pki, tmp_path: Path) -> None:
+    """Revoke, then sign at once: thisUpdate is set back by the clock skew (5m), but not before the entry."""
+    reg = pki.copy_registry(tmp_path / "reg")
+    with Registry.open(reg) as r:
+        assert r.revoke(pki.bad_serial, "keyCompromise")
+        revoked_at = r.get(pki.bad_serial).revoked_at
+    pub = tmp_path / "pub"
+    result = job(pki, reg, pub)
+    this_update, revocations = _openssl_crl_times(pub / "qualified.crl")
+    assert revocations == [revoked_at] and this_update >= revoked_at
+    assert this_update == revoked_at == result.this_update, "set back only as far as the revocation"
+    crl = x509.load_der_x509_crl((pub / "qualified.crl").read_bytes())
+    assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(days=7)  # the definition's lifetime
+    assert all(crl.last_update_utc >= e.revocation_date_utc for e in crl)
+
+
+def test_this_update_keeps_the_clock_skew_for_older_revocations(pki: Pki, tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    reg = pki.copy_registry(tmp_path / "reg")
+    with Registry.open(reg) as r:
+        assert r.revoke(pki.bad_serial, "keyCompromise", now=now - dt.timedelta(hours=1))
+    result = job(pki, reg, tmp_path / "pub", now=now)
+    this_update, revocations = _openssl_crl_times(tmp_path / "pub" / "qualified.crl")
+    assert this_update == result.this_update == now - dt.timedelta(minutes=5)
+    assert revocations == [now - dt.timedelta(hours=1)]
+
+
+def test_a_revocation_after_the_clock_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """A revocation dated after this host's time: the clock is wrong; nothing is signed, no number is burnt."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    reg = pki.copy_registry(tmp_path / "reg")
+    with Registry.open(reg) as r:
+        assert r.revoke(pki.bad_serial, "keyCompromise", now=now + dt.timedelta(minutes=10))
+    pub = tmp_path / "pub"
+    with pytest.raises(VerificationError) as info:
+        job(pki, reg, pub, now=now)
+    assert "the clock is behind the latest revocation" in str(info.value) and "nothing was signed" in str(info.value)
+    assert not (pub / "qualified.crl").exists() and not (pub / "qualified.crl.pem").exists()
+    assert last_reserved(state_path(pub, "qualified")) == 0

@@ -74,6 +74,9 @@ def test_revoking_the_subordinate_ca_makes_openssl_reject_its_chain(pki: Pki, tm
     assert batch.crls[0].number == first.crls[0].number + 1 and batch.crls[0].entries == 1
     sub = x509.load_pem_x509_certificate((out / "qualified.crt.pem").read_bytes())
     assert batch.revoked == [sub.serial_number]
+    signed = x509.load_der_x509_crl(batch.crls[0].der_path.read_bytes())
+    [entry] = list(signed)
+    assert signed.last_update_utc >= entry.revocation_date_utc, "thisUpdate never precedes a revocation it lists"
     assert root_registry_path(out, "root").exists()
     assert not [f for f in lint_crl(batch.crls[0].der_path.read_bytes(), ca_only=True)
                 if f.severity in ("ERROR", "FATAL", "WARNING")]

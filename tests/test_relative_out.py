@@ -92,6 +92,7 @@ def test_issue_revoke_sign_with_a_relative_out(workdir: Path) -> None:
     crl = x509.load_der_x509_crl((work / OUT / "crl" / "qualified.crl").read_bytes())
     entry = crl.get_revoked_certificate_by_serial_number(serial)
     assert entry is not None and len(crl) == 1
+    assert crl.last_update_utc >= entry.revocation_date_utc, "thisUpdate never precedes a revocation it lists"
 
 
 def test_crl_sign_without_the_ca_certificate_names_every_place(workdir: Path) -> None:
