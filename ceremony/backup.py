@@ -49,7 +49,7 @@ from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from . import shamir
-from .ceremonies import login
+from .ceremonies import key_flag_lines, login, say_definition, say_key_hash, say_outputs, short_sha
 from .definition import CA, Hsm, LoadedDefinition
 from .errors import DefinitionError, HsmError, OutputError, VerificationError
 from .fileio import check_absent, sha256_file, write_new
@@ -431,7 +431,14 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             recorder.evidence("certificate", {"path": str(cert_path), "sha256": sha256_file(cert_path),
                                               "subject": cert.subject.rfc4514_string(),
                                               "spki_sha256": spki_sha256(cert.public_key())})
+            say_definition(recorder, defn, ca_name)
+            recorder.say(f"  certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))}), subject "
+                         f"{cert.subject.rfc4514_string()}")
+            say_key_hash(recorder, f"  key of {ca_name!r} to back up (SPKI, from the certificate)", cert.public_key())
             recorder.say(f"  backup {backup_id} of {ca_name!r}: quorum {threshold} of {len(custodians)} custodians")
+            for i, name in enumerate(custodians, 1):
+                recorder.say(f"    share {i}: {name}, bag {bag_of[name]}")
+            say_outputs(recorder, out_dir, outputs.planned)
         with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
             source = token_step(recorder, ca.hsm)
             co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
@@ -444,6 +451,10 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
                 raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
                                "(extractable only under a trusted key); it cannot be backed up")
+            recorder.say(f"  key {evidence.label!r} (CKA_ID {evidence.id_hex or '(none)'}, {evidence.algorithm}) is "
+                         f"the certificate's key: SPKI SHA-256 {evidence.spki_sha256}")
+            for line in key_flag_lines(evidence):
+                recorder.say(line)
             if objects_with_label(co_session, wrap_label):
                 raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
             stale = destroy_stale_wrapping_keys(co_session)
@@ -457,6 +468,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
                                                "source": "token random generator (C_GenerateRandom)",
                                                "key_check_value": kcv})
+            recorder.say(f"  AES-256 wrapping key {wrap_label!r} from the token's random generator; key check "
+                         f"value {kcv}")
             co_session.close()  # the Security Officer logs in next: one login per token at a time
         # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
         state = {"on_token": False}
@@ -474,6 +487,9 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 recorder.evidence("wrapping-key-trust", trust)
                 if not trust["trusted"]:
                     raise HsmError("the token did not mark the wrapping key trusted")
+                recorder.say(f"  wrapping key {wrap_label!r} on the token, set by the Security Officer: CKA_TRUSTED "
+                             f"{trust['trusted']}, wrap/unwrap only, sensitive {trust['sensitive']}, extractable "
+                             f"{trust['extractable']}")
         with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
                            "wrapping key"):
             session = login(recorder, stack, ca.hsm, pin_file, interactive)
@@ -507,6 +523,12 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                            "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
                                            "verified_by_test_unwrap_and_signature": True,
                                            "wrapping_key_destroyed": destroyed == 1})
+            recorder.say(f"  key {ca.hsm.key_label!r} wrapped with {WRAP_MECHANISM} (RFC 5649): {len(wrapped)} bytes, "
+                         f"SHA-256 {short_sha(hashlib.sha256(wrapped).hexdigest())}")
+            recorder.say("  proven: unwrapped into a session object, its test signature verifies against the "
+                         "certificate")
+            recorder.say(f"  wrapping key {wrap_label!r} destroyed on the token: only a quorum of {threshold} "
+                         "custodians can rebuild it")
         with recorder.step("shares-split", f"Split the wrapping key: any {threshold} of {len(custodians)} shares"):
             raw = shamir.split(bytes(secret), threshold, len(custodians), randbytes=lambda n: random_bytes(session, n))
             share_of = {name: Share(ca=ca_name, backup_id=backup_id, key_spki_sha256=evidence.spki_sha256,
@@ -516,6 +538,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             check = shamir.combine([shamir.RawShare(s.index, s.value) for s in share_of.values()], threshold)
             if key_check_value(check) != kcv:
                 raise BackupError("the shares do not recombine to the wrapping key")
+            recorder.say(f"  {SHAMIR_SCHEME}: {len(custodians)} shares, any {threshold} rebuild the wrapping key "
+                         f"(checked: they recombine to the key of check value {kcv})")
             recorder.evidence("shares", {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
                                          "checksums": {n: s.checksum for n, s in share_of.items()}})
         with recorder.step("shares-distribute", "Hand each custodian their share, sealed in a numbered bag"):

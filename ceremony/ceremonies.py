@@ -30,7 +30,7 @@ from .csr import build_csr, check_csr, load_csr
 from .definition import CA, LoadedDefinition
 from .errors import HsmError, OutputError, VerificationError
 from .fileio import check_absent, sha256_file, write_new
-from .fingerprints import announce
+from .fingerprints import announce, colon_form
 from .hsm import (
     find_token,
     load_module,
@@ -43,10 +43,11 @@ from .hsm import (
 )
 from .hsm_keys import hash_for, signing_key
 from .keys import generate_key, key_evidence, spki_sha256
-from .lint import lint_before_signing, verify_after_signing
+from .lint import Finding, lint_before_signing, verify_after_signing
 from .manifest import Manifest
 from .offline import check_offline
 from .pins import origin_text, pin_origin
+from .profiles import subject_name
 from .recorder import Recorder
 
 PEM = serialization.Encoding.PEM
@@ -182,6 +183,153 @@ def _destroy_new_key(session: Any, label: str) -> None:
             obj.destroy()
 
 
+# --- what the witness sees ----------------------------------------------------------------------------
+# At each witnessed step the Internal Witness is asked "did you witness step X?": the step first shows,
+# through ``recorder.say`` (so the transcript records exactly what was shown), the facts to check. Every
+# value is data: these are plain strings, never Rich markup (the consoles print them literally).
+
+LINT_BUSY = "pkilint: checking the to-be-signed certificate"
+LINT_AFTER_BUSY = "pkilint: checking the signed certificate"
+
+
+def when(moment: Any) -> str:
+    """A time as the witness reads it: ``2026-01-01 00:00:00 UTC``."""
+    import datetime as dt
+
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def short_sha(digest: str) -> str:
+    return digest[:16] + "…"
+
+
+def say_definition(recorder: Recorder, defn: LoadedDefinition, ca_name: str) -> None:
+    recorder.say(f"  definition: {defn.path} (SHA-256 {short_sha(defn.sha256)}), CA {ca_name!r}")
+
+
+def say_outputs(recorder: Recorder, out_dir: Path, files: Any) -> None:
+    recorder.say(f"  output directory: {out_dir}")
+    recorder.say("  files to be written: " + ", ".join(str(f) for f in files)
+                 + " (with a copy of the definition, manifest.json and the transcript under transcripts/)")
+
+
+def path_length_text(value: int | None) -> str:
+    return "no limit (no pathLenConstraint)" if value is None else str(value)
+
+
+def say_certificate_plan(recorder: Recorder, ca: CA, rehearsal: bool, path_length: int | None,
+                         issuer: str | None = None) -> None:
+    """The CA certificate as it will be: subject, issuer, validity, key type, path length."""
+    recorder.say(f"  subject (as in the certificate): {subject_name(ca.subject, rehearsal).rfc4514_string()}")
+    if issuer is not None:
+        recorder.say(f"  issuer: {issuer}")
+    recorder.say(f"  validity: {when(ca.validity.not_before)} to {when(ca.validity.not_after)}")
+    recorder.say(f"  key type: {ca.key.describe()}")
+    recorder.say(f"  path length: {path_length_text(path_length)}")
+
+
+def subordinate_path_length(ca: CA) -> int:
+    """The pathLenConstraint :func:`~ceremony.profiles.subordinate_extensions` gives a subordinate CA."""
+    return 0 if ca.path_length is None else ca.path_length
+
+
+def lint_lines(findings: list[Finding], allowances: Any, stage: str = "") -> list[str]:
+    """The lint result as the witness reads it: no blocking finding, or each allowed one with its reason."""
+    reasons = {a.validation: a.reason for a in allowances}
+    blocking = [f for f in findings if f.blocking]
+    where = f" ({stage})" if stage else ""
+    if not blocking:
+        lines = [f"  pkilint: no finding at WARNING or above{where}"]
+    else:
+        lines = [f"  pkilint: {len(blocking)} finding(s) at WARNING or above{where}, each allowed by the definition:"]
+        lines += [f"    {f} — allowed because: {reasons.get(f.validation, '(no reason given)')}" for f in blocking]
+    lower = len(findings) - len(blocking)
+    if lower:
+        lines.append(f"    ({lower} finding(s) below WARNING, recorded in the evidence)")
+    return lines
+
+
+def say_lint(recorder: Recorder, findings: list[Finding], allowances: Any, stage: str = "") -> None:
+    for line in lint_lines(findings, allowances, stage):
+        recorder.say(line)
+
+
+def say_key_hash(recorder: Recorder, title: str, public: Any) -> None:
+    """A public key's SPKI SHA-256, read aloud line by line, and its OpenSSL form."""
+    recorder.say(announce(title, public.public_bytes(DER, SPKI)))
+
+
+def key_flag_lines(evidence: Any) -> list[str]:
+    """CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE as the token reports them, in words."""
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "NO"
+
+    lines = [f"  generated on this token (CKA_LOCAL): {yes(evidence.local)}",
+             f"  always sensitive (CKA_ALWAYS_SENSITIVE): {yes(evidence.always_sensitive)}",
+             f"  never extractable (CKA_NEVER_EXTRACTABLE): {yes(evidence.never_extractable)}"]
+    if evidence.extractable:
+        lines.append("    extractable only wrapped under a trusted key (CKA_WRAP_WITH_TRUSTED: "
+                     f"{yes(evidence.wrap_with_trusted)}), for the M-of-N key backup the definition asks for")
+    return lines
+
+
+def say_new_key(recorder: Recorder, evidence: Any, public: Any) -> None:
+    recorder.say(f"  key type: {evidence.algorithm}")
+    recorder.say(f"  label: {evidence.label!r}, CKA_ID: {evidence.id_hex or '(none)'}")
+    say_key_hash(recorder, "  public key of the new key pair (SPKI)", public)
+    for line in key_flag_lines(evidence):
+        recorder.say(line)
+
+
+def say_certificate(recorder: Recorder, cert: x509.Certificate) -> None:
+    """What a signed certificate holds: the witness compares it with what definition-check showed."""
+    recorder.say(f"  subject: {cert.subject.rfc4514_string()}")
+    recorder.say(f"  issuer: {cert.issuer.rfc4514_string()}")
+    recorder.say(f"  serial (hex): {format(cert.serial_number, 'x')}")
+    recorder.say(f"  notBefore: {when(cert.not_valid_before_utc)}")
+    recorder.say(f"  notAfter: {when(cert.not_valid_after_utc)}")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        recorder.say(f"  CA: {'yes' if constraints.ca else 'NO'}, path length: "
+                     f"{path_length_text(constraints.path_length)}")
+    except x509.ExtensionNotFound:
+        recorder.say("  basicConstraints: ABSENT")
+
+
+def say_verified(recorder: Recorder, findings: list[Finding], allowances: Any) -> None:
+    recorder.say("  signature: verified with the issuer's public key")
+    recorder.say("  TBS: identical to the one linted before signing")
+    say_lint(recorder, findings, allowances, "after signing")
+
+
+def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path) -> str:
+    """Where the CSR key hash is checked against: the pin, the key ceremony's public key, or the witness.
+
+    A ``<ca>.pub.pem`` in the output directory that holds another key is refused: it was written at the
+    subordinate key ceremony, so this CSR is not that ceremony's.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from .errors import RequestError
+
+    if ca.spki_sha256 is not None:  # check_csr refused any other key already
+        return f"  matches cas.{ca_name}.spki_sha256, pinned in the definition"
+    pub = out_dir / f"{ca_name}.pub.pem"
+    if pub.is_file():
+        try:
+            recorded = spki_sha256(load_pem_public_key(pub.read_bytes()))
+        except ValueError:
+            raise RequestError(f"{pub}: not a public key; the CSR key cannot be compared with the key written at "
+                               "the subordinate key ceremony") from None
+        if recorded != digest:
+            raise RequestError(f"the CSR key ({digest}) is not the key of {pub} ({recorded}), written at the "
+                               "subordinate key ceremony: this CSR is not the one that ceremony wrote")
+        return f"  matches {pub}, written at the subordinate key ceremony ({colon_form(recorded)})"
+    return (f"  NOT CHECKED BY THE SOFTWARE: cas.{ca_name}.spki_sha256 does not pin the key and {pub} is not here. "
+            "The witness must compare the hash above, line by line, with the hash read aloud and written on the "
+            "paper script at the subordinate key ceremony, and not confirm this step if they differ")
+
+
 def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
                   pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
     """Generate the root key on its token and issue the self-signed root certificate."""
@@ -199,10 +347,16 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                 outputs.plan(f"{name}{suffix}.pem", kind, "pem")
                 outputs.plan(f"{name}{suffix}.der", kind, "der")
             outputs.check()
+            say_definition(recorder, defn, name)
             # The profile linted with a stand-in key: a lint finding stops us before any key exists.
             stand_in = _public_key_for_spec(ca)
-            lint_before_signing(root_builder(ca, stand_in, 1, rehearsal), stand_in,
-                                ca.lint, f"the root certificate profile of {name!r}")
+            profile = root_builder(ca, stand_in, 1, rehearsal)
+            say_certificate_plan(recorder, ca, rehearsal, ca.path_length, issuer="the same (self-signed)")
+            say_outputs(recorder, out_dir, outputs.planned)
+            with recorder.busy(LINT_BUSY):
+                profile_lint = lint_before_signing(profile, stand_in, ca.lint,
+                                                   f"the root certificate profile of {name!r}")
+            say_lint(recorder, profile_lint.findings, ca.lint, "the profile, with a stand-in key")
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, ca)
@@ -213,20 +367,25 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                 evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
                 generated = True
                 recorder.evidence("key", evidence.as_dict())
-                recorder.say(f"  key {evidence.label!r} generated: SPKI SHA-256 {evidence.spki_sha256}")
-            key = signing_key(session, ca.hsm.key_label)
-            public = key.public_key()
+                key = signing_key(session, ca.hsm.key_label)
+                public = key.public_key()
+                say_new_key(recorder, evidence, public)
             with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
                 serial = serial_from_random(random_bytes(session, 20))
                 builder = root_builder(ca, public, serial, rehearsal)
-                before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
+                with recorder.busy(LINT_BUSY):
+                    before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
                 recorder.evidence("lint", before.evidence())
+                say_lint(recorder, before.findings, ca.lint)
             with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
                 cert = builder.sign(key, hash_for(key))
             with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
-                after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
+                with recorder.busy(LINT_AFTER_BUSY):
+                    after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
                 recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
                 recorder.evidence("certificate", _cert_evidence(cert))
+                say_verified(recorder, after, ca.lint)
+                say_certificate(recorder, cert)
             with recorder.step("outputs-write", "Write the certificate and public key (PEM and DER)"):
                 outputs.write(f"{name}.crt.pem", cert.public_bytes(PEM))
                 outputs.write(f"{name}.crt.der", _der(cert))
@@ -283,6 +442,11 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
             outputs.plan(f"{ca_name}.pub.pem", "subordinate-public-key", "pem")
             outputs.plan(f"{ca_name}.pub.der", "subordinate-public-key", "der")
             outputs.check()
+            say_definition(recorder, defn, ca_name)
+            # The certificate is made at the signing ceremony, from this definition: its subject is the CSR's.
+            say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
+                                 issuer=f"{ca.issuer!r}, at the signing ceremony")
+            say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
             _token_step(recorder, ca)
@@ -293,14 +457,17 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                 evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
                 generated = True
                 recorder.evidence("key", evidence.as_dict())
-            key = signing_key(session, ca.hsm.key_label)
-            public = key.public_key()
+                key = signing_key(session, ca.hsm.key_label)
+                public = key.public_key()
+                say_new_key(recorder, evidence, public)
             with recorder.step("csr-sign", "Sign the certificate signing request with the HSM key"):
                 csr = build_csr(ca, key, rehearsal)
                 if not csr.is_signature_valid:
                     raise VerificationError("the CSR signed by the HSM does not verify")
                 recorder.evidence("csr", {"subject": csr.subject.rfc4514_string(),
                                           "spki_sha256": spki_sha256(public)})
+                recorder.say(f"  CSR subject: {csr.subject.rfc4514_string()}")
+                recorder.say("  CSR signature: verified with the new public key (proof of possession)")
             with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
                 outputs.write(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
                 outputs.write(f"{ca_name}.csr.der", csr.public_bytes(DER))
@@ -353,16 +520,29 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             outputs.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
             outputs.check()
             issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
+            say_definition(recorder, defn, ca_name)
+            recorder.say(f"  issuer certificate: {issuer_path} (SHA-256 {short_sha(sha256_file(issuer_path))})")
+            say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
+                                 issuer=issuer_cert.subject.rfc4514_string())
+            say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("csr-verify", "Verify the CSR: proof of possession, key, subject"):
             csr = load_csr(csr_path)
             checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
-            recorder.evidence("csr", checked.as_dict())
-            recorder.say(announce(f"CSR key of {ca_name!r} (SPKI)", csr.public_key().public_bytes(DER, SPKI)))
+            recorder.say(f"  CSR: {csr_path}")
+            recorder.say("  signature: verified (proof of possession of the key)")
+            recorder.say(f"  subject: {checked.subject} (as the definition gives it)")
+            recorder.say(f"  key type: {checked.key}")
+            say_key_hash(recorder, f"  CSR key of {ca_name!r} (SPKI)", csr.public_key())
+            match = csr_key_match(ca_name, ca, checked.spki_sha256, out_dir)
+            recorder.say(match)
+            recorder.evidence("csr", {**checked.as_dict(), "key_checked_against": match.strip()})
             builder_for = lambda serial: subordinate_builder(  # noqa: E731 - small local factory
                 ca, issuer, issuer_cert, csr.public_key(), serial, rehearsal)
-            lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
-                                f"the certificate profile of {ca_name!r}")
+            with recorder.busy(LINT_BUSY):
+                profile_lint = lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
+                                                   f"the certificate profile of {ca_name!r}")
+            say_lint(recorder, profile_lint.findings, ca.lint, "the profile")
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, issuer)
             session = login(recorder, stack, issuer.hsm, pin_file, interactive)
@@ -373,14 +553,19 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
         with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
             builder = builder_for(serial_from_random(random_bytes(session, 20)))
             what = f"the certificate of {ca_name!r}"
-            before = lint_before_signing(builder, key.public_key(), ca.lint, what)
+            with recorder.busy(LINT_BUSY):
+                before = lint_before_signing(builder, key.public_key(), ca.lint, what)
             recorder.evidence("lint", before.evidence())
+            say_lint(recorder, before.findings, ca.lint)
         with recorder.step("certificate-sign", "Sign the certificate with the root key in the HSM"):
             cert = builder.sign(key, hash_for(key))
         with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
-            after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
+            with recorder.busy(LINT_AFTER_BUSY):
+                after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
             recorder.evidence("certificate", _cert_evidence(cert))
+            say_verified(recorder, after, ca.lint)
+            say_certificate(recorder, cert)
         with recorder.step("outputs-write", "Write the certificate (PEM and DER)"):
             outputs.write(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
             outputs.write(f"{ca_name}.crt.der", _der(cert))

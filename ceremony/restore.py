@@ -58,11 +58,12 @@ from .backup import (
     verify_test_signature,
     wrapped_ca,
 )
-from .ceremonies import login
+from .ceremonies import login, say_definition, say_key_hash, say_outputs, short_sha
 from .definition import Hsm, LoadedDefinition
 from .errors import HsmError, OutputError
 from .fileio import sha256_file
 from .hsm import objects_with_label
+from .hsm_keys import public_key_from_token
 from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
@@ -147,6 +148,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
             outputs.plan(report_rel, "key-restore-report", "json")
             outputs.check()
+            say_definition(recorder, defn, ca_name)
+            recorder.say(f"  certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))}), subject "
+                         f"{cert.subject.rfc4514_string()}")
+            recorder.say(f"  restore onto: {hsm.token.describe()}, key label {hsm.key_label!r}")
+            say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "target": hsm.token.describe()})
         with recorder.step("backup-verify", "Verify the backup file: checksum, key, certificate"):
@@ -165,7 +171,12 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                          "backup_id": body["backup_id"], "created": body.get("created"),
                                          "key_spki_sha256": body["key"]["spki_sha256"],
                                          "quorum": {k: body["quorum"][k] for k in ("threshold", "count")}})
-            recorder.say(f"  backup {body['backup_id']} of {ca_name!r}: key SPKI SHA-256 {body['key']['spki_sha256']}")
+            recorder.say(f"  backup {body['backup_id']} of {ca_name!r}, made {body.get('created')}: checksum verified")
+            recorder.say(f"  quorum: {body['quorum']['threshold']} of {body['quorum']['count']} custodians: "
+                         + ", ".join(f"{c.get('name')} (bag {c.get('bag')})" for c in body["quorum"]["custodians"]
+                                     if isinstance(c, dict)))
+            say_key_hash(recorder, "  key in the backup (SPKI)", public)
+            recorder.say(f"  the same key as the certificate {cert_path}")
         with recorder.step("shares-collect", "Collect the custodians' shares and reconstruct the wrapping key"):
             presented = [(str(p), read_share(p)) for p in shares]
             for _source, share in presented:
@@ -214,6 +225,15 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                              f"{evidence['sensitive']}, SPKI SHA-256 {evidence['spki_sha256']}")
                 if evidence["local"] or not evidence["sensitive"] or not evidence["sign"]:
                     raise HsmError("the restored key does not have the expected attributes")
+                on_token = public_key_from_token(created[1])  # the public half, read back from the target token
+                if spki_sha256(on_token) != spki_sha256(cert.public_key()):
+                    raise HsmError("the public key on the target token is not the certificate's key")
+                say_key_hash(recorder, f"  restored key {label!r} (SPKI, read back from the token)", on_token)
+                recorder.say(f"  the same key as the certificate {cert_path}; CKA_ID {evidence['id_hex'] or '(none)'}"
+                             f", {evidence['algorithm']}")
+                recorder.say("  extractable only under a trusted key (CKA_WRAP_WITH_TRUSTED): "
+                             f"{'yes' if evidence['trusted_wrapping_required'] else 'NO'}; CKA_LOCAL is false for "
+                             "every unwrapped key")
             with recorder.step("test-signature", "Sign a test message with the restored key; verify with the "
                                "original certificate"):
                 from .hsm_keys import signing_key
@@ -227,6 +247,9 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                                      "signature_b64": base64.b64encode(signature).decode(),
                                                      "verified_with": str(cert_path), "verified": True})
                 recorder.say("  the test signature verifies against the original certificate")
+                recorder.say(f"  test message: {message.decode()}")
+                recorder.say(f"  so the restored private key is the key of {cert_path} (SPKI SHA-256 "
+                             f"{short_sha(spki_sha256(cert.public_key()))})")
             with recorder.step("outputs-write", "Write the restore report"):
                 report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
                           "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),

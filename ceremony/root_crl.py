@@ -34,7 +34,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crlenc
-from .ceremonies import _outputs, _prepare_out, _token_step, load_issuer_certificate, login, record_definition
+from .ceremonies import (
+    _outputs,
+    _prepare_out,
+    _token_step,
+    load_issuer_certificate,
+    login,
+    record_definition,
+    say_definition,
+    say_key_hash,
+    say_lint,
+    say_outputs,
+    short_sha,
+    when,
+)
 from .crl_check import check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
 from .definition import LoadedDefinition
@@ -176,6 +189,24 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der")
                 outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem")
             outputs.check()
+            say_definition(recorder, defn, name)
+            recorder.say(f"  root certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))})")
+            recorder.say(f"  issuer of the CRLs: {root_cert.subject.rfc4514_string()}")
+            recorder.say(f"  key type: {ca.key.describe()}")
+            say_key_hash(recorder, "  root key (SPKI), which must sign them", root_cert.public_key())
+            recorder.say(f"  {n} CRL(s), numbers {first} to {first + n - 1}, every {ca.crl.interval}, each valid "
+                         f"{ca.crl.lifetime}" + (f" (the CRL in force now is number {prev_number})"
+                                                 if prev_number else " (the first root CRLs)"))
+            for i in range(n):
+                this_update = first_this_update + i * ca.crl.interval_td
+                recorder.say(f"    CRL {first + i}: thisUpdate {when(this_update)}, nextUpdate "
+                             f"{when(this_update + ca.crl.lifetime_td)}")
+            recorder.say(f"  entries in each CRL: {len(entries)}")
+            for cert, _code, rev in pending:
+                recorder.say(f"  revoke now: serial (hex) {cert.serial_number:x}, {cert.subject.rfc4514_string()}, "
+                             f"reason {rev.reason}" + (f", invalidity date {when(rev.invalidity_date)}"
+                                                       if rev.invalidity_date else ""))
+            say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name,
                                              "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
                                              "revocations": [{"serial": format(c.serial_number, "x"),
@@ -199,22 +230,33 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 buf = bytearray()
                 cnt = crlenc.encode_revoked(entries, buf)
                 tbs = bytes(crlenc.encode_tbs(header, alg_id, buf, cnt))
-                findings = crlenc.lint_crl(crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(key.public_key())), True)
+                with recorder.busy(f"pkilint: checking the to-be-signed {what}"):
+                    findings = crlenc.lint_crl(crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(key.public_key())),
+                                               True)
                 enforce(findings, ca.lint, what)
                 recorder.evidence("lint", {"stage": "before-signing", "crl": first + i,
                                            "findings": [f.as_dict() for f in findings]})
+                say_lint(recorder, findings, ca.lint, what)
             with recorder.step("crl-sign", f"Sign {what} with the root key in the HSM"):
                 if not reserved:
                     reserve(state, prev_number, n)  # durable before the first signature
                     reserved = True
                 der = crlenc.sign_tbs(tbs, alg_id, key)
+                recorder.say(f"  {what} signed by the root key: thisUpdate {when(header.this_update)}, nextUpdate "
+                             f"{when(header.next_update)}, {cnt} entr{'y' if cnt == 1 else 'ies'}")
             with recorder.step("crl-verify", f"Verify {what}, lint again, check it against the previous CRL"):
                 crlenc.verify_crl(der, tbs, root_cert.public_key(), header, cnt, [e[0] for e in entries])
-                after = crlenc.lint_crl(der, True)
+                with recorder.busy(f"pkilint: checking the signed {what}"):
+                    after = crlenc.lint_crl(der, True)
                 enforce(after, ca.lint, what + " (after signing)")
                 before = signed[-1][1] if signed else previous
+                follows = check_against_previous(before, der, lambda s: None) if before is not None else []
+                recorder.say(f"  {what}: signature verified with the root certificate's key, TBS identical to the "
+                             "one linted")
+                say_lint(recorder, after, ca.lint, what + ", after signing")
                 if before is not None:
-                    check_against_previous(before, der, lambda s: None)
+                    recorder.say(f"  against CRL {summarise(x509.load_der_x509_crl(before)).number}: "
+                                 + ", ".join(follows))
                 recorder.evidence("crl", {"number": first + i, "this_update": this_update.isoformat(),
                                           "next_update": header.next_update.isoformat(), "entries": cnt,
                                           "sha256": sha256_hex(der)})
