@@ -39,6 +39,9 @@ fi
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   echo "bootstrap: installing Python dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  # setuptools' editable install always adds an informational notice ("Editable installation ... be
+  # careful with folders named like the package"); it is silenced by its exact text, nothing else is:
+  # pip's errors and any other warning still show.
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e '.[dev]'
   echo "$want" >"$stamp"
 fi
