@@ -1,0 +1,382 @@
+"""The production path, walked in order on one operator checkout, as the README and the docs write it.
+
+root key ceremony → subordinate key → signing at the root → root CRL batch → key backup → key restore
+→ issuance → revocation → CRL → CP/CPS; each step checked with independent tools (openssl,
+pkcs11-tool) and the auditor's own command (``invoke audit.verify``).
+
+The tests of this module run in file order and build on each other (one workspace per module); a
+step whose predecessor did not leave what it needs is skipped, naming what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import (
+    ADMIN,
+    AUDITOR,
+    CEREMONY_CAST,
+    OFFICER_1,
+    OFFICER_2,
+    REPO,
+    SECURITY_OFFICER,
+    WITNESS,
+    Operator,
+    Terminal,
+    Workspace,
+    add_token,
+    custodians,
+    on_screen,
+    openssl,
+    openssl_fingerprint,
+)
+
+# The command lines are taken from README.md (the operator's table) and, where it abbreviates them, from
+# the docs it points to; the placeholders (FILE, SERIAL, LABEL, …) are filled in as an operator would.
+DOCS_BUILD = "invoke docs.build --env production"   # docs/policy.md
+DOCS_CHECK = "invoke docs.check --env production"   # docs/policy.md
+RESTORE_TOKEN = "scse-root-2"  # docs/key-backup.md's --target-token
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    """What earlier steps of the walk left for later ones (transcripts, serials, share files)."""
+    return {}
+
+
+def documented(prefix: str, text: str | None = None) -> str:
+    """The one command of README.md (or ``text``) written in backquotes that starts with ``prefix``."""
+    source = text if text is not None else (REPO / "README.md").read_text(encoding="utf-8")
+    inline = [c for line in source.splitlines() if not line.startswith("```")
+              for c in re.findall(r"`([^`]+)`", line)]
+    found = sorted({c for c in inline if c.startswith(prefix)})
+    assert len(found) == 1, f"README.md should give one `{prefix}…` command, it gives {found}"
+    return found[0]
+
+
+def fill(command: str, *pairs: tuple[str, str]) -> str:
+    """``command`` with each placeholder replaced, checking that it was there."""
+    for placeholder, value in pairs:
+        assert placeholder in command, f"{placeholder!r} is no longer in the documented command {command!r}"
+        command = command.replace(placeholder, value, 1)
+    return command
+
+
+def need(state: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        pytest.skip(f"an earlier step of the walk did not complete: {', '.join(missing)}")
+
+
+def transcript_of(term: Terminal) -> str:
+    """The transcript the ceremony announced on screen (relative to the checkout)."""
+    paths = [f["path"] for f in on_screen(term.screen, "transcript", "path")]
+    assert len(paths) == 1 and paths[0].endswith(".jsonl"), "no transcript announced on screen\n" + term.describe()
+    return paths[0]
+
+
+def records(ws: Workspace, transcript: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (ws.root / transcript).read_text(encoding="utf-8").splitlines()]
+
+
+def witnessed(ws: Workspace, transcript: str) -> list[str]:
+    """Steps the Internal Witness confirmed, from the transcript."""
+    return [r["step"] for r in records(ws, transcript)
+            if r["type"] == "step-end" and (r.get("witness") or {}).get("confirmed") is True]
+
+
+def openssl_forms(term: Terminal) -> set[str]:
+    """Every fingerprint shown in the OpenSSL form, exactly as on screen (the rest of its line)."""
+    return set(re.findall(r"OpenSSL form: (.*)$", term.screen, re.M)) | set(
+        re.findall(r"^ +((?:[0-9A-F]{2}:){31}[0-9A-F]{2})$", term.screen, re.M))
+
+
+def colon(data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+
+
+def check_summary(ws: Workspace, term: Terminal) -> None:
+    """Each "SHA-256  path" line the summary shows is the file's real SHA-256 (as sha256sum prints it)."""
+    for digest, path in re.findall(r"^ +([0-9a-f]{64})  (\S.*)$", term.screen, re.M):
+        assert hashlib.sha256((ws.root / path).read_bytes()).hexdigest() == digest, f"{path}: shown {digest}"
+
+
+def audit_verify(ws: Workspace, transcript: str) -> Terminal:
+    """The auditor's check, as README.md writes it (``--trust`` too, once the task has it)."""
+    command = fill(documented("invoke audit.verify "), ("TRANSCRIPT", transcript), ("DIR", "out/production"))
+    if "--trust" in ws.task_help("audit.verify"):
+        command += " --trust out/production/root.crt.pem"
+    term = ws.run(command, check=False)
+    assert term.exit_status == 0, "audit.verify refused the transcript\n" + term.describe()
+    return term
+
+
+def listed(ws: Workspace, path: str) -> list[dict[str, Any]]:
+    rel = Path(path).relative_to("out/production").as_posix() if path.startswith("out/production/") else path
+    return [a for a in ws.manifest().get("artifacts", []) if a["path"] == rel]
+
+
+def definition(ws: Workspace) -> dict[str, Any]:
+    return yaml.safe_load((ws.root / "inventory" / "production" / "pki.yml").read_text(encoding="utf-8"))
+
+
+# --- the commands are the documented ones ------------------------------------------------------------
+
+def test_documented_commands() -> None:
+    """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
+    for prefix in ("invoke ceremony.root ", "invoke ceremony.subordinate-key ", "invoke ceremony.sign-subordinate ",
+                   "invoke crl.root-batch", "invoke backup.create ", "invoke backup.restore ", "invoke ca.issue ",
+                   "invoke ca.revoke ", "invoke crl.sign ", "invoke audit.verify "):
+        documented(prefix)
+    policy = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
+    assert DOCS_BUILD.removeprefix("invoke ") in policy and DOCS_CHECK.removeprefix("invoke ") in policy
+
+
+# --- 1. the root key ceremony ------------------------------------------------------------------------
+
+def test_root_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
+    ws = workspace
+    term = ws.run(documented("invoke ceremony.root "), Operator(people=list(CEREMONY_CAST)))
+    cert = ws.out / "root.crt.pem"
+    assert cert.is_file(), term.describe()
+    # Independent checks: a self-signed root that OpenSSL accepts strictly.
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "root.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0 and proc.stdout.strip() == "root.crt.pem: OK", proc.stdout + proc.stderr
+    # The fingerprint read aloud is, character for character, the one OpenSSL computes from the file; the
+    # only other one on screen is the key's (SPKI), also exactly the file's.
+    assert openssl_forms(term) == {openssl_fingerprint(cert), colon((ws.out / "root.pub.der").read_bytes())}, \
+        f"on screen {openssl_forms(term)}, openssl {openssl_fingerprint(cert)}"
+    check_summary(ws, term)
+    # The witness was asked at the terminal, confirmed the steps that matter, and copied every chain head.
+    transcript = transcript_of(term)
+    assert {"offline-check", "token-open", "key-generate", "certificate-sign",
+            "fingerprint-read-aloud"} <= set(witnessed(ws, transcript)), term.confirmations
+    assert len(term.asked("witness")) == len(witnessed(ws, transcript))
+    heads = [r for r in records(ws, transcript) if r["type"] == "act-end"]
+    assert heads and all(r["confirmed"] for r in heads) and len(term.asked("head")) == len(heads)
+    # The transcript is listed in the manifest, and the auditor's check accepts it.
+    assert (ws.root / transcript).is_file()
+    assert [a["kind"] for a in listed(ws, transcript)] == ["transcript"], ws.manifest()
+    for rel in ("root.crt.pem", "root.crt.der", "root.pub.pem", "root.pub.der"):
+        assert listed(ws, rel), f"{rel} not in the manifest"
+    audit_verify(ws, transcript)
+    # The key is on the token, once, and nowhere else.
+    objects = ws.token_objects("root")
+    assert sum("Private Key Object" in o for o in objects) == 1, objects
+    state["root"] = transcript
+
+
+# --- 2. the subordinate key, then the signing ceremony at the root -------------------------------------
+
+def test_subordinate_key_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "root")
+    ws = workspace
+    term = ws.run(documented("invoke ceremony.subordinate-key "))
+    csr = ws.out / "qualified.csr.pem"
+    assert csr.is_file(), term.describe()
+    proc = openssl("req", "-in", "qualified.csr.pem", "-noout", "-verify", cwd=ws.out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The key fingerprint shown on screen is the SHA-256 of the public key file's DER, and nothing else.
+    assert openssl_forms(term) == {colon((ws.out / "qualified.pub.der").read_bytes())}, term.describe()
+    check_summary(ws, term)
+    transcript = transcript_of(term)
+    assert listed(ws, transcript)
+    audit_verify(ws, transcript)
+    state["subordinate-key"] = transcript
+
+
+def test_signing_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "subordinate-key")
+    ws = workspace
+    command = documented("invoke ceremony.sign-subordinate ")
+    csr = re.search(r"--csr (\S+)", command).group(1)  # type: ignore[union-attr]
+    assert (ws.root / csr).is_file(), f"the README's --csr {csr} is not where the subordinate key ceremony wrote it"
+    term = ws.run(command)
+    state["sign"] = transcript_of(term)
+    assert "csr-verify" in witnessed(ws, state["sign"])
+    # The CSR's key (as the subordinate key ceremony showed it) and the new certificate, exactly.
+    assert openssl_forms(term) == {openssl_fingerprint(ws.out / "qualified.crt.pem"),
+                                   colon((ws.out / "qualified.pub.der").read_bytes())}, openssl_forms(term)
+    check_summary(ws, term)
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0 and proc.stdout.strip() == "qualified.crt.pem: OK", proc.stdout + proc.stderr
+    audit_verify(ws, state["sign"])
+
+
+# --- 3. root CRLs, backup and restore, issuance, revocation, CRL, CP/CPS -------------------------------
+
+def test_root_crl_batch(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "root")
+    ws = workspace
+    term = ws.run(documented("invoke crl.root-batch"))
+    count = definition(ws)["cas"]["root"]["crl"]["batch_count"]
+    # One line per CRL: "root CRL N: thisUpdate → nextUpdate (E entries) PATH" (DER; PEM beside it).
+    listed_crls = re.findall(r"^root CRL (\d+): .* \((\d+) entries\) (\S+)$", term.screen, re.M)
+    assert [int(n) for n, _, _ in listed_crls] == list(range(1, count + 1)), term.describe()
+    crls = []
+    for _, _, der in listed_crls:
+        assert (ws.root / der).is_file(), der
+        proc = openssl("crl", "-inform", "DER", "-in", der, "-noout", "-CAfile", "out/production/root.crt.pem",
+                       cwd=ws.root)
+        assert proc.returncode == 0 and "verify OK" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        assert listed(ws, der), f"{der} not in the manifest"
+        crls.append(der)
+    audit_verify(ws, transcript_of(term))
+    state["root-crls"] = crls
+
+
+def _custodian_names(ws: Workspace, ca: str) -> list[str]:
+    return list(definition(ws)["cas"][ca]["backup"]["custodians"])
+
+
+def test_key_backup(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "root")
+    ws = workspace
+    names = _custodian_names(ws, "root")
+    bags = {name: f"SN-0047{i:02d}" for i, name in enumerate(names, 1)}
+    command = fill(documented("invoke backup.create "), ("--bag 'NAME=SERIAL' …", " ".join(
+        f"--bag {shlex.quote(f'{n}={s}')}" for n, s in bags.items())))
+    people = [ADMIN, WITNESS, OFFICER_1, OFFICER_2, SECURITY_OFFICER, *custodians(names), AUDITOR]
+    term = ws.run(command, Operator(people=people))
+    shares = dict(re.findall(r"^\s*share for (.+?) \(bag [^)]*\): (\S+)", term.screen, re.M))
+    assert set(shares) == set(names), term.describe()
+    backup = ws.out / "backup" / "root.key-backup.json"
+    assert backup.is_file()
+    body = json.loads(backup.read_text(encoding="utf-8"))
+    assert body["quorum"]["threshold"] == definition(ws)["cas"]["root"]["backup"]["threshold"]
+    assert [c["bag"] for c in body["quorum"]["custodians"]] == [bags[n] for n in names]
+    # The wrapping key is gone from the token: only the CA key pair is left.
+    objects = ws.token_objects("root")
+    assert not [o for o in objects if "Secret Key" in o], objects
+    audit_verify(ws, transcript_of(term))
+    state["backup"] = ("out/production/backup/root.key-backup.json",
+                       [shares[n] for n in names], names)
+
+
+def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "backup")
+    ws = workspace
+    backup, shares, names = state["backup"]
+    threshold = definition(ws)["cas"]["root"]["backup"]["threshold"]
+    add_token(ws, RESTORE_TOKEN, like_ca="root")
+    assert ws.token_objects("root", label=RESTORE_TOKEN) == []
+    command = fill(documented("invoke backup.restore "), ("--backup FILE", f"--backup {backup}"),
+                   ("--share FILE …", " ".join(f"--share {s}" for s in shares[:threshold])),
+                   ("LABEL", RESTORE_TOKEN))
+    people = [ADMIN, WITNESS, OFFICER_1, OFFICER_2, *custodians(names[:threshold]), AUDITOR]
+    term = ws.run(command, Operator(people=people))
+    objects = ws.token_objects("root", label=RESTORE_TOKEN)
+    key_label = definition(ws)["cas"]["root"]["hsm"]["key_label"]
+    assert any("Private Key" in o and key_label in o for o in objects), objects
+    reports = list((ws.out / "backup").glob(f"root.restore-{RESTORE_TOKEN}*.json"))
+    assert reports, term.describe()
+    audit_verify(ws, transcript_of(term))
+
+
+def _subscriber_csr(ws: Workspace) -> Path:
+    requests = ws.root / "requests"
+    requests.mkdir(exist_ok=True)
+    proc = openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", "awa-keita.key.pem", "-out", "awa-keita.csr.pem", "-utf8",
+                   "-subj", "/C=ML/GN=Awa/SN=Keita/serialNumber=IDCML-0123456789/CN=Awa Keita", cwd=requests)
+    assert proc.returncode == 0, proc.stderr
+    return requests / "awa-keita.csr.pem"
+
+
+def test_issue_certificate(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "sign")
+    ws = workspace
+    _subscriber_csr(ws)
+    # README: `invoke ca.issue --ca qualified --profile qes-natural-person --csr FILE …`; the "…" as
+    # docs/issuance.md gives it for the first issuance.
+    term = ws.run(fill(documented("invoke ca.issue "), ("FILE", "requests/awa-keita.csr.pem"),
+                       ("…", "--env production --new-registry")))
+    m = re.search(r"^issued ([0-9a-f]+) (.*?) \(qes-natural-person, until [0-9-]+\): (\S+) (\S+)$", term.screen, re.M)
+    assert m, term.describe()
+    serial, pem = m.group(1), ws.root / m.group(3)
+    assert pem.is_file()
+    proc = openssl("verify", "-x509_strict", "-CAfile", "out/production/root.crt.pem", "-untrusted",
+                   "out/production/qualified.crt.pem", str(pem.relative_to(ws.root)), cwd=ws.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shown = openssl("x509", "-in", str(pem), "-noout", "-serial").stdout.strip().split("=", 1)[1]
+    assert int(shown, 16) == int(serial, 16)
+    assert openssl_fingerprint(pem) in openssl_forms(term) or not openssl_forms(term), term.describe()
+    state["issued"] = (serial, pem.relative_to(ws.root).as_posix())
+
+
+def test_revoke_certificate(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "issued")
+    ws = workspace
+    serial, _ = state["issued"]
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    term = ws.run(fill(documented("invoke ca.revoke "), ("SERIAL", serial),
+                       ("[--invalidity-date DATE]", f"--invalidity-date {yesterday}")))
+    assert re.search(rf"^revoked {serial} ", term.screen, re.M), term.describe()
+    # The message names the command that publishes the revocation, and that command is complete.
+    m = re.search(r"publish a CRL within 24 hours: (.*)$", term.screen, re.M)
+    assert m and "--ca qualified" in m.group(1), "the revoke message does not give a complete crl.sign line\n" \
+        + term.describe()
+    state["revoked"] = serial
+
+
+def test_sign_crl(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "revoked")
+    ws = workspace
+    term = ws.run(fill(documented("invoke crl.sign "), ("…", "--env production")))  # docs/crl.md
+    m = re.search(r"^CRL (\d+) of 'qualified' signed and published \((\d+) entries.*\): (\S+)", term.screen, re.M)
+    assert m and m.group(2) == "1", term.describe()
+    crl = ws.root / (m.group(3) + ".pem")
+    assert crl.is_file(), crl
+    _, pem = state["issued"]
+    proc = openssl("verify", "-crl_check", "-CAfile", "out/production/root.crt.pem", "-untrusted",
+                   "out/production/qualified.crt.pem", "-CRLfile", str(crl.relative_to(ws.root)), pem, cwd=ws.root)
+    assert proc.returncode != 0 and "certificate revoked" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    # And the whole chain, with the root CRL in force for the subordinate CA certificate.
+    root_crl = state.get("root-crls", [None])[0]
+    if root_crl:
+        proc = openssl("verify", "-crl_check_all", "-CAfile", "out/production/root.crt.pem", "-untrusted",
+                       "out/production/qualified.crt.pem", "-CRLfile", str(crl.relative_to(ws.root)),
+                       "-CRLfile", root_crl + ".pem", pem, cwd=ws.root)
+        assert "certificate revoked" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    state["crl"] = crl
+
+
+def test_crl_is_not_dated_before_its_revocations(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "crl")
+    from cryptography import x509
+
+    crl = x509.load_pem_x509_crl(state["crl"].read_bytes())
+    late = [format(r.serial_number, "x") for r in crl if r.revocation_date_utc > crl.last_update_utc]
+    assert not late, f"thisUpdate {crl.last_update_utc:%H:%M:%SZ} precedes the revocation of {late}"
+
+
+def test_policy_documents(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "sign")
+    ws = workspace
+    ws.run(DOCS_BUILD)
+    docs = ws.out / "docs"
+    assert any(docs.glob("*.pdf")) and any(docs.glob("*.md")), sorted(p.name for p in docs.glob("*"))
+    term = ws.run(DOCS_CHECK)
+    assert "check passed" in term.screen, term.describe()
+
+
+def test_outputs_verify_against_the_manifest(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The auditor's `sha256sum -c` over the manifest (README): every listed file is there, unchanged."""
+    need(state, "root")
+    ws = workspace
+    manifest = ws.manifest()
+    assert manifest.get("rehearsal") is False
+    for a in manifest["artifacts"]:
+        path = ws.out / a["path"]
+        assert path.is_file(), f"{a['path']} listed but missing"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == a["sha256"], a["path"]
