@@ -166,6 +166,19 @@ def classify(last_line: str) -> tuple[str, str, dict[str, str]] | None:
     return None
 
 
+def shown(screen: str, key: str, *names: str) -> bool:
+    """Whether the engine's text ``key`` (any language) appears anywhere on ``screen``."""
+    langs, _, _ = terminal_texts()
+    for lang in langs:
+        try:
+            if re.search(text_pattern(lang, key, *names), screen):
+                return True
+        except KeyError:
+            if key in _ENGLISH and re.search(re.escape(_ENGLISH[key]), screen):
+                return True
+    return False
+
+
 def on_screen(screen: str, key: str, *names: str) -> list[dict[str, str]]:
     """Every whole line of ``screen`` that is the engine's text ``key`` (any language), as its values."""
     langs, _, _ = terminal_texts()
@@ -411,6 +424,8 @@ class Workspace:
         term.exit_status = child.exitstatus if child.exitstatus is not None else 128 + (child.signalstatus or 0)
         term.seconds = time.monotonic() - start
         child.logfile_read.close()
+        leaked = [var for var, value in self.pins.items() if value in term.screen]
+        assert not leaked, f"the value of {leaked} appears on the terminal\n" + term.describe()
         if check is not False:
             want = 0 if check is True else check
             assert term.exit_status == want, f"expected exit {want}\n" + term.describe()

@@ -38,6 +38,7 @@ from .conftest import (
     on_screen,
     openssl,
     openssl_fingerprint,
+    unchanged,
 )
 
 # The command lines are taken from README.md (the operator's table) and, where it abbreviates them, from
@@ -134,12 +135,33 @@ def definition(ws: Workspace) -> dict[str, Any]:
 
 def test_documented_commands() -> None:
     """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
-    for prefix in ("invoke ceremony.root ", "invoke ceremony.subordinate-key ", "invoke ceremony.sign-subordinate ",
+    for prefix in ("invoke ceremony.offline-check", "invoke ceremony.preflight ", "invoke ceremony.script ",
+                   "invoke ceremony.root ", "invoke ceremony.subordinate-key ", "invoke ceremony.sign-subordinate ",
                    "invoke crl.root-batch", "invoke backup.create ", "invoke backup.restore ", "invoke ca.issue ",
                    "invoke ca.revoke ", "invoke crl.sign ", "invoke audit.verify "):
         documented(prefix)
     policy = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
     assert DOCS_BUILD.removeprefix("invoke ") in policy and DOCS_CHECK.removeprefix("invoke ") in policy
+
+
+# --- 0. before the day: offline check, pre-flight, the paper script ----------------------------------
+
+def test_before_the_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
+    """What the README has the operator do first: confirm the namespace is offline, run the pre-flight
+    alone (it changes nothing), print the paper script the Internal Witness follows."""
+    ws = workspace
+    with unchanged(ws):
+        term = ws.run(documented("invoke ceremony.offline-check"))
+        assert "loopback" in term.screen, term.describe()
+        term = ws.run(documented("invoke ceremony.preflight "))
+        assert not term.prompts and "[FAIL]" not in term.screen, term.describe()
+    ws.run(documented("invoke ceremony.script "))
+    printed = sorted(p.name for p in (ws.out / "scripts").glob("root-key-generation.*"))
+    assert {"root-key-generation.fr.pdf", "root-key-generation.en.pdf"} <= set(printed), printed
+    for name in printed:
+        entry = listed(ws, f"scripts/{name}")
+        assert entry and entry[0]["sha256"] == hashlib.sha256((ws.out / "scripts" / name).read_bytes()).hexdigest()
+    state["paper-script"] = printed
 
 
 # --- 1. the root key ceremony ------------------------------------------------------------------------
@@ -170,6 +192,11 @@ def test_root_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
     for rel in ("root.crt.pem", "root.crt.der", "root.pub.pem", "root.pub.der"):
         assert listed(ws, rel), f"{rel} not in the manifest"
     audit_verify(ws, transcript)
+    # The transcript's header records the paper script the witness followed (the copy printed before).
+    if "paper-script" in state:
+        header = records(ws, transcript)[0]
+        recorded = {Path(p["path"]).name: p["sha256"] for p in header.get("paper_script", [])}
+        assert set(state["paper-script"]) <= set(recorded), header.get("paper_script")
     # The key is on the token, once, and nowhere else.
     objects = ws.token_objects("root")
     assert sum("Private Key Object" in o for o in objects) == 1, objects
@@ -376,6 +403,12 @@ def test_outputs_verify_against_the_manifest(workspace: Workspace, state: dict[s
     ws = workspace
     manifest = ws.manifest()
     assert manifest.get("rehearsal") is False
+    # No PIN in any file a ceremony wrote (transcripts, reports, backups, registry, documents).
+    for path in sorted((ws.root / "out").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            leaked = [var for var, pin in ws.pins.items() if pin.encode() in data]
+            assert not leaked, f"{path}: holds the value of {leaked}"
     for a in manifest["artifacts"]:
         path = ws.out / a["path"]
         assert path.is_file(), f"{a['path']} listed but missing"
