@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -265,7 +266,8 @@ class Operator:
 
     ``people`` sign in in order; ``bags`` gives a serial per bag title (else one is made up and
     remembered); each confirmation is answered ``yes`` unless ``confirm`` says otherwise. ``interrupt``
-    is asked at every prompt: when it returns true, Ctrl-C is pressed instead of answering.
+    is asked at every prompt: when it returns true, Ctrl-C is pressed instead of answering; when it
+    returns ``"kill"``, the command is killed with SIGKILL (a power cut, ``kill -9``).
     ``on_prompt`` may answer any prompt first (return the text to type, or None to fall through).
     """
 
@@ -273,7 +275,7 @@ class Operator:
     bags: dict[str, str] = field(default_factory=dict)
     confirm: Callable[[str], bool] = lambda question: True
     acknowledge_interrupted: bool | None = None  # None: being asked is a failure of the walk
-    interrupt: Callable[[Prompt, Terminal], bool] = lambda prompt, term: False
+    interrupt: Callable[[Prompt, Terminal], bool | str] = lambda prompt, term: False
     on_prompt: Policy | None = None
     _next: int = 0
     _signed_in: bool = False
@@ -352,6 +354,13 @@ class Workspace:
     def out(self) -> Path:
         return self.root / "out" / "production"
 
+    def definition(self) -> dict[str, Any]:
+        """The operator's inventory/production/pki.yml, as data."""
+        return yaml.safe_load((self.root / "inventory" / "production" / "pki.yml").read_text(encoding="utf-8"))
+
+    def key_label(self, ca: str) -> str:
+        return str(self.definition()["cas"][ca]["hsm"]["key_label"])
+
     def env(self, **overrides: str | None) -> dict[str, str]:
         """The explicit minimal environment of every command (PIN variables included)."""
         env = {"PATH": f"{self.root / '.venv' / 'bin'}:{SYSTEM_PATH}", "HOME": str(self.home),
@@ -405,7 +414,11 @@ class Workspace:
                     continue  # ": " inside ordinary output, or a prompt no pattern knows (then: time-out)
                 prompt = Prompt(found[0], found[1], last, found[2])
                 term.prompts.append(prompt)
-                if operator.interrupt(prompt, term):
+                action = operator.interrupt(prompt, term)
+                if action == "kill":
+                    os.kill(child.pid, signal.SIGKILL)
+                    continue
+                if action:
                     child.sendintr()
                     continue
                 prompt.answer = operator.answer(prompt, term)
