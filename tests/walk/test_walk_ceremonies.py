@@ -34,7 +34,9 @@ from .conftest import (
     Terminal,
     Workspace,
     add_token,
+    bug,
     custodians,
+    known_bug,
     on_screen,
     openssl,
     openssl_fingerprint,
@@ -290,17 +292,36 @@ def test_key_backup(workspace: Workspace, state: dict[str, Any]) -> None:
                        [shares[n] for n in names], names)
 
 
+def _restore_command(ws: Workspace, state: dict[str, Any], token: str) -> tuple[str, list[Any]]:
+    backup, shares, names = state["backup"]
+    threshold = ws.definition()["cas"]["root"]["backup"]["threshold"]
+    command = fill(documented("invoke backup.restore "), ("--backup FILE", f"--backup {backup}"),
+                   ("--share FILE …", " ".join(f"--share {s}" for s in shares[:threshold])),
+                   ("LABEL", token))
+    return command, [ADMIN, WITNESS, OFFICER_1, OFFICER_2, *custodians(names[:threshold]), AUDITOR]
+
+
+@known_bug("backup.restore: a mistyped --target-token is found only at token-open, "
+                   "after the sign-in, the bags and the shares (key-restore's pre-flight checks no token)")
+def test_key_restore_onto_a_mistyped_token(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The operator mistypes the target token's label: refused before anyone signs in, nothing written."""
+    need(state, "backup")
+    ws = workspace
+    command, people = _restore_command(ws, state, RESTORE_TOKEN.upper() + "-typo")
+    with unchanged(ws, allow=lambda p: p.startswith("production/transcripts/") or p == "production/manifest.json"):
+        term = ws.run(command, Operator(people=people), check=False)
+    assert term.exit_status != 0, term.describe()
+    assert "Traceback" not in term.screen
+    assert RESTORE_TOKEN.upper() + "-typo" in term.screen, term.describe()
+    bug(not term.prompts, "the missing token was found after the sign-in\n" + term.describe())
+
+
 def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
     need(state, "backup")
     ws = workspace
-    backup, shares, names = state["backup"]
-    threshold = definition(ws)["cas"]["root"]["backup"]["threshold"]
     add_token(ws, RESTORE_TOKEN, like_ca="root")
     assert ws.token_objects("root", label=RESTORE_TOKEN) == []
-    command = fill(documented("invoke backup.restore "), ("--backup FILE", f"--backup {backup}"),
-                   ("--share FILE …", " ".join(f"--share {s}" for s in shares[:threshold])),
-                   ("LABEL", RESTORE_TOKEN))
-    people = [ADMIN, WITNESS, OFFICER_1, OFFICER_2, *custodians(names[:threshold]), AUDITOR]
+    command, people = _restore_command(ws, state, RESTORE_TOKEN)
     term = ws.run(command, Operator(people=people))
     objects = ws.token_objects("root", label=RESTORE_TOKEN)
     key_label = definition(ws)["cas"]["root"]["hsm"]["key_label"]
@@ -308,6 +329,16 @@ def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
     reports = list((ws.out / "backup").glob(f"root.restore-{RESTORE_TOKEN}*.json"))
     assert reports, term.describe()
     audit_verify(ws, transcript_of(term))
+    state["restore-screen"] = term.screen
+
+
+@known_bug("backup.restore of the root key checks nothing of the network: no offline "
+                   "line in its pre-flight and no offline-check step (backup.create has the pre-flight line)")
+def test_root_key_restore_checks_offline(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "restore-screen")
+    preflight = [line for line in state["restore-screen"].splitlines() if line.startswith("[")]
+    assert preflight, "no pre-flight shown"
+    bug(any("offline" in line for line in preflight), "\n".join(preflight))
 
 
 def _subscriber_csr(ws: Workspace) -> Path:

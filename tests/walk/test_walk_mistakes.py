@@ -25,6 +25,8 @@ from .conftest import (
     Prompt,
     Terminal,
     Workspace,
+    bug,
+    known_bug,
     on_screen,
     shown,
     unchanged,
@@ -180,7 +182,7 @@ def test_interrupt_after_the_key_is_generated(workspace: Workspace, state: dict[
     state["interrupted"] = path
 
 
-@pytest.mark.xfail(strict=True, reason="a transcript closed by Ctrl-C (status 'interrupted') is not reported "
+@known_bug("a transcript closed by Ctrl-C (status 'interrupted') is not reported "
                    "to the next run: only transcripts without a closing record are")
 def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: dict[str, Any]) -> None:
     """The next root ceremony is told about the interrupted one, records it, and completes."""
@@ -197,5 +199,5 @@ def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: di
     new = on_screen(term.screen, "transcript", "path")[-1]["path"]
     header = json.loads((ws.root / new).read_text(encoding="utf-8").splitlines()[0])
     recorded = any(r.get("file") == name for r in header.get("resumes", []))
-    assert told and recorded, (f"the next run was {'' if told else 'not '}told about {name}; its transcript "
-                               f"{'records' if recorded else 'does not record'} it\n" + term.describe())
+    bug(told and recorded, f"the next run was {'' if told else 'not '}told about {name}; its transcript "
+        f"{'records' if recorded else 'does not record'} it\n" + term.describe())
