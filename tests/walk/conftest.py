@@ -54,13 +54,6 @@ COLUMNS = 200  # wide enough that no prompt wraps: each prompt is then the last 
 pexpect = pytest.importorskip("pexpect", reason="pexpect drives the walks (pip install -e '.[dev]')")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.walk)
-
-
 # --- what the terminal shows ---------------------------------------------------------------------------
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")

@@ -17,6 +17,10 @@ from .conftest import Operator, Prompt, Terminal, Workspace, bug, known_bug, on_
 
 ROOT = "invoke ceremony.root --env production"  # README.md
 
+# One workspace per module, steps in order: keep the module on one worker under xdist (--dist loadgroup).
+pytestmark = [pytest.mark.walk, pytest.mark.xdist_group("walk-crash")]
+
+
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, Any]:
@@ -114,3 +118,36 @@ def test_restart_after_the_crash(workspace: Workspace, state: dict[str, Any]) ->
     ws.run(f"invoke audit.verify {new} --artifacts out/production")
     audit = ws.run(f"invoke audit.verify {killed} --artifacts out/production", check=False)
     assert audit.exit_status == 2 and "Traceback" not in audit.screen, audit.describe()
+
+
+def test_witness_does_not_confirm_a_step(workspace: Workspace, state: dict[str, Any]) -> None:
+    """At a root CRL batch (terminal in English for a visiting auditor), the Internal Witness does not
+    confirm the first signature: the Ceremony Administrator is asked, decides to continue and says why;
+    the transcript records the exception with her decision, and still verifies."""
+    need(state, "removed")
+    ws = workspace
+    if not (ws.out / "root.crt.pem").is_file():
+        pytest.skip("the restart did not complete")
+    refused: list[str] = []
+    reason = "the witness looked away; the CRL was re-checked on screen with the auditor"
+
+    def administrator(prompt: Prompt, term: Terminal) -> str | None:
+        if prompt.kind == "witness" and not refused and current_step(term) == "crl-sign":
+            refused.append(prompt.fields["question"])
+            return "n"
+        if prompt.kind == "decide":
+            return "y"
+        if prompt.kind == "reason":
+            return reason
+        return None
+
+    term = ws.run("invoke crl.root-batch --env production --lang en", Operator(on_prompt=administrator))
+    assert refused and term.asked("decide"), term.describe()
+    assert all(p.lang in ("en", "") for p in term.prompts), "a prompt was not in English"
+    path = on_screen(term.screen, "transcript", "path")[-1]["path"]
+    records = [json.loads(line) for line in (ws.root / path).read_text(encoding="utf-8").splitlines()]
+    exceptions = [r for r in records if r["type"] == "exception"]
+    assert len(exceptions) == 1 and exceptions[0]["kind"] == "witness", exceptions
+    assert reason in exceptions[0]["decision"] and exceptions[0]["decision"].startswith("continue"), exceptions[0]
+    audit = ws.run(f"invoke audit.verify {path} --artifacts out/production")
+    assert "exception" in audit.screen.lower(), audit.describe()

@@ -34,6 +34,10 @@ from .conftest import (
 
 ROOT = "invoke ceremony.root --env production"  # README.md
 
+# One workspace per module, steps in order: keep the module on one worker under xdist (--dist loadgroup).
+pytestmark = [pytest.mark.walk, pytest.mark.xdist_group("walk-mistakes")]
+
+
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, Any]:
