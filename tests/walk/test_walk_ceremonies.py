@@ -65,8 +65,8 @@ def state() -> dict[str, Any]:
 def documented(prefix: str, text: str | None = None) -> str:
     """The one command of README.md (or ``text``) written in backquotes that starts with ``prefix``."""
     source = text if text is not None else (REPO / "README.md").read_text(encoding="utf-8")
-    inline = [c for line in source.splitlines() if not line.startswith("```")
-              for c in re.findall(r"`([^`]+)`", line)]
+    prose = re.sub(r"^```.*?^```", "", source, flags=re.M | re.S)  # fenced blocks are not inline code
+    inline = [" ".join(c.split()) for c in re.findall(r"`([^`]+)`", prose)]  # an inline span may break a line
     found = sorted({c for c in inline if c.startswith(prefix)})
     assert len(found) == 1, f"README.md should give one `{prefix}…` command, it gives {found}"
     return found[0]
@@ -154,10 +154,11 @@ def definition(ws: Workspace) -> dict[str, Any]:
 
 def test_documented_commands() -> None:
     """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
-    for prefix in ("invoke ceremony.offline-check", "invoke ceremony.preflight ", "invoke ceremony.script ",
-                   "invoke ceremony.root ", "invoke ceremony.subordinate-key ", "invoke ceremony.sign-subordinate ",
-                   "invoke crl.root-batch", "invoke backup.create ", "invoke backup.restore ", "invoke ca.issue ",
-                   "invoke ca.revoke ", "invoke crl.sign ", "invoke audit.verify "):
+    for prefix in ("invoke ceremony.check", "invoke ceremony.offline-check", "invoke ceremony.preflight ",
+                   "invoke ceremony.script ", "invoke ceremony.root ", "invoke ceremony.subordinate-key ",
+                   "invoke ceremony.sign-subordinate ", "invoke crl.root-batch", "invoke backup.create ",
+                   "invoke backup.restore ", "invoke ca.issue ", "invoke ca.revoke ", "invoke ca.list",
+                   "invoke crl.sign ", "invoke audit.verify "):
         documented(prefix)
     policy = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
     assert DOCS_BUILD.removeprefix("invoke ") in policy and DOCS_CHECK.removeprefix("invoke ") in policy
@@ -243,6 +244,27 @@ def test_subordinate_key_ceremony(workspace: Workspace, state: dict[str, Any]) -
     assert listed(ws, transcript)
     audit_verify(ws, transcript)
     state["subordinate-key"] = transcript
+
+
+def test_pin_the_subordinate_key_as_the_example_says(workspace: Workspace, state: dict[str, Any]) -> None:
+    """production.example says: "spki_sha256: <fill in from the subordinate key ceremony; the signing
+    ceremony then refuses any other key>". The operator does so between the two ceremonies, with the key
+    fingerprint read aloud at the key ceremony, and checks the definition."""
+    need(state, "subordinate-key")
+    ws = workspace
+    screen = state["screens"]["subordinate-key"]
+    lines = re.findall(r"^ +\d: ((?:[0-9A-F]{4} ){3}[0-9A-F]{4})$", screen, re.M)
+    read_aloud = "".join(lines[-4:]).replace(" ", "").lower()  # the last block read aloud: the key's
+    assert read_aloud == hashlib.sha256((ws.out / "qualified.pub.der").read_bytes()).hexdigest()
+    pki = ws.root / "inventory" / "production" / "pki.yml"
+    text = pki.read_text(encoding="utf-8")
+    placeholder = re.search(r"^( *)# spki_sha256: <fill in[^>]*>$", text, re.M)
+    assert placeholder, "production.example no longer has the spki_sha256 placeholder"
+    pki.write_text(text.replace(placeholder.group(0), f"{placeholder.group(1)}spki_sha256: {read_aloud}"),
+                   encoding="utf-8")
+    term = ws.run(fill(documented("invoke ceremony.check"), ("ENV", "production")))
+    assert "valid" in term.screen, term.describe()
+    state["pinned"] = read_aloud
 
 
 def test_signing_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
