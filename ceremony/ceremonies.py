@@ -281,6 +281,15 @@ def say_new_key(recorder: Recorder, evidence: Any, public: Any) -> None:
         recorder.say(line)
 
 
+def say_signed(recorder: Recorder, cert: x509.Certificate, label: str, signer: Any) -> None:
+    """The HSM signature just made: by which key, over which certificate."""
+    oid = cert.signature_algorithm_oid
+    algorithm = getattr(oid, "_name", oid.dotted_string)  # e.g. ecdsa-with-SHA384
+    recorder.say(f"  signed inside the HSM by the key {label!r} (SPKI SHA-256 {short_sha(spki_sha256(signer))}), "
+                 f"{algorithm}, {len(cert.signature)}-byte signature")
+    recorder.say(f"  certificate serial (hex): {format(cert.serial_number, 'x')}")
+
+
 def say_certificate(recorder: Recorder, cert: x509.Certificate) -> None:
     """What a signed certificate holds: the witness compares it with what definition-check showed."""
     recorder.say(f"  subject: {cert.subject.rfc4514_string()}")
@@ -379,6 +388,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                 say_lint(recorder, before.findings, ca.lint)
             with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
                 cert = builder.sign(key, hash_for(key))
+                say_signed(recorder, cert, ca.hsm.key_label, public)
             with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
                 with recorder.busy(LINT_AFTER_BUSY):
                     after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
@@ -559,6 +569,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             say_lint(recorder, before.findings, ca.lint)
         with recorder.step("certificate-sign", "Sign the certificate with the root key in the HSM"):
             cert = builder.sign(key, hash_for(key))
+            say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
         with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
             with recorder.busy(LINT_AFTER_BUSY):
                 after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)

@@ -44,17 +44,21 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
            lang: str | None = None) -> None:
     """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
     from ceremony.backup import backup_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     bags = _bags(bag or [])
     report = preflight_or_stop(defn, "key-backup", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-backup", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
                                  pin_file=pin_file, so_pin_file=so_pin_file)
     print(f"backup {result.backup_id}: {result.backup_file}")
     for name, path in result.share_files.items():
         print(f"  share for {name} (bag {result.bags[name]}): {path}  <- print, seal, then delete this file")
+    show_summary("key-backup", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out)
 
 
 @task(iterable=["share"], help={
@@ -76,6 +80,7 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     from ceremony.backup import BackupError
     from ceremony.definition import TokenRef
     from ceremony.restore import restore_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     defn.model.ca(ca)  # an unknown CA is refused before anyone signs in
@@ -88,11 +93,15 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     target = None
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
-    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal)
+    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal, ca=ca, target_token=target_token,
+                               pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-restore", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,
                                   certificate=certificate, target=target, pin_file=pin_file)
     print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")
+    show_summary("key-restore", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out)
 
 
 ns = Collection()

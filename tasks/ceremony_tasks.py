@@ -123,12 +123,16 @@ def root(c: Context, env: str | None = None, definition: str | None = None, out:
          lang: str | None = None) -> None:
     """Root key ceremony: generate the root key in its HSM and issue the self-signed root certificate."""
     from ceremony.ceremonies import root_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "root-key-generation", out_dir, rehearsal, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("root-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
+    show_summary("root-key-generation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
+                 definition=definition, out=out)
 
 
 @task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition",
@@ -139,12 +143,16 @@ def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str
                     answers: str | None = None, lang: str | None = None) -> None:
     """Generate a subordinate CA key on its own HSM and write its CSR (PEM and DER)."""
     from ceremony.ceremonies import subordinate_key_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "subordinate-key-generation", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
+    show_summary("subordinate-key-generation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca,
+                 env=env, definition=definition, out=out)
 
 
 @task(name="sign-subordinate", help={**HELP, "ca": "name of the subordinate CA in the definition",
@@ -157,14 +165,18 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
                      rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
     """At the offline root: verify a subordinate's CSR and issue its CA certificate."""
     from ceremony.ceremonies import sign_subordinate_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "subordinate-signing", out_dir, rehearsal, ca=ca, csr=csr,
                                issuer_cert=issuer_cert, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("subordinate-signing", defn, out_dir, rehearsal, answers, report, lang) as rec:
         sign_subordinate_ceremony(defn, ca, csr, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
                                   pin_file=pin_file)
+    show_summary("subordinate-signing", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca,
+                 env=env, definition=definition, out=out)
 
 
 @task(help={"out": "output directory (default out/rehearsal)",

@@ -63,6 +63,7 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
     from ceremony.errors import DefinitionError
     from ceremony.root_crl import Revocation, root_crl_batch_ceremony
+    from ceremony.summary import manifest_snapshot, show_summary
 
     def when(text: str | None, option: str) -> dt.datetime | None:
         if text is None:
@@ -80,6 +81,7 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
     first = when(start, "--start")  # bad options are refused before the transcript opens
     report = preflight_or_stop(defn, "root-crl-batch", out_dir, rehearsal, issuer_cert=issuer_cert,
                                pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
     with _record("root-crl-batch", defn, out_dir, rehearsal, answers, report, lang) as rec:
         batch = root_crl_batch_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,
                                         count=count or None, start=first, revoke=revocations,
@@ -87,6 +89,8 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
     for crl in batch.crls:
         print(f"root CRL {crl.number}: {crl.this_update:%Y-%m-%d %H:%M:%SZ} → {crl.next_update:%Y-%m-%d %H:%M:%SZ} "
               f"({crl.entries} entries) {crl.der_path}")
+    show_summary("root-crl-batch", defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
+                 definition=definition, out=out)
 
 
 @task(name="publish-root", help={"env": HELP["env"], "definition": HELP["definition"],
