@@ -194,10 +194,22 @@ def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: di
         pytest.skip("the interruption after key generation did not complete")
     ws = workspace
     interrupted = state["interrupted"]
-    term = ws.run(ROOT, Operator(people=list(CEREMONY_CAST), acknowledge_interrupted=True), check=False)
+    typo: list[str] = []
+
+    def types_a_role_wrong(prompt: Prompt, term: Terminal) -> str | None:
+        # One more mistake on the way: a Crypto Officer's role typed with a space; the role is asked again.
+        if prompt.kind == "roles" and prompt.fields.get("name", "").startswith(OFFICER_1.name) and not typo:
+            typo.append(prompt.line)
+            return "crypto officer"
+        return None
+
+    term = ws.run(ROOT, Operator(people=list(CEREMONY_CAST), acknowledge_interrupted=True,
+                                 on_prompt=types_a_role_wrong), check=False)
     # Whether told or not, the ceremony can be run again: the label is free, the key is made.
     assert term.exit_status == 0, term.describe()
     assert (ws.out / "root.crt.pem").is_file()
+    roles_asked = [p for p in term.asked("roles") if p.fields.get("name", "").startswith(OFFICER_1.name)]
+    assert typo and len(roles_asked) == 2 and "crypto officer" in term.screen, "the mistyped role was not asked again"
     name = interrupted.rsplit("/", 1)[-1]
     told = name in term.screen
     new = on_screen(term.screen, "transcript", "path")[-1]["path"]
