@@ -14,6 +14,7 @@ change nothing on disk or on a token: the token session is read-only and no key 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from .csr import check_csr, load_csr
-from .definition import CA, LoadedDefinition
+from .definition import CA, LoadedDefinition, TokenRef
 from .errors import CeremonyError
 from .fileio import sha256_file
 from .hsm import find_token, load_module, open_session, pin_source_for
@@ -130,7 +131,9 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         assert ca_name is not None
         return Plan(ca_name == root, (Need(ca_name, "present"),))
     if ceremony == "key-restore":
-        return Plan(False, ())
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the key-restore ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        return Plan(ca_name == root, (Need(ca_name, "absent"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore)")
 
@@ -261,9 +264,9 @@ def _prompts(source: PinSource) -> bool:
     return not source.file and not (source.env and os.environ.get(source.env))
 
 
-def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | None, bool]:
+def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | None, bool, str]:
     """Classes of the objects labelled like the key, the SPKI SHA-256 of its public key when there is
-    exactly one, and whether the session was logged in (private objects visible)."""
+    exactly one, whether the session was logged in (private objects visible), and the token's label."""
 
     def look(session: Any) -> tuple[list[Any], str | None]:
         objects = list(session.get_objects({Attribute.LABEL: ca.hsm.key_label}))
@@ -271,21 +274,13 @@ def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | Non
         spki = spki_sha256(public_key_from_token(public[0])) if len(public) == 1 else None
         return [o[Attribute.CLASS] for o in objects], spki
 
+    token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+    label = str(token.label).strip()
     if _prompts(source):
-        token = find_token(load_module(ca.hsm.module), ca.hsm.token)
         with token.open(rw=False) as session:  # public objects only: the PIN is typed at the ceremony
-            return (*look(session), False)
+            return (*look(session), False, label)
     with open_session(ca.hsm, source, rw=False) as session:
-        return (*look(session), True)
-
-
-def _token_option(ca: CA) -> str:
-    ref = ca.hsm.token
-    if ref.label is not None:
-        return f"--token-label {ref.label!r}"
-    if ref.serial is not None:
-        return f"--serial {ref.serial}"
-    return f"--token-label <label of {ref.describe()}>"
+        return (*look(session), True, label)
 
 
 def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> list[Finding]:
@@ -296,7 +291,7 @@ def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> l
     """
     label = ca.hsm.key_label
     try:
-        classes, spki, logged_in = _objects_with_label(ca, source)
+        classes, spki, logged_in, token_label = _objects_with_label(ca, source)
     except CeremonyError as exc:
         return [Finding(f"login to {ca_name!r}", False, str(exc),
                         f"check the PIN in its source ({source.describe()}); each wrong PIN uses up one of the "
@@ -315,7 +310,8 @@ def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> l
                                  "an existing label is never a reason to generate another key",
                                  "if an interrupted ceremony left them (its transcript has no closing record), "
                                  "a Crypto Officer removes them, witnessed: "
-                                 + " ; ".join(f"pkcs11-tool --module {ca.hsm.module} {_token_option(ca)} --login "
+                                 + " ; ".join(f"pkcs11-tool --module {ca.hsm.module} "
+                                              f"--token-label {shlex.quote(token_label)} --login "
                                               f"--delete-object --type {t} --label {label}"
                                               for t in ("privkey", "pubkey"))
                                  + "; the next ceremony's transcript records the interruption as an exception. "
@@ -366,7 +362,7 @@ def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Pa
 
 def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal: bool, ca: str | None = None,
                   csr: str | Path | None = None, issuer_cert: str | Path | None = None,
-                  pin_file: str | None = None, interactive: bool = True,
+                  pin_file: str | None = None, interactive: bool = True, target_token: str | None = None,
                   pin_sources: dict[str, PinSource] | None = None) -> PreflightReport:
     """Every check for ``ceremony``; nothing is changed. ``pin_sources`` receives the sources it logged in with."""
     plan = plan_for(defn, ceremony, ca)
@@ -405,6 +401,9 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
             report.findings.extend(check_csr_file(defn, ca, Path(csr), out, rehearsal))
     for need in plan.tokens:
         ca_def = defn.model.cas[need.ca]
+        if ceremony == "key-restore" and target_token:  # the fresh token the key is restored onto
+            hsm = ca_def.hsm.model_copy(update={"token": TokenRef(label=target_token)})
+            ca_def = ca_def.model_copy(update={"hsm": hsm})
         module = check_module(need.ca, ca_def)
         report.findings.append(module)
         if not module.ok:

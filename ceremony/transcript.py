@@ -869,7 +869,8 @@ def _verify(public: Any, algorithm: str, signature: bytes, message: bytes) -> No
 # --- opening a transcript ------------------------------------------------------------------------------
 
 def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
-    """Transcripts in ``directory`` with no closing record that no later transcript acknowledged."""
+    """Transcripts in ``directory`` that did not finish (no closing record, or closed as ``interrupted``)
+    and that no later transcript acknowledged."""
     if not directory.is_dir():
         return []
     found: list[dict[str, Any]] = []
@@ -885,7 +886,10 @@ def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
                 break
         if records and records[0].get("type") == "header":
             acknowledged.update(r.get("file", "") for r in records[0].get("resumes", []))
-        if not records or records[-1].get("type") != "close":
+        # No closing record (a crash, kill -9), or closed as interrupted (Ctrl-C): either way the ceremony did
+        # not finish, and the next one must say so in its own record.
+        last = records[-1] if records else {}
+        if last.get("type") != "close" or last.get("status") == "interrupted":
             found.append({"file": p.name, "path": p, "records": len(records),
                           "last_hash": line_hash(complete[len(records) - 1]) if records else GENESIS})
     return [f for f in found if f["file"] not in acknowledged]

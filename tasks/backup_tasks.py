@@ -93,7 +93,8 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     target = None
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
-    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal)
+    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal, ca=ca, target_token=target_token,
+                               pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-restore", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = restore_ceremony(defn, ca, backup, share or [], out_dir, rec, rehearsal=rehearsal,

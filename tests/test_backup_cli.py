@@ -72,16 +72,36 @@ def test_rehearsal_backs_up_the_root_and_restores_it_on_a_second_token(rehearsal
 
 
 def test_cli_restore_with_too_few_shares_exits_with_one_line(rehearsal: Path, tmp_path: Path) -> None:
+    """A fresh target token that passes the pre-flight; one share of the two needed: one line, nothing written."""
     share = sorted((rehearsal / "backup").glob("root.share-*.txt"))[0]
+    pin = secrets.token_hex(8)
+    _init_token(rehearsal, "few-shares", pin, secrets.token_hex(8))
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(pin)
+    pin_file.chmod(0o600)
     result = invoke("backup.restore", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
-                    "--out", str(tmp_path), "--backup", str(rehearsal / "backup/root.key-backup.json"),
+                    "--out", str(tmp_path / "out"), "--backup", str(rehearsal / "backup/root.key-backup.json"),
                     "--share", str(share), "--certificate", str(rehearsal / "root.crt.pem"),
-                    "--target-token", "scse-test-root-restore", env=rehearsal_env(rehearsal))
+                    "--target-token", "few-shares", "--pin-file", str(pin_file), env=rehearsal_env(rehearsal))
     assert result.returncode == 8, result.stdout[-2000:] + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "1 share(s) presented, the backup needs 2 of 3" in errors[0]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "backup").exists()
+    assert not (tmp_path / "out" / "backup").exists()
+
+
+def test_cli_restore_onto_a_token_that_holds_the_key_already_is_refused_before_sign_in(rehearsal: Path,
+                                                                                          tmp_path: Path) -> None:
+    """The rehearsal's restore token holds the key: the pre-flight says so (and that its PIN is not the root
+    variable's) before the custodians present their shares."""
+    shares = sorted((rehearsal / "backup").glob("root.share-*.txt"))[:2]
+    result = invoke("backup.restore", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
+                    "--out", str(tmp_path / "out"), "--backup", str(rehearsal / "backup/root.key-backup.json"),
+                    *(x for s in shares for x in ("--share", str(s))), "--certificate", str(rehearsal / "root.crt.pem"),
+                    "--target-token", "scse-test-root-restore", env=rehearsal_env(rehearsal))
+    assert result.returncode == 13, result.stdout[-2000:] + result.stderr
+    assert "token label 'scse-test-root-restore'" in result.stderr and "Sign-in" not in result.stdout
+    assert not (tmp_path / "out" / "transcripts").exists()
 
 
 def test_cli_bag_option_is_checked_before_anything_runs(rehearsal: Path, tmp_path: Path) -> None:
