@@ -64,11 +64,12 @@ def write_new(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     return dest
 
 
-def replace_atomically(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
+def replace_atomically(path: str | Path, data: bytes, mode: int = 0o644, mtime: float | None = None) -> Path:
     """Replace ``path`` atomically (temporary file, fsync, rename).
 
     Only for files whose *purpose* is to be replaced: the manifest, a published CRL, metrics.
-    Readers see the old or the new content, never a mixture.
+    Readers see the old or the new content, never a mixture. ``mtime`` (epoch seconds) is set on
+    the temporary file before the rename, so the new content never shows another time.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,8 @@ def replace_atomically(path: str | Path, data: bytes, mode: int = 0o644) -> Path
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if mtime is not None:
+                os.utime(f.fileno(), (mtime, mtime))
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
