@@ -184,7 +184,7 @@ def test_the_root_crl_in_force_is_put_in_force_when_its_thisupdate_passes(tmp_pa
     with pytest.raises(VerificationError, match="a root CRL ceremony is overdue"):
         crl_publish.publish_in_force(batch, root.cert_path, served, now=start + 3 * quarter + dt.timedelta(days=121))
     assert served.read_bytes() == (batch / "root-2.crl").read_bytes()
-    with pytest.raises(OutputError, match="no root-<N>.crl in force"):
+    with pytest.raises(OutputError, match=r"no root-<N>\.crl in force"):
         crl_publish.publish_in_force(batch, root.cert_path, served, now=start - dt.timedelta(days=1))
 
 
