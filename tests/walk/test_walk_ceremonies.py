@@ -364,19 +364,28 @@ def _restore_command(ws: Workspace, state: dict[str, Any], token: str) -> tuple[
     return command, [ADMIN, WITNESS, OFFICER_1, OFFICER_2, *custodians(names[:threshold]), AUDITOR]
 
 
-@known_bug("backup.restore: a mistyped --target-token is found only at token-open, "
-                   "after the sign-in, the bags and the shares (key-restore's pre-flight checks no token)")
 def test_key_restore_onto_a_mistyped_token(workspace: Workspace, state: dict[str, Any]) -> None:
     """The operator mistypes the target token's label: refused before anyone signs in, nothing written."""
     need(state, "backup")
     ws = workspace
     command, people = _restore_command(ws, state, RESTORE_TOKEN.upper() + "-typo")
-    with unchanged(ws, allow=lambda p: p.startswith("production/transcripts/") or p == "production/manifest.json"):
+    with unchanged(ws):
         term = ws.run(command, Operator(people=people), check=False)
     assert term.exit_status != 0, term.describe()
     assert "Traceback" not in term.screen
     assert RESTORE_TOKEN.upper() + "-typo" in term.screen, term.describe()
-    bug(not term.prompts, "the missing token was found after the sign-in\n" + term.describe())
+    assert not term.prompts, "the missing token was found after the sign-in\n" + term.describe()
+    state["restore-typo"] = term
+
+
+@known_bug("backup.restore onto a mistyped --target-token: the fix given is 'correct cas.root.hsm.token' (the "
+           "definition, which is right), not the --target-token option the operator typed")
+def test_key_restore_onto_a_mistyped_token_names_the_option(state: dict[str, Any]) -> None:
+    need(state, "restore-typo")
+    term = state["restore-typo"]
+    fixes = [line.strip() for line in term.screen.splitlines() if line.strip().startswith("fix:")]
+    assert fixes, term.describe()
+    bug(all("--target-token" in f for f in fixes), "\n".join(fixes))
 
 
 def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
@@ -396,13 +405,11 @@ def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
     state["restore-screen"] = term.screen
 
 
-@known_bug("backup.restore of the root key checks nothing of the network: no offline "
-                   "line in its pre-flight and no offline-check step (backup.create has the pre-flight line)")
 def test_root_key_restore_checks_offline(workspace: Workspace, state: dict[str, Any]) -> None:
     need(state, "restore-screen")
     preflight = [line for line in state["restore-screen"].splitlines() if line.startswith("[")]
     assert preflight, "no pre-flight shown"
-    bug(any("offline" in line for line in preflight), "\n".join(preflight))
+    assert any("offline" in line for line in preflight), "\n".join(preflight)
 
 
 def _subscriber_csr(ws: Workspace) -> Path:

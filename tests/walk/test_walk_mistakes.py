@@ -25,8 +25,6 @@ from .conftest import (
     Prompt,
     Terminal,
     Workspace,
-    bug,
-    known_bug,
     on_screen,
     shown,
     unchanged,
@@ -186,8 +184,6 @@ def test_interrupt_after_the_key_is_generated(workspace: Workspace, state: dict[
     state["interrupted"] = path
 
 
-@known_bug("a transcript closed by Ctrl-C (status 'interrupted') is not reported "
-                   "to the next run: only transcripts without a closing record are")
 def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: dict[str, Any]) -> None:
     """The next root ceremony is told about the interrupted one, records it, and completes."""
     if "interrupted" not in state:
@@ -205,7 +201,7 @@ def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: di
 
     term = ws.run(ROOT, Operator(people=list(CEREMONY_CAST), acknowledge_interrupted=True,
                                  on_prompt=types_a_role_wrong), check=False)
-    # Whether told or not, the ceremony can be run again: the label is free, the key is made.
+    # The ceremony can be run again: the label is free, the key is made.
     assert term.exit_status == 0, term.describe()
     assert (ws.out / "root.crt.pem").is_file()
     roles_asked = [p for p in term.asked("roles") if p.fields.get("name", "").startswith(OFFICER_1.name)]
@@ -215,5 +211,5 @@ def test_next_run_is_told_about_the_interruption(workspace: Workspace, state: di
     new = on_screen(term.screen, "transcript", "path")[-1]["path"]
     header = json.loads((ws.root / new).read_text(encoding="utf-8").splitlines()[0])
     recorded = any(r.get("file") == name for r in header.get("resumes", []))
-    bug(told and recorded, f"the next run was {'' if told else 'not '}told about {name}; its transcript "
-        f"{'records' if recorded else 'does not record'} it\n" + term.describe())
+    assert told and recorded, (f"the next run was {'' if told else 'not '}told about {name}; its transcript "
+                               f"{'records' if recorded else 'does not record'} it\n" + term.describe())
