@@ -228,12 +228,13 @@ def check_module(ca_name: str, ca: CA) -> Finding:
     return Finding(f"PKCS#11 module of {ca_name!r}", True, f"{ca.hsm.module} loads")
 
 
-def check_token(ca_name: str, ca: CA) -> Finding:
+def check_token(ca_name: str, ca: CA, option: str | None = None) -> Finding:
+    """``option``: the command-line option that named the token, when it did not come from the definition."""
     try:
         token = find_token(load_module(ca.hsm.module), ca.hsm.token)
     except CeremonyError as exc:
         return Finding(f"token of {ca_name!r}", False, str(exc),
-                       f"connect the HSM / insert the token, or correct cas.{ca_name}.hsm.token")
+                       f"connect the HSM / insert the token, or correct {option or f'cas.{ca_name}.hsm.token'}")
     return Finding(f"token of {ca_name!r}", True, f"{ca.hsm.token.describe()} found: label {token.label!r}, "
                    f"model {token.model.strip()!r}")
 
@@ -408,7 +409,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         report.findings.append(module)
         if not module.ok:
             continue
-        token = check_token(need.ca, ca_def)
+        token = check_token(need.ca, ca_def, "--target-token" if ceremony == "key-restore" and target_token else None)
         report.findings.append(token)
         source = pin_source_for(ca_def.hsm, pin_file, interactive)
         pin = check_pin_source(need.ca, source)
