@@ -3,17 +3,24 @@
 The scheduler (systemd timer or cron, role ``crl_signer``) runs it often (hourly); a run signs a
 new CRL only when one is *due*: no CRL published yet, the definition's ``crl.interval`` has passed
 since the published thisUpdate, the number of revocations changed (a revocation is published on
-the next run, well within the 24 hours of BR 4.9.7), or ``force``. Otherwise it only refreshes
-the metrics.
+the next run, well within the 24 hours of BR 4.9.7), or ``force``.
+
+Every run, due or not, checks what signing needs (:func:`checked_token`): the PIN source, the
+PKCS#11 module, the token, the login and the CA key (present, the CA certificate's key). A broken
+PIN file or a missing token is reported within the hour (non-zero exit, metrics, journal), not on
+the day the CRL falls due. A PIN the token refuses sets a *latch* (:func:`pin_latch_path`): no
+later run tries the PIN again until an operator clears it, so an unattended job never walks a real
+HSM into its PIN lockout.
 
 Order of a signing run, chosen so that a failure changes nothing that matters:
 
-1. definition (its CRL limits are checked on load), CA certificate, publication directory, a lock
-   so that two runs never overlap, the published CRL, the registry;
-2. the entries are read from the registry as a stream and encoded (:mod:`ceremony.crl`);
-3. the TBS is linted with pkilint after signing it with a throwaway key like the CA's (the whole
-   CRL up to :data:`~ceremony.crl.LINT_FULL_MAX` entries, a structural sample above);
-4. the token is opened and its key must be the CA certificate's key;
+1. definition (its CRL limits are checked on load), CA certificate, publication directory, the
+   registry, a lock so that two runs never overlap;
+2. the PIN latch, the PIN source, the module, the token, the login, the key (every run);
+3. the published CRL; is a CRL due? If not, the run ends here;
+4. the entries are read from the registry as a stream and encoded (:mod:`ceremony.crl`), and the TBS
+   is linted with pkilint after signing it with a throwaway key like the CA's (the whole CRL up to
+   :data:`~ceremony.crl.LINT_FULL_MAX` entries, a structural sample above);
 5. the CRL number is reserved durably (:mod:`ceremony.crl_state`) — *then* the HSM signs;
 6. the signature, the TBS, an independent parse and a sample of serials are verified, the CRL
    is linted again, and it is checked against the previous CRL (:mod:`ceremony.crl_check`);
@@ -26,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import os
 import signal
 import time
@@ -41,11 +49,22 @@ from . import crl as crlenc
 from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
 from .definition import CA, LoadedDefinition, load_definition
-from .errors import CeremonyError, HsmError, OutputError, VerificationError
-from .hsm import open_session, pin_source_for
+from .errors import (
+    CeremonyError,
+    DefinitionError,
+    HsmError,
+    LintError,
+    OutputError,
+    PinError,
+    RegistryError,
+    VerificationError,
+)
+from .fileio import replace_atomically
+from .hsm import PinRejectedError, find_token, load_module, open_session, pin_source_for
 from .hsm_keys import signing_key
 from .keys import spki_sha256
 from .metrics import CrlMetrics, write_metrics
+from .pins import get_pin, origin_text, pin_origin
 
 #: Test hook: ``after-sign`` makes the process kill itself (SIGKILL) right after the HSM signed,
 #: ``before-publish`` once the new files are staged under temporary names: the crash tests use it.
@@ -186,6 +205,154 @@ def job_lock(out: Path, ca_name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+class HealthCheckError(HsmError):
+    """What signing needs is not there (PIN source, module, token, login, key): found on every run.
+
+    ``reason`` is the label of the failure metric (:data:`ceremony.metrics.FAILURE_REASONS`).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def pin_latch_path(out: str | Path, ca_name: str) -> Path:
+    """``<out>/.state/<ca>.pin-failed``: set when the token refused the job's PIN (next to the CRL number state)."""
+    return state_path(Path(out), ca_name).with_suffix(".pin-failed")
+
+
+@dataclass(frozen=True)
+class PinLatch:
+    """A PIN latch as found on disk: when it was set and why (never the PIN)."""
+
+    path: Path
+    set_at: dt.datetime
+    reason: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"set {self.set_at:%Y-%m-%dT%H:%M:%SZ} ({self.reason})"
+
+
+def read_pin_latch(path: Path) -> PinLatch | None:
+    """The latch at ``path``, or None. A latch that does not parse is still a latch (its mtime is the time)."""
+    try:
+        raw = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HealthCheckError("pin_latched", f"{path}: cannot read the PIN latch ({exc.strerror}); the PIN is not "
+                                              "tried while it may be set") from None
+    try:
+        data = json.loads(raw)
+        set_at = dt.datetime.fromisoformat(data["set_at"])
+        return PinLatch(path, set_at, str(data["reason"]), str(data.get("detail", "")))
+    except (ValueError, KeyError, TypeError):
+        return PinLatch(path, dt.datetime.fromtimestamp(mtime, dt.UTC).replace(microsecond=0), "unreadable latch", "")
+
+
+def clear_pin_latch_command(ca_name: str, out: str | Path) -> str:
+    return f"ceremony-crl-sign --clear-pin-latch --ca {ca_name} --out {out}"
+
+
+def set_pin_latch(path: Path, ca: CA, reason: str, detail: str, now: dt.datetime | None = None) -> PinLatch:
+    """Write the latch (atomically, 0640): the time, the PKCS#11 reason and what the token said; no secret."""
+    set_at = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    data = {"set_at": set_at.isoformat(), "reason": reason, "token": ca.hsm.token.describe(),
+            "key_label": ca.hsm.key_label, "detail": detail}
+    try:
+        replace_atomically(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o640)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the PIN latch ({exc.strerror}); the token refused the PIN: "
+                          "correct it before the next run") from None
+    return PinLatch(path, set_at, reason, detail)
+
+
+def clear_pin_latch(out: str | Path, ca_name: str) -> PinLatch | None:
+    """Remove the latch (the operator's decision, after correcting the PIN); returns what was cleared."""
+    path = pin_latch_path(out, ca_name)
+    latch = read_pin_latch(path)
+    if latch is None:
+        return None
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return latch
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot remove the PIN latch ({exc.strerror}); run the command as the job's "
+                          "user") from None
+    return latch
+
+
+@contextlib.contextmanager
+def checked_token(ca: CA, issuer: Issuer, latch_path: Path, pin_file: str | None = None,
+                  interactive: bool = False, clear_command: str | None = None) -> Iterator[Any]:
+    """Check what signing needs, in order, and yield the CA's signing key with its session open.
+
+    The PIN latch, the PIN source (a 0600 file owned by this user, or the variable set), the module,
+    the token, the login, the key (present, and the key of the CA certificate). Each failure is a
+    :class:`HealthCheckError` with its reason. A PIN the token refuses writes the latch first: the
+    PIN is never tried again until an operator clears it.
+    """
+    clear = clear_command or f"ceremony-crl-sign --clear-pin-latch --ca <ca> --out {latch_path.parent.parent}"
+    latch = read_pin_latch(latch_path)
+    token = ca.hsm.token.describe()
+    if latch is not None:
+        raise HealthCheckError("pin_latched", f"the PIN for {token} was refused by the token, latch {latch.describe()}"
+                                              f"; it is not tried again until an operator corrects it and runs: "
+                                              f"{clear}")
+    source = pin_source_for(ca.hsm, pin_file, interactive)
+    origin = pin_origin(source)
+    if origin != "prompt":
+        try:
+            get_pin(source)  # mode, owner, not empty, or the variable set; the value is dropped at once
+        except PinError as exc:
+            raise HealthCheckError("pin_source", str(exc)) from None
+    try:
+        lib = load_module(ca.hsm.module)
+    except HsmError as exc:
+        raise HealthCheckError("module", str(exc)) from None
+    try:
+        find_token(lib, ca.hsm.token)
+    except HsmError as exc:
+        raise HealthCheckError("token", str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            session = stack.enter_context(open_session(ca.hsm, source))
+        except PinRejectedError as exc:
+            code = "CKR_PIN_LOCKED" if exc.locked else "CKR_PIN_INCORRECT"
+            set_pin_latch(latch_path, ca, code, f"{exc} (PIN from {origin_text(source, origin)})")
+            raise HealthCheckError("pin_locked" if exc.locked else "pin_incorrect",
+                                   f"{exc}. The PIN latch is set ({latch_path}): no run tries the PIN again until "
+                                   f"an operator corrects it and runs: {clear}") from None
+        except PinError as exc:
+            raise HealthCheckError("pin_source", str(exc)) from None
+        except HsmError as exc:
+            raise HealthCheckError("login", str(exc)) from None
+        try:
+            key = signing_key(session, ca.hsm.key_label)
+        except HsmError as exc:
+            raise HealthCheckError("key_missing", f"{token}: {exc}") from None
+        if spki_sha256(key.public_key()) != spki_sha256(issuer.public_key):
+            raise HealthCheckError("key_mismatch", f"the key {ca.hsm.key_label!r} on {token} is not the key of the "
+                                                   f"CA certificate {issuer.path}")
+        yield key
+
+
+_REASON_OF = ((PinError, "pin_source"), (DefinitionError, "definition"), (RegistryError, "registry"),
+              (LintError, "lint"), (OutputError, "output"), (VerificationError, "verification"), (HsmError, "hsm"),
+              (CeremonyError, "error"))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a failed run (:data:`ceremony.metrics.FAILURE_REASONS`)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
+    return next((label for cls, label in _REASON_OF if isinstance(exc, cls)), "unexpected")
 
 
 def _due(prev: CrlSummary | None, revoked_now: int, ca: CA, now: dt.datetime, force: bool) -> str | None:
@@ -331,13 +498,20 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         raise OutputError(f"{out_dir}: the publication directory is a file")
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     der_path, pem_path = out_dir / der_name, out_dir / pem_name
-    with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name):
+    with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name), \
+            contextlib.ExitStack() as token_stack:
         _remove_stale_temporaries(out_dir, (der_name, pem_name))
+        # Every run, due or not: PIN latch, PIN source, module, token, login, key (see checked_token).
+        t = time.perf_counter()
+        key = token_stack.enter_context(checked_token(ca, issuer, pin_latch_path(out_dir, ca_name), pin_file,
+                                                      interactive, clear_pin_latch_command(ca_name, out_dir)))
+        timings["token-check"] = time.perf_counter() - t
         published = read_published(der_path)
         prev = published[1] if published else None
         reason = _due(prev, registry.count("revoked"), ca, now, force)
         if reason is None:
             assert prev is not None and prev.next_update is not None
+            timings["total"] = time.perf_counter() - t0
             return CrlJobResult(ca_name, False, prev.number, prev.entries, prev.this_update, prev.next_update,
                                 der_path, pem_path, "not due", timings)
         # A published thisUpdate is never later than the time it was signed (see below).
@@ -381,18 +555,15 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         timings["lint-before"] = time.perf_counter() - t
         peak_mb["lint-before"] = _peak_mb()
 
-        with open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)) as session:
-            key = signing_key(session, ca.hsm.key_label)
-            if spki_sha256(key.public_key()) != spki_sha256(issuer.public_key):
-                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {issuer.path}")
-            t = time.perf_counter()
-            reserved = reserve(state, prev.number if prev else 0)
-            if reserved != number:
-                raise OutputError(f"{state}: CRL number {number} was taken meanwhile; nothing was signed")
-            der = crlenc.sign_tbs(tbs, alg_id, key)
-            del tbs
-            timings["sign"] = time.perf_counter() - t
-            peak_mb["sign"] = _peak_mb()
+        t = time.perf_counter()
+        reserved = reserve(state, prev.number if prev else 0)
+        if reserved != number:
+            raise OutputError(f"{state}: CRL number {number} was taken meanwhile; nothing was signed")
+        der = crlenc.sign_tbs(tbs, alg_id, key)
+        del tbs
+        token_stack.close()  # the session is closed before the checks after signing
+        timings["sign"] = time.perf_counter() - t
+        peak_mb["sign"] = _peak_mb()
         _kill_hook("after-sign")
 
         # The files are written (temporary names, fsynced) while the checks run; they are renamed
@@ -431,19 +602,32 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
 
 
 def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None,
-                duration: float | None) -> CrlMetrics:
-    """Metrics of a run: the result's values, or (failure) the still-published CRL's."""
+                duration: float | None, *, error: BaseException | None = None) -> CrlMetrics:
+    """Metrics of a run: the result's values, or (failure) the still-published CRL's and the reason.
+
+    The PIN latch's state is read from the publication directory (``der_path``'s directory) when known.
+    """
+    latch: dict[str, Any] = {}
+    if der_path is not None:
+        try:
+            found = read_pin_latch(pin_latch_path(der_path.parent, ca_name))
+            latch = {"pin_latch_known": True, "pin_latch_since": found.set_at.timestamp() if found else None}
+        except HealthCheckError:
+            latch = {"pin_latch_known": True, "pin_latch_since": time.time()}
     if result is not None:
-        return CrlMetrics(ca_name, True, result.number, result.entries, result.next_update.timestamp(), duration)
+        return CrlMetrics(ca_name, True, result.number, result.entries, result.next_update.timestamp(), duration,
+                          this_update=result.this_update.timestamp(), **latch)
+    reason = failure_reason(error) if error is not None else None
     summary = None
     if der_path is not None:
         with contextlib.suppress(CeremonyError, OSError, ValueError):
             published = read_published(der_path)
             summary = published[1] if published else None
     if summary is None:
-        return CrlMetrics(ca_name, False, duration_seconds=duration)
+        return CrlMetrics(ca_name, False, duration_seconds=duration, failure_reason=reason, **latch)
     return CrlMetrics(ca_name, False, summary.number, summary.entries,
-                      summary.next_update.timestamp() if summary.next_update else None, duration)
+                      summary.next_update.timestamp() if summary.next_update else None, duration,
+                      failure_reason=reason, this_update=summary.this_update.timestamp(), **latch)
 
 
 def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:

@@ -183,6 +183,15 @@ def pin_source_for(hsm: Hsm, pin_file: str | None = None, interactive: bool = Tr
                      prompt=f"{who} for {hsm.token.describe()}")
 
 
+class PinRejectedError(HsmError):
+    """The token refused the PIN (CKR_PIN_INCORRECT), or the PIN is locked (CKR_PIN_LOCKED): trying the same
+    source again would only use up the token's attempts. ``locked`` tells the two apart."""
+
+    def __init__(self, message: str, locked: bool = False) -> None:
+        super().__init__(message)
+        self.locked = locked
+
+
 _PIN_FLAGS = {
     False: (("USER_PIN_LOCKED", "the user PIN is LOCKED (CKF_USER_PIN_LOCKED)"),
             ("USER_PIN_FINAL_TRY", "one attempt left: the next wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY)"),
@@ -225,14 +234,15 @@ def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
             warnings = pin_warnings(lib, hsm.token, so)
             state = f" The token says: {'; '.join(warnings)}." if warnings else ""
             if origin != "prompt" or attempt == PIN_PROMPTS or any("LOCKED" in w for w in warnings):
-                raise HsmError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"
-                               + ("" if origin == "prompt" else " Correct it there before trying again: "
-                                  "each attempt uses up one of the token's tries")) from None
+                raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"
+                                       + ("" if origin == "prompt" else " Correct it there before trying again: "
+                                          "each attempt uses up one of the token's tries"),
+                                       locked=any("LOCKED" in w for w in warnings)) from None
             say(f"wrong PIN for {hsm.token.describe()}.{state} Type it again "
                 f"({PIN_PROMPTS - attempt} more tr{'y' if PIN_PROMPTS - attempt == 1 else 'ies'} at this prompt).")
         except p11e.PinLocked:
-            raise HsmError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it") \
-                from None
+            raise PinRejectedError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it",
+                                   locked=True) from None
         except p11e.PKCS11Error as exc:
             raise HsmError(f"cannot open a session on {hsm.token.describe()}: {type(exc).__name__}") from None
         finally:

@@ -14,6 +14,11 @@ description:
   - A CRL is signed only when one is due (no CRL published yet, the definition's C(crl.interval)
     elapsed, nextUpdate near, or the number of revocations in the registry changed), or with O(force).
     Otherwise nothing changes.
+  - Like the scheduled job, every run (outside check mode) checks what signing needs, due or not
+    the PIN source, the PKCS#11 module, the token, the login and the CA key, and fails with one
+    message naming what is wrong. A PIN the token refuses sets the job's PIN latch; no later run
+    (this module's or the timer's) tries the PIN until an operator clears it with
+    C(ceremony-crl-sign --clear-pin-latch --ca CA --out OUT).
   - The job lints the CRL before and after the HSM signs it, checks it against the previously
     published CRL (number strictly greater, issuer unchanged, no unexpired entry dropped, thisUpdate
     not earlier), reserves the CRL number durably before signing, and replaces the DER and PEM files
@@ -51,7 +56,7 @@ options:
     default: false
   metrics_dir:
     description: When set, write C(ceremony_crl_<ca>.prom) there for node-exporter's textfile collector,
-      as the scheduled job does.
+      exactly as the scheduled job does (on failure too, with the reason). Not in check mode.
     type: path
   softhsm_conf:
     description: SoftHSM2 configuration file, when the token is a SoftHSM2 token.
@@ -66,7 +71,8 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports whether a CRL is due and why, without opening the token or writing a file.
+    details: Reports whether a CRL is due and why, without opening the token or writing a file
+      (metrics included).
   diff_mode:
     support: full
     details: The CRL number, entry count and nextUpdate before and after.
@@ -134,6 +140,8 @@ def state(summary) -> dict:
 
 
 def run(module: AnsibleModule) -> None:
+    import time
+
     from ceremony.crl_job import (
         due_reason,
         metrics_for,
@@ -149,13 +157,13 @@ def run(module: AnsibleModule) -> None:
         reason, before = due_reason(defn, p["ca"], p["registry"], p["out"], force=p["force"])
     except CeremonyError as exc:
         fail_on_engine_error(module, exc)
-    if reason is None:
-        module.exit_json(changed=False, signed=False, reason="not due", number=before.number,
-                         entries=before.entries, path=str(Path(p["out"]) / publication_names(ca)[0]),
-                         next_update=before.next_update.isoformat() if before.next_update else None,
-                         diff={"before": state(before), "after": state(before)})
     predicted = {"published": True, "number": (before.number if before else 0) + 1}
     if module.check_mode:
+        if reason is None:
+            module.exit_json(changed=False, signed=False, reason="not due", number=before.number,
+                             entries=before.entries, path=str(Path(p["out"]) / publication_names(ca)[0]),
+                             next_update=before.next_update.isoformat() if before.next_update else None,
+                             diff={"before": state(before), "after": state(before)})
         module.exit_json(changed=True, signed=True, reason=reason, number=predicted["number"],
                          diff={"before": state(before), "after": predicted})
     # The PIN reaches the engine through the environment variable the definition names (or the pin file).
@@ -165,20 +173,22 @@ def run(module: AnsibleModule) -> None:
     source = pin_source(module, ca.hsm)
     der_path = Path(p["out"]) / publication_names(ca)[0]
     result = None
+    start = time.monotonic()
+    # The job runs even when no CRL is due: it checks the PIN source, module, token, login and key every time.
     try:
         result = run_crl_job(defn, p["ca"], p["registry"], p["out"], pin_file=source.file, ca_cert=p["ca_cert"],
                              force=p["force"])
     except CeremonyError as exc:
         if p["metrics_dir"]:
-            _metrics(module, metrics_for(None, p["ca"], der_path, None))
+            _metrics(module, metrics_for(None, p["ca"], der_path, time.monotonic() - start, error=exc))
         fail_on_engine_error(module, exc)
     if p["metrics_dir"]:
-        _metrics(module, metrics_for(result, p["ca"], result.der_path, result.timings.get("total")))
+        _metrics(module, metrics_for(result, p["ca"], result.der_path, time.monotonic() - start))
     after = {"published": True, "number": result.number, "entries": result.entries,
              "next_update": result.next_update.isoformat()}
     module.exit_json(changed=result.signed, signed=result.signed, reason=result.reason, number=result.number,
                      entries=result.entries, next_update=after["next_update"], path=str(result.der_path),
-                     diff={"before": state(before), "after": after})
+                     diff={"before": state(before), "after": after if result.signed else state(before)})
 
 
 def _metrics(module: AnsibleModule, metrics) -> None:
