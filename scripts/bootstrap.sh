@@ -12,6 +12,7 @@ APT_PACKAGES=(
   debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts
   curl                               # the relying party fetching CRLs from the test publication host
   systemd                            # systemd-analyze verify for timer units
+  prometheus                         # promtool: check and unit-test the alert rules (the daemon is not used)
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core   # WeasyPrint PDF rendering
   libharfbuzz-subset0                # WeasyPrint subsets fonts with HarfBuzz (fonttools fallback is ~10x slower)
   poppler-utils                      # pdftotext: tests read the PDFs' text layer

@@ -123,3 +123,49 @@ def test_crl_sign_refuses_bad_input_and_publishes_nothing(subordinate: tuple[Pat
         assert message in str(result.get("msg")), out
         assert "Traceback" not in out
     assert tree(pub) == set()
+
+
+def _metrics(directory: Path) -> dict[str, float]:
+    from test_crl_health import parse_metrics
+
+    return parse_metrics(directory / "ceremony_crl_qualified.prom")
+
+
+def test_crl_sign_at_provisioning_writes_the_jobs_metrics_and_checks_the_token_when_not_due(
+        subordinate: tuple[Path, Path], tmp_path: Path) -> None:
+    """The first CRL through the module writes the same metrics as the timer's job; later runs, with no CRL
+    due, still check the PIN source and report a broken one (module failure, metrics with the reason)."""
+    import yaml
+
+    definition, certs = subordinate
+    registry = tmp_path / "registry.sqlite3"
+    assert ansible("ca_registry", {"path": str(registry)})[0] == 0
+    pin_env = yaml.safe_load(definition.read_text())["cas"]["qualified"]["hsm"]["pin_env"]
+    pin_file = tmp_path / "qualified.pin"
+    pin_file.write_text(os.environ[pin_env] + "\n")
+    pin_file.chmod(0o600)
+    metrics = tmp_path / "metrics"
+    args = {"definition": str(definition), "ca": "qualified", "registry": str(registry), "out": str(tmp_path / "crl"),
+            "ca_cert": str(certs / "qualified.crt.pem"), "softhsm_conf": os.environ["SOFTHSM2_CONF"],
+            "pin_file": str(pin_file), "metrics_dir": str(metrics)}
+    code, result, out = ansible("crl_sign", args, "--check")
+    assert code == 0 and not metrics.exists(), out  # check mode writes nothing
+    code, result, out = ansible("crl_sign", args)
+    assert code == 0 and result["signed"] is True, out
+    first = _metrics(metrics)
+    assert first['x509_crl_last_run_success{ca="qualified"}'] == 1 and first['x509_crl_number{ca="qualified"}'] == 1
+    assert first['x509_crl_pin_latch{ca="qualified"}'] == 0
+    success = first['x509_crl_last_success_timestamp_seconds{ca="qualified"}']
+    pin_file.chmod(0o644)
+    code, result, out = ansible("crl_sign", args)
+    assert code != 0 and "PIN file has mode 0644; it must be 0600" in str(result.get("msg")), out
+    assert os.environ[pin_env] not in out
+    failed = _metrics(metrics)
+    assert failed['x509_crl_last_run_success{ca="qualified"}'] == 0
+    assert failed['x509_crl_last_run_failure{ca="qualified",reason="pin_source"}'] == 1
+    assert failed['x509_crl_last_success_timestamp_seconds{ca="qualified"}'] == success
+    assert failed['x509_crl_number{ca="qualified"}'] == 1
+    pin_file.chmod(0o600)
+    code, result, out = ansible("crl_sign", args)
+    assert code == 0 and result["changed"] is False and result["reason"] == "not due", out
+    assert _metrics(metrics)['x509_crl_last_run_success{ca="qualified"}'] == 1
