@@ -121,8 +121,9 @@ def _build_prompts() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
             if kind in ("witness", "head"):
                 body = f"(?P<who>.+?): (?P<question>{body})"
             table.append((kind, lang, re.compile("^" + body + _SUFFIX)))
-    # getpass's prompt for a PIN (never expected: PINs come from the environment)
-    table.append(("pin", "", re.compile(r"(?i)\bPIN\b[^?]*:\s*$")))
+    # a PIN asked at the terminal: the engine's getpass (never expected: PINs come from the environment),
+    # or pkcs11-tool's own prompt
+    table.append(("pin", "", re.compile(r"^(?:Please enter User PIN|(?:user|Security Officer) PIN for .+):\s*$")))
     # any other yes/no question, so that a new confirmation is recorded rather than missed
     table.append(("confirm", "", re.compile(r"^(?P<who>.+?): (?P<question>.+\S) ?\[(?P<yes>[^/\]]+)/[^\]]+\]"
                                             + r"(?: \([^()]*\))?:\s*$")))
@@ -393,7 +394,8 @@ class Workspace:
                 if i == 1:
                     break
                 last = term.screen.rsplit("\n", 1)[-1]
-                found = classify(last)
+                # A prompt starts at the left margin; an indented or "[ok  ]" line is output cut short.
+                found = None if last[:1].isspace() or last.startswith("[") else classify(last)
                 unknown = found is None
                 if found is None:
                     continue  # ": " inside ordinary output, or a prompt no pattern knows (then: time-out)

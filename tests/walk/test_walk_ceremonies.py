@@ -378,14 +378,12 @@ def test_key_restore_onto_a_mistyped_token(workspace: Workspace, state: dict[str
     state["restore-typo"] = term
 
 
-@known_bug("backup.restore onto a mistyped --target-token: the fix given is 'correct cas.root.hsm.token' (the "
-           "definition, which is right), not the --target-token option the operator typed")
 def test_key_restore_onto_a_mistyped_token_names_the_option(state: dict[str, Any]) -> None:
     need(state, "restore-typo")
     term = state["restore-typo"]
     fixes = [line.strip() for line in term.screen.splitlines() if line.strip().startswith("fix:")]
     assert fixes, term.describe()
-    bug(all("--target-token" in f for f in fixes), "\n".join(fixes))
+    assert all("--target-token" in f for f in fixes), "\n".join(fixes)
 
 
 def test_key_restore(workspace: Workspace, state: dict[str, Any]) -> None:
