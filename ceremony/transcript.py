@@ -570,10 +570,21 @@ class TranscriptRecorder:
         j = self.script.index(step_id)
         if j is None:
             return
-        if j + 1 < len(self.script.steps):
-            following = self.script.steps[j + 1]
-            self.console.print(self._t("next", k=j + 2, n=len(self.script.steps),
-                                       title=following.title.get(self.lang) or following.id), style="dim")
+        steps, n = self.script.steps, len(self.script.steps)
+
+        def title(k: int) -> str:
+            return steps[k].title.get(self.lang) or steps[k].id
+
+        if steps[j].repeat and (j + 1 == n or not steps[j + 1].repeat):
+            # The end of a repeated block (one round per CRL of a batch): only the ceremony knows whether
+            # another round follows, so both possibilities are shown, never a wrong one.
+            first = j
+            while first > 0 and steps[first - 1].repeat:
+                first -= 1
+            after = self._t("next_after", k=j + 2, n=n, title=title(j + 1)) if j + 1 < n else self._t("last_after")
+            self.console.print(self._t("next_round", k=first + 1, n=n, title=title(first), after=after), style="dim")
+        elif j + 1 < n:
+            self.console.print(self._t("next", k=j + 2, n=n, title=title(j + 1)), style="dim")
         else:
             self.console.print(self._t("last"), style="dim")
 

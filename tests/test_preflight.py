@@ -119,7 +119,7 @@ def test_key_label_taken_by_objects_left_on_the_token(tmp_path: Path, definition
     before = _objects(defn)
     proc = _root(defn, tmp_path / "out")
     _refused(proc, "objects labelled 'root-2026' exist on the token already (private key, public key)",
-             f"pkcs11-tool --module {tokens['root'].module} --token-label '{tokens['root'].label}' --login "
+             f"pkcs11-tool --module {tokens['root'].module} --token-label {tokens['root'].label} --login "
              "--delete-object --type privkey --label root-2026")
     assert _objects(defn) == before
 

@@ -501,8 +501,6 @@ def test_policy_documents(workspace: Workspace, state: dict[str, Any]) -> None:
     assert "check passed" in term.screen, term.describe()
 
 
-@known_bug("in a repeated block of steps (the root CRL batch: lint, sign, verify per CRL) 'next: step 7 of 8' "
-           "is announced after each CRL's verification, though step 4 of 8 (the next CRL's lint) follows")
 def test_the_next_step_announced_is_the_next_step(state: dict[str, Any]) -> None:
     """What the terminal announces as next ("next: step K of N, TITLE") is the step that starts next."""
     need(state, "screens")
