@@ -358,6 +358,10 @@ def up(log: bool = True) -> dict[str, object]:
                 (dot_ssh / "authorized_keys").write_text(pubkey)
                 (dot_ssh / "authorized_keys").chmod(0o600)
             else:
+                # Installed as the offline root: the marker the offline_root role's guard requires
+                # (docs/provisioning.md, "Installing the offline root workstation").
+                (root / "etc/ceremony").mkdir(mode=0o755, exist_ok=True)
+                (root / "etc/ceremony/offline-root").write_text(host.name + "\n")
                 wrapper = chroot_wrapper(host)
                 wrapper.parent.mkdir(parents=True, exist_ok=True)
                 # `ip netns exec` runs in a private mount namespace with /sys showing this

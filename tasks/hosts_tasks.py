@@ -69,8 +69,15 @@ def up(c: Context) -> None:
         handle.writelines(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
     print(f"test hosts up in {state['seconds']} s: offline-root (chroot, loopback only), "
           "subca 203.0.113.2, publisher 203.0.113.6 (ssh)")
-    print(f"next:  . {env_file} && .venv/bin/ansible-playbook playbooks/site.yml")
-    print("       (or: invoke hosts.play site.yml); stop with: invoke hosts.down")
+    for line in next_steps(env_file):
+        print(line)
+
+
+def next_steps(env_file: Path) -> list[str]:
+    """What ``up`` suggests next: each command runs as printed (the tests run the invoke ones)."""
+    return [f"next:  . {env_file} && .venv/bin/ansible-playbook playbooks/site.yml",
+            "       (or: .venv/bin/invoke hosts.play --playbook site.yml, or --check for check mode)",
+            "       stop with: .venv/bin/invoke hosts.down"]
 
 
 @task(help={"playbook": "playbook under playbooks/ (default site.yml)", "check": "check mode with --diff"})

@@ -7,7 +7,10 @@ the production profile fails CI, not a sysadmin's first deployment.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +64,72 @@ def test_every_role_has_the_expected_layout() -> None:
 
 def test_custom_modules_document_themselves() -> None:
     """ansible-doc parses each module's DOCUMENTATION, EXAMPLES and RETURN."""
-    for module in ("hsm_token", "hsm_key", "ca_csr", "ca_ceremony"):
+    for module in ("hsm_token", "hsm_key", "ca_csr", "ca_ceremony", "ca_registry", "crl_sign"):
         proc = _run(str(BIN / "ansible-doc"), "-M", "plugins/modules", "--json", module)
         assert proc.returncode == 0, proc.stderr
         assert '"check_mode"' in proc.stdout and '"diff_mode"' in proc.stdout
+
+
+# An option whose name says it holds a secret (a PIN, a password): never a path to one or the name of
+# the variable that holds it (pin_file, pin_env).
+SECRET = re.compile(r"(pin|password|passphrase|secret)$")
+
+
+def test_every_secret_option_of_a_role_is_no_log() -> None:
+    """Every role's meta/argument_specs.yml marks its PIN options no_log (and the inventory check treats
+    exactly those as secrets: strings, never shown)."""
+    found = []
+    for specs in sorted((REPO / "roles").glob("*/meta/argument_specs.yml")):
+        for entry in (yaml.safe_load(specs.read_text())["argument_specs"] or {}).values():
+            for name, option in (entry.get("options") or {}).items():
+                if SECRET.search(name):
+                    found.append(name)
+                    assert option.get("no_log") is True, f"{specs.relative_to(REPO)}: {name} is not no_log"
+    assert {"subordinate_ca_user_pin", "subordinate_ca_so_pin"} <= set(found)
+
+
+class _Captured(Exception):
+    pass
+
+
+def _argument_spec(path: Path) -> dict:
+    """The argument spec a custom module gives AnsibleModule (its main() stopped right there)."""
+    utils = importlib.util.spec_from_file_location("ansible.module_utils.ceremony_engine",
+                                                   REPO / "plugins/module_utils/ceremony_engine.py")
+    assert utils and utils.loader
+    engine = importlib.util.module_from_spec(utils)
+    saved = sys.modules.get("ansible.module_utils.ceremony_engine")
+    sys.modules["ansible.module_utils.ceremony_engine"] = engine
+    try:
+        utils.loader.exec_module(engine)
+        spec = importlib.util.spec_from_file_location(f"_module_{path.stem}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        captured: dict = {}
+
+        def capture(argument_spec: dict, **_: object) -> None:
+            captured.update(argument_spec)
+            raise _Captured
+
+        module.AnsibleModule = capture
+        with contextlib.suppress(_Captured):
+            module.main()
+        return captured
+    finally:
+        if saved is None:
+            sys.modules.pop("ansible.module_utils.ceremony_engine", None)
+        else:
+            sys.modules["ansible.module_utils.ceremony_engine"] = saved
+
+
+def test_every_secret_option_of_a_module_is_no_log() -> None:
+    secrets_seen = set()
+    for path in sorted((REPO / "plugins/modules").glob("*.py")):
+        spec = _argument_spec(path)
+        assert spec, path.name
+        for name, option in spec.items():
+            if SECRET.search(name):
+                secrets_seen.add(name)
+                assert option.get("no_log") is True, f"{path.name}: option {name} is not no_log"
+    assert {"user_pin", "so_pin"} <= secrets_seen

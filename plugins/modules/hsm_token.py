@@ -9,20 +9,27 @@ DOCUMENTATION = r"""
 module: hsm_token
 short_description: Ensure a PKCS#11 token exists; initialise it when it is a SoftHSM2 token
 description:
-  - Looks the token up by label through the PKCS#11 module, using the ceremony engine
-    (C(ceremony.hsm)) in Python.
+  - Looks the token up through the PKCS#11 module, using the ceremony engine (C(ceremony.hsm)) in
+    Python, by label, serial or RFC 7512 PKCS#11 URI exactly as the PKI definition's C(hsm.token)
+    gives it (O(token)), or by O(label) alone.
   - On SoftHSM2 (O(softhsm_conf) given) an absent token is initialised and its PINs are set through
-    PKCS#11; the PINs never appear on a command line.
+    PKCS#11; the PINs never appear on a command line. Its label is the O(token)'s C(label), or the
+    C(token) attribute of its URI; a token chosen by serial alone cannot be initialised (SoftHSM
+    chooses serials).
   - On a real HSM (no O(softhsm_conf)) an absent token is an error, since initialising a production token
     is done at a ceremony with the vendor's tools, never by a playbook.
   - Must run with the interpreter of the suite's virtualenv (see the ceremony_suite role).
 version_added: "0.1.0"
 author: Ceremony suite maintainers
 options:
+  token:
+    description: The token as the PKI definition's C(cas.<ca>.hsm.token) gives it, a mapping with
+      exactly one of C(label), C(serial) or C(uri) (RFC 7512, e.g. C(pkcs11:token=SCSE-ROOT-2026;serial=...)).
+      Pass it straight from the definition, C(pki.cas[ca].hsm.token). Exclusive with O(label).
+    type: dict
   label:
-    description: Token label.
+    description: Token label, a shorthand for a O(token) with only a C(label). Exclusive with O(token).
     type: str
-    required: true
   module:
     description: Path of the PKCS#11 module on the managed host.
     type: path
@@ -54,7 +61,14 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Test token for the qualified CA
+- name: Token of the qualified CA, as the PKI definition names it (label, serial or URI)
+  hsm_token:
+    token: "{{ pki.cas.qualified.hsm.token }}"
+    module: "{{ pki.cas.qualified.hsm.module }}"
+  vars:
+    ansible_python_interpreter: /opt/ceremony-suite/venv/bin/python
+
+- name: Test token for the qualified CA, initialised on SoftHSM when absent
   hsm_token:
     label: scse-test-qualified
     module: /usr/lib/softhsm/libsofthsm2.so
@@ -85,17 +99,43 @@ from ansible.module_utils.ceremony_engine import (
 )
 
 
-def _find(module_path: str, label: str):
-    from ceremony import hsm
+def token_ref(module: AnsibleModule):
+    """The engine's TokenRef for the token or label option, or fail_json naming the option."""
+    from pydantic import ValidationError
+
     from ceremony.definition import TokenRef
+
+    p = module.params
+    given = p["token"] if p["token"] is not None else {"label": p["label"]}
+    try:
+        return TokenRef.model_validate(dict(given))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'token'}: {e['msg']}" for e in exc.errors())
+        module.fail_json(msg=f"token: {problems} (a mapping with exactly one of label, serial or uri, as "
+                             "cas.<ca>.hsm.token in the PKI definition)")
+
+
+def init_label(ref) -> str | None:
+    """The label a new SoftHSM token gets for ``ref``: its label, or the URI's token attribute."""
+    from ceremony.definition import parse_token_uri
+
+    if ref.label is not None:
+        return ref.label
+    if ref.uri is not None:
+        return parse_token_uri(ref.uri).get("token")
+    return None
+
+
+def _find(module_path: str, ref):
+    from ceremony import hsm
     from ceremony.errors import HsmError
 
     lib = hsm.load_module(module_path)
     hsm.rescan(module_path)
     try:
-        token = hsm.find_token(lib, TokenRef(label=label))
+        token = hsm.find_token(lib, ref)
     except HsmError as exc:
-        if "token not found" in str(exc):
+        if str(exc).startswith("token not found"):
             return lib, None
         raise
     return lib, token
@@ -106,27 +146,36 @@ def run(module: AnsibleModule) -> None:
     from ceremony.errors import CeremonyError
 
     p = module.params
+    ref = token_ref(module)
+    what = ref.describe()
     prepare_environment(module)
     try:
-        lib, token = _find(p["module"], p["label"])
+        lib, token = _find(p["module"], ref)
         if token is not None:
             evidence = hsm.token_evidence(p["module"], lib, token).as_dict()
             module.exit_json(changed=False, created=False, token=evidence,
-                             diff={"before": {"label": p["label"], "present": True},
-                                   "after": {"label": p["label"], "present": True}})
+                             diff={"before": {"token": what, "present": True},
+                                   "after": {"token": what, "present": True}})
         if not p["softhsm_conf"]:
-            module.fail_json(msg=f"token {p['label']!r} not found through {p['module']}; a real HSM token is "
+            module.fail_json(msg=f"{what} not found through {p['module']}; a real HSM token is "
                                  "initialised at a ceremony with the vendor's tools, not by Ansible")
+        label = init_label(ref)
+        if not label:
+            module.fail_json(msg=f"{what} is absent and names no label: a SoftHSM token is initialised by label "
+                                 "(give token.label, or a URI with token=...)")
         if not p["user_pin"] or not p["so_pin"]:
-            module.fail_json(msg=f"token {p['label']!r} is absent: user_pin and so_pin are required to "
-                                 "initialise it")
-        diff = {"before": {"label": p["label"], "present": False}, "after": {"label": p["label"], "present": True}}
+            module.fail_json(msg=f"{what} is absent: user_pin and so_pin are required to initialise it")
+        diff = {"before": {"token": what, "present": False}, "after": {"token": what, "present": True}}
         if module.check_mode:
             module.exit_json(changed=True, created=True, diff=diff)
         from pathlib import Path
 
-        softhsm.init_token(Path(p["softhsm_conf"]), p["label"], p["user_pin"], p["so_pin"], module=p["module"])
-        lib, token = _find(p["module"], p["label"])
+        softhsm.init_token(Path(p["softhsm_conf"]), label, p["user_pin"], p["so_pin"], module=p["module"])
+        lib, token = _find(p["module"], ref)
+        if token is None:
+            module.fail_json(msg=f"a SoftHSM token labelled {label!r} was initialised but {what} does not match it; "
+                                 "a URI attribute other than token= (manufacturer, model, serial) cannot describe "
+                                 "a new SoftHSM token")
         module.exit_json(changed=True, created=True, diff=diff,
                          token=hsm.token_evidence(p["module"], lib, token).as_dict())
     except CeremonyError as exc:
@@ -135,13 +184,15 @@ def run(module: AnsibleModule) -> None:
 
 def main() -> None:
     spec = dict(
-        label=dict(type="str", required=True),
+        token=dict(type="dict"),
+        label=dict(type="str"),
         module=dict(type="path", required=True),
         so_pin=dict(type="str", no_log=True),
         state=dict(type="str", choices=["present"], default="present"),
         **HSM_ARGUMENT_SPEC,
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, mutually_exclusive=[("token", "label")],
+                           required_one_of=[("token", "label")])
     require_engine(module)
     run(module)
 
