@@ -8,9 +8,11 @@ There is no docker here, so the infrastructure tests build their own hosts:
   hosts have no way to the Debian mirror, so the roles find their packages already installed;
 * each host is a copy of it under ``CEREMONY_TESTHOSTS_DIR`` (default
   ``/var/tmp/ceremony-testhosts``) with its own network namespace;
-* online hosts (``subca``, ``publisher``) get a veth link to the controller and run ``sshd``
-  chrooted inside their namespace; the publisher has a second link to a ``client`` namespace
-  that plays the relying party fetching CRLs;
+* online hosts (``subca``, ``publisher``, ``publisher2``) get a veth link to the controller and
+  run ``sshd`` chrooted inside their namespace; each publisher has a link to a ``client`` namespace
+  that plays the relying party fetching CRLs, and a link to ``subca`` over which its timer pulls
+  the new CRLs (a host route sends the signer's address, 203.0.113.2, over that link, so every
+  publisher reaches the signer under the one address the inventory gives);
 * the offline root host has only loopback; Ansible reaches it through the chroot connection
   with a ``chroot`` wrapper that first enters its namespace, so even its commands see no network.
 
@@ -63,6 +65,7 @@ IMAGE_PACKAGES = (
     "cron",
     "systemd",  # systemd-analyze verify for the CRL timer
     "curl",
+    "rsync",  # the publishers pull CRLs with rsync over SSH; the signer restricts them with rrsync -ro
     "ca-certificates",
     "acl",  # become_user to unprivileged users
     "prometheus-node-exporter",
@@ -84,11 +87,21 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A host route inside a namespace: ``destination`` through the neighbour ``via``."""
+
+    ns: str
+    destination: str
+    via: str
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     ssh: bool
     address: str | None = None
     links: tuple[Link, ...] = field(default_factory=tuple)
+    routes: tuple[Route, ...] = field(default_factory=tuple)
 
     @property
     def ns(self) -> str:
@@ -110,11 +123,26 @@ HOSTS: tuple[Host, ...] = (
         links=(
             Link("csv-pub", None, "203.0.113.5/30", PREFIX + "publisher", "203.0.113.6/30"),
             Link("csv-client", PREFIX + "client", "198.51.100.1/30", PREFIX + "publisher", "198.51.100.2/30"),
+            Link("csv-pull", PREFIX + "subca", "203.0.113.13/30", PREFIX + "publisher", "203.0.113.14/30"),
         ),
+        routes=(Route(PREFIX + "publisher", "203.0.113.2/32", "203.0.113.13"),),
+    ),
+    Host(
+        "publisher2",
+        ssh=True,
+        address="203.0.113.10",
+        links=(
+            Link("csv-pub2", None, "203.0.113.9/30", PREFIX + "publisher2", "203.0.113.10/30"),
+            Link("csv-client2", PREFIX + "client", "198.51.100.5/30", PREFIX + "publisher2", "198.51.100.6/30"),
+            Link("csv-pull2", PREFIX + "subca", "203.0.113.17/30", PREFIX + "publisher2", "203.0.113.18/30"),
+        ),
+        routes=(Route(PREFIX + "publisher2", "203.0.113.2/32", "203.0.113.17"),),
     ),
 )
 CLIENT_NS = PREFIX + "client"
 PUBLISHER_FROM_CLIENT = "198.51.100.2"
+#: Every publisher's address as the client namespace reaches it.
+PUBLISHERS_FROM_CLIENT = {"publisher": "198.51.100.2", "publisher2": "198.51.100.6"}
 
 
 class TestHostError(RuntimeError):
@@ -379,6 +407,9 @@ def up(log: bool = True) -> dict[str, object]:
         for host in HOSTS:
             for link in host.links:
                 make_link(link)
+        for host in HOSTS:
+            for route in host.routes:
+                run(*in_ns(route.ns, "ip", "route", "add", route.destination, "via", route.via))
         for host in HOSTS:
             if host.ssh:
                 start_sshd(host)

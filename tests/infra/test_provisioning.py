@@ -1,6 +1,6 @@
 """The Ansible provisioning on real throwaway Debian hosts: converge, idempotence, check mode, verify.
 
-One module-scoped set of hosts (see ``conftest.lab``) serves every test here, in file order:
+One set of hosts (see ``conftest.lab`` and ``conftest.converged``) serves every test here, in file order:
 the full flow of ``site.yml`` (offline root, subordinate key and CSR, root ceremonies, certificate
 installed, CRL job, publication), a second run that must change nothing, a check-mode run that must
 change nothing, then testinfra checks of the hosts and refusals that must leave the HSM unchanged.
@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .conftest import REPO, VENV_BIN, Lab, PlaybookRun, infra_unavailable, load_testhosts
+from .conftest import FIRST_CHECK, REPO, VENV_BIN, Lab, PlaybookRun, infra_unavailable, load_testhosts
 
 pytestmark = pytest.mark.infra
 
@@ -45,21 +45,6 @@ def test_hosts_are_torn_down_even_when_bringing_them_up_fails(monkeypatch: pytes
         assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(th.STATE_DIR) in line]
 
 
-# What a sysadmin sees first: site.yml in check mode on hosts never provisioned (filled by ``converged``).
-FIRST_CHECK: dict[str, object] = {}
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab) -> PlaybookRun:
-    check = lab.playbook("site.yml", "--check", "--diff")
-    FIRST_CHECK.update(run=check, ca_user=lab.host("subca").user(CA_USER).exists,
-                       var_lib=lab.host("subca").file("/var/lib/ceremony").exists,
-                       exchange=sorted(p.name for p in lab.exchange.iterdir()))
-    run = lab.playbook("site.yml")
-    assert run.returncode == 0, run.output[-6000:]
-    return run
-
-
 def test_check_mode_on_fresh_hosts_predicts_and_changes_nothing(converged: PlaybookRun) -> None:
     check = FIRST_CHECK["run"]
     assert isinstance(check, PlaybookRun)
@@ -70,7 +55,7 @@ def test_check_mode_on_fresh_hosts_predicts_and_changes_nothing(converged: Playb
 
 def test_site_converges_on_every_host(converged: PlaybookRun, lab: Lab) -> None:
     recap = converged.recap()
-    assert set(recap) == {"offline-root", "subca", "publisher"}
+    assert set(recap) == {"offline-root", "subca", "publisher", "publisher2"}
     assert all(counts["failed"] == 0 and counts["unreachable"] == 0 for counts in recap.values())
     # The ceremonies' outputs came out through the exchange directory ("removable media").
     assert (lab.exchange / f"{CA}.csr.pem").is_file()
@@ -84,13 +69,15 @@ def test_site_converges_on_every_host(converged: PlaybookRun, lab: Lab) -> None:
 def test_second_run_changes_nothing(converged: PlaybookRun, lab: Lab) -> None:
     again = lab.playbook("site.yml")
     assert again.returncode == 0, again.output[-6000:]
-    assert again.changed() == {"offline-root": 0, "subca": 0, "publisher": 0}, again.changed_tasks()
+    assert again.changed() == {"offline-root": 0, "subca": 0, "publisher": 0, "publisher2": 0}, \
+        again.changed_tasks()
 
 
 def test_check_mode_and_diff_change_nothing(converged: PlaybookRun, lab: Lab) -> None:
     check = lab.playbook("site.yml", "--check", "--diff")
     assert check.returncode == 0, check.output[-6000:]
-    assert check.changed() == {"offline-root": 0, "subca": 0, "publisher": 0}, check.changed_tasks()
+    assert check.changed() == {"offline-root": 0, "subca": 0, "publisher": 0, "publisher2": 0}, \
+        check.changed_tasks()
 
 
 def test_offline_root_has_only_loopback_and_no_route_out(converged: PlaybookRun, lab: Lab) -> None:
@@ -162,35 +149,29 @@ def test_publisher_serves_crls_with_pkix_crl_content_type_to_another_namespace(c
     host = lab.host("publisher")
     assert host.package("nginx-light").is_installed
     assert host.file("/var/www/pki/crl").mode == 0o755
-    # Publish a CRL file through the role, then fetch it from the client namespace over http.
-    probe = lab.exchange / "probe.crl"
-    probe.write_bytes(b"\x30\x03\x02\x01\x00")
-    try:
-        run = lab.playbook("publish.yml")
-        assert run.returncode == 0, run.output[-4000:]
-        fetched = subprocess.run(
-            ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
-             "-w", "\n%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/probe.crl"],
-            capture_output=True, check=False)
-        body, _, status = fetched.stdout.rpartition(b"\n")
-        assert status.decode() == "200 application/pkix-crl", fetched.stderr
-        assert body == probe.read_bytes()
-        missing = subprocess.run(
-            ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-s", "--max-time", "5", "-o", "/dev/null",
-             "-w", "%{http_code}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/etc/passwd"],
-            capture_output=True, text=True, check=False)
-        assert missing.stdout == "404"
-        # The CA certificates are published too, in DER, at the definition's certificate URLs.
-        cert = subprocess.run(
-            ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
-             "-w", "\n%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/certs/root.cer"],
-            capture_output=True, check=False)
-        der, _, status = cert.stdout.rpartition(b"\n")
-        assert status.decode() == "200 application/pkix-cert"
-        assert der == x509.load_pem_x509_certificate((lab.exchange / "root.crt.pem").read_bytes()).public_bytes(
-            serialization.Encoding.DER)
-    finally:
-        probe.unlink()
+    # The first publication at provisioning served the CRL; fetch it from the client namespace over http.
+    fetched = subprocess.run(
+        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
+         "-w", "\n%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/{CA}.crl"],
+        capture_output=True, check=False)
+    body, _, status = fetched.stdout.rpartition(b"\n")
+    assert status.decode() == "200 application/pkix-crl", fetched.stderr
+    assert x509.load_der_x509_crl(body).issuer == x509.load_pem_x509_certificate(
+        (lab.exchange / f"{CA}.crt.pem").read_bytes()).subject
+    missing = subprocess.run(
+        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-s", "--max-time", "5", "-o", "/dev/null",
+         "-w", "%{http_code}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/etc/passwd"],
+        capture_output=True, text=True, check=False)
+    assert missing.stdout == "404"
+    # The CA certificates are published too, in DER, at the definition's certificate URLs.
+    cert = subprocess.run(
+        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
+         "-w", "\n%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/certs/root.cer"],
+        capture_output=True, check=False)
+    der, _, status = cert.stdout.rpartition(b"\n")
+    assert status.decode() == "200 application/pkix-cert"
+    assert der == x509.load_pem_x509_certificate((lab.exchange / "root.crt.pem").read_bytes()).public_bytes(
+        serialization.Encoding.DER)
 
 
 def _token_objects(lab: Lab) -> str:
@@ -234,37 +215,6 @@ def test_ca_csr_refuses_to_overwrite_a_foreign_file(converged: PlaybookRun, lab:
         assert host.file(path).sha256sum == digest_before
     finally:
         host.run("rm -f %s", path)
-
-
-def test_scheduled_crl_job_signs_a_crl_that_the_publisher_serves(converged: PlaybookRun, lab: Lab) -> None:
-    host = lab.host("subca")
-    cron = host.file(f"/etc/cron.d/ceremony-crl-sign-{CA}").content_string.strip().splitlines()[-1]
-    command = cron.split(f" {CA_USER} ", 1)[1]
-    job = host.run("su -s /bin/sh %s -c %s", CA_USER, f"SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf {command}")
-    assert job.rc == 0, job.stdout + job.stderr
-    run = lab.playbook("publish.yml")
-    assert run.returncode == 0, run.output[-4000:]
-    crl = lab.exchange / f"{CA}.crl"
-    assert crl.is_file()
-    check = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(crl), "-noout", "-CAfile",
-                            str(lab.exchange / f"{CA}.crt.pem"), "-verify"], capture_output=True, text=True,
-                           check=False)
-    assert check.returncode == 0 and "verify OK" in check.stdout + check.stderr
-    fetched = subprocess.run(
-        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
-         "%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/{CA}.crl"],
-        capture_output=True, text=True, check=False)
-    assert fetched.stdout == "200 application/pkix-crl"
-    # The root CRL in force, from the batch pre-signed at the root ceremony, is served too.
-    root_crl = subprocess.run(
-        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
-         "%{http_code} %{content_type}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/crl/root.crl"],
-        capture_output=True, text=True, check=False)
-    assert root_crl.stdout == "200 application/pkix-crl"
-    chain = subprocess.run(["openssl", "verify", "-crl_check_all", "-CAfile", str(lab.exchange / "root.crt.pem"),
-                            "-CRLfile", str(lab.exchange / "root.crl"), "-CRLfile", str(crl),
-                            str(lab.exchange / f"{CA}.crt.pem")], capture_output=True, text=True, check=False)
-    assert chain.returncode == 0, chain.stdout + chain.stderr
 
 
 def test_root_ceremonies_through_ansible_leave_verifiable_transcripts(converged: PlaybookRun, lab: Lab,
