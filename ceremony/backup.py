@@ -49,7 +49,16 @@ from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from . import shamir
-from .ceremonies import key_flag_lines, login, say_definition, say_key_hash, say_outputs, short_sha
+from .ceremonies import (
+    key_flag_lines,
+    lang_of,
+    login,
+    say_definition,
+    say_key_hash,
+    say_outputs,
+    short_sha,
+    tell,
+)
 from .definition import CA, Hsm, LoadedDefinition
 from .errors import DefinitionError, HsmError, OutputError, VerificationError
 from .fileio import check_absent, sha256_file, write_new
@@ -69,6 +78,7 @@ from .keys import key_evidence, spki_der, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
 from .shares import Share, slug
+from .terminal_text import say as words
 
 BACKUP_FORMAT = "ceremony-key-backup/1"
 BACKUP_DIR = "backup"
@@ -298,8 +308,8 @@ def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
     evidence = token_evidence(hsm.module, lib, token).as_dict()
     evidence["mechanisms"] = mechanisms(token)
     recorder.evidence("token", evidence)
-    recorder.say(f"  token {evidence['label']!r} serial {evidence['serial']} ({evidence['manufacturer']} "
-                 f"{evidence['model']}, firmware {evidence['firmware_version']})")
+    tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],
+         manufacturer=evidence["manufacturer"], model=evidence["model"], firmware=evidence["firmware_version"])
     return evidence
 
 
@@ -432,12 +442,13 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                               "subject": cert.subject.rfc4514_string(),
                                               "spki_sha256": spki_sha256(cert.public_key())})
             say_definition(recorder, defn, ca_name)
-            recorder.say(f"  certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))}), subject "
-                         f"{cert.subject.rfc4514_string()}")
-            say_key_hash(recorder, f"  key of {ca_name!r} to back up (SPKI, from the certificate)", cert.public_key())
-            recorder.say(f"  backup {backup_id} of {ca_name!r}: quorum {threshold} of {len(custodians)} custodians")
+            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(sha256_file(cert_path)),
+                 subject=cert.subject.rfc4514_string())
+            say_key_hash(recorder, words(lang_of(recorder), "w_backup_key", ca=repr(ca_name)), cert.public_key())
+            tell(recorder, "w_backup_quorum", id=backup_id, ca=repr(ca_name), threshold=threshold,
+                 count=len(custodians))
             for i, name in enumerate(custodians, 1):
-                recorder.say(f"    share {i}: {name}, bag {bag_of[name]}")
+                tell(recorder, "w_backup_share", i=i, name=name, bag=bag_of[name])
             say_outputs(recorder, out_dir, outputs.planned)
         with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
             source = token_step(recorder, ca.hsm)
@@ -451,25 +462,24 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
                 raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
                                "(extractable only under a trusted key); it cannot be backed up")
-            recorder.say(f"  key {evidence.label!r} (CKA_ID {evidence.id_hex or '(none)'}, {evidence.algorithm}) is "
-                         f"the certificate's key: SPKI SHA-256 {evidence.spki_sha256}")
-            for line in key_flag_lines(evidence):
+            tell(recorder, "w_backup_key_is", label=repr(evidence.label),
+                 id=evidence.id_hex or words(lang_of(recorder), "none"), algorithm=evidence.algorithm,
+                 sha=evidence.spki_sha256)
+            for line in key_flag_lines(evidence, lang_of(recorder)):
                 recorder.say(line)
             if objects_with_label(co_session, wrap_label):
                 raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
             stale = destroy_stale_wrapping_keys(co_session)
             if stale:
                 recorder.evidence("stale-wrapping-keys-destroyed", {"labels": stale})
-                recorder.say(f"  destroyed {len(stale)} wrapping key(s) left by an interrupted backup: "
-                             + ", ".join(stale))
+                tell(recorder, "w_stale", n=len(stale), labels=", ".join(stale))
         with recorder.step("wrapping-key-generate", "The token's random generator gives the AES-256 wrapping key"):
             secret = bytearray(random_bytes(co_session, 32))
             kcv = key_check_value(bytes(secret))
             recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
                                                "source": "token random generator (C_GenerateRandom)",
                                                "key_check_value": kcv})
-            recorder.say(f"  AES-256 wrapping key {wrap_label!r} from the token's random generator; key check "
-                         f"value {kcv}")
+            tell(recorder, "w_wrap_key", label=repr(wrap_label), kcv=kcv)
             co_session.close()  # the Security Officer logs in next: one login per token at a time
         # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
         state = {"on_token": False}
@@ -487,9 +497,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 recorder.evidence("wrapping-key-trust", trust)
                 if not trust["trusted"]:
                     raise HsmError("the token did not mark the wrapping key trusted")
-                recorder.say(f"  wrapping key {wrap_label!r} on the token, set by the Security Officer: CKA_TRUSTED "
-                             f"{trust['trusted']}, wrap/unwrap only, sensitive {trust['sensitive']}, extractable "
-                             f"{trust['extractable']}")
+                tell(recorder, "w_wrap_trust", label=repr(wrap_label), trusted=trust["trusted"],
+                     sensitive=trust["sensitive"], extractable=trust["extractable"])
         with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
                            "wrapping key"):
             session = login(recorder, stack, ca.hsm, pin_file, interactive)
@@ -523,12 +532,10 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                            "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
                                            "verified_by_test_unwrap_and_signature": True,
                                            "wrapping_key_destroyed": destroyed == 1})
-            recorder.say(f"  key {ca.hsm.key_label!r} wrapped with {WRAP_MECHANISM} (RFC 5649): {len(wrapped)} bytes, "
-                         f"SHA-256 {short_sha(hashlib.sha256(wrapped).hexdigest())}")
-            recorder.say("  proven: unwrapped into a session object, its test signature verifies against the "
-                         "certificate")
-            recorder.say(f"  wrapping key {wrap_label!r} destroyed on the token: only a quorum of {threshold} "
-                         "custodians can rebuild it")
+            tell(recorder, "w_wrapped", label=repr(ca.hsm.key_label), mechanism=WRAP_MECHANISM, size=len(wrapped),
+                 sha=short_sha(hashlib.sha256(wrapped).hexdigest()))
+            tell(recorder, "w_proven")
+            tell(recorder, "w_wrap_destroyed", label=repr(wrap_label), threshold=threshold)
         with recorder.step("shares-split", f"Split the wrapping key: any {threshold} of {len(custodians)} shares"):
             raw = shamir.split(bytes(secret), threshold, len(custodians), randbytes=lambda n: random_bytes(session, n))
             share_of = {name: Share(ca=ca_name, backup_id=backup_id, key_spki_sha256=evidence.spki_sha256,
@@ -538,8 +545,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             check = shamir.combine([shamir.RawShare(s.index, s.value) for s in share_of.values()], threshold)
             if key_check_value(check) != kcv:
                 raise BackupError("the shares do not recombine to the wrapping key")
-            recorder.say(f"  {SHAMIR_SCHEME}: {len(custodians)} shares, any {threshold} rebuild the wrapping key "
-                         f"(checked: they recombine to the key of check value {kcv})")
+            tell(recorder, "w_shares", scheme=SHAMIR_SCHEME, count=len(custodians), threshold=threshold, kcv=kcv)
             recorder.evidence("shares", {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
                                          "checksums": {n: s.checksum for n, s in share_of.items()}})
         with recorder.step("shares-distribute", "Hand each custodian their share, sealed in a numbered bag"):
@@ -548,8 +554,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 share_files[name] = outputs.write(share_rel[name], share.render().encode("utf-8"))
                 recorder.evidence("share-custody", {"custodian": name, "index": share.index, "bag": share.bag,
                                                     "checksum": share.checksum, "file": share_rel[name]})
-                recorder.say(f"  share {share.index} of {share.count} -> {name}, bag {share.bag}, "
-                             f"checksum {share.checksum}")
+                tell(recorder, "w_share_to", index=share.index, count=share.count, name=name, bag=share.bag,
+                     checksum=share.checksum)
         with recorder.step("outputs-write", "Write the backup file (wrapped key, public key, MAC, checksum)"):
             body = {
                 "format": BACKUP_FORMAT, "rehearsal": rehearsal, "backup_id": backup_id, "ca": ca_name,
@@ -571,7 +577,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             backup_file = outputs.write(backup_rel, seal_backup_body(bytes(secret), body))
             _zero(secret)
             outputs.commit()
-            recorder.say(f"  backup file {backup_file} (sha256 {sha256_file(backup_file)})")
+            tell(recorder, "w_backup_file", path=backup_file, sha=sha256_file(backup_file))
         recorder.seal(signing_key(session, ca.hsm.key_label), certificate_verifier(cert_path, out_dir))
     _zero(secret)
     return BackupResult(ca_name, backup_id, backup_file, share_files, bag_of, evidence.spki_sha256)

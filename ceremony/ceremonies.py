@@ -49,6 +49,7 @@ from .offline import check_offline
 from .pins import origin_text, pin_origin
 from .profiles import subject_name
 from .recorder import Recorder
+from .terminal_text import say as words
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -156,8 +157,8 @@ def _token_step(recorder: Recorder, ca: CA) -> None:
     evidence = token_evidence(ca.hsm.module, lib, token).as_dict()
     evidence["mechanisms"] = mechanisms(token)
     recorder.evidence("token", evidence)
-    recorder.say(f"  token {evidence['label']!r} serial {evidence['serial']} ({evidence['manufacturer']} "
-                 f"{evidence['model']}, firmware {evidence['firmware_version']})")
+    tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],
+         manufacturer=evidence["manufacturer"], model=evidence["model"], firmware=evidence["firmware_version"])
 
 
 def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: str | None,
@@ -167,8 +168,10 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
     remaining-attempts warnings."""
     source = pin_source_for(hsm, pin_file, interactive)
     where = origin_text(source, pin_origin(source))
-    recorder.say("  PIN: typed at the prompt by the Crypto Officer" if where == "the prompt"
-                 else f"  PIN: from {where}")
+    if where == "the prompt":
+        tell(recorder, "w_pin_prompt")
+    else:
+        tell(recorder, "w_pin_from", where=where)
     recorder.evidence("pin-source", {"origin": pin_origin(source), "described": where})
     return stack.enter_context(open_session(hsm, source, notice=recorder.say))
 
@@ -192,6 +195,16 @@ LINT_BUSY = "pkilint: checking the to-be-signed certificate"
 LINT_AFTER_BUSY = "pkilint: checking the signed certificate"
 
 
+def lang_of(recorder: Recorder) -> str:
+    """The language of the room the recorder shows things to (English for a recorder that has none)."""
+    return getattr(recorder, "lang", "en")
+
+
+def tell(recorder: Recorder, key: str, **values: Any) -> None:
+    """Show the catalogue's text ``key`` (:mod:`ceremony.terminal_text`) in the room's language."""
+    recorder.say(words(lang_of(recorder), key, **values))
+
+
 def when(moment: Any) -> str:
     """A time as the witness reads it: ``2026-01-01 00:00:00 UTC``."""
     import datetime as dt
@@ -204,28 +217,27 @@ def short_sha(digest: str) -> str:
 
 
 def say_definition(recorder: Recorder, defn: LoadedDefinition, ca_name: str) -> None:
-    recorder.say(f"  definition: {defn.path} (SHA-256 {short_sha(defn.sha256)}), CA {ca_name!r}")
+    tell(recorder, "w_definition", path=defn.path, sha=short_sha(defn.sha256), ca=repr(ca_name))
 
 
 def say_outputs(recorder: Recorder, out_dir: Path, files: Any) -> None:
-    recorder.say(f"  output directory: {out_dir}")
-    recorder.say("  files to be written: " + ", ".join(str(f) for f in files)
-                 + " (with a copy of the definition, manifest.json and the transcript under transcripts/)")
+    tell(recorder, "w_out_dir", path=out_dir)
+    tell(recorder, "w_files", files=", ".join(str(f) for f in files))
 
 
-def path_length_text(value: int | None) -> str:
-    return "no limit (no pathLenConstraint)" if value is None else str(value)
+def path_length_text(value: int | None, lang: str = "en") -> str:
+    return words(lang, "w_no_limit") if value is None else str(value)
 
 
 def say_certificate_plan(recorder: Recorder, ca: CA, rehearsal: bool, path_length: int | None,
                          issuer: str | None = None) -> None:
     """The CA certificate as it will be: subject, issuer, validity, key type, path length."""
-    recorder.say(f"  subject (as in the certificate): {subject_name(ca.subject, rehearsal).rfc4514_string()}")
+    tell(recorder, "w_plan_subject", subject=subject_name(ca.subject, rehearsal).rfc4514_string())
     if issuer is not None:
-        recorder.say(f"  issuer: {issuer}")
-    recorder.say(f"  validity: {when(ca.validity.not_before)} to {when(ca.validity.not_after)}")
-    recorder.say(f"  key type: {ca.key.describe()}")
-    recorder.say(f"  path length: {path_length_text(path_length)}")
+        tell(recorder, "w_issuer", issuer=issuer)
+    tell(recorder, "w_validity", start=when(ca.validity.not_before), end=when(ca.validity.not_after))
+    tell(recorder, "w_key_type", kind=ca.key.describe())
+    tell(recorder, "w_path_length", value=path_length_text(path_length, lang_of(recorder)))
 
 
 def subordinate_path_length(ca: CA) -> int:
@@ -233,24 +245,26 @@ def subordinate_path_length(ca: CA) -> int:
     return 0 if ca.path_length is None else ca.path_length
 
 
-def lint_lines(findings: list[Finding], allowances: Any, stage: str = "") -> list[str]:
+def lint_lines(findings: list[Finding], allowances: Any, stage: str = "", lang: str = "en") -> list[str]:
     """The lint result as the witness reads it: no blocking finding, or each allowed one with its reason."""
     reasons = {a.validation: a.reason for a in allowances}
     blocking = [f for f in findings if f.blocking]
     where = f" ({stage})" if stage else ""
     if not blocking:
-        lines = [f"  pkilint: no finding at WARNING or above{where}"]
+        lines = [words(lang, "w_lint_none", where=where)]
     else:
-        lines = [f"  pkilint: {len(blocking)} finding(s) at WARNING or above{where}, each allowed by the definition:"]
-        lines += [f"    {f} — allowed because: {reasons.get(f.validation, '(no reason given)')}" for f in blocking]
+        lines = [words(lang, "w_lint_some", n=len(blocking), where=where)]
+        lines += [words(lang, "w_lint_allowed", finding=f,
+                        reason=reasons.get(f.validation, words(lang, "w_no_reason"))) for f in blocking]
     lower = len(findings) - len(blocking)
     if lower:
-        lines.append(f"    ({lower} finding(s) below WARNING, recorded in the evidence)")
+        lines.append(words(lang, "w_lint_lower", n=lower))
     return lines
 
 
 def say_lint(recorder: Recorder, findings: list[Finding], allowances: Any, stage: str = "") -> None:
-    for line in lint_lines(findings, allowances, stage):
+    """``stage`` is shown as it is: callers give it in the room's language."""
+    for line in lint_lines(findings, allowances, stage, lang_of(recorder)):
         recorder.say(line)
 
 
@@ -259,25 +273,29 @@ def say_key_hash(recorder: Recorder, title: str, public: Any) -> None:
     recorder.say(announce(title, public.public_bytes(DER, SPKI)))
 
 
-def key_flag_lines(evidence: Any) -> list[str]:
+def yes_no(flag: bool, lang: str = "en") -> str:
+    return words(lang, "yes" if flag else "NO")
+
+
+def key_flag_lines(evidence: Any, lang: str = "en") -> list[str]:
     """CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE as the token reports them, in words."""
     def yes(flag: bool) -> str:
-        return "yes" if flag else "NO"
+        return yes_no(flag, lang)
 
-    lines = [f"  generated on this token (CKA_LOCAL): {yes(evidence.local)}",
-             f"  always sensitive (CKA_ALWAYS_SENSITIVE): {yes(evidence.always_sensitive)}",
-             f"  never extractable (CKA_NEVER_EXTRACTABLE): {yes(evidence.never_extractable)}"]
+    lines = [words(lang, "w_flag_local", v=yes(evidence.local)),
+             words(lang, "w_flag_sensitive", v=yes(evidence.always_sensitive)),
+             words(lang, "w_flag_never", v=yes(evidence.never_extractable))]
     if evidence.extractable:
-        lines.append("    extractable only wrapped under a trusted key (CKA_WRAP_WITH_TRUSTED: "
-                     f"{yes(evidence.wrap_with_trusted)}), for the M-of-N key backup the definition asks for")
+        lines.append(words(lang, "w_flag_wrap", v=yes(evidence.wrap_with_trusted)))
     return lines
 
 
 def say_new_key(recorder: Recorder, evidence: Any, public: Any) -> None:
-    recorder.say(f"  key type: {evidence.algorithm}")
-    recorder.say(f"  label: {evidence.label!r}, CKA_ID: {evidence.id_hex or '(none)'}")
-    say_key_hash(recorder, "  public key of the new key pair (SPKI)", public)
-    for line in key_flag_lines(evidence):
+    lang = lang_of(recorder)
+    tell(recorder, "w_key_type", kind=evidence.algorithm)
+    tell(recorder, "w_label", label=repr(evidence.label), id=evidence.id_hex or words(lang, "none"))
+    say_key_hash(recorder, words(lang, "w_new_key"), public)
+    for line in key_flag_lines(evidence, lang):
         recorder.say(line)
 
 
@@ -285,34 +303,36 @@ def say_signed(recorder: Recorder, cert: x509.Certificate, label: str, signer: A
     """The HSM signature just made: by which key, over which certificate."""
     oid = cert.signature_algorithm_oid
     algorithm = getattr(oid, "_name", oid.dotted_string)  # e.g. ecdsa-with-SHA384
-    recorder.say(f"  signed inside the HSM by the key {label!r} (SPKI SHA-256 {short_sha(spki_sha256(signer))}), "
-                 f"{algorithm}, {len(cert.signature)}-byte signature")
-    recorder.say(f"  certificate serial (hex): {format(cert.serial_number, 'x')}")
+    tell(recorder, "w_signed", label=repr(label), sha=short_sha(spki_sha256(signer)), algorithm=algorithm,
+         size=len(cert.signature))
+    tell(recorder, "w_cert_serial", serial=format(cert.serial_number, "x"))
 
 
 def say_certificate(recorder: Recorder, cert: x509.Certificate) -> None:
     """What a signed certificate holds: the witness compares it with what definition-check showed."""
-    recorder.say(f"  subject: {cert.subject.rfc4514_string()}")
-    recorder.say(f"  issuer: {cert.issuer.rfc4514_string()}")
-    recorder.say(f"  serial (hex): {format(cert.serial_number, 'x')}")
-    recorder.say(f"  notBefore: {when(cert.not_valid_before_utc)}")
-    recorder.say(f"  notAfter: {when(cert.not_valid_after_utc)}")
+    lang = lang_of(recorder)
+    tell(recorder, "w_subject", subject=cert.subject.rfc4514_string())
+    tell(recorder, "w_issuer", issuer=cert.issuer.rfc4514_string())
+    tell(recorder, "w_serial", serial=format(cert.serial_number, "x"))
+    tell(recorder, "w_not_before", when=when(cert.not_valid_before_utc))
+    tell(recorder, "w_not_after", when=when(cert.not_valid_after_utc))
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        recorder.say(f"  CA: {'yes' if constraints.ca else 'NO'}, path length: "
-                     f"{path_length_text(constraints.path_length)}")
+        tell(recorder, "w_ca_flag", ca=yes_no(constraints.ca, lang),
+             length=path_length_text(constraints.path_length, lang))
     except x509.ExtensionNotFound:
-        recorder.say("  basicConstraints: ABSENT")
+        tell(recorder, "w_bc_absent")
 
 
 def say_verified(recorder: Recorder, findings: list[Finding], allowances: Any) -> None:
-    recorder.say("  signature: verified with the issuer's public key")
-    recorder.say("  TBS: identical to the one linted before signing")
-    say_lint(recorder, findings, allowances, "after signing")
+    tell(recorder, "w_sig_verified")
+    tell(recorder, "w_tbs_same")
+    say_lint(recorder, findings, allowances, words(lang_of(recorder), "w_stage_after"))
 
 
-def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path) -> str:
-    """Where the CSR key hash is checked against: the pin, the key ceremony's public key, or the witness.
+def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path, lang: str = "en") -> str:
+    """Where the CSR key hash is checked against: the pin, the key ceremony's public key, or the witness
+    (in ``lang``; the evidence records the English text).
 
     A ``<ca>.pub.pem`` in the output directory that holds another key is refused: it was written at the
     subordinate key ceremony, so this CSR is not that ceremony's.
@@ -322,7 +342,7 @@ def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path) -> str:
     from .errors import RequestError
 
     if ca.spki_sha256 is not None:  # check_csr refused any other key already
-        return f"  matches cas.{ca_name}.spki_sha256, pinned in the definition"
+        return words(lang, "w_csr_pinned", ca=ca_name)
     pub = out_dir / f"{ca_name}.pub.pem"
     if pub.is_file():
         try:
@@ -333,22 +353,21 @@ def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path) -> str:
         if recorded != digest:
             raise RequestError(f"the CSR key ({digest}) is not the key of {pub} ({recorded}), written at the "
                                "subordinate key ceremony: this CSR is not the one that ceremony wrote")
-        return f"  matches {pub}, written at the subordinate key ceremony ({colon_form(recorded)})"
-    return (f"  NOT CHECKED BY THE SOFTWARE: cas.{ca_name}.spki_sha256 does not pin the key and {pub} is not here. "
-            "The witness must compare the hash above, line by line, with the hash read aloud and written on the "
-            "paper script at the subordinate key ceremony, and not confirm this step if they differ")
+        return words(lang, "w_csr_pub", path=pub, fingerprint=colon_form(recorded))
+    return words(lang, "w_csr_unchecked", ca=ca_name, path=pub)
 
 
 def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
                   pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
     """Generate the root key on its token and issue the self-signed root certificate."""
+    lang = lang_of(recorder)
     model = defn.model
     name = model.root_name
     ca = model.cas[name]
     with recorder.step("offline-check", "Check that the workstation is offline"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary() + ("" if result.offline or not rehearsal else " (rehearsal: not enforced)"))
+        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
     out_dir, manifest = _prepare_out(out, rehearsal)
     with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
         with recorder.step("definition-check", "Check the definition, the outputs and the profile"):
@@ -360,12 +379,12 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             # The profile linted with a stand-in key: a lint finding stops us before any key exists.
             stand_in = _public_key_for_spec(ca)
             profile = root_builder(ca, stand_in, 1, rehearsal)
-            say_certificate_plan(recorder, ca, rehearsal, ca.path_length, issuer="the same (self-signed)")
+            say_certificate_plan(recorder, ca, rehearsal, ca.path_length, issuer=words(lang, "w_self_signed"))
             say_outputs(recorder, out_dir, outputs.planned)
-            with recorder.busy(LINT_BUSY):
+            with recorder.busy(words(lang, "w_lint_busy")):
                 profile_lint = lint_before_signing(profile, stand_in, ca.lint,
                                                    f"the root certificate profile of {name!r}")
-            say_lint(recorder, profile_lint.findings, ca.lint, "the profile, with a stand-in key")
+            say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, ca)
@@ -382,7 +401,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
                 serial = serial_from_random(random_bytes(session, 20))
                 builder = root_builder(ca, public, serial, rehearsal)
-                with recorder.busy(LINT_BUSY):
+                with recorder.busy(words(lang, "w_lint_busy")):
                     before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
                 recorder.evidence("lint", before.evidence())
                 say_lint(recorder, before.findings, ca.lint)
@@ -390,7 +409,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                 cert = builder.sign(key, hash_for(key))
                 say_signed(recorder, cert, ca.hsm.key_label, public)
             with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
-                with recorder.busy(LINT_AFTER_BUSY):
+                with recorder.busy(words(lang, "w_lint_after_busy")):
                     after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
                 recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
                 recorder.evidence("certificate", _cert_evidence(cert))
@@ -408,8 +427,8 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                 _destroy_new_key(session, ca.hsm.key_label)
             raise
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
-            recorder.say(announce(f"Root certificate {cert.subject.rfc4514_string()}", _der(cert)))
-            recorder.say(f"  key SPKI SHA-256: {spki_sha256(public)}")
+            recorder.say(announce(words(lang, "w_root_cert", subject=cert.subject.rfc4514_string()), _der(cert)))
+            tell(recorder, "w_key_spki", sha=spki_sha256(public))
         recorder.seal(key, {"kind": "certificate", "path": f"{name}.crt.pem",
                             "sha256": sha256_file(out_dir / f"{name}.crt.pem")})
     return CeremonyResult(name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{name}.crt.der"),
@@ -441,6 +460,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                              rehearsal: bool, pin_file: str | None = None,
                              interactive: bool = True) -> CeremonyResult:
     """Generate a subordinate CA key on its own token and write the CSR it signs."""
+    lang = lang_of(recorder)
     ca = defn.model.ca(ca_name)
     if ca.role != "subordinate":
         raise VerificationError(f"cas.{ca_name} is the root; use the root ceremony")
@@ -455,7 +475,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
             say_definition(recorder, defn, ca_name)
             # The certificate is made at the signing ceremony, from this definition: its subject is the CSR's.
             say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
-                                 issuer=f"{ca.issuer!r}, at the signing ceremony")
+                                 issuer=words(lang, "w_issuer_later", issuer=repr(ca.issuer)))
             say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
@@ -476,8 +496,8 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                     raise VerificationError("the CSR signed by the HSM does not verify")
                 recorder.evidence("csr", {"subject": csr.subject.rfc4514_string(),
                                           "spki_sha256": spki_sha256(public)})
-                recorder.say(f"  CSR subject: {csr.subject.rfc4514_string()}")
-                recorder.say("  CSR signature: verified with the new public key (proof of possession)")
+                tell(recorder, "w_csr_subject", subject=csr.subject.rfc4514_string())
+                tell(recorder, "w_csr_pop")
             with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
                 outputs.write(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
                 outputs.write(f"{ca_name}.csr.der", csr.public_bytes(DER))
@@ -490,7 +510,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                 _destroy_new_key(session, ca.hsm.key_label)
             raise
         with recorder.step("fingerprint-read-aloud", "Read the key fingerprint aloud"):
-            recorder.say(announce(f"Public key of {ca_name!r} (SPKI)", public.public_bytes(DER, SPKI)))
+            recorder.say(announce(words(lang, "w_public_key", ca=repr(ca_name)), public.public_bytes(DER, SPKI)))
         recorder.seal(key, {"kind": "public-key", "path": f"{ca_name}.pub.pem",
                             "sha256": sha256_file(out_dir / f"{ca_name}.pub.pem")})
     return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, "", spki_sha256(public))
@@ -513,6 +533,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                               recorder: Recorder, *, rehearsal: bool, issuer_cert_path: str | Path | None = None,
                               pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
     """At the offline root: check the subordinate's CSR and issue its CA certificate."""
+    lang = lang_of(recorder)
     model = defn.model
     ca = model.ca(ca_name)
     if ca.role != "subordinate" or ca.issuer is None:
@@ -521,7 +542,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
     with recorder.step("offline-check", "Check that the workstation is offline"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary())
+        recorder.say(result.summary(lang))
     out_dir, manifest = _prepare_out(out, rehearsal)
     issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
     with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
@@ -531,7 +552,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             outputs.check()
             issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
             say_definition(recorder, defn, ca_name)
-            recorder.say(f"  issuer certificate: {issuer_path} (SHA-256 {short_sha(sha256_file(issuer_path))})")
+            tell(recorder, "w_issuer_cert", path=issuer_path, sha=short_sha(sha256_file(issuer_path)))
             say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
                                  issuer=issuer_cert.subject.rfc4514_string())
             say_outputs(recorder, out_dir, outputs.planned)
@@ -539,20 +560,20 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
         with recorder.step("csr-verify", "Verify the CSR: proof of possession, key, subject"):
             csr = load_csr(csr_path)
             checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
-            recorder.say(f"  CSR: {csr_path}")
-            recorder.say("  signature: verified (proof of possession of the key)")
-            recorder.say(f"  subject: {checked.subject} (as the definition gives it)")
-            recorder.say(f"  key type: {checked.key}")
-            say_key_hash(recorder, f"  CSR key of {ca_name!r} (SPKI)", csr.public_key())
-            match = csr_key_match(ca_name, ca, checked.spki_sha256, out_dir)
-            recorder.say(match)
+            tell(recorder, "w_csr", path=csr_path)
+            tell(recorder, "w_csr_sig")
+            tell(recorder, "w_csr_subject_def", subject=checked.subject)
+            tell(recorder, "w_key_type", kind=checked.key)
+            say_key_hash(recorder, words(lang, "w_csr_key", ca=repr(ca_name)), csr.public_key())
+            match = csr_key_match(ca_name, ca, checked.spki_sha256, out_dir)  # the record's words: English
+            recorder.say(match if lang == "en" else csr_key_match(ca_name, ca, checked.spki_sha256, out_dir, lang))
             recorder.evidence("csr", {**checked.as_dict(), "key_checked_against": match.strip()})
             builder_for = lambda serial: subordinate_builder(  # noqa: E731 - small local factory
                 ca, issuer, issuer_cert, csr.public_key(), serial, rehearsal)
-            with recorder.busy(LINT_BUSY):
+            with recorder.busy(words(lang, "w_lint_busy")):
                 profile_lint = lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
                                                    f"the certificate profile of {ca_name!r}")
-            say_lint(recorder, profile_lint.findings, ca.lint, "the profile")
+            say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
         with recorder.step("token-open", "Open the root token and log in"):
             _token_step(recorder, issuer)
             session = login(recorder, stack, issuer.hsm, pin_file, interactive)
@@ -563,7 +584,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
         with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
             builder = builder_for(serial_from_random(random_bytes(session, 20)))
             what = f"the certificate of {ca_name!r}"
-            with recorder.busy(LINT_BUSY):
+            with recorder.busy(words(lang, "w_lint_busy")):
                 before = lint_before_signing(builder, key.public_key(), ca.lint, what)
             recorder.evidence("lint", before.evidence())
             say_lint(recorder, before.findings, ca.lint)
@@ -571,7 +592,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             cert = builder.sign(key, hash_for(key))
             say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
         with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
-            with recorder.busy(LINT_AFTER_BUSY):
+            with recorder.busy(words(lang, "w_lint_after_busy")):
                 after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
             recorder.evidence("certificate", _cert_evidence(cert))
@@ -583,7 +604,8 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             record_definition(defn, out_dir, manifest)
             outputs.commit()
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
-            recorder.say(announce(f"Certificate of {ca_name!r} {cert.subject.rfc4514_string()}", _der(cert)))
+            recorder.say(announce(words(lang, "w_sub_cert", ca=repr(ca_name), subject=cert.subject.rfc4514_string()),
+                                  _der(cert)))
         recorder.seal(key, {"kind": "certificate", "path": issuer_path.name,
                             "sha256": sha256_file(issuer_path)})
     return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{ca_name}.crt.der"),

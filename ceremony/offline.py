@@ -68,12 +68,15 @@ class OfflineCheck:
             data["problem"] = self.problem
         return data
 
-    def summary(self) -> str:
+    def summary(self, lang: str = "en") -> str:
+        """One line for the room, in its language (English unless told)."""
+        from .terminal_text import say
+
         if self.problem is not None:
-            return "offline check: cannot list the network interfaces: " + self.problem
+            return say(lang, "off_problem", problem=self.problem)
         if self.offline:
-            return "offline check: no network interface other than loopback is up"
-        return "offline check: interfaces up: " + ", ".join(self.up)
+            return say(lang, "off_ok")
+        return say(lang, "off_up", names=", ".join(self.up))
 
     def refusal(self) -> OfflineCheckError:
         """The error to raise when this result is not offline: what is wrong and how to fix it."""

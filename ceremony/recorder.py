@@ -24,6 +24,7 @@ class Recorder(Protocol):
     """The ceremony's view of its record keeping."""
 
     rehearsal: bool
+    lang: str  # the language of the room: "fr" or "en" (see ceremony.terminal_text)
 
     def step(self, step_id: str, description: str) -> contextlib.AbstractContextManager[None]:
         """Record a scripted step: start, end, outcome. An exception inside is a failed step."""
@@ -66,8 +67,9 @@ def utcnow() -> dt.datetime:
 class ConsoleRecorder:
     """Shows the ceremony on the terminal; keeps evidence and artifacts in memory for the caller."""
 
-    def __init__(self, rehearsal: bool, console: Console | None = None) -> None:
+    def __init__(self, rehearsal: bool, console: Console | None = None, lang: str = "en") -> None:
         self.rehearsal = rehearsal
+        self.lang = lang
         self.console = console or make_console()
         self.evidence_log: list[tuple[str, dict[str, Any]]] = []
         self.artifacts: list[dict[str, Any]] = []

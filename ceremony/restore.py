@@ -58,7 +58,7 @@ from .backup import (
     verify_test_signature,
     wrapped_ca,
 )
-from .ceremonies import login, say_definition, say_key_hash, say_outputs, short_sha
+from .ceremonies import lang_of, login, say_definition, say_key_hash, say_outputs, short_sha, tell, yes_no
 from .definition import Hsm, LoadedDefinition
 from .errors import HsmError, OutputError
 from .fileio import sha256_file
@@ -68,6 +68,7 @@ from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
 from .shares import Share, read_share
+from .terminal_text import say as words
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                      target: Hsm | None = None, pin_file: str | None = None,
                      interactive: bool = True) -> RestoreResult:
     """Restore the key of ``ca_name`` from ``backup`` with ``shares`` onto ``target`` (default: the CA's HSM)."""
+    lang = lang_of(recorder)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output directory is a file")
@@ -149,9 +151,9 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             outputs.plan(report_rel, "key-restore-report", "json")
             outputs.check()
             say_definition(recorder, defn, ca_name)
-            recorder.say(f"  certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))}), subject "
-                         f"{cert.subject.rfc4514_string()}")
-            recorder.say(f"  restore onto: {hsm.token.describe()}, key label {hsm.key_label!r}")
+            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(sha256_file(cert_path)),
+                 subject=cert.subject.rfc4514_string())
+            tell(recorder, "w_restore_onto", token=hsm.token.describe(), label=repr(hsm.key_label))
             say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "target": hsm.token.describe()})
@@ -171,19 +173,19 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                          "backup_id": body["backup_id"], "created": body.get("created"),
                                          "key_spki_sha256": body["key"]["spki_sha256"],
                                          "quorum": {k: body["quorum"][k] for k in ("threshold", "count")}})
-            recorder.say(f"  backup {body['backup_id']} of {ca_name!r}, made {body.get('created')}: checksum verified")
-            recorder.say(f"  quorum: {body['quorum']['threshold']} of {body['quorum']['count']} custodians: "
-                         + ", ".join(f"{c.get('name')} (bag {c.get('bag')})" for c in body["quorum"]["custodians"]
-                                     if isinstance(c, dict)))
-            say_key_hash(recorder, "  key in the backup (SPKI)", public)
-            recorder.say(f"  the same key as the certificate {cert_path}")
+            tell(recorder, "w_backup_of", id=body["backup_id"], ca=repr(ca_name), created=body.get("created"))
+            tell(recorder, "w_restore_quorum", threshold=body["quorum"]["threshold"], count=body["quorum"]["count"],
+                 names=", ".join(words(lang, "w_custodian_bag", name=c.get("name"), bag=c.get("bag"))
+                                 for c in body["quorum"]["custodians"] if isinstance(c, dict)))
+            say_key_hash(recorder, words(lang, "w_key_in_backup"), public)
+            tell(recorder, "w_same_key", path=cert_path)
         with recorder.step("shares-collect", "Collect the custodians' shares and reconstruct the wrapping key"):
             presented = [(str(p), read_share(p)) for p in shares]
             for _source, share in presented:
                 recorder.evidence("share-presented", {"custodian": share.custodian, "index": share.index,
                                                       "bag": share.bag, "checksum": share.checksum})
-                recorder.say(f"  share {share.index} presented by {share.custodian} from bag {share.bag} "
-                             f"(checksum {share.checksum})")
+                tell(recorder, "w_share_presented", index=share.index, custodian=share.custodian, bag=share.bag,
+                     checksum=share.checksum)
             checked = check_shares(presented, body, str(backup_path), rehearsal)
             secret = recombine(checked, body, str(backup_path))
             recorder.evidence("wrapping-key", {"reconstructed_from": [s.index for s in checked],
@@ -221,19 +223,17 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 evidence = key_evidence(priv, public, body["key"]["algorithm"]).as_dict()
                 evidence["trusted_wrapping_required"] = bool(priv[Attribute.WRAP_WITH_TRUSTED])
                 recorder.evidence("restored-key", evidence)
-                recorder.say(f"  key {label!r} restored: CKA_LOCAL {evidence['local']}, CKA_SENSITIVE "
-                             f"{evidence['sensitive']}, SPKI SHA-256 {evidence['spki_sha256']}")
+                tell(recorder, "w_restored", label=repr(label), local=evidence["local"],
+                     sensitive=evidence["sensitive"], sha=evidence["spki_sha256"])
                 if evidence["local"] or not evidence["sensitive"] or not evidence["sign"]:
                     raise HsmError("the restored key does not have the expected attributes")
                 on_token = public_key_from_token(created[1])  # the public half, read back from the target token
                 if spki_sha256(on_token) != spki_sha256(cert.public_key()):
                     raise HsmError("the public key on the target token is not the certificate's key")
-                say_key_hash(recorder, f"  restored key {label!r} (SPKI, read back from the token)", on_token)
-                recorder.say(f"  the same key as the certificate {cert_path}; CKA_ID {evidence['id_hex'] or '(none)'}"
-                             f", {evidence['algorithm']}")
-                recorder.say("  extractable only under a trusted key (CKA_WRAP_WITH_TRUSTED): "
-                             f"{'yes' if evidence['trusted_wrapping_required'] else 'NO'}; CKA_LOCAL is false for "
-                             "every unwrapped key")
+                say_key_hash(recorder, words(lang, "w_restored_key", label=repr(label)), on_token)
+                tell(recorder, "w_same_key_id", path=cert_path, id=evidence["id_hex"] or words(lang, "none"),
+                     algorithm=evidence["algorithm"])
+                tell(recorder, "w_trusted_only", v=yes_no(evidence["trusted_wrapping_required"], lang))
             with recorder.step("test-signature", "Sign a test message with the restored key; verify with the "
                                "original certificate"):
                 from .hsm_keys import signing_key
@@ -246,10 +246,9 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 recorder.evidence("test-signature", {"message": message.decode(),
                                                      "signature_b64": base64.b64encode(signature).decode(),
                                                      "verified_with": str(cert_path), "verified": True})
-                recorder.say("  the test signature verifies against the original certificate")
-                recorder.say(f"  test message: {message.decode()}")
-                recorder.say(f"  so the restored private key is the key of {cert_path} (SPKI SHA-256 "
-                             f"{short_sha(spki_sha256(cert.public_key()))})")
+                tell(recorder, "w_test_sig")
+                tell(recorder, "w_test_message", message=message.decode())
+                tell(recorder, "w_restored_is", path=cert_path, sha=short_sha(spki_sha256(cert.public_key())))
             with recorder.step("outputs-write", "Write the restore report"):
                 report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
                           "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),

@@ -38,6 +38,7 @@ from .ceremonies import (
     _outputs,
     _prepare_out,
     _token_step,
+    lang_of,
     load_issuer_certificate,
     login,
     record_definition,
@@ -46,6 +47,7 @@ from .ceremonies import (
     say_lint,
     say_outputs,
     short_sha,
+    tell,
     when,
 )
 from .crl_check import check_against_previous, summarise
@@ -59,6 +61,7 @@ from .keys import key_evidence, spki_sha256
 from .lint import enforce, throwaway_key_like
 from .offline import check_offline
 from .recorder import Recorder
+from .terminal_text import say as words
 
 CRL_DIR = "crl"
 
@@ -136,6 +139,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                             revoke: Sequence[Revocation] = (),
                             issuer_cert_path: str | Path | None = None) -> RootCrlBatch:
     """Pre-sign ``count`` root CRLs (default ``crl.batch_count``), optionally revoking CA certificates."""
+    lang = lang_of(recorder)
     from .registry import CertRecord, Registry
 
     model = defn.model
@@ -144,7 +148,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
     with recorder.step("offline-check", "Check that the workstation is offline"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary() + ("" if result.offline or not rehearsal else " (rehearsal: not enforced)"))
+        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
     out_dir, manifest = _prepare_out(out, rehearsal)
     n = count if count is not None else (ca.crl.batch_count or 1)
     start_at = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
@@ -190,22 +194,22 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem")
             outputs.check()
             say_definition(recorder, defn, name)
-            recorder.say(f"  root certificate: {cert_path} (SHA-256 {short_sha(sha256_file(cert_path))})")
-            recorder.say(f"  issuer of the CRLs: {root_cert.subject.rfc4514_string()}")
-            recorder.say(f"  key type: {ca.key.describe()}")
-            say_key_hash(recorder, "  root key (SPKI), which must sign them", root_cert.public_key())
-            recorder.say(f"  {n} CRL(s), numbers {first} to {first + n - 1}, every {ca.crl.interval}, each valid "
-                         f"{ca.crl.lifetime}" + (f" (the CRL in force now is number {prev_number})"
-                                                 if prev_number else " (the first root CRLs)"))
+            tell(recorder, "w_root_cert_file", path=cert_path, sha=short_sha(sha256_file(cert_path)))
+            tell(recorder, "w_crl_issuer", subject=root_cert.subject.rfc4514_string())
+            tell(recorder, "w_key_type", kind=ca.key.describe())
+            say_key_hash(recorder, words(lang, "w_root_key"), root_cert.public_key())
+            tell(recorder, "w_crl_plan", n=n, first=first, last=first + n - 1, interval=ca.crl.interval,
+                 lifetime=ca.crl.lifetime, previous=(words(lang, "w_crl_in_force", n=prev_number) if prev_number
+                                                     else words(lang, "w_crl_first")))
             for i in range(n):
                 this_update = first_this_update + i * ca.crl.interval_td
-                recorder.say(f"    CRL {first + i}: thisUpdate {when(this_update)}, nextUpdate "
-                             f"{when(this_update + ca.crl.lifetime_td)}")
-            recorder.say(f"  entries in each CRL: {len(entries)}")
+                tell(recorder, "w_crl_line", n=first + i, this_update=when(this_update),
+                     next_update=when(this_update + ca.crl.lifetime_td))
+            tell(recorder, "w_crl_entries", n=len(entries))
             for cert, _code, rev in pending:
-                recorder.say(f"  revoke now: serial (hex) {cert.serial_number:x}, {cert.subject.rfc4514_string()}, "
-                             f"reason {rev.reason}" + (f", invalidity date {when(rev.invalidity_date)}"
-                                                       if rev.invalidity_date else ""))
+                tell(recorder, "w_revoke_now", serial=f"{cert.serial_number:x}", subject=cert.subject.rfc4514_string(),
+                     reason=rev.reason, invalidity=(words(lang, "w_invalidity", when=when(rev.invalidity_date))
+                                                    if rev.invalidity_date else ""))
             say_outputs(recorder, out_dir, outputs.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name,
                                              "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
@@ -225,38 +229,39 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
             this_update = first_this_update + i * ca.crl.interval_td
             header = crlenc.CrlHeader(root_cert.subject, ski, first + i, this_update,
                                       this_update + ca.crl.lifetime_td, only_ca_certs=True)
-            what = f"root CRL {first + i}"
+            what = f"root CRL {first + i}"  # the record's words; the room sees its own (shown)
+            shown = words(lang, "w_root_crl", n=first + i)
             with recorder.step("crl-lint", f"Lint {what} signed with a throwaway key"):
                 buf = bytearray()
                 cnt = crlenc.encode_revoked(entries, buf)
                 tbs = bytes(crlenc.encode_tbs(header, alg_id, buf, cnt))
-                with recorder.busy(f"pkilint: checking the to-be-signed {what}"):
+                with recorder.busy(words(lang, "w_crl_lint_busy", what=shown)):
                     findings = crlenc.lint_crl(crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(key.public_key())),
                                                True)
                 enforce(findings, ca.lint, what)
                 recorder.evidence("lint", {"stage": "before-signing", "crl": first + i,
                                            "findings": [f.as_dict() for f in findings]})
-                say_lint(recorder, findings, ca.lint, what)
+                say_lint(recorder, findings, ca.lint, shown)
             with recorder.step("crl-sign", f"Sign {what} with the root key in the HSM"):
                 if not reserved:
                     reserve(state, prev_number, n)  # durable before the first signature
                     reserved = True
                 der = crlenc.sign_tbs(tbs, alg_id, key)
-                recorder.say(f"  {what} signed by the root key: thisUpdate {when(header.this_update)}, nextUpdate "
-                             f"{when(header.next_update)}, {cnt} entr{'y' if cnt == 1 else 'ies'}")
+                tell(recorder, "w_crl_signed", what=shown, this_update=when(header.this_update),
+                     next_update=when(header.next_update),
+                     entries=words(lang, "w_entry_one" if cnt == 1 else "w_entry_many", n=cnt))
             with recorder.step("crl-verify", f"Verify {what}, lint again, check it against the previous CRL"):
                 crlenc.verify_crl(der, tbs, root_cert.public_key(), header, cnt, [e[0] for e in entries])
-                with recorder.busy(f"pkilint: checking the signed {what}"):
+                with recorder.busy(words(lang, "w_crl_after_busy", what=shown)):
                     after = crlenc.lint_crl(der, True)
                 enforce(after, ca.lint, what + " (after signing)")
                 before = signed[-1][1] if signed else previous
                 follows = check_against_previous(before, der, lambda s: None) if before is not None else []
-                recorder.say(f"  {what}: signature verified with the root certificate's key, TBS identical to the "
-                             "one linted")
-                say_lint(recorder, after, ca.lint, what + ", after signing")
+                tell(recorder, "w_crl_verified", what=shown)
+                say_lint(recorder, after, ca.lint, words(lang, "w_crl_after", what=shown))
                 if before is not None:
-                    recorder.say(f"  against CRL {summarise(x509.load_der_x509_crl(before)).number}: "
-                                 + ", ".join(follows))
+                    tell(recorder, "w_crl_against", n=summarise(x509.load_der_x509_crl(before)).number,
+                         follows=", ".join(follows))
                 recorder.evidence("crl", {"number": first + i, "this_update": this_update.isoformat(),
                                           "next_update": header.next_update.isoformat(), "entries": cnt,
                                           "sha256": sha256_hex(der)})
@@ -285,8 +290,9 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 manifest.add("registry", registry_path, "sqlite3", ca=name)
         with recorder.step("fingerprint-read-aloud", "Read the fingerprints of the CRLs aloud"):
             for header, der in signed:
-                recorder.say(announce(f"Root CRL {header.number} (thisUpdate {header.this_update:%Y-%m-%d %H:%M:%SZ}, "
-                                      f"nextUpdate {header.next_update:%Y-%m-%d %H:%M:%SZ})", der))
+                recorder.say(announce(words(lang, "w_crl_title", n=header.number,
+                                            this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
+                                            next_update=f"{header.next_update:%Y-%m-%d %H:%M:%SZ}"), der))
         recorder.seal(key, {"kind": "certificate", "path": cert_path.name, "sha256": sha256_file(cert_path)})
     return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
 

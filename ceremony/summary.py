@@ -11,7 +11,8 @@ When the transcript is sealed and closed, the operator sees, in one place:
 
 The files are the manifest entries that are new or changed since a snapshot taken before the ceremony
 (:func:`manifest_snapshot`), so nothing written by an earlier ceremony is listed as this run's. Every value
-is data, printed through :func:`ceremony.display.make_console` (no markup, no emoji).
+is data, printed through :func:`ceremony.display.make_console` (no markup, no emoji). The words around the
+data are in the room's language (``lang``, :mod:`ceremony.terminal_text`), English unless told.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .display import make_console, text
 from .errors import OutputError, VerificationError
 from .fingerprints import colon_form, sha256_hex
 from .manifest import Manifest
+from .terminal_text import say
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore")
@@ -63,6 +65,7 @@ class Summary:
     verdict: str = ""
     problems: list[str] = field(default_factory=list)
     next_steps: list[NextStep] = field(default_factory=list)
+    lang: str = "en"
 
     @property
     def intact(self) -> bool:
@@ -104,7 +107,7 @@ def _load(path: Path) -> Any:
     return None
 
 
-def fingerprints_of(files: Sequence[WrittenFile]) -> list[Fingerprint]:
+def fingerprints_of(files: Sequence[WrittenFile], lang: str = "en") -> list[Fingerprint]:
     """Certificate fingerprints (SHA-256 of the DER certificate) and new public keys (SHA-256 of the DER SPKI),
     once each however many encodings of them were written."""
     from cryptography import x509
@@ -118,11 +121,11 @@ def fingerprints_of(files: Sequence[WrittenFile]) -> list[Fingerprint]:
         obj = _load(f.path)
         if isinstance(obj, x509.Certificate):
             entry = ("certificate", sha256_hex(obj.public_bytes(serialization.Encoding.DER)))
-            what = f"certificate {obj.subject.rfc4514_string()}"
+            what = say(lang, "s_certificate", subject=obj.subject.rfc4514_string())
         elif obj is not None:
             entry = ("key", sha256_hex(obj.public_bytes(serialization.Encoding.DER,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo)))
-            what = f"public key {f.path.name.split('.')[0]} (SPKI)"
+            what = say(lang, "s_public_key", name=f.path.name.split(".")[0])
         else:
             continue
         if entry not in seen:
@@ -131,57 +134,74 @@ def fingerprints_of(files: Sequence[WrittenFile]) -> list[Fingerprint]:
     return found
 
 
-def _verdict(transcript: Path, out_dir: Path) -> tuple[str, str, list[str]]:
-    """The offline verifier's status, its verdict line and its problems, for the transcript just sealed."""
+def _verdict(transcript: Path, out_dir: Path, lang: str = "en") -> tuple[str, str, list[str]]:
+    """The offline verifier's status, its verdict line and its problems, for the transcript just sealed.
+
+    In English the verdict is the verifier's own last line, word for word; in another language the same
+    verdict in the room's words (the problems are the verifier's, as it reports them).
+    """
     try:
         from .audit import report_lines, verify
 
         audit = verify(transcript, out_dir)
         lines = report_lines(audit)
     except Exception as exc:  # the ceremony is over: say what happened, never hide it behind a traceback
-        return "error", f"NOT VERIFIED: the verifier could not run: {type(exc).__name__}: {exc}", []
+        return "error", say(lang, "s_not_verified", error=f"{type(exc).__name__}: {exc}"), []
     problems = [str(p) for p in audit.problems]
     if not audit.ok and not problems:
         problems = [note for note in audit.notes if not note.startswith("closing signature")]
-    return audit.status, lines[-1], problems
+    return audit.status, lines[-1] if lang == "en" else _verdict_words(audit, lang), problems
+
+
+def _verdict_words(audit: Any, lang: str) -> str:
+    """The verifier's verdict (:func:`ceremony.audit.report_lines`, last line) in ``lang``."""
+    if audit.status == "intact":
+        return say(lang, "s_intact")
+    if audit.status == "incomplete":
+        return say(lang, "s_incomplete")
+    if audit.status == "invalid":
+        seq = audit.problems[0].seq if audit.problems else None
+        return say(lang, "s_invalid") if seq is None else say(lang, "s_invalid_at", seq=seq)
+    return say(lang, "s_not_sealed", status=audit.status)
 
 
 def build_summary(out_dir: str | Path, before: Iterable[Mapping[str, Any]], transcript: str | Path | None,
-                  rehearsal: bool, next_steps: Sequence[NextStep] = ()) -> Summary:
+                  rehearsal: bool, next_steps: Sequence[NextStep] = (), lang: str = "en") -> Summary:
     """What this run wrote (manifest entries new since ``before``), fingerprints, the transcript's verdict."""
     out_dir = Path(out_dir)
-    summary = Summary(out_dir, rehearsal, next_steps=list(next_steps))
+    summary = Summary(out_dir, rehearsal, next_steps=list(next_steps), lang=lang)
     for entry in new_entries(before, manifest_snapshot(out_dir, rehearsal)):
         summary.files.append(WrittenFile(out_dir / str(entry["path"]), str(entry["sha256"]), str(entry["kind"])))
-    summary.fingerprints = fingerprints_of(summary.files)
+    summary.fingerprints = fingerprints_of(summary.files, lang)
     if transcript is not None:
         summary.transcript = Path(transcript)
-        summary.status, summary.verdict, summary.problems = _verdict(summary.transcript, out_dir)
+        summary.status, summary.verdict, summary.problems = _verdict(summary.transcript, out_dir, lang)
     return summary
 
 
 def render_summary(summary: Summary, console: Console | None = None) -> None:
     console = console or make_console()
+    lang = summary.lang
     console.print()
-    console.rule(text(("Summary", "bold"), (" — REHEARSAL", "bold yellow") if summary.rehearsal else ""))
-    console.print(text(("Files written by this run", "bold"), f" ({len(summary.files)}, SHA-256 as sha256sum "
-                       "prints it):"))
+    console.rule(text((say(lang, "s_title"), "bold"),
+                      (say(lang, "rehearsal"), "bold yellow") if summary.rehearsal else ""))
+    console.print(text((say(lang, "s_files"), "bold"), say(lang, "s_files_tail", n=len(summary.files))))
     for f in summary.files:
         console.print(f"  {f.sha256}  {f.path}")
     if summary.fingerprints:
-        console.print(text(("Fingerprints", "bold"), " (SHA-256, OpenSSL form):"))
+        console.print(text((say(lang, "s_fingerprints"), "bold"), say(lang, "s_fingerprints_tail")))
         for fp in summary.fingerprints:
             console.print(f"  {fp.what}:")
             console.print(f"    {colon_form(fp.sha256)}")
     if summary.transcript is None:
-        console.print(text(("Transcript: ", "bold"), "none (the transcript module is not installed)"))
+        console.print(text((say(lang, "s_transcript"), "bold"), say(lang, "s_no_transcript")))
     else:
-        console.print(text(("Transcript: ", "bold"), str(summary.transcript)))
+        console.print(text((say(lang, "s_transcript"), "bold"), str(summary.transcript)))
         console.print(f"  {summary.verdict}", style="green" if summary.intact else "bold red")
         for problem in summary.problems:
             console.print(f"  {problem}", style=None if summary.intact else "red")
     if summary.next_steps:
-        console.print(text(("Next", "bold"), ":"))
+        console.print(text((say(lang, "s_next"), "bold")))
         for step in summary.next_steps:
             console.print(f"  {step.where}:")
             console.print(f"    {step.command}")
@@ -209,9 +229,9 @@ def _command(*parts: str, tail: str = "") -> str:
 
 def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None = None, env: str | None = None,
                definition: str | None = None, out: str | Path | None = None,
-               rehearsal: bool = False) -> list[NextStep]:
+               rehearsal: bool = False, lang: str = "en") -> list[NextStep]:
     """What the operator runs after ``ceremony``, with the options this run was given (``env``, ``definition``,
-    ``out`` as typed, ``None`` when not given)."""
+    ``out`` as typed, ``None`` when not given); where to run it in ``lang``."""
     out_dir = Path(out_dir)
     model = defn.model
     root = model.root_name
@@ -219,37 +239,34 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
     if ceremony == "root-key-generation":
         subs = [n for n, c in model.cas.items() if c.role == "subordinate" and c.issuer == root]
         if not subs:
-            return [NextStep("at the root, pre-sign the root CRLs", _command("crl.root-batch", *opts))]
-        return [NextStep(f"on the HSM of {n!r} (its own workstation), generate its key and CSR",
+            return [NextStep(say(lang, "n_root_crls"), _command("crl.root-batch", *opts))]
+        return [NextStep(say(lang, "n_sub_key", ca=repr(n)),
                          _command("ceremony.subordinate-key", "--ca", n, *opts)) for n in subs]
     if ceremony == "subordinate-key-generation":
         assert ca is not None
         csr, pub = out_dir / f"{ca}.csr.pem", out_dir / f"{ca}.pub.pem"
-        return [NextStep(f"carry {csr} and {pub} to the offline root, at the same paths, and run there",
+        return [NextStep(say(lang, "n_carry_csr", csr=csr, pub=pub),
                          _command("ceremony.sign-subordinate", "--ca", ca, "--csr", str(csr), *opts))]
     if ceremony == "subordinate-signing":
         assert ca is not None
-        return [NextStep(f"carry {out_dir / f'{ca}.crt.pem'} to the host of {ca!r}; at the root, pre-sign the root "
-                         "CRLs", _command("crl.root-batch", *opts))]
+        return [NextStep(say(lang, "n_carry_cert", cert=out_dir / f"{ca}.crt.pem", ca=repr(ca)),
+                         _command("crl.root-batch", *opts))]
     if ceremony == "root-crl-batch":
         publish = _options(defn, env, definition, None, False)
         if out is not None:
             publish += ["--batch-dir", str(out)]
-        return [NextStep(f"copy {out_dir / 'crl'} to the publication server and run there (the timer then runs "
-                         "it on schedule)", _command("crl.publish-root", *publish))]
+        return [NextStep(say(lang, "n_publish", path=out_dir / "crl"), _command("crl.publish-root", *publish))]
     if ceremony == "key-backup":
         assert ca is not None
         backup = out_dir / "backup" / f"{ca}.key-backup.json"
-        return [NextStep("print each share page, seal it in its custodian's bag and delete the share files; the "
-                         "backup is proven by a restore onto a spare token",
+        return [NextStep(say(lang, "n_shares"),
                          _command("backup.restore", "--ca", ca, "--backup", str(backup), *opts,
                                   tail="--share FILE … --target-token LABEL"))]
     if ceremony == "key-restore":
         assert ca is not None
         if ca == root:
-            return [NextStep("the restored root key signs at the next root ceremony", _command("crl.root-batch",
-                                                                                                 *opts))]
-        return [NextStep(f"the restored key of {ca!r} signs its CRL again",
+            return [NextStep(say(lang, "n_root_restored"), _command("crl.root-batch", *opts))]
+        return [NextStep(say(lang, "n_restored", ca=repr(ca)),
                          _command("crl.sign", "--ca", ca, *_options(defn, env, definition, None, False)))]
     raise ValueError(f"{ceremony!r} is not a ceremony (allowed: {', '.join(CEREMONIES)})")
 
@@ -257,15 +274,15 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
 def show_summary(ceremony: str, defn: Any, out_dir: str | Path, before: Iterable[Mapping[str, Any]],
                  transcript: str | Path | None, rehearsal: bool, *, ca: str | None = None, env: str | None = None,
                  definition: str | None = None, out: str | Path | None = None,
-                 console: Console | None = None) -> Summary:
-    """Print the summary of a finished ceremony (see the module documentation).
+                 console: Console | None = None, lang: str = "en") -> Summary:
+    """Print the summary of a finished ceremony (see the module documentation), in ``lang``.
 
     A transcript that does not verify right after it was sealed is an error (exit non-zero), after the
     summary is printed: the outputs stay where they are, listed, for the auditor.
     """
     summary = build_summary(out_dir, before, transcript, rehearsal,
                             next_steps(ceremony, defn, out_dir, ca=ca, env=env, definition=definition, out=out,
-                                       rehearsal=rehearsal))
+                                       rehearsal=rehearsal, lang=lang), lang)
     render_summary(summary, console)
     if summary.transcript is not None and not summary.intact:
         raise VerificationError(f"{summary.transcript}: the transcript just sealed does not verify "

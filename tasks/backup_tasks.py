@@ -58,7 +58,7 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
     for name, path in result.share_files.items():
         print(f"  share for {name} (bag {result.bags[name]}): {path}  <- print, seal, then delete this file")
     show_summary("key-backup", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
-                 definition=definition, out=out)
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 @task(iterable=["share"], help={
@@ -101,7 +101,7 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
                                   certificate=certificate, target=target, pin_file=pin_file)
     print(f"key of {ca!r} restored onto {result.target_token}; report {result.report}")
     show_summary("key-restore", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
-                 definition=definition, out=out)
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 ns = Collection()

@@ -92,7 +92,7 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
     try:
         from ceremony.transcript import open_transcript
     except ImportError:
-        yield ConsoleRecorder(rehearsal=rehearsal)
+        yield ConsoleRecorder(rehearsal=rehearsal, lang=terminal_lang(defn, lang))
         return
     rec = None
     try:
@@ -132,7 +132,7 @@ def root(c: Context, env: str | None = None, definition: str | None = None, out:
     with _record("root-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
     show_summary("root-key-generation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
-                 definition=definition, out=out)
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 @task(name="subordinate-key", help={**HELP, "ca": "name of the subordinate CA in the definition",
@@ -152,7 +152,7 @@ def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str
     with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
     show_summary("subordinate-key-generation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca,
-                 env=env, definition=definition, out=out)
+                 env=env, definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 @task(name="sign-subordinate", help={**HELP, "ca": "name of the subordinate CA in the definition",
@@ -176,7 +176,7 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
         sign_subordinate_ceremony(defn, ca, csr, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
                                   pin_file=pin_file)
     show_summary("subordinate-signing", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca,
-                 env=env, definition=definition, out=out)
+                 env=env, definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 @task(help={"out": "output directory (default out/rehearsal)",

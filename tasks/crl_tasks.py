@@ -90,7 +90,7 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
         print(f"root CRL {crl.number}: {crl.this_update:%Y-%m-%d %H:%M:%SZ} → {crl.next_update:%Y-%m-%d %H:%M:%SZ} "
               f"({crl.entries} entries) {crl.der_path}")
     show_summary("root-crl-batch", defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
-                 definition=definition, out=out)
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
 @task(name="publish-root", help={"env": HELP["env"], "definition": HELP["definition"],
