@@ -364,7 +364,7 @@ def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Pa
 def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal: bool, ca: str | None = None,
                   csr: str | Path | None = None, issuer_cert: str | Path | None = None,
                   pin_file: str | None = None, interactive: bool = True, target_token: str | None = None,
-                  pin_sources: dict[str, PinSource] | None = None) -> PreflightReport:
+                  pin_sources: dict[str, PinSource] | None = None, lang: str = "en") -> PreflightReport:
     """Every check for ``ceremony``; nothing is changed. ``pin_sources`` receives the sources it logged in with."""
     plan = plan_for(defn, ceremony, ca)
     report = PreflightReport(ceremony)
@@ -373,12 +373,12 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
     if plan.offline:
         result = check_offline(enforce=False)
         if result.offline:
-            report.findings.append(Finding("offline", True, result.summary()))
+            report.findings.append(Finding("offline", True, result.summary(lang)))
         elif rehearsal:
-            report.findings.append(Finding("offline", True, result.summary() + " (rehearsal: not enforced)",
+            report.findings.append(Finding("offline", True, result.summary(lang) + " (rehearsal: not enforced)",
                                            warning=True))
         else:
-            report.findings.append(Finding("offline", False, result.summary(),
+            report.findings.append(Finding("offline", False, result.summary(lang),
                                            "unplug the network and bring every interface but loopback down, or run "
                                            "in a network namespace with loopback only (docs/air-gapped.md)"))
     report.findings.extend(check_output_directory(defn, out, rehearsal, plan.outputs))

@@ -49,7 +49,7 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     bags = _bags(bag or [])
-    report = preflight_or_stop(defn, "key-backup", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    report = preflight_or_stop(defn, "key-backup", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-backup", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = backup_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, certificate=certificate, bags=bags,
@@ -93,7 +93,7 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
     target = None
     if target_token:
         target = defn.model.ca(ca).hsm.model_copy(update={"token": TokenRef(label=target_token)})
-    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal, ca=ca, target_token=target_token,
+    report = preflight_or_stop(defn, "key-restore", out_dir, rehearsal, lang, ca=ca, target_token=target_token,
                                pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-restore", defn, out_dir, rehearsal, answers, report, lang) as rec:

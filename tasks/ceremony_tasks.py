@@ -58,12 +58,14 @@ def _load(env: str | None, definition: str | None, rehearsal: bool) -> object:
     return defn
 
 
-def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: bool, **checks: object) -> object:
+def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: bool, lang: str | None = None,
+                      **checks: object) -> object:
     """Run the pre-flight, show every finding, and stop before anyone signs in when one fails."""
     from ceremony.display import make_console, text
     from ceremony.preflight import run_preflight
 
-    report = run_preflight(defn, ceremony, out_dir, rehearsal=rehearsal, **checks)  # type: ignore[arg-type]
+    report = run_preflight(defn, ceremony, out_dir, rehearsal=rehearsal, lang=terminal_lang(defn, lang),
+                           **checks)  # type: ignore[arg-type]
     console = make_console()
     console.rule(text(("Pre-flight", "bold"), f" — {ceremony}"))
     for finding in report.findings:
@@ -127,7 +129,7 @@ def root(c: Context, env: str | None = None, definition: str | None = None, out:
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    report = preflight_or_stop(defn, "root-key-generation", out_dir, rehearsal, pin_file=pin_file)
+    report = preflight_or_stop(defn, "root-key-generation", out_dir, rehearsal, lang, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("root-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
@@ -147,7 +149,8 @@ def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    report = preflight_or_stop(defn, "subordinate-key-generation", out_dir, rehearsal, ca=ca, pin_file=pin_file)
+    report = preflight_or_stop(defn, "subordinate-key-generation", out_dir, rehearsal, lang, ca=ca,
+                               pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("subordinate-key-generation", defn, out_dir, rehearsal, answers, report, lang) as rec:
         subordinate_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
@@ -169,7 +172,7 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    report = preflight_or_stop(defn, "subordinate-signing", out_dir, rehearsal, ca=ca, csr=csr,
+    report = preflight_or_stop(defn, "subordinate-signing", out_dir, rehearsal, lang, ca=ca, csr=csr,
                                issuer_cert=issuer_cert, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("subordinate-signing", defn, out_dir, rehearsal, answers, report, lang) as rec:

@@ -79,7 +79,7 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
     out_dir = _out(env, out, defn)
     revocations = [Revocation(revoke, reason, when(invalidity_date, "--invalidity-date"))] if revoke else []
     first = when(start, "--start")  # bad options are refused before the transcript opens
-    report = preflight_or_stop(defn, "root-crl-batch", out_dir, rehearsal, issuer_cert=issuer_cert,
+    report = preflight_or_stop(defn, "root-crl-batch", out_dir, rehearsal, lang, issuer_cert=issuer_cert,
                                pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("root-crl-batch", defn, out_dir, rehearsal, answers, report, lang) as rec:

@@ -115,7 +115,8 @@ def test_production_ceremony_on_an_unprepared_machine_stops_before_sign_in(tmp_p
     assert proc.returncode == 13, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stderr.count("error:") == 1 and "nobody has signed in" in proc.stderr
-    assert "offline: offline check: interfaces up" in proc.stderr and "docs/air-gapped.md" in proc.stderr
+    # The production example's terminal speaks French (ceremony.language: fr).
+    assert "offline: contrôle hors ligne : interfaces actives" in proc.stderr and "docs/air-gapped.md" in proc.stderr
     assert "PKCS#11 module not found: /opt/hsm/lib/libCryptoki2_64.so" in proc.stderr
     assert "Sign-in" not in proc.stdout
     assert not out.exists()

@@ -533,9 +533,6 @@ def test_audit_verify_needs_a_trust_anchor(workspace: Workspace, state: dict[str
     bug(term.exit_status != 0, "exit 0 with no trust anchor given:\n" + term.tail(3))
 
 
-@known_bug("a French terminal still shows the pre-flight's offline line in English ('offline check: ...'): "
-           "ceremony/preflight.py calls OfflineCheck.summary() without the room's language (run_preflight has "
-           "none); the witness view, the offline-check step and the summary are French")
 def test_french_terminal_speaks_french(workspace: Workspace, state: dict[str, Any]) -> None:
     need(state, "screens")
     ws = workspace
@@ -544,7 +541,7 @@ def test_french_terminal_speaks_french(workspace: Workspace, state: dict[str, An
     assert "Acte 1 sur" in screen or "Émargement" in screen, "the terminal did not speak French at all"
     english = [p for p in ("Files written by this run", "key type:", "signed inside the HSM", "Next:",
                            "no finding at WARNING or above", "offline check:") if p in screen]
-    bug(not english, f"English on the French terminal: {english}")
+    assert not english, f"English on the French terminal: {english}"
 
 
 def test_outputs_verify_against_the_manifest(workspace: Workspace, state: dict[str, Any]) -> None:
