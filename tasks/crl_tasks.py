@@ -36,15 +36,19 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
     base = Path(out or f"out/{env}")
     start = time.monotonic()
     result = None
+    error: BaseException | None = None
     try:
         result = run_crl_job(_definition(env, definition), ca, registry or default_path(base, ca),
                              crl_dir or base / "crl", pin_file=pin_file, ca_cert=ca_cert, force=force,
                              interactive=True, ceremony_out=base)
         print(result.summary())
+    except BaseException as exc:  # the metrics say why, like the scheduled job's
+        error = exc
+        raise
     finally:
         if metrics_dir:
             write_job_metrics(metrics_dir, metrics_for(result, ca, result.der_path if result else None,
-                                                       time.monotonic() - start))
+                                                       time.monotonic() - start, error=error))
 
 
 @task(name="root-batch", help={**HELP, "count": "how many CRLs to pre-sign (default 0: the definition's batch_count)",
