@@ -10,7 +10,9 @@ filter in their first plays (``playbooks/checks.yml``) over every host of the ru
 * a secret (an option marked ``no_log``, or ``secret`` in inventory_variables.yml) that is not a
   string, such as a PIN written unquoted (YAML reads ``012345`` as a number and drops the zero), or
   that refers to a variable that does not exist (the vault file was never created);
-* a vault file (``vault.yml`` under ``group_vars/`` or ``host_vars/``) that defines variables in clear.
+* a vault file (``vault.yml`` under ``group_vars/`` or ``host_vars/``) that defines variables in clear;
+* ``ansible_become: false`` on a host whose roles become the CA's user (it would override their
+  ``become`` and run the CA's key and CRL job as the connecting user).
 
 The problems name hosts, variables and files, never a value.
 """
@@ -168,6 +170,14 @@ def ceremony_inventory_problems(hostvars: Any, hosts: Iterable[str], roles_dir: 
                            "(vault_...: \"012345\"); unquoted digits are read as a number and a leading zero is lost")
             bad_secrets.setdefault((name, problem), []).append(host)
     problems = []
+    for host in hosts:
+        data = hostvars[host]
+        groups = set(data.get("group_names") or [])
+        need = sorted(groups & set(spec.get("become_user_groups") or []))
+        if need and "ansible_become" in data and data["ansible_become"] is False:
+            problems.append(f"ansible_become: false ({host}) turns off the roles' own become: the {', '.join(need)} "
+                            "roles run the CA's key, CSR and CRL job as the CA's user (become_user, su); connect as "
+                            "root (ansible_user: root, no ansible_become) or leave ansible_become: true")
     for name, where in sorted(unknown.items()):
         source = "given with -e" if name in extra else f"set for {', '.join(where)}"
         if name in retired:
