@@ -364,21 +364,28 @@ with open_transcript(Path(sys.argv[2]), "subordinate-key-generation", defn, rehe
 """
 
 
-def test_interactive_sign_in_and_confirmations_at_the_terminal(tmp_path: Path) -> None:
-    """The prompts read plain lines: sign-in, chain-head copies, bag serials, witness confirmations."""
+def at_the_terminal(tmp_path: Path, answers: list[str], lang: str = "en") -> Any:
+    """Run the terminal driver with ``answers`` typed line by line; it must succeed."""
     import subprocess
     import sys
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
+    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t"), lang],
+                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+def test_interactive_sign_in_and_confirmations_at_the_terminal(tmp_path: Path) -> None:
+    """The prompts read plain lines: sign-in, chain-head copies, bag serials, witness confirmations."""
 
     answers = ["Awa Traoré", "administrator", "passport P1", "Binta Keïta",
                "Binta Keïta", "internal-witness", "passport P2", "Awa Traoré",
                "Cheick Diallo", "crypto-officer", "NINA P3", "Awa Traoré",
                "Drissa Coulibaly", "crypto-officer", "NINA P4", "Awa Traoré", "",
                "y", "ML-BAG-1", "y", "y", "y", "ML-BAG-2", "y"]
-    driver = tmp_path / "driver.py"
-    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
-    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t")],
-                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = at_the_terminal(tmp_path, answers)
     shown = " ".join(run.stdout.split())
     assert "Act 3 of 7: Preparation and checks" in shown and "Step 1 of 6: Check the definition" in shown
     path = next((tmp_path / "t").glob("subordinate-key-generation-*.jsonl"))
@@ -453,8 +460,6 @@ def test_production_root_ceremony_online_is_invalid(tmp_path: Path, definition: 
 def test_a_sign_in_conflict_at_the_terminal_is_corrected_not_fatal(tmp_path: Path) -> None:
     """Awa signs in as Administrator and Internal Witness: refused with the reason, then corrected in place
     (her roles changed, a witness added), and the ceremony goes on; nothing is written before."""
-    import subprocess
-    import sys
 
     answers = ["Awa Traoré", "administrator,internal-witness", "passport P1", "Cheick Diallo",
                "Cheick Diallo", "crypto-officer", "NINA P3", "Awa Traoré",
@@ -463,11 +468,7 @@ def test_a_sign_in_conflict_at_the_terminal_is_corrected_not_fatal(tmp_path: Pat
                "administrator", "", "",
                "Binta Keïta", "internal-witness", "passport P2", "Awa Traoré", "",
                "y", "ML-BAG-1", "y", "y", "y", "ML-BAG-2", "y"]
-    driver = tmp_path / "driver.py"
-    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
-    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t")],
-                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = at_the_terminal(tmp_path, answers)
     flat = " ".join(run.stdout.split())
     assert "Sign-in refused:" in flat and "Ceremony Administrator and the Internal Witness" in flat
     recs = records(next((tmp_path / "t").glob("subordinate-key-generation-*.jsonl")))
@@ -480,19 +481,13 @@ def test_a_sign_in_conflict_at_the_terminal_is_corrected_not_fatal(tmp_path: Pat
 def test_the_terminal_speaks_french_and_the_record_stays_english(tmp_path: Path) -> None:
     """--lang fr: prompts, acts, steps and confirmations in French (o/n); the transcript records the same
     step ids and English descriptions as in English, so the seal never depends on the room's language."""
-    import subprocess
-    import sys
 
     answers = ["Awa Traoré", "administrator", "passeport P1", "Binta Keïta",
                "Binta Keïta", "internal-witness", "passeport P2", "Awa Traoré",
                "Cheick Diallo", "crypto-officer", "NINA P3", "Awa Traoré",
                "Drissa Coulibaly", "crypto-officer", "NINA P4", "Awa Traoré", "",
                "o", "ML-SAC-1", "o", "oui", "o", "ML-SAC-2", "o"]
-    driver = tmp_path / "driver.py"
-    driver.write_text(TERMINAL_DRIVER, encoding="utf-8")
-    run = subprocess.run([sys.executable, str(driver), str(TESTING_DEFINITION), str(tmp_path / "t"), "fr"],
-                         input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = at_the_terminal(tmp_path, answers, "fr")
     shown = " ".join(run.stdout.split())
     for french in ("Émargement. Rôles requis", "Nom (ligne vide quand tout le monde a émargé)",
                    "Pièce d'identité de Awa Traoré", "Numéro du sac de sécurité ouvert",
