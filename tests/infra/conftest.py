@@ -139,6 +139,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 os.environ[key] = value
 
 
+#: Tests that bring hosts up and down themselves: they take the lock, which the session's ``lab``
+#: holds once it is up (a second flock from this process would wait forever), so they run first.
+RUN_BEFORE_THE_LAB = ("test_hosts_are_torn_down_even_when_bringing_them_up_fails",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in RUN_BEFORE_THE_LAB)
+
+
 # What a sysadmin sees first: site.yml in check mode on hosts never provisioned (filled by ``converged``).
 FIRST_CHECK: dict[str, object] = {}
 
