@@ -144,8 +144,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 RUN_BEFORE_THE_LAB = ("test_hosts_are_torn_down_even_when_bringing_them_up_fails",)
 
 
+#: Modules that bring the hosts up fresh for themselves: they run before any module converges them
+#: (afterwards they would have to converge them again for the others: test_production_example.py).
+FRESH_HOSTS_FIRST = ("test_production_example.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in RUN_BEFORE_THE_LAB)
+    items.sort(key=lambda item: (getattr(item, "originalname", item.name) not in RUN_BEFORE_THE_LAB,
+                                 item.path.name not in FRESH_HOSTS_FIRST))
 
 
 # What a sysadmin sees first: site.yml in check mode on hosts never provisioned (filled by ``converged``).
