@@ -21,9 +21,11 @@ Two parts, both marker ``infra`` (root):
   the chroot connection from the test machine instead of running its own playbooks.
 
 The test hosts are shared with the other infrastructure modules (``conftest.lab``): this module
-brings them up fresh for itself and, when another module had already converged them, leaves them
-converged again afterwards (``site.yml`` on the testing inventory), so the order of the modules does
-not matter.
+brings them up fresh for itself and leaves them fresh. The conftest runs it before any module
+converges them (``FRESH_HOSTS_FIRST``); in any other order it leaves them converged again afterwards
+(``site.yml`` on the testing inventory, about 4 minutes), so the order of the modules does not matter.
+Measured alone on a loaded machine: the production flow 240 s (hosts up 12 s, offline_root.yml 45 s,
+subordinate_ca.yml 37 s, root_ceremony.yml 11 s, site.yml 133 s), the other tests 20 s.
 """
 
 from __future__ import annotations
