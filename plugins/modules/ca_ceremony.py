@@ -1,18 +1,28 @@
 #!/usr/bin/python
 # ruff: noqa: E402  (Ansible convention: DOCUMENTATION, EXAMPLES and RETURN come before the imports)
-"""Ansible module ca_ceremony: the offline root's ceremonies, run on the root workstation itself."""
+"""Ansible module ca_ceremony: the ceremonies, run on the machine that holds the CA's token.
+
+The offline root's ceremonies run on the root workstation itself; the subordinate key ceremony on
+the subordinate CA host. Either way the same engine entry points as ``invoke ceremony.*`` run,
+with the same transcript: a key made through Ansible has its record like one made at a terminal.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: ca_ceremony
-short_description: Run the offline root's ceremonies (root key, subordinate signing, root CRL batch) on the workstation
+short_description: Run a CA ceremony (root key, subordinate signing, root CRL batch, subordinate key) where its token is
 description:
   - Calls the ceremony engine (C(ceremony.ceremonies.root_ceremony),
-    C(ceremony.ceremonies.sign_subordinate_ceremony) or C(ceremony.root_crl.root_crl_batch_ceremony))
-    with the PKI definition on the host.
-  - Runs on the offline workstation itself (local or chroot connection), never across a network.
+    C(ceremony.ceremonies.sign_subordinate_ceremony), C(ceremony.root_crl.root_crl_batch_ceremony) or
+    C(ceremony.ceremonies.subordinate_key_ceremony)) with the PKI definition on the host.
+  - The root's ceremonies run on the offline workstation itself (local or chroot connection), never
+    across a network. V(subordinate-key) runs on the subordinate CA host, which holds its token.
+  - A subordinate key already on its token with its public key in O(out) is not made again (no
+    change). A key on the token without its ceremony's outputs in O(out) (made by hand, or before
+    the suite kept transcripts for keys made through Ansible) is left alone with a warning that no
+    transcript records its generation; a key that differs from the definition or from O(out) fails.
   - A ceremony whose outputs are already in O(out) and match the token's key (root) or the CSR's
     key (subordinate) is not run again (no change). Outputs are never overwritten.
   - A root CRL batch runs when no pre-signed root CRL reaches further than one CRL interval from now
@@ -34,12 +44,13 @@ options:
   action:
     description: V(root) generates the root key and self-signed certificate; V(sign-subordinate)
       issues the certificate of O(ca) from O(csr); V(root-crl-batch) pre-signs the root's batch of
-      CRLs (C(crl.batch_count) of them, C(crl.interval) apart) into C(<out>/crl/).
+      CRLs (C(crl.batch_count) of them, C(crl.interval) apart) into C(<out>/crl/); V(subordinate-key)
+      generates the key of O(ca) inside its token and writes its CSR and public key into O(out).
     type: str
-    choices: [root, sign-subordinate, root-crl-batch]
+    choices: [root, sign-subordinate, root-crl-batch, subordinate-key]
     required: true
   ca:
-    description: The subordinate CA (for V(sign-subordinate)).
+    description: The subordinate CA (for V(sign-subordinate) and V(subordinate-key)).
     type: str
   csr:
     description: The subordinate's CSR on the host (for V(sign-subordinate)), e.g. from removable media.
@@ -60,7 +71,7 @@ options:
     description: SoftHSM2 configuration file, when the token is a SoftHSM2 token.
     type: path
   user_pin:
-    description: The root token's user PIN.
+    description: The user PIN of the ceremony's token (the root's, or for V(subordinate-key) the subordinate's).
     type: str
   pin_file:
     description: A 0600 file on the host holding the user PIN.
@@ -90,6 +101,10 @@ outputs:
   type: dict
 certificate_sha256:
   description: SHA-256 of the issued certificate (DER).
+  returned: success, except check mode for a ceremony still to run
+  type: str
+spki_sha256:
+  description: SHA-256 of the key's DER SubjectPublicKeyInfo (the fingerprint read aloud at the key ceremony).
   returned: success, except check mode for a ceremony still to run
   type: str
 log:
@@ -170,8 +185,42 @@ def _done_sub(module, out: str, name: str, csr_path: str) -> dict | None:
             "certificate_sha256": sha256_hex(cert.public_bytes(Encoding.DER))}
 
 
+def _done_subkey(module, ca, out: str, name: str) -> dict | None:
+    """The subordinate key already on its token (checked against the definition and ``out``), or None."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from ceremony import hsm
+    from ceremony.errors import HsmError
+    from ceremony.hsm_keys import public_key_from_token
+    from ceremony.keys import check_public_key, spki_sha256
+
+    label = ca.hsm.key_label
+    with hsm.open_session(ca.hsm, pin_source(module, ca.hsm), rw=False) as session:
+        if not hsm.objects_with_label(session, label):
+            return None
+        public = public_key_from_token(hsm.find_public_key(session, label))
+    try:
+        check_public_key(public, ca.key)
+    except HsmError as exc:
+        module.fail_json(msg=f"cas.{name}.hsm.key_label {label!r} is already on the token but does not match the "
+                             f"definition ({exc}); refusing to generate another key under that label")
+    token_spki = spki_sha256(public)
+    path = os.path.join(out, f"{name}.pub.pem")
+    if not os.path.exists(path):
+        module.warn(f"cas.{name}.hsm.key_label {label!r} is on the token (SPKI SHA-256 {token_spki}) but {path} is "
+                    "not: the key was made outside a ceremony of the suite and no transcript records its "
+                    "generation; left alone (record it as an exception, docs/transcripts.md)")
+        return {"outputs": {}, "spki_sha256": token_spki}
+    with open(path, "rb") as handle:
+        written = spki_sha256(load_pem_public_key(handle.read()))
+    if written != token_spki:
+        module.fail_json(msg=f"{path} holds another public key (SPKI SHA-256 {written}) than {label!r} on the "
+                             f"token ({token_spki}); refusing to run the key ceremony over it")
+    return {"outputs": {os.path.basename(path): path}, "spki_sha256": token_spki}
+
+
 SCRIPTS = {"root": "root-key-generation", "sign-subordinate": "subordinate-signing",
-           "root-crl-batch": "root-crl-batch"}
+           "root-crl-batch": "root-crl-batch", "subordinate-key": "subordinate-key-generation"}
 
 
 def _done_crl_batch(loaded, out: str) -> dict | None:
@@ -230,24 +279,29 @@ def run(module: AnsibleModule) -> None:
     rehearsal = p["rehearsal"] if p["rehearsal"] is not None else model.environment != "production"
     if action == "sign-subordinate" and not (p["ca"] and p["csr"]):
         module.fail_json(msg="action=sign-subordinate needs ca and csr")
+    if action == "subordinate-key" and not p["ca"]:
+        module.fail_json(msg="action=subordinate-key needs ca")
     if not rehearsal and not p["answers"]:
         module.fail_json(msg=f"answers: a production ceremony ({action}) run through Ansible needs the sign-in "
                              "sheet and confirmations as a YAML file on the host (see docs/transcripts.md); "
                              "nothing was done")
     root_name = model.root_name
     root = model.cas[root_name]
-    name = p["ca"] if action == "sign-subordinate" else root_name
+    name = p["ca"] if action in ("sign-subordinate", "subordinate-key") else root_name
+    token_of = model.cas[name] if action == "subordinate-key" else root
     prepare_environment(module)
-    pin_source(module, root.hsm)  # exports user_pin under the root's pin_env for the engine
+    pin_source(module, token_of.hsm)  # exports user_pin under the token's pin_env for the engine
     try:
         if action == "root":
             done = _done_root(module, root, p["out"], root_name)
         elif action == "sign-subordinate":
             done = _done_sub(module, p["out"], name, p["csr"])
+        elif action == "subordinate-key":
+            done = _done_subkey(module, token_of, p["out"], name)
         else:
             done = _done_crl_batch(loaded, p["out"])
-        produced = (os.path.join(p["out"], "crl") if action == "root-crl-batch"
-                    else os.path.join(p["out"], f"{name}.crt.pem"))
+        produced = os.path.join(p["out"], {"root-crl-batch": "crl", "subordinate-key": f"{name}.pub.pem"}.get(
+            action, f"{name}.crt.pem"))
         after = {"ceremony": action, "ca": name, "output": produced}
         if done is not None:
             module.exit_json(changed=False, diff={"before": after, "after": after}, **done)
@@ -260,6 +314,9 @@ def run(module: AnsibleModule) -> None:
             if action == "root":
                 result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
                                                   pin_file=p["pin_file"], interactive=False)
+            elif action == "subordinate-key":
+                result = ceremonies.subordinate_key_ceremony(loaded, name, p["out"], recorder, rehearsal=rehearsal,
+                                                             pin_file=p["pin_file"], interactive=False)
             elif action == "sign-subordinate":
                 result = ceremonies.sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
                                                               rehearsal=rehearsal, pin_file=p["pin_file"],
@@ -279,7 +336,8 @@ def run(module: AnsibleModule) -> None:
                                                                       for c in crls},
                          transcript=transcript, log=text.getvalue())
     module.exit_json(changed=True, diff=diff, outputs={k: str(v) for k, v in result.files.items()},
-                     certificate_sha256=result.fingerprint_sha256, transcript=transcript, log=text.getvalue())
+                     certificate_sha256=result.fingerprint_sha256, spki_sha256=result.key_spki_sha256,
+                     transcript=transcript, log=text.getvalue())
 
 
 def loaded_root(module, definition: str) -> str:
@@ -295,7 +353,8 @@ def loaded_root(module, definition: str) -> str:
 def main() -> None:
     spec = dict(
         definition=dict(type="path", required=True),
-        action=dict(type="str", choices=["root", "sign-subordinate", "root-crl-batch"], required=True),
+        action=dict(type="str", choices=["root", "sign-subordinate", "root-crl-batch", "subordinate-key"],
+                    required=True),
         answers=dict(type="path"),
         ca=dict(type="str"),
         csr=dict(type="path"),

@@ -499,6 +499,8 @@ def prod(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product
         # CRLs out), then every online host.
         p.play("offline root", "offline_root.yml", "offline-root.yml")
         assert p.runs["offline root"].returncode == 0, p.runs["offline root"].output[-6000:]
+        # The key ceremony's sign-in sheet, where the example's subordinate_ca_ceremony_answers says.
+        (media / f"{CA}-key-ceremony-answers.yml").write_text(yaml.safe_dump(ANSWERS, allow_unicode=True))
         p.play("subordinate CA key and CSR", "subordinate_ca.yml", "hosts.yml")
         assert p.runs["subordinate CA key and CSR"].returncode == 0, p.runs["subordinate CA key and CSR"].output[-6000:]
         answers = lab.th.host_root("offline-root") / "media" / "ceremony" / "answers.yml"
@@ -596,6 +598,23 @@ def test_the_offline_root_ceremonies_left_production_transcripts_that_verify(pro
     host = prod.lab.host("offline-root")
     assert [line.split(":")[1].strip() for line in host.check_output("ip -o link show").splitlines()] == ["lo"]
     assert not host.package("openssh-server").is_installed
+
+
+def test_the_subordinate_key_ceremony_left_a_production_transcript_that_verifies(prod: Production,
+                                                                                  tmp_path: Path) -> None:
+    """The key made through Ansible on the CA host has its sealed transcript, like `invoke ceremony.subordinate-key`."""
+    copy = tmp_path / "out"
+    shutil.copytree(prod.lab.th.host_root("subca") / "var" / "lib" / "ceremony" / CA, copy)
+    transcripts = sorted((copy / "transcripts").glob("subordinate-key-generation-*.jsonl"))
+    assert len(transcripts) == 1, transcripts
+    fetched = prod.media / "transcripts" / transcripts[0].name  # carried to the controller for the auditors
+    assert fetched.read_bytes() == transcripts[0].read_bytes()
+    proc = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(transcripts[0])], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    header = json.loads(transcripts[0].read_text().splitlines()[0])
+    assert _find_key(header, "rehearsal") is False, header
+    assert "Awa Traoré" in transcripts[0].read_text()  # the sign-in sheet's participants, not generated ones
 
 
 def _find_key(data: object, key: str) -> object:

@@ -232,6 +232,23 @@ def test_root_ceremonies_through_ansible_leave_verifiable_transcripts(converged:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+def test_the_subordinate_key_made_through_ansible_has_its_transcript(converged: PlaybookRun, lab: Lab,
+                                                                     tmp_path: Path) -> None:
+    """The subordinate_ca role runs the key ceremony (ca_ceremony, action subordinate-key): the key's
+    generation is recorded and sealed on the CA host, listed in its manifest and carried to the controller."""
+    copy = tmp_path / "out"
+    shutil.copytree(lab.th.host_root("subca") / "var" / "lib" / "ceremony" / CA, copy)
+    transcripts = sorted((copy / "transcripts").glob("subordinate-key-generation-*.jsonl"))
+    assert len(transcripts) == 1, transcripts  # made once; the second converge made no other
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert f"transcripts/{transcripts[0].name}" in json.dumps(manifest)
+    assert (lab.exchange / "transcripts" / transcripts[0].name).read_bytes() == transcripts[0].read_bytes()
+    proc = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(transcripts[0])], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "key-generate" in transcripts[0].read_text()
+
+
 def _as_ca_user(*extra: str) -> tuple[str, ...]:
     return ("-e", f"ansible_python_interpreter={SUITE_PYTHON}", "--become", "--become-method", "su",
             "--become-user", CA_USER, "-e", "ansible_become_flags='-s /bin/sh'", *extra)
