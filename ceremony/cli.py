@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a locked registry (default 10)")
     p.add_argument("--syslog", action="store_true",
                    help="also send the result line to syslog, tag ceremony-crl-sign@<ca> (for cron)")
+    from .clock import add_clock_arguments
+
+    add_clock_arguments(p, "sign")
     p.add_argument("--clear-pin-latch", action="store_true",
                    help="remove the PIN latch <out>/.state/<ca>.pin-failed set when the token refused the PIN, after "
                         "correcting the PIN; needs only --ca and --out; signs nothing")
@@ -94,6 +97,7 @@ def crl_sign_main(argv: Sequence[str] | None = None) -> int:
     missing = [f"--{name}" for name in ("definition", "registry") if getattr(args, name) is None]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    from .clock import read_clock_or_none, resolve_policy
     from .crl_job import metrics_for, publication_names, run_crl_job, write_job_metrics
     from .definition import load_definition
 
@@ -108,8 +112,9 @@ def crl_sign_main(argv: Sequence[str] | None = None) -> int:
         defn = load_definition(args.definition)
         if args.ca in defn.model.cas:
             der_path = Path(args.out) / publication_names(defn.model.cas[args.ca])[0]
+        clock = resolve_policy(args.require_clock_sync, args.max_clock_error, args.clock_config)
         result = run_crl_job(defn, args.ca, args.registry, args.out, pin_file=args.pin_file, ca_cert=args.ca_cert,
-                             force=args.force, registry_timeout=args.registry_timeout)
+                             force=args.force, registry_timeout=args.registry_timeout, clock=clock)
         said.append(result.summary())
         if args.timings:
             import json
@@ -127,7 +132,7 @@ def crl_sign_main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_dir:
         try:
             write_job_metrics(args.metrics_dir, metrics_for(result, args.ca, der_path, time.monotonic() - start,
-                                                            error=error))
+                                                            error=error, clock=read_clock_or_none()))
         except CeremonyError as exc:
             errors.append(f"error: {exc}")
             code = code or exc.exit_code

@@ -12,10 +12,15 @@ the day the CRL falls due. A PIN the token refuses sets a *latch* (:func:`pin_la
 later run tries the PIN again until an operator clears it, so an unattended job never walks a real
 HSM into its PIN lockout.
 
+Every run also asks the kernel whether the clock is synchronised (:mod:`ceremony.clock`) when the
+host requires it (``/etc/ceremony/clock.json``, role ``host_baseline``): thisUpdate and nextUpdate
+come from this clock, so an unsynchronised clock or one whose maximum error is over the bound stops
+the run before the token is opened, with the reason ``clock``.
+
 Order of a signing run, chosen so that a failure changes nothing that matters:
 
 1. definition (its CRL limits are checked on load), CA certificate, publication directory, the
-   registry, a lock so that two runs never overlap;
+   registry, a lock so that two runs never overlap, the clock (when required);
 2. the PIN latch, the PIN source, the module, the token, the login, the key (every run);
 3. the published CRL; is a CRL due? If not, the run ends here;
 4. the entries are read from the registry as a stream and encoded (:mod:`ceremony.crl`), and the TBS
@@ -46,6 +51,7 @@ from urllib.parse import urlparse
 from cryptography import x509
 
 from . import crl as crlenc
+from .clock import ClockPolicy, ClockStatus, check_clock
 from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
 from .definition import CA, LoadedDefinition, load_definition
@@ -91,6 +97,8 @@ class CrlJobResult:
     timings: dict[str, float]
     peak_mb: dict[str, float] = field(default_factory=dict)
     """Peak resident memory of the process (MB) at the end of each step."""
+    clock: ClockStatus | None = None
+    """The kernel's clock state the run checked (None: the run had no clock requirement)."""
 
     def summary(self) -> str:
         verb = "signed and published" if self.signed else "is current; nothing signed"
@@ -478,11 +486,14 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
                 out: str | Path, *, pin_file: str | None = None, ca_cert: str | Path | None = None,
                 now: dt.datetime | None = None, force: bool = False, interactive: bool = False,
                 registry_timeout: float = 10.0, say: Callable[[str], None] | None = None,
-                ceremony_out: str | Path | None = None) -> CrlJobResult:
+                ceremony_out: str | Path | None = None, clock: ClockPolicy | None = None,
+                clock_status: ClockStatus | None = None) -> CrlJobResult:
     """Sign and publish the CRL of subordinate CA ``ca_name`` if one is due (see the module docs).
 
     ``out`` is the publication directory; ``ceremony_out`` (optional) the ceremonies' output directory,
-    the first place the CA certificate is looked for when ``ca_cert`` is not given.
+    the first place the CA certificate is looked for when ``ca_cert`` is not given. ``clock``: the
+    host's requirement on its clock (None: not checked); ``clock_status``: the clock state to judge
+    instead of the kernel's (tests give an unsynchronised kernel's raw values this way).
     """
     from .registry import Registry
 
@@ -501,6 +512,8 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name), \
             contextlib.ExitStack() as token_stack:
         _remove_stale_temporaries(out_dir, (der_name, pem_name))
+        # Every run, due or not: the clock that dates the CRL (before anything opens the token).
+        clock_seen = check_clock(clock, "nothing was signed", clock_status)
         # Every run, due or not: PIN latch, PIN source, module, token, login, key (see checked_token).
         t = time.perf_counter()
         key = token_stack.enter_context(checked_token(ca, issuer, pin_latch_path(out_dir, ca_name), pin_file,
@@ -513,7 +526,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             assert prev is not None and prev.next_update is not None
             timings["total"] = time.perf_counter() - t0
             return CrlJobResult(ca_name, False, prev.number, prev.entries, prev.this_update, prev.next_update,
-                                der_path, pem_path, "not due", timings)
+                                der_path, pem_path, "not due", timings, clock=clock_seen)
         # A published thisUpdate is never later than the time it was signed (see below).
         if prev is not None and now < prev.this_update:
             raise VerificationError(f"the clock is behind the published CRL (thisUpdate {prev.this_update}); "
@@ -595,25 +608,30 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     timings["total"] = time.perf_counter() - t0
     peak_mb["total"] = _peak_mb()
     result = CrlJobResult(ca_name, True, number, count, this_update, next_update, der_path, pem_path, reason,
-                          timings, peak_mb)
+                          timings, peak_mb, clock_seen)
     if say:
         say(result.summary())
     return result
 
 
 def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None,
-                duration: float | None, *, error: BaseException | None = None) -> CrlMetrics:
+                duration: float | None, *, error: BaseException | None = None,
+                clock: ClockStatus | None = None) -> CrlMetrics:
     """Metrics of a run: the result's values, or (failure) the still-published CRL's and the reason.
 
-    The PIN latch's state is read from the publication directory (``der_path``'s directory) when known.
+    The PIN latch's state is read from the publication directory (``der_path``'s directory) when known;
+    the clock state is the one the run checked, else ``clock`` (read by the caller; None: omitted).
     """
+    seen = result.clock if result is not None and result.clock is not None else clock
     latch: dict[str, Any] = {}
+    if seen is not None:
+        latch.update(clock_synchronised=seen.synchronised, clock_max_error_seconds=seen.max_error_seconds)
     if der_path is not None:
         try:
             found = read_pin_latch(pin_latch_path(der_path.parent, ca_name))
-            latch = {"pin_latch_known": True, "pin_latch_since": found.set_at.timestamp() if found else None}
+            latch.update(pin_latch_known=True, pin_latch_since=found.set_at.timestamp() if found else None)
         except HealthCheckError:
-            latch = {"pin_latch_known": True, "pin_latch_since": time.time()}
+            latch.update(pin_latch_known=True, pin_latch_since=time.time())
     if result is not None:
         return CrlMetrics(ca_name, True, result.number, result.entries, result.next_update.timestamp(), duration,
                           this_update=result.this_update.timestamp(), **latch)

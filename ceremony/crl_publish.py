@@ -25,6 +25,11 @@ which the site sends as ``ETag``. Keyed by ``Last-Modified`` as well as the path
 stale (the file replaced, nginx not reloaded yet) matches nothing, so a CRL is never sent with
 another CRL's ETag; it is sent without one until nginx reloads.
 
+Before any of this, when the host requires it (``/etc/ceremony/clock.json``, role
+``host_baseline``), the kernel must say the clock is synchronised within its bound
+(:mod:`ceremony.clock`): "in force" and "expired" are judged by this clock, and a root CRL is put
+in force by it, so a publisher with a wrong clock would serve a CRL too early or refuse a good one.
+
 A refused CRL leaves the served file, its time and the map exactly as they were; the command
 prints one line ``error: ...`` and exits non-zero (8 for a CRL that fails a check, 4 for a file
 that cannot be read or written).
@@ -49,6 +54,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from . import crl as crlenc
+from .clock import ClockPolicy, ClockStatus, add_clock_arguments, check_clock
 from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_job import Issuer, load_issuer, read_published
 from .errors import CeremonyError, OutputError, VerificationError
@@ -206,9 +212,15 @@ def load_trust_anchor(ca_cert: str | Path) -> Issuer:
 
 def publish(der: bytes, source: str, ca_cert: str | Path, served_path: str | Path, *,
             now: dt.datetime | None = None, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE,
-            etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX) -> Publication:
-    """Verify ``der`` (read from ``source``, named in messages) and serve it at ``served_path``."""
+            etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX,
+            clock: ClockPolicy | None = None, clock_status: ClockStatus | None = None) -> Publication:
+    """Verify ``der`` (read from ``source``, named in messages) and serve it at ``served_path``.
+
+    ``clock``: the host's requirement on its clock (None: not checked); ``clock_status``: the state
+    to judge instead of the kernel's (tests).
+    """
     served_path = Path(served_path)
+    check_clock(clock, f"nothing was published from {source}", clock_status)
     issuer = load_trust_anchor(ca_cert)
     at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     with served_lock(served_path.parent):
@@ -259,15 +271,20 @@ def in_force(batch_dir: str | Path, stem: str, at: dt.datetime) -> tuple[Path, b
 
 def publish_in_force(batch_dir: str | Path, ca_cert: str | Path, served_path: str | Path, *,
                      now: dt.datetime | None = None, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE,
-                     etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX) -> Publication:
-    """Put the pre-signed CRL in force (``<stem>-<N>.crl`` in ``batch_dir``, stem from the served name)."""
+                     etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX,
+                     clock: ClockPolicy | None = None, clock_status: ClockStatus | None = None) -> Publication:
+    """Put the pre-signed CRL in force (``<stem>-<N>.crl`` in ``batch_dir``, stem from the served name).
+
+    The clock is checked first: which CRL is in force is decided by it.
+    """
     served_path = Path(served_path)
+    clock_status = check_clock(clock, f"no root CRL was put in force from {batch_dir}", clock_status)
     at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     stem = served_path.name[:-4] if served_path.name.endswith(".crl") else served_path.name
     path, der = in_force(batch_dir, stem, at)
     try:
         return publish(der, str(path), ca_cert, served_path, now=at, tolerance=tolerance, etag_map=etag_map,
-                       url_prefix=url_prefix)
+                       url_prefix=url_prefix, clock=clock, clock_status=clock_status)
     except VerificationError as exc:
         if "has expired" in str(exc):
             raise VerificationError(f"{exc} (the newest pre-signed CRL in force has expired: a root CRL "
@@ -291,19 +308,23 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"URL path of the served directory in the map (default {DEFAULT_URL_PREFIX})")
     p.add_argument("--clock-tolerance", type=int, default=int(DEFAULT_CLOCK_TOLERANCE.total_seconds()),
                    help="seconds thisUpdate may be ahead of this host's clock (default 300)")
+    add_clock_arguments(p, "publish")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tolerance = dt.timedelta(seconds=max(0, args.clock_tolerance))
+    from .clock import resolve_policy
+
     try:
+        clock = resolve_policy(args.require_clock_sync, args.max_clock_error, args.clock_config)
         if args.crl:
             result = publish(read_candidate(args.crl), args.crl, args.ca_cert, args.served, tolerance=tolerance,
-                             etag_map=args.etag_map, url_prefix=args.url_prefix)
+                             etag_map=args.etag_map, url_prefix=args.url_prefix, clock=clock)
         else:
             result = publish_in_force(args.batch_dir, args.ca_cert, args.served, tolerance=tolerance,
-                                      etag_map=args.etag_map, url_prefix=args.url_prefix)
+                                      etag_map=args.etag_map, url_prefix=args.url_prefix, clock=clock)
     except CeremonyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

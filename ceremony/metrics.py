@@ -37,6 +37,7 @@ FAILURE_REASONS = (
     "output",         # the publication directory, state or metrics could not be written; another run holds the lock
     "lint",           # pkilint refused the CRL
     "verification",   # CA certificate unusable, clock behind, signature or previous-CRL check failed
+    "clock",          # the kernel says the clock is not synchronised, or its maximum error is over the bound
     "hsm",            # another HSM failure (while signing)
     "error",          # another anticipated failure
     "unexpected",     # a bug: the message names the exception
@@ -93,6 +94,9 @@ class CrlMetrics:
     last_success: float | None = None
     """For a failed run: the last successful run's time, carried over (see :func:`write_metrics`)."""
     this_update: float | None = None  # epoch seconds
+    clock_synchronised: bool | None = None
+    """What the kernel said about the clock during the run (None: not read)."""
+    clock_max_error_seconds: float | None = None
 
     def render(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -119,6 +123,10 @@ class CrlMetrics:
         out.gauge("x509_crl_number", "CRL Number of the published CRL.", [(ca, self.number)])
         out.gauge("x509_crl_entries", "Revoked entries in the published CRL.", [(ca, self.entries)])
         out.gauge("x509_crl_run_duration_seconds", "Duration of the last CRL job run.", [(ca, self.duration_seconds)])
+        out.gauge("x509_crl_clock_synchronised", "1 if the kernel said the clock was synchronised during the last "
+                  "run (the CRL's dates come from it), else 0.", [(ca, self.clock_synchronised)])
+        out.gauge("x509_crl_clock_max_error_seconds", "The kernel's maximum clock error during the last run.",
+                  [(ca, self.clock_max_error_seconds)])
         return out.text()
 
 
