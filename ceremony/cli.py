@@ -23,23 +23,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import child_process
 from .errors import CeremonyError
 
 
 def send_to_syslog(tag: str, priority: str, lines: Sequence[str]) -> None:
     """Lines to syslog through ``logger`` (util-linux), facility daemon; silently nothing without it.
 
-    The child gets a minimal environment (PATH only): nothing of the job's environment, where a PIN
-    variable may be, reaches it.
+    The child gets a minimal environment (``child_process``): nothing of the job's environment, where
+    a PIN variable may be, reaches it.
     """
     logger = shutil.which("logger")
     if logger is None or not lines:
         return
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run([logger, "-t", tag, "-p", f"daemon.{priority}", f"--id={os.getpid()}"],
-                       input="".join(line + "\n" for line in lines), text=True, env=env, capture_output=True,
-                       timeout=10, check=False)
+        child_process.run([logger, "-t", tag, "-p", f"daemon.{priority}", f"--id={os.getpid()}"],
+                          input="".join(line + "\n" for line in lines), text=True, capture_output=True, timeout=10)
 
 
 def _parser() -> argparse.ArgumentParser:

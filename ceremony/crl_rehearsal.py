@@ -14,7 +14,6 @@ Manifest kinds: ``end-entity-certificate`` (``status`` good/revoked), ``registry
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from pathlib import Path
 
 from cryptography import x509
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from . import child_process
 from .crl_job import run_crl_job, write_job_metrics
 from .errors import VerificationError
 from .fileio import write_new
@@ -58,7 +58,7 @@ def _openssl_verify(ctx: RehearsalContext, ca_name: str, issuer: str, cert: Path
             "-untrusted", str(ctx.out / f"{ca_name}.crt.pem")]
     for crl in crls:
         args += ["-CRLfile", str(crl)]
-    run = subprocess.run([*args, str(cert)], capture_output=True, text=True)
+    run = child_process.run([*args, str(cert)], capture_output=True, text=True)
     return run.returncode, (run.stdout + run.stderr).strip()
 
 

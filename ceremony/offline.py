@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import child_process
 from .errors import OfflineCheckError
 
 IFF_UP = 0x1
@@ -143,8 +144,8 @@ def read_with_ip() -> dict[str, int | None]:
     ip = shutil.which("ip", path=_IP_PATH)
     if ip is None:
         raise OSError(errno.ENOENT, "the 'ip' command (iproute2) is not installed")
-    proc = subprocess.run([ip, "-j", "link", "show"], env=dict(_IP_ENV), capture_output=True, text=True,
-                          timeout=30, check=False)
+    proc = child_process.run([ip, "-j", "link", "show"], extra_env=_IP_ENV, capture_output=True, text=True,
+                             timeout=30)
     if proc.returncode != 0:
         raise OSError(f"'ip -j link show' exited {proc.returncode}: {proc.stderr.strip()}")
     flags: dict[str, int | None] = {}

@@ -1,5 +1,9 @@
 """Where PINs come from: an environment variable, a 0600 file, or an interactive prompt.
 
+A caller that has the PIN in hand (an Ansible task, the rehearsal) gives it with :func:`hold`
+under the variable's name: it is read as if it were that variable, but never exported, so no
+child process can inherit it (``child_process`` builds every child's environment anyway).
+
 A PIN never comes from YAML or the command line (both end up in shell history, process
 listings or version control), and never goes into a message: errors here name the *source*
 (variable name, file path), not the value.
@@ -57,11 +61,36 @@ def read_pin_file(path: str | Path) -> str:
     return value
 
 
+#: PINs handed to this process by its caller (an Ansible task's option, a rehearsal's generated
+#: PINs), under the variable name the definition gives. They stay in this process's memory: never
+#: in ``os.environ``, where every child process would inherit them.
+_HELD: dict[str, str] = {}
+
+
+def hold(name: str, value: str) -> None:
+    """Give this process the PIN the definition reads from variable ``name``, without exporting it."""
+    if not value:
+        raise PinError(f"{name}: an empty PIN was handed over")
+    _HELD[name] = value
+
+
+def release(name: str) -> None:
+    """Forget a PIN handed over with :func:`hold` (a rehearsal's tokens are gone)."""
+    _HELD.pop(name, None)
+
+
+def held(name: str | None) -> str | None:
+    """The PIN held for variable ``name``, or one the environment gives (an operator's ``export``)."""
+    if not name:
+        return None
+    return _HELD.get(name) or os.environ.get(name) or None
+
+
 def pin_origin(source: PinSource) -> str:
     """Where :func:`get_pin` will take the PIN from: ``file``, ``env``, ``prompt`` or ``none``."""
     if source.file:
         return "file"
-    if source.env and os.environ.get(source.env):
+    if held(source.env):
         return "env"
     if source.interactive and source.prompt and sys.stdin is not None and sys.stdin.isatty():
         return "prompt"
@@ -78,8 +107,9 @@ def get_pin(source: PinSource) -> str:
     """Return the PIN from the first source that provides one."""
     if source.file:
         return read_pin_file(source.file)
-    if source.env and os.environ.get(source.env):
-        return os.environ[source.env]
+    value = held(source.env)
+    if value:
+        return value
     if source.interactive and source.prompt and sys.stdin is not None and sys.stdin.isatty():
         value = getpass.getpass(f"{source.prompt}: ")
         if not value:

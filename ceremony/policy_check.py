@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import child_process
 from .policy_facts import PolicyError, read_manifest
 from .policy_outline import LANGS, OUTLINE, has_children
 from .policy_render import (
@@ -125,7 +125,7 @@ def pdf_text(path: Path) -> str:
     tool = shutil.which("pdftotext")
     if tool is None:
         raise PolicyError("pdftotext (poppler-utils) is not installed: scripts/bootstrap.sh installs it")
-    result = subprocess.run([tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=120)
+    result = child_process.run([tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=120)
     if result.returncode != 0:
         raise PolicyError(f"{path}: pdftotext cannot read it: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout.decode("utf-8")

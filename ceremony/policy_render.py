@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 from markdown_it import MarkdownIt
 
+from . import child_process
 from .policy_facts import Facts, PolicyError, date_text, duration_text
 from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
 
@@ -464,16 +465,13 @@ def pdf_filter() -> None:
 
 
 def _pdf_in_child(html_text: str) -> tuple[bytes, float]:
-    import os
-    import subprocess
     import sys
     import time
 
-    # The child needs no secret: PIN variables of the ceremony process stay out of its environment.
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_PIN") and not k.startswith("CEREMONY_")}
+    # The child needs no secret: it gets the minimal environment, whatever names the PIN variables have.
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", _PDF_CHILD], input=html_text.encode("utf-8"),
-                            capture_output=True, env=env, cwd=REPO, timeout=600)
+    result = child_process.run([sys.executable, "-c", _PDF_CHILD], input=html_text.encode("utf-8"),
+                               capture_output=True, cwd=REPO, timeout=600)
     if result.returncode != 0:
         raise PolicyError("PDF rendering failed: " + result.stderr.decode("utf-8", "replace").strip()[-500:])
     return result.stdout, time.perf_counter() - start

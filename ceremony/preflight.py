@@ -34,7 +34,7 @@ from .keys import spki_sha256
 from .manifest import MANIFEST_NAME
 from .offline import check_offline
 from .paper_script import printed_script_files
-from .pins import PinSource
+from .pins import PinSource, held
 from .transcript import interrupted_transcripts
 
 
@@ -250,7 +250,7 @@ def check_pin_source(ca_name: str, source: PinSource) -> Finding:
         except CeremonyError as exc:
             return Finding(what, False, str(exc), f"chmod 600 {source.file} (owner only) or give another --pin-file")
         return Finding(what, True, f"file {source.file} (mode 0600)")
-    if source.env and os.environ.get(source.env):
+    if held(source.env):
         return Finding(what, True, f"environment variable {source.env} is set")
     if source.interactive and source.prompt and os.isatty(0):
         return Finding(what, True, "typed at the prompt by a Crypto Officer"
@@ -262,7 +262,7 @@ def check_pin_source(ca_name: str, source: PinSource) -> Finding:
 
 def _prompts(source: PinSource) -> bool:
     """The PIN will be typed at the ceremony (no file, no variable set): the pre-flight does not ask for it."""
-    return not source.file and not (source.env and os.environ.get(source.env))
+    return not source.file and not held(source.env)
 
 
 def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | None, bool, str]:

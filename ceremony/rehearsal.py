@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import softhsm
+from . import pins, softhsm
 from .ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
 from .definition import LoadedDefinition, load_definition
 from .display import make_console, text
@@ -64,7 +64,7 @@ class RehearsalContext:
         user_env, so_env = stem + "_PIN", stem + "_SO_PIN"
         for env in (user_env, so_env):
             self.pins[env] = os.environ.get(env) or softhsm.random_pin()
-            os.environ[env] = self.pins[env]
+            pins.hold(env, self.pins[env])
         softhsm.init_token(self.softhsm_conf, label, self.pins[user_env], self.pins[so_env])
         _write_pins(self)
         return user_env, so_env
@@ -116,7 +116,7 @@ def prepare(out: str | Path, definition: str | Path = DEFAULT_DEFINITION) -> Reh
         for env in (ca.hsm.pin_env, ca.hsm.so_pin_env):
             if env:
                 ctx.pins[env] = os.environ.get(env) or softhsm.random_pin()
-                os.environ[env] = ctx.pins[env]
+                pins.hold(env, ctx.pins[env])
     for ca in defn.model.cas.values():
         if ca.hsm.token.label is None:
             raise OutputError("a rehearsal creates its tokens by label; give every CA a token label")

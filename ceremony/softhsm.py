@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
 import pkcs11
 
+from . import child_process
 from .errors import HsmError
 
 SOFTHSM_MODULE_CANDIDATES = (
@@ -61,11 +61,11 @@ def init_token(conf: Path, label: str, user_pin: str, so_pin: str, module: str |
     util = shutil.which("softhsm2-util")
     if util is None:
         raise HsmError("softhsm2-util is not installed; run scripts/bootstrap.sh")
-    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    # Throwaway PINs on the command line, replaced through PKCS#11 below: the real ones never reach argv.
     t_user, t_so = random_pin(), random_pin()
-    proc = subprocess.run(
+    proc = child_process.run(
         [util, "--init-token", "--free", "--label", label, "--pin", t_user, "--so-pin", t_so],
-        env=env, capture_output=True, text=True, check=False)
+        extra_env={"SOFTHSM2_CONF": str(conf)}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise HsmError(f"softhsm2-util could not initialise token {label!r}: "
                        f"{proc.stderr.strip().replace(t_user, '***').replace(t_so, '***')}")
@@ -87,8 +87,8 @@ def init_token(conf: Path, label: str, user_pin: str, so_pin: str, module: str |
 
 def delete_token(conf: Path, label: str) -> None:
     util = shutil.which("softhsm2-util") or "softhsm2-util"
-    subprocess.run([util, "--delete-token", "--token", label], env=dict(os.environ, SOFTHSM2_CONF=str(conf)),
-                   capture_output=True, check=False)
+    child_process.run([util, "--delete-token", "--token", label], extra_env={"SOFTHSM2_CONF": str(conf)},
+                      capture_output=True)
 
 
 __all__ = ["delete_token", "init_token", "pkcs11", "random_pin", "softhsm_module", "write_config"]

@@ -25,6 +25,7 @@ import yaml
 from conftest import write_definition
 from test_crl_job import Pki, build_pki
 
+from ceremony import child_process
 from ceremony.errors import HsmError
 
 pytestmark = pytest.mark.hsm
@@ -291,8 +292,9 @@ def test_syslog_gets_the_line_with_its_priority_and_the_exit_status_is_the_jobs(
                                                 ["-t", f"ceremony-crl-sign@{CA}", "-p", "daemon.err"]]
     assert "is current; nothing signed" in entries[0]["stdin"]
     assert entries[1]["stdin"] == failed.stderr and "mode 0640" in entries[1]["stdin"]
-    # A minimal environment (Python itself may add LC_CTYPE when it coerces the C locale).
-    assert all(set(e["env"]) <= {"PATH", "LC_CTYPE"} for e in entries), [e["env"] for e in entries]
+    # The minimal environment of every child (ceremony.child_process), nothing of the job's.
+    allowed = {*child_process.PASSED_THROUGH, "LANG", "LC_ALL", "LC_CTYPE"}
+    assert all(set(e["env"]) <= allowed for e in entries), [e["env"] for e in entries]
     assert j.pin not in log.read_text()
 
 

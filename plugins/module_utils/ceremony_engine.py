@@ -47,15 +47,16 @@ def prepare_environment(module) -> None:
 
 
 def pin_source(module, hsm, so: bool = False):
-    """A PinSource for ``hsm``: the user_pin option (put in this process's environment under the
-    definition's ``pin_env`` name, never on a command line) or a 0600 ``pin_file`` on the host."""
+    """A PinSource for ``hsm``: the user_pin option (held in this process's memory under the
+    definition's ``pin_env`` name: never exported, never on a command line) or a 0600 ``pin_file``."""
+    from ceremony import pins
     from ceremony.pins import PinSource
 
     env_name = (hsm.so_pin_env if so else hsm.pin_env) or ("ANSIBLE_CEREMONY_SO_PIN" if so
                                                            else "ANSIBLE_CEREMONY_PIN")
     value = module.params.get("so_pin" if so else "user_pin")
     if value:
-        os.environ[env_name] = value
+        pins.hold(env_name, value)
     return PinSource(env=env_name, file=None if so else module.params.get("pin_file"), interactive=False)
 
 
