@@ -25,6 +25,15 @@ from pathlib import Path
 import pytest
 from test_crl_job import Pki, build_pki
 from test_crl_publish import Ca
+from test_monitoring_rules import (
+    alert,
+    annotations_of,
+    labels_only_as_promql,
+    needs_promtool,
+    render_rules,
+    run_tests,
+    series,
+)
 
 from ceremony import clock, crl_publish
 from ceremony.clock import (
@@ -241,3 +250,41 @@ def test_reading_the_clock_changes_nothing() -> None:
     assert libc.adjtimex(ctypes.byref(a)) >= 0 and libc.adjtimex(ctypes.byref(b)) >= 0
     assert (a.freq, a.status, a.tick, a.constant) == (b.freq, b.status, b.tick, b.constant)
     assert ctypes.sizeof(clock._Timex) == 208 or os.uname().machine not in ("x86_64", "aarch64")
+
+
+# --- the alert --------------------------------------------------------------------------------------
+
+@needs_promtool
+def test_the_clock_alert_fires_on_the_jobs_metric_and_on_node_exporter(tmp_path: Path) -> None:
+    """ClockNotSynchronised: from the job's x509_crl_clock_* samples or node-exporter's timex collector."""
+    rules_file = tmp_path / "ceremony-pki.rules.yml"
+    rules_file.write_text(render_rules())
+    job = {"ca": "qualified", "instance": "subca:9100", "job": "node"}
+    node = {"instance": "publisher:9100", "job": "node"}
+    healthy = [series("x509_crl_clock_synchronised", "1x40", **job),
+               series("x509_crl_clock_max_error_seconds", "0.012x40", **job),
+               series("node_timex_sync_status", "1x40", **node),
+               series("node_timex_maxerror_seconds", "0.02x40", **node)]
+    unsynced_job = [series("x509_crl_clock_synchronised", "0x40", **job),
+                    series("x509_crl_clock_max_error_seconds", "16x40", **job),
+                    series("node_timex_sync_status", "0x40", instance="subca:9100", job="node")]
+    drifting_node = [series("node_timex_sync_status", "1x40", **node),
+                     series("node_timex_maxerror_seconds", "1.5x40", **node)]
+    expected = annotations_of(rules_file, "ClockNotSynchronised")
+    tests = [
+        {"interval": "1m", "input_series": healthy, "alert_rule_test": [
+            {"eval_time": "30m", "alertname": "ClockNotSynchronised", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": unsynced_job, "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "ClockNotSynchronised", "exp_alerts": []},  # for: 10m
+            # One alert for the host, with the job's labels (node-exporter's sample of it is not repeated).
+            {"eval_time": "15m", "alertname": "ClockNotSynchronised", "exp_alerts": [{
+                "exp_labels": {**job, "severity": "critical"},
+                "exp_annotations": {"summary": expected["summary"].replace("{{ $labels.instance }}", "subca:9100"),
+                                    "description": expected["description"]}}]}]},
+        {"interval": "1m", "input_series": drifting_node, "alert_rule_test": [
+            {"eval_time": "15m", "alertname": "ClockNotSynchronised", "exp_alerts": [
+                alert("ClockNotSynchronised", node, "critical")]}]},
+    ]
+    result = run_tests(tmp_path, rules_file, labels_only_as_promql(tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

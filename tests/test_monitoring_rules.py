@@ -55,11 +55,11 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def test_promtool_checks_the_rules_as_the_role_renders_them(rules_file: Path) -> None:
     check = promtool("check", "rules", str(rules_file))
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 11 rules found" in check.stdout
+    assert "SUCCESS: 12 rules found" in check.stdout
     names = [r["alert"] for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
     assert names == ["CrlJobLastRunFailed", "CrlPinLatchSet", "CrlJobNotRunning", "CrlLastSuccessTooOld",
-                     "CrlExpiresSoon", "CrlExpiresVerySoon", "CrlPublishedOlderThanSigned", "CrlProbeFailed",
-                     "CrlProbeNotRunning", "CrlServedExpiresSoon", "OcspSignerCertificateExpiring"]
+                     "CrlExpiresSoon", "CrlExpiresVerySoon", "ClockNotSynchronised", "CrlPublishedOlderThanSigned",
+                     "CrlProbeFailed", "CrlProbeNotRunning", "CrlServedExpiresSoon", "OcspSignerCertificateExpiring"]
     doc = (REPO / "docs" / "monitoring.md").read_text()
     assert all(f"`{name}`" in doc for name in names), "every alert is explained in docs/monitoring.md"
 
