@@ -29,9 +29,11 @@ from .ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_ke
 from .definition import LoadedDefinition, load_definition
 from .display import make_console, text
 from .errors import OutputError
-from .fileio import write_new
+from .fileio import replace_atomically, write_new
 from .manifest import MANIFEST_NAME, Manifest
-from .recorder import ConsoleRecorder, Recorder
+from .recorder import Recorder
+from .transcript import open_rehearsal_transcript
+from .transcript_report import file_transcript
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "inventory" / "testing" / "pki.yml"
 PINS_FILE = "rehearsal-pins.env"
@@ -71,27 +73,18 @@ class RehearsalContext:
 
     @contextlib.contextmanager
     def recorder(self, script_name: str) -> Iterator[Recorder]:
-        """The record of one ceremony: a transcript when the transcript module is installed."""
-        try:
-            from .transcript import open_rehearsal_transcript
-        except ImportError:
-            yield ConsoleRecorder(rehearsal=True, console=self.console)
-            return
+        """The record of one ceremony: its transcript, listed in the manifest with its reports."""
         n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
         path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
         with open_rehearsal_transcript(path, script_name, self.definition, console=self.console) as rec:
             yield rec
         self.transcripts.append(path)
-        from .transcript_report import file_transcript
-
         file_transcript(path, self.manifest, script_name)  # kinds transcript and transcript-report (fr/en, html/pdf)
 
 
 def _write_pins(ctx: RehearsalContext) -> None:
     body = "".join(f"{k}={v}\n" for k, v in sorted(ctx.pins.items())).encode()
     path = ctx.hsm_dir / PINS_FILE
-    from .fileio import replace_atomically
-
     replace_atomically(path, body, mode=0o600)
     ctx.manifest.add("rehearsal-pins", path, "env")
 
@@ -144,16 +137,14 @@ def ca_ceremonies(ctx: RehearsalContext) -> None:
                                       interactive=False)
 
 
-def _stage(spec: str) -> Callable[[RehearsalContext], None] | None:
-    """The stage's function; None (said aloud) while the capability is not built yet."""
+def _stage(spec: str) -> Callable[[RehearsalContext], None]:
+    """The stage's function. Every stage is part of the suite: a missing one is an error, never a skip
+    (a rehearsal that skipped a stage and still said "complete" would prove nothing about it)."""
     module, _, func = spec.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-    return getattr(mod, func)
+    stage = getattr(importlib.import_module(module), func)
+    if not callable(stage):
+        raise TypeError(f"rehearsal stage {spec}: not a function")
+    return stage
 
 
 def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
@@ -162,11 +153,7 @@ def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DE
     ca_ceremonies(ctx)
     for spec in STAGES:
         ctx.console.rule(spec)
-        stage = _stage(spec)
-        if stage is None:
-            ctx.console.print(f"stage {spec} is not installed: skipped", style="yellow")
-            continue
-        stage(ctx)
+        _stage(spec)(ctx)
     ctx.console.rule("rehearsal complete")
     ctx.manifest.reload()  # the ceremonies extend the manifest on disk through their own handles
     ctx.console.print(f"outputs: {ctx.out}\nmanifest: {ctx.out / MANIFEST_NAME} "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from invoke import Collection, Context, task
 
+from ceremony.errors import CeremonyError
+
 from ._cli import operator_errors
 
 HELP = {
@@ -87,15 +89,11 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
             preflight: object = None, lang: str | None = None) -> Iterator[object]:
     """The ceremony's transcript in OUT/transcripts: sign-in and confirmations at the terminal, or from
     ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses
-    generated rehearsal participants. Falls back to the console only if the transcript module is absent.
+    generated rehearsal participants. An unexpected error's traceback is written next to the transcript.
     """
-    from ceremony.recorder import ConsoleRecorder
+    from ceremony import crash_log
+    from ceremony.transcript import open_transcript
 
-    try:
-        from ceremony.transcript import open_transcript
-    except ImportError:
-        yield ConsoleRecorder(rehearsal=rehearsal, lang=terminal_lang(defn, lang))
-        return
     rec = None
     try:
         from ceremony.paper_script import printed_script_files
@@ -107,6 +105,11 @@ def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str 
                              answers=Path(answers) if answers else None, header=header,
                              lang=terminal_lang(defn, lang)) as rec:
             yield rec
+    except (CeremonyError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        crash_log.write(exc, script, rec.path.parent if rec is not None else out / "transcripts")
+        raise
     finally:
         if rec is not None:  # list the transcript (even of a failed ceremony) and write its reports
             from ceremony.manifest import Manifest
