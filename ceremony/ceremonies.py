@@ -16,39 +16,37 @@ scripts (``ceremony/scripts/*.yml``), and seal the record with the CA key before
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pkcs11 import exceptions as p11e
 
 from .certificates import root_builder, serial_from_random, subordinate_builder
 from .csr import build_csr, check_csr, load_csr
 from .definition import CA, LoadedDefinition
 from .errors import HsmError, OutputError, VerificationError
-from .fileio import check_absent, sha256_file, write_new
+from .fileio import sha256_file
 from .fingerprints import announce, colon_form
 from .hsm import (
     find_token,
     load_module,
     mechanisms,
-    objects_with_label,
     open_session,
     pin_source_for,
     random_bytes,
     token_evidence,
 )
 from .hsm_keys import hash_for, signing_key
-from .keys import generate_key, key_evidence, spki_sha256
+from .keys import key_evidence, spki_sha256
 from .lint import Finding, lint_before_signing, verify_after_signing
 from .manifest import Manifest
 from .offline import check_offline
 from .pins import origin_text, pin_origin
 from .profiles import subject_name
 from .recorder import Recorder
+from .runner import CeremonyRun
 from .terminal_text import say as words
 
 PEM = serialization.Encoding.PEM
@@ -56,84 +54,29 @@ DER = serialization.Encoding.DER
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 
-@dataclass
-class Outputs:
-    """Files a ceremony writes: checked absent up front, written last, removed again on failure."""
-
-    out: Path
-    manifest: Manifest
-    recorder: Recorder
-    planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # filename -> (kind, format)
-    written: list[Path] = field(default_factory=list)
-
-    def plan(self, filename: str, kind: str, fmt: str) -> Path:
-        self.planned[filename] = (kind, fmt)
-        return self.out / filename
-
-    def check(self) -> None:
-        check_absent(*(self.out / f for f in self.planned))
-
-    def write(self, filename: str, data: bytes) -> Path:
-        if filename not in self.planned:
-            raise OutputError(f"{filename}: not a planned output of this ceremony")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{self.out}: cannot create the output directory: {exc.strerror}") from None
-        path = write_new(self.out / filename, data)
-        self.written.append(path)
-        return path
-
-    def commit(self) -> None:
-        """Register every written file in the manifest and the record."""
-        for path in self.written:
-            kind, fmt = self.planned[path.name]
-            entry = self.manifest.add(kind, path, fmt)
-            self.recorder.artifact(kind, path, entry["sha256"], format=fmt)
-
-    def rollback(self) -> None:
-        for path in self.written:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self.written.clear()
-
-
-@contextlib.contextmanager
-def _outputs(out: Path, manifest: Manifest, recorder: Recorder) -> Iterator[Outputs]:
-    outputs = Outputs(out, manifest, recorder)
-    try:
-        yield outputs
-    except BaseException:
-        outputs.rollback()
-        raise
-
-
 def definition_copy_name(sha256: str) -> str:
     """Where a later version of the definition is kept next to the outputs: ``pki.<first 16 hex>.yml``."""
     return f"pki.{sha256[:16]}.yml"
 
 
-def record_definition(defn: LoadedDefinition, out: Path, manifest: Manifest) -> Path:
-    """Keep a copy of the definition the ceremony used next to its outputs (kind ``pki-definition``).
+def keep_definition(defn: LoadedDefinition, run: CeremonyRun) -> None:
+    """Publish, with the run's outputs, a copy of the definition it used (kind ``pki-definition``).
 
     The first definition used in a directory is ``pki.yml``. A definition changed between ceremonies (an
     ``spki_sha256`` pin filled in after the subordinate key ceremony, say) is kept beside it as
     ``pki.<hash>.yml``: every version stays in the one directory the auditor is given, each transcript
     names the hash of its own, and nothing is overwritten. The pre-flight shows the witness what changed.
     """
-    target = out / "pki.yml"
-    if target.resolve() != defn.path.resolve():
-        if target.exists() and sha256_file(target) != defn.sha256:
-            target = out / definition_copy_name(defn.sha256)
-        if not target.exists():
-            write_new(target, defn.path.read_bytes())
-        elif sha256_file(target) != defn.sha256:
-            raise OutputError(f"{target}: holds another definition than {defn.path} under the name of its hash; "
-                              "the output directory has been tampered with")
-    rel = target.relative_to(out).as_posix()
-    if not manifest.find("pki-definition", path=rel, sha256=defn.sha256):
-        manifest.add("pki-definition", target, "yaml")
-    return target
+    target = run.out / "pki.yml"
+    name = "pki.yml"
+    if target.exists() and target.resolve() != defn.path.resolve() and sha256_file(target) != defn.sha256:
+        name = definition_copy_name(defn.sha256)
+    run.keep_definition(defn.path, defn.sha256, name)
+
+
+def outputs_of(run: CeremonyRun) -> dict[str, Path]:
+    """The files a completed run published, by name (the definition's copy aside)."""
+    return {p.filename: run.out / p.filename for p in run.planned.values() if p.kind != "pki-definition"}
 
 
 @dataclass(frozen=True)
@@ -144,14 +87,14 @@ class CeremonyResult:
     key_spki_sha256: str
 
 
-def _prepare_out(out: str | Path, rehearsal: bool) -> tuple[Path, Manifest]:
+def prepare_out(out: str | Path, rehearsal: bool) -> tuple[Path, Manifest]:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: the output directory is a file")
     return path, Manifest(path, rehearsal)
 
 
-def _token_step(recorder: Recorder, ca: CA) -> None:
+def token_step(recorder: Recorder, ca: CA) -> None:
     lib = load_module(ca.hsm.module)
     token = find_token(lib, ca.hsm.token)
     evidence = token_evidence(ca.hsm.module, lib, token).as_dict()
@@ -178,12 +121,6 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
 
 def _der(obj: Any) -> bytes:
     return obj.public_bytes(DER)
-
-
-def _destroy_new_key(session: Any, label: str) -> None:
-    for obj in objects_with_label(session, label):
-        with contextlib.suppress(p11e.PKCS11Error):
-            obj.destroy()
 
 
 # --- what the witness sees ----------------------------------------------------------------------------
@@ -368,71 +305,62 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
-    out_dir, manifest = _prepare_out(out, rehearsal)
-    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    out_dir, manifest = prepare_out(out, rehearsal)
+    with CeremonyRun(out_dir, manifest, recorder, "root-key-generation") as run:
         with recorder.step("definition-check", "Check the definition, the outputs and the profile"):
             for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
-                outputs.plan(f"{name}{suffix}.pem", kind, "pem")
-                outputs.plan(f"{name}{suffix}.der", kind, "der")
-            outputs.check()
+                run.plan(f"{name}{suffix}.pem", kind, "pem")
+                run.plan(f"{name}{suffix}.der", kind, "der")
+            run.check()
             say_definition(recorder, defn, name)
             # The profile linted with a stand-in key: a lint finding stops us before any key exists.
             stand_in = _public_key_for_spec(ca)
             profile = root_builder(ca, stand_in, 1, rehearsal)
             say_certificate_plan(recorder, ca, rehearsal, ca.path_length, issuer=words(lang, "w_self_signed"))
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, run.planned)
             with recorder.busy(words(lang, "w_lint_busy")):
                 profile_lint = lint_before_signing(profile, stand_in, ca.lint,
                                                    f"the root certificate profile of {name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
         with recorder.step("token-open", "Open the root token and log in"):
-            _token_step(recorder, ca)
-            session = login(recorder, stack, ca.hsm, pin_file, interactive)
-        generated = False
-        try:
-            with recorder.step("key-generate", "Generate the root key pair inside the HSM"):
-                evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
-                generated = True
-                recorder.evidence("key", evidence.as_dict())
-                key = signing_key(session, ca.hsm.key_label)
-                public = key.public_key()
-                say_new_key(recorder, evidence, public)
-            with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
-                serial = serial_from_random(random_bytes(session, 20))
-                builder = root_builder(ca, public, serial, rehearsal)
-                with recorder.busy(words(lang, "w_lint_busy")):
-                    before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
-                recorder.evidence("lint", before.evidence())
-                say_lint(recorder, before.findings, ca.lint)
-            with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
-                cert = builder.sign(key, hash_for(key))
-                say_signed(recorder, cert, ca.hsm.key_label, public)
-            with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
-                with recorder.busy(words(lang, "w_lint_after_busy")):
-                    after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
-                recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
-                recorder.evidence("certificate", _cert_evidence(cert))
-                say_verified(recorder, after, ca.lint)
-                say_certificate(recorder, cert)
-            with recorder.step("outputs-write", "Write the certificate and public key (PEM and DER)"):
-                outputs.write(f"{name}.crt.pem", cert.public_bytes(PEM))
-                outputs.write(f"{name}.crt.der", _der(cert))
-                outputs.write(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
-                outputs.write(f"{name}.pub.der", public.public_bytes(DER, SPKI))
-                record_definition(defn, out_dir, manifest)
-                outputs.commit()
-        except BaseException:
-            if generated:
-                _destroy_new_key(session, ca.hsm.key_label)
-            raise
+            token_step(recorder, ca)
+            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+        with recorder.step("key-generate", "Generate the root key pair inside the HSM"):
+            evidence = run.generate_key(session, ca)
+            recorder.evidence("key", evidence.as_dict())
+            key = signing_key(session, ca.hsm.key_label)
+            public = key.public_key()
+            say_new_key(recorder, evidence, public)
+        with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
+            serial = serial_from_random(random_bytes(session, 20))
+            builder = root_builder(ca, public, serial, rehearsal)
+            with recorder.busy(words(lang, "w_lint_busy")):
+                before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
+            recorder.evidence("lint", before.evidence())
+            say_lint(recorder, before.findings, ca.lint)
+        with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
+            cert = builder.sign(key, hash_for(key))
+            say_signed(recorder, cert, ca.hsm.key_label, public)
+        with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+            with recorder.busy(words(lang, "w_lint_after_busy")):
+                after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            recorder.evidence("certificate", _cert_evidence(cert))
+            say_verified(recorder, after, ca.lint)
+            say_certificate(recorder, cert)
+        with recorder.step("outputs-write", "Write the certificate and public key (PEM and DER)"):
+            run.stage(f"{name}.crt.pem", cert.public_bytes(PEM))
+            run.stage(f"{name}.crt.der", _der(cert))
+            run.stage(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
+            run.stage(f"{name}.pub.der", public.public_bytes(DER, SPKI))
+            keep_definition(defn, run)
+            run.record()
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
             recorder.say(announce(words(lang, "w_root_cert", subject=cert.subject.rfc4514_string()), _der(cert)))
             tell(recorder, "w_key_spki", sha=spki_sha256(public))
-        recorder.seal(key, {"kind": "certificate", "path": f"{name}.crt.pem",
-                            "sha256": sha256_file(out_dir / f"{name}.crt.pem")})
-    return CeremonyResult(name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{name}.crt.der"),
-                          spki_sha256(public))
+        run.seal(key, f"{name}.crt.pem", "certificate")
+    return CeremonyResult(name, outputs_of(run), sha256_file(out_dir / f"{name}.crt.der"), spki_sha256(public))
 
 
 def _public_key_for_spec(ca: CA) -> Any:
@@ -464,56 +392,48 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
     ca = defn.model.ca(ca_name)
     if ca.role != "subordinate":
         raise VerificationError(f"cas.{ca_name} is the root; use the root ceremony")
-    out_dir, manifest = _prepare_out(out, rehearsal)
-    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    out_dir, manifest = prepare_out(out, rehearsal)
+    with CeremonyRun(out_dir, manifest, recorder, "subordinate-key-generation") as run:
         with recorder.step("definition-check", "Check the definition and the outputs"):
-            outputs.plan(f"{ca_name}.csr.pem", "subordinate-csr", "pem")
-            outputs.plan(f"{ca_name}.csr.der", "subordinate-csr", "der")
-            outputs.plan(f"{ca_name}.pub.pem", "subordinate-public-key", "pem")
-            outputs.plan(f"{ca_name}.pub.der", "subordinate-public-key", "der")
-            outputs.check()
+            run.plan(f"{ca_name}.csr.pem", "subordinate-csr", "pem")
+            run.plan(f"{ca_name}.csr.der", "subordinate-csr", "der")
+            run.plan(f"{ca_name}.pub.pem", "subordinate-public-key", "pem")
+            run.plan(f"{ca_name}.pub.der", "subordinate-public-key", "der")
+            run.check()
             say_definition(recorder, defn, ca_name)
             # The certificate is made at the signing ceremony, from this definition: its subject is the CSR's.
             say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
                                  issuer=words(lang, "w_issuer_later", issuer=repr(ca.issuer)))
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
-            _token_step(recorder, ca)
-            session = login(recorder, stack, ca.hsm, pin_file, interactive)
-        generated = False
-        try:
-            with recorder.step("key-generate", f"Generate the key of {ca_name!r} inside the HSM"):
-                evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped")
-                generated = True
-                recorder.evidence("key", evidence.as_dict())
-                key = signing_key(session, ca.hsm.key_label)
-                public = key.public_key()
-                say_new_key(recorder, evidence, public)
-            with recorder.step("csr-sign", "Sign the certificate signing request with the HSM key"):
-                csr = build_csr(ca, key, rehearsal)
-                if not csr.is_signature_valid:
-                    raise VerificationError("the CSR signed by the HSM does not verify")
-                recorder.evidence("csr", {"subject": csr.subject.rfc4514_string(),
-                                          "spki_sha256": spki_sha256(public)})
-                tell(recorder, "w_csr_subject", subject=csr.subject.rfc4514_string())
-                tell(recorder, "w_csr_pop")
-            with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
-                outputs.write(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
-                outputs.write(f"{ca_name}.csr.der", csr.public_bytes(DER))
-                outputs.write(f"{ca_name}.pub.pem", public.public_bytes(PEM, SPKI))
-                outputs.write(f"{ca_name}.pub.der", public.public_bytes(DER, SPKI))
-                record_definition(defn, out_dir, manifest)
-                outputs.commit()
-        except BaseException:
-            if generated:
-                _destroy_new_key(session, ca.hsm.key_label)
-            raise
+            token_step(recorder, ca)
+            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+        with recorder.step("key-generate", f"Generate the key of {ca_name!r} inside the HSM"):
+            evidence = run.generate_key(session, ca)
+            recorder.evidence("key", evidence.as_dict())
+            key = signing_key(session, ca.hsm.key_label)
+            public = key.public_key()
+            say_new_key(recorder, evidence, public)
+        with recorder.step("csr-sign", "Sign the certificate signing request with the HSM key"):
+            csr = build_csr(ca, key, rehearsal)
+            if not csr.is_signature_valid:
+                raise VerificationError("the CSR signed by the HSM does not verify")
+            recorder.evidence("csr", {"subject": csr.subject.rfc4514_string(),
+                                      "spki_sha256": spki_sha256(public)})
+            tell(recorder, "w_csr_subject", subject=csr.subject.rfc4514_string())
+            tell(recorder, "w_csr_pop")
+        with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
+            run.stage(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
+            run.stage(f"{ca_name}.csr.der", csr.public_bytes(DER))
+            run.stage(f"{ca_name}.pub.pem", public.public_bytes(PEM, SPKI))
+            run.stage(f"{ca_name}.pub.der", public.public_bytes(DER, SPKI))
+            keep_definition(defn, run)
+            run.record()
         with recorder.step("fingerprint-read-aloud", "Read the key fingerprint aloud"):
             recorder.say(announce(words(lang, "w_public_key", ca=repr(ca_name)), public.public_bytes(DER, SPKI)))
-        recorder.seal(key, {"kind": "public-key", "path": f"{ca_name}.pub.pem",
-                            "sha256": sha256_file(out_dir / f"{ca_name}.pub.pem")})
-    return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, "", spki_sha256(public))
+        run.seal(key, f"{ca_name}.pub.pem", "public-key")
+    return CeremonyResult(ca_name, outputs_of(run), "", spki_sha256(public))
 
 
 def load_issuer_certificate(path: Path, issuer_name: str) -> x509.Certificate:
@@ -543,19 +463,19 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang))
-    out_dir, manifest = _prepare_out(out, rehearsal)
+    out_dir, manifest = prepare_out(out, rehearsal)
     issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
-    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    with CeremonyRun(out_dir, manifest, recorder, "subordinate-signing") as run:
         with recorder.step("definition-check", "Check the definition, the issuer certificate and the outputs"):
-            outputs.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
-            outputs.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
-            outputs.check()
+            run.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
+            run.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
+            run.check()
             issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
             say_definition(recorder, defn, ca_name)
             tell(recorder, "w_issuer_cert", path=issuer_path, sha=short_sha(sha256_file(issuer_path)))
             say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
                                  issuer=issuer_cert.subject.rfc4514_string())
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
         with recorder.step("csr-verify", "Verify the CSR: proof of possession, key, subject"):
             csr = load_csr(csr_path)
@@ -575,8 +495,8 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                                                    f"the certificate profile of {ca_name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
         with recorder.step("token-open", "Open the root token and log in"):
-            _token_step(recorder, issuer)
-            session = login(recorder, stack, issuer.hsm, pin_file, interactive)
+            token_step(recorder, issuer)
+            session = login(recorder, run.stack, issuer.hsm, pin_file, interactive)
         key = signing_key(session, issuer.hsm.key_label)
         if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
             raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")
@@ -599,14 +519,13 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
         with recorder.step("outputs-write", "Write the certificate (PEM and DER)"):
-            outputs.write(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
-            outputs.write(f"{ca_name}.crt.der", _der(cert))
-            record_definition(defn, out_dir, manifest)
-            outputs.commit()
+            run.stage(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
+            run.stage(f"{ca_name}.crt.der", _der(cert))
+            keep_definition(defn, run)
+            run.record()
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
             recorder.say(announce(words(lang, "w_sub_cert", ca=repr(ca_name), subject=cert.subject.rfc4514_string()),
                                   _der(cert)))
-        recorder.seal(key, {"kind": "certificate", "path": issuer_path.name,
-                            "sha256": sha256_file(issuer_path)})
-    return CeremonyResult(ca_name, {p.name: p for p in outputs.written}, sha256_file(out_dir / f"{ca_name}.crt.der"),
+        run.seal(key, issuer_path, "certificate")
+    return CeremonyResult(ca_name, outputs_of(run), sha256_file(out_dir / f"{ca_name}.crt.der"),
                           checked.spki_sha256)

@@ -99,16 +99,18 @@ def check_public_key(public: Any, spec: EcKey | RsaKey) -> None:
             raise HsmError("the RSA public exponent is not 65537")
 
 
-def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = False) -> KeyEvidence:
+def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = False,
+                 key_id: bytes | None = None) -> KeyEvidence:
     """Generate a CA signing key pair labelled ``label`` on the token and return its evidence.
 
     ``backup=True`` makes the private key extractable *only* when wrapped by a trusted key
     (CKA_WRAP_WITH_TRUSTED), for the key-backup ceremony; otherwise it is never extractable.
+    ``key_id`` (CKA_ID) is chosen by the caller when it must journal the key before it exists.
     """
     if objects_with_label(session, label):
         raise HsmError(f"an object labelled {label!r} already exists on the token; "
                        "refusing to generate another key under the same label")
-    key_id = random_bytes(session, 16)
+    key_id = key_id or random_bytes(session, 16)
     private_template = {
         Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
         Attribute.EXTRACTABLE: backup, Attribute.WRAP_WITH_TRUSTED: backup,

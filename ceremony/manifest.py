@@ -58,6 +58,17 @@ class Manifest:
         self.save()
         return entry
 
+    def add_entries(self, entries: list[dict[str, Any]]) -> None:
+        """Record several files at once, in one atomic write of the manifest (a ceremony's publication).
+
+        Each entry's ``path`` is relative to the manifest and its ``sha256`` already computed by the
+        caller, which has checked the file against it.
+        """
+        self.reload()
+        paths = {e["path"] for e in entries}
+        self.artifacts = [a for a in self.artifacts if a["path"] not in paths] + [dict(e) for e in entries]
+        self.save()
+
     def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
         self.reload()
         return [a for a in self.artifacts

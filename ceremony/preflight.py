@@ -35,6 +35,7 @@ from .manifest import MANIFEST_NAME
 from .offline import check_offline
 from .paper_script import printed_script_files
 from .pins import PinSource, held
+from .runner import inspect_leftovers
 from .transcript import interrupted_transcripts
 
 
@@ -171,6 +172,10 @@ def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
     else:
         found.append(Finding("output files", True, f"{out}: {len(outputs)} new file(s) to write, none exists yet"
                              if outputs else f"{out}: usable"))
+    for leftover in inspect_leftovers(out):
+        found.append(Finding("interrupted run", True, " ".join(leftover.lines()) if leftover.committed else
+                             " ".join(leftover.lines()) + " (the ceremony will say this again before it starts)",
+                             warning=True))
     for t in interrupted_transcripts(out / "transcripts"):
         found.append(Finding("interrupted ceremony", True, f"{t['path']} has no closing record ({t['records']} "
                              "records): the ceremony will ask to acknowledge it, and its new transcript records "

@@ -21,7 +21,6 @@ crl-lint, crl-sign, crl-verify for every CRL, outputs-write, fingerprint-read-al
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,19 +34,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crlenc
 from .ceremonies import (
-    _outputs,
-    _prepare_out,
-    _token_step,
+    keep_definition,
     lang_of,
     load_issuer_certificate,
     login,
-    record_definition,
+    prepare_out,
     say_definition,
     say_key_hash,
     say_lint,
     say_outputs,
     short_sha,
     tell,
+    token_step,
     when,
 )
 from .crl_check import check_against_previous, summarise
@@ -61,6 +59,7 @@ from .keys import key_evidence, spki_sha256
 from .lint import enforce, throwaway_key_like
 from .offline import check_offline
 from .recorder import Recorder
+from .runner import CeremonyRun
 from .terminal_text import say as words
 
 CRL_DIR = "crl"
@@ -149,13 +148,13 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
-    out_dir, manifest = _prepare_out(out, rehearsal)
+    out_dir, manifest = prepare_out(out, rehearsal)
     n = count if count is not None else (ca.crl.batch_count or 1)
     start_at = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     stem = crl_file_stem(defn)
     crl_dir = out_dir / CRL_DIR
     registry_path = root_registry_path(out_dir, name)
-    with _outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    with CeremonyRun(out_dir, manifest, recorder, "root-crl-batch") as run:
         with recorder.step("definition-check", "Check the definition, the root certificate, the revocations"):
             if not 1 <= n <= 40:
                 raise VerificationError(f"a root CRL batch holds 1 to 40 CRLs, not {n}")
@@ -190,9 +189,15 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
             prev_number = summarise(x509.load_der_x509_crl(previous)).number if previous else 0
             first = max(last_reserved(state), prev_number) + 1
             for i in range(n):
-                outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der")
-                outputs.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem")
-            outputs.check()
+                this_update = first_this_update + i * ca.crl.interval_td
+                times = {"number": first + i, "this_update": this_update.isoformat(),
+                         "next_update": (this_update + ca.crl.lifetime_td).isoformat()}
+                run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der", **times)
+                run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem", **times)
+            registry_name = registry_path.relative_to(out_dir).as_posix()
+            if pending or registry_path.exists():
+                run.plan(registry_name, "registry", "sqlite3", ca=name, _replace=True)
+            run.check()
             say_definition(recorder, defn, name)
             tell(recorder, "w_root_cert_file", path=cert_path, sha=short_sha(sha256_file(cert_path)))
             tell(recorder, "w_crl_issuer", subject=root_cert.subject.rfc4514_string())
@@ -210,14 +215,14 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 tell(recorder, "w_revoke_now", serial=f"{cert.serial_number:x}", subject=cert.subject.rfc4514_string(),
                      reason=rev.reason, invalidity=(words(lang, "w_invalidity", when=when(rev.invalidity_date))
                                                     if rev.invalidity_date else ""))
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, [p for p in run.planned if p != registry_name])
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name,
                                              "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
                                              "revocations": [{"serial": format(c.serial_number, "x"),
                                                               "reason": r.reason} for c, _, r in pending]})
         with recorder.step("token-open", "Open the root token and log in"):
-            _token_step(recorder, ca)
-            session = login(recorder, stack, ca.hsm, pin_file, interactive)
+            token_step(recorder, ca)
+            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
             key = signing_key(session, ca.hsm.key_label)
             if spki_sha256(key.public_key()) != spki_sha256(root_cert.public_key()):
                 raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
@@ -270,31 +275,41 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
             crls = []
             for header, der in signed:
                 base = f"{CRL_DIR}/{stem}-{header.number}.crl"
-                outputs.write(base, der)
-                outputs.write(base + ".pem", crlenc.pem_from_der(der))
+                run.stage(base, der)
+                run.stage(base + ".pem", crlenc.pem_from_der(der))
                 crls.append(RootCrl(header.number, header.this_update, header.next_update, len(entries),
                                     out_dir / base, out_dir / (base + ".pem"), sha256_hex(der)))
-            if pending:
-                with Registry.open(registry_path, create=True) as registry:
+            if pending:  # the revocations go into a copy of the registry, published with the CRLs
+                staged_registry = run.stage_file(registry_name)
+                if registry_path.exists():
+                    copy_registry(registry_path, staged_registry)
+                with Registry.open(staged_registry, create=True) as registry:
                     for cert, _code, rev in pending:
                         _register_and_revoke(registry, cert, rev, revoked_at, CertRecord)
-            record_definition(defn, out_dir, manifest)
-            for path in outputs.written:
-                kind, fmt = outputs.planned[path.relative_to(out_dir).as_posix()]
-                crl = next(c for c in crls if path in (c.der_path, c.pem_path))
-                entry = manifest.add(kind, path, fmt, number=crl.number, this_update=crl.this_update.isoformat(),
-                                     next_update=crl.next_update.isoformat())
-                recorder.artifact(kind, path, entry["sha256"], format=fmt, number=crl.number)
-            outputs.written.clear()
-            if registry_path.exists():
-                manifest.add("registry", registry_path, "sqlite3", ca=name)
+            keep_definition(defn, run)
+            run.record()
         with recorder.step("fingerprint-read-aloud", "Read the fingerprints of the CRLs aloud"):
             for header, der in signed:
                 recorder.say(announce(words(lang, "w_crl_title", n=header.number,
                                             this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
                                             next_update=f"{header.next_update:%Y-%m-%d %H:%M:%SZ}"), der))
-        recorder.seal(key, {"kind": "certificate", "path": cert_path.name, "sha256": sha256_file(cert_path)})
+        run.seal(key, cert_path, "certificate")
     return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
+
+
+def copy_registry(source: Path, target: Path) -> None:
+    """A consistent copy of the registry (SQLite's online backup), to be changed and published by a run."""
+    import sqlite3
+
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
 
 
 def _register_and_revoke(registry: Any, cert: x509.Certificate, rev: Revocation, when: dt.datetime,

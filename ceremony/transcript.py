@@ -711,7 +711,13 @@ class TranscriptRecorder:
         public = private_key.public_key()
         vpath = Path(str(verifier["path"]))
         vfile = vpath if vpath.is_absolute() else self.base / vpath
-        if vfile.is_file():
+        staged = verifier.get("staged")
+        if staged:  # sealed before publication: the staged file is checked, its final name recorded
+            file_key = _public_key_from_file(Path(str(staged)))
+            if spki(file_key) != spki(public):
+                raise TranscriptError(f"{staged}: does not hold the public key of the key that seals the transcript")
+            vhash, vrel = sha256_file(Path(str(staged))), _relative(vfile, self.base)
+        elif vfile.is_file():
             try:
                 file_key = _public_key_from_file(vfile)
             except OSError as exc:

@@ -99,8 +99,12 @@ def test_killed_ceremony_leaves_incomplete_transcript_and_no_output(tmp_path: Pa
     run = run_root(tmp_path, defn, out, ans, kill_at="certificate-verify")
     assert run.returncode == -signal.SIGKILL, run.stdout + run.stderr
     files = tree(out)
-    assert len(files) == 1 and next(iter(files)).startswith("transcripts/root-key-generation-"), files
-    transcript = out / next(iter(files))
+    # No output file and no manifest: the transcript, and the run's journal naming the key it made.
+    assert len(files) == 2, files
+    transcript = out / next(f for f in files if f.startswith("transcripts/root-key-generation-"))
+    journal = json.loads((out / next(f for f in files if f.endswith("/journal.json"))).read_text())
+    made = journal["objects"][0]
+    assert made["label"] == "root-2026" and len(made["id_hex"]) == 32 and len(made["spki_sha256"]) == 64
     result = verify(transcript)
     assert result.status == "incomplete" and not result.problems
     cli = audit_cli(transcript)
@@ -117,6 +121,9 @@ def test_killed_ceremony_leaves_incomplete_transcript_and_no_output(tmp_path: Pa
     assert "objects labelled 'root-2026' exist on the token already (private key, public key)" in again.stderr
     assert "--delete-object --type privkey --label root-2026" in again.stderr
     assert f"{transcript.name} has no closing record" in again.stdout
+    # ... and the run's journal names the orphan exactly: CKA_ID, SPKI SHA-256, and the removal by CKA_ID.
+    assert f"CKA_ID {made['id_hex']}, SPKI SHA-256 {made['spki_sha256']}" in again.stdout
+    assert f"--delete-object --type privkey --id {made['id_hex']}" in again.stdout
     assert tree(out) == files, "a refused restart writes nothing"
 
 
