@@ -35,8 +35,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ from .ceremonies import (
 )
 from .definition import CA, Hsm, LoadedDefinition
 from .errors import DefinitionError, HsmError, OutputError, VerificationError
-from .fileio import check_absent, sha256_file, write_new
+from .fileio import sha256_file
 from .hsm import (
     find_private_key,
     find_token,
@@ -77,6 +77,7 @@ from .hsm_keys import hash_for, signing_key
 from .keys import key_evidence, spki_der, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
+from .runner import CeremonyRun
 from .shares import Share, slug
 from .terminal_text import say as words
 
@@ -185,53 +186,6 @@ def load_backup(path: str | Path) -> dict[str, Any]:
 
 
 # --- the ceremony ---------------------------------------------------------------------------------
-
-@dataclass
-class BackupOutputs:
-    """Files of the backup ceremony: checked absent first, written last, removed again on failure."""
-
-    out: Path
-    manifest: Manifest
-    recorder: Recorder
-    planned: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relpath -> kind, format, mode
-    written: list[Path] = field(default_factory=list)
-
-    def plan(self, relpath: str, kind: str, fmt: str, mode: int = 0o644) -> Path:
-        self.planned[relpath] = (kind, fmt, mode)
-        return self.out / relpath
-
-    def check(self) -> None:
-        check_absent(*(self.out / r for r in self.planned))
-
-    def write(self, relpath: str, data: bytes) -> Path:
-        mode = self.planned[relpath][2]
-        path = write_new(self.out / relpath, data, mode=mode)
-        self.written.append(path)
-        return path
-
-    def commit(self) -> None:
-        for path in self.written:
-            rel = path.relative_to(self.out).as_posix()
-            kind, fmt, _ = self.planned[rel]
-            entry = self.manifest.add(kind, path, fmt)
-            self.recorder.artifact(kind, path, entry["sha256"], format=fmt)
-
-    def rollback(self) -> None:
-        for path in self.written:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self.written.clear()
-
-
-@contextlib.contextmanager
-def backup_outputs(out: Path, manifest: Manifest, recorder: Recorder) -> Iterator[BackupOutputs]:
-    outputs = BackupOutputs(out, manifest, recorder)
-    try:
-        yield outputs
-    except BaseException:
-        outputs.rollback()
-        raise
-
 
 @dataclass(frozen=True)
 class BackupResult:
@@ -419,7 +373,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
         raise OutputError(f"{out_dir}: the output directory is a file")
     manifest = Manifest(out_dir, rehearsal)
     secret = bytearray()
-    with backup_outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    with CeremonyRun(out_dir, manifest, recorder, "key-backup") as run:
+        stack = run.stack
         with recorder.step("definition-check", "Check the backup policy, the custodians, the certificate, the outputs"):
             ca = wrapped_ca(defn, ca_name)
             custodians = list(ca.backup.custodians)
@@ -430,12 +385,12 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             backup_id = secrets.token_hex(16)
             wrap_label = f"{WRAP_LABEL_PREFIX}{backup_id[:16]}"
             backup_rel = f"{BACKUP_DIR}/{ca_name}.key-backup.json"
-            outputs.plan(backup_rel, "key-backup", "json")
+            run.plan(backup_rel, "key-backup", "json")
             share_rel = {name: f"{BACKUP_DIR}/{ca_name}.share-{i}-{slug(name)}.txt"
                          for i, name in enumerate(custodians, 1)}
             for rel in share_rel.values():
-                outputs.plan(rel, "key-backup-share", "text", mode=0o600)
-            outputs.check()
+                run.plan(rel, "key-backup-share", "text", _mode=0o600)
+            run.check()
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "threshold": threshold, "custodians": custodians})
             recorder.evidence("certificate", {"path": str(cert_path), "sha256": sha256_file(cert_path),
@@ -449,7 +404,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                  count=len(custodians))
             for i, name in enumerate(custodians, 1):
                 tell(recorder, "w_backup_share", i=i, name=name, bag=bag_of[name])
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, run.planned)
         with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
             source = token_step(recorder, ca.hsm)
             co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
@@ -484,7 +439,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
         # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
         state = {"on_token": False}
         stack.callback(lambda: state["on_token"] and _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file,
-                                                                           so_pin_file, interactive))
+                                                                           so_pin_file, interactive, recorder))
         with recorder.step("wrapping-key-trust", "Security Officer: create the wrapping key on the token as trusted"):
             so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
             with open_session(ca.hsm, so_source, so=True) as so_session:
@@ -551,7 +506,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
         with recorder.step("shares-distribute", "Hand each custodian their share, sealed in a numbered bag"):
             share_files: dict[str, Path] = {}
             for name, share in share_of.items():
-                share_files[name] = outputs.write(share_rel[name], share.render().encode("utf-8"))
+                run.stage(share_rel[name], share.render().encode("utf-8"))
+                share_files[name] = out_dir / share_rel[name]
                 recorder.evidence("share-custody", {"custodian": name, "index": share.index, "bag": share.bag,
                                                     "checksum": share.checksum, "file": share_rel[name]})
                 tell(recorder, "w_share_to", index=share.index, count=share.count, name=name, bag=share.bag,
@@ -574,32 +530,36 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                            "custodians": [{"name": n, "index": s.index, "bag": s.bag, "share_checksum": s.checksum}
                                           for n, s in share_of.items()]},
             }
-            backup_file = outputs.write(backup_rel, seal_backup_body(bytes(secret), body))
+            staged = run.stage(backup_rel, seal_backup_body(bytes(secret), body))
+            backup_file = out_dir / backup_rel
             _zero(secret)
-            outputs.commit()
-            tell(recorder, "w_backup_file", path=backup_file, sha=sha256_file(backup_file))
-        recorder.seal(signing_key(session, ca.hsm.key_label), certificate_verifier(cert_path, out_dir))
+            run.record()
+            tell(recorder, "w_backup_file", path=backup_file, sha=sha256_file(staged))
+        run.seal(signing_key(session, ca.hsm.key_label), cert_path, "certificate")
     _zero(secret)
     return BackupResult(ca_name, backup_id, backup_file, share_files, bag_of, evidence.spki_sha256)
 
 
-def certificate_verifier(cert_path: Path, out_dir: Path) -> dict[str, Any]:
-    try:
-        rel = cert_path.resolve().relative_to(out_dir.resolve()).as_posix()
-    except ValueError:
-        rel = cert_path.name
-    return {"kind": "certificate", "path": rel, "sha256": sha256_file(cert_path)}
-
-
 def _cleanup_wrapping_key(hsm: Hsm, label: str, pin_file: str | None, so_pin_file: str | None,
-                          interactive: bool) -> None:
-    """After the ceremony, success or not: no wrapping key is left on the token."""
+                          interactive: bool, recorder: Recorder) -> None:
+    """After a failed ceremony: no wrapping key may stay on the token. Tried as Crypto Officer, then as
+    Security Officer; what happened is said to the room and recorded, and a key that stays is never
+    passed over in silence (the next backup ceremony also removes stale wrapping keys first)."""
+    failures = []
     for so, pf in ((False, pin_file), (True, so_pin_file)):
-        with contextlib.suppress(Exception), \
-                open_session(hsm, pin_source_for(hsm, pf, interactive, so=so), so=so) as session:
-            _destroy_label(session, label)
-            if not objects_with_label(session, label):
-                return
+        role = "Security Officer" if so else "Crypto Officer"
+        try:
+            with open_session(hsm, pin_source_for(hsm, pf, interactive, so=so), so=so) as session:
+                _destroy_label(session, label)
+                if not objects_with_label(session, label):
+                    recorder.evidence("wrapping-key-removed", {"label": label, "by": role})
+                    return
+        except Exception as exc:  # each attempt is reported; the ceremony's own error is not masked
+            failures.append(f"as {role}: {type(exc).__name__}: {exc}")
+    recorder.evidence("wrapping-key-left", {"label": label, "attempts": failures})
+    recorder.say(f"WARNING: the wrapping key {label!r} could not be removed from {hsm.token.describe()} "
+                 f"({'; '.join(failures) or 'still present'}); the Security Officer must destroy it before the "
+                 "token leaves the room, and the next backup ceremony removes it first")
 
 
 def public_key_of(body: Mapping[str, Any]) -> Any:

@@ -42,8 +42,6 @@ from . import shamir
 from .backup import (
     BACKUP_DIR,
     BackupError,
-    backup_outputs,
-    certificate_verifier,
     file_mac,
     import_wrapping_key,
     key_check_value,
@@ -67,6 +65,7 @@ from .hsm_keys import public_key_from_token
 from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder
+from .runner import CeremonyRun
 from .shares import Share, read_share
 from .terminal_text import say as words
 
@@ -140,7 +139,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
         raise OutputError(f"{out_dir}: the output directory is a file")
     manifest = Manifest(out_dir, rehearsal)
     secret = bytearray()
-    with backup_outputs(out_dir, manifest, recorder) as outputs, contextlib.ExitStack() as stack:
+    with CeremonyRun(out_dir, manifest, recorder, "key-restore") as run:
         with recorder.step("definition-check", "Check the backup policy, the certificate and the outputs"):
             ca = wrapped_ca(defn, ca_name)
             hsm = target or ca.hsm
@@ -148,13 +147,13 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             cert = load_ca_certificate(cert_path, ca_name)
             token_name = hsm.token.label or hsm.token.serial or "token"
             report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
-            outputs.plan(report_rel, "key-restore-report", "json")
-            outputs.check()
+            run.plan(report_rel, "key-restore-report", "json")
+            run.check()
             say_definition(recorder, defn, ca_name)
             tell(recorder, "w_certificate", path=cert_path, sha=short_sha(sha256_file(cert_path)),
                  subject=cert.subject.rfc4514_string())
             tell(recorder, "w_restore_onto", token=hsm.token.describe(), label=repr(hsm.key_label))
-            say_outputs(recorder, out_dir, outputs.planned)
+            say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "target": hsm.token.describe()})
         with recorder.step("backup-verify", "Verify the backup file: checksum, key, certificate"):
@@ -193,7 +192,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                                "mac_verified": True})
         with recorder.step("token-open", "Open the target token as Crypto Officer"):
             token_step(recorder, hsm)
-            session = login(recorder, stack, hsm, pin_file, interactive)
+            session = login(recorder, run.stack, hsm, pin_file, interactive)
             label = body["key"]["label"]
             if label != hsm.key_label:
                 raise BackupError(f"{backup_path}: the key is labelled {label!r}, the definition expects "
@@ -201,7 +200,6 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             if objects_with_label(session, label):
                 raise HsmError(f"an object labelled {label!r} already exists on {hsm.token.describe()}; a restore "
                                "never adds a second key under the same label")
-        created: list[Any] = []
         try:
             with recorder.step("key-unwrap", "Unwrap the CA key onto the target token"):
                 wk = import_wrapping_key(session, bytes(secret), f"restore-{body['backup_id'][:16]}", token=False,
@@ -210,11 +208,12 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                     secret[i] = 0
                 wrapped = base64.b64decode(body["wrapping"]["wrapped_key_b64"], validate=True)
                 key_id = bytes.fromhex(body["key"]["id_hex"])
+                made = run.creating(session, str(session.token.label).strip(), hsm.module, label, key_id.hex())
                 try:
                     priv = unwrap_private(wk, wrapped, key_type_of(public), store=True, label=label, key_id=key_id,
                                           extractable=True)
-                    created.append(priv)
-                    created.append(session.create_object(public_key_template(public, label, key_id)))
+                    public_object = session.create_object(public_key_template(public, label, key_id))
+                    run.created(made, spki_sha256(public))
                 except p11e.PKCS11Error as exc:
                     raise HsmError(f"the token refused to unwrap the key: {type(exc).__name__}") from None
                 finally:
@@ -227,7 +226,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                      sensitive=evidence["sensitive"], sha=evidence["spki_sha256"])
                 if evidence["local"] or not evidence["sensitive"] or not evidence["sign"]:
                     raise HsmError("the restored key does not have the expected attributes")
-                on_token = public_key_from_token(created[1])  # the public half, read back from the target token
+                on_token = public_key_from_token(public_object)  # the public half, read back from the target token
                 if spki_sha256(on_token) != spki_sha256(cert.public_key()):
                     raise HsmError("the public key on the target token is not the certificate's key")
                 say_key_hash(recorder, words(lang, "w_restored_key", label=repr(label)), on_token)
@@ -257,15 +256,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                       "checksum": s.checksum} for s in checked],
                           "restored_key": evidence, "test_message": message.decode(),
                           "test_signature_b64": base64.b64encode(signature).decode()}
-                path = outputs.write(report_rel, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
-                outputs.commit()
-        except BaseException:
-            for obj in created:
-                with contextlib.suppress(p11e.PKCS11Error):
-                    obj.destroy()
-            raise
+                run.stage(report_rel, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+                path = out_dir / report_rel
+                run.record()
         finally:
             for i in range(len(secret)):
                 secret[i] = 0
-        recorder.seal(key, certificate_verifier(cert_path, out_dir))
+        run.seal(key, cert_path, "certificate")
     return RestoreResult(ca_name, body["backup_id"], hsm.token.describe(), path, evidence)

@@ -199,14 +199,15 @@ class CeremonyRun:
             "staged": [name for name, p in self.planned.items() if p.staged is not None],
         })
 
-    def stage(self, filename: str, data: bytes, mode: int = 0o644) -> Path:
-        """Write a planned output into the staging directory (exclusively, fsynced)."""
+    def stage(self, filename: str, data: bytes) -> Path:
+        """Write a planned output into the staging directory (exclusively, fsynced; mode ``_mode`` of its plan,
+        0644 by default: a share for one custodian is 0600), where it keeps its mode when linked into place."""
         planned = self.planned.get(filename)
         if planned is None:
             raise OutputError(f"{filename}: not a planned output of this ceremony")
         if planned.staged is not None:
             raise OutputError(f"{filename}: staged twice in one run")
-        planned.staged = write_new(self._staging_dir() / filename, data, mode)
+        planned.staged = write_new(self._staging_dir() / filename, data, planned.extra.get("_mode", 0o644))
         self._journal()
         return planned.staged
 
@@ -276,7 +277,11 @@ class CeremonyRun:
                                              "staged": str(planned.staged)})
         else:
             path = Path(verifier)
-            self.recorder.seal(private_key, {"kind": kind, "path": path.name, "sha256": sha256_file(path)})
+            try:
+                rel = path.resolve().relative_to(self.out.resolve()).as_posix()
+            except ValueError:  # named elsewhere (--issuer-cert): the auditor is given it with --artifacts
+                rel = path.name
+            self.recorder.seal(private_key, {"kind": kind, "path": rel, "sha256": sha256_file(path)})
         self.commit()
 
     def generate_key(self, session: Any, ca: Any) -> KeyEvidence:
