@@ -16,7 +16,6 @@ The order is the engine's (see :mod:`ceremony.ceremonies`), which is what makes 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from .ee_profiles import (
     validity_window,
 )
 from .errors import DefinitionError, HsmError, OutputError, RequestError
-from .fileio import check_absent, sha256_file, write_new
+from .fileio import write_new
 from .fingerprints import announce, sha256_hex
 from .hsm import find_token, load_module, open_session, pin_source_for, random_bytes, token_evidence
 from .hsm_keys import hash_for, signing_key
@@ -51,6 +50,7 @@ from .manifest import Manifest
 from .profiles import subject_name
 from .recorder import Recorder
 from .registry import CertRecord, Registry
+from .runner import CeremonyRun
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -148,11 +148,13 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
                                       "etsi_type": etsi_type.name, "signature": "valid (proof of possession)"})
         recorder.say(announce(f"Key of the requester {subject_text(csr.subject)} (SPKI)",
                               public.public_bytes(DER, SPKI)))
-    with contextlib.ExitStack() as stack:
+    if manifest is not None:
+        manifest.reload()  # a rehearsal directory refuses production certificates, and the reverse
+    with CeremonyRun(out_dir, manifest, recorder, "issuance") as run:
         with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
             lib = load_module(ca.hsm.module)
             recorder.evidence("token", token_evidence(ca.hsm.module, lib, find_token(lib, ca.hsm.token)).as_dict())
-            session = stack.enter_context(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
+            session = run.enter(open_session(ca.hsm, pin_source_for(ca.hsm, pin_file, interactive)))
             key = signing_key(session, ca.hsm.key_label)
             if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
                 raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {issuer_cert_path}")
@@ -160,7 +162,9 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
             serial = _fresh_serial(session, registry)
             pem_name, der_name = output_names(profile, serial)
-            check_absent(out_dir / pem_name, out_dir / der_name)
+            for name, fmt in ((pem_name, "pem"), (der_name, "der")):
+                run.plan(name, ARTIFACT_KIND, fmt, status="good", serial=format(serial, "x"), profile=profile)
+            run.check()
             builder = builder_for(serial)
             before = lint_before_signing(builder, key.public_key(), ca.lint, what, etsi=True, etsi_type=etsi_type)
             recorder.evidence("lint", before.evidence())
@@ -175,12 +179,11 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
                 "subject": subject_text(cert.subject), "issuer": cert.issuer.rfc4514_string(),
                 "serial": format(serial, "x"), "profile": profile, "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(), "sha256": sha256_hex(der)})
-        with recorder.step("outputs-write", "Write the certificate (PEM and DER) and register it"):
-            issued = _write_and_register(cert, profile, out_dir, registry, recorder, manifest)
+        with recorder.step("outputs-write", "Register the certificate, write it (PEM and DER)"):
+            issued = _register_and_stage(cert, profile, out_dir, registry, run)
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
             recorder.say(announce(f"Certificate {serial:x} of {subject_text(cert.subject)}", der))
-        recorder.seal(key, {"kind": "certificate", "path": issuer_cert_path.name,
-                            "sha256": sha256_file(issuer_cert_path)})
+        run.seal(key, issuer_cert_path, "certificate")
     return issued
 
 
@@ -226,8 +229,14 @@ def _fresh_serial(session: Any, registry: Registry) -> int:
     raise HsmError("the token's random generator keeps returning serial numbers that are registered already")
 
 
-def _write_and_register(cert: x509.Certificate, profile: str, out_dir: Path, registry: Registry,
-                        recorder: Recorder, manifest: Manifest | None) -> IssuedCertificate:
+def _register_and_stage(cert: x509.Certificate, profile: str, out_dir: Path, registry: Registry,
+                        run: CeremonyRun) -> IssuedCertificate:
+    """Register the signed certificate, then stage its files for the run's publication.
+
+    The registry comes first and is never rolled back: a certificate that was signed is revocable
+    whatever happens next (a run that fails after this point publishes no file, and the registered
+    certificate, never delivered, can still be put on a CRL).
+    """
     serial = cert.serial_number
     pem_name, der_name = output_names(profile, serial)
     der = cert.public_bytes(DER)
@@ -235,28 +244,11 @@ def _write_and_register(cert: x509.Certificate, profile: str, out_dir: Path, reg
     record = CertRecord(serial=serial, subject=subject_text(cert.subject), profile=profile,
                         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
                         sha256=digest, status="good")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out_dir}: cannot create the output directory: {exc.strerror}") from None
-    if manifest is not None:
-        manifest.reload()  # a rehearsal directory refuses production certificates, and the reverse
-    written: list[Path] = []
-    try:
-        written.append(write_new(out_dir / pem_name, cert.public_bytes(PEM)))
-        written.append(write_new(out_dir / der_name, der))
-        registry.add(record)
-    except BaseException:
-        for path in written:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        raise
-    for path, fmt in ((written[0], "pem"), (written[1], "der")):
-        if manifest is not None:
-            manifest.add(ARTIFACT_KIND, path, fmt, status="good", serial=format(serial, "x"), profile=profile)
-        recorder.artifact(ARTIFACT_KIND, path, sha256_file(path), format=fmt, serial=format(serial, "x"),
-                          profile=profile)
-    return IssuedCertificate(serial=serial, pem_path=written[0], der_path=written[1], sha256=digest,
+    registry.add(record)
+    run.stage(pem_name, cert.public_bytes(PEM))
+    run.stage(der_name, der)
+    run.record()
+    return IssuedCertificate(serial=serial, pem_path=out_dir / pem_name, der_path=out_dir / der_name, sha256=digest,
                              subject=record.subject, profile=profile, not_after=record.not_after)
 
 

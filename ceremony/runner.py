@@ -128,7 +128,7 @@ class Leftover:
 class CeremonyRun:
     """The transaction of one ceremony run (see the module's docstring for the order it keeps)."""
 
-    def __init__(self, out: Path | str, manifest: Manifest, recorder: Recorder, ceremony: str) -> None:
+    def __init__(self, out: Path | str, manifest: Manifest | None, recorder: Recorder, ceremony: str) -> None:
         self.out = Path(out)
         self.manifest = manifest
         self.recorder = recorder
@@ -235,8 +235,7 @@ class CeremonyRun:
             if sha256_file(target) != sha256:
                 raise OutputError(f"{target}: holds another definition than {path} under this name; the output "
                                   "directory has been tampered with")
-            rel = name
-            if not self.manifest.find("pki-definition", path=rel, sha256=sha256):
+            if self.manifest is not None and not self.manifest.find("pki-definition", path=name, sha256=sha256):
                 self.plan(name, "pki-definition", "yaml", _existing=True)
             return
         self.plan(name, "pki-definition", "yaml")
@@ -298,13 +297,17 @@ class CeremonyRun:
         entries = []
         for planned in self.planned.values():
             source = planned.staged if planned.staged is not None else self.out / planned.filename
-            entries.append({"kind": planned.kind, "path": planned.filename, "sha256": sha256_file(source),
+            listed = self.out / planned.filename
+            if self.manifest is not None:  # the manifest may list a subdirectory's files (end-entity/)
+                listed = Path(os.path.relpath(listed.resolve(), self.manifest.directory.resolve()))
+            entries.append({"kind": planned.kind, "file": planned.filename, "path": Path(listed).as_posix(),
+                            "sha256": sha256_file(source),
                             "format": planned.fmt, "staged": planned.staged is not None,
                             "replace": bool(planned.extra.get("_replace")),
                             **{k: v for k, v in planned.extra.items() if not k.startswith("_")}})
         _write_json(staging / COMMIT, {"ceremony": self.ceremony, "entries": entries})
         self.committed = True
-        self.published = [self.out / e["path"] for e in entries]
+        self.published = [self.out / e["file"] for e in entries]
         _publish(self.out, staging, self.manifest)
 
     def _undo(self) -> None:
@@ -342,20 +345,20 @@ def _destroy(session: Any, obj: TokenObject) -> None:
                 found.destroy()
 
 
-def _publish(out: Path, staging: Path, manifest: Manifest) -> list[str]:
+def _publish(out: Path, staging: Path, manifest: Manifest | None) -> list[str]:
     """Link a committed run's staged files into place and list them in the manifest; idempotent."""
     commit = json.loads((staging / COMMIT).read_text(encoding="utf-8"))
     done = []
     for entry in commit["entries"]:
-        target = out / entry["path"]
+        target = out / entry["file"]
         if not entry.get("staged"):
             continue
-        source = staging / entry["path"]
+        source = staging / entry["file"]
         if entry.get("replace"):
             if source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
-                done.append(entry["path"])
+                done.append(entry["file"])
             elif sha256_file(target) != entry["sha256"]:
                 raise OutputError(f"{target}: not the file this run sealed, and its staged copy is gone")
             continue
@@ -366,10 +369,12 @@ def _publish(out: Path, staging: Path, manifest: Manifest) -> list[str]:
                                   f"overwritten and the sealed output is kept in {staging}")
             continue
         os.link(source, target)
-        done.append(entry["path"])
-    for directory in sorted({(out / e["path"]).parent for e in commit["entries"]}):
+        done.append(entry["file"])
+    for directory in sorted({(out / e["file"]).parent for e in commit["entries"]}):
         _fsync_dir(directory)
-    manifest.add_entries([{k: v for k, v in e.items() if k not in ("staged", "replace")} for e in commit["entries"]])
+    if manifest is not None:
+        manifest.add_entries([{k: v for k, v in e.items() if k not in ("file", "staged", "replace")}
+                              for e in commit["entries"]])
     shutil.rmtree(staging)
     _fsync_dir(out)
     return done
@@ -397,7 +402,7 @@ def inspect_leftovers(out: Path) -> list[Leftover]:
             for staging in leftover_runs(out)]
 
 
-def recover(out: Path, manifest: Manifest) -> list[Leftover]:
+def recover(out: Path, manifest: Manifest | None) -> list[Leftover]:
     """Finish what interrupted runs left: publish the committed ones, clean the others, name orphans."""
     found = []
     for staging in leftover_runs(out):
