@@ -316,8 +316,12 @@ def check_evidence(audit: Audit) -> None:
                        + ", ".join(data.get("non_loopback_up") or ["?"]))
 
 
-def check_artifacts(audit: Audit) -> tuple[set[str], set[str]]:
-    """Files exist with their hashes; keys match the evidence. Returns (key SPKIs, subject SPKIs)."""
+def check_artifacts(audit: Audit, published: bool = True) -> tuple[set[str], set[str]]:
+    """Files exist with their hashes; keys match the evidence. Returns (key SPKIs, subject SPKIs).
+
+    A ceremony that did not complete (``published`` false: no seal) recorded what it staged, and the
+    ceremony runner published none of it: a missing file is then what is expected, not a problem.
+    """
     key_spkis = {str((r.get("data") or {}).get("spki_sha256")) for r in audit.of_type("evidence")
                  if r.get("name") == "key"}
     subject_spkis = {str((r.get("data") or {}).get("spki_sha256")) for r in audit.of_type("evidence")
@@ -328,7 +332,10 @@ def check_artifacts(audit: Audit) -> tuple[set[str], set[str]]:
         rel = str(r.get("path"))
         target = audit.base / rel
         if not target.is_file():
-            audit.fail(r["seq"], f"artifact {rel} is missing (looked in {audit.base})")
+            if published:
+                audit.fail(r["seq"], f"artifact {rel} is missing (looked in {audit.base})")
+            else:
+                audit.notes.append(f"artifact {rel} was staged but never published: the ceremony did not complete")
             continue
         actual = sha256_file(target)
         if actual != r.get("sha256"):
@@ -411,7 +418,7 @@ def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
     sealed_close = close is not None and close.get("status") == "sealed"
     check_script(audit, sealed_close)
     check_evidence(audit)
-    key_spkis, _ = check_artifacts(audit)
+    key_spkis, _ = check_artifacts(audit, published=sealed_close)
     sealed = check_seal(audit, key_spkis)
     if close is None:
         audit.status = "incomplete"

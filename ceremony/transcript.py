@@ -831,7 +831,9 @@ class TranscriptRecorder:
             elif not self.sealed:
                 self.end_act()
                 self.close_acts()
-            status = "sealed" if self.sealed and exc is None else (
+            # Once sealed the ceremony is complete: an error after the seal is its outputs' publication
+            # (recorded with the close; the next run in the directory finishes it, ceremony.runner).
+            status = "sealed" if self.sealed else (
                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed" if exc is not None else "unsealed")
             self.writer.write("close", status=status, records=self.writer.seq + 1,
                               **({"error": _describe(exc)} if exc is not None else {}))
