@@ -27,8 +27,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from . import scriptbook
 from .errors import CeremonyError, OutputError
-from .fileio import check_absent, sha256_file, write_new
+from .fileio import sha256_file
 from .participants import ROLES, rules_for
+from .runner import CeremonyRun
 from .scriptbook import Act, Script
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "script"
@@ -263,24 +264,20 @@ def write_paper_scripts(definition: Any, script_name: str, out_dir: str | Path,
     for lang in langs:
         check_lang(lang)
     script = find_script(script_name)
-    targets = [(lang, fmt, output_path(out_dir, script_name, lang, fmt)) for lang in langs for fmt in FORMATS]
-    check_absent(*(p for _, _, p in targets))
-    written: list[Printed] = []
-    try:
+    directory = output_path(out_dir, script_name, langs[0], FORMATS[0]).parent
+    with CeremonyRun(directory, manifest, None, "paper-script") as run:
+        for lang in langs:
+            for fmt in FORMATS:
+                run.plan(output_path(out_dir, script_name, lang, fmt).name, MANIFEST_KIND, fmt, lang=lang,
+                         ceremony=script_name)
+        run.check()
         for lang in langs:
             html = render_html(script, definition, lang, rehearsal=rehearsal)
-            pdf = render_pdf(html)
-            for fmt, data in (("pdf", pdf), ("html", html.encode("utf-8"))):
-                path = write_new(output_path(out_dir, script_name, lang, fmt), data)
-                written.append(Printed(path, lang, fmt, sha256_file(path)))
-        if manifest is not None:
-            for p in written:
-                manifest.add(MANIFEST_KIND, p.path, p.format, lang=p.lang, ceremony=script_name)
-    except BaseException:
-        for p in written:
-            p.path.unlink(missing_ok=True)
-        raise
-    return written
+            run.stage(output_path(out_dir, script_name, lang, "pdf").name, render_pdf(html))
+            run.stage(output_path(out_dir, script_name, lang, "html").name, html.encode("utf-8"))
+        run.commit()
+    return [Printed(output_path(out_dir, script_name, lang, fmt), lang, fmt,
+                    sha256_file(output_path(out_dir, script_name, lang, fmt))) for lang in langs for fmt in FORMATS]
 
 
 _PRINTED = re.compile(r"^(?P<name>.+)\.(?P<lang>[a-z]{2})\.(?P<fmt>html|pdf)$")

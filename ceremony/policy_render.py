@@ -24,8 +24,10 @@ import jinja2
 from markdown_it import MarkdownIt
 
 from . import child_process
+from .manifest import Manifest
 from .policy_facts import Facts, PolicyError, date_text, duration_text
 from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
+from .runner import CeremonyRun
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "policy"
 _FRAGMENT_HEAD = re.compile(r"^## +([0-9][0-9.]*?)\.?(?: +\[(cp|cps)\])?(?: +.*)?$")
@@ -505,9 +507,6 @@ def build_documents(defn: Any, out: str | Path, policy_dir: Path | None = None,
     identical content is left as it is; different content is an error naming the differing sections
     (a new text needs a new version number in the definition).
     """
-    from .fileio import write_new
-    from .manifest import Manifest
-
     out_dir = Path(out)
     facts, docs = render_all(defn, out_dir, policy_dir)
     target = out_dir / DOCS_DIR
@@ -544,22 +543,20 @@ def build_documents(defn: Any, out: str | Path, policy_dir: Path | None = None,
     pdfs = render_pdfs(pdf_needed, workers)
     for key, (pdf, _) in pdfs.items():
         planned[Path(key)] = pdf
-    written: list[Path] = []
-    try:
-        for path in sorted(planned):
-            write_new(path, planned[path])
-            written.append(path)
-    except Exception:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     manifest = Manifest(out_dir, rehearsal=facts.rehearsal)
-    for d in docs:
-        source = hashlib.sha256(d.markdown.encode("utf-8")).hexdigest()
-        for ext in ("md", "html", "pdf"):
-            path = target / f"{d.stem}.{ext}"
-            if path in planned:
-                extra = {"source_sha256": source} if ext != "md" else {}
-                manifest.add(d.doc, path, ext, lang=d.lang, version=d.version, **extra)
+    with CeremonyRun(target, manifest, None, "policy-documents") as run:
+        for d in docs:
+            source = hashlib.sha256(d.markdown.encode("utf-8")).hexdigest()
+            for ext in ("md", "html", "pdf"):
+                path = target / f"{d.stem}.{ext}"
+                if path in planned:
+                    extra = {"source_sha256": source} if ext != "md" else {}
+                    run.plan(path.name, d.doc, ext, lang=d.lang, version=d.version, **extra)
+        run.check()
+        for path in sorted(planned):
+            run.stage(path.name, planned[path])
+        if run.planned:
+            run.commit()
+    written = sorted(planned)
     return BuildResult(written=written, unchanged=unchanged,
                        pdf_seconds={Path(k).name: t for k, (_, t) in pdfs.items()})

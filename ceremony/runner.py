@@ -33,6 +33,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -128,7 +129,7 @@ class Leftover:
 class CeremonyRun:
     """The transaction of one ceremony run (see the module's docstring for the order it keeps)."""
 
-    def __init__(self, out: Path | str, manifest: Manifest | None, recorder: Recorder, ceremony: str) -> None:
+    def __init__(self, out: Path | str, manifest: Manifest | None, recorder: Recorder | None, ceremony: str) -> None:
         self.out = Path(out)
         self.manifest = manifest
         self.recorder = recorder
@@ -148,8 +149,15 @@ class CeremonyRun:
         self.leftovers = recover(self.out, self.manifest)
         for leftover in self.leftovers:
             for line in leftover.lines():
-                self.recorder.say(line)
+                self._say(line)
         return self
+
+    def _say(self, line: str) -> None:
+        """To the room (the transcript) when there is one; a writer without a record says it on stderr."""
+        if self.recorder is not None:
+            self.recorder.say(line)
+        else:
+            print(line, file=sys.stderr)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -243,6 +251,8 @@ class CeremonyRun:
 
     def record(self) -> None:
         """Tell the transcript what will be published (final names, hashes of the staged files)."""
+        if self.recorder is None:
+            return
         for planned in self.planned.values():
             if planned.staged is not None:
                 self.recorder.artifact(planned.kind, self.out / planned.filename, sha256_file(planned.staged),
@@ -269,6 +279,8 @@ class CeremonyRun:
         ``verifier`` names the file whose public key checks the seal: an output of this run (its
         final name; the staged file is checked) or a file already there (the issuer's certificate).
         """
+        if self.recorder is None:
+            raise OutputError(f"{self.ceremony}: a run without a transcript has no seal; it publishes with commit()")
         name = str(verifier)
         planned = self.planned.get(name)
         if planned is not None and planned.staged is not None:
@@ -292,7 +304,7 @@ class CeremonyRun:
         return evidence
 
     def commit(self) -> None:
-        """The point of no return, then the publication."""
+        """The point of no return, then the publication (a writer without a transcript calls it directly)."""
         staging = self._staging_dir()
         entries = []
         for planned in self.planned.values():
@@ -321,7 +333,7 @@ class CeremonyRun:
                                 f"recorded exception: {obj.removal()}")
         if failures:
             for line in failures:
-                self.recorder.say(line)
+                self._say(line)
             if self.staging is not None:  # keep the journal so the next run reports the orphans again
                 for planned in self.planned.values():
                     if planned.staged is not None:

@@ -17,9 +17,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from . import pgpwords
 from .audit import Audit, verify
-from .fileio import write_new
 from .fingerprints import colon_form
 from .participants import ROLES
+from .runner import CeremonyRun
 from .scriptbook import TRANSCRIPT_ACT_TITLES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "transcript"
@@ -220,19 +220,20 @@ def write_reports(transcript: Path, out: Path | None = None, langs: list[str] | 
         raise OutputError(f"{transcript}: no such transcript")
     audit = verify(transcript, artifacts)
     target = Path(out) if out else Path(transcript).parent
-    written: list[Path] = []
-    try:
+    stem = Path(transcript).stem
+    with CeremonyRun(target, None, None, "transcript-report") as run:
+        for lang in langs:
+            run.plan(f"{stem}.{lang}.html", "transcript-report", "html", lang=lang)
+            if pdf:
+                run.plan(f"{stem}.{lang}.pdf", "transcript-report", "pdf", lang=lang)
+        run.check()
         for lang in langs:
             html = render_html(audit, lang)
-            stem = Path(transcript).stem
-            written.append(write_new(target / f"{stem}.{lang}.html", html.encode("utf-8")))
+            run.stage(f"{stem}.{lang}.html", html.encode("utf-8"))
             if pdf:
-                written.append(write_new(target / f"{stem}.{lang}.pdf", render_pdf(html)))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
-    return written
+                run.stage(f"{stem}.{lang}.pdf", render_pdf(html))
+        run.commit()
+    return list(run.published)
 
 
 def file_transcript(path: Path, manifest: Any, ceremony: str, *, reports: bool = True) -> list[dict[str, Any]]:
