@@ -69,6 +69,8 @@ IMAGE_PACKAGES = (
     "ca-certificates",
     "acl",  # become_user to unprivileged users
     "prometheus-node-exporter",
+    "chrony",  # role host_baseline configures it; never started on the test hosts (it would set this machine's clock)
+    "nftables",  # role host_baseline loads its rules inside each host's own network namespace
     "libpango-1.0-0",
     "libpangoft2-1.0-0",
 )

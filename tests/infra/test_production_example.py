@@ -404,6 +404,15 @@ def adapt_example(lab: Lab, production: Path, media: Path, password: Path, pins:
     main = production / "group_vars/subordinate_ca/main.yml"
     main.write_text(main.read_text() + "crl_signer_cron_fallback: true\n")
     edits.append("group_vars/subordinate_ca/main.yml: + crl_signer_cron_fallback: true (no systemd as PID 1)")
+    # Time and firewall: the admin machine's network (the test machine's ends of the links, and the
+    # publishers' pull addresses, are all in 203.0.113.0/24).
+    edit(production / "group_vars/all.yml", "host_baseline_admin_networks: [10.10.0.0/24]",
+         "host_baseline_admin_networks: [203.0.113.0/24]", edits)
+    # Test only: the test hosts share this machine's kernel clock, which nothing synchronises here; the
+    # CRL jobs would (rightly) refuse to sign and publish on it.
+    every = production / "group_vars/all.yml"
+    every.write_text(every.read_text() + "host_baseline_require_clock_sync: false\n")
+    edits.append("group_vars/all.yml: + host_baseline_require_clock_sync: false (test only: unsynchronised clock)")
     return edits
 
 
@@ -525,7 +534,7 @@ def test_the_edits_are_the_documented_ones(prod: Production) -> None:
     docs = (REPO / "docs/provisioning.md").read_text()
     for needle in ("cas.<ca>.hsm.module", "ansible_host", "ansible_user", "ansible-vault create",
                    "subordinate_ca_hsm_groups", "ceremony_suite_wheelhouse", "crl_signer_cron_fallback",
-                   "ceremony_exchange_dir"):
+                   "ceremony_exchange_dir", "host_baseline_admin_networks"):
         assert needle in docs, needle
     assert len([e for e in prod.edits if "module:" in e]) == 1  # two occurrences, one edit: the module path
 
