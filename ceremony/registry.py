@@ -16,14 +16,22 @@ A CHECK constraint keeps the packed entry and the columns consistent.
 
 Every change runs in one transaction that is either committed whole or rolled back: a refused
 revocation, a duplicate serial or a locked file leave the registry as it was.
+
+Before a migration touches an existing registry, :meth:`Registry.open` takes a verified backup of it
+next to the file (``<stem>-pre-migration-v<old>-to-v<new>-<UTC>.sqlite3``,
+:mod:`ceremony.registry_backup`) while holding the write lock, and says where it is: a migration
+cannot be undone in place, so the way back is the previous suite with that backup restored
+(docs/registry.md). A backup that cannot be made stops the migration, with the file unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,6 +173,28 @@ def parse_reason(reason: str) -> int:
     return REASONS[reason]
 
 
+def parse_serial_text(text: str) -> int:
+    """``1a2b``, ``0x1a2b`` or ``1A:2B``: hexadecimal, as ``openssl x509 -serial`` and the listings print it."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        raise RegistryError(f"serial {text!r} is not a hexadecimal serial number (allowed: hex digits, "
+                            "optionally with 0x or colons, as 'openssl x509 -serial' prints them)") from None
+    serial_blob(value)  # positive, at most 20 octets
+    return value
+
+
+def parse_invalidity_date(text: str) -> datetime:
+    """An ISO 8601 date or date and time; without a zone it is UTC (as X.509 times are)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RegistryError(f"invalidity date {text!r} is not an ISO 8601 date (allowed: e.g. 2026-11-20 or "
+                            "2026-11-20T14:30:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _record(row: tuple) -> CertRecord:
     serial, subject, profile, nb, na, sha, status, rat, reason, inv = row[:10]
     return CertRecord(
@@ -213,6 +243,8 @@ class Registry:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        #: The backup :meth:`open` took before migrating this file's schema (None: no migration).
+        self.migration_backup: Path | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -274,6 +306,8 @@ class Registry:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = self._version()  # another process may have migrated meanwhile
+                if 0 < version < SCHEMA_VERSION:
+                    self._backup_before_migration(version)
                 if version == 0:
                     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 for target in range(version, SCHEMA_VERSION):
@@ -288,6 +322,20 @@ class Registry:
                 raise
         except sqlite3.Error as exc:
             raise self._error(exc, "opening") from None
+
+    def _backup_before_migration(self, version: int) -> None:
+        """A verified copy of the registry as it is, before the migration (inside the write lock)."""
+        from .registry_backup import backup_before_migration
+
+        try:
+            self.migration_backup = backup_before_migration(self.path, version, SCHEMA_VERSION)
+        except (RegistryError, OSError) as exc:
+            raise RegistryError(f"{self.path}: the schema was not migrated from v{version} to v{SCHEMA_VERSION} "
+                                f"because the backup before the migration failed ({exc}); the registry is "
+                                "unchanged") from None
+        print(f"registry {self.path}: migrating the schema v{version} -> v{SCHEMA_VERSION}; backup taken first: "
+              f"{self.migration_backup} (the way back: the previous suite version, then 'ceremony-registry "
+              f"restore {self.migration_backup} --registry {self.path}'; docs/registry.md)", file=sys.stderr)
 
     def _version(self) -> int:
         conn = self._conn
