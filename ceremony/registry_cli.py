@@ -219,6 +219,8 @@ def _registry_parser() -> argparse.ArgumentParser:
     b.add_argument("--backup-dir", help="where backups go (default: backup_dir in the CA configuration)")
     b.add_argument("--keep", type=int, help="keep this many newest backups (default: keep in the CA configuration; "
                                             "none removed when neither says)")
+    b.add_argument("--syslog", action="store_true",
+                   help="also send the result line to syslog, tag ceremony-registry-backup (for cron)")
     v = sub.add_parser("verify", help="check a backup or registry file: integrity, schema version, counts")
     v.add_argument("file", help="the backup (or registry) file")
     ls = sub.add_parser("list", parents=[common], help="the registry's backups, newest first")
@@ -227,6 +229,28 @@ def _registry_parser() -> argparse.ArgumentParser:
                        help="restore the registry from a verified backup; the current file is kept aside")
     r.add_argument("backup", help="the backup file (see: ceremony-registry list)")
     return p
+
+
+def _backup(args: argparse.Namespace, conf: HostConfig) -> int:
+    """One verified backup and the retention; under cron (``--syslog``) the line also goes to syslog."""
+    from . import registry_backup as rb
+    from .cli import send_to_syslog
+
+    try:
+        backup_dir = Path(args.backup_dir) if args.backup_dir else conf.backup_dir
+        if backup_dir is None:
+            raise RegistryError("no backup directory: give --backup-dir DIR (or backup_dir in the CA configuration)")
+        keep = args.keep if args.keep is not None else conf.keep
+        _refuse_root_on_a_ca_file(backup_dir)
+        line = rb.backup_registry(conf.registry, backup_dir, keep=keep).describe()
+    except CeremonyError as exc:
+        if args.syslog:
+            send_to_syslog("ceremony-registry-backup", "err", [f"error: {exc}"])
+        return _fail(exc)
+    print(line)
+    if args.syslog:
+        send_to_syslog("ceremony-registry-backup", "info", [line])
+    return 0
 
 
 def registry_main(argv: Sequence[str] | None = None) -> int:
@@ -240,14 +264,7 @@ def registry_main(argv: Sequence[str] | None = None) -> int:
             return 0
         conf = load_host_config(args.config, args.ca, args.registry)
         if args.command == "backup":
-            backup_dir = Path(args.backup_dir) if args.backup_dir else conf.backup_dir
-            if backup_dir is None:
-                raise RegistryError("no backup directory: give --backup-dir DIR (or backup_dir in the CA "
-                                    "configuration)")
-            keep = args.keep if args.keep is not None else conf.keep
-            _refuse_root_on_a_ca_file(backup_dir)
-            print(rb.backup_registry(conf.registry, backup_dir, keep=keep).describe())
-            return 0
+            return _backup(args, conf)
         if args.command == "list":
             dirs = [Path(args.backup_dir)] if args.backup_dir else ([conf.backup_dir] if conf.backup_dir else [])
             found = rb.list_backups(conf.registry, dirs)
