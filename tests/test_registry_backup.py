@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -433,3 +434,54 @@ def test_ceremony_registry_backup_list_and_bad_inputs(host: dict[str, Path]) -> 
     ):
         assert_one_error(run("ceremony-registry", *args), *fragments)
         assert sorted(os.listdir(host["backups"])) == before
+
+
+# -- what the role installs -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_the_roles_units_verify_and_its_configuration_drives_the_commands(tmp_path: Path) -> None:
+    """The subordinate_ca role's templates, rendered by real Ansible with its defaults: the units pass
+    ``systemd-analyze verify`` and the commands read the configuration file exactly as the role writes it."""
+    home = tmp_path / "ceremony"
+    (home / "registry").mkdir(parents=True)
+    (home / "registry-backups").mkdir(mode=0o700)
+    with Registry.open(home / "registry" / "registry.sqlite3", create=True) as reg:
+        reg.add(rec(0x2A))
+    out = tmp_path / "rendered"
+    out.mkdir()
+    conf = out / "qualified.conf"
+    templates = [("ceremony-ca.conf.j2", conf.name), ("ceremony-registry-backup.service.j2",
+                                                      "ceremony-registry-backup.service"),
+                 ("ceremony-registry-backup.timer.j2", "ceremony-registry-backup.timer")]
+    role = REPO / "roles" / "subordinate_ca"
+    play = [{"name": "Render", "hosts": "localhost", "gather_facts": False,
+             "vars_files": [str(role / "defaults" / "main.yml")],
+             "tasks": [{"name": f"Render {dest}", "ansible.builtin.template": {
+                 "src": str(role / "templates" / src), "dest": str(out / dest), "mode": "0644"}}
+                 for src, dest in templates]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    extra = {"subordinate_ca_name": "qualified", "subordinate_ca_home": str(home),
+             "subordinate_ca_registry_backup_command": f"{BIN / 'ceremony-registry'} backup --config {conf}"}
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"),
+                           "-e", f"@{tmp_path / 'extra.json'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    check = subprocess.run(["systemd-analyze", "verify", str(out / "ceremony-registry-backup.service"),
+                            str(out / "ceremony-registry-backup.timer")], capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert check.returncode == 0 and check.stderr.strip() == "", check.stderr
+    service = (out / "ceremony-registry-backup.service").read_text()
+    assert "User=ceremony-ca\n" in service and f"ReadWritePaths={home}/registry {home}/registry-backups\n" in service
+    assert "Documentation=file:///usr/share/doc/ceremony-suite/registry.md" in service
+    assert "OnCalendar=hourly\n" in (out / "ceremony-registry-backup.timer").read_text()
+    # The unit's command, with the configuration as rendered: the backup and its retention.
+    command = next(line.split("=", 1)[1] for line in service.splitlines() if line.startswith("ExecStart="))
+    backup = subprocess.run(command.split(), capture_output=True, text=True, timeout=60, check=False)
+    assert backup.returncode == 0 and "verified (schema v1, 1 certificate (0 revoked), no revocation" in backup.stdout
+    revoke = run("ceremony-revoke", "2a", "--reason", "superseded", "--config", str(conf))
+    assert revoke.returncode == 0 and "systemctl start ceremony-crl-sign@qualified.service" in revoke.stdout
+    assert "the CRL job (hourly)" in revoke.stdout
