@@ -18,7 +18,7 @@ description:
     registry is created deliberately, here, when the CA host is provisioned.
   - Must run with the interpreter of the suite's virtualenv, as the CA's system user (the file's owner).
   - Creates the registry only on first provisioning. It records the creation in a marker beside the
-    registry (C(<path>.provisioned.json): path, creation time, schema version, backup directory); an
+    registry (C(<path>.provisioned.json), holding the path, creation time, schema version and backup directory); an
     existing registry without a marker (provisioned before the marker existed) gets one. When the
     marker is there but the registry is not (moved away, lost), or when backups of it exist, the
     task fails with one message naming the path, the newest backup found and the exact restore
