@@ -479,8 +479,8 @@ def report_lines(audit: Audit) -> list[str]:
         out.append(f"act {r.get('act')}: chain head {r.get('head')}")
     for note in audit.notes:
         out.append(f"note: {note}")
-    for p in audit.problems:
-        out.append(f"FAIL {p}")
+    for problem in audit.problems:
+        out.append(f"FAIL {problem}")
     verdict = {"intact": "INTACT: the transcript verifies",
                "incomplete": "INCOMPLETE: the ceremony did not finish; the transcript does not pass",
                "invalid": "INVALID" + (f": first bad record {audit.problems[0].seq}"

@@ -259,7 +259,7 @@ def load_ca_certificate(path: Path, ca_name: str) -> x509.Certificate:
 def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
     lib = load_module(hsm.module)
     token = find_token(lib, hsm.token)
-    evidence = token_evidence(hsm.module, lib, token).as_dict()
+    evidence: dict[str, Any] = token_evidence(hsm.module, lib, token).as_dict()
     evidence["mechanisms"] = mechanisms(token)
     recorder.evidence("token", evidence)
     tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],
@@ -438,8 +438,12 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             co_session.close()  # the Security Officer logs in next: one login per token at a time
         # From here the token may hold a wrapping key: whatever happens, it is destroyed again.
         state = {"on_token": False}
-        stack.callback(lambda: state["on_token"] and _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file,
-                                                                           so_pin_file, interactive, recorder))
+
+        def cleanup() -> None:
+            if state["on_token"]:
+                _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file, so_pin_file, interactive, recorder)
+
+        stack.callback(cleanup)
         with recorder.step("wrapping-key-trust", "Security Officer: create the wrapping key on the token as trusted"):
             so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
             with open_session(ca.hsm, so_source, so=True) as so_session:

@@ -97,7 +97,7 @@ def prepare_out(out: str | Path, rehearsal: bool) -> tuple[Path, Manifest]:
 def token_step(recorder: Recorder, ca: CA) -> None:
     lib = load_module(ca.hsm.module)
     token = find_token(lib, ca.hsm.token)
-    evidence = token_evidence(ca.hsm.module, lib, token).as_dict()
+    evidence: dict[str, Any] = token_evidence(ca.hsm.module, lib, token).as_dict()
     evidence["mechanisms"] = mechanisms(token)
     recorder.evidence("token", evidence)
     tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],

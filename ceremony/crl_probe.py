@@ -158,7 +158,8 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
         assert url is not None and ca_cert is not None
         cert_path = Path(ca_cert)
     cert = load_ca_certificate(cert_path)
-    results = [probe_crl(ca, url, cert, publisher=p, timeout=timeout) for p in (publishers or [None])]
+    through: list[str | None] = list(publishers) if publishers else [None]  # None: the URL's own host (DNS)
+    results = [probe_crl(ca, url, cert, publisher=p, timeout=timeout) for p in through]
     if metrics_dir is not None:
         try:
             Path(metrics_dir).mkdir(parents=True, exist_ok=True)

@@ -97,9 +97,9 @@ def rehearse(ctx: RehearsalContext) -> None:
         for path, fmt in ((result.der_path, "der"), (result.pem_path, "pem")):
             ctx.manifest.add("subordinate-crl", path, fmt, ca=ca_name, number=result.number,
                              this_update=result.this_update.isoformat(), next_update=result.next_update.isoformat())
-        for cert in issued:
-            checks.append((ca_name, ca.issuer, result.pem_path, cert.pem_path,
-                           "revoked" if cert is revoked else "good"))
+        for one in issued:
+            checks.append((ca_name, ca.issuer, result.pem_path, one.pem_path,
+                           "revoked" if one is revoked else "good"))
     with ctx.recorder("root-crl-batch") as rec:
         batch = root_crl_batch_ceremony(defn, ctx.out, rec, rehearsal=True, interactive=False)
     in_force = batch.crls[0].pem_path  # the others start later (pre-signed)

@@ -25,10 +25,14 @@ from .definition import Hsm, TokenRef, parse_token_uri
 from .errors import HsmError
 from .pins import PinSource, get_pin, origin_text, pin_origin
 
-_LIBS: dict[str, pkcs11.lib] = {}
+#: python-pkcs11's ``lib`` is a Cython class that type checkers see as a function: its handles are typed
+#: by this alias.
+P11Lib = Any
+
+_LIBS: dict[str, P11Lib] = {}
 
 
-def load_module(path: str) -> pkcs11.lib:
+def load_module(path: str) -> P11Lib:
     """Load (once per process) the PKCS#11 module at ``path``."""
     real = os.path.realpath(path)
     if real in _LIBS:
@@ -120,7 +124,7 @@ def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]
                     f"serial: pkcs11-tool --module {module} --list-token-slots")
 
 
-def find_token(lib: pkcs11.lib, ref: TokenRef) -> Any:
+def find_token(lib: P11Lib, ref: TokenRef) -> Any:
     """Exactly one initialised token matching ``ref``; for none, which attribute failed against each token."""
     tokens = list(lib.get_tokens())
     if ref.label is not None:
@@ -158,7 +162,7 @@ class TokenEvidence:
         return dict(self.__dict__)
 
 
-def token_evidence(module_path: str, lib: pkcs11.lib, token: Any) -> TokenEvidence:
+def token_evidence(module_path: str, lib: P11Lib, token: Any) -> TokenEvidence:
     serial = token.serial.decode("ascii", "replace").strip() if isinstance(token.serial, bytes) \
         else str(token.serial)
     return TokenEvidence(

@@ -171,7 +171,7 @@ def signing_key(session: Any, label: str) -> HsmPrivateKey:
     return HsmRsaPrivateKey(priv, public)
 
 
-def hash_for(key: Any) -> hashes.HashAlgorithm:
+def hash_for(key: Any) -> hashes.SHA256 | hashes.SHA384:
     """The signature hash the suite uses for a key: SHA-384 for P-384, else SHA-256 (RSA: SHA-256)."""
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and key.curve.key_size >= 384:
         return hashes.SHA384()

@@ -116,7 +116,7 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
         Attribute.EXTRACTABLE: backup, Attribute.WRAP_WITH_TRUSTED: backup,
         Attribute.SIGN: True, Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False,
     }
-    public_template = {
+    public_template: dict[Attribute, Any] = {
         Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True,
         Attribute.ENCRYPT: False, Attribute.WRAP: False,
     }

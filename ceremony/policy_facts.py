@@ -169,7 +169,8 @@ def _dn(name: x509.Name) -> tuple[str, list[str]]:
     parts = []
     for rdn in name.rdns:
         for attr in rdn:
-            parts.append(f"{_ATTR_SHORT.get(attr.oid.dotted_string, attr.oid.dotted_string)}={attr.value}")
+            value = attr.value.decode("utf-8", "replace") if isinstance(attr.value, bytes) else attr.value
+            parts.append(f"{_ATTR_SHORT.get(attr.oid.dotted_string, attr.oid.dotted_string)}={value}")
     return ", ".join(parts), [p.split("=", 1)[0] for p in parts]
 
 
@@ -429,7 +430,7 @@ def _crl_profile(out: Path, manifest: dict[str, Any]) -> CrlProfileFacts:
 
 
 def _scripts() -> list[ScriptFacts]:
-    result = []
+    result: list[ScriptFacts] = []
     if not SCRIPTS_DIR.is_dir():
         return result
     for path in sorted(SCRIPTS_DIR.glob("*.yml")):

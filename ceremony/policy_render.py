@@ -243,8 +243,9 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
             if fragment is None:
                 continue
             where = f"{fragment.file}:{fragment.line}"
+            source = fragment.text
 
-            def render_fragment(text: str = fragment.text) -> str:
+            def render_fragment(text: str = source) -> str:
                 return env.from_string(text).render(ctx)
 
             body.append(_render_or_fail(render_fragment, where, n, lang))

@@ -32,8 +32,7 @@ from .errors import OutputError
 from .fileio import replace_atomically, write_new
 from .manifest import MANIFEST_NAME, Manifest
 from .recorder import Recorder
-from .transcript import open_rehearsal_transcript
-from .transcript_report import file_transcript
+from .recording import recorded
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "inventory" / "testing" / "pki.yml"
 PINS_FILE = "rehearsal-pins.env"
@@ -76,10 +75,10 @@ class RehearsalContext:
         """The record of one ceremony: its transcript, listed in the manifest with its reports."""
         n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
         path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
-        with open_rehearsal_transcript(path, script_name, self.definition, console=self.console) as rec:
+        with recorded(script_name, self.definition, self.out, rehearsal=True, console=self.console, numbered=path,
+                      manifest=self.manifest) as rec:
             yield rec
         self.transcripts.append(path)
-        file_transcript(path, self.manifest, script_name)  # kinds transcript and transcript-report (fr/en, html/pdf)
 
 
 def _write_pins(ctx: RehearsalContext) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crlenc
@@ -122,11 +122,14 @@ def _check_revocation(rev: Revocation, root_cert: x509.Certificate) -> tuple[x50
     if cert.issuer != root_cert.subject:
         raise VerificationError(f"{rev.certificate}: not issued by this root (issuer {cert.issuer.rfc4514_string()})")
     public = root_cert.public_key()
+    digest = cert.signature_hash_algorithm
     try:
-        if isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        if isinstance(public, ec.EllipticCurvePublicKey) and digest is not None:
+            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(digest))
+        elif isinstance(public, rsa.RSAPublicKey) and digest is not None:
+            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), digest)
         else:
-            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+            raise VerificationError(f"{rev.certificate}: signed with an algorithm the suite does not use")
     except InvalidSignature:
         raise VerificationError(f"{rev.certificate}: its signature does not verify with the root key") from None
     return cert, code

@@ -25,7 +25,7 @@ from .scriptbook import TRANSCRIPT_ACT_TITLES
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "transcript"
 LANGS = ("fr", "en")
 
-TEXT: dict[str, dict[str, str]] = {
+TEXT: dict[str, dict[str, Any]] = {
     "en": {
         "title": "Ceremony transcript", "rehearsal": "REHEARSAL — not a production ceremony",
         "production": "Production ceremony", "summary": "Summary", "ceremony": "Ceremony", "script": "Script",

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from invoke import Collection, Context, task
 
-from ceremony.errors import CeremonyError
-
 from ._cli import operator_errors
 
 HELP = {
@@ -87,38 +85,18 @@ def terminal_lang(defn: object, lang: str | None) -> str:
 @contextlib.contextmanager
 def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None,
             preflight: object = None, lang: str | None = None) -> Iterator[object]:
-    """The ceremony's transcript in OUT/transcripts: sign-in and confirmations at the terminal, or from
-    ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses
-    generated rehearsal participants. An unexpected error's traceback is written next to the transcript.
-    """
-    from ceremony import crash_log
-    from ceremony.transcript import open_transcript
+    """The ceremony's transcript (ceremony.recording): sign-in and confirmations at the terminal, or from
+    ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses generated
+    rehearsal participants. The header records the printed paper script and the pre-flight's report."""
+    from ceremony.paper_script import printed_script_files
+    from ceremony.recording import recorded
 
-    rec = None
-    try:
-        from ceremony.paper_script import printed_script_files
-
-        header: dict[str, object] = {"paper_script": printed_script_files(out, script)}
-        if preflight is not None:
-            header["preflight"] = preflight.as_dict()  # type: ignore[attr-defined]
-        with open_transcript(out / "transcripts", script, defn, rehearsal=rehearsal,
-                             answers=Path(answers) if answers else None, header=header,
-                             lang=terminal_lang(defn, lang)) as rec:
-            yield rec
-    except (CeremonyError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        crash_log.write(exc, script, rec.path.parent if rec is not None else out / "transcripts")
-        raise
-    finally:
-        if rec is not None:  # list the transcript (even of a failed ceremony) and write its reports
-            from ceremony.manifest import Manifest
-            from ceremony.transcript_report import file_transcript
-
-            try:
-                file_transcript(rec.path, Manifest(out, rehearsal), script)
-            except Exception as exc:  # never mask the ceremony's own outcome
-                print(f"warning: {rec.path}: transcript not listed in the manifest or reports not written: {exc}")
+    header: dict[str, object] = {"paper_script": printed_script_files(out, script)}
+    if preflight is not None:
+        header["preflight"] = preflight.as_dict()  # type: ignore[attr-defined]
+    with recorded(script, defn, out, rehearsal=rehearsal, answers=Path(answers) if answers else None,
+                  header=header, lang=terminal_lang(defn, lang)) as rec:
+        yield rec
 
 
 @task(help={**HELP, "answers": ANSWERS_HELP, "lang": LANG_HELP})

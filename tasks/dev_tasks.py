@@ -7,8 +7,9 @@ from invoke import Context, task
 
 @task
 def lint(c: Context) -> None:
-    """ruff over the Python code."""
+    """ruff over the Python code, then mypy over the engine (pyproject.toml [tool.mypy]: strict on the runner)."""
     c.run(".venv/bin/ruff check ceremony tasks tests plugins scripts", pty=False)
+    c.run(".venv/bin/mypy", pty=False)
 
 
 @task(help={"k": "only tests matching this expression", "fast": "skip the infrastructure tests"})

@@ -122,10 +122,10 @@ crls:
   elements: dict
 """
 
-import contextlib
 import datetime
 import io
 import os
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ceremony_engine import (
@@ -247,31 +247,11 @@ def _done_crl_batch(loaded, out: str) -> dict | None:
     return {"outputs": {os.path.basename(furthest[1]): furthest[1]}}
 
 
-@contextlib.contextmanager
-def _transcript(module: AnsibleModule, loaded, out: str, script: str, rehearsal: bool, console):
-    """The ceremony's transcript, listed in the manifest even when the ceremony fails."""
-    from pathlib import Path
-
-    from ceremony.manifest import Manifest
-    from ceremony.transcript import open_transcript
-    from ceremony.transcript_report import file_transcript
-
-    rec = None
-    answers = module.params["answers"]
-    try:
-        with open_transcript(Path(out) / "transcripts", script, loaded, rehearsal=rehearsal,
-                             answers=Path(answers) if answers else None, console=console) as rec:
-            yield rec
-    finally:
-        if rec is not None:
-            with contextlib.suppress(Exception):  # never mask the ceremony's own outcome
-                file_transcript(rec.path, Manifest(out, rehearsal), script, reports=False)
-
-
 def run(module: AnsibleModule) -> None:
     from ceremony import ceremonies
     from ceremony.display import make_console
     from ceremony.errors import CeremonyError
+    from ceremony.recording import recorded
     p = module.params
     action = p["action"]
     loaded, _ = load_ca(module, p["definition"], p["ca"] or loaded_root(module, p["definition"]))
@@ -310,7 +290,9 @@ def run(module: AnsibleModule) -> None:
             module.exit_json(changed=True, diff=diff)
         text = io.StringIO()
         console = make_console(file=text, width=120)
-        with _transcript(module, loaded, p["out"], SCRIPTS[action], rehearsal, console) as recorder:
+        answers = Path(p["answers"]) if p["answers"] else None
+        with recorded(SCRIPTS[action], loaded, Path(p["out"]), rehearsal=rehearsal, answers=answers, console=console,
+                      reports=False) as recorder:
             if action == "root":
                 result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
                                                   pin_file=p["pin_file"], interactive=False)
