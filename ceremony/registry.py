@@ -26,6 +26,7 @@ cannot be undone in place, so the way back is the previous suite with that backu
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import os
@@ -463,7 +464,7 @@ class Registry:
             return self._query("SELECT count(*) FROM certificates")[0][0]
         return self._query("SELECT count(*) FROM certificates WHERE status = ?", (status,))[0][0]
 
-    def revoked_rows(self) -> list[tuple[int, int, int | None, int | None, int]]:
+    def revoked_rows(self) -> builtins.list[tuple[int, int, int | None, int | None, int]]:
         """The CRL job's fast path: ``(serial, revoked_at, reason, invalidity_date, not_after)``.
 
         Times are epoch seconds (UTC); ``reason`` is the RFC 5280 code, or None for ``unspecified``
