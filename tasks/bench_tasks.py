@@ -255,5 +255,42 @@ def _report(r: dict[str, Any], json_out: str | None, kept: bool) -> None:
         Path(json_out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
 
 
+#: The registry read's reference: the CRL job reads every revocation at each run, and the whole job
+#: (read, encode, lint, sign, verify, publish) has a budget of 30 s and 512 MB for a million entries
+#: (docs/crl.md, "Performance: a million entries").
+REGISTRY_REFERENCE = {"seconds": 30.0, "peak_mb": 512}
+
+_READ = ("import resource, sys, time; from ceremony.registry import Registry\n"
+         "with Registry.open(sys.argv[1]) as r:\n"
+         "    t = time.perf_counter(); n = sum(1 for _ in r.iter_revoked_rows()); s = time.perf_counter() - t\n"
+         "    t = time.perf_counter(); rows = r.revoked_rows(); l = time.perf_counter() - t\n"
+         "print(n, len(rows), s, l, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+
+
+@task(help={"entries": "number of revoked certificates (default 1000000)"})
+@operator_errors
+def registry(c: Context, entries: int = 1_000_000) -> None:
+    """Read N revocations from a registry as the CRL job does (streamed, and as one list), in a fresh process."""
+    if not 1 <= entries <= 10_000_000:
+        raise SystemExit(f"error: --entries {entries}: allowed from 1 to 10,000,000")
+    with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
+        path = Path(tmp) / "registry.sqlite3"
+        t = time.perf_counter()
+        _add_revoked(path, revocation_set(entries, int(time.time())), create=True)
+        built = time.perf_counter() - t
+        # A fresh process, so that its peak memory is the read's and not the build's.
+        out = subprocess.run([sys.executable, "-c", _READ, str(path)], capture_output=True, text=True, check=True)
+    n, listed_n, streamed, listed, peak_mb = out.stdout.split()
+    if int(n) != entries or int(listed_n) != entries:
+        raise SystemExit(f"error: read {n} and {listed_n} revocations back, not {entries}")
+    ref = REGISTRY_REFERENCE
+    print(f"registry of {entries:,} revocations (built in {built:.1f} s)")
+    print(f"{'':28}{'wall time':>12}{'peak RSS':>12}")
+    print(f"{'streamed (iter_revoked_rows)':28}{float(streamed):>10.2f} s{'':>12}")
+    print(f"{'as a list (revoked_rows)':28}{float(listed):>10.2f} s{int(peak_mb):>9} MB")
+    print(f"{'reference: whole CRL job':28}{ref['seconds']:>10.2f} s{ref['peak_mb']:>9} MB   (budget, 1M entries)")
+
+
 ns = Collection()
 ns.add_task(crl)
+ns.add_task(registry)

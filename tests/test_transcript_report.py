@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +49,9 @@ def test_report_of_a_tampered_transcript_says_invalid(tmp_path: Path, definition
 
 def test_write_reports_fr_en_html_pdf_never_overwrites(tmp_path: Path, definition: Any) -> None:
     path, _ = soft_transcript(tmp_path / "out", definition, ROOT_STEPS)
-    start = time.perf_counter()
     written = write_reports(path, tmp_path / "reports")
-    elapsed = time.perf_counter() - start
     assert sorted(p.name for p in written) == sorted(
         f"root-key-generation-1.{lang}.{fmt}" for lang in ("fr", "en") for fmt in ("html", "pdf"))
-    assert elapsed < 20, f"four reports took {elapsed:.1f}s"
     text = subprocess.run(["pdftotext", str(tmp_path / "reports" / "root-key-generation-1.fr.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
     assert "Procès-verbal" in text and "Témoin interne" in text
