@@ -34,7 +34,7 @@ from . import pgpwords
 from .fileio import sha256_file
 from .participants import Participant, ParticipantError, Rules, check_separation, rules_for
 from .scriptbook import Script, parse_script
-from .transcript import FORMAT, GENESIS, StepTracker, _verify, canonical, line_hash, seal_message, spki
+from .transcript import FORMAT, GENESIS, StepTracker, canonical, line_hash, seal_message, spki, verify_seal_signature
 
 STATUS_EXIT = {"intact": 0, "invalid": 1, "incomplete": 2, "failed": 3, "unsealed": 3, "interrupted": 3}
 
@@ -373,7 +373,7 @@ def check_seal(audit: Audit, key_spkis: set[str]) -> bool:
     try:
         public = serialization.load_der_public_key(base64.b64decode(str(verifier.get("public_key"))))
         signature = base64.b64decode(str(seal.get("signature")))
-        _verify(public, str(seal.get("algorithm")), signature, seal_message(str(head)))
+        verify_seal_signature(public, str(seal.get("algorithm")), signature, seal_message(str(head)))
     except (InvalidSignature, ValueError, KeyError, TypeError):
         audit.fail(seal["seq"], "the closing signature does not verify with the seal's public key")
         return False

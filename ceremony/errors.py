@@ -42,6 +42,10 @@ class HsmError(CeremonyError):
     exit_code = 3
 
 
+class TokenNotFoundError(HsmError):
+    """No initialised token matches the reference (a caller may create one: a SoftHSM rehearsal token)."""
+
+
 class PinError(HsmError):
     """A PIN could not be obtained safely (missing variable, file with loose permissions...)."""
 

@@ -22,7 +22,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.constants import TokenFlag
 
 from .definition import Hsm, TokenRef, parse_token_uri
-from .errors import HsmError
+from .errors import HsmError, TokenNotFoundError
 from .pins import PinSource, get_pin, origin_text, pin_origin
 
 #: python-pkcs11's ``lib`` is a Cython class that type checkers see as a function: its handles are typed
@@ -110,7 +110,7 @@ def _initialised(token: Any) -> bool:
         return True
 
 
-def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]) -> HsmError:
+def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]) -> TokenNotFoundError:
     """One message: for each token present, the attributes that did not match and what it has instead."""
     present = [t for t in tokens if _initialised(t)]
     blank = len(tokens) - len(present)
@@ -120,8 +120,8 @@ def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]
     if blank:
         listing += f" ({blank} uninitialised token{'s' if blank > 1 else ''} not listed)"
     module = next((path for path, loaded in _LIBS.items() if loaded is lib), "MODULE")
-    return HsmError(f"token not found: {ref.describe()}: {listing}. Each token's label, manufacturer, model and "
-                    f"serial: pkcs11-tool --module {module} --list-token-slots")
+    return TokenNotFoundError(f"token not found: {ref.describe()}: {listing}. Each token's label, manufacturer, "
+                              f"model and serial: pkcs11-tool --module {module} --list-token-slots")
 
 
 def find_token(lib: P11Lib, ref: TokenRef) -> Any:

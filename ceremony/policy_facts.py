@@ -344,29 +344,21 @@ def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list
 
 def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehearsal: bool) -> list[ProfileFacts]:
     ee_entries = [a for a in manifest.get("artifacts", []) if a.get("kind") == "end-entity-certificate"]
-    try:
-        import importlib
-
-        importlib.import_module("ceremony.ee_profiles")
-        ee_available = True
-    except ImportError:
-        ee_available = False
     ocsp = defn.model.documents.ocsp_url if defn.model.documents else None
     result = []
     for ca_name, ca in defn.model.cas.items():
         for name, p in ca.profiles.items():
             cert = None
-            if ee_available:
-                for entry in ee_entries:
-                    path = out / entry["path"]
-                    if entry.get("profile") not in (None, name) or not path.is_file():
-                        continue
-                    candidate = load_certificate(path)
-                    cp = _has(candidate, ExtensionOID.CERTIFICATE_POLICIES)
-                    oids = [i.policy_identifier.dotted_string for i in cp.value] if cp else []
-                    if entry.get("profile") == name or oids == list(p.policy_oids):
-                        cert = candidate
-                        break
+            for entry in ee_entries:
+                path = out / entry["path"]
+                if entry.get("profile") not in (None, name) or not path.is_file():
+                    continue
+                candidate = load_certificate(path)
+                cp = _has(candidate, ExtensionOID.CERTIFICATE_POLICIES)
+                oids = [i.policy_identifier.dotted_string for i in cp.value] if cp else []
+                if entry.get("profile") == name or oids == list(p.policy_oids):
+                    cert = candidate
+                    break
             if cert is not None:
                 exts, ku, source = describe_certificate_extensions(cert, True), _key_usage(cert), "certificate"
             else:

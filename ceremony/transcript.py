@@ -50,6 +50,7 @@ from rich.text import Text
 from . import pgpwords
 from .display import make_console, text
 from .errors import CeremonyError
+from .hsm_keys import hash_for
 from .participants import (
     ROLES,
     Participant,
@@ -736,7 +737,7 @@ class TranscriptRecorder:
         message = seal_message(head)
         algorithm, signature = _sign(private_key, message)
         try:
-            _verify(public, algorithm, signature, message)
+            verify_seal_signature(public, algorithm, signature, message)
         except InvalidSignature:
             raise TranscriptError("the HSM's signature over the transcript does not verify") from None
         record = {"kind": verifier.get("kind", "certificate"), "path": vrel, "sha256": vhash,
@@ -862,18 +863,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _sign(key: Any, message: bytes) -> tuple[str, bytes]:
-    from .hsm_keys import hash_for
-
     if isinstance(key, ec.EllipticCurvePrivateKey):
         h = hash_for(key)
         return f"ecdsa-{h.name}", key.sign(message, ec.ECDSA(h))
     if isinstance(key, rsa.RSAPrivateKey):
-        h = hashes.SHA384() if key.key_size >= 3072 else hashes.SHA256()
+        h = hash_for(key)  # the suite's one hash policy (certificates, CRLs and seals alike)
         return f"rsa-pkcs1v15-{h.name}", key.sign(message, padding.PKCS1v15(), h)
     raise TranscriptError(f"cannot seal with a {type(key).__name__}")
 
 
-def _verify(public: Any, algorithm: str, signature: bytes, message: bytes) -> None:
+def verify_seal_signature(public: Any, algorithm: str, signature: bytes, message: bytes) -> None:
     """Raise ``cryptography.exceptions.InvalidSignature`` when the seal does not verify."""
     name = algorithm.rsplit("-", 1)[-1]
     h = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[name]

@@ -128,16 +128,14 @@ def init_label(ref) -> str | None:
 
 def _find(module_path: str, ref):
     from ceremony import hsm
-    from ceremony.errors import HsmError
+    from ceremony.errors import TokenNotFoundError
 
     lib = hsm.load_module(module_path)
     hsm.rescan(module_path)
     try:
         token = hsm.find_token(lib, ref)
-    except HsmError as exc:
-        if str(exc).startswith("token not found"):
-            return lib, None
-        raise
+    except TokenNotFoundError:  # absent: a SoftHSM token is then created; any other failure stops
+        return lib, None
     return lib, token
 
 
