@@ -176,7 +176,8 @@ def _check_size(path: Path) -> None:
                             f"{page_size} bytes = {pages * page_size}); it is not a usable registry backup")
 
 
-def _is_wal(path: Path) -> bool:
+def is_wal(path: Path) -> bool:
+    """Whether the file is in WAL mode (a live registry), from its header."""
     with open(path, "rb") as handle:
         header = handle.read(20)
     return len(header) == 20 and header[18] == 2
@@ -189,7 +190,7 @@ def _connect_read(path: Path, timeout: float = 10.0) -> sqlite3.Connection:
     file (a live registry) is opened read-write with ``query_only``: a read-only connection would
     create ``-wal``/``-shm`` files it cannot remove, owned by whoever ran the command.
     """
-    if not _is_wal(path):
+    if not is_wal(path):
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
     conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=timeout)
     conn.execute("PRAGMA query_only = ON")

@@ -259,6 +259,8 @@ def registry_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "verify":
+            if Path(args.file).is_file() and rb.is_wal(Path(args.file)):  # a live registry: SQLite may write -shm
+                _refuse_root_on_a_ca_file(Path(args.file))
             facts = rb.inspect(args.file)
             print(f"{args.file}: integrity ok, {facts.describe()}")
             return 0
