@@ -32,9 +32,11 @@ from cryptography.hazmat.primitives import serialization
 
 from . import pgpwords
 from .fileio import sha256_file
+from .keys import spki_sha256
 from .participants import Participant, ParticipantError, Rules, check_separation, rules_for
 from .scriptbook import Script, parse_script
-from .transcript import FORMAT, GENESIS, StepTracker, canonical, line_hash, seal_message, spki, verify_seal_signature
+from .transcript import FORMAT, GENESIS, StepTracker, canonical, line_hash, seal_message, verify_seal_signature
+from .x509_files import public_key_of, read_public_object
 
 STATUS_EXIT = {"intact": 0, "invalid": 1, "incomplete": 2, "failed": 3, "unsealed": 3, "interrupted": 3}
 
@@ -126,30 +128,11 @@ def read_chain(audit: Audit) -> bool:
 
 
 def _load_public(path: Path) -> Any:
-    data = path.read_bytes()
-    for load in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
-        try:
-            return load(data)
-        except ValueError:
-            pass
-    for load_csr in (x509.load_pem_x509_csr, x509.load_der_x509_csr):
-        try:
-            return load_csr(data)
-        except ValueError:
-            pass
-    for load_key in (serialization.load_pem_public_key, serialization.load_der_public_key):
-        try:
-            return load_key(data)
-        except ValueError:
-            pass
-    return None
+    return read_public_object(path)
 
 
 def _spki_sha256(obj: Any) -> str:
-    import hashlib
-
-    public = obj.public_key() if isinstance(obj, x509.Certificate | x509.CertificateSigningRequest) else obj
-    return hashlib.sha256(spki(public)).hexdigest()
+    return spki_sha256(public_key_of(obj))
 
 
 def check_header(audit: Audit) -> None:

@@ -80,6 +80,7 @@ from .recorder import Recorder
 from .runner import CeremonyRun
 from .shares import Share, slug
 from .terminal_text import say as words
+from .x509_files import read_certificate
 
 BACKUP_FORMAT = "ceremony-key-backup/1"
 BACKUP_DIR = "backup"
@@ -244,16 +245,8 @@ def resolve_bags(ca_name: str, custodians: list[str], bags: Mapping[str, str] | 
 
 def load_ca_certificate(path: Path, ca_name: str) -> x509.Certificate:
     """The CA's certificate (PEM or DER): the backed-up key must be its key, the restored key must sign for it."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise OutputError(f"{path}: the certificate of {ca_name!r} is not there; pass --certificate with the "
-                          "CA's certificate (PEM or DER)") from None
-    try:
-        return x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
-            else x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise DefinitionError(str(path), "", "not a certificate (PEM or DER)") from None
+    return read_certificate(path, f"the certificate of {ca_name!r}",
+                            "pass --certificate with the CA's certificate (PEM or DER)")
 
 
 def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:

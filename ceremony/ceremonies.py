@@ -48,6 +48,7 @@ from .profiles import subject_name
 from .recorder import Recorder
 from .runner import CeremonyRun
 from .terminal_text import say as words
+from .x509_files import read_certificate
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -437,16 +438,8 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
 
 
 def load_issuer_certificate(path: Path, issuer_name: str) -> x509.Certificate:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise OutputError(f"{path}: the certificate of issuer {issuer_name!r} is not there; run its ceremony "
-                          "first or pass --issuer-cert") from None
-    try:
-        return x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
-            else x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise OutputError(f"{path}: not a certificate: {exc}") from None
+    return read_certificate(path, f"the certificate of issuer {issuer_name!r}",
+                            "run its ceremony first or pass --issuer-cert")
 
 
 def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: str | Path, out: str | Path,

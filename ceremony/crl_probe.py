@@ -22,6 +22,7 @@ from cryptography import x509
 
 from .errors import DefinitionError, OutputError
 from .metrics import ProbeMetrics, ProbeResult, write_probe_metrics
+from .x509_files import read_certificate
 
 CRL_CONTENT_TYPE = "application/pkix-crl"
 #: A national CRL with a million entries is about 48 MB; anything far larger is not a CRL of this suite.
@@ -29,15 +30,7 @@ MAX_CRL_BYTES = 512 * 1024 * 1024
 
 
 def load_ca_certificate(path: str | Path) -> x509.Certificate:
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise OutputError(f"{p}: cannot read the CA certificate: {exc.strerror}") from None
-    try:
-        return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise DefinitionError(str(p), "", "not a certificate (PEM or DER)") from None
+    return read_certificate(path, "the CA certificate")
 
 
 def _split_address(address: str, default_port: int) -> tuple[str, int]:

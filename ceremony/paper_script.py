@@ -29,10 +29,13 @@ from . import scriptbook
 from .errors import CeremonyError, OutputError
 from .fileio import sha256_file
 from .participants import ROLES, rules_for
+from .pdf import render_pdf as html_to_pdf
 from .runner import CeremonyRun
 from .scriptbook import Act, Script
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "script"
+#: The paper script prints with the transcript reports' stylesheet and fonts.
+TRANSCRIPT_TEMPLATES = TEMPLATES.parent / "transcript"
 LANGS = ("fr", "en")
 FORMATS = ("pdf", "html")
 SCRIPTS_SUBDIR = "scripts"
@@ -239,14 +242,8 @@ def render_html(script: Script, definition: Any, lang: str, *, rehearsal: bool =
 
 
 def render_pdf(html: str) -> bytes:
-    """The PDF of ``html``, through WeasyPrint as the transcript reports are (DejaVu fonts, real text).
-
-    The PDF's metadata comes from the HTML only (title, no creation date), so it is as reproducible
-    as the HTML.
-    """
-    from .transcript_report import render_pdf as weasyprint_pdf
-
-    return weasyprint_pdf(html)
+    """A paper script's PDF (``ceremony.pdf``), its stylesheet resolved from the transcript templates."""
+    return html_to_pdf(html, TRANSCRIPT_TEMPLATES)
 
 
 def output_path(out_dir: str | Path, script_name: str, lang: str, fmt: str) -> Path:

@@ -28,6 +28,7 @@ from .errors import CeremonyError
 from .fingerprints import colon_form
 from .manifest import MANIFEST_NAME
 from .profiles import describe_extensions, subject_name
+from .x509_files import read_certificate
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 
@@ -267,11 +268,7 @@ def _has(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.Extension[A
 
 
 def load_certificate(path: Path) -> x509.Certificate:
-    data = path.read_bytes()
-    try:
-        return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise PolicyError(f"{path}: not a readable X.509 certificate ({exc})") from None
+    return read_certificate(path)
 
 
 def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:

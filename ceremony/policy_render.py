@@ -25,6 +25,7 @@ from markdown_it import MarkdownIt
 
 from . import child_process
 from .manifest import Manifest
+from .pdf import render_pdf as html_to_pdf
 from .policy_facts import Facts, PolicyError, date_text, duration_text
 from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
 from .runner import CeremonyRun
@@ -328,14 +329,8 @@ def document_meta(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
 
 
 def render_pdf(html_text: str) -> bytes:
-    """WeasyPrint: real text (DejaVu fonts from the system), bookmarks from the headings, page numbers."""
-    import logging
-
-    from weasyprint import HTML
-
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return HTML(string=html_text, base_url=str(TEMPLATES)).write_pdf()
+    """The CP/CPS's PDF (``ceremony.pdf``), its stylesheets resolved from the policy templates."""
+    return html_to_pdf(html_text, TEMPLATES)
 
 
 # ---------------------------------------------------------------------------------------------- sections

@@ -30,6 +30,7 @@ from .errors import OutputError, VerificationError
 from .fingerprints import colon_form, sha256_hex
 from .manifest import Manifest
 from .terminal_text import say
+from .x509_files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore")
@@ -88,23 +89,11 @@ def new_entries(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str
 
 
 def _load(path: Path) -> Any:
-    """A certificate or public key from a PEM or DER file; None for anything else."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+    """A certificate, CSR or public key from a PEM or DER file; None for anything else or no file."""
     try:
-        data = path.read_bytes()
+        return read_public_object(path)
     except OSError:
         return None
-    pem = data.lstrip().startswith(b"-----")
-    loaders = ((x509.load_pem_x509_certificate, serialization.load_pem_public_key) if pem
-               else (x509.load_der_x509_certificate, serialization.load_der_public_key))
-    for load in loaders:
-        try:
-            return load(data)
-        except (ValueError, TypeError):
-            continue
-    return None
 
 
 def fingerprints_of(files: Sequence[WrittenFile], lang: str = "en") -> list[Fingerprint]:

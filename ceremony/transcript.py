@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Protocol
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from rich.console import Console
 from rich.panel import Panel
@@ -51,6 +51,7 @@ from . import pgpwords
 from .display import make_console, text
 from .errors import CeremonyError
 from .hsm_keys import hash_for
+from .keys import spki_der
 from .participants import (
     ROLES,
     Participant,
@@ -65,6 +66,7 @@ from .participants import (
 from .recorder import busy
 from .scriptbook import Bag, Script, Step, load_script
 from .terminal_text import NO, YES, say
+from .x509_files import public_key_of, read_public_object
 
 FORMAT = "ceremony-transcript/1"
 GENESIS = "0" * 64
@@ -497,19 +499,15 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _public_key_from_file(path: Path) -> Any:
-    data = path.read_bytes()
-    loaders = (x509.load_pem_x509_certificate, x509.load_der_x509_certificate)
-    for load in loaders:
-        with contextlib.suppress(ValueError):
-            return load(data).public_key()
-    for load_key in (serialization.load_pem_public_key, serialization.load_der_public_key):
-        with contextlib.suppress(ValueError):
-            return load_key(data)
-    raise TranscriptError(f"{path}: neither a certificate nor a public key; cannot name it as the seal's verifier")
+    found = read_public_object(path)
+    if found is None or isinstance(found, x509.CertificateSigningRequest):
+        raise TranscriptError(f"{path}: neither a certificate nor a public key; cannot name it as the seal's "
+                              "verifier")
+    return public_key_of(found)
 
 
-def spki(public: Any) -> bytes:
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+#: The DER SubjectPublicKeyInfo of a key (the transcript's name for keys.spki_der).
+spki = spki_der
 
 
 class TranscriptRecorder:

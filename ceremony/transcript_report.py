@@ -19,6 +19,7 @@ from . import pgpwords
 from .audit import Audit, verify
 from .fingerprints import colon_form
 from .participants import ROLES
+from .pdf import render_pdf as html_to_pdf
 from .runner import CeremonyRun
 from .scriptbook import TRANSCRIPT_ACT_TITLES
 
@@ -200,9 +201,8 @@ def render_html(audit: Audit, lang: str) -> str:
 
 
 def render_pdf(html: str) -> bytes:
-    from weasyprint import HTML
-
-    return HTML(string=html, base_url=str(TEMPLATES)).write_pdf()
+    """A report's PDF (``ceremony.pdf``), its stylesheet resolved from the transcript templates."""
+    return html_to_pdf(html, TEMPLATES)
 
 
 def write_reports(transcript: Path, out: Path | None = None, langs: list[str] | tuple[str, ...] = LANGS, *,
