@@ -76,7 +76,7 @@ from .hsm import (
 from .hsm_keys import hash_for, signing_key
 from .keys import key_evidence, spki_der, spki_sha256
 from .manifest import Manifest
-from .recorder import Recorder
+from .recorder import Recorder, scripted_step
 from .runner import CeremonyRun
 from .shares import Share, slug
 from .terminal_text import say as words
@@ -368,7 +368,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
     secret = bytearray()
     with CeremonyRun(out_dir, manifest, recorder, "key-backup") as run:
         stack = run.stack
-        with recorder.step("definition-check", "Check the backup policy, the custodians, the certificate, the outputs"):
+        with scripted_step(recorder, "definition-check"):
             ca = wrapped_ca(defn, ca_name)
             custodians = list(ca.backup.custodians)
             threshold = ca.backup.threshold or 2
@@ -398,7 +398,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             for i, name in enumerate(custodians, 1):
                 tell(recorder, "w_backup_share", i=i, name=name, bag=bag_of[name])
             say_outputs(recorder, out_dir, run.planned)
-        with recorder.step("token-open", "Open the CA token as Crypto Officer and check the key"):
+        with scripted_step(recorder, "token-open"):
             source = token_step(recorder, ca.hsm)
             co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
             key = signing_key(co_session, ca.hsm.key_label)
@@ -421,7 +421,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             if stale:
                 recorder.evidence("stale-wrapping-keys-destroyed", {"labels": stale})
                 tell(recorder, "w_stale", n=len(stale), labels=", ".join(stale))
-        with recorder.step("wrapping-key-generate", "The token's random generator gives the AES-256 wrapping key"):
+        with scripted_step(recorder, "wrapping-key-generate"):
             secret = bytearray(random_bytes(co_session, 32))
             kcv = key_check_value(bytes(secret))
             recorder.evidence("wrapping-key", {"label": wrap_label, "algorithm": "AES-256",
@@ -437,7 +437,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 _cleanup_wrapping_key(ca.hsm, wrap_label, pin_file, so_pin_file, interactive, recorder)
 
         stack.callback(cleanup)
-        with recorder.step("wrapping-key-trust", "Security Officer: create the wrapping key on the token as trusted"):
+        with scripted_step(recorder, "wrapping-key-trust"):
             so_source = pin_source_for(ca.hsm, so_pin_file, interactive, so=True)
             with open_session(ca.hsm, so_source, so=True) as so_session:
                 state["on_token"] = True
@@ -451,8 +451,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                     raise HsmError("the token did not mark the wrapping key trusted")
                 tell(recorder, "w_wrap_trust", label=repr(wrap_label), trusted=trust["trusted"],
                      sensitive=trust["sensitive"], extractable=trust["extractable"])
-        with recorder.step("key-wrap", "Crypto Officer: wrap the CA key (RFC 5649), prove it, destroy the "
-                           "wrapping key"):
+        with scripted_step(recorder, "key-wrap"):
             session = login(recorder, stack, ca.hsm, pin_file, interactive)
             wrap_objs = [o for o in objects_with_label(session, wrap_label)
                          if o.object_class == ObjectClass.SECRET_KEY]
@@ -488,7 +487,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                  sha=short_sha(hashlib.sha256(wrapped).hexdigest()))
             tell(recorder, "w_proven")
             tell(recorder, "w_wrap_destroyed", label=repr(wrap_label), threshold=threshold)
-        with recorder.step("shares-split", f"Split the wrapping key: any {threshold} of {len(custodians)} shares"):
+        with scripted_step(recorder, "shares-split"):
             raw = shamir.split(bytes(secret), threshold, len(custodians), randbytes=lambda n: random_bytes(session, n))
             share_of = {name: Share(ca=ca_name, backup_id=backup_id, key_spki_sha256=evidence.spki_sha256,
                                     custodian=name, bag=bag_of[name], index=r.index, threshold=threshold,
@@ -500,7 +499,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             tell(recorder, "w_shares", scheme=SHAMIR_SCHEME, count=len(custodians), threshold=threshold, kcv=kcv)
             recorder.evidence("shares", {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
                                          "checksums": {n: s.checksum for n, s in share_of.items()}})
-        with recorder.step("shares-distribute", "Hand each custodian their share, sealed in a numbered bag"):
+        with scripted_step(recorder, "shares-distribute"):
             share_files: dict[str, Path] = {}
             for name, share in share_of.items():
                 run.stage(share_rel[name], share.render().encode("utf-8"))
@@ -509,7 +508,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                                     "checksum": share.checksum, "file": share_rel[name]})
                 tell(recorder, "w_share_to", index=share.index, count=share.count, name=name, bag=share.bag,
                      checksum=share.checksum)
-        with recorder.step("outputs-write", "Write the backup file (wrapped key, public key, MAC, checksum)"):
+        with scripted_step(recorder, "outputs-write"):
             body = {
                 "format": BACKUP_FORMAT, "rehearsal": rehearsal, "backup_id": backup_id, "ca": ca_name,
                 "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),

@@ -45,7 +45,7 @@ from .manifest import Manifest
 from .offline import check_offline
 from .pins import origin_text, pin_origin
 from .profiles import subject_name
-from .recorder import Recorder
+from .recorder import Recorder, scripted_step
 from .runner import CeremonyRun
 from .terminal_text import say as words
 from .x509_files import read_certificate
@@ -302,13 +302,13 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
     model = defn.model
     name = model.root_name
     ca = model.cas[name]
-    with recorder.step("offline-check", "Check that the workstation is offline"):
+    with scripted_step(recorder, "offline-check"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
     out_dir, manifest = prepare_out(out, rehearsal)
     with CeremonyRun(out_dir, manifest, recorder, "root-key-generation") as run:
-        with recorder.step("definition-check", "Check the definition, the outputs and the profile"):
+        with scripted_step(recorder, "definition-check"):
             for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
                 run.plan(f"{name}{suffix}.pem", kind, "pem")
                 run.plan(f"{name}{suffix}.der", kind, "der")
@@ -324,40 +324,40 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                                                    f"the root certificate profile of {name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
-        with recorder.step("token-open", "Open the root token and log in"):
+        with scripted_step(recorder, "token-open"):
             token_step(recorder, ca)
             session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
-        with recorder.step("key-generate", "Generate the root key pair inside the HSM"):
+        with scripted_step(recorder, "key-generate"):
             evidence = run.generate_key(session, ca)
             recorder.evidence("key", evidence.as_dict())
             key = signing_key(session, ca.hsm.key_label)
             public = key.public_key()
             say_new_key(recorder, evidence, public)
-        with recorder.step("certificate-lint", "Lint the to-be-signed root certificate"):
+        with scripted_step(recorder, "certificate-lint"):
             serial = serial_from_random(random_bytes(session, 20))
             builder = root_builder(ca, public, serial, rehearsal)
             with recorder.busy(words(lang, "w_lint_busy")):
                 before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
             recorder.evidence("lint", before.evidence())
             say_lint(recorder, before.findings, ca.lint)
-        with recorder.step("certificate-sign", "Sign the root certificate with the HSM key"):
+        with scripted_step(recorder, "certificate-sign"):
             cert = builder.sign(key, hash_for(key))
             say_signed(recorder, cert, ca.hsm.key_label, public)
-        with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+        with scripted_step(recorder, "certificate-verify"):
             with recorder.busy(words(lang, "w_lint_after_busy")):
                 after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
             recorder.evidence("certificate", _cert_evidence(cert))
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
-        with recorder.step("outputs-write", "Write the certificate and public key (PEM and DER)"):
+        with scripted_step(recorder, "outputs-write"):
             run.stage(f"{name}.crt.pem", cert.public_bytes(PEM))
             run.stage(f"{name}.crt.der", _der(cert))
             run.stage(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
             run.stage(f"{name}.pub.der", public.public_bytes(DER, SPKI))
             keep_definition(defn, run)
             run.record()
-        with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
+        with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(words(lang, "w_root_cert", subject=cert.subject.rfc4514_string()), _der(cert)))
             tell(recorder, "w_key_spki", sha=spki_sha256(public))
         run.seal(key, f"{name}.crt.pem", "certificate")
@@ -395,7 +395,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
         raise VerificationError(f"cas.{ca_name} is the root; use the root ceremony")
     out_dir, manifest = prepare_out(out, rehearsal)
     with CeremonyRun(out_dir, manifest, recorder, "subordinate-key-generation") as run:
-        with recorder.step("definition-check", "Check the definition and the outputs"):
+        with scripted_step(recorder, "definition-check"):
             run.plan(f"{ca_name}.csr.pem", "subordinate-csr", "pem")
             run.plan(f"{ca_name}.csr.der", "subordinate-csr", "der")
             run.plan(f"{ca_name}.pub.pem", "subordinate-public-key", "pem")
@@ -407,16 +407,16 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                                  issuer=words(lang, "w_issuer_later", issuer=repr(ca.issuer)))
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
-        with recorder.step("token-open", f"Open the token of {ca_name!r} and log in"):
+        with scripted_step(recorder, "token-open"):
             token_step(recorder, ca)
             session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
-        with recorder.step("key-generate", f"Generate the key of {ca_name!r} inside the HSM"):
+        with scripted_step(recorder, "key-generate"):
             evidence = run.generate_key(session, ca)
             recorder.evidence("key", evidence.as_dict())
             key = signing_key(session, ca.hsm.key_label)
             public = key.public_key()
             say_new_key(recorder, evidence, public)
-        with recorder.step("csr-sign", "Sign the certificate signing request with the HSM key"):
+        with scripted_step(recorder, "csr-sign"):
             csr = build_csr(ca, key, rehearsal)
             if not csr.is_signature_valid:
                 raise VerificationError("the CSR signed by the HSM does not verify")
@@ -424,14 +424,14 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                                       "spki_sha256": spki_sha256(public)})
             tell(recorder, "w_csr_subject", subject=csr.subject.rfc4514_string())
             tell(recorder, "w_csr_pop")
-        with recorder.step("outputs-write", "Write the CSR and public key (PEM and DER)"):
+        with scripted_step(recorder, "outputs-write"):
             run.stage(f"{ca_name}.csr.pem", csr.public_bytes(PEM))
             run.stage(f"{ca_name}.csr.der", csr.public_bytes(DER))
             run.stage(f"{ca_name}.pub.pem", public.public_bytes(PEM, SPKI))
             run.stage(f"{ca_name}.pub.der", public.public_bytes(DER, SPKI))
             keep_definition(defn, run)
             run.record()
-        with recorder.step("fingerprint-read-aloud", "Read the key fingerprint aloud"):
+        with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(words(lang, "w_public_key", ca=repr(ca_name)), public.public_bytes(DER, SPKI)))
         run.seal(key, f"{ca_name}.pub.pem", "public-key")
     return CeremonyResult(ca_name, outputs_of(run), "", spki_sha256(public))
@@ -452,14 +452,14 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
     if ca.role != "subordinate" or ca.issuer is None:
         raise VerificationError(f"cas.{ca_name} is not a subordinate CA")
     issuer = model.cas[ca.issuer]
-    with recorder.step("offline-check", "Check that the workstation is offline"):
+    with scripted_step(recorder, "offline-check"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang))
     out_dir, manifest = prepare_out(out, rehearsal)
     issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
     with CeremonyRun(out_dir, manifest, recorder, "subordinate-signing") as run:
-        with recorder.step("definition-check", "Check the definition, the issuer certificate and the outputs"):
+        with scripted_step(recorder, "definition-check"):
             run.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
             run.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
             run.check()
@@ -470,7 +470,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                                  issuer=issuer_cert.subject.rfc4514_string())
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
-        with recorder.step("csr-verify", "Verify the CSR: proof of possession, key, subject"):
+        with scripted_step(recorder, "csr-verify"):
             csr = load_csr(csr_path)
             checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
             tell(recorder, "w_csr", path=csr_path)
@@ -487,36 +487,36 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                 profile_lint = lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
                                                    f"the certificate profile of {ca_name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
-        with recorder.step("token-open", "Open the root token and log in"):
+        with scripted_step(recorder, "token-open"):
             token_step(recorder, issuer)
             session = login(recorder, run.stack, issuer.hsm, pin_file, interactive)
         key = signing_key(session, issuer.hsm.key_label)
         if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
             raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")
         recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), issuer.key.describe()).as_dict())
-        with recorder.step("certificate-lint", "Lint the to-be-signed certificate"):
+        with scripted_step(recorder, "certificate-lint"):
             builder = builder_for(serial_from_random(random_bytes(session, 20)))
             what = f"the certificate of {ca_name!r}"
             with recorder.busy(words(lang, "w_lint_busy")):
                 before = lint_before_signing(builder, key.public_key(), ca.lint, what)
             recorder.evidence("lint", before.evidence())
             say_lint(recorder, before.findings, ca.lint)
-        with recorder.step("certificate-sign", "Sign the certificate with the root key in the HSM"):
+        with scripted_step(recorder, "certificate-sign"):
             cert = builder.sign(key, hash_for(key))
             say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
-        with recorder.step("certificate-verify", "Verify the signature, compare the TBS, lint again"):
+        with scripted_step(recorder, "certificate-verify"):
             with recorder.busy(words(lang, "w_lint_after_busy")):
                 after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
             recorder.evidence("certificate", _cert_evidence(cert))
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
-        with recorder.step("outputs-write", "Write the certificate (PEM and DER)"):
+        with scripted_step(recorder, "outputs-write"):
             run.stage(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
             run.stage(f"{ca_name}.crt.der", _der(cert))
             keep_definition(defn, run)
             run.record()
-        with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
+        with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(words(lang, "w_sub_cert", ca=repr(ca_name), subject=cert.subject.rfc4514_string()),
                                   _der(cert)))
         run.seal(key, issuer_path, "certificate")

@@ -49,6 +49,18 @@ class Recorder(Protocol):
         """
 
 
+def scripted_step(recorder: Recorder, step_id: str) -> contextlib.AbstractContextManager[None]:
+    """Step ``step_id`` of the ceremony's script, called by the script's own words.
+
+    The script the transcript embeds and hashes is the only source of what a step is called: the
+    record and the room get its title (the transcript shows it in the room's language); a recorder
+    without a script (a console in tests) shows the step's id. The code never words a step itself.
+    """
+    script = getattr(recorder, "script", None)
+    scripted = script.step(step_id) if script is not None else None
+    return recorder.step(step_id, scripted.title["en"] if scripted is not None else step_id)
+
+
 @contextlib.contextmanager
 def busy(console: Console, what: str) -> Iterator[None]:
     """A spinner on a terminal; on anything else (a log, a test) one line saying what runs."""

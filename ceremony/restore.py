@@ -64,7 +64,7 @@ from .hsm import objects_with_label
 from .hsm_keys import public_key_from_token
 from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
-from .recorder import Recorder
+from .recorder import Recorder, scripted_step
 from .runner import CeremonyRun
 from .shares import Share, read_share
 from .terminal_text import say as words
@@ -140,7 +140,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
     manifest = Manifest(out_dir, rehearsal)
     secret = bytearray()
     with CeremonyRun(out_dir, manifest, recorder, "key-restore") as run:
-        with recorder.step("definition-check", "Check the backup policy, the certificate and the outputs"):
+        with scripted_step(recorder, "definition-check"):
             ca = wrapped_ca(defn, ca_name)
             hsm = target or ca.hsm
             cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
@@ -156,7 +156,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "target": hsm.token.describe()})
-        with recorder.step("backup-verify", "Verify the backup file: checksum, key, certificate"):
+        with scripted_step(recorder, "backup-verify"):
             backup_path = Path(backup)
             body = load_backup(backup_path)
             if body["ca"] != ca_name:
@@ -178,7 +178,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                  for c in body["quorum"]["custodians"] if isinstance(c, dict)))
             say_key_hash(recorder, words(lang, "w_key_in_backup"), public)
             tell(recorder, "w_same_key", path=cert_path)
-        with recorder.step("shares-collect", "Collect the custodians' shares and reconstruct the wrapping key"):
+        with scripted_step(recorder, "shares-collect"):
             presented = [(str(p), read_share(p)) for p in shares]
             for _source, share in presented:
                 recorder.evidence("share-presented", {"custodian": share.custodian, "index": share.index,
@@ -190,7 +190,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             recorder.evidence("wrapping-key", {"reconstructed_from": [s.index for s in checked],
                                                "key_check_value": body["wrapping"]["key_check_value"],
                                                "mac_verified": True})
-        with recorder.step("token-open", "Open the target token as Crypto Officer"):
+        with scripted_step(recorder, "token-open"):
             token_step(recorder, hsm)
             session = login(recorder, run.stack, hsm, pin_file, interactive)
             label = body["key"]["label"]
@@ -201,7 +201,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 raise HsmError(f"an object labelled {label!r} already exists on {hsm.token.describe()}; a restore "
                                "never adds a second key under the same label")
         try:
-            with recorder.step("key-unwrap", "Unwrap the CA key onto the target token"):
+            with scripted_step(recorder, "key-unwrap"):
                 wk = import_wrapping_key(session, bytes(secret), f"restore-{body['backup_id'][:16]}", token=False,
                                          trusted=False)
                 for i in range(len(secret)):
@@ -233,8 +233,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 tell(recorder, "w_same_key_id", path=cert_path, id=evidence["id_hex"] or words(lang, "none"),
                      algorithm=evidence["algorithm"])
                 tell(recorder, "w_trusted_only", v=yes_no(evidence["trusted_wrapping_required"], lang))
-            with recorder.step("test-signature", "Sign a test message with the restored key; verify with the "
-                               "original certificate"):
+            with scripted_step(recorder, "test-signature"):
                 from .hsm_keys import signing_key
 
                 key = signing_key(session, label)
@@ -248,7 +247,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 tell(recorder, "w_test_sig")
                 tell(recorder, "w_test_message", message=message.decode())
                 tell(recorder, "w_restored_is", path=cert_path, sha=short_sha(spki_sha256(cert.public_key())))
-            with recorder.step("outputs-write", "Write the restore report"):
+            with scripted_step(recorder, "outputs-write"):
                 report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
                           "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),
                           "certificate_sha256": sha256_file(cert_path), "target_token": hsm.token.describe(),

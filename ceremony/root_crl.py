@@ -58,7 +58,7 @@ from .hsm_keys import signing_key
 from .keys import key_evidence, spki_sha256
 from .lint import enforce, throwaway_key_like
 from .offline import check_offline
-from .recorder import Recorder
+from .recorder import Recorder, scripted_step
 from .runner import CeremonyRun
 from .terminal_text import say as words
 
@@ -147,7 +147,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
     model = defn.model
     name = model.root_name
     ca = model.cas[name]
-    with recorder.step("offline-check", "Check that the workstation is offline"):
+    with scripted_step(recorder, "offline-check"):
         result = check_offline(enforce=not rehearsal)
         recorder.evidence("offline-check", result.as_dict())
         recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
@@ -158,7 +158,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
     crl_dir = out_dir / CRL_DIR
     registry_path = root_registry_path(out_dir, name)
     with CeremonyRun(out_dir, manifest, recorder, "root-crl-batch") as run:
-        with recorder.step("definition-check", "Check the definition, the root certificate, the revocations"):
+        with scripted_step(recorder, "definition-check"):
             if not 1 <= n <= 40:
                 raise VerificationError(f"a root CRL batch holds 1 to 40 CRLs, not {n}")
             cert_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{name}.crt.pem"
@@ -223,7 +223,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                              "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
                                              "revocations": [{"serial": format(c.serial_number, "x"),
                                                               "reason": r.reason} for c, _, r in pending]})
-        with recorder.step("token-open", "Open the root token and log in"):
+        with scripted_step(recorder, "token-open"):
             token_step(recorder, ca)
             session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
             key = signing_key(session, ca.hsm.key_label)
@@ -239,7 +239,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                       this_update + ca.crl.lifetime_td, only_ca_certs=True)
             what = f"root CRL {first + i}"  # the record's words; the room sees its own (shown)
             shown = words(lang, "w_root_crl", n=first + i)
-            with recorder.step("crl-lint", f"Lint {what} signed with a throwaway key"):
+            with scripted_step(recorder, "crl-lint"):
                 buf = bytearray()
                 cnt = crlenc.encode_revoked(entries, buf)
                 tbs = bytes(crlenc.encode_tbs(header, alg_id, buf, cnt))
@@ -250,7 +250,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 recorder.evidence("lint", {"stage": "before-signing", "crl": first + i,
                                            "findings": [f.as_dict() for f in findings]})
                 say_lint(recorder, findings, ca.lint, shown)
-            with recorder.step("crl-sign", f"Sign {what} with the root key in the HSM"):
+            with scripted_step(recorder, "crl-sign"):
                 if not reserved:
                     reserve(state, prev_number, n)  # durable before the first signature
                     reserved = True
@@ -258,7 +258,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 tell(recorder, "w_crl_signed", what=shown, this_update=when(header.this_update),
                      next_update=when(header.next_update),
                      entries=words(lang, "w_entry_one" if cnt == 1 else "w_entry_many", n=cnt))
-            with recorder.step("crl-verify", f"Verify {what}, lint again, check it against the previous CRL"):
+            with scripted_step(recorder, "crl-verify"):
                 crlenc.verify_crl(der, tbs, root_cert.public_key(), header, cnt, [e[0] for e in entries])
                 with recorder.busy(words(lang, "w_crl_after_busy", what=shown)):
                     after = crlenc.lint_crl(der, True)
@@ -274,7 +274,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                           "next_update": header.next_update.isoformat(), "entries": cnt,
                                           "sha256": sha256_hex(der)})
             signed.append((header, der))
-        with recorder.step("outputs-write", "Write the CRLs (DER and PEM) and record the revocations"):
+        with scripted_step(recorder, "outputs-write"):
             crls = []
             for header, der in signed:
                 base = f"{CRL_DIR}/{stem}-{header.number}.crl"
@@ -291,7 +291,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                         _register_and_revoke(registry, cert, rev, revoked_at, CertRecord)
             keep_definition(defn, run)
             run.record()
-        with recorder.step("fingerprint-read-aloud", "Read the fingerprints of the CRLs aloud"):
+        with scripted_step(recorder, "fingerprint-read-aloud"):
             for header, der in signed:
                 recorder.say(announce(words(lang, "w_crl_title", n=header.number,
                                             this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
