@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import child_process
+from . import child_process, crash_log
 from .errors import CeremonyError
 
 
@@ -124,10 +124,10 @@ def crl_sign_main(argv: Sequence[str] | None = None) -> int:
         error = exc
         errors.append(f"error: {exc}")
         code = exc.exit_code
-    except Exception as exc:  # the scheduler still gets one line and the metrics a failure
+    except Exception as exc:  # the scheduler gets one line naming the traceback's file; the metrics a failure
         error = exc
-        errors.append(f"error: unexpected {type(exc).__name__}: {exc}")
-        code = 1
+        errors.append("error: " + crash_log.report(exc, f"crl-sign-{args.ca}", Path(args.out) / ".state"))
+        code = crash_log.EXIT_CODE
     if args.metrics_dir:
         try:
             write_job_metrics(args.metrics_dir, metrics_for(result, args.ca, der_path, time.monotonic() - start,

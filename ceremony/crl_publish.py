@@ -53,6 +53,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from . import crash_log
 from . import crl as crlenc
 from .clock import ClockPolicy, ClockStatus, add_clock_arguments, check_clock
 from .crl_check import CrlSummary, check_against_previous, summarise
@@ -328,9 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CeremonyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # a scheduler still gets one line
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # a scheduler still gets one line, naming the traceback's file (or the journal)
+        print("error: " + crash_log.report(exc, "crl-publish"), file=sys.stderr)
+        return crash_log.EXIT_CODE
     print(result.summary())
     return 0
 

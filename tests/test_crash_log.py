@@ -90,3 +90,26 @@ def test_an_outer_handler_names_the_same_file(tmp_path: Path) -> None:
         first = crash_log.write(exc, "inner", tmp_path)
         second = crash_log.write(exc, "outer", tmp_path / "elsewhere")
     assert first == second and first is not None and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_defect_in_the_crl_job_is_one_line_for_the_scheduler(tmp_path: Path) -> None:
+    """ceremony-crl-sign under systemd or cron: one line naming the traceback's file in the job's state
+    directory, exit 70, and the failure in the metrics (the monitoring alerts on it)."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import ceremony.crl_job as job\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise KeyError('injected defect in the CRL job')\n"
+        "job.run_crl_job = broken\n")
+    out, metrics = tmp_path / "crl", tmp_path / "metrics"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ceremony-crl-sign"), "--definition",
+                           str(REPO / "inventory" / "testing" / "pki.yml"), "--ca", "qualified", "--registry",
+                           str(tmp_path / "registry.sqlite3"), "--out", str(out), "--metrics-dir", str(metrics)],
+                          env={**os.environ, "PYTHONPATH": str(inject)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == crash_log.EXIT_CODE, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "unexpected KeyError" in errors[0] and "Traceback" not in proc.stderr, errors
+    logged = Path(errors[0].split("the traceback is in ", 1)[1].split(":", 1)[0])
+    assert logged.parent == out / ".state" and "injected defect in the CRL job" in logged.read_text()
+    assert 'x509_crl_last_run_success{ca="qualified"} 0' in "".join(p.read_text() for p in metrics.iterdir())
