@@ -111,3 +111,23 @@ def definition_on_tokens(tmp_path: Path, make_token: Callable[[str], TestToken])
 def tree(directory: Path) -> set[str]:
     """Every file under ``directory`` (relative paths): tests compare before and after a failure."""
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+
+
+#: The xdist group of the modules that read the one full rehearsal: they run on one worker, so the
+#: session fixture below runs ``invoke rehearse`` once for all of them.
+REHEARSAL_GROUP = "full-rehearsal"
+
+
+@pytest.fixture(scope="session")
+def full_rehearsal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """``invoke rehearse`` run once, as the operator runs it (a subprocess), with one PIN given by the operator
+    and the others generated; (output directory, completed process). Readers must not change it."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("rehearsal") / "out"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
+    run = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "rehearse", "--out", str(out)], cwd=REPO,
+                         capture_output=True, text=True, timeout=900,
+                         env={**clean, "CEREMONY_ROOT_PIN": "given-root-pin-4711"})
+    (out.parent / "stdout.txt").write_text(run.stdout)
+    return out, run

@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REHEARSAL_GROUP, REPO
 from cryptography import x509
 
-pytestmark = pytest.mark.hsm
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group(REHEARSAL_GROUP)]
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 
 
@@ -24,12 +24,10 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rehearsal") / "out"
-    # One PIN given by the operator, the others generated.
-    result = invoke("rehearse", "--out", str(out), env={"CEREMONY_ROOT_PIN": "given-root-pin-4711"})
+def rehearsal(full_rehearsal: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    """The session's one rehearsal (conftest.full_rehearsal: one PIN given by the operator, the others generated)."""
+    out, result = full_rehearsal
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (out.parent / "stdout.txt").write_text(result.stdout)
     return out
 
 

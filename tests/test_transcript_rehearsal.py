@@ -1,30 +1,28 @@
 """The rehearsal's transcripts, as an auditor receives them: every one verifies, every one has its reports.
 
-Runs ``invoke rehearse`` once (a subprocess, as the operator does), then ``invoke audit.verify`` on
-every transcript its manifest lists, and reads the French PDFs' text layer with ``pdftotext``.
+Uses the session's one ``invoke rehearse`` (conftest.full_rehearsal, a subprocess as the operator
+runs it), then ``invoke audit.verify`` on every transcript its manifest lists, and reads the French
+PDFs' text layer with ``pdftotext``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REHEARSAL_GROUP, REPO
 
-pytestmark = pytest.mark.hsm
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group(REHEARSAL_GROUP)]
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    out = tmp_path_factory.mktemp("r3") / "out"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF"))}
-    run = subprocess.run([INVOKE, "rehearse", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                         env=clean, timeout=900)
+def rehearsal(full_rehearsal: tuple[Path, subprocess.CompletedProcess[str]]) -> tuple[Path, Any]:
+    """The session's one rehearsal (conftest.full_rehearsal), shared with test_rehearsal."""
+    out, run = full_rehearsal
     assert (out / "manifest.json").is_file(), run.stdout[-3000:] + run.stderr[-3000:]
     return out, run
 
