@@ -413,7 +413,41 @@ def adapt_example(lab: Lab, production: Path, media: Path, password: Path, pins:
     every = production / "group_vars/all.yml"
     every.write_text(every.read_text() + "host_baseline_require_clock_sync: false\n")
     edits.append("group_vars/all.yml: + host_baseline_require_clock_sync: false (test only: unsynchronised clock)")
+    # 6. The repository's TLS certificate and key in tls/ (docs/repository.md), the key vault-encrypted.
+    edits += place_tls_certificate(production, password)
     return edits
+
+
+def place_tls_certificate(production: Path, password: Path) -> list[str]:
+    """What the sysadmin's web PKI provider hands over, for the definition's repository host name (here
+    a self-signed stand-in), put in tls/ with the key encrypted by `ansible-vault encrypt`."""
+    import datetime as dt
+    from urllib.parse import urlsplit
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    host = urlsplit(yaml.safe_load((production / "pki.yml").read_text())["documents"]["repository_url"]).hostname
+    assert host
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    tls = production / "tls"
+    tls.mkdir(mode=0o700)
+    (tls / "repository.crt.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tls / "repository.key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                               serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+    proc = subprocess.run([str(VENV_BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(password),
+                           str(tls / "repository.key.pem")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [f"tls/repository.crt.pem, tls/repository.key.pem (ansible-vault encrypt): the TLS certificate for {host}"]
 
 
 ANSWERS = {
