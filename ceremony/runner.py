@@ -18,12 +18,13 @@ The promise of the suite is that a ceremony either completes or leaves nothing b
 6. **Publish**: the staged files are linked into place (never over an existing file), the manifest gets
    their entries in one atomic write, and the staging directory is removed.
 
-``kill -9`` can strike between any two of these. The next run in the same output directory (or
-:func:`recover`) finds what was left: a committed run is published (rolled forward: the ceremony
-happened, its seal covers these files); an uncommitted one has its staged files removed and every
-token object its journal names reported as an orphan (token, label, CKA_ID, SPKI SHA-256) with the
-command that removes it, to be run under a recorded exception. Until then, no output file and no
-manifest entry of an uncommitted run exists.
+``kill -9`` can strike between any two of these. The pre-flight of the next ceremony shows what was
+left (:func:`inspect_leftovers`, changing nothing): every token object an uncommitted run's journal
+names is reported as an orphan (token, label, CKA_ID, SPKI SHA-256) with the command that removes
+it, to be run under a recorded exception. The next run itself (:func:`recover`) then publishes a
+committed run (rolled forward: the ceremony happened, its seal covers these files), removes an
+uncommitted one's staging directory, and records both in its own transcript. No output file and no
+manifest entry of an uncommitted run ever exists.
 """
 
 from __future__ import annotations
@@ -120,9 +121,6 @@ class Leftover:
         for obj in self.orphans:
             lines.append(f"orphan {obj.describe()}; it belongs to no published output. Remove it under a "
                          f"recorded exception: {obj.removal()}")
-        if self.orphans:
-            lines.append(f"then remove {self.run}/ (its journal, kept so that this is said until the orphans are "
-                         "dealt with)")
         return lines
 
 
@@ -150,6 +148,10 @@ class CeremonyRun:
         for leftover in self.leftovers:
             for line in leftover.lines():
                 self._say(line)
+            if self.recorder is not None:
+                self.recorder.evidence("interrupted-run", {
+                    "run": leftover.run, "committed": leftover.committed, "published": leftover.published,
+                    "orphans": [vars(o) for o in leftover.orphans]})
         return self
 
     def _say(self, line: str) -> None:
@@ -422,13 +424,10 @@ def recover(out: Path, manifest: Manifest | None) -> list[Leftover]:
             published = _publish(out, staging, manifest)
             found.append(Leftover(staging.name, True, published, []))
             continue
-        orphans = _orphans(staging)
-        for path in staging.iterdir():
-            if path.name != JOURNAL:
-                path.unlink()
-        if not orphans:
-            shutil.rmtree(staging)
-        found.append(Leftover(staging.name, False, [], orphans))
+        # The pre-flight has shown the orphans (inspect_leftovers) and refused while their label is taken;
+        # this run says them again and records them in its own transcript, then the journal goes.
+        found.append(Leftover(staging.name, False, [], _orphans(staging)))
+        shutil.rmtree(staging)
     if found:
         _fsync_dir(out)
     return found

@@ -48,6 +48,10 @@ def test_killed_after_the_key_is_generated(workspace: Workspace, state: dict[str
     term = ws.run(ROOT, Operator(interrupt=power_cut), check=128 + 9)
     after = ws.snapshot()
     new = before.new_files(after)
+    # The transcript, and the run's journal naming the key it made (no output, no manifest entry).
+    journal = [f for f in new if re.fullmatch(r"production/\.run-root-key-generation-[^/]+/journal\.json", f)]
+    new = [f for f in new if f not in journal]
+    assert len(journal) == 1, journal
     assert len(new) == 1 and new[0].startswith("production/transcripts/") and new[0].endswith(".jsonl"), new
     lines = (ws.root / "out" / new[0]).read_text(encoding="utf-8").splitlines()
     assert json.loads(lines[-1])["type"] != "close", "a killed ceremony cannot have closed its transcript"
@@ -113,6 +117,8 @@ def test_restart_after_the_crash(workspace: Workspace, state: dict[str, Any]) ->
     new = on_screen(term.screen, "transcript", "path")[-1]["path"]
     header = json.loads((ws.root / new).read_text(encoding="utf-8").splitlines()[0])
     assert [r.get("file") for r in header.get("resumes", [])] == [killed.rsplit("/", 1)[-1]], header.get("resumes")
+    assert not list(ws.out.glob(".run-*")), "the interrupted run's journal is recorded and gone"
+    assert "interrupted-run" in (ws.root / new).read_text(encoding="utf-8")
     ws.run(f"invoke audit.verify {new} --artifacts out/production")
     audit = ws.run(f"invoke audit.verify {killed} --artifacts out/production", check=False)
     assert audit.exit_status == 2 and "Traceback" not in audit.screen, audit.describe()
