@@ -71,6 +71,7 @@ from .hsm_keys import signing_key
 from .keys import spki_sha256
 from .metrics import CrlMetrics, write_metrics
 from .pins import get_pin, origin_text, pin_origin
+from .registry import CRL_ENTRY, NO_DATE, Registry
 
 #: Test hook: ``after-sign`` makes the process kill itself (SIGKILL) right after the HSM signed,
 #: ``before-publish`` once the new files are staged under temporary names: the crash tests use it.
@@ -405,18 +406,12 @@ def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
     return lookup
 
 
-def _encode_from_registry(registry: Any, out: bytearray) -> tuple[int, list[crlenc.RevokedRow], int | None]:
-    """Stream the registry's revocations into ``out``: its packed records when it has them (fast path).
+def _encode_from_registry(registry: Registry, out: bytearray) -> tuple[int, list[crlenc.RevokedRow], int | None]:
+    """Stream the registry's packed revocation records into ``out``.
 
     Returns the count, a structural sample and the latest revocationDate written (epoch seconds).
     """
-    from . import registry as reg
-
-    if hasattr(registry, "iter_revoked_packed") and hasattr(reg, "CRL_ENTRY"):
-        return crlenc.encode_revoked_packed(registry.iter_revoked_packed(), out, reg.CRL_ENTRY, reg.NO_DATE)
-    sampler = crlenc.RowSample(registry.iter_revoked_rows())
-    count = crlenc.encode_revoked(sampler, out)
-    return count, sampler.rows, sampler.latest
+    return crlenc.encode_revoked_packed(registry.iter_revoked_packed(), out, CRL_ENTRY, NO_DATE)
 
 
 class StagedPublication:
@@ -495,8 +490,6 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     host's requirement on its clock (None: not checked); ``clock_status``: the clock state to judge
     instead of the kernel's (tests give an unsynchronised kernel's raw values this way).
     """
-    from .registry import Registry
-
     timings: dict[str, float] = {}
     peak_mb: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -664,8 +657,6 @@ def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry
     Touches neither the token nor the publication directory: the Ansible module's check mode
     reports with it what the job would do.
     """
-    from .registry import Registry
-
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
     published = read_published(Path(out) / publication_names(ca)[0])
