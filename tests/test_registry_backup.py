@@ -485,3 +485,26 @@ def test_the_roles_units_verify_and_its_configuration_drives_the_commands(tmp_pa
     revoke = run("ceremony-revoke", "2a", "--reason", "superseded", "--config", str(conf))
     assert revoke.returncode == 0 and "systemctl start ceremony-crl-sign@qualified.service" in revoke.stdout
     assert "the CRL job (hourly)" in revoke.stdout
+
+
+def test_backup_under_cron_sends_its_line_to_syslog(host: dict[str, Path]) -> None:
+    """``--syslog`` (the cron entry): the result line through logger, tag ceremony-registry-backup, errors at err."""
+    bin_dir = host["tmp"] / "bin"
+    bin_dir.mkdir()
+    log = host["tmp"] / "syslog.jsonl"
+    fake = bin_dir / "logger"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nwith open({str(log)!r}, 'a') as f:\n"
+                    "    f.write(json.dumps({'argv': sys.argv[1:], 'stdin': sys.stdin.read()}) + '\\n')\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    ok = subprocess.run([str(BIN / "ceremony-registry"), "backup", "--config", str(host["conf"]), "--syslog"],
+                        capture_output=True, text=True, env=env, timeout=60, check=False)
+    host["registry"].rename(host["tmp"] / "elsewhere.sqlite3")
+    failed = subprocess.run([str(BIN / "ceremony-registry"), "backup", "--config", str(host["conf"]), "--syslog"],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert ok.returncode == 0 and failed.returncode != 0
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["argv"][:4] for e in entries] == [["-t", "ceremony-registry-backup", "-p", "daemon.info"],
+                                                ["-t", "ceremony-registry-backup", "-p", "daemon.err"]]
+    assert entries[0]["stdin"] == ok.stdout and entries[1]["stdin"] == failed.stderr
+    assert "certificate registry not found; nothing to back up" in failed.stderr
