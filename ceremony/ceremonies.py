@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives import serialization
 
 from .certificates import root_builder, serial_from_random, subordinate_builder
 from .csr import build_csr, check_csr, load_csr
-from .definition import CA, LoadedDefinition
-from .errors import HsmError, OutputError, VerificationError
+from .definition import CA, EcKey, LoadedDefinition
+from .errors import HsmError, OutputError, RequestError, VerificationError
 from .fileio import sha256_file
-from .fingerprints import announce, colon_form
+from .fingerprints import announce, colon_form, sha256_hex
 from .hsm import (
     find_token,
     load_module,
@@ -277,7 +277,6 @@ def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path, lang: str = 
     """
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from .errors import RequestError
 
     if ca.spki_sha256 is not None:  # check_csr refused any other key already
         return words(lang, "w_csr_pinned", ca=ca_name)
@@ -368,7 +367,6 @@ def _public_key_for_spec(ca: CA) -> Any:
     """A public key of the definition's algorithm and size, to lint a profile before any real key exists."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    from .definition import EcKey
 
     if isinstance(ca.key, EcKey):
         curve = ec.SECP384R1() if ca.key.curve == "P-384" else ec.SECP256R1()
@@ -377,7 +375,6 @@ def _public_key_for_spec(ca: CA) -> Any:
 
 
 def _cert_evidence(cert: x509.Certificate) -> dict[str, Any]:
-    from .fingerprints import sha256_hex
 
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
             "serial": format(cert.serial_number, "x"), "not_before": cert.not_valid_before_utc.isoformat(),

@@ -34,8 +34,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .errors import VerificationError
+from .errors import LintError, VerificationError
 from .hsm_keys import hash_for
+from .lint import enforce, findings_from_results, throwaway_key_like
 
 #: One revoked entry as the registry yields it: ``(serial, revoked_at, reason_code | None,
 #: invalidity_date | None, not_after)``; times are epoch seconds (UTC), reason None = unspecified.
@@ -414,8 +415,6 @@ def lint_crl(der: bytes, ca_only: bool = False) -> list[Any]:
     """pkilint's CRL linter with the CA/Browser Forum profile (BR 7.2): CRL, or ARL for a root."""
     from pkilint import loader
 
-    from .errors import LintError
-    from .lint import findings_from_results
 
     try:
         doc = loader.RFC5280CertificateListDocumentLoader().load_der_document(der, "crl")
@@ -473,7 +472,6 @@ class RowSample:
 def lint_before_signing(header: CrlHeader, rows: Sequence[RevokedRow], public_key: Any, ca_only: bool,
                         allowances: Sequence[Any], what: str) -> list[Any]:
     """Sign ``rows`` under ``header`` with a throwaway key like the CA's and lint the result."""
-    from .lint import enforce, throwaway_key_like
 
     der, _, _ = build_crl(header, sorted(rows), throwaway_key_like(public_key))
     findings = lint_crl(der, ca_only)

@@ -51,6 +51,7 @@ from urllib.parse import urlparse
 from cryptography import x509
 
 from . import crl as crlenc
+from .ceremonies import load_issuer_certificate
 from .clock import ClockPolicy, ClockStatus, check_clock
 from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
@@ -69,6 +70,7 @@ from .fileio import replace_atomically
 from .hsm import PinRejectedError, find_token, load_module, open_session, pin_source_for
 from .hsm_keys import signing_key
 from .keys import spki_sha256
+from .lint import enforce, throwaway_key_like
 from .metrics import CrlMetrics, write_metrics
 from .pins import get_pin, origin_text, pin_origin
 from .registry import CRL_ENTRY, NO_DATE, Registry
@@ -168,7 +170,6 @@ class Issuer:
 
 
 def load_issuer(path: Path, ca_name: str) -> Issuer:
-    from .ceremonies import load_issuer_certificate
 
     cert = load_issuer_certificate(path, ca_name)
     try:
@@ -549,7 +550,6 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         t = time.perf_counter()
         what = f"the CRL of {ca_name!r}"
         full_lint = count <= crlenc.LINT_FULL_MAX
-        from .lint import enforce, throwaway_key_like
 
         if full_lint:
             trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))

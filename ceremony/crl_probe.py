@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from .crl_job import find_ca_certificate
+from .definition import load_definition
 from .errors import DefinitionError, OutputError
 from .metrics import ProbeMetrics, ProbeResult, write_probe_metrics
 from .x509_files import read_certificate
@@ -138,8 +140,6 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
     """Probe the CA's CRL URL through each publisher (or through DNS) and write the metrics file."""
     cert_path: Path
     if definition is not None:
-        from .crl_job import find_ca_certificate
-        from .definition import load_definition
 
         defn = load_definition(definition)
         if ca not in defn.model.cas:

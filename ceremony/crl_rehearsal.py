@@ -25,8 +25,10 @@ from . import child_process
 from .crl_job import run_crl_job, write_job_metrics
 from .errors import VerificationError
 from .fileio import write_new
+from .issuance import issue_certificate, mark_revoked
 from .metrics import CrlMetrics
 from .recorder import ConsoleRecorder
+from .registry import Registry, default_path
 from .rehearsal import RehearsalContext
 from .root_crl import root_crl_batch_ceremony
 
@@ -63,8 +65,6 @@ def _openssl_verify(ctx: RehearsalContext, ca_name: str, issuer: str, cert: Path
 
 
 def rehearse(ctx: RehearsalContext) -> None:
-    from .issuance import issue_certificate, mark_revoked
-    from .registry import Registry, default_path
 
     defn = ctx.definition
     model = defn.model

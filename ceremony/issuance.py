@@ -48,8 +48,8 @@ from .keys import key_evidence, spki_sha256
 from .lint import lint_before_signing, verify_after_signing
 from .manifest import Manifest
 from .profiles import subject_name
-from .recorder import Recorder
-from .registry import CertRecord, Registry
+from .recorder import ConsoleRecorder, Recorder
+from .registry import CertRecord, Registry, default_path
 from .runner import CeremonyRun
 
 PEM = serialization.Encoding.PEM
@@ -302,8 +302,6 @@ def rehearse_end_entities(ctx: Any, subdir: str = "end-entities") -> EndEntityRe
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from .recorder import ConsoleRecorder
-    from .registry import default_path
 
     model = ctx.definition.model
     out = ctx.out / subdir

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import child_process
 from .errors import OfflineCheckError
+from .terminal_text import say
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -71,7 +72,6 @@ class OfflineCheck:
 
     def summary(self, lang: str = "en") -> str:
         """One line for the room, in its language (English unless told)."""
-        from .terminal_text import say
 
         if self.problem is not None:
             return say(lang, "off_problem", problem=self.problem)

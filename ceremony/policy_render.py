@@ -26,7 +26,7 @@ from markdown_it import MarkdownIt
 from . import child_process
 from .manifest import Manifest
 from .pdf import render_pdf as html_to_pdf
-from .policy_facts import Facts, PolicyError, date_text, duration_text
+from .policy_facts import Facts, PolicyError, date_text, derive_facts, duration_text
 from .policy_outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
 from .runner import CeremonyRun
 
@@ -427,7 +427,6 @@ class RenderedDocument:
 
 def render_all(defn: Any, out: Path, policy_dir: Path | None = None) -> tuple[Facts, list[RenderedDocument]]:
     """Both documents in both languages, Markdown and HTML, in memory (no file is touched)."""
-    from .policy_facts import derive_facts
 
     facts = derive_facts(defn, out)
     policy_dir = policy_dir or default_policy_dir(defn)

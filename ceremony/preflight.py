@@ -34,7 +34,7 @@ from .keys import spki_sha256
 from .manifest import MANIFEST_NAME
 from .offline import check_offline
 from .paper_script import printed_script_files
-from .pins import PinSource, held
+from .pins import PinSource, held, read_pin_file
 from .runner import inspect_leftovers
 from .transcript import interrupted_transcripts
 
@@ -246,7 +246,6 @@ def check_token(ca_name: str, ca: CA, option: str | None = None) -> Finding:
 
 def check_pin_source(ca_name: str, source: PinSource) -> Finding:
     """Ready means: the file is there with mode 0600, or the variable is set, or someone can type it."""
-    from .pins import read_pin_file
 
     what = f"PIN source of {ca_name!r}"
     if source.file:

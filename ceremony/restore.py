@@ -61,7 +61,7 @@ from .definition import Hsm, LoadedDefinition
 from .errors import HsmError, OutputError
 from .fileio import sha256_file
 from .hsm import objects_with_label
-from .hsm_keys import public_key_from_token
+from .hsm_keys import public_key_from_token, signing_key
 from .keys import key_evidence, spki_sha256
 from .manifest import Manifest
 from .recorder import Recorder, scripted_step
@@ -234,7 +234,6 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                      algorithm=evidence["algorithm"])
                 tell(recorder, "w_trusted_only", v=yes_no(evidence["trusted_wrapping_required"], lang))
             with scripted_step(recorder, "test-signature"):
-                from .hsm_keys import signing_key
 
                 key = signing_key(session, label)
                 message = (f"key-restore test signature: CA {ca_name}, backup {body['backup_id']}, "

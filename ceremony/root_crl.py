@@ -49,16 +49,18 @@ from .ceremonies import (
     when,
 )
 from .crl_check import check_against_previous, summarise
+from .crl_job import publication_names
 from .crl_state import last_reserved, reserve, state_path
 from .definition import LoadedDefinition
 from .errors import HsmError, OutputError, RegistryError, VerificationError
-from .fileio import sha256_file
+from .fileio import replace_atomically, sha256_file
 from .fingerprints import announce, sha256_hex
 from .hsm_keys import signing_key
 from .keys import key_evidence, spki_sha256
 from .lint import enforce, throwaway_key_like
 from .offline import check_offline
 from .recorder import Recorder, scripted_step
+from .registry import CertRecord, Registry, parse_reason
 from .runner import CeremonyRun
 from .terminal_text import say as words
 
@@ -97,7 +99,6 @@ def root_registry_path(out: Path, root_name: str) -> Path:
 
 
 def crl_file_stem(defn: LoadedDefinition) -> str:
-    from .crl_job import publication_names
 
     name = publication_names(defn.model.cas[defn.model.root_name])[0]
     return name[:-4] if name.endswith(".crl") else name
@@ -115,7 +116,6 @@ def latest_in_force(crl_dir: Path, stem: str, at: dt.datetime) -> bytes | None:
 
 
 def _check_revocation(rev: Revocation, root_cert: x509.Certificate) -> tuple[x509.Certificate, int]:
-    from .registry import parse_reason
 
     cert = load_issuer_certificate(Path(rev.certificate), "the certificate to revoke")
     code = parse_reason(rev.reason)
@@ -142,7 +142,6 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                             issuer_cert_path: str | Path | None = None) -> RootCrlBatch:
     """Pre-sign ``count`` root CRLs (default ``crl.batch_count``), optionally revoking CA certificates."""
     lang = lang_of(recorder)
-    from .registry import CertRecord, Registry
 
     model = defn.model
     name = model.root_name
@@ -344,8 +343,6 @@ def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str
     another issuer, is refused). Run it from cron on the publication side; nothing changes when the
     published CRL is already the one in force.
     """
-    from .crl_job import publication_names
-    from .fileio import replace_atomically
 
     model = defn.model
     der_name, pem_name = publication_names(model.cas[model.root_name])

@@ -18,6 +18,7 @@ import pkcs11
 
 from . import child_process
 from .errors import HsmError
+from .hsm import load_module, rescan
 
 SOFTHSM_MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -72,7 +73,6 @@ def init_token(conf: Path, label: str, user_pin: str, so_pin: str, module: str |
     # The module is loaded with the same configuration in this process: make sure of it.
     if os.environ.get("SOFTHSM2_CONF") != str(conf):
         raise HsmError("SOFTHSM2_CONF must point at the rehearsal configuration before tokens are set up")
-    from .hsm import load_module, rescan
 
     mod = module or softhsm_module()
     rescan(mod)

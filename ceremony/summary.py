@@ -25,6 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
+from .audit import report_lines, verify
 from .display import make_console, text
 from .errors import OutputError, VerificationError
 from .fingerprints import colon_form, sha256_hex
@@ -130,7 +131,6 @@ def _verdict(transcript: Path, out_dir: Path, lang: str = "en") -> tuple[str, st
     verdict in the room's words (the problems are the verifier's, as it reports them).
     """
     try:
-        from .audit import report_lines, verify
 
         audit = verify(transcript, out_dir)
         lines = report_lines(audit)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import DefinitionError
+
 LANGS = ("fr", "en")
 
 _TEXT: dict[str, dict[str, str]] = {
@@ -431,7 +433,6 @@ def say(lang: str, key: str, **values: Any) -> str:
 
 def check_lang(lang: str) -> str:
     if lang not in LANGS:
-        from .errors import DefinitionError
 
         raise DefinitionError("command line", "--lang", f"{lang!r} is not a language of the terminal",
                               ", ".join(LANGS))

@@ -50,6 +50,7 @@ from rich.text import Text
 from . import pgpwords
 from .display import make_console, text
 from .errors import CeremonyError
+from .fileio import sha256_file
 from .hsm_keys import hash_for
 from .keys import spki_der
 from .participants import (
@@ -704,7 +705,6 @@ class TranscriptRecorder:
         """
         from cryptography.exceptions import InvalidSignature
 
-        from .fileio import sha256_file
 
         self._check_open("the seal")
         public = private_key.public_key()

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from . import pgpwords
 from .audit import Audit, verify
+from .errors import OutputError
 from .fingerprints import colon_form
 from .participants import ROLES
 from .pdf import render_pdf as html_to_pdf
@@ -211,7 +212,6 @@ def write_reports(transcript: Path, out: Path | None = None, langs: list[str] | 
 
     Reports are created exclusively, like every output: an existing report is never replaced.
     """
-    from .errors import OutputError
 
     for lang in langs:
         if lang not in LANGS:
