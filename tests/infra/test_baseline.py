@@ -14,6 +14,9 @@ run of the role changes nothing.
 What it cannot show: chrony synchronising anything (the test hosts must never touch this machine's
 clock, and nothing here serves NTP), nor rules loaded at boot by nftables.service (no systemd as
 PID 1 on the test hosts): both are configuration checked here, run only on real hosts.
+
+Measured (one run, with test_production_example.py before it): the six tests 60 s, the second run of
+the role 21 s of it; the shared converge they wait for 517 s.
 """
 
 from __future__ import annotations
