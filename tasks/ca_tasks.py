@@ -7,7 +7,6 @@ as ``openssl x509 -serial`` prints them. PINs are never arguments.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from invoke import Collection, Context, task
@@ -30,31 +29,6 @@ def _paths(env: str, definition: str | None, out: str | None, ca: str, registry:
     out_dir = Path(out or f"out/{env}")
     return (Path(definition) if definition else Path("inventory") / env / "pki.yml", out_dir,
             Path(registry) if registry else default_path(out_dir, ca))
-
-
-def parse_serial(text: str) -> int:
-    """``1a2b``, ``0x1a2b`` or ``1A:2B`` (hexadecimal, as printed by ``ca.list`` and openssl)."""
-    from ceremony.errors import RegistryError
-
-    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
-    try:
-        value = int(cleaned, 16)
-    except ValueError:
-        raise RegistryError(f"serial {text!r} is not a hexadecimal serial number (allowed: hex digits, "
-                            "optionally with 0x or colons, as 'invoke ca.list' prints them)") from None
-    return value
-
-
-def parse_date(text: str) -> dt.datetime:
-    """ISO 8601 date or date and time; without a zone it is UTC."""
-    from ceremony.errors import RegistryError
-
-    try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise RegistryError(f"invalidity date {text!r} is not an ISO 8601 date (allowed: e.g. 2026-11-20 or "
-                            "2026-11-20T14:30:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @task(help={**HELP, "profile": "end-entity profile name from the CA's 'profiles:' in the definition",
@@ -99,12 +73,12 @@ def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = N
     """Revoke a certificate in the registry; the next CRL (invoke crl.sign --ca CA --env ENV) carries it."""
     from ceremony.issuance import mark_revoked
     from ceremony.manifest import MANIFEST_NAME, Manifest
-    from ceremony.registry import Registry, parse_reason
+    from ceremony.registry import Registry, parse_invalidity_date, parse_reason, parse_serial_text
 
     _, out_dir, reg_path = _paths(env, definition, out, ca, registry)
-    number = parse_serial(serial)
+    number = parse_serial_text(serial)
     parse_reason(reason)  # the reason is checked before the registry is even opened
-    inv = parse_date(invalidity_date) if invalidity_date else None
+    inv = parse_invalidity_date(invalidity_date) if invalidity_date else None
     # A manifest of the other kind (rehearsal/production) is refused before the registry changes.
     manifest = Manifest(out_dir, rehearsal) if (out_dir / MANIFEST_NAME).exists() else None
     with Registry.open(reg_path) as reg:
