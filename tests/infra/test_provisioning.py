@@ -158,11 +158,16 @@ def test_publisher_serves_crls_with_pkix_crl_content_type_to_another_namespace(c
     assert status.decode() == "200 application/pkix-crl", fetched.stderr
     assert x509.load_der_x509_crl(body).issuer == x509.load_pem_x509_certificate(
         (lab.exchange / f"{CA}.crt.pem").read_bytes()).subject
+    # Anything but a CRL or a certificate is not served over http: redirected to the https repository
+    # (docs/repository.md), never a file of the host.
     missing = subprocess.run(
-        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-s", "--max-time", "5", "-o", "/dev/null",
-         "-w", "%{http_code}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/etc/passwd"],
+        ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-s", "--max-time", "5", "-o", "-",
+         "-w", "\n%{http_code} %{redirect_url}", f"http://{lab.th.PUBLISHER_FROM_CLIENT}/etc/passwd"],
         capture_output=True, text=True, check=False)
-    assert missing.stdout == "404"
+    body, _, answer = missing.stdout.rpartition("\n")
+    code, _, location = answer.partition(" ")
+    assert code == "301" and location.startswith("https://") and location.endswith("/etc/passwd"), missing.stdout
+    assert "root:" not in body
     # The CA certificates are published too, in DER, at the definition's certificate URLs.
     cert = subprocess.run(
         ["ip", "netns", "exec", lab.th.CLIENT_NS, "curl", "-sS", "--max-time", "5", "-o", "-",
