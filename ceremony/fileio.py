@@ -25,7 +25,8 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries durable (a rename or link into it survives a power cut)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -57,7 +58,7 @@ def write_new(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
             os.link(tmp, dest)
         except FileExistsError:
             raise OutputError(f"{dest}: output file exists already; it is never overwritten") from None
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -83,7 +84,7 @@ def replace_atomically(path: str | Path, data: bytes, mode: int = 0o644, mtime: 
                 os.utime(f.fileno(), (mtime, mtime))
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

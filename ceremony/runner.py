@@ -43,7 +43,7 @@ from typing import Any
 from pkcs11 import exceptions as p11e
 
 from .errors import OutputError
-from .fileio import check_absent, sha256_file, write_new
+from .fileio import check_absent, fsync_dir, sha256_file, write_new
 from .hsm import random_bytes
 from .keys import KeyEvidence, generate_key
 from .manifest import Manifest
@@ -54,14 +54,6 @@ JOURNAL = "journal.json"
 COMMIT = "publish.json"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` durably (temporary file, fsync, rename, fsync of the directory)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -70,7 +62,7 @@ def _write_json(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @dataclass
@@ -197,7 +189,7 @@ class CeremonyRun:
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
             self.staging = self.out / f"{STAGING_PREFIX}{self.ceremony}-{stamp}-{os.getpid()}"
             self.staging.mkdir(mode=0o700)
-            _fsync_dir(self.out)
+            fsync_dir(self.out)
             self._journal()
         return self.staging
 
@@ -345,7 +337,7 @@ class CeremonyRun:
             return
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
-            _fsync_dir(self.out)
+            fsync_dir(self.out)
             self.staging = None
 
 
@@ -385,12 +377,12 @@ def _publish(out: Path, staging: Path, manifest: Manifest | None) -> list[str]:
         os.link(source, target)
         done.append(entry["file"])
     for directory in sorted({(out / e["file"]).parent for e in commit["entries"]}):
-        _fsync_dir(directory)
+        fsync_dir(directory)
     if manifest is not None:
         manifest.add_entries([{k: v for k, v in e.items() if k not in ("file", "staged", "replace")}
                               for e in commit["entries"]])
     shutil.rmtree(staging)
-    _fsync_dir(out)
+    fsync_dir(out)
     return done
 
 
@@ -429,6 +421,6 @@ def recover(out: Path, manifest: Manifest | None) -> list[Leftover]:
         found.append(Leftover(staging.name, False, [], _orphans(staging)))
         shutil.rmtree(staging)
     if found:
-        _fsync_dir(out)
+        fsync_dir(out)
     return found
 
