@@ -60,6 +60,22 @@ def definition_copy_name(sha256: str) -> str:
     return f"pki.{sha256[:16]}.yml"
 
 
+def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pin_file: str | None,
+                                interactive: bool) -> tuple[Any, Any, Any]:
+    """The key ceremonies' steps token-open and key-generate: the CA's token opened for the run, its key
+    pair generated as the run's object and shown to the room; (session, signing key, public key)."""
+    with scripted_step(recorder, "token-open"):
+        token_step(recorder, ca)
+        session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+    with scripted_step(recorder, "key-generate"):
+        evidence = run.generate_key(session, ca)
+        recorder.evidence("key", evidence.as_dict())
+        key = signing_key(session, ca.hsm.key_label)
+        public = key.public_key()
+        say_new_key(recorder, evidence, public)
+    return session, key, public
+
+
 def keep_definition(defn: LoadedDefinition, run: CeremonyRun) -> None:
     """Publish, with the run's outputs, a copy of the definition it used (kind ``pki-definition``).
 
@@ -323,15 +339,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                                                    f"the root certificate profile of {name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
-        with scripted_step(recorder, "token-open"):
-            token_step(recorder, ca)
-            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
-        with scripted_step(recorder, "key-generate"):
-            evidence = run.generate_key(session, ca)
-            recorder.evidence("key", evidence.as_dict())
-            key = signing_key(session, ca.hsm.key_label)
-            public = key.public_key()
-            say_new_key(recorder, evidence, public)
+        session, key, public = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
         with scripted_step(recorder, "certificate-lint"):
             serial = serial_from_random(random_bytes(session, 20))
             builder = root_builder(ca, public, serial, rehearsal)
@@ -404,15 +412,7 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
                                  issuer=words(lang, "w_issuer_later", issuer=repr(ca.issuer)))
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
-        with scripted_step(recorder, "token-open"):
-            token_step(recorder, ca)
-            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
-        with scripted_step(recorder, "key-generate"):
-            evidence = run.generate_key(session, ca)
-            recorder.evidence("key", evidence.as_dict())
-            key = signing_key(session, ca.hsm.key_label)
-            public = key.public_key()
-            say_new_key(recorder, evidence, public)
+        _session, key, public = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
         with scripted_step(recorder, "csr-sign"):
             csr = build_csr(ca, key, rehearsal)
             if not csr.is_signature_valid:
