@@ -48,6 +48,9 @@ class Children:
         self._stop = threading.Event()
 
     def _watch(self) -> None:
+        # A child between fork and exec still shows the parent's command line and environment (the
+        # secrets included): it is looked at again until it has become the program it starts.
+        parent_cmdline = Path(f"/proc/{self.parent}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         while not self._stop.is_set():
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit() or int(entry.name) in self.seen:
@@ -57,7 +60,7 @@ class Children:
                     cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
                     continue
-                if f"\nPPid:\t{self.parent}\n" in status:
+                if f"\nPPid:\t{self.parent}\n" in status and cmdline != parent_cmdline:
                     env = environ_of(int(entry.name))
                     if env:
                         self.seen[int(entry.name)] = (cmdline, env)
