@@ -48,7 +48,7 @@ from .profiles import subject_name
 from .recorder import Recorder, scripted_step
 from .runner import CeremonyRun
 from .terminal_text import say as words
-from .x509_files import read_certificate
+from .x509_files import load_issuer_certificate
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -432,11 +432,6 @@ def subordinate_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Pa
             recorder.say(announce(words(lang, "w_public_key", ca=repr(ca_name)), public.public_bytes(DER, SPKI)))
         run.seal(key, f"{ca_name}.pub.pem", "public-key")
     return CeremonyResult(ca_name, outputs_of(run), "", spki_sha256(public))
-
-
-def load_issuer_certificate(path: Path, issuer_name: str) -> x509.Certificate:
-    return read_certificate(path, f"the certificate of issuer {issuer_name!r}",
-                            "run its ceremony first or pass --issuer-cert")
 
 
 def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: str | Path, out: str | Path,

@@ -51,7 +51,6 @@ from urllib.parse import urlparse
 from cryptography import x509
 
 from . import crl as crlenc
-from .ceremonies import load_issuer_certificate
 from .clock import ClockPolicy, ClockStatus, check_clock
 from .crl_check import CrlSummary, check_against_previous, summarise
 from .crl_state import last_reserved, reserve, state_path
@@ -74,6 +73,7 @@ from .lint import enforce, throwaway_key_like
 from .metrics import CrlMetrics, write_metrics
 from .pins import get_pin, origin_text, pin_origin
 from .registry import CRL_ENTRY, NO_DATE, Registry
+from .x509_files import load_issuer_certificate
 
 #: Test hook: ``after-sign`` makes the process kill itself (SIGKILL) right after the HSM signed,
 #: ``before-publish`` once the new files are staged under temporary names: the crash tests use it.

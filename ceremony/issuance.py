@@ -24,7 +24,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .ceremonies import load_issuer_certificate
 from .certificates import serial_from_random
 from .csr import load_csr
 from .definition import CA, LoadedDefinition, Profile
@@ -51,6 +50,7 @@ from .profiles import subject_name
 from .recorder import ConsoleRecorder, Recorder
 from .registry import CertRecord, Registry, default_path
 from .runner import CeremonyRun
+from .x509_files import load_issuer_certificate
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER

@@ -36,7 +36,6 @@ from . import crl as crlenc
 from .ceremonies import (
     keep_definition,
     lang_of,
-    load_issuer_certificate,
     login,
     prepare_out,
     say_definition,
@@ -63,6 +62,7 @@ from .recorder import Recorder, scripted_step
 from .registry import CertRecord, Registry, parse_reason
 from .runner import CeremonyRun
 from .terminal_text import say as words
+from .x509_files import load_issuer_certificate
 
 CRL_DIR = "crl"
 

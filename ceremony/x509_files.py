@@ -38,6 +38,12 @@ def read_certificate(path: str | Path, what: str = "the certificate", hint: str 
         raise DefinitionError(str(p), "", f"not a certificate (PEM or DER): {exc}") from None
 
 
+def load_issuer_certificate(path: Path, issuer_name: str) -> x509.Certificate:
+    """The issuing CA's certificate a ceremony or the CRL job signs under (PEM or DER)."""
+    return read_certificate(path, f"the certificate of issuer {issuer_name!r}",
+                            "run its ceremony first or pass --issuer-cert")
+
+
 def read_public_object(path: Path) -> PublicObject | None:
     """A certificate, a CSR or a bare public key in ``path`` (PEM or DER); None for anything else."""
     data = path.read_bytes()
