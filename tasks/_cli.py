@@ -1,7 +1,7 @@
 """Shared plumbing of the tasks: one clear line for every error, never a traceback on the terminal.
 
 An anticipated error is its message; an unexpected one (a defect) is one line naming the file that
-holds its traceback (``ceremony.crash_log``: next to the transcript when a ceremony was running).
+holds its traceback (``ceremony.common.crash_log``: next to the transcript when a ceremony was running).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ceremony import crash_log
-from ceremony.errors import CeremonyError
+from ceremony.common import crash_log
+from ceremony.common.errors import CeremonyError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,8 +21,8 @@ from ._cli import operator_errors
 @operator_errors
 def verify(c: Context, transcript: str, artifacts: str | None = None) -> None:
     """Verify a ceremony transcript offline: chain, seal, script, roles, exceptions, artifacts."""
-    from ceremony.audit import report_lines
-    from ceremony.audit import verify as verify_transcript
+    from ceremony.transcript.audit import report_lines
+    from ceremony.transcript.audit import verify as verify_transcript
 
     result = verify_transcript(Path(transcript), Path(artifacts) if artifacts else None)
     print("\n".join(report_lines(result)))
@@ -39,7 +39,7 @@ def verify(c: Context, transcript: str, artifacts: str | None = None) -> None:
 def report(c: Context, transcript: str, lang: str | None = None, out: str | None = None,
            artifacts: str | None = None, pdf: bool = True) -> None:
     """Render a transcript as HTML and PDF for the paper sign-off, in French and/or English."""
-    from ceremony.transcript_report import write_reports
+    from ceremony.transcript.report import write_reports
 
     langs = [lang] if lang else ["fr", "en"]
     for path in write_reports(Path(transcript), Path(out) if out else None, langs, pdf=pdf,

@@ -17,7 +17,7 @@ from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _load, _out, _record,
 
 
 def _bags(pairs: list[str]) -> dict[str, str]:
-    from ceremony.errors import DefinitionError
+    from ceremony.common.errors import DefinitionError
 
     bags: dict[str, str] = {}
     for pair in pairs:
@@ -43,8 +43,8 @@ def create(c: Context, ca: str, env: str | None = None, definition: str | None =
            so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
            lang: str | None = None) -> None:
     """Back up a CA key: trusted AES-256 wrapping key, RFC 5649 wrap, Shamir M-of-N shares (OUT/backup/)."""
-    from ceremony.backup import backup_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.ceremonies.backup import backup_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
@@ -77,10 +77,10 @@ def restore(c: Context, ca: str, backup: str, share: list[str] | None = None, en
             target_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
             answers: str | None = None, lang: str | None = None) -> None:
     """Restore a CA key from its backup and a quorum of shares onto a fresh token; prove it signs."""
-    from ceremony.backup import BackupError
-    from ceremony.definition import TokenRef
-    from ceremony.restore import restore_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.backup.format import BackupError
+    from ceremony.ceremonies.restore import restore_ceremony
+    from ceremony.definition.model import TokenRef
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     defn.model.ca(ca)  # an unknown CA is refused before anyone signs in

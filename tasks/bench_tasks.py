@@ -73,11 +73,13 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
     """A root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies) and a filled registry."""
     import yaml
 
-    from ceremony import softhsm
-    from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-    from ceremony.definition import load_definition
-    from ceremony.display import make_console
-    from ceremony.recorder import ConsoleRecorder
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+    from ceremony.common.display import make_console
+    from ceremony.definition.model import load_definition
+    from ceremony.hsm import softhsm
+    from ceremony.transcript.recorder import ConsoleRecorder
 
     conf = softhsm.write_config(work / "hsm")
     os.environ["SOFTHSM2_CONF"] = str(conf)
@@ -111,7 +113,7 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
 
 def _add_revoked(registry: Path, rows: list[tuple[int, int, int | None, int | None, int]],
                  create: bool = False) -> None:
-    from ceremony.registry import REASON_NAMES, CertRecord, Registry
+    from ceremony.ca.registry import REASON_NAMES, CertRecord, Registry
 
     utc = dt.UTC
     with Registry.open(registry, create=create) as reg:
@@ -259,7 +261,7 @@ def _report(r: dict[str, Any], json_out: str | None, kept: bool) -> None:
 #: publish), as measured for a million entries in docs/crl.md ("Performance: a million entries").
 REGISTRY_REFERENCE = {"seconds": 1.66, "peak_mb": 178}
 
-_READ = ("import resource, sys, time; from ceremony.registry import Registry\n"
+_READ = ("import resource, sys, time; from ceremony.ca.registry import Registry\n"
          "with Registry.open(sys.argv[1]) as r:\n"
          "    t = time.perf_counter(); n = sum(1 for _ in r.iter_revoked_rows()); s = time.perf_counter() - t\n"
          "    t = time.perf_counter(); rows = r.revoked_rows(); l = time.perf_counter() - t\n"

@@ -1,7 +1,7 @@
 """Subordinate CA tasks: issue an end-entity certificate, revoke one, list the registry.
 
-Thin: parse the arguments, open the registry, call the engine (:mod:`ceremony.issuance`,
-:mod:`ceremony.registry`), print one line per result. Serial numbers are hexadecimal everywhere,
+Thin: parse the arguments, open the registry, call the engine (:mod:`ceremony.ceremonies.issuance`,
+:mod:`ceremony.ca.registry`), print one line per result. Serial numbers are hexadecimal everywhere,
 as ``openssl x509 -serial`` prints them. PINs are never arguments.
 """
 
@@ -24,7 +24,7 @@ HELP = {
 
 def _paths(env: str, definition: str | None, out: str | None, ca: str, registry: str | None) -> tuple[Path, Path,
                                                                                                       Path]:
-    from ceremony.registry import default_path
+    from ceremony.ca.registry import default_path
 
     out_dir = Path(out or f"out/{env}")
     return (Path(definition) if definition else Path("inventory") / env / "pki.yml", out_dir,
@@ -43,11 +43,11 @@ def issue(c: Context, profile: str, csr: str, ca: str = "qualified", env: str = 
           issuer_cert: str | None = None, new_registry: bool = False, pin_file: str | None = None,
           rehearsal: bool = False) -> None:
     """Issue an end-entity certificate from a CSR, signed by the subordinate CA's HSM key, and register it."""
-    from ceremony.definition import load_definition
-    from ceremony.issuance import issue_certificate
-    from ceremony.manifest import Manifest
-    from ceremony.recorder import ConsoleRecorder
-    from ceremony.registry import Registry
+    from ceremony.ca.registry import Registry
+    from ceremony.ceremonies.issuance import issue_certificate
+    from ceremony.common.manifest import Manifest
+    from ceremony.definition.model import load_definition
+    from ceremony.transcript.recorder import ConsoleRecorder
 
     pki, out_dir, reg_path = _paths(env, definition, out, ca, registry)
     defn = load_definition(pki)
@@ -71,9 +71,9 @@ def revoke(c: Context, serial: str, reason: str, invalidity_date: str | None = N
            env: str = "production", definition: str | None = None, out: str | None = None,
            registry: str | None = None, rehearsal: bool = False) -> None:
     """Revoke a certificate in the registry; the next CRL (invoke crl.sign --ca CA --env ENV) carries it."""
-    from ceremony.issuance import mark_revoked
-    from ceremony.manifest import MANIFEST_NAME, Manifest
-    from ceremony.registry import Registry, parse_invalidity_date, parse_reason, parse_serial_text
+    from ceremony.ca.registry import Registry, parse_invalidity_date, parse_reason, parse_serial_text
+    from ceremony.ceremonies.issuance import mark_revoked
+    from ceremony.common.manifest import MANIFEST_NAME, Manifest
 
     _, out_dir, reg_path = _paths(env, definition, out, ca, registry)
     number = parse_serial_text(serial)
@@ -114,9 +114,9 @@ def list_(c: Context, ca: str = "qualified", env: str = "production", definition
     """List the certificates in the registry: serial, subject, profile, status, expiry."""
     from rich.table import Table
 
-    from ceremony.display import make_console
-    from ceremony.errors import RegistryError
-    from ceremony.registry import STATUSES, Registry
+    from ceremony.ca.registry import STATUSES, Registry
+    from ceremony.common.display import make_console
+    from ceremony.common.errors import RegistryError
 
     if status is not None and status not in STATUSES:
         raise RegistryError(f"--status {status!r} is not allowed (allowed: {', '.join(STATUSES)})")

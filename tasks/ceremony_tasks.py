@@ -32,7 +32,7 @@ def _definition(env: str | None, definition: str | None) -> Path:
     if definition:
         return Path(definition)
     if not env:
-        from ceremony.errors import DefinitionError
+        from ceremony.common.errors import DefinitionError
 
         envs = sorted(p.parent.name for p in Path("inventory").glob("*/pki.yml"))
         raise DefinitionError("command line", "--env", "missing: say which environment this ceremony is for",
@@ -47,8 +47,8 @@ def _out(env: str | None, out: str | None, defn: object) -> Path:
 def _load(env: str | None, definition: str | None, rehearsal: bool) -> object:
     """The definition, refusing ``--rehearsal`` on a production definition: a rehearsal must never touch
     the production tokens (it would generate a key on the token the definition names)."""
-    from ceremony.definition import load_definition
-    from ceremony.errors import DefinitionError
+    from ceremony.common.errors import DefinitionError
+    from ceremony.definition.model import load_definition
 
     defn = load_definition(_definition(env, definition))
     if rehearsal and defn.model.environment == "production":
@@ -61,8 +61,8 @@ def _load(env: str | None, definition: str | None, rehearsal: bool) -> object:
 def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: bool, lang: str | None = None,
                       **checks: object) -> object:
     """Run the pre-flight, show every finding, and stop before anyone signs in when one fails."""
-    from ceremony.display import make_console, text
-    from ceremony.preflight import run_preflight
+    from ceremony.ceremonies.preflight import run_preflight
+    from ceremony.common.display import make_console, text
 
     report = run_preflight(defn, ceremony, out_dir, rehearsal=rehearsal, lang=terminal_lang(defn, lang),
                            **checks)  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def preflight_or_stop(defn: object, ceremony: str, out_dir: Path, rehearsal: boo
 
 def terminal_lang(defn: object, lang: str | None) -> str:
     """``--lang`` if given, else the definition's ``ceremony.language``."""
-    from ceremony.terminal_text import check_lang
+    from ceremony.common.terminal_text import check_lang
 
     return check_lang(lang) if lang else defn.model.ceremony.language  # type: ignore[attr-defined]
 
@@ -85,11 +85,11 @@ def terminal_lang(defn: object, lang: str | None) -> str:
 @contextlib.contextmanager
 def _record(script: str, defn: object, out: Path, rehearsal: bool, answers: str | None = None,
             preflight: object = None, lang: str | None = None) -> Iterator[object]:
-    """The ceremony's transcript (ceremony.recording): sign-in and confirmations at the terminal, or from
+    """The ceremony's transcript (ceremony.transcript.recording): sign-in and confirmations at the terminal, or from
     ``answers`` (YAML: participants, bag serials, confirmations); a rehearsal without answers uses generated
     rehearsal participants. The header records the printed paper script and the pre-flight's report."""
-    from ceremony.paper_script import printed_script_files
-    from ceremony.recording import recorded
+    from ceremony.transcript.paper_script import printed_script_files
+    from ceremony.transcript.recording import recorded
 
     header: dict[str, object] = {"paper_script": printed_script_files(out, script)}
     if preflight is not None:
@@ -105,8 +105,8 @@ def root(c: Context, env: str | None = None, definition: str | None = None, out:
          pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
          lang: str | None = None) -> None:
     """Root key ceremony: generate the root key in its HSM and issue the self-signed root certificate."""
-    from ceremony.ceremonies import root_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
@@ -125,8 +125,8 @@ def subordinate_key(c: Context, ca: str, env: str | None = None, definition: str
                     out: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
                     answers: str | None = None, lang: str | None = None) -> None:
     """Generate a subordinate CA key on its own HSM and write its CSR (PEM and DER)."""
-    from ceremony.ceremonies import subordinate_key_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
@@ -148,8 +148,8 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
                      out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
                      rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
     """At the offline root: verify a subordinate's CSR and issue its CA certificate."""
-    from ceremony.ceremonies import sign_subordinate_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
@@ -168,7 +168,8 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
 @operator_errors
 def rehearse(c: Context, out: str = "out/rehearsal", definition: str | None = None) -> None:
     """Run every ceremony end to end on fresh SoftHSM tokens under OUT, without prompts."""
-    from ceremony.rehearsal import DEFAULT_DEFINITION, run_rehearsal
+    from ceremony.rehearsal.context import DEFAULT_DEFINITION
+    from ceremony.rehearsal.run import run_rehearsal
 
     run_rehearsal(out, definition or DEFAULT_DEFINITION)
 
@@ -195,7 +196,7 @@ def preflight(c: Context, ceremony: str, env: str | None = None, definition: str
 @operator_errors
 def check(c: Context, env: str | None = None, definition: str | None = None) -> None:
     """Validate a PKI definition without touching any HSM."""
-    from ceremony.definition import load_definition
+    from ceremony.definition.model import load_definition
 
     defn = load_definition(_definition(env, definition))
     print(f"{defn.path}: valid (sha256 {defn.sha256})")

@@ -1,7 +1,7 @@
 """CRL tasks: sign the subordinate CA's CRL now, the root CRL batch ceremony, publish the root CRL in force.
 
-Thin: the engine is :mod:`ceremony.crl_job` (the same code the scheduler runs as
-``ceremony-crl-sign``) and :mod:`ceremony.root_crl`.
+Thin: the engine is :mod:`ceremony.crl.job` (the same code the scheduler runs as
+``ceremony-crl-sign``) and :mod:`ceremony.ceremonies.root_crl`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
     """Sign and publish the CRL of a subordinate CA now (when due, or with --force)."""
     import time
 
-    from ceremony.crl_job import metrics_for, run_crl_job, write_job_metrics
-    from ceremony.registry import default_path
+    from ceremony.ca.registry import default_path
+    from ceremony.crl.job import metrics_for, run_crl_job, write_job_metrics
 
     base = Path(out or f"out/{env}")
     start = time.monotonic()
@@ -65,9 +65,9 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
                pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
                lang: str | None = None) -> None:
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate."""
-    from ceremony.errors import DefinitionError
-    from ceremony.root_crl import Revocation, root_crl_batch_ceremony
-    from ceremony.summary import manifest_snapshot, show_summary
+    from ceremony.ceremonies.root_crl import Revocation, root_crl_batch_ceremony
+    from ceremony.common.errors import DefinitionError
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     def when(text: str | None, option: str) -> dt.datetime | None:
         if text is None:
@@ -106,10 +106,10 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
 def publish_root(c: Context, env: str = "production", definition: str | None = None, batch_dir: str | None = None,
                  out: str | None = None, metrics_dir: str | None = None) -> None:
     """Publish the pre-signed root CRL in force (highest number whose thisUpdate has passed)."""
-    from ceremony.crl_job import write_job_metrics
-    from ceremony.definition import load_definition
-    from ceremony.metrics import CrlMetrics
-    from ceremony.root_crl import publish_root_crl
+    from ceremony.ceremonies.root_crl import publish_root_crl
+    from ceremony.crl.job import write_job_metrics
+    from ceremony.crl.metrics import CrlMetrics
+    from ceremony.definition.model import load_definition
 
     defn = load_definition(_definition(env, definition))
     root = defn.model.root_name

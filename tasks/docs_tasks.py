@@ -23,7 +23,7 @@ HELP = {
 
 def _inputs(env: str, definition: str | None, out: str | None, policy: str | None) -> tuple[object, Path,
                                                                                              Path | None]:
-    from ceremony.definition import load_definition
+    from ceremony.definition.model import load_definition
 
     defn = load_definition(Path(definition) if definition else Path("inventory") / env / "pki.yml")
     out_dir = Path(out or ("out/rehearsal" if env == "testing" else f"out/{env}"))
@@ -35,7 +35,7 @@ def _inputs(env: str, definition: str | None, out: str | None, policy: str | Non
 def build(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
           policy: str | None = None) -> None:
     """Build the CP and CPS (fr, en) as Markdown, HTML and PDF under OUT/docs and list them in the manifest."""
-    from ceremony.policy_render import build_documents
+    from ceremony.policy.render import build_documents
 
     defn, out_dir, policy_dir = _inputs(env, definition, out, policy)
     result = build_documents(defn, out_dir, policy_dir)
@@ -52,7 +52,7 @@ def build(c: Context, env: str = "production", definition: str | None = None, ou
 def check(c: Context, env: str = "production", definition: str | None = None, out: str | None = None,
           policy: str | None = None) -> None:
     """Check the CP/CPS: RFC 3647 outline, no empty section, no vague wording, no drift from the definition."""
-    from ceremony.policy_check import check_documents
+    from ceremony.policy.check import check_documents
 
     defn, out_dir, policy_dir = _inputs(env, definition, out, policy)
     checked = check_documents(defn, out_dir, policy_dir)

@@ -1,6 +1,6 @@
 """The offline check on its own: what the root ceremonies check first, before anyone signs in.
 
-Thin: the engine (``ceremony.offline``) reads the interfaces of the current network namespace; this
+Thin: the engine (``ceremony.ceremonies.offline``) reads the interfaces of the current network namespace; this
 task prints one line per interface and the verdict, and exits 0 only when nothing but loopback is up.
 See docs/air-gapped.md.
 """
@@ -16,7 +16,7 @@ from ._cli import operator_errors
 @operator_errors
 def offline_check(c: Context) -> None:
     """Check that no network interface other than loopback is up (as the root ceremonies do)."""
-    from ceremony.offline import check_offline
+    from ceremony.ceremonies.offline import check_offline
 
     result = check_offline(enforce=False)
     print(f"network interfaces in this network namespace (read with {result.method}):")

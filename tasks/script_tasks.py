@@ -1,6 +1,6 @@
 """``invoke ceremony.script``: print a ceremony script on paper for the Internal Witness.
 
-Thin: check the arguments, load the definition, let :mod:`ceremony.paper_script` write
+Thin: check the arguments, load the definition, let :mod:`ceremony.transcript.paper_script` write
 ``OUT/scripts/<name>.<lang>.pdf`` and ``.html`` (never over an existing file) and list them in
 ``OUT/manifest.json``, then show what was written with its SHA-256.
 """
@@ -31,11 +31,11 @@ def _environments() -> str:
 def script(c: Context, env: str | None = None, ceremony: str | None = None, lang: str = "both",
            out: str | None = None, rehearsal: bool = False) -> None:
     """Print a ceremony script (PDF and HTML, French and/or English) for the witnesses to follow and sign."""
-    from ceremony import scriptbook
-    from ceremony.definition import load_definition
-    from ceremony.display import make_console
-    from ceremony.manifest import Manifest
-    from ceremony.paper_script import PaperScriptError, check_lang, find_script, write_paper_scripts
+    from ceremony.common.display import make_console
+    from ceremony.common.manifest import Manifest
+    from ceremony.definition.model import load_definition
+    from ceremony.transcript import scriptbook
+    from ceremony.transcript.paper_script import PaperScriptError, check_lang, find_script, write_paper_scripts
 
     if not env:
         raise PaperScriptError(f"--env is required: the environment whose inventory/ENV/pki.yml the script is "

@@ -27,7 +27,7 @@ TESTING_DEFINITION = REPO / "inventory" / "testing" / "pki.yml"
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
-from ceremony import softhsm  # noqa: E402
+from ceremony.hsm import softhsm  # noqa: E402
 
 SOFTHSM_CONF = softhsm.write_config(_HSM_DIR)
 os.environ["SOFTHSM2_CONF"] = str(SOFTHSM_CONF)

@@ -19,9 +19,10 @@ from conftest import REPO
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from test_ansible_crl_modules import ansible
 
-from ceremony import hsm, keys
-from ceremony.definition import load_definition
-from ceremony.pins import PinSource
+from ceremony.definition.model import load_definition
+from ceremony.hsm import keys
+from ceremony.hsm import session as hsm
+from ceremony.hsm.pins import PinSource
 
 pytestmark = pytest.mark.hsm
 CA = "qualified"

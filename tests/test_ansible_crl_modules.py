@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tree
 
-from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-from ceremony.definition import load_definition
-from ceremony.recorder import ConsoleRecorder
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+from ceremony.definition.model import load_definition
+from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 VENV = REPO / ".venv" / "bin"

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_transcript import records, rewrite
 
-from ceremony.audit import verify
-from ceremony.ceremonies import root_ceremony
-from ceremony.definition import load_definition
-from ceremony.transcript import canonical, open_rehearsal_transcript
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.definition.model import load_definition
+from ceremony.transcript.audit import verify
+from ceremony.transcript.chain import canonical, open_rehearsal_transcript
 
 pytestmark = pytest.mark.hsm
 

@@ -20,14 +20,16 @@ import yaml
 from conftest import SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
 from cryptography import x509
 
-from ceremony import hsm, softhsm
-from ceremony.backup import BackupResult, backup_ceremony, load_backup
-from ceremony.ceremonies import root_ceremony
-from ceremony.definition import Hsm, LoadedDefinition, TokenRef, load_definition
-from ceremony.errors import DefinitionError, HsmError, OutputError
-from ceremony.keys import spki_sha256
-from ceremony.recorder import ConsoleRecorder
-from ceremony.shares import read_share
+from ceremony.backup.format import load_backup
+from ceremony.backup.shares import read_share
+from ceremony.ceremonies.backup import BackupResult, backup_ceremony
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.common.errors import DefinitionError, HsmError, OutputError
+from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
+from ceremony.hsm import session as hsm
+from ceremony.hsm import softhsm
+from ceremony.hsm.keys import spki_sha256
+from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 
@@ -234,7 +236,7 @@ def test_wrapping_key_is_destroyed_when_a_later_step_fails(definition_on_tokens:
     """A failure after the SO created the trusted key (here: the proof of the wrapped blob) cleans up."""
     defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path)
     before, objects = tree(out), labels_on(root_tok)
-    import ceremony.backup as backup_module
+    import ceremony.ceremonies.backup as backup_module
 
     def failing_check(*args: Any, **kwargs: Any) -> None:
         raise backup_module.BackupError("simulated: the test signature does not verify")
@@ -248,7 +250,7 @@ def test_wrapping_key_is_destroyed_when_a_later_step_fails(definition_on_tokens:
 def _sample_share(**changes: Any) -> Any:
     from dataclasses import replace
 
-    from ceremony.shares import Share
+    from ceremony.backup.shares import Share
 
     share = Share(ca="root", backup_id="ab" * 16, key_spki_sha256="cd" * 32, custodian="Fatoumata Traoré",
                   bag="SN-1", index=3, threshold=2, count=3, rehearsal=False, value=bytes(range(32)))
@@ -256,7 +258,7 @@ def _sample_share(**changes: Any) -> Any:
 
 
 def test_share_page_round_trips_and_tolerates_retyping() -> None:
-    from ceremony.shares import parse_share
+    from ceremony.backup.shares import parse_share
 
     share = _sample_share()
     page = share.render()
@@ -280,7 +282,7 @@ def test_share_page_round_trips_and_tolerates_retyping() -> None:
     (lambda p: p + "colour: blue\n", "colour", "unexpected line"),
 ])
 def test_bad_share_pages_name_the_field(edit: Callable[[str], str], field: str, problem: str) -> None:
-    from ceremony.shares import parse_share
+    from ceremony.backup.shares import parse_share
 
     with pytest.raises(DefinitionError, match=f"^aminata.txt: {field}: .*{problem}"):
         parse_share(edit(_sample_share().render()), "aminata.txt")
@@ -296,7 +298,7 @@ def test_missing_certificate_is_named_before_the_hsm(backed_up: BackedUp, tmp_pa
 def test_a_wrapping_key_left_by_an_interrupted_backup_is_destroyed(definition_on_tokens: Any,
                                                                    tmp_path: Path) -> None:
     """A trusted wrapping key must not outlive its ceremony: one CO alone could wrap the CA key with it."""
-    from ceremony.backup import import_wrapping_key
+    from ceremony.hsm.wrapping import import_wrapping_key
 
     defn, out, root_tok = _fresh_root(definition_on_tokens, tmp_path)
     h = defn.model.cas["root"].hsm

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -30,8 +29,9 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     them (same context, tokens, PINs file and transcripts) but without the other stages, to stay fast.
     ``tests/test_rehearsal.py`` runs the complete ``invoke rehearse``."""
     out = tmp_path_factory.mktemp("backup-rehearsal") / "out"
-    code = ("import sys; from ceremony.rehearsal import prepare, ca_ceremonies; "
-            "from ceremony.backup_rehearsal import rehearse; "
+    code = ("import sys; from ceremony.rehearsal.context import prepare; "
+            "from ceremony.rehearsal.ca import ca_ceremonies; "
+            "from ceremony.rehearsal.backup import rehearse; "
             "ctx = prepare(sys.argv[1]); ca_ceremonies(ctx); rehearse(ctx)")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF", "TEST_PIN"))}
     result = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code, str(out)], cwd=REPO, env=clean,
@@ -114,7 +114,6 @@ def test_cli_bag_option_is_checked_before_anything_runs(rehearsal: Path, tmp_pat
 
 
 def test_audit_verify_passes_on_the_backup_and_restore_transcripts(rehearsal: Path) -> None:
-    pytest.importorskip("ceremony.audit", reason="the transcript verifier is not installed yet")
     for name in ("key-backup-1.jsonl", "key-restore-1.jsonl"):
         result = invoke("audit.verify", str(rehearsal / "transcripts" / name), "--artifacts", str(rehearsal))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -123,7 +122,7 @@ def test_audit_verify_passes_on_the_backup_and_restore_transcripts(rehearsal: Pa
 
 def _init_token(out: Path, label: str, user_pin: str, so_pin: str) -> None:
     """A new token in the rehearsal's SoftHSM, initialised in a subprocess (PINs through the environment)."""
-    code = ("import os; from pathlib import Path; from ceremony import softhsm; "
+    code = ("import os; from pathlib import Path; from ceremony.hsm import softhsm; "
             "softhsm.init_token(Path(os.environ['SOFTHSM2_CONF']), os.environ['LABEL'], os.environ['U'], "
             "os.environ['S'])")
     env = {**rehearsal_env(out), "LABEL": label, "U": user_pin, "S": so_pin, "PATH": os.environ.get("PATH", "")}
@@ -154,12 +153,11 @@ def test_cli_backup_then_restore_onto_a_new_token_and_audit(rehearsal: Path, tmp
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
     report = json.loads((out / "backup" / "root.restore-cli-restore.json").read_text())
     assert [s["index"] for s in report["shares"]] == [3, 1] and report["restored_key"]["local"] is False
-    if importlib.util.find_spec("ceremony.audit") is not None:
-        transcripts = sorted((out / "transcripts").glob("key-*.jsonl"))
-        assert [t.name.split("-2")[0] for t in transcripts] == ["key-backup", "key-restore"]
-        for transcript in transcripts:
-            result = invoke("audit.verify", str(transcript), "--artifacts", str(out))
-            assert result.returncode == 0, transcript.name + result.stdout[-3000:] + result.stderr[-2000:]
+    transcripts = sorted((out / "transcripts").glob("key-*.jsonl"))
+    assert [t.name.split("-2")[0] for t in transcripts] == ["key-backup", "key-restore"]
+    for transcript in transcripts:
+        result = invoke("audit.verify", str(transcript), "--artifacts", str(out))
+        assert result.returncode == 0, transcript.name + result.stdout[-3000:] + result.stderr[-2000:]
 
 
 def test_restore_refuses_missing_files_before_anyone_signs_in(tmp_path: Path) -> None:

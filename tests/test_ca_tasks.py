@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO, tree
 from test_issuance import hierarchy, legal_person, natural_person, write_csr  # noqa: F401 - fixture reused
 
-from ceremony.definition import LoadedDefinition
-from ceremony.registry import Registry
+from ceremony.ca.registry import Registry
+from ceremony.definition.model import LoadedDefinition
 
 pytestmark = pytest.mark.hsm
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")

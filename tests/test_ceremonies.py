@@ -17,12 +17,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ceremony import hsm
-from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-from ceremony.definition import load_definition
-from ceremony.errors import CeremonyError, HsmError, LintError, OutputError, RequestError
-from ceremony.lint import lint_certificate
-from ceremony.recorder import ConsoleRecorder
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+from ceremony.common.errors import CeremonyError, HsmError, LintError, OutputError, RequestError
+from ceremony.definition.model import load_definition
+from ceremony.hsm import session as hsm
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.x509.lint import lint_certificate
 
 pytestmark = pytest.mark.hsm
 
@@ -34,7 +36,7 @@ def rec() -> ConsoleRecorder:
 
 
 def object_count(tok: TestToken) -> int:
-    from ceremony.definition import Hsm, TokenRef
+    from ceremony.definition.model import Hsm, TokenRef
     h = Hsm(module=tok.module, token=TokenRef(label=tok.label), key_label="x", pin_env=tok.pin_env)
     with hsm.open_session(h, hsm.pin_source_for(h, interactive=False)) as session:
         return len(list(session.get_objects()))
@@ -183,7 +185,7 @@ def root_ready(definition_on_tokens: Flow, tmp_path: Path) -> tuple[Path, dict[s
 
 
 def _software_csr(key: Any, pki: Path) -> bytes:
-    from ceremony.profiles import subject_name
+    from ceremony.x509.profiles import subject_name
     ca = load_definition(pki).model.cas["qualified"]
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject_name(ca.subject, True)).sign(
         key, hashes.SHA256())
@@ -237,7 +239,7 @@ def test_csr_key_must_match_the_pinned_spki(definition_on_tokens: Flow, tmp_path
 def test_requested_extensions_are_ignored(root_ready: tuple[Path, dict[str, TestToken], Path],
                                           tmp_path: Path) -> None:
     pki, _, out = root_ready
-    from ceremony.profiles import subject_name
+    from ceremony.x509.profiles import subject_name
     ca = load_definition(pki).model.cas["qualified"]
     key = ec.generate_private_key(ec.SECP384R1())
     csr = (x509.CertificateSigningRequestBuilder().subject_name(subject_name(ca.subject, True))
@@ -256,7 +258,7 @@ def test_requested_extensions_are_ignored(root_ready: tuple[Path, dict[str, Test
 
 def test_offline_check_refuses_outside_rehearsal() -> None:
     """The judgement on given flags (the kernel itself is read in tests/test_offline.py)."""
-    from ceremony.offline import IFF_LOOPBACK, IFF_RUNNING, IFF_UP, assess
+    from ceremony.ceremonies.offline import IFF_LOOPBACK, IFF_RUNNING, IFF_UP, assess
     flags = {"lo": IFF_UP | IFF_LOOPBACK | IFF_RUNNING, "eth0": IFF_UP | IFF_RUNNING | 0x1002, "wlan0": 0x1002}
     result = assess(flags, enforce=True)
     assert result.up == ["eth0"] and result.interfaces["wlan0"] == "down" and result.interfaces["lo"] == "loopback up"

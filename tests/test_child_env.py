@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, base_definition_data, write_definition
 
-from ceremony import child_process
+from ceremony.common import child_process
 
 pytestmark = pytest.mark.hsm
 
@@ -95,13 +95,15 @@ def wrapped_tools(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 SCRIPT = """
 import sys
 from pathlib import Path
-from ceremony import crl_rehearsal, rehearsal
-from ceremony.policy_check import pdf_text
-from ceremony.policy_render import render_pdfs
+from ceremony.rehearsal import crl as crl_rehearsal
+from ceremony.rehearsal.ca import ca_ceremonies
+from ceremony.rehearsal.context import prepare
+from ceremony.policy.check import pdf_text
+from ceremony.policy.render import render_pdfs
 
 out, definition = Path(sys.argv[1]), Path(sys.argv[2])
-ctx = rehearsal.prepare(out / "out", definition)
-rehearsal.ca_ceremonies(ctx)
+ctx = prepare(out / "out", definition)
+ca_ceremonies(ctx)
 crl_rehearsal.rehearse(ctx)
 pdfs = render_pdfs({"fr": "<html><body><p>Politique de certification</p></body></html>"}, workers=2)
 (out / "cp.pdf").write_bytes(pdfs["fr"][0])

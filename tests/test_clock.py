@@ -1,4 +1,4 @@
-"""The clock check of the scheduled jobs (:mod:`ceremony.clock`), with the real kernel call.
+"""The clock check of the scheduled jobs (:mod:`ceremony.common.clock`), with the real kernel call.
 
 The kernel's answer is read for real (adjtimex with no mode bits: it changes nothing) and checked
 against a second, independent system call (ntp_gettimex). An unsynchronised kernel is injected only
@@ -35,8 +35,8 @@ from test_monitoring_rules import (
     series,
 )
 
-from ceremony import clock, crl_publish
-from ceremony.clock import (
+from ceremony.common import clock
+from ceremony.common.clock import (
     STA_CLOCKERR,
     STA_UNSYNC,
     TIME_ERROR,
@@ -49,10 +49,11 @@ from ceremony.clock import (
     resolve_policy,
     status_from_timex,
 )
-from ceremony.crl_job import run_crl_job
-from ceremony.crl_state import last_reserved, state_path
-from ceremony.errors import DefinitionError, VerificationError
-from ceremony.metrics import CrlMetrics
+from ceremony.common.errors import DefinitionError, VerificationError
+from ceremony.crl import publish as crl_publish
+from ceremony.crl.job import run_crl_job
+from ceremony.crl.metrics import CrlMetrics
+from ceremony.crl.state import last_reserved, state_path
 
 #: What an unsynchronised Linux kernel returns: TIME_ERROR, STA_UNSYNC, maxerror clamped at 16 s.
 UNSYNC = status_from_timex(TIME_ERROR, STA_UNSYNC, 16_000_000, 16_000_000)

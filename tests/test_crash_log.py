@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from ceremony import crash_log
-from ceremony.definition import load_definition
-from ceremony.hsm import open_session, pin_source_for
+from ceremony.common import crash_log
+from ceremony.definition.model import load_definition
+from ceremony.hsm.session import open_session, pin_source_for
 
 pytestmark = pytest.mark.hsm
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 
 DEFECT = """
-import ceremony.certificates as certificates
+import ceremony.x509.certificates as certificates
 
 _real = certificates.root_builder
 _calls = []
@@ -98,7 +98,7 @@ def test_a_defect_in_the_crl_job_is_one_line_for_the_scheduler(tmp_path: Path) -
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
-        "import ceremony.crl_job as job\n"
+        "import ceremony.crl.job as job\n"
         "def broken(*args, **kwargs):\n"
         "    raise KeyError('injected defect in the CRL job')\n"
         "job.run_crl_job = broken\n")

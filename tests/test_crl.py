@@ -11,10 +11,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ceremony import crl as crlenc
-from ceremony.crl_check import entry_serials
-from ceremony.errors import VerificationError
-from ceremony.registry import CRL_ENTRY, NO_DATE
+from ceremony.ca.registry import CRL_ENTRY, NO_DATE
+from ceremony.common.errors import VerificationError
+from ceremony.crl import encoding as crlenc
+from ceremony.crl.checks import entry_serials
 
 ISSUER = x509.Name.from_rfc4514_string("CN=Test CA,O=SCSE,C=ML")
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -139,7 +139,7 @@ def test_lint_flags_a_reason_the_baseline_requirements_forbid() -> None:
 
 
 def test_dropped_entries_fast_path_and_fallback() -> None:
-    from ceremony.crl_check import _dropped_by_serial, dropped_serials
+    from ceremony.crl.checks import _dropped_by_serial, dropped_serials
 
     key = ec.generate_private_key(ec.SECP256R1())
     rows = random_rows(300, seed=5)

@@ -25,8 +25,8 @@ import yaml
 from conftest import write_definition
 from test_crl_job import Pki, build_pki
 
-from ceremony import child_process
-from ceremony.errors import HsmError
+from ceremony.common import child_process
+from ceremony.common.errors import HsmError
 
 pytestmark = pytest.mark.hsm
 CA = "qualified"
@@ -203,8 +203,8 @@ def test_key_not_matching_the_ca_certificate(pki: Pki, tmp_path: Path) -> None:
 
 
 def _token_flags(pki: Pki) -> int:
-    from ceremony.definition import load_definition
-    from ceremony.hsm import find_token, load_module
+    from ceremony.definition.model import load_definition
+    from ceremony.hsm.session import find_token, load_module
 
     hsm = load_definition(pki.definition).model.cas[CA].hsm
     return int(find_token(load_module(hsm.module), hsm.token).flags)
@@ -292,14 +292,14 @@ def test_syslog_gets_the_line_with_its_priority_and_the_exit_status_is_the_jobs(
                                                 ["-t", f"ceremony-crl-sign@{CA}", "-p", "daemon.err"]]
     assert "is current; nothing signed" in entries[0]["stdin"]
     assert entries[1]["stdin"] == failed.stderr and "mode 0640" in entries[1]["stdin"]
-    # The minimal environment of every child (ceremony.child_process), nothing of the job's.
+    # The minimal environment of every child (ceremony.common.child_process), nothing of the job's.
     allowed = {*child_process.PASSED_THROUGH, "LANG", "LC_ALL", "LC_CTYPE"}
     assert all(set(e["env"]) <= allowed for e in entries), [e["env"] for e in entries]
     assert j.pin not in log.read_text()
 
 
 def test_metrics_carry_the_last_success_over_failed_runs(tmp_path: Path) -> None:
-    from ceremony.metrics import CrlMetrics, metrics_path, write_metrics
+    from ceremony.crl.metrics import CrlMetrics, metrics_path, write_metrics
 
     write_metrics(tmp_path, CrlMetrics(CA, True, 3, 0, 2e9))
     first = parse_metrics(metrics_path(tmp_path, CA))[f'x509_crl_last_success_timestamp_seconds{{ca="{CA}"}}']

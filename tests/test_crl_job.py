@@ -22,18 +22,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony import softhsm
-from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-from ceremony.crl import lint_crl
-from ceremony.crl_job import KILL_HOOK_ENV, run_crl_job
-from ceremony.crl_state import last_reserved, state_path
-from ceremony.definition import load_definition
-from ceremony.errors import CeremonyError, DefinitionError, RegistryError, VerificationError
-from ceremony.fingerprints import sha256_hex
-from ceremony.hsm import open_session, pin_source_for
-from ceremony.hsm_keys import hash_for, signing_key
-from ceremony.recorder import ConsoleRecorder
-from ceremony.registry import CertRecord, Registry
+from ceremony.ca.registry import CertRecord, Registry
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+from ceremony.common.errors import CeremonyError, DefinitionError, RegistryError, VerificationError
+from ceremony.common.fingerprints import sha256_hex
+from ceremony.crl.encoding import lint_crl
+from ceremony.crl.job import KILL_HOOK_ENV, run_crl_job
+from ceremony.crl.state import last_reserved, state_path
+from ceremony.definition.model import load_definition
+from ceremony.hsm import softhsm
+from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.hsm.signers import hash_for, signing_key
+from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 PEM = serialization.Encoding.PEM
@@ -142,7 +144,7 @@ def openssl_verify(p: Pki, cert: Path, *crls: Path) -> subprocess.CompletedProce
 
 
 def test_openssl_accepts_good_rejects_revoked_and_checks_sub_against_root_crl(pki: Pki, tmp_path: Path) -> None:
-    from ceremony.root_crl import root_crl_batch_ceremony
+    from ceremony.ceremonies.root_crl import root_crl_batch_ceremony
 
     reg = pki.copy_registry(tmp_path / "reg")
     with Registry.open(reg) as r:
@@ -209,7 +211,7 @@ def test_previous_check_refuses_lower_number(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_previous_check_failures_leave_publication_unchanged(pki: Pki, tmp_path: Path) -> None:
-    from ceremony import crl_check
+    from ceremony.crl import checks as crl_check
 
     reg = pki.copy_registry(tmp_path / "reg")
     with Registry.open(reg) as r:
@@ -233,8 +235,8 @@ def test_previous_check_failures_leave_publication_unchanged(pki: Pki, tmp_path:
 
 def test_previous_check_rules_individually(pki: Pki, tmp_path: Path) -> None:
     """Number, issuer, thisUpdate, dropped entries: each rule fails on its own."""
-    from ceremony import crl as crlenc
-    from ceremony.crl_check import check_against_previous
+    from ceremony.crl import encoding as crlenc
+    from ceremony.crl.checks import check_against_previous
 
     key = ec.generate_private_key(ec.SECP384R1())
     issuer = x509.Name.from_rfc4514_string("CN=Test CA,C=ML")
@@ -267,7 +269,7 @@ def test_previous_check_rules_individually(pki: Pki, tmp_path: Path) -> None:
 def test_crash_between_signing_and_publishing_never_reuses_a_number(pki: Pki, tmp_path: Path) -> None:
     reg = pki.copy_registry(tmp_path / "reg")
     pub = tmp_path / "pub"
-    args = [sys.executable, "-c", "import sys; from ceremony.cli import crl_sign_main; sys.exit(crl_sign_main())",
+    args = [sys.executable, "-c", "import sys; from ceremony.crl.cli import crl_sign_main; sys.exit(crl_sign_main())",
             "--definition", str(pki.definition), "--ca", "qualified", "--registry", str(reg), "--out", str(pub),
             "--metrics-dir", str(tmp_path / "metrics")]
     first = subprocess.run(args, capture_output=True, text=True)
@@ -300,7 +302,7 @@ def test_cli_failure_is_one_line_and_metrics_say_failure(pki: Pki, tmp_path: Pat
     pub = tmp_path / "pub"
     bad_registry = tmp_path / "corrupt.sqlite3"
     bad_registry.write_bytes(b"this is not a database" * 100)
-    run = subprocess.run([sys.executable, "-c", "import sys; from ceremony.cli import crl_sign_main; "
+    run = subprocess.run([sys.executable, "-c", "import sys; from ceremony.crl.cli import crl_sign_main; "
                           "sys.exit(crl_sign_main())", "--definition", str(pki.definition), "--ca", "qualified",
                           "--registry", str(bad_registry), "--out", str(pub), "--metrics-dir", str(tmp_path / "m")],
                          capture_output=True, text=True)
@@ -363,7 +365,7 @@ def test_root_is_refused_and_missing_ca_cert_is_clear(pki: Pki, tmp_path: Path) 
 
 
 def test_metrics_render_is_prometheus_text() -> None:
-    from ceremony.metrics import CrlMetrics
+    from ceremony.crl.metrics import CrlMetrics
 
     text = CrlMetrics("qualified", True, 7, 3, 1.5e9, 0.25).render(now=1.6e9)
     lines = [line for line in text.splitlines() if not line.startswith("#")]
@@ -375,8 +377,8 @@ def test_metrics_render_is_prometheus_text() -> None:
 
 def test_above_the_full_lint_size_the_sample_is_linted_and_the_crl_is_whole(pki: Pki, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from ceremony import crl as crlenc
-    from ceremony.crl_check import entry_serials
+    from ceremony.crl import encoding as crlenc
+    from ceremony.crl.checks import entry_serials
 
     monkeypatch.setattr(crlenc, "LINT_FULL_MAX", 50)
     reg = pki.copy_registry(tmp_path / "reg")
@@ -401,7 +403,7 @@ def test_above_the_full_lint_size_the_sample_is_linted_and_the_crl_is_whole(pki:
         r.add(CertRecord(serial=7 << 140, subject="CN=hold", profile="test", not_before=now - dt.timedelta(days=1),
                          not_after=now + dt.timedelta(days=30), sha256="cd" * 32, status="revoked",
                          revoked_at=now, reason="certificateHold", invalidity_date=None))
-    from ceremony.errors import LintError
+    from ceremony.common.errors import LintError
 
     with pytest.raises(LintError, match="structural sample"):
         job(pki, reg, tmp_path / "pub")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from test_crl_health import parse_metrics
 from test_crl_job import Pki, build_pki
 
-from ceremony.crl_job import run_crl_job
+from ceremony.crl.job import run_crl_job
 
 pytestmark = pytest.mark.hsm
 CA = "qualified"

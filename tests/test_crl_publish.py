@@ -16,9 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony import crl as crlenc
-from ceremony import crl_publish
-from ceremony.errors import OutputError, VerificationError
+from ceremony.common.errors import OutputError, VerificationError
+from ceremony.crl import encoding as crlenc
+from ceremony.crl import publish as crl_publish
 
 NOW = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
 

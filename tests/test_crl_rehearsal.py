@@ -1,4 +1,4 @@
-"""The CRL rehearsal stage on its own (CA ceremonies, then ``ceremony.crl_rehearsal``), in a fresh process."""
+"""The CRL rehearsal stage on its own (CA ceremonies, then ``ceremony.rehearsal.crl``), in a fresh process."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ pytestmark = pytest.mark.hsm
 
 SCRIPT = """
 import sys
-from ceremony.rehearsal import prepare, ca_ceremonies
-from ceremony import crl_rehearsal
+from ceremony.rehearsal.context import prepare
+from ceremony.rehearsal.ca import ca_ceremonies
+from ceremony.rehearsal import crl as crl_rehearsal
 ctx = prepare(sys.argv[1])
 ca_ceremonies(ctx)
 crl_rehearsal.rehearse(ctx)

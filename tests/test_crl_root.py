@@ -13,11 +13,11 @@ from conftest import tree
 from cryptography import x509
 from test_crl_job import Pki, build_pki
 
-from ceremony.crl import lint_crl
-from ceremony.definition import load_definition
-from ceremony.errors import CeremonyError, VerificationError
-from ceremony.recorder import ConsoleRecorder
-from ceremony.root_crl import Revocation, root_crl_batch_ceremony, root_registry_path
+from ceremony.ceremonies.root_crl import Revocation, root_crl_batch_ceremony, root_registry_path
+from ceremony.common.errors import CeremonyError, VerificationError
+from ceremony.crl.encoding import lint_crl
+from ceremony.definition.model import load_definition
+from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 
@@ -63,7 +63,7 @@ def test_batch_has_consecutive_numbers_and_overlapping_validity(pki: Pki, tmp_pa
 
 
 def test_revoking_the_subordinate_ca_makes_openssl_reject_its_chain(pki: Pki, tmp_path: Path) -> None:
-    from ceremony.crl_job import run_crl_job
+    from ceremony.crl.job import run_crl_job
 
     out = _root_out(pki, tmp_path / "root")
     defn = load_definition(pki.definition)
@@ -134,7 +134,7 @@ def test_invoke_root_batch_task(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_publish_root_crl_in_force(pki: Pki, tmp_path: Path) -> None:
-    from ceremony.root_crl import publish_root_crl
+    from ceremony.ceremonies.root_crl import publish_root_crl
 
     out = _root_out(pki, tmp_path / "root")
     defn = load_definition(pki.definition)

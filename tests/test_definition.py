@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from conftest import REPO, base_definition_data, write_definition
 
-from ceremony.definition import load_definition, parse_duration
-from ceremony.errors import DefinitionError
+from ceremony.common.errors import DefinitionError
+from ceremony.definition.model import load_definition, parse_duration
 
 
 def test_shipped_definitions_are_valid() -> None:

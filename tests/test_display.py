@@ -22,10 +22,10 @@ from rich.panel import Panel
 from rich.prompt import Prompt
 from rich.text import Text
 
-from ceremony.display import make_console
-from ceremony.fingerprints import announce, colon_form, read_aloud, sha256_hex
-from ceremony.manifest import Manifest
-from ceremony.recorder import ConsoleRecorder
+from ceremony.common.display import make_console
+from ceremony.common.fingerprints import announce, colon_form, read_aloud, sha256_hex
+from ceremony.common.manifest import Manifest
+from ceremony.transcript.recorder import ConsoleRecorder
 
 # Values that Rich reads as markup or emoji when they are not shown as data.
 TRAPS = [":CD:", ":AB:", ":cd:", "[bold]", "[/]", "[red]x[/red]", ":smile:", "[link=x]y[/link]", "\\[", ":1234:"]
@@ -98,7 +98,7 @@ def test_panels_rules_tables_and_prompts_show_data_exactly(value: str, monkeypat
 
 def test_transcript_recorder_shows_names_and_paths_exactly(tmp_path: Path) -> None:
     """The transcript's chain-head panel and a step whose description holds markup-like data."""
-    from ceremony.transcript import TranscriptRecorder
+    from ceremony.transcript.chain import TranscriptRecorder
 
     console = make_console(file=io.StringIO(), width=200)
     head = "8bcd80adab1c" + "0" * 52
@@ -118,7 +118,7 @@ def test_manifest_takes_paths_relative_to_the_working_directory(tmp_path: Path,
     assert entry["path"] == "pki.yml"
     outside = tmp_path / "elsewhere.txt"
     outside.write_text("y")
-    from ceremony.errors import OutputError
+    from ceremony.common.errors import OutputError
 
     with pytest.raises(OutputError, match="not inside the output directory"):
         Manifest(out, rehearsal=False).add("x", outside, "txt")

@@ -1,6 +1,6 @@
 """Every ceremony, failed at every step in turn: afterwards nothing but its transcript exists.
 
-The ceremony runner (``ceremony.runner``) promises all or nothing. Here each ceremony of the CA
+The ceremony runner (``ceremony.ceremonies.runner``) promises all or nothing. Here each ceremony of the CA
 runs on real SoftHSM tokens with its real transcript, and is broken once per run:
 
 - an exception at the start of each scripted step, and at its end (after the step's work is done);
@@ -30,17 +30,19 @@ import pytest
 from conftest import tree
 from pkcs11 import exceptions as p11e
 
-from ceremony import transcript
-from ceremony.audit import verify
-from ceremony.backup import backup_ceremony
-from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-from ceremony.definition import Hsm, LoadedDefinition, TokenRef, load_definition
-from ceremony.display import make_console
-from ceremony.hsm import open_session, pin_source_for
-from ceremony.recorder import ConsoleRecorder
-from ceremony.restore import restore_ceremony
-from ceremony.root_crl import root_crl_batch_ceremony
-from ceremony.scriptbook import load_script
+from ceremony.ceremonies.backup import backup_ceremony
+from ceremony.ceremonies.restore import restore_ceremony
+from ceremony.ceremonies.root_crl import root_crl_batch_ceremony
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+from ceremony.common.display import make_console
+from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
+from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.transcript import chain as transcript
+from ceremony.transcript.audit import verify
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.transcript.scriptbook import load_script
 
 pytestmark = pytest.mark.hsm
 CA = "qualified"

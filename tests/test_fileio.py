@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ceremony.errors import OutputError
-from ceremony.fileio import replace_atomically, sha256_file, write_new
-from ceremony.manifest import Manifest
+from ceremony.common.errors import OutputError
+from ceremony.common.fileio import replace_atomically, sha256_file, write_new
+from ceremony.common.manifest import Manifest
 
 
 def test_write_new_never_overwrites_and_leaves_no_temporary(tmp_path: Path) -> None:

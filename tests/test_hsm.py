@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ceremony import hsm
-from ceremony.definition import EcKey, Hsm, RsaKey, TokenRef
-from ceremony.errors import HsmError
-from ceremony.hsm_keys import HsmEcPrivateKey, HsmRsaPrivateKey, hash_for, signing_key
-from ceremony.keys import generate_key, spki_sha256
+from ceremony.common.errors import HsmError
+from ceremony.definition.model import EcKey, Hsm, RsaKey, TokenRef
+from ceremony.hsm import session as hsm
+from ceremony.hsm.keys import generate_key, spki_sha256
+from ceremony.hsm.signers import HsmEcPrivateKey, HsmRsaPrivateKey, hash_for, signing_key
 
 pytestmark = pytest.mark.hsm
 
@@ -139,8 +139,8 @@ def test_example_token_uris_match_a_token_labelled_as_they_say(make_token: Calla
     """``inventory/production.example``: its URIs describe nothing a real token would not have."""
     from conftest import REPO, SOFTHSM_CONF
 
-    from ceremony import softhsm
-    from ceremony.definition import load_definition
+    from ceremony.definition.model import load_definition
+    from ceremony.hsm import softhsm
 
     example = load_definition(REPO / "inventory/production.example/pki.yml").model
     tok = make_token("example")  # for the module and a PIN

@@ -20,9 +20,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ceremony.ceremonies import root_ceremony, sign_subordinate_ceremony, subordinate_key_ceremony
-from ceremony.definition import LoadedDefinition, load_definition
-from ceremony.ee_profiles import (
+from ceremony.ca.registry import Registry
+from ceremony.ceremonies.issuance import issue_certificate
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+from ceremony.common.errors import DefinitionError, HsmError, OutputError, RegistryError, RequestError
+from ceremony.common.manifest import Manifest
+from ceremony.crl import job as crl_job
+from ceremony.definition.model import LoadedDefinition, load_definition
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.x509.ee_profiles import (
     QC_STATEMENTS_OID,
     check_subject,
     der_oid,
@@ -30,12 +38,7 @@ from ceremony.ee_profiles import (
     legislation_for,
     qc_statements_der,
 )
-from ceremony.errors import DefinitionError, HsmError, OutputError, RegistryError, RequestError
-from ceremony.issuance import issue_certificate
-from ceremony.lint import lint_certificate
-from ceremony.manifest import Manifest
-from ceremony.recorder import ConsoleRecorder
-from ceremony.registry import Registry
+from ceremony.x509.lint import lint_certificate
 
 pytestmark = pytest.mark.hsm
 
@@ -78,7 +81,7 @@ def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedDefinitio
 
     from conftest import SOFTHSM_CONF, base_definition_data, write_definition
 
-    from ceremony import softhsm
+    from ceremony.hsm import softhsm
 
     base = tmp_path_factory.mktemp("hierarchy")
     data = copy.deepcopy(base_definition_data())
@@ -389,8 +392,9 @@ def test_rehearsal_stage_piece(tmp_path: Path) -> None:
     import sys
 
     out = tmp_path / "rehearsal"
-    code = ("import sys; from ceremony.rehearsal import prepare, ca_ceremonies; "
-            "from ceremony.issuance import rehearse_end_entities; "
+    code = ("import sys; from ceremony.rehearsal.context import prepare; "
+            "from ceremony.rehearsal.ca import ca_ceremonies; "
+            "from ceremony.rehearsal.end_entities import rehearse_end_entities; "
             "ctx = prepare(sys.argv[1]); ca_ceremonies(ctx); r = rehearse_end_entities(ctx); "
             "print('REVOKED', r.revoked[0].serial_hex)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "SOFTHSM2_CONF", "TEST_"))}
@@ -419,7 +423,7 @@ def _software_chain() -> tuple[Any, Any, Any]:
     """Root and subordinate certificates from the testing definition with software keys (pure profile tests)."""
     from conftest import TESTING_DEFINITION
 
-    from ceremony.certificates import root_builder, subordinate_builder
+    from ceremony.x509.certificates import root_builder, subordinate_builder
 
     model = load_definition(TESTING_DEFINITION).model
     rk, sk = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
@@ -438,7 +442,7 @@ def _software_chain() -> tuple[Any, Any, Any]:
 ])
 def test_profiles_lint_clean_inside_and_outside_the_eu(legislation: tuple[str, ...], profile: str,
                                                         policies: list[str], qscd: bool) -> None:
-    from ceremony.ee_profiles import QC_SSCD, ee_builder, uses_qscd, validity_window
+    from ceremony.x509.ee_profiles import QC_SSCD, ee_builder, uses_qscd, validity_window
 
     model, sub, sk = _software_chain()
     prof = model.cas["qualified"].profiles[profile].model_copy(update={"policy_oids": policies})
@@ -480,7 +484,6 @@ def test_requested_extensions_are_ignored(issue: Issue, tmp_path: Path) -> None:
 
 def test_issue_revoke_crl_openssl(hierarchy: tuple[LoadedDefinition, Path], issue: Issue, tmp_path: Path) -> None:
     """Across the seam with the CRL job: openssl accepts the good certificate and rejects the revoked one."""
-    crl_job = pytest.importorskip("ceremony.crl_job")
     defn, cas = hierarchy
     good = issue("qes-natural-person", write_csr(tmp_path / "a.csr", natural_person()))
     bad = issue("eseal-legal-person", write_csr(tmp_path / "b.csr", legal_person()))

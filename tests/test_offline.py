@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ceremony.errors import OfflineCheckError
+from ceremony.common.errors import OfflineCheckError
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.skipif(
 # what /sys/class/net lists from inside the namespace.
 PROBE = """
 import json, os
-from ceremony.errors import OfflineCheckError
-from ceremony.offline import check_offline, read_with_ip
+from ceremony.common.errors import OfflineCheckError
+from ceremony.ceremonies.offline import check_offline, read_with_ip
 out = {"check": check_offline(enforce=False).as_dict(), "sysfs": sorted(os.listdir("/sys/class/net")),
        "ip": sorted(read_with_ip())}
 try:

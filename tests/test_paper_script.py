@@ -18,17 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TESTING_DEFINITION
 
-from ceremony import scriptbook
-from ceremony.definition import load_definition
-from ceremony.paper_script import (
-    LANGS,
-    TEXT,
-    printed_script_files,
-    render_html,
-    render_pdf,
-    view,
-)
-from ceremony.participants import ROLES
+from ceremony.definition.model import load_definition
+from ceremony.transcript import scriptbook
+from ceremony.transcript.paper_script import LANGS, TEXT, printed_script_files, render_html, render_pdf, view
+from ceremony.transcript.participants import ROLES
 
 SCRIPTS = scriptbook.available()
 INVOKE = REPO / ".venv" / "bin" / "invoke"

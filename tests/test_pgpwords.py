@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ceremony.pgpwords import EVEN_WORDS, ODD_WORDS, from_words, hex_to_words, lines, to_words
+from ceremony.common.pgpwords import EVEN_WORDS, ODD_WORDS, from_words, hex_to_words, lines, to_words
 
 # The example published with the PGP word list (a 20-byte fingerprint read as 20 words).
 KNOWN = ("E58294F2E9A227486E8B061B31CC528FD7FA3F19",

@@ -12,14 +12,14 @@ from typing import Any
 import pexpect
 import pytest
 
-from ceremony.definition import Hsm, TokenRef
-from ceremony.errors import HsmError
-from ceremony.hsm import open_session, pin_source_for
+from ceremony.common.errors import HsmError
+from ceremony.definition.model import Hsm, TokenRef
+from ceremony.hsm.session import open_session, pin_source_for
 
 DRIVER = """
 import sys
-from ceremony.definition import Hsm, TokenRef
-from ceremony.hsm import open_session, pin_source_for
+from ceremony.definition.model import Hsm, TokenRef
+from ceremony.hsm.session import open_session, pin_source_for
 hsm = Hsm(module=sys.argv[1], token=TokenRef(label=sys.argv[2]), key_label="k")
 with open_session(hsm, pin_source_for(hsm)) as session:
     print("LOGGED-IN", flush=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ceremony.errors import PinError
-from ceremony.pins import PinSource, get_pin, read_pin_file
+from ceremony.common.errors import PinError
+from ceremony.hsm.pins import PinSource, get_pin, read_pin_file
 
 
 def test_pin_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

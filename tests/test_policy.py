@@ -26,11 +26,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony.definition import load_definition
-from ceremony.policy_check import outline_problems, pdf_text
-from ceremony.policy_facts import PolicyError
-from ceremony.policy_outline import BY_NUMBER, OUTLINE
-from ceremony.policy_render import build_documents
+from ceremony.definition.model import load_definition
+from ceremony.policy.check import outline_problems, pdf_text
+from ceremony.policy.facts import PolicyError
+from ceremony.policy.outline import BY_NUMBER, OUTLINE
+from ceremony.policy.render import build_documents
 
 pytestmark = pytest.mark.hsm
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
@@ -50,7 +50,8 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
 def ceremonies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root and subordinate ceremonies of a rehearsal, on fresh SoftHSM tokens, in a child process."""
     out = tmp_path_factory.mktemp("policy") / "ceremonies"
-    code = "import sys; from ceremony.rehearsal import prepare, ca_ceremonies; ca_ceremonies(prepare(sys.argv[1]))"
+    code = ("import sys; from ceremony.rehearsal.context import prepare; "
+            "from ceremony.rehearsal.ca import ca_ceremonies; ca_ceremonies(prepare(sys.argv[1]))")
     result = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
                             env=_clean_env(), timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -313,7 +314,7 @@ def test_pdf_rendering_time_is_measured_and_bounded(built: Path) -> None:
 
 def test_generated_template_that_cannot_render_names_section_and_template(ceremonies: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import ceremony.policy_render as render
+    import ceremony.policy.render as render
 
     templates = Path(shutil.copytree(render.TEMPLATES, tmp_path / "templates"))
     broken = templates / "en" / "4.9.7.md.j2"

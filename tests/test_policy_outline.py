@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ceremony.policy_check import DEFAULT_VAGUE, outline_problems, vague_problems, vague_wording
-from ceremony.policy_facts import PolicyError, duration_text
-from ceremony.policy_outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
+from ceremony.policy.check import DEFAULT_VAGUE, outline_problems, vague_problems, vague_wording
+from ceremony.policy.facts import PolicyError, duration_text
+from ceremony.policy.outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
 
 # The team's shared reference outline: beside the checkout, or where the team keeps it on this machine.
 _CANDIDATES = [REPO.parent / "shared" / "reference" / "rfc3647-outline.md",
@@ -106,7 +106,7 @@ def test_durations_are_spelled_in_the_definitions_unit() -> None:
 @pytest.mark.parametrize("env", ["testing", "production.example"])
 @pytest.mark.parametrize("lang", ["fr", "en"])
 def test_shipped_fragments_cover_every_section_without_generated_text(env: str, lang: str) -> None:
-    from ceremony.policy_render import TEMPLATES, load_fragments
+    from ceremony.policy.render import TEMPLATES, load_fragments
 
     fragments = load_fragments(REPO / "inventory" / env / "policy", lang)
     for s in OUTLINE:
@@ -124,9 +124,9 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ceremony.certificates import root_builder, subordinate_builder
-    from ceremony.definition import load_definition
-    from ceremony.policy_render import render_all
+    from ceremony.definition.model import load_definition
+    from ceremony.policy.render import render_all
+    from ceremony.x509.certificates import root_builder, subordinate_builder
 
     defn = load_definition(REPO / "inventory" / "production.example" / "pki.yml")
     certs = {}

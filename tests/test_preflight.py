@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import REPO, tree
 
-from ceremony.definition import load_definition
-from ceremony.hsm import open_session, pin_source_for
-from ceremony.preflight import run_preflight
+from ceremony.ceremonies.preflight import run_preflight
+from ceremony.definition.model import load_definition
+from ceremony.hsm.session import open_session, pin_source_for
 
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 
@@ -110,7 +110,7 @@ def test_no_pin_source_and_no_terminal(tmp_path: Path, definition_on_tokens: Any
 
 def test_key_label_taken_by_objects_left_on_the_token(tmp_path: Path, definition_on_tokens: Any) -> None:
     """After kill -9 the key stays: named with the command that removes it, nothing generated again."""
-    from ceremony.keys import generate_key
+    from ceremony.hsm.keys import generate_key
 
     defn, tokens = definition_on_tokens()
     ca = load_definition(defn).model.cas["root"]
@@ -129,8 +129,9 @@ def test_csr_for_another_key_is_refused_before_the_root_signs(tmp_path: Path, de
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ceremony.ceremonies import root_ceremony, subordinate_key_ceremony
-    from ceremony.recorder import ConsoleRecorder
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+    from ceremony.transcript.recorder import ConsoleRecorder
 
     defn_path, _ = definition_on_tokens()
     defn = load_definition(defn_path)
@@ -139,7 +140,7 @@ def test_csr_for_another_key_is_refused_before_the_root_signs(tmp_path: Path, de
     subordinate_key_ceremony(defn, "qualified", out, ConsoleRecorder(rehearsal=True), rehearsal=True,
                              interactive=False)
     # Someone else's key in place of the CSR's key: same subject, valid signature, wrong key.
-    from ceremony.csr import load_csr
+    from ceremony.x509.csr import load_csr
 
     real = load_csr(out / "qualified.csr.pem")
     other = ec.generate_private_key(ec.SECP384R1())
@@ -160,8 +161,9 @@ def test_definition_changed_between_ceremonies_is_shown_and_both_kept(tmp_path: 
                                                                     definition_on_tokens: Any) -> None:
     """The spki_sha256 pin filled in after the subordinate key ceremony: shown to the witness before sign-in,
     and the signing ceremony keeps the new version beside the old instead of refusing after signing."""
-    from ceremony.ceremonies import root_ceremony, subordinate_key_ceremony
-    from ceremony.recorder import ConsoleRecorder
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+    from ceremony.transcript.recorder import ConsoleRecorder
 
     defn_path, _ = definition_on_tokens()
     out = tmp_path / "out"

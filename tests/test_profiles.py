@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from ceremony.certificates import root_builder, serial_from_random, subordinate_builder
-from ceremony.definition import NameConstraints, load_definition
-from ceremony.fingerprints import colon_form, read_aloud, sha256_hex
-from ceremony.lint import lint_certificate
-from ceremony.profiles import REHEARSAL_MARKER, subject_name
+from ceremony.common.fingerprints import colon_form, read_aloud, sha256_hex
+from ceremony.definition.model import NameConstraints, load_definition
+from ceremony.x509.certificates import root_builder, serial_from_random, subordinate_builder
+from ceremony.x509.lint import lint_certificate
+from ceremony.x509.profiles import REHEARSAL_MARKER, subject_name
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ceremony.errors import RegistryError
-from ceremony.registry import (
-    CRL_ENTRY,
-    MAX_SERIAL,
-    REASONS,
-    SCHEMA_VERSION,
-    CertRecord,
-    Registry,
-)
+from ceremony.ca.registry import CRL_ENTRY, MAX_SERIAL, REASONS, SCHEMA_VERSION, CertRecord, Registry
+from ceremony.common.errors import RegistryError
 
 NB = datetime(2026, 1, 1, tzinfo=UTC)
 NA = NB + timedelta(days=730)
@@ -287,7 +280,7 @@ def test_revoked_rows_100k_in_serial_order(tmp_path: Path) -> None:
 
 
 def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ceremony.registry as registry_module
+    import ceremony.ca.registry as registry_module
 
     path = tmp_path / "registry.sqlite"
     with Registry.open(path, create=True) as r:
@@ -305,7 +298,7 @@ def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, monkeypatch: 
 
 
 def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ceremony.registry as registry_module
+    import ceremony.ca.registry as registry_module
 
     path = tmp_path / "registry.sqlite"
     with Registry.open(path, create=True) as r:

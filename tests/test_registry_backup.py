@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from ceremony import registry as registry_module
-from ceremony import registry_backup as rb
-from ceremony.errors import RegistryError
-from ceremony.registry import SCHEMA_VERSION, CertRecord, Registry
+from ceremony.ca import registry as registry_module
+from ceremony.ca import registry_backup as rb
+from ceremony.ca.registry import SCHEMA_VERSION, CertRecord, Registry
+from ceremony.common.errors import RegistryError
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ WRITER = textwrap.dedent("""\
     import hashlib, sys, time
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
-    from ceremony.registry import CertRecord, Registry
+    from ceremony.ca.registry import CertRecord, Registry
     path, stop = sys.argv[1], Path(sys.argv[2])
     nb = datetime(2026, 1, 1, tzinfo=UTC)
     serial = 1000
@@ -206,7 +206,7 @@ def test_restore_into_a_missing_registry_moves_a_stale_log_aside(host: dict[str,
     registry.rename(host["tmp"] / "moved.sqlite3")
     stale = Path(f"{registry}-wal")
     stale.write_bytes(b"a write-ahead log of another file")
-    result = rb.restore_registry(backup, registry)
+    result = rb.restore_registry(backup, registry, schema_version=SCHEMA_VERSION)
     assert [p.name for p in result.kept_aside] == [f"{stale.name}.replaced-{p.name.rsplit('-', 1)[1]}"
                                                    for p in result.kept_aside]
     assert not stale.exists() and rows(registry) == rows(backup)
@@ -260,7 +260,7 @@ def test_a_migration_is_preceded_by_a_verified_backup(host: dict[str, Path], mon
     monkeypatch.undo()
     with pytest.raises(RegistryError, match="newer than this suite knows"):
         Registry.open(registry)
-    rb.restore_registry(backup, registry)
+    rb.restore_registry(backup, registry, schema_version=SCHEMA_VERSION)
     with Registry.open(registry) as reg:
         assert reg.schema_version == SCHEMA_VERSION and reg.count("revoked") == 2
 

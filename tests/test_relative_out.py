@@ -19,8 +19,8 @@ from conftest import REPO, tree
 from cryptography import x509
 from test_issuance import hierarchy, natural_person, write_csr  # noqa: F401 - fixture reused
 
-from ceremony.definition import LoadedDefinition
-from ceremony.registry import Registry
+from ceremony.ca.registry import Registry
+from ceremony.definition.model import LoadedDefinition
 
 pytestmark = pytest.mark.hsm
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")

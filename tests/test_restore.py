@@ -20,14 +20,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_backup import BackedUp, CapturingRecorder, labels_on, make_backup
 
-from ceremony import hsm
-from ceremony.backup import BackupError, file_checksum, load_backup
-from ceremony.definition import Hsm, TokenRef
-from ceremony.errors import CeremonyError, DefinitionError, HsmError
-from ceremony.hsm_keys import hash_for, signing_key
-from ceremony.recorder import ConsoleRecorder
-from ceremony.restore import restore_ceremony
-from ceremony.shares import Share, read_share
+from ceremony.backup.format import BackupError, file_checksum, load_backup
+from ceremony.backup.shares import Share, read_share
+from ceremony.ceremonies.restore import restore_ceremony
+from ceremony.common.errors import CeremonyError, DefinitionError, HsmError
+from ceremony.definition.model import Hsm, TokenRef
+from ceremony.hsm import session as hsm
+from ceremony.hsm.signers import hash_for, signing_key
+from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 
@@ -203,7 +203,7 @@ def test_backup_of_another_key_than_the_certificate_is_refused(backed_up: Backed
     other = ec.generate_private_key(ec.SECP384R1()).public_key()
     body["key"]["public_key_pem"] = other.public_bytes(serialization.Encoding.PEM,
                                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    from ceremony.keys import spki_sha256
+    from ceremony.hsm.keys import spki_sha256
     body["key"]["spki_sha256"] = spki_sha256(other)
     body["checksum_sha256"] = file_checksum(body)
     path.write_text(json.dumps(body))
@@ -238,9 +238,9 @@ def test_rsa_root_backs_up_and_restores(definition_on_tokens: Any, make_token: M
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    from ceremony.backup import backup_ceremony
-    from ceremony.ceremonies import root_ceremony
-    from ceremony.definition import load_definition
+    from ceremony.ceremonies.backup import backup_ceremony
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.definition.model import load_definition
 
     def rsa_root(d: dict[str, Any]) -> None:
         d["cas"]["root"]["key"] = {"algorithm": "rsa", "bits": 3072}

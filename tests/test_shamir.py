@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ceremony.shamir import RawShare, combine, gf_inv, gf_mul, split
+from ceremony.backup.shamir import RawShare, combine, gf_inv, gf_mul, split
 
 
 def test_multiplication_matches_fips_197_examples() -> None:

@@ -4,7 +4,7 @@ A driver runs ``invoke ceremony.root`` as the operator does and kills its own pr
 nothing of Python runs afterwards) at one instant of the run: inside a step, after the key pair is
 journalled but before it exists, after it exists, after each staged output, before and after the
 seal, after the commit record, after the first output is linked into place, after the manifest is
-written. What is left is then read as the next run reads it (``ceremony.runner.recover``, run
+written. What is left is then read as the next run reads it (``ceremony.common.outputs.recover``, run
 first by every ceremony): before the commit, no output file and no manifest entry, and the key
 pair the run made (if it got that far) reported as an orphan with its token, label, CKA_ID and
 SPKI SHA-256 exactly as the token holds it; from the commit on, every output in place with its
@@ -25,19 +25,21 @@ import pytest
 from conftest import REPO
 from test_transcript_interrupt import answers
 
-from ceremony.definition import load_definition
-from ceremony.hsm import open_session, pin_source_for
-from ceremony.hsm_keys import public_key_from_token
-from ceremony.keys import spki_sha256
-from ceremony.manifest import Manifest
-from ceremony.runner import leftover_runs, recover
+from ceremony.common.manifest import Manifest
+from ceremony.common.outputs import leftover_runs, recover
+from ceremony.definition.model import load_definition
+from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.hsm.signers import public_key_from_token
 
 pytestmark = pytest.mark.hsm
 
 DRIVER = """
 import contextlib, os, signal, sys
-from ceremony import runner, transcript
-from ceremony.manifest import Manifest
+from ceremony.ceremonies import runner
+from ceremony.common import outputs
+from ceremony.common.manifest import Manifest
+from ceremony.transcript import chain as transcript
 
 kind, _, arg = os.environ.get("KILL_AT", "").partition(":")
 counts = {"stage": 0, "link": 0}
@@ -76,16 +78,16 @@ def seal(self, *a):
     if kind == "after-seal": die()
 transcript.TranscriptRecorder.seal = seal
 
-_write_json = runner._write_json
+_write_json = outputs._write_json
 def write_json(path, data):
     _write_json(path, data)
-    if kind == "commit" and path.name == runner.COMMIT: die()
-runner._write_json = write_json
+    if kind == "commit" and path.name == outputs.COMMIT: die()
+outputs._write_json = write_json
 
 _link = os.link
 def link(src, dst, **k):
     _link(src, dst, **k)
-    if runner.STAGING_PREFIX in str(dst): return  # a staged file, not the publication
+    if outputs.STAGING_PREFIX in str(dst): return  # a staged file, not the publication
     counts["link"] += 1
     if kind == "link" and counts["link"] == int(arg): die()
 os.link = link

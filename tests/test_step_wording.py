@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from ceremony.ceremonies import root_ceremony
-from ceremony.definition import load_definition
-from ceremony.display import make_console
-from ceremony.scriptbook import load_script
-from ceremony.transcript import open_transcript
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.common.display import make_console
+from ceremony.definition.model import load_definition
+from ceremony.transcript.chain import open_transcript
+from ceremony.transcript.scriptbook import load_script
 
 CEREMONY_MODULES = ("ceremonies.py", "root_crl.py", "backup.py", "restore.py")
 

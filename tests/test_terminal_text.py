@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import TestToken
 
-from ceremony import terminal_text
-from ceremony.ceremonies import lint_lines, root_ceremony
-from ceremony.definition import load_definition
-from ceremony.display import make_console
-from ceremony.offline import assess
-from ceremony.recorder import ConsoleRecorder
-from ceremony.summary import Fingerprint, NextStep, Summary, WrittenFile, render_summary
+from ceremony.ceremonies.offline import assess
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.steps import lint_lines
+from ceremony.common import terminal_text
+from ceremony.common.display import make_console
+from ceremony.definition.model import load_definition
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.transcript.summary import Fingerprint, NextStep, Summary, WrittenFile, render_summary
 
 Flow = Callable[..., tuple[Path, dict[str, TestToken]]]
 

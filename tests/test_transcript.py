@@ -18,12 +18,10 @@ from conftest import TESTING_DEFINITION
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony.audit import verify
-from ceremony.definition import load_definition
-from ceremony.errors import HsmError
-from ceremony.participants import Participant, ParticipantError, Rules, check_separation, rules_for
-from ceremony.scriptbook import available, load_script, parse_script
-from ceremony.transcript import (
+from ceremony.common.errors import HsmError
+from ceremony.definition.model import load_definition
+from ceremony.transcript.audit import verify
+from ceremony.transcript.chain import (
     GENESIS,
     FileAnswers,
     TranscriptError,
@@ -33,6 +31,8 @@ from ceremony.transcript import (
     open_transcript,
     seal_message,
 )
+from ceremony.transcript.participants import Participant, ParticipantError, Rules, check_separation, rules_for
+from ceremony.transcript.scriptbook import available, load_script, parse_script
 
 ROOT_STEPS = ["offline-check", "definition-check", "token-open", "key-generate", "certificate-lint",
               "certificate-sign", "certificate-verify", "outputs-write", "fingerprint-read-aloud"]
@@ -83,7 +83,7 @@ def rewrite(path: Path, recs: list[dict[str, Any]], key: Any | None = None) -> N
             import base64
 
             r["head"] = prev
-            from ceremony.pgpwords import hex_to_words
+            from ceremony.common.pgpwords import hex_to_words
 
             r["words"] = hex_to_words(prev)
             r["signature"] = base64.b64encode(key.sign(seal_message(prev), ec.ECDSA(
@@ -352,8 +352,8 @@ TERMINAL_DRIVER = """
 import sys
 from pathlib import Path
 from rich.console import Console
-from ceremony.definition import load_definition
-from ceremony.transcript import open_transcript
+from ceremony.definition.model import load_definition
+from ceremony.transcript.chain import open_transcript
 
 defn = load_definition(sys.argv[1])
 lang = sys.argv[3] if len(sys.argv) > 3 else "en"

@@ -21,16 +21,16 @@ import pytest
 import yaml
 from conftest import REPO, tree
 
-from ceremony.audit import verify
-from ceremony.definition import load_definition
-from ceremony.hsm import open_session, pin_source_for
-from ceremony.transcript_report import write_reports
+from ceremony.definition.model import load_definition
+from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.transcript.audit import verify
+from ceremony.transcript.report import write_reports
 
 pytestmark = pytest.mark.hsm
 
 DRIVER = """
 import contextlib, os, signal, sys
-from ceremony import transcript
+from ceremony.transcript import chain as transcript
 
 _step = transcript.TranscriptRecorder.step
 KILL_AT = os.environ.get("KILL_AT_STEP")

@@ -10,10 +10,10 @@ import pytest
 from conftest import REPO, TESTING_DEFINITION
 from test_transcript import ROOT_STEPS, records, rewrite, soft_transcript
 
-from ceremony.audit import verify
-from ceremony.definition import load_definition
-from ceremony.errors import OutputError
-from ceremony.transcript_report import render_html, write_reports
+from ceremony.common.errors import OutputError
+from ceremony.definition.model import load_definition
+from ceremony.transcript.audit import verify
+from ceremony.transcript.report import render_html, write_reports
 
 
 @pytest.fixture(scope="module")

@@ -33,14 +33,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony import softhsm
-from ceremony.ceremonies import csr_key_match, lint_lines
-from ceremony.definition import LintAllowance, load_definition
-from ceremony.display import make_console
-from ceremony.errors import RequestError, VerificationError
-from ceremony.fingerprints import colon_form, read_aloud
-from ceremony.lint import Finding
-from ceremony.summary import Fingerprint, NextStep, Summary, WrittenFile, render_summary, show_summary
+from ceremony.ceremonies.sign_subordinate import csr_key_match
+from ceremony.ceremonies.steps import lint_lines
+from ceremony.common.display import make_console
+from ceremony.common.errors import RequestError, VerificationError
+from ceremony.common.fingerprints import colon_form, read_aloud
+from ceremony.definition.model import LintAllowance, load_definition
+from ceremony.hsm import softhsm
+from ceremony.transcript.summary import Fingerprint, NextStep, Summary, WrittenFile, render_summary, show_summary
+from ceremony.x509.lint import Finding
 
 sys.path.insert(0, str(REPO))  # Invoke loads ``tasks`` from the repository root, as the operator does
 import tasks

@@ -49,8 +49,8 @@ def prepare_environment(module) -> None:
 def pin_source(module, hsm, so: bool = False):
     """A PinSource for ``hsm``: the user_pin option (held in this process's memory under the
     definition's ``pin_env`` name: never exported, never on a command line) or a 0600 ``pin_file``."""
-    from ceremony import pins
-    from ceremony.pins import PinSource
+    from ceremony.hsm import pins
+    from ceremony.hsm.pins import PinSource
 
     env_name = (hsm.so_pin_env if so else hsm.pin_env) or ("ANSIBLE_CEREMONY_SO_PIN" if so
                                                            else "ANSIBLE_CEREMONY_PIN")
@@ -62,8 +62,8 @@ def pin_source(module, hsm, so: bool = False):
 
 def load_ca(module, definition: str, ca_name: str):
     """The loaded definition and the CA named ``ca_name`` in it, or ``fail_json`` naming the field."""
-    from ceremony.definition import load_definition
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.definition.model import load_definition
 
     try:
         loaded = load_definition(definition)

@@ -14,9 +14,10 @@ DOCUMENTATION = r"""
 module: ca_ceremony
 short_description: Run a CA ceremony (root key, subordinate signing, root CRL batch, subordinate key) where its token is
 description:
-  - Calls the ceremony engine (C(ceremony.ceremonies.root_ceremony),
-    C(ceremony.ceremonies.sign_subordinate_ceremony), C(ceremony.root_crl.root_crl_batch_ceremony) or
-    C(ceremony.ceremonies.subordinate_key_ceremony)) with the PKI definition on the host.
+  - Calls the ceremony engine (C(ceremony.ceremonies.root_key.root_ceremony),
+    C(ceremony.ceremonies.sign_subordinate.sign_subordinate_ceremony),
+    C(ceremony.ceremonies.root_crl.root_crl_batch_ceremony) or
+    C(ceremony.ceremonies.subordinate_key.subordinate_key_ceremony)) with the PKI definition on the host.
   - The root's ceremonies run on the offline workstation itself (local or chroot connection), never
     across a network. V(subordinate-key) runs on the subordinate CA host, which holds its token.
   - A subordinate key already on its token with its public key in O(out) is not made again (no
@@ -137,6 +138,10 @@ from ansible.module_utils.ceremony_engine import (
     require_engine,
 )
 
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+
 
 def _cert(path: str):
     from cryptography import x509
@@ -149,10 +154,10 @@ def _done_root(module, ca, out: str, name: str) -> dict | None:
     """The existing root outputs, when they are there and belong to the token's key."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from ceremony import hsm
-    from ceremony.fingerprints import sha256_hex
-    from ceremony.hsm_keys import public_key_from_token
-    from ceremony.keys import spki_sha256
+    from ceremony.common.fingerprints import sha256_hex
+    from ceremony.hsm import session as hsm
+    from ceremony.hsm.keys import spki_sha256
+    from ceremony.hsm.signers import public_key_from_token
 
     path = os.path.join(out, f"{name}.crt.pem")
     if not os.path.exists(path):
@@ -170,9 +175,9 @@ def _done_root(module, ca, out: str, name: str) -> dict | None:
 def _done_sub(module, out: str, name: str, csr_path: str) -> dict | None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from ceremony.csr import load_csr
-    from ceremony.fingerprints import sha256_hex
-    from ceremony.keys import spki_sha256
+    from ceremony.common.fingerprints import sha256_hex
+    from ceremony.hsm.keys import spki_sha256
+    from ceremony.x509.csr import load_csr
 
     path = os.path.join(out, f"{name}.crt.pem")
     if not os.path.exists(path):
@@ -189,10 +194,10 @@ def _done_subkey(module, ca, out: str, name: str) -> dict | None:
     """The subordinate key already on its token (checked against the definition and ``out``), or None."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from ceremony import hsm
-    from ceremony.errors import HsmError
-    from ceremony.hsm_keys import public_key_from_token
-    from ceremony.keys import check_public_key, spki_sha256
+    from ceremony.common.errors import HsmError
+    from ceremony.hsm import session as hsm
+    from ceremony.hsm.keys import check_public_key, spki_sha256
+    from ceremony.hsm.signers import public_key_from_token
 
     label = ca.hsm.key_label
     with hsm.open_session(ca.hsm, pin_source(module, ca.hsm), rw=False) as session:
@@ -227,7 +232,7 @@ def _done_crl_batch(loaded, out: str) -> dict | None:
     """The pre-signed root CRLs, when the furthest one reaches beyond one CRL interval from now."""
     from cryptography import x509
 
-    from ceremony.root_crl import CRL_DIR, crl_file_stem
+    from ceremony.ceremonies.root_crl import CRL_DIR, crl_file_stem
 
     root = loaded.model.cas[loaded.model.root_name]
     crl_dir = os.path.join(out, CRL_DIR)
@@ -248,10 +253,9 @@ def _done_crl_batch(loaded, out: str) -> dict | None:
 
 
 def run(module: AnsibleModule) -> None:
-    from ceremony import ceremonies
-    from ceremony.display import make_console
-    from ceremony.errors import CeremonyError
-    from ceremony.recording import recorded
+    from ceremony.common.display import make_console
+    from ceremony.common.errors import CeremonyError
+    from ceremony.transcript.recording import recorded
     p = module.params
     action = p["action"]
     loaded, _ = load_ca(module, p["definition"], p["ca"] or loaded_root(module, p["definition"]))
@@ -294,17 +298,16 @@ def run(module: AnsibleModule) -> None:
         with recorded(SCRIPTS[action], loaded, Path(p["out"]), rehearsal=rehearsal, answers=answers, console=console,
                       reports=False) as recorder:
             if action == "root":
-                result = ceremonies.root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
-                                                  pin_file=p["pin_file"], interactive=False)
+                result = root_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
+                                       pin_file=p["pin_file"], interactive=False)
             elif action == "subordinate-key":
-                result = ceremonies.subordinate_key_ceremony(loaded, name, p["out"], recorder, rehearsal=rehearsal,
-                                                             pin_file=p["pin_file"], interactive=False)
+                result = subordinate_key_ceremony(loaded, name, p["out"], recorder, rehearsal=rehearsal,
+                                                  pin_file=p["pin_file"], interactive=False)
             elif action == "sign-subordinate":
-                result = ceremonies.sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
-                                                              rehearsal=rehearsal, pin_file=p["pin_file"],
-                                                              interactive=False)
+                result = sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
+                                                   rehearsal=rehearsal, pin_file=p["pin_file"], interactive=False)
             else:
-                from ceremony.root_crl import root_crl_batch_ceremony
+                from ceremony.ceremonies.root_crl import root_crl_batch_ceremony
 
                 batch = root_crl_batch_ceremony(loaded, p["out"], recorder, rehearsal=rehearsal,
                                                 pin_file=p["pin_file"], interactive=False)
@@ -323,8 +326,8 @@ def run(module: AnsibleModule) -> None:
 
 
 def loaded_root(module, definition: str) -> str:
-    from ceremony.definition import load_definition
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.definition.model import load_definition
 
     try:
         return load_definition(definition).model.root_name

@@ -10,7 +10,7 @@ module: ca_csr
 short_description: Write a subordinate CA's CSR, signed by its key inside the HSM
 description:
   - Builds the PKCS#10 request of a CA from the PKI definition (subject) and signs it with the CA's
-    key on its token, through the ceremony engine (C(ceremony.csr.build_csr)).
+    key on its token, through the ceremony engine (C(ceremony.x509.csr.build_csr)).
   - An existing file that is a valid CSR for the same key and subject is left alone. An existing file
     that is anything else is an error; it is never overwritten.
   - The file is written atomically (temporary file, fsync, link), with mode 0644.
@@ -93,13 +93,13 @@ from ansible.module_utils.ceremony_engine import (
 def run(module: AnsibleModule) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from ceremony import csr as csr_mod
-    from ceremony import hsm
-    from ceremony.errors import CeremonyError
-    from ceremony.fileio import write_new
-    from ceremony.hsm_keys import signing_key
-    from ceremony.keys import spki_sha256
-    from ceremony.profiles import subject_name
+    from ceremony.common.errors import CeremonyError
+    from ceremony.common.fileio import write_new
+    from ceremony.hsm import session as hsm
+    from ceremony.hsm.keys import spki_sha256
+    from ceremony.hsm.signers import signing_key
+    from ceremony.x509 import csr as csr_mod
+    from ceremony.x509.profiles import subject_name
 
     p = module.params
     loaded, ca = load_ca(module, p["definition"], p["ca"])

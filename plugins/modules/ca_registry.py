@@ -95,9 +95,8 @@ def run(module: AnsibleModule) -> None:
     import pwd
     from pathlib import Path
 
-    from ceremony.errors import CeremonyError
-    from ceremony.registry import SCHEMA_VERSION, Registry, stored_schema_version
-    from ceremony.registry_backup import (
+    from ceremony.ca.registry import SCHEMA_VERSION, Registry, stored_schema_version
+    from ceremony.ca.registry_backup import (
         list_backups,
         marker_content,
         marker_path,
@@ -105,6 +104,7 @@ def run(module: AnsibleModule) -> None:
         read_marker,
         write_marker,
     )
+    from ceremony.common.errors import CeremonyError
 
     path = module.params["path"]
     backup_dir = module.params["backup_dir"]

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: crl_sign
 short_description: Sign and publish a subordinate CA's CRL through its HSM when one is due
 description:
-  - Runs the suite's CRL job (C(ceremony.crl_job.run_crl_job)), the same code as the scheduled
+  - Runs the suite's CRL job (C(ceremony.crl.job.run_crl_job)), the same code as the scheduled
     C(ceremony-crl-sign) command and C(invoke crl.sign), in the module's own Python process.
   - A CRL is signed only when one is due (no CRL published yet, the definition's C(crl.interval)
     elapsed, nextUpdate near, or the number of revocations in the registry changed), or with O(force).
@@ -142,13 +142,8 @@ def state(summary) -> dict:
 def run(module: AnsibleModule) -> None:
     import time
 
-    from ceremony.crl_job import (
-        due_reason,
-        metrics_for,
-        publication_names,
-        run_crl_job,
-    )
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.crl.job import due_reason, metrics_for, publication_names, run_crl_job
 
     p = module.params
     defn, ca = load_ca(module, p["definition"], p["ca"])
@@ -193,8 +188,8 @@ def run(module: AnsibleModule) -> None:
 
 def _metrics(module: AnsibleModule, metrics) -> None:
     """The same textfile metrics as the scheduled job; a failure to write them is a warning only."""
-    from ceremony.crl_job import write_job_metrics
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.crl.job import write_job_metrics
 
     try:
         write_job_metrics(module.params["metrics_dir"], metrics)

@@ -12,7 +12,7 @@ description:
   - Reads the CA from the PKI definition (C(inventory/<env>/pki.yml), copied to the host), that is
     its token, key label, algorithm and size, and backup mode.
   - When no object carries the key label, generates the key pair inside the token through the
-    ceremony engine (C(ceremony.keys.generate_key)), sensitive, sign-only and never extractable
+    ceremony engine (C(ceremony.hsm.keys.generate_key)), sensitive, sign-only and never extractable
     (or extractable only wrapped by a trusted key when the definition's backup mode is C(wrapped)).
   - When the key is there with the same parameters, nothing changes.
   - When the key is there with different parameters (another algorithm, size or backup mode),
@@ -95,10 +95,10 @@ def describe(ca) -> dict:
 
 def existing_key(module, session, ca, ca_name: str):
     """Evidence of the key already on the token, or None; fails when it differs from the definition."""
-    from ceremony import hsm
-    from ceremony.errors import HsmError
-    from ceremony.hsm_keys import public_key_from_token
-    from ceremony.keys import check_public_key, key_evidence
+    from ceremony.common.errors import HsmError
+    from ceremony.hsm import session as hsm
+    from ceremony.hsm.keys import check_public_key, key_evidence
+    from ceremony.hsm.signers import public_key_from_token
 
     label = ca.hsm.key_label
     if not hsm.objects_with_label(session, label):
@@ -121,8 +121,9 @@ def existing_key(module, session, ca, ca_name: str):
 
 
 def run(module: AnsibleModule) -> None:
-    from ceremony import hsm, keys
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.hsm import keys
+    from ceremony.hsm import session as hsm
 
     p = module.params
     _, ca = load_ca(module, p["definition"], p["ca"])

@@ -103,7 +103,7 @@ def token_ref(module: AnsibleModule):
     """The engine's TokenRef for the token or label option, or fail_json naming the option."""
     from pydantic import ValidationError
 
-    from ceremony.definition import TokenRef
+    from ceremony.definition.model import TokenRef
 
     p = module.params
     given = p["token"] if p["token"] is not None else {"label": p["label"]}
@@ -117,7 +117,7 @@ def token_ref(module: AnsibleModule):
 
 def init_label(ref) -> str | None:
     """The label a new SoftHSM token gets for ``ref``: its label, or the URI's token attribute."""
-    from ceremony.definition import parse_token_uri
+    from ceremony.definition.model import parse_token_uri
 
     if ref.label is not None:
         return ref.label
@@ -127,8 +127,8 @@ def init_label(ref) -> str | None:
 
 
 def _find(module_path: str, ref):
-    from ceremony import hsm
-    from ceremony.errors import TokenNotFoundError
+    from ceremony.common.errors import TokenNotFoundError
+    from ceremony.hsm import session as hsm
 
     lib = hsm.load_module(module_path)
     hsm.rescan(module_path)
@@ -140,8 +140,9 @@ def _find(module_path: str, ref):
 
 
 def run(module: AnsibleModule) -> None:
-    from ceremony import hsm, softhsm
-    from ceremony.errors import CeremonyError
+    from ceremony.common.errors import CeremonyError
+    from ceremony.hsm import session as hsm
+    from ceremony.hsm import softhsm
 
     p = module.params
     ref = token_ref(module)

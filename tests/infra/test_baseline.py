@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from ceremony.clock import read_kernel_clock
+from ceremony.common.clock import read_kernel_clock
 
 from .conftest import Lab, PlaybookRun
 from .test_publication import PULL_UNIT, run_unit, unit_commands

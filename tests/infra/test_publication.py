@@ -163,11 +163,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ceremony.definition import load_definition
-from ceremony.issuance import issue_certificate
-from ceremony.profiles import subject_name
-from ceremony.recorder import ConsoleRecorder
-from ceremony.registry import Registry
+from ceremony.definition.model import load_definition
+from ceremony.ceremonies.issuance import issue_certificate
+from ceremony.x509.profiles import subject_name
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.ca.registry import Registry
 
 out = Path(sys.argv[1])
 defn = load_definition("/etc/ceremony/pki.yml")

@@ -37,7 +37,7 @@ MOVED = "/root/registry-moved-away.sqlite3"
 REGISTER = f'''
 import hashlib, sys
 from datetime import UTC, datetime, timedelta
-from ceremony.registry import CertRecord, Registry
+from ceremony.ca.registry import CertRecord, Registry
 serial = int(sys.argv[1], 16)
 now = datetime.now(UTC).replace(microsecond=0)
 with Registry.open("{REGISTRY}") as reg:

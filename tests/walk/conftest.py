@@ -71,7 +71,7 @@ def screen_text(raw: str) -> str:
 
 # Every prompt the ceremonies ask, in each language of the terminal, matched on the last line of the screen
 # (escape sequences removed). THIS IS THE ONE PLACE where prompt texts are known. They are built from the
-# engine's own table of terminal texts (``ceremony.terminal_text.say``) with each value turned into a
+# engine's own table of terminal texts (``ceremony.common.terminal_text.say``) with each value turned into a
 # named group, so a reworded prompt is still recognised; what the walk answers is decided by the kind.
 _SENTINEL = "\x00{}\x00"
 _PROMPT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -91,7 +91,7 @@ _PROMPT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 def terminal_texts() -> tuple[tuple[str, ...], Callable[..., str], dict[str, str]]:
     """(languages, say(lang, key, **values), the 'yes' answer per language), from the engine."""
-    from ceremony.terminal_text import LANGS, YES, say
+    from ceremony.common.terminal_text import LANGS, YES, say
 
     return tuple(LANGS), say, {lang: YES[lang][0] for lang in LANGS}
 
@@ -489,7 +489,7 @@ class Snapshot:
 
 _INIT_TOKENS = """
 import json, sys
-from ceremony import softhsm
+from ceremony.hsm import softhsm
 spec = json.load(sys.stdin)
 for label, (user, so) in spec["tokens"].items():
     softhsm.init_token(softhsm.Path(spec["conf"]), label, user, so, spec["module"])
@@ -566,7 +566,7 @@ def adapt_definition(example: str, module: str) -> tuple[str, dict[str, str], di
 
 
 def make_workspace(base: Path) -> Workspace:
-    from ceremony import softhsm
+    from ceremony.hsm import softhsm
 
     root = base / "checkout"
     root.mkdir(parents=True)
@@ -598,7 +598,7 @@ def make_workspace(base: Path) -> Workspace:
 def add_token(ws: Workspace, label: str, like_ca: str) -> None:
     """A fresh, initialised token (a replacement HSM) with the same user PIN as ``like_ca``'s token."""
     user = ws.pins[ws.pin_env[like_ca]]
-    from ceremony import softhsm
+    from ceremony.hsm import softhsm
 
     init_tokens(ws.softhsm_conf, ws.module, {label: (user, softhsm.random_pin())})
 

@@ -1,0 +1,422 @@
+"""The pre-flight: every setup problem found before anyone signs in or a bag is opened.
+
+A ceremony costs witnesses' time and tamper-evident bags. A problem found in act 4 (token not
+found, PIN file readable by others, wrong PIN, module path wrong, a CSR for another key) means a
+new ceremony, new bags and a transcript that records a failure. So every ceremony starts with
+the checks below, without prompting anyone but the Crypto Officer who types the PIN, and
+refuses to start while any of them fails. ``invoke ceremony.preflight`` runs the same checks
+alone, days before the ceremony.
+
+Each finding says what was checked, what was found and, when it failed, how to fix it. The checks
+change nothing on disk or on a token: the token session is read-only and no key is generated.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pkcs11 import Attribute, ObjectClass
+from pkcs11 import exceptions as p11e
+
+from ceremony.ceremonies.offline import check_offline
+from ceremony.common.errors import CeremonyError
+from ceremony.common.fileio import sha256_file
+from ceremony.common.manifest import MANIFEST_NAME
+from ceremony.common.outputs import inspect_leftovers
+from ceremony.definition.model import CA, LoadedDefinition, TokenRef
+from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.pins import PinSource, held, read_pin_file
+from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for
+from ceremony.hsm.signers import public_key_from_token
+from ceremony.transcript.chain import interrupted_transcripts
+from ceremony.transcript.paper_script import printed_script_files
+from ceremony.x509.csr import check_csr, load_csr
+from ceremony.x509.files import read_public_key
+
+
+class PreflightError(CeremonyError):
+    """At least one pre-flight check failed: the ceremony does not start."""
+
+    exit_code = 13
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False  # passed, but someone must look (shown to the witness, recorded)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "ok": self.ok, "detail": self.detail, "fix": self.fix, "warning": self.warning}
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok and not self.warning else "note" if self.ok else "FAIL"
+        text = f"[{mark}] {self.check}: {self.detail}"
+        return text + (f"\n       fix: {self.fix}" if self.fix and not self.ok else "")
+
+
+@dataclass
+class PreflightReport:
+    ceremony: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ceremony": self.ceremony, "ok": self.ok, "findings": [f.as_dict() for f in self.findings]}
+
+    def lines(self) -> Iterator[str]:
+        for f in self.findings:
+            yield f.line()
+
+    def raise_if_failed(self) -> None:
+        if self.ok:
+            return
+        body = "\n".join(f"  - {f.check}: {f.detail}" + (f"\n    fix: {f.fix}" if f.fix else "") for f in self.problems)
+        raise PreflightError(f"pre-flight of {self.ceremony}: {len(self.problems)} problem(s); nobody has signed in "
+                             f"and nothing was changed:\n{body}")
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a ceremony needs of one CA's token: its key ``absent`` (to be generated) or ``present``."""
+
+    ca: str
+    key: str  # "absent" | "present"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a ceremony needs, so that the pre-flight can check it."""
+
+    offline: bool
+    tokens: tuple[Need, ...]
+    outputs: tuple[str, ...] = ()
+
+
+def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan:
+    """The needs of each scripted ceremony (the names of ``ceremony/scripts/*.yml``)."""
+    root = defn.model.root_name
+    if ceremony == "root-key-generation":
+        return Plan(True, (Need(root, "absent"),), tuple(f"{root}{s}" for s in (".crt.pem", ".crt.der", ".pub.pem",
+                                                                                     ".pub.der")))
+    if ceremony in ("subordinate-key-generation", "subordinate-signing", "key-backup"):
+        if not ca_name:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        if ca_name not in defn.model.cas:
+            raise PreflightError(f"{defn.path}: cas.{ca_name}: no such CA (defined: {', '.join(defn.model.cas)})")
+    if ceremony == "subordinate-key-generation":
+        assert ca_name is not None
+        return Plan(False, (Need(ca_name, "absent"),), tuple(f"{ca_name}{s}" for s in (".csr.pem", ".csr.der",
+                                                                                           ".pub.pem", ".pub.der")))
+    if ceremony == "subordinate-signing":
+        assert ca_name is not None
+        issuer = defn.model.cas[ca_name].issuer or root
+        return Plan(True, (Need(issuer, "present"),), (f"{ca_name}.crt.pem", f"{ca_name}.crt.der"))
+    if ceremony == "root-crl-batch":
+        return Plan(True, (Need(root, "present"),))
+    if ceremony == "key-backup":
+        assert ca_name is not None
+        return Plan(ca_name == root, (Need(ca_name, "present"),))
+    if ceremony == "key-restore":
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the key-restore ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        return Plan(ca_name == root, (Need(ca_name, "absent"),))
+    raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
+                         "subordinate-signing, root-crl-batch, key-backup, key-restore)")
+
+
+def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
+                           outputs: tuple[str, ...]) -> list[Finding]:
+    """Usable, of the right kind (rehearsal or production), the planned files absent, the definition known."""
+    found: list[Finding] = []
+    if out.exists() and not out.is_dir():
+        return [Finding("output directory", False, f"{out} is a file, not a directory",
+                        "give --out a directory (it is created when absent)")]
+    probe = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [Finding("output directory", False, f"{probe} is not writable by this user",
+                        f"run as the ceremony user or choose another --out (now {out})")]
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            data = yaml.safe_load(manifest.read_text(encoding="utf-8"))  # JSON is YAML
+        except (OSError, yaml.YAMLError) as exc:
+            return [Finding("output directory", False, f"{manifest} is unreadable: {exc}",
+                            "restore the manifest from the ceremony's copies, or use another --out")]
+        if bool(data.get("rehearsal")) != rehearsal:
+            kind = "rehearsal" if data.get("rehearsal") else "production"
+            return [Finding("output directory", False, f"{out} holds {kind} outputs; rehearsal and production never "
+                            "mix", "use another --out" + ("" if rehearsal else " (production: out/ENV)"))]
+    existing = [name for name in outputs if os.path.lexists(out / name)]
+    if existing:
+        found.append(Finding("output files", False, f"{', '.join(str(out / n) for n in existing)} exist already; "
+                             "outputs are never overwritten",
+                             "this ceremony was done already: check the manifest; to do it again, move these "
+                             "files away or use another --out"))
+    else:
+        found.append(Finding("output files", True, f"{out}: {len(outputs)} new file(s) to write, none exists yet"
+                             if outputs else f"{out}: usable"))
+    for leftover in inspect_leftovers(out):
+        found.append(Finding("interrupted run", True, " ".join(leftover.lines()) if leftover.committed else
+                             " ".join(leftover.lines()) + " (the ceremony will say this again before it starts)",
+                             warning=True))
+    for t in interrupted_transcripts(out / "transcripts"):
+        found.append(Finding("interrupted ceremony", True, f"{t['path']} has no closing record ({t['records']} "
+                             "records): the ceremony will ask to acknowledge it, and its new transcript records "
+                             "the restart as an exception", warning=True))
+    kept = out / "pki.yml"
+    kept_env = _environment_of(kept)
+    if kept_env is not None and kept_env != defn.model.environment:
+        found.append(Finding("definition", False, f"{out} holds the outputs of environment {kept_env!r} ({kept}); "
+                             f"this definition is for {defn.model.environment!r}",
+                             f"use the output directory of {defn.model.environment!r} (--out out/"
+                             f"{defn.model.environment}) or check --env"))
+    elif kept.is_file() and sha256_file(kept) != defn.sha256:
+        found.append(Finding("definition", True, f"{kept} holds the definition of earlier ceremonies "
+                             f"(SHA-256 {sha256_file(kept)[:16]}…); this ceremony uses {defn.path} "
+                             f"(SHA-256 {defn.sha256[:16]}…), which differs in: "
+                             f"{', '.join(definition_changes(kept, defn.path)) or 'formatting only'}. "
+                             "Both versions are kept in the output directory.", warning=True))
+    return found
+
+
+def _environment_of(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(data.get("environment")) if isinstance(data, dict) and data.get("environment") else None
+
+
+def definition_changes(old: Path, new: Path) -> list[str]:
+    """Dotted key paths whose values differ between two definitions (for the witness to read)."""
+    try:
+        a = yaml.safe_load(old.read_text(encoding="utf-8"))
+        b = yaml.safe_load(new.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return ["(unreadable)"]
+    changes: list[str] = []
+
+    def walk(x: Any, y: Any, path: str) -> None:
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k), y.get(k), f"{path}.{k}" if path else str(k))
+        elif x != y:
+            changes.append(path or "(document)")
+
+    walk(a, b, "")
+    return changes
+
+
+def check_module(ca_name: str, ca: CA) -> Finding:
+    try:
+        load_module(ca.hsm.module)
+    except CeremonyError as exc:
+        return Finding(f"PKCS#11 module of {ca_name!r}", False, str(exc),
+                       f"install the HSM vendor's module or correct cas.{ca_name}.hsm.module in the definition")
+    return Finding(f"PKCS#11 module of {ca_name!r}", True, f"{ca.hsm.module} loads")
+
+
+def check_token(ca_name: str, ca: CA, option: str | None = None) -> Finding:
+    """``option``: the command-line option that named the token, when it did not come from the definition."""
+    try:
+        token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+    except CeremonyError as exc:
+        return Finding(f"token of {ca_name!r}", False, str(exc),
+                       f"connect the HSM / insert the token, or correct {option or f'cas.{ca_name}.hsm.token'}")
+    return Finding(f"token of {ca_name!r}", True, f"{ca.hsm.token.describe()} found: label {token.label!r}, "
+                   f"model {token.model.strip()!r}")
+
+
+def check_pin_source(ca_name: str, source: PinSource) -> Finding:
+    """Ready means: the file is there with mode 0600, or the variable is set, or someone can type it."""
+
+    what = f"PIN source of {ca_name!r}"
+    if source.file:
+        try:
+            read_pin_file(source.file)
+        except CeremonyError as exc:
+            return Finding(what, False, str(exc), f"chmod 600 {source.file} (owner only) or give another --pin-file")
+        return Finding(what, True, f"file {source.file} (mode 0600)")
+    if held(source.env):
+        return Finding(what, True, f"environment variable {source.env} is set")
+    if source.interactive and source.prompt and os.isatty(0):
+        return Finding(what, True, "typed at the prompt by a Crypto Officer"
+                       + (f" (variable {source.env} is not set)" if source.env else ""))
+    return Finding(what, False, f"no PIN available: {source.describe()} gives none, and there is no terminal to "
+                   "prompt at", f"export {source.env} or pass --pin-file FILE (mode 0600), or run at a terminal"
+                   if source.env else "pass --pin-file FILE (mode 0600), or run at a terminal")
+
+
+def _prompts(source: PinSource) -> bool:
+    """The PIN will be typed at the ceremony (no file, no variable set): the pre-flight does not ask for it."""
+    return not source.file and not held(source.env)
+
+
+def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | None, bool, str]:
+    """Classes of the objects labelled like the key, the SPKI SHA-256 of its public key when there is
+    exactly one, whether the session was logged in (private objects visible), and the token's label."""
+
+    def look(session: Any) -> tuple[list[Any], str | None]:
+        objects = list(session.get_objects({Attribute.LABEL: ca.hsm.key_label}))
+        public = [o for o in objects if o[Attribute.CLASS] == ObjectClass.PUBLIC_KEY]
+        spki = spki_sha256(public_key_from_token(public[0])) if len(public) == 1 else None
+        return [o[Attribute.CLASS] for o in objects], spki
+
+    token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+    label = str(token.label).strip()
+    if _prompts(source):
+        with token.open(rw=False) as session:  # public objects only: the PIN is typed at the ceremony
+            return (*look(session), False, label)
+    with open_session(ca.hsm, source, rw=False) as session:
+        return (*look(session), True, label)
+
+
+def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> list[Finding]:
+    """Log in (read-only) to prove the PIN and look for the key label; nothing is created or changed.
+
+    When the PIN is to be typed at the ceremony, only the public objects are looked at: a wrong PIN
+    typed at the prompt is asked again there, with the token's remaining-attempts warnings.
+    """
+    label = ca.hsm.key_label
+    try:
+        classes, spki, logged_in, token_label = _objects_with_label(ca, source)
+    except CeremonyError as exc:
+        return [Finding(f"login to {ca_name!r}", False, str(exc),
+                        f"check the PIN in its source ({source.describe()}); each wrong PIN uses up one of the "
+                        "token's attempts")]
+    except p11e.PKCS11Error as exc:
+        return [Finding(f"token of {ca_name!r}", False, f"the token refused a read-only session: {type(exc).__name__}",
+                        "check the token with pkcs11-tool --list-token-slots")]
+    found = [Finding(f"login to {ca_name!r}", True, "the PIN opens the token") if logged_in else
+             Finding(f"login to {ca_name!r}", True, "the PIN is typed at the ceremony; public objects checked "
+                     "without logging in", warning=True)]
+    what = f"key {label!r} of {ca_name!r}"
+    kinds = ", ".join(sorted({ObjectClass(c).name.lower().replace("_", " ") for c in classes}))
+    if need == "absent":
+        if classes:
+            found.append(Finding(what, False, f"objects labelled {label!r} exist on the token already ({kinds}); "
+                                 "an existing label is never a reason to generate another key",
+                                 "if an interrupted ceremony left them (its transcript has no closing record), "
+                                 "a Crypto Officer removes them, witnessed: "
+                                 + " ; ".join(f"pkcs11-tool --module {ca.hsm.module} "
+                                              f"--token-label {shlex.quote(token_label)} --login "
+                                              f"--delete-object --type {t} --label {label}"
+                                              for t in ("privkey", "pubkey"))
+                                 + "; the next ceremony's transcript records the interruption as an exception. "
+                                 f"Otherwise choose another cas.{ca_name}.hsm.key_label"))
+        else:
+            found.append(Finding(what, True, "label free: the key will be generated on this token"))
+    elif (ObjectClass.PRIVATE_KEY not in classes and logged_in) or ObjectClass.PUBLIC_KEY not in classes:
+        found.append(Finding(what, False, f"no key labelled {label!r} on the token",
+                             f"check cas.{ca_name}.hsm.token and key_label, or restore the key from its backup"))
+    else:
+        found.append(Finding(what, True, "present" + (f", SPKI SHA-256 {spki}" if spki else "")))
+    return found
+
+
+def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Path, rehearsal: bool) -> list[Finding]:
+    """The CSR proves possession, matches the definition and any pin, and the key read at its key ceremony."""
+    ca = defn.model.cas[ca_name]
+    try:
+        csr = load_csr(csr_path)
+        checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
+    except CeremonyError as exc:
+        return [Finding("CSR", False, str(exc), "bring the CSR written by the subordinate key ceremony "
+                        f"({ca_name}.csr.pem) and check the definition")]
+    found = [Finding("CSR", True, f"{csr_path}: proof of possession, {checked.key}, subject as defined, "
+                     f"key SPKI SHA-256 {checked.spki_sha256}")]
+    pub = out / f"{ca_name}.pub.pem"
+    if pub.is_file():
+        try:
+            recorded = spki_sha256(read_public_key(pub))
+        except ValueError:
+            recorded = "(unreadable)"
+        if recorded != checked.spki_sha256:
+            found.append(Finding("CSR key", False, f"the CSR key ({checked.spki_sha256}) is not the key of {pub} "
+                                 f"({recorded}) generated at the subordinate key ceremony",
+                                 "this CSR is not the one the subordinate key ceremony wrote: find the right one"))
+        else:
+            found.append(Finding("CSR key", True, f"same key as {pub}, written at the subordinate key ceremony"))
+    elif ca.spki_sha256 is None:
+        found.append(Finding("CSR key", True, f"cas.{ca_name}.spki_sha256 does not pin the key and {pub} is not "
+                             "here: the witness compares the key hash above with the one read aloud at the "
+                             "subordinate key ceremony before signing", warning=True))
+    else:
+        found.append(Finding("CSR key", True, f"pinned by cas.{ca_name}.spki_sha256"))
+    return found
+
+
+def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal: bool, ca: str | None = None,
+                  csr: str | Path | None = None, issuer_cert: str | Path | None = None,
+                  pin_file: str | None = None, interactive: bool = True, target_token: str | None = None,
+                  pin_sources: dict[str, PinSource] | None = None, lang: str = "en") -> PreflightReport:
+    """Every check for ``ceremony``; nothing is changed. ``pin_sources`` receives the sources it logged in with."""
+    plan = plan_for(defn, ceremony, ca)
+    report = PreflightReport(ceremony)
+    report.findings.append(Finding("definition", True, f"{defn.path} valid (SHA-256 {defn.sha256[:16]}…, "
+                                   f"environment {defn.model.environment!r})"))
+    if plan.offline:
+        result = check_offline(enforce=False)
+        if result.offline:
+            report.findings.append(Finding("offline", True, result.summary(lang)))
+        elif rehearsal:
+            report.findings.append(Finding("offline", True, result.summary(lang) + " (rehearsal: not enforced)",
+                                           warning=True))
+        else:
+            report.findings.append(Finding("offline", False, result.summary(lang),
+                                           "unplug the network and bring every interface but loopback down, or run "
+                                           "in a network namespace with loopback only (docs/air-gapped.md)"))
+    report.findings.extend(check_output_directory(defn, out, rehearsal, plan.outputs))
+    printed = printed_script_files(out, ceremony)
+    report.findings.append(
+        Finding("paper script", True, "printed: " + ", ".join(f"{p['path']} (SHA-256 {p['sha256'][:16]}…)"
+                                                              for p in printed)) if printed else
+        Finding("paper script", True, f"none printed under {out / 'scripts'}: print it for the Internal Witness "
+                f"with invoke ceremony.script --env {defn.model.environment} --ceremony {ceremony}", warning=True))
+    if ceremony in ("subordinate-signing", "root-crl-batch"):
+        issuer = defn.model.cas[ca].issuer or defn.model.root_name if ca else defn.model.root_name
+        ipath = Path(issuer_cert) if issuer_cert else out / f"{issuer}.crt.pem"
+        report.findings.append(Finding("issuer certificate", True, f"{ipath}") if ipath.is_file() else
+                               Finding("issuer certificate", False, f"{ipath} is not there",
+                                       "run the root ceremony into this --out first, or pass --issuer-cert FILE"))
+    if ceremony == "subordinate-signing":
+        assert ca is not None
+        if csr is None:
+            report.findings.append(Finding("CSR", False, "no CSR given", "pass --csr FILE"))
+        else:
+            report.findings.extend(check_csr_file(defn, ca, Path(csr), out, rehearsal))
+    for need in plan.tokens:
+        ca_def = defn.model.cas[need.ca]
+        if ceremony == "key-restore" and target_token:  # the fresh token the key is restored onto
+            hsm = ca_def.hsm.model_copy(update={"token": TokenRef(label=target_token)})
+            ca_def = ca_def.model_copy(update={"hsm": hsm})
+        module = check_module(need.ca, ca_def)
+        report.findings.append(module)
+        if not module.ok:
+            continue
+        token = check_token(need.ca, ca_def, "--target-token" if ceremony == "key-restore" and target_token else None)
+        report.findings.append(token)
+        source = pin_source_for(ca_def.hsm, pin_file, interactive)
+        pin = check_pin_source(need.ca, source)
+        report.findings.append(pin)
+        if token.ok and pin.ok:
+            report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source))
+            if pin_sources is not None:
+                pin_sources[need.ca] = source
+    return report

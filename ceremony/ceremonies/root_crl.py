@@ -1,0 +1,366 @@
+"""Root CRL batches: the offline root pre-signs a series of CRLs at one ceremony.
+
+The root key leaves its safe rarely. At a root CRL ceremony it signs ``batch_count`` CRLs (the
+definition's ``crl.batch_count``, e.g. 4: one a quarter for a year) with consecutive CRL numbers;
+CRL *i* has thisUpdate = start + i·interval − clock_skew and nextUpdate = thisUpdate + lifetime,
+so consecutive CRLs overlap by ``lifetime − interval``. The publication server publishes, at any
+time, the highest-numbered CRL whose thisUpdate has passed.
+
+The same ceremony can revoke a subordinate CA certificate (its certificate file is given, and it
+must have been signed by this root). Root revocations live in the root's own registry
+(``<out>/<root>-registry.sqlite3``, the same format as a subordinate CA's); the revocation is
+committed only once the CRLs carrying it are written, so a failed ceremony changes nothing. A
+batch that revokes supersedes the pre-signed CRLs not yet in force: its numbers are higher.
+
+Root CRLs are ARLs: an IssuingDistributionPoint (critical) says they cover CA certificates
+only, and pkilint lints them with the CA/Browser Forum ARL profile (nextUpdate within 12 months).
+
+Step ids (the ``root-crl-batch`` script): offline-check, definition-check, token-open, then
+crl-lint, crl-sign, crl-verify for every CRL, outputs-write, fingerprint-read-aloud.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ceremony.ca.registry import CertRecord, Registry, parse_reason
+from ceremony.ceremonies.offline import check_offline
+from ceremony.ceremonies.runner import CeremonyRun
+from ceremony.ceremonies.steps import (
+    keep_definition,
+    lang_of,
+    login,
+    prepare_out,
+    say_definition,
+    say_key_hash,
+    say_lint,
+    say_outputs,
+    short_sha,
+    tell,
+    token_step,
+    when,
+)
+from ceremony.common.errors import HsmError, OutputError, RegistryError, VerificationError
+from ceremony.common.fileio import replace_atomically, sha256_file
+from ceremony.common.fingerprints import announce, sha256_hex
+from ceremony.common.terminal_text import say as words
+from ceremony.crl import encoding as crlenc
+from ceremony.crl.checks import check_against_previous, summarise
+from ceremony.crl.job import publication_names
+from ceremony.crl.state import last_reserved, reserve, state_path
+from ceremony.definition.model import LoadedDefinition
+from ceremony.hsm.keys import key_evidence, spki_sha256
+from ceremony.hsm.signers import signing_key
+from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.files import load_issuer_certificate
+from ceremony.x509.lint import enforce, throwaway_key_like
+
+CRL_DIR = "crl"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A CA certificate the root revokes at this ceremony."""
+
+    certificate: str | Path
+    reason: str = "keyCompromise"
+    invalidity_date: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RootCrl:
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    entries: int
+    der_path: Path
+    pem_path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RootCrlBatch:
+    crls: list[RootCrl]
+    revoked: list[int]
+    registry: Path
+
+
+def root_registry_path(out: Path, root_name: str) -> Path:
+    return out / f"{root_name}-registry.sqlite3"
+
+
+def crl_file_stem(defn: LoadedDefinition) -> str:
+
+    name = publication_names(defn.model.cas[defn.model.root_name])[0]
+    return name[:-4] if name.endswith(".crl") else name
+
+
+def latest_in_force(crl_dir: Path, stem: str, at: dt.datetime) -> bytes | None:
+    """The highest-numbered CRL already written whose thisUpdate is not after ``at``."""
+    best: tuple[int, bytes] | None = None
+    for path in crl_dir.glob(f"{stem}-*.crl"):
+        der = path.read_bytes()
+        s = summarise(x509.load_der_x509_crl(der))
+        if s.this_update <= at and (best is None or s.number > best[0]):
+            best = (s.number, der)
+    return best[1] if best else None
+
+
+def _check_revocation(rev: Revocation, root_cert: x509.Certificate) -> tuple[x509.Certificate, int]:
+
+    cert = load_issuer_certificate(Path(rev.certificate), "the certificate to revoke")
+    code = parse_reason(rev.reason)
+    if cert.issuer != root_cert.subject:
+        raise VerificationError(f"{rev.certificate}: not issued by this root (issuer {cert.issuer.rfc4514_string()})")
+    public = root_cert.public_key()
+    digest = cert.signature_hash_algorithm
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey) and digest is not None:
+            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(digest))
+        elif isinstance(public, rsa.RSAPublicKey) and digest is not None:
+            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), digest)
+        else:
+            raise VerificationError(f"{rev.certificate}: signed with an algorithm the suite does not use")
+    except InvalidSignature:
+        raise VerificationError(f"{rev.certificate}: its signature does not verify with the root key") from None
+    return cert, code
+
+
+def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
+                            pin_file: str | None = None, interactive: bool = True,
+                            start: dt.datetime | None = None, count: int | None = None,
+                            revoke: Sequence[Revocation] = (),
+                            issuer_cert_path: str | Path | None = None) -> RootCrlBatch:
+    """Pre-sign ``count`` root CRLs (default ``crl.batch_count``), optionally revoking CA certificates."""
+    lang = lang_of(recorder)
+
+    model = defn.model
+    name = model.root_name
+    ca = model.cas[name]
+    with scripted_step(recorder, "offline-check"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
+    out_dir, manifest = prepare_out(out, rehearsal)
+    n = count if count is not None else (ca.crl.batch_count or 1)
+    start_at = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    stem = crl_file_stem(defn)
+    crl_dir = out_dir / CRL_DIR
+    registry_path = root_registry_path(out_dir, name)
+    with CeremonyRun(out_dir, manifest, recorder, "root-crl-batch") as run:
+        with scripted_step(recorder, "definition-check"):
+            if not 1 <= n <= 40:
+                raise VerificationError(f"a root CRL batch holds 1 to 40 CRLs, not {n}")
+            cert_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{name}.crt.pem"
+            root_cert = load_issuer_certificate(cert_path, name)
+            ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            pending: list[tuple[x509.Certificate, int, Revocation]] = []
+            for rev in revoke:
+                cert, code = _check_revocation(rev, root_cert)
+                pending.append((cert, code, rev))
+            rows: dict[int, crlenc.RevokedRow] = {}
+            if registry_path.exists():  # created only when the first revocation is recorded
+                with Registry.open(registry_path) as registry:
+                    rows = {r[0]: r for r in registry.iter_revoked_rows()}
+            revoked_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            now_epoch = crlenc.epoch(revoked_at)
+            for cert, code, rev in pending:
+                serial = cert.serial_number
+                if serial in rows:
+                    raise RegistryError(f"{rev.certificate}: serial {serial:x} is revoked already; nothing to do")
+                inv = None if rev.invalidity_date is None else crlenc.epoch(rev.invalidity_date)
+                if inv is not None and inv > now_epoch:
+                    raise RegistryError(f"{rev.certificate}: the invalidity date is in the future")
+                rows[serial] = (serial, now_epoch, code or None, inv,
+                                crlenc.epoch(cert.not_valid_after_utc))
+            entries = [rows[s] for s in sorted(rows)]
+            # Set back by the clock skew, but never before a revocation the CRLs list.
+            first_this_update = crlenc.this_update_covering(start_at - ca.crl.clock_skew_td,
+                                                            max((e[1] for e in entries), default=None))
+            previous = latest_in_force(crl_dir, stem, first_this_update) if crl_dir.is_dir() else None
+            state = state_path(out_dir, name)
+            prev_number = summarise(x509.load_der_x509_crl(previous)).number if previous else 0
+            first = max(last_reserved(state), prev_number) + 1
+            for i in range(n):
+                this_update = first_this_update + i * ca.crl.interval_td
+                times = {"number": first + i, "this_update": this_update.isoformat(),
+                         "next_update": (this_update + ca.crl.lifetime_td).isoformat()}
+                run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der", **times)
+                run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem", **times)
+            registry_name = registry_path.relative_to(out_dir).as_posix()
+            if pending or registry_path.exists():
+                run.plan(registry_name, "registry", "sqlite3", ca=name, _replace=True)
+            run.check()
+            say_definition(recorder, defn, name)
+            tell(recorder, "w_root_cert_file", path=cert_path, sha=short_sha(sha256_file(cert_path)))
+            tell(recorder, "w_crl_issuer", subject=root_cert.subject.rfc4514_string())
+            tell(recorder, "w_key_type", kind=ca.key.describe())
+            say_key_hash(recorder, words(lang, "w_root_key"), root_cert.public_key())
+            tell(recorder, "w_crl_plan", n=n, first=first, last=first + n - 1, interval=ca.crl.interval,
+                 lifetime=ca.crl.lifetime, previous=(words(lang, "w_crl_in_force", n=prev_number) if prev_number
+                                                     else words(lang, "w_crl_first")))
+            for i in range(n):
+                this_update = first_this_update + i * ca.crl.interval_td
+                tell(recorder, "w_crl_line", n=first + i, this_update=when(this_update),
+                     next_update=when(this_update + ca.crl.lifetime_td))
+            tell(recorder, "w_crl_entries", n=len(entries))
+            for cert, _code, rev in pending:
+                tell(recorder, "w_revoke_now", serial=f"{cert.serial_number:x}", subject=cert.subject.rfc4514_string(),
+                     reason=rev.reason, invalidity=(words(lang, "w_invalidity", when=when(rev.invalidity_date))
+                                                    if rev.invalidity_date else ""))
+            say_outputs(recorder, out_dir, [p for p in run.planned if p != registry_name])
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name,
+                                             "batch": n, "interval": ca.crl.interval, "lifetime": ca.crl.lifetime,
+                                             "revocations": [{"serial": format(c.serial_number, "x"),
+                                                              "reason": r.reason} for c, _, r in pending]})
+        with scripted_step(recorder, "token-open"):
+            token_step(recorder, ca)
+            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+            key = signing_key(session, ca.hsm.key_label)
+            if spki_sha256(key.public_key()) != spki_sha256(root_cert.public_key()):
+                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
+            recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), ca.key.describe()).as_dict())
+        alg_id, _ = crlenc.signature_algorithm(root_cert.public_key())
+        signed: list[tuple[crlenc.CrlHeader, bytes]] = []
+        reserved = False
+        for i in range(n):
+            this_update = first_this_update + i * ca.crl.interval_td
+            header = crlenc.CrlHeader(root_cert.subject, ski, first + i, this_update,
+                                      this_update + ca.crl.lifetime_td, only_ca_certs=True)
+            what = f"root CRL {first + i}"  # the record's words; the room sees its own (shown)
+            shown = words(lang, "w_root_crl", n=first + i)
+            with scripted_step(recorder, "crl-lint"):
+                buf = bytearray()
+                cnt = crlenc.encode_revoked(entries, buf)
+                tbs = bytes(crlenc.encode_tbs(header, alg_id, buf, cnt))
+                with recorder.busy(words(lang, "w_crl_lint_busy", what=shown)):
+                    findings = crlenc.lint_crl(crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(key.public_key())),
+                                               True)
+                enforce(findings, ca.lint, what)
+                recorder.evidence("lint", {"stage": "before-signing", "crl": first + i,
+                                           "findings": [f.as_dict() for f in findings]})
+                say_lint(recorder, findings, ca.lint, shown)
+            with scripted_step(recorder, "crl-sign"):
+                if not reserved:
+                    reserve(state, prev_number, n)  # durable before the first signature
+                    reserved = True
+                der = crlenc.sign_tbs(tbs, alg_id, key)
+                tell(recorder, "w_crl_signed", what=shown, this_update=when(header.this_update),
+                     next_update=when(header.next_update),
+                     entries=words(lang, "w_entry_one" if cnt == 1 else "w_entry_many", n=cnt))
+            with scripted_step(recorder, "crl-verify"):
+                crlenc.verify_crl(der, tbs, root_cert.public_key(), header, cnt, [e[0] for e in entries])
+                with recorder.busy(words(lang, "w_crl_after_busy", what=shown)):
+                    after = crlenc.lint_crl(der, True)
+                enforce(after, ca.lint, what + " (after signing)")
+                before = signed[-1][1] if signed else previous
+                follows = check_against_previous(before, der, lambda s: None) if before is not None else []
+                tell(recorder, "w_crl_verified", what=shown)
+                say_lint(recorder, after, ca.lint, words(lang, "w_crl_after", what=shown))
+                if before is not None:
+                    tell(recorder, "w_crl_against", n=summarise(x509.load_der_x509_crl(before)).number,
+                         follows=", ".join(follows))
+                recorder.evidence("crl", {"number": first + i, "this_update": this_update.isoformat(),
+                                          "next_update": header.next_update.isoformat(), "entries": cnt,
+                                          "sha256": sha256_hex(der)})
+            signed.append((header, der))
+        with scripted_step(recorder, "outputs-write"):
+            crls = []
+            for header, der in signed:
+                base = f"{CRL_DIR}/{stem}-{header.number}.crl"
+                run.stage(base, der)
+                run.stage(base + ".pem", crlenc.pem_from_der(der))
+                crls.append(RootCrl(header.number, header.this_update, header.next_update, len(entries),
+                                    out_dir / base, out_dir / (base + ".pem"), sha256_hex(der)))
+            if pending:  # the revocations go into a copy of the registry, published with the CRLs
+                staged_registry = run.stage_file(registry_name)
+                if registry_path.exists():
+                    copy_registry(registry_path, staged_registry)
+                with Registry.open(staged_registry, create=True) as registry:
+                    for cert, _code, rev in pending:
+                        _register_and_revoke(registry, cert, rev, revoked_at, CertRecord)
+            keep_definition(defn, run)
+            run.record()
+        with scripted_step(recorder, "fingerprint-read-aloud"):
+            for header, der in signed:
+                recorder.say(announce(words(lang, "w_crl_title", n=header.number,
+                                            this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
+                                            next_update=f"{header.next_update:%Y-%m-%d %H:%M:%SZ}"), der))
+        run.seal(key, cert_path, "certificate")
+    return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
+
+
+def copy_registry(source: Path, target: Path) -> None:
+    """A consistent copy of the registry (SQLite's online backup), to be changed and published by a run."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _register_and_revoke(registry: Any, cert: x509.Certificate, rev: Revocation, when: dt.datetime,
+                         record: Any) -> None:
+    if registry.get(cert.serial_number) is None:
+        registry.add(record(serial=cert.serial_number, subject=cert.subject.rfc4514_string(), profile="ca",
+                            not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                            sha256=sha256_hex(cert.public_bytes(Encoding.DER)), status="good"))
+    if not registry.revoke(cert.serial_number, rev.reason, invalidity_date=rev.invalidity_date, now=when):
+        raise OutputError(f"serial {cert.serial_number:x} was revoked meanwhile")
+
+
+@dataclass(frozen=True)
+class RootPublication:
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    der_path: Path
+    changed: bool
+    entries: int = 0
+
+
+def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str | Path,
+                     now: dt.datetime | None = None) -> RootPublication:
+    """Publish the pre-signed root CRL in force: the highest-numbered one whose thisUpdate has passed.
+
+    Copies it to ``<pub_dir>/<basename of the root's crl_url>`` (DER) and ``.pem`` next to it, each
+    replaced atomically, after checking it against the CRL published there now (a lower number, or
+    another issuer, is refused). Run it from cron on the publication side; nothing changes when the
+    published CRL is already the one in force.
+    """
+
+    model = defn.model
+    der_name, pem_name = publication_names(model.cas[model.root_name])
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    crl_dir = Path(batch_dir) / CRL_DIR
+    der = latest_in_force(crl_dir, crl_file_stem(defn), at) if crl_dir.is_dir() else None
+    if der is None:
+        raise OutputError(f"{crl_dir}: no root CRL in force at {at:%Y-%m-%dT%H:%M:%SZ} (run a root CRL ceremony)")
+    summary = summarise(x509.load_der_x509_crl(der))
+    if summary.next_update is not None and summary.next_update <= at:
+        raise VerificationError(f"the newest root CRL in force ({summary.number}) expired at "
+                                f"{summary.next_update:%Y-%m-%dT%H:%M:%SZ}: a root CRL ceremony is overdue")
+    target = Path(pub_dir) / der_name
+    current = target.read_bytes() if target.exists() else None
+    if current == der:
+        return RootPublication(summary.number, summary.this_update, summary.next_update, target, False,
+                               summary.entries)
+    if current is not None:
+        check_against_previous(current, der, lambda s: None)
+    replace_atomically(Path(pub_dir) / pem_name, crlenc.pem_from_der(der))
+    replace_atomically(target, der)
+    return RootPublication(summary.number, summary.this_update, summary.next_update, target, True, summary.entries)

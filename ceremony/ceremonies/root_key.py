@@ -1,0 +1,114 @@
+"""The root key ceremony: the root's key pair on its token and its self-signed certificate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ceremony.ceremonies.offline import check_offline
+from ceremony.ceremonies.runner import CeremonyRun
+from ceremony.ceremonies.steps import (
+    DER,
+    PEM,
+    SPKI,
+    CeremonyResult,
+    certificate_evidence,
+    der_of,
+    keep_definition,
+    lang_of,
+    open_token_and_generate_key,
+    outputs_of,
+    prepare_out,
+    say_certificate,
+    say_certificate_plan,
+    say_definition,
+    say_lint,
+    say_outputs,
+    say_signed,
+    say_verified,
+    tell,
+)
+from ceremony.common.fileio import sha256_file
+from ceremony.common.fingerprints import announce
+from ceremony.common.terminal_text import say as words
+from ceremony.definition.model import CA, EcKey, LoadedDefinition
+from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.session import (
+    random_bytes,
+)
+from ceremony.hsm.signers import hash_for
+from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.certificates import root_builder, serial_from_random
+from ceremony.x509.lint import lint_before_signing, verify_after_signing
+
+
+def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
+                  pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
+    """Generate the root key on its token and issue the self-signed root certificate."""
+    lang = lang_of(recorder)
+    model = defn.model
+    name = model.root_name
+    ca = model.cas[name]
+    with scripted_step(recorder, "offline-check"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
+    out_dir, manifest = prepare_out(out, rehearsal)
+    with CeremonyRun(out_dir, manifest, recorder, "root-key-generation") as run:
+        with scripted_step(recorder, "definition-check"):
+            for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
+                run.plan(f"{name}{suffix}.pem", kind, "pem")
+                run.plan(f"{name}{suffix}.der", kind, "der")
+            run.check()
+            say_definition(recorder, defn, name)
+            # The profile linted with a stand-in key: a lint finding stops us before any key exists.
+            stand_in = _public_key_for_spec(ca)
+            profile = root_builder(ca, stand_in, 1, rehearsal)
+            say_certificate_plan(recorder, ca, rehearsal, ca.path_length, issuer=words(lang, "w_self_signed"))
+            say_outputs(recorder, out_dir, run.planned)
+            with recorder.busy(words(lang, "w_lint_busy")):
+                profile_lint = lint_before_signing(profile, stand_in, ca.lint,
+                                                   f"the root certificate profile of {name!r}")
+            say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
+        session, key, public = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
+        with scripted_step(recorder, "certificate-lint"):
+            serial = serial_from_random(random_bytes(session, 20))
+            builder = root_builder(ca, public, serial, rehearsal)
+            with recorder.busy(words(lang, "w_lint_busy")):
+                before = lint_before_signing(builder, public, ca.lint, f"the root certificate of {name!r}")
+            recorder.evidence("lint", before.evidence())
+            say_lint(recorder, before.findings, ca.lint)
+        with scripted_step(recorder, "certificate-sign"):
+            cert = builder.sign(key, hash_for(key))
+            say_signed(recorder, cert, ca.hsm.key_label, public)
+        with scripted_step(recorder, "certificate-verify"):
+            with recorder.busy(words(lang, "w_lint_after_busy")):
+                after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            recorder.evidence("certificate", certificate_evidence(cert))
+            say_verified(recorder, after, ca.lint)
+            say_certificate(recorder, cert)
+        with scripted_step(recorder, "outputs-write"):
+            run.stage(f"{name}.crt.pem", cert.public_bytes(PEM))
+            run.stage(f"{name}.crt.der", der_of(cert))
+            run.stage(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
+            run.stage(f"{name}.pub.der", public.public_bytes(DER, SPKI))
+            keep_definition(defn, run)
+            run.record()
+        with scripted_step(recorder, "fingerprint-read-aloud"):
+            recorder.say(announce(words(lang, "w_root_cert", subject=cert.subject.rfc4514_string()), der_of(cert)))
+            tell(recorder, "w_key_spki", sha=spki_sha256(public))
+        run.seal(key, f"{name}.crt.pem", "certificate")
+    return CeremonyResult(name, outputs_of(run), sha256_file(out_dir / f"{name}.crt.der"), spki_sha256(public))
+
+
+def _public_key_for_spec(ca: CA) -> Any:
+    """A public key of the definition's algorithm and size, to lint a profile before any real key exists."""
+
+    if isinstance(ca.key, EcKey):
+        curve = ec.SECP384R1() if ca.key.curve == "P-384" else ec.SECP256R1()
+        return ec.generate_private_key(curve).public_key()
+    return rsa.generate_private_key(65537, ca.key.bits).public_key()

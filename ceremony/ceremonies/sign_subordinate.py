@@ -1,0 +1,152 @@
+"""The subordinate signing ceremony: the root signs a subordinate CA's CSR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ceremony.ceremonies.offline import check_offline
+from ceremony.ceremonies.runner import CeremonyRun
+from ceremony.ceremonies.steps import (
+    PEM,
+    CeremonyResult,
+    certificate_evidence,
+    der_of,
+    keep_definition,
+    lang_of,
+    login,
+    outputs_of,
+    prepare_out,
+    say_certificate,
+    say_certificate_plan,
+    say_definition,
+    say_key_hash,
+    say_lint,
+    say_outputs,
+    say_signed,
+    say_verified,
+    short_sha,
+    subordinate_path_length,
+    tell,
+    token_step,
+)
+from ceremony.common.errors import HsmError, RequestError, VerificationError
+from ceremony.common.fileio import sha256_file
+from ceremony.common.fingerprints import announce, colon_form
+from ceremony.common.terminal_text import say as words
+from ceremony.definition.model import CA, LoadedDefinition
+from ceremony.hsm.keys import key_evidence, spki_sha256
+from ceremony.hsm.session import (
+    random_bytes,
+)
+from ceremony.hsm.signers import hash_for, signing_key
+from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.certificates import serial_from_random, subordinate_builder
+from ceremony.x509.csr import check_csr, load_csr
+from ceremony.x509.files import load_issuer_certificate, read_public_key
+from ceremony.x509.lint import lint_before_signing, verify_after_signing
+
+
+def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path, lang: str = "en") -> str:
+    """Where the CSR key hash is checked against: the pin, the key ceremony's public key, or the witness
+    (in ``lang``; the evidence records the English text).
+
+    A ``<ca>.pub.pem`` in the output directory that holds another key is refused: it was written at the
+    subordinate key ceremony, so this CSR is not that ceremony's.
+    """
+
+    if ca.spki_sha256 is not None:  # check_csr refused any other key already
+        return words(lang, "w_csr_pinned", ca=ca_name)
+    pub = out_dir / f"{ca_name}.pub.pem"
+    if pub.is_file():
+        try:
+            recorded = spki_sha256(read_public_key(pub))
+        except ValueError:
+            raise RequestError(f"{pub}: not a public key; the CSR key cannot be compared with the key written at "
+                               "the subordinate key ceremony") from None
+        if recorded != digest:
+            raise RequestError(f"the CSR key ({digest}) is not the key of {pub} ({recorded}), written at the "
+                               "subordinate key ceremony: this CSR is not the one that ceremony wrote")
+        return words(lang, "w_csr_pub", path=pub, fingerprint=colon_form(recorded))
+    return words(lang, "w_csr_unchecked", ca=ca_name, path=pub)
+
+
+def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: str | Path, out: str | Path,
+                              recorder: Recorder, *, rehearsal: bool, issuer_cert_path: str | Path | None = None,
+                              pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
+    """At the offline root: check the subordinate's CSR and issue its CA certificate."""
+    lang = lang_of(recorder)
+    model = defn.model
+    ca = model.ca(ca_name)
+    if ca.role != "subordinate" or ca.issuer is None:
+        raise VerificationError(f"cas.{ca_name} is not a subordinate CA")
+    issuer = model.cas[ca.issuer]
+    with scripted_step(recorder, "offline-check"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary(lang))
+    out_dir, manifest = prepare_out(out, rehearsal)
+    issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
+    with CeremonyRun(out_dir, manifest, recorder, "subordinate-signing") as run:
+        with scripted_step(recorder, "definition-check"):
+            run.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
+            run.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
+            run.check()
+            issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
+            say_definition(recorder, defn, ca_name)
+            tell(recorder, "w_issuer_cert", path=issuer_path, sha=short_sha(sha256_file(issuer_path)))
+            say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
+                                 issuer=issuer_cert.subject.rfc4514_string())
+            say_outputs(recorder, out_dir, run.planned)
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
+        with scripted_step(recorder, "csr-verify"):
+            csr = load_csr(csr_path)
+            checked = check_csr(csr, ca_name, ca, str(csr_path), rehearsal)
+            tell(recorder, "w_csr", path=csr_path)
+            tell(recorder, "w_csr_sig")
+            tell(recorder, "w_csr_subject_def", subject=checked.subject)
+            tell(recorder, "w_key_type", kind=checked.key)
+            say_key_hash(recorder, words(lang, "w_csr_key", ca=repr(ca_name)), csr.public_key())
+            match = csr_key_match(ca_name, ca, checked.spki_sha256, out_dir)  # the record's words: English
+            recorder.say(match if lang == "en" else csr_key_match(ca_name, ca, checked.spki_sha256, out_dir, lang))
+            recorder.evidence("csr", {**checked.as_dict(), "key_checked_against": match.strip()})
+            builder_for = lambda serial: subordinate_builder(  # noqa: E731 - small local factory
+                ca, issuer, issuer_cert, csr.public_key(), serial, rehearsal)
+            with recorder.busy(words(lang, "w_lint_busy")):
+                profile_lint = lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
+                                                   f"the certificate profile of {ca_name!r}")
+            say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
+        with scripted_step(recorder, "token-open"):
+            token_step(recorder, issuer)
+            session = login(recorder, run.stack, issuer.hsm, pin_file, interactive)
+        key = signing_key(session, issuer.hsm.key_label)
+        if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
+            raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")
+        recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), issuer.key.describe()).as_dict())
+        with scripted_step(recorder, "certificate-lint"):
+            builder = builder_for(serial_from_random(random_bytes(session, 20)))
+            what = f"the certificate of {ca_name!r}"
+            with recorder.busy(words(lang, "w_lint_busy")):
+                before = lint_before_signing(builder, key.public_key(), ca.lint, what)
+            recorder.evidence("lint", before.evidence())
+            say_lint(recorder, before.findings, ca.lint)
+        with scripted_step(recorder, "certificate-sign"):
+            cert = builder.sign(key, hash_for(key))
+            say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
+        with scripted_step(recorder, "certificate-verify"):
+            with recorder.busy(words(lang, "w_lint_after_busy")):
+                after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            recorder.evidence("certificate", certificate_evidence(cert))
+            say_verified(recorder, after, ca.lint)
+            say_certificate(recorder, cert)
+        with scripted_step(recorder, "outputs-write"):
+            run.stage(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
+            run.stage(f"{ca_name}.crt.der", der_of(cert))
+            keep_definition(defn, run)
+            run.record()
+        with scripted_step(recorder, "fingerprint-read-aloud"):
+            recorder.say(announce(words(lang, "w_sub_cert", ca=repr(ca_name), subject=cert.subject.rfc4514_string()),
+                                  der_of(cert)))
+        run.seal(key, issuer_path, "certificate")
+    return CeremonyResult(ca_name, outputs_of(run), sha256_file(out_dir / f"{ca_name}.crt.der"),
+                          checked.spki_sha256)

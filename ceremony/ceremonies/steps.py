@@ -1,0 +1,291 @@
+"""The three CA ceremonies: root key and certificate, subordinate key and CSR, subordinate signing.
+
+Each ceremony follows the same order, which is what makes failures harmless:
+
+1. everything that can be checked without the HSM is checked first (definition, offline state,
+   absent outputs, the profile linted with a stand-in key), so bad input changes nothing;
+2. the HSM work happens in one session; if a step fails after a key was generated, the new key
+   objects are destroyed before the error is reported;
+3. outputs are written last, each exclusively and atomically; if one fails, the files written by
+   this run are removed again.
+
+The ceremonies report to a :class:`~ceremony.transcript.recorder.Recorder` with the step ids of the ceremony
+scripts (``ceremony/scripts/*.yml``), and seal the record with the CA key before the session ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ceremony.ceremonies.runner import CeremonyRun
+from ceremony.common.errors import OutputError
+from ceremony.common.fileio import sha256_file
+from ceremony.common.fingerprints import announce, sha256_hex
+from ceremony.common.manifest import Manifest
+from ceremony.common.terminal_text import say as words
+from ceremony.definition.model import CA, LoadedDefinition
+from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.pins import origin_text, pin_origin
+from ceremony.hsm.session import (
+    find_token,
+    load_module,
+    mechanisms,
+    open_session,
+    pin_source_for,
+    token_evidence,
+)
+from ceremony.hsm.signers import signing_key
+from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.lint import Finding
+from ceremony.x509.profiles import subject_name
+
+PEM = serialization.Encoding.PEM
+
+
+DER = serialization.Encoding.DER
+
+
+SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+
+
+def definition_copy_name(sha256: str) -> str:
+    """Where a later version of the definition is kept next to the outputs: ``pki.<first 16 hex>.yml``."""
+    return f"pki.{sha256[:16]}.yml"
+
+
+def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pin_file: str | None,
+                                interactive: bool) -> tuple[Any, Any, Any]:
+    """The key ceremonies' steps token-open and key-generate: the CA's token opened for the run, its key
+    pair generated as the run's object and shown to the room; (session, signing key, public key)."""
+    with scripted_step(recorder, "token-open"):
+        token_step(recorder, ca)
+        session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+    with scripted_step(recorder, "key-generate"):
+        evidence = run.generate_key(session, ca)
+        recorder.evidence("key", evidence.as_dict())
+        key = signing_key(session, ca.hsm.key_label)
+        public = key.public_key()
+        say_new_key(recorder, evidence, public)
+    return session, key, public
+
+
+def keep_definition(defn: LoadedDefinition, run: CeremonyRun) -> None:
+    """Publish, with the run's outputs, a copy of the definition it used (kind ``pki-definition``).
+
+    The first definition used in a directory is ``pki.yml``. A definition changed between ceremonies (an
+    ``spki_sha256`` pin filled in after the subordinate key ceremony, say) is kept beside it as
+    ``pki.<hash>.yml``: every version stays in the one directory the auditor is given, each transcript
+    names the hash of its own, and nothing is overwritten. The pre-flight shows the witness what changed.
+    """
+    target = run.out / "pki.yml"
+    name = "pki.yml"
+    if target.exists() and target.resolve() != defn.path.resolve() and sha256_file(target) != defn.sha256:
+        name = definition_copy_name(defn.sha256)
+    run.keep_definition(defn.path, defn.sha256, name)
+
+
+def outputs_of(run: CeremonyRun) -> dict[str, Path]:
+    """The files a completed run published, by name (the definition's copy aside)."""
+    return {p.filename: run.out / p.filename for p in run.planned.values() if p.kind != "pki-definition"}
+
+
+@dataclass(frozen=True)
+class CeremonyResult:
+    ca_name: str
+    files: dict[str, Path]
+    fingerprint_sha256: str
+    key_spki_sha256: str
+
+
+def prepare_out(out: str | Path, rehearsal: bool) -> tuple[Path, Manifest]:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: the output directory is a file")
+    return path, Manifest(path, rehearsal)
+
+
+def token_step(recorder: Recorder, ca: CA) -> None:
+    lib = load_module(ca.hsm.module)
+    token = find_token(lib, ca.hsm.token)
+    evidence: dict[str, Any] = token_evidence(ca.hsm.module, lib, token).as_dict()
+    evidence["mechanisms"] = mechanisms(token)
+    recorder.evidence("token", evidence)
+    tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],
+         manufacturer=evidence["manufacturer"], model=evidence["model"], firmware=evidence["firmware_version"])
+
+
+def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: str | None,
+          interactive: bool) -> Any:
+    """Log in for the ceremony, saying to the room where the PIN comes from (never the PIN): a variable, a
+    file, or typed at the prompt by a Crypto Officer; a mistyped PIN is asked again with the token's
+    remaining-attempts warnings."""
+    source = pin_source_for(hsm, pin_file, interactive)
+    where = origin_text(source, pin_origin(source))
+    if where == "the prompt":
+        tell(recorder, "w_pin_prompt")
+    else:
+        tell(recorder, "w_pin_from", where=where)
+    recorder.evidence("pin-source", {"origin": pin_origin(source), "described": where})
+    return stack.enter_context(open_session(hsm, source, notice=recorder.say))
+
+
+def der_of(obj: Any) -> bytes:
+    return obj.public_bytes(DER)
+
+
+# What the witness sees. At each witnessed step the Internal Witness is asked "did you witness step X?":
+# the step first shows, through ``recorder.say`` (so the transcript records exactly what was shown), the
+# facts to check. Every value is data: these are plain strings, never Rich markup (the consoles print them
+# literally).
+LINT_BUSY = "pkilint: checking the to-be-signed certificate"
+
+
+LINT_AFTER_BUSY = "pkilint: checking the signed certificate"
+
+
+def lang_of(recorder: Recorder) -> str:
+    """The language of the room the recorder shows things to (English for a recorder that has none)."""
+    return getattr(recorder, "lang", "en")
+
+
+def tell(recorder: Recorder, key: str, **values: Any) -> None:
+    """Show the catalogue's text ``key`` (:mod:`ceremony.common.terminal_text`) in the room's language."""
+    recorder.say(words(lang_of(recorder), key, **values))
+
+
+def when(moment: Any) -> str:
+    """A time as the witness reads it: ``2026-01-01 00:00:00 UTC``."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def short_sha(digest: str) -> str:
+    return digest[:16] + "…"
+
+
+def say_definition(recorder: Recorder, defn: LoadedDefinition, ca_name: str) -> None:
+    tell(recorder, "w_definition", path=defn.path, sha=short_sha(defn.sha256), ca=repr(ca_name))
+
+
+def say_outputs(recorder: Recorder, out_dir: Path, files: Any) -> None:
+    tell(recorder, "w_out_dir", path=out_dir)
+    tell(recorder, "w_files", files=", ".join(str(f) for f in files))
+
+
+def path_length_text(value: int | None, lang: str = "en") -> str:
+    return words(lang, "w_no_limit") if value is None else str(value)
+
+
+def say_certificate_plan(recorder: Recorder, ca: CA, rehearsal: bool, path_length: int | None,
+                         issuer: str | None = None) -> None:
+    """The CA certificate as it will be: subject, issuer, validity, key type, path length."""
+    tell(recorder, "w_plan_subject", subject=subject_name(ca.subject, rehearsal).rfc4514_string())
+    if issuer is not None:
+        tell(recorder, "w_issuer", issuer=issuer)
+    tell(recorder, "w_validity", start=when(ca.validity.not_before), end=when(ca.validity.not_after))
+    tell(recorder, "w_key_type", kind=ca.key.describe())
+    tell(recorder, "w_path_length", value=path_length_text(path_length, lang_of(recorder)))
+
+
+def subordinate_path_length(ca: CA) -> int:
+    """The pathLenConstraint :func:`~ceremony.x509.profiles.subordinate_extensions` gives a subordinate CA."""
+    return 0 if ca.path_length is None else ca.path_length
+
+
+def lint_lines(findings: list[Finding], allowances: Any, stage: str = "", lang: str = "en") -> list[str]:
+    """The lint result as the witness reads it: no blocking finding, or each allowed one with its reason."""
+    reasons = {a.validation: a.reason for a in allowances}
+    blocking = [f for f in findings if f.blocking]
+    where = f" ({stage})" if stage else ""
+    if not blocking:
+        lines = [words(lang, "w_lint_none", where=where)]
+    else:
+        lines = [words(lang, "w_lint_some", n=len(blocking), where=where)]
+        lines += [words(lang, "w_lint_allowed", finding=f,
+                        reason=reasons.get(f.validation, words(lang, "w_no_reason"))) for f in blocking]
+    lower = len(findings) - len(blocking)
+    if lower:
+        lines.append(words(lang, "w_lint_lower", n=lower))
+    return lines
+
+
+def say_lint(recorder: Recorder, findings: list[Finding], allowances: Any, stage: str = "") -> None:
+    """``stage`` is shown as it is: callers give it in the room's language."""
+    for line in lint_lines(findings, allowances, stage, lang_of(recorder)):
+        recorder.say(line)
+
+
+def say_key_hash(recorder: Recorder, title: str, public: Any) -> None:
+    """A public key's SPKI SHA-256, read aloud line by line, and its OpenSSL form."""
+    recorder.say(announce(title, public.public_bytes(DER, SPKI)))
+
+
+def yes_no(flag: bool, lang: str = "en") -> str:
+    return words(lang, "yes" if flag else "NO")
+
+
+def key_flag_lines(evidence: Any, lang: str = "en") -> list[str]:
+    """CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE as the token reports them, in words."""
+    def yes(flag: bool) -> str:
+        return yes_no(flag, lang)
+
+    lines = [words(lang, "w_flag_local", v=yes(evidence.local)),
+             words(lang, "w_flag_sensitive", v=yes(evidence.always_sensitive)),
+             words(lang, "w_flag_never", v=yes(evidence.never_extractable))]
+    if evidence.extractable:
+        lines.append(words(lang, "w_flag_wrap", v=yes(evidence.wrap_with_trusted)))
+    return lines
+
+
+def say_new_key(recorder: Recorder, evidence: Any, public: Any) -> None:
+    lang = lang_of(recorder)
+    tell(recorder, "w_key_type", kind=evidence.algorithm)
+    tell(recorder, "w_label", label=repr(evidence.label), id=evidence.id_hex or words(lang, "none"))
+    say_key_hash(recorder, words(lang, "w_new_key"), public)
+    for line in key_flag_lines(evidence, lang):
+        recorder.say(line)
+
+
+def say_signed(recorder: Recorder, cert: x509.Certificate, label: str, signer: Any) -> None:
+    """The HSM signature just made: by which key, over which certificate."""
+    oid = cert.signature_algorithm_oid
+    algorithm = getattr(oid, "_name", oid.dotted_string)  # e.g. ecdsa-with-SHA384
+    tell(recorder, "w_signed", label=repr(label), sha=short_sha(spki_sha256(signer)), algorithm=algorithm,
+         size=len(cert.signature))
+    tell(recorder, "w_cert_serial", serial=format(cert.serial_number, "x"))
+
+
+def say_certificate(recorder: Recorder, cert: x509.Certificate) -> None:
+    """What a signed certificate holds: the witness compares it with what definition-check showed."""
+    lang = lang_of(recorder)
+    tell(recorder, "w_subject", subject=cert.subject.rfc4514_string())
+    tell(recorder, "w_issuer", issuer=cert.issuer.rfc4514_string())
+    tell(recorder, "w_serial", serial=format(cert.serial_number, "x"))
+    tell(recorder, "w_not_before", when=when(cert.not_valid_before_utc))
+    tell(recorder, "w_not_after", when=when(cert.not_valid_after_utc))
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        tell(recorder, "w_ca_flag", ca=yes_no(constraints.ca, lang),
+             length=path_length_text(constraints.path_length, lang))
+    except x509.ExtensionNotFound:
+        tell(recorder, "w_bc_absent")
+
+
+def say_verified(recorder: Recorder, findings: list[Finding], allowances: Any) -> None:
+    tell(recorder, "w_sig_verified")
+    tell(recorder, "w_tbs_same")
+    say_lint(recorder, findings, allowances, words(lang_of(recorder), "w_stage_after"))
+
+
+def certificate_evidence(cert: x509.Certificate) -> dict[str, Any]:
+
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "serial": format(cert.serial_number, "x"), "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(), "sha256": sha256_hex(der_of(cert)),
+            "spki_sha256": spki_sha256(cert.public_key())}

@@ -1,0 +1,746 @@
+"""The PKI definition: one YAML file per environment, the single source of truth.
+
+The definition is validated strictly before anything touches an HSM. Unknown keys, wrong types,
+weak algorithms, impossible dates and validity beyond the caps are refused with a
+:class:`~ceremony.common.errors.DefinitionError` naming the file, the line, the key path and what is
+allowed. The models are frozen so that nothing downstream can change a value after validation.
+
+Layout (see ``inventory/testing/pki.yml`` for a commented example)::
+
+    version: 1
+    environment: testing
+    organisation: {name, short_name, country, locality, url, email, address}
+    limits: {root_max_years, subordinate_max_years}          # may lower the caps only
+    documents: {cp: {...}, cps: {...}, history: [...]}     # CP/CPS identification
+    ceremony: {crypto_officer_quorum, require_independent_witness}
+    cas:
+      <name>: {role: root|subordinate, issuer, subject: [{CN: ...}, ...], key, validity,
+               path_length, policy_oids, name_constraints, publication, hsm, crl,
+               backup, profiles, lint}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import ipaddress
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlparse
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ceremony.common.errors import DefinitionError
+
+ROOT_MAX_YEARS = 25
+
+
+SUBORDINATE_MAX_YEARS = 15
+
+
+ALLOWED_CURVES = ("P-256", "P-384")
+
+
+ALLOWED_RSA_BITS = (3072, 4096)
+
+
+# BR 4.9.7: a CA issuing end-entity certificates: nextUpdate at most 10 days after thisUpdate,
+# a new CRL at least every 7 days. A CA issuing only CA certificates: at most 12 months.
+BR_EE_ISSUER_MAX_LIFETIME = dt.timedelta(days=10)
+
+
+BR_EE_ISSUER_MAX_INTERVAL = dt.timedelta(days=7)
+
+
+BR_CA_ONLY_MAX_LIFETIME = dt.timedelta(days=365)
+
+
+MAX_CLOCK_SKEW = dt.timedelta(hours=1)
+
+
+OID = Annotated[str, StringConstraints(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$")]
+
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+# Subject attributes an operator may use, in the short names people write, with the
+# maximum lengths of RFC 5280 Appendix A (ub-* upper bounds).
+SUBJECT_ATTRIBUTES: dict[str, int] = {
+    "C": 2, "ST": 128, "L": 128, "O": 64, "OU": 64, "CN": 64,
+    "organizationIdentifier": 64, "serialNumber": 64, "DC": 63,
+}
+
+
+_DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
+
+
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse ``30s``, ``5m``, ``24h`` or ``91d``: human-readable, unambiguous durations."""
+    m = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like '300s', '5m', '24h' or '7d'")
+    return dt.timedelta(**{_DURATION_UNITS[m.group(2)]: int(m.group(1))})
+
+
+Duration = Annotated[str, StringConstraints(pattern=_DURATION.pattern)]
+
+
+class _Strict(BaseModel):
+    """Refuse unknown keys and coercions: ``size: "4096"`` is a mistake, not a number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Organisation(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    short_name: str = Field(min_length=1, max_length=32)
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    locality: str | None = None
+    url: str | None = None
+    email: str | None = None
+    address: str | None = None
+
+
+class Limits(_Strict):
+    root_max_years: int = Field(default=ROOT_MAX_YEARS, ge=1)
+    subordinate_max_years: int = Field(default=SUBORDINATE_MAX_YEARS, ge=1)
+
+    @field_validator("root_max_years")
+    @classmethod
+    def _root_cap(cls, v: int) -> int:
+        if v > ROOT_MAX_YEARS:
+            raise ValueError(f"a definition may lower the root cap, never raise it above {ROOT_MAX_YEARS}")
+        return v
+
+    @field_validator("subordinate_max_years")
+    @classmethod
+    def _sub_cap(cls, v: int) -> int:
+        if v > SUBORDINATE_MAX_YEARS:
+            raise ValueError(
+                f"a definition may lower the subordinate cap, never raise it above {SUBORDINATE_MAX_YEARS}")
+        return v
+
+
+class EcKey(_Strict):
+    algorithm: Literal["ecdsa"]
+    curve: str
+
+    @field_validator("curve")
+    @classmethod
+    def _curve(cls, v: str) -> str:
+        if v not in ALLOWED_CURVES:
+            raise ValueError(f"unknown or unsupported curve {v!r}; allowed: {', '.join(ALLOWED_CURVES)}")
+        return v
+
+    def describe(self) -> str:
+        return f"ECDSA {self.curve}"
+
+
+class RsaKey(_Strict):
+    algorithm: Literal["rsa"]
+    bits: int
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        if v < ALLOWED_RSA_BITS[0]:
+            raise ValueError(f"RSA {v} is too weak; allowed: {', '.join(map(str, ALLOWED_RSA_BITS))}")
+        if v not in ALLOWED_RSA_BITS:
+            raise ValueError(f"RSA {v} is not supported; allowed: {', '.join(map(str, ALLOWED_RSA_BITS))}")
+        return v
+
+    def describe(self) -> str:
+        return f"RSA {self.bits}"
+
+
+KeySpec = Annotated[EcKey | RsaKey, Field(discriminator="algorithm")]
+
+
+class Validity(_Strict):
+    # YAML gives a datetime for an unquoted timestamp; a quoted ISO 8601 string is accepted too.
+    not_before: Annotated[AwareDatetime, Field(strict=False)]
+    not_after: Annotated[AwareDatetime, Field(strict=False)]
+
+    @model_validator(mode="after")
+    def _order(self) -> Validity:
+        if self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+        return self
+
+    def exceeds_years(self, years: int) -> bool:
+        """Calendar comparison: 2026-12-01 to 2038-12-01 is exactly 12 years, leap days or not."""
+        start = self.not_before
+        try:
+            limit = start.replace(year=start.year + years)
+        except ValueError:  # 29 February
+            limit = start.replace(year=start.year + years, day=28)
+        return self.not_after > limit
+
+    @property
+    def years(self) -> float:
+        return (self.not_after - self.not_before).total_seconds() / (365.2425 * 86400)
+
+
+#: RFC 7512 path attributes that describe a token, its slot or its module: what a token URI may say.
+TOKEN_URI_ATTRIBUTES = ("token", "manufacturer", "model", "serial", "slot-id", "slot-description",
+                        "slot-manufacturer", "library-manufacturer", "library-description", "library-version")
+
+
+_OBJECT_URI_ATTRIBUTES = ("object", "id", "type")
+
+
+def parse_token_uri(uri: str) -> dict[str, str]:
+    """The path attributes of an RFC 7512 URI naming a token, percent-decoded.
+
+    Raises ``ValueError`` (a message that never repeats the query part, which could hold a PIN) for
+    anything but a token description: a query (``pin-value``, ``pin-source``, ``module-path``), an
+    object attribute (the key is ``hsm.key_label``), an unknown or repeated attribute. An attribute
+    this suite does not know would otherwise be ignored and the URI match a token it does not describe.
+    """
+    if not uri.startswith("pkcs11:"):
+        raise ValueError("a PKCS#11 URI starts with 'pkcs11:' (RFC 7512)")
+    path, has_query, query = uri[len("pkcs11:"):].partition("?")
+    if has_query:
+        names = [q.partition("=")[0] for q in query.split("&") if q]
+        if {"pin-value", "pin-source"} & set(names):
+            raise ValueError("a PKCS#11 URI must not carry pin-value or pin-source; PINs come from the "
+                             "environment (hsm.pin_env), a 0600 file (--pin-file) or a prompt")
+        raise ValueError("a token URI takes no query attributes (found: " + ", ".join(names) + "); the module "
+                         "is hsm.module")
+    attrs: dict[str, str] = {}
+    for part in filter(None, path.split(";")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"malformed PKCS#11 URI attribute {part!r} (allowed: name=value pairs separated by "
+                             "';')")
+        if name in _OBJECT_URI_ATTRIBUTES:
+            raise ValueError(f"the URI attribute {name!r} selects a key, not a token; the key is named by "
+                             "hsm.key_label: leave it out of the token URI")
+        if name not in TOKEN_URI_ATTRIBUTES:
+            guess = difflib.get_close_matches(name, TOKEN_URI_ATTRIBUTES, n=1)
+            raise ValueError(f"unknown PKCS#11 URI attribute {name!r}"
+                             + (f" (did you mean {guess[0]!r}?)" if guess else "")
+                             + f"; allowed: {', '.join(TOKEN_URI_ATTRIBUTES)}")
+        if name in attrs:
+            raise ValueError(f"the URI attribute {name!r} is given twice")
+        attrs[name] = unquote(value)
+    if not attrs:
+        raise ValueError("the PKCS#11 URI names no token attribute; allowed: " + ", ".join(TOKEN_URI_ATTRIBUTES))
+    return attrs
+
+
+class TokenRef(_Strict):
+    """How to find the token: exactly one of label, serial or RFC 7512 PKCS#11 URI."""
+
+    label: Label | None = None
+    serial: str | None = None
+    uri: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TokenRef:
+        given = [k for k in ("label", "serial", "uri") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of label, serial or uri")
+        if self.uri is not None:
+            parse_token_uri(self.uri)
+        return self
+
+    def describe(self) -> str:
+        if self.label is not None:
+            return f"token label {self.label!r}"
+        if self.serial is not None:
+            return f"token serial {self.serial!r}"
+        return f"token {self.uri}"
+
+
+class Hsm(_Strict):
+    module: str = Field(min_length=1, description="path of the PKCS#11 module (.so)")
+    token: TokenRef
+    key_label: Label
+    pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
+    """Name of the environment variable holding the user PIN (never the PIN itself)."""
+    so_pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
+
+
+def _http_url(v: str) -> str:
+    u = urlparse(v)
+    if u.scheme != "http" or not u.netloc:
+        raise ValueError(f"{v!r} must be an http:// URL (relying parties fetch CRLs and "
+                         "certificates over plain http, RFC 5280 4.2.1.13)")
+    return v
+
+
+class Publication(_Strict):
+    """Where this CA's own CRL and certificate are published; certificates it issues point here."""
+
+    crl_url: str
+    certificate_url: str
+
+    _check = field_validator("crl_url", "certificate_url")(classmethod(lambda cls, v: _http_url(v)))
+
+
+class Crl(_Strict):
+    """CRL cadence. ``interval`` is how often a new CRL is signed, ``lifetime`` nextUpdate-thisUpdate."""
+
+    interval: Duration
+    lifetime: Duration
+    clock_skew: Duration = "5m"
+    batch_count: int | None = Field(default=None, ge=1, le=40)
+    """Root only: how many CRLs a root CRL ceremony pre-signs, ``interval`` apart."""
+
+    @model_validator(mode="after")
+    def _overlap(self) -> Crl:
+        if parse_duration(self.lifetime) <= parse_duration(self.interval):
+            raise ValueError("lifetime must exceed interval so that consecutive CRLs overlap")
+        if parse_duration(self.clock_skew) > MAX_CLOCK_SKEW:
+            raise ValueError("clock_skew is at most 1h")
+        return self
+
+    @property
+    def interval_td(self) -> dt.timedelta:
+        return parse_duration(self.interval)
+
+    @property
+    def lifetime_td(self) -> dt.timedelta:
+        return parse_duration(self.lifetime)
+
+    @property
+    def clock_skew_td(self) -> dt.timedelta:
+        return parse_duration(self.clock_skew)
+
+
+class Backup(_Strict):
+    mode: Literal["none", "wrapped"] = "none"
+    threshold: int | None = Field(default=None, ge=2)
+    custodians: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _quorum(self) -> Backup:
+        if self.mode == "wrapped":
+            if self.threshold is None or len(self.custodians) < self.threshold:
+                raise ValueError("a wrapped backup needs threshold M and at least M custodians")
+            if len(set(self.custodians)) != len(self.custodians):
+                raise ValueError("custodian names must be distinct")
+        elif self.threshold is not None or self.custodians:
+            raise ValueError("threshold and custodians apply to mode 'wrapped' only")
+        return self
+
+
+class Profile(_Strict):
+    """An end-entity certificate profile issued by a subordinate CA (ETSI EN 319 412)."""
+
+    kind: Literal["qualified-signature", "qualified-seal"]
+    validity_days: int = Field(ge=1, le=1186)
+    policy_oids: list[OID] = Field(min_length=1)
+    qc_pds_url: str
+    qc_pds_lang: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")] = "en"
+
+    @field_validator("qc_pds_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if urlparse(v).scheme != "https":
+            raise ValueError("the PKI Disclosure Statement URL must be https:// (ETSI EN 319 412-5)")
+        return v
+
+
+class LintAllowance(_Strict):
+    validation: str = Field(min_length=1, description="pkilint validation code")
+    reason: str = Field(min_length=10, description="why this finding is accepted, in writing")
+
+
+class NameConstraints(_Strict):
+    permitted_dns: list[str] = Field(default_factory=list)
+    excluded_dns: list[str] = Field(default_factory=list)
+    permitted_email: list[str] = Field(default_factory=list)
+    excluded_email: list[str] = Field(default_factory=list)
+    permitted_ip: list[str] = Field(default_factory=list)
+    excluded_ip: list[str] = Field(default_factory=list)
+    permitted_directory: list[list[dict[str, str]]] = Field(default_factory=list)
+
+    @field_validator("permitted_ip", "excluded_ip")
+    @classmethod
+    def _nets(cls, v: list[str]) -> list[str]:
+        for n in v:
+            ipaddress.ip_network(n, strict=True)
+        return v
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> NameConstraints:
+        if not any(getattr(self, f) for f in type(self).model_fields):
+            raise ValueError("name_constraints needs at least one permitted or excluded subtree")
+        return self
+
+
+Subject = list[dict[str, str]]
+
+
+class CA(_Strict):
+    role: Literal["root", "subordinate"]
+    issuer: Name | None = None
+    subject: Subject = Field(min_length=1)
+    key: KeySpec
+    spki_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """Pins the subordinate key: the signing ceremony refuses a CSR with another key."""
+    validity: Validity
+    path_length: int | None = Field(default=None, ge=0)
+    policy_oids: list[OID] = Field(default_factory=list)
+    name_constraints: NameConstraints | None = None
+    publication: Publication
+    hsm: Hsm
+    crl: Crl
+    backup: Backup = Backup()
+    profiles: dict[Name, Profile] = Field(default_factory=dict)
+    lint: list[LintAllowance] = Field(default_factory=list)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: Subject) -> Subject:
+        for i, rdn in enumerate(v):
+            if len(rdn) != 1:
+                raise ValueError(f"subject[{i}] must be one 'ATTRIBUTE: value' pair")
+            (attr, value), = rdn.items()
+            if attr not in SUBJECT_ATTRIBUTES:
+                raise ValueError(f"subject[{i}]: unknown attribute {attr!r}; allowed: "
+                                 + ", ".join(SUBJECT_ATTRIBUTES))
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"subject[{i}]: {attr} must be a non-empty string")
+            if len(value) > SUBJECT_ATTRIBUTES[attr]:
+                raise ValueError(f"subject[{i}]: {attr} is longer than {SUBJECT_ATTRIBUTES[attr]} characters")
+            if attr == "C" and not re.fullmatch(r"[A-Z]{2}", value):
+                raise ValueError(f"subject[{i}]: C must be a two-letter ISO 3166 code")
+        if not any("CN" in rdn for rdn in v):
+            raise ValueError("subject needs a CN")
+        return v
+
+    @property
+    def common_name(self) -> str:
+        return next(rdn["CN"] for rdn in self.subject if "CN" in rdn)
+
+
+class DocumentId(_Strict):
+    oid: OID
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+$")]
+    title_fr: str
+    title_en: str
+
+
+class HistoryEntry(_Strict):
+    date: dt.date
+    version: str
+    changes_fr: str
+    changes_en: str
+    approved_by: str
+
+
+class Documents(_Strict):
+    cp: DocumentId
+    cps: DocumentId
+    repository_url: str
+    history: list[HistoryEntry] = Field(min_length=1)
+    approving_body: str
+    ocsp_url: str | None = None
+
+
+class CeremonyRules(_Strict):
+    crypto_officer_quorum: int = Field(default=1, ge=1, le=16)
+    require_independent_witness: bool = True
+    language: Literal["fr", "en"] = Field(default="en", description="language of the terminal at ceremonies "
+                                          "(--lang overrides it); transcripts are recorded in English")
+
+
+class Definition(_Strict):
+    version: Literal[1]
+    environment: Name
+    organisation: Organisation
+    limits: Limits = Limits()
+    documents: Documents | None = None
+    ceremony: CeremonyRules = CeremonyRules()
+    cas: dict[Name, CA] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _hierarchy(self) -> Definition:
+        roots = [n for n, ca in self.cas.items() if ca.role == "root"]
+        if len(roots) != 1:
+            raise _PathError("cas", f"exactly one CA must have role 'root', found {len(roots)}")
+        for name, ca in self.cas.items():
+            base = f"cas.{name}"
+            if ca.role == "root":
+                if ca.issuer not in (None, name):
+                    raise _PathError(f"{base}.issuer", "a root is its own issuer; leave issuer out")
+                if ca.policy_oids:
+                    raise _PathError(f"{base}.policy_oids", "a root certificate carries no certificate "
+                                     "policies (its subordinates do)")
+                if ca.name_constraints:
+                    raise _PathError(f"{base}.name_constraints", "not supported on a self-signed root")
+                if ca.validity.exceeds_years(self.limits.root_max_years):
+                    raise _PathError(f"{base}.validity", f"the root is valid {ca.validity.years:.1f} years",
+                                     f"at most {self.limits.root_max_years} years")
+                if ca.profiles:
+                    raise _PathError(f"{base}.profiles", "a root issues CA certificates only")
+                if ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
+                    raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is longer than the "
+                                     "Baseline Requirements allow (4.9.7)", "at most 365d")
+            else:
+                if ca.issuer is None or ca.issuer not in self.cas or ca.issuer == name:
+                    raise _PathError(f"{base}.issuer", f"unknown issuer {ca.issuer!r}",
+                                     ", ".join(n for n in self.cas if n != name))
+                parent = self.cas[ca.issuer]
+                if ca.validity.exceeds_years(self.limits.subordinate_max_years):
+                    raise _PathError(f"{base}.validity", f"valid {ca.validity.years:.1f} years",
+                                     f"at most {self.limits.subordinate_max_years} years")
+                if ca.validity.not_before < parent.validity.not_before:
+                    raise _PathError(f"{base}.validity.not_before",
+                                     f"starts before its issuer {ca.issuer!r} ({parent.validity.not_before})")
+                if ca.validity.not_after > parent.validity.not_after:
+                    raise _PathError(f"{base}.validity.not_after",
+                                     f"outlives its issuer {ca.issuer!r} ({parent.validity.not_after})")
+                if parent.path_length is not None and parent.path_length < 1:
+                    raise _PathError(f"{base}.issuer", f"issuer {ca.issuer!r} has path_length 0")
+                if ca.crl.batch_count is not None:
+                    raise _PathError(f"{base}.crl.batch_count", "CRL batches are for the offline root")
+                if ca.profiles:
+                    if ca.crl.lifetime_td > BR_EE_ISSUER_MAX_LIFETIME:
+                        raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} exceeds the Baseline "
+                                         "Requirements for a CA issuing end-entity certificates (4.9.7)",
+                                         "at most 10d")
+                    if ca.crl.interval_td > BR_EE_ISSUER_MAX_INTERVAL:
+                        raise _PathError(f"{base}.crl.interval", f"{ca.crl.interval} exceeds the Baseline "
+                                         "Requirements for a CA issuing end-entity certificates (4.9.7)",
+                                         "at most 7d")
+                elif ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
+                    raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is too long", "at most 365d")
+        labels: dict[tuple[str, str, str], str] = {}
+        for name, ca in self.cas.items():
+            k = (ca.hsm.module, ca.hsm.token.describe(), ca.hsm.key_label)
+            if k in labels:
+                raise _PathError(f"cas.{name}.hsm.key_label",
+                                 f"same token and key label as CA {labels[k]!r}; every CA has its own key")
+            labels[k] = name
+        return self
+
+    @property
+    def root_name(self) -> str:
+        return next(n for n, ca in self.cas.items() if ca.role == "root")
+
+    def ca(self, name: str) -> CA:
+        if name not in self.cas:
+            raise DefinitionError(self_file(self), "cas", f"no CA named {name!r}", ", ".join(self.cas))
+        return self.cas[name]
+
+
+class _PathError(ValueError):
+    """Raised inside cross-field validation with the exact key path it concerns."""
+
+    def __init__(self, path: str, problem: str, allowed: str | None = None) -> None:
+        super().__init__(problem)
+        self.path, self.problem, self.allowed = path, problem, allowed
+
+
+class LoadedDefinition:
+    """A validated definition together with where it came from and its exact bytes' hash."""
+
+    def __init__(self, model: Definition, path: Path, sha256: str) -> None:
+        self.model = model
+        self.path = path
+        self.sha256 = sha256
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.model, item)
+
+
+def self_file(_: Definition) -> str:
+    return "pki.yml"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(root: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """Line number (1-based) of the deepest node of ``path`` found in the composed YAML."""
+    node, line = root, None
+    for part in path:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(part):
+                    nxt, line = v, k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+_ALLOWED_HINTS = {
+    "bool_type": "true or false", "int_type": "a whole number", "string_type": "a string",
+    "list_type": "a list", "dict_type": "a mapping", "datetime_type":
+    "a date and time with a zone, e.g. 2026-01-01T00:00:00Z", "timezone_aware":
+    "a date and time with a zone, e.g. 2026-01-01T00:00:00Z", "literal_error": None,
+    "string_pattern_mismatch": None, "extra_forbidden": None, "missing": None,
+}
+
+
+def _format_validation_error(file: str, root: yaml.Node | None, err: ValidationError) -> DefinitionError:
+    errors = err.errors(include_url=False)
+    # An unknown key comes first: a misspelt key (``key_labl``) also makes the real one (``key_label``)
+    # missing, and the cause is the spelling, not a missing key.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("ecdsa", "rsa")))
+    exc = e.get("ctx", {}).get("error")
+    if isinstance(exc, _PathError):
+        parts = tuple(int(p) if p.isdigit() else p for p in exc.path.split("."))
+        return DefinitionError(file, exc.path, exc.problem, exc.allowed, _line_of(root, parts))
+    path = ".".join(str(p) for p in loc)
+    line = _line_of(root, loc)
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        parent_model = _model_at(Definition, tuple(e["loc"][:-1]))
+        keys = list(parent_model.model_fields) if parent_model else []
+        problem = f"unknown key {loc[-1]!r}"
+        guess = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+        if guess:
+            problem += f"; did you mean {guess[0]!r}?"
+        return DefinitionError(file, path, problem, ", ".join(keys) or None, line)
+    if kind == "missing":
+        return DefinitionError(file, path, "required key is missing", None, line)
+    if kind == "literal_error":
+        return DefinitionError(file, path, f"{e['input']!r} is not allowed",
+                               e.get("ctx", {}).get("expected"), line)
+    if kind == "union_tag_invalid":
+        return DefinitionError(file, path, f"unknown algorithm {e['input'].get('algorithm')!r}"
+                               if isinstance(e["input"], dict) else "unknown algorithm", "ecdsa, rsa", line)
+    if kind == "string_pattern_mismatch":
+        return DefinitionError(file, path, f"{e['input']!r} has the wrong form",
+                               f"text matching {e['ctx']['pattern']}", line)
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    allowed = _ALLOWED_HINTS.get(kind)
+    if kind.endswith("_type") and "input" in e:
+        msg = f"{msg} (got {type(e['input']).__name__} {e['input']!r})"
+    return DefinitionError(file, path, msg, allowed, line)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` down to ``X`` (a union of several models stays a union)."""
+    for _ in range(8):
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin is Annotated or (origin in (typing.Union, types.UnionType) and len(args) == 1):
+            annotation = args[0]
+        else:
+            break
+    return annotation
+
+
+def _tagged_models(annotation: Any) -> dict[str, type[BaseModel]]:
+    """A union of models told apart by a literal field (``algorithm: ecdsa | rsa``): tag → model."""
+    tags: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for f in member.model_fields.values():
+                if typing.get_origin(f.annotation) is Literal:
+                    tags.update({str(v): member for v in typing.get_args(f.annotation)})
+    return tags
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the mapping at ``loc`` (pydantic's raw error location), to list the keys it accepts.
+
+    The location names fields, dictionary keys (a CA's or a profile's name), list indexes and the tag
+    pydantic puts in for a discriminated union (``ecdsa``/``rsa``).
+    """
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        origin = typing.get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(str(part))
+            if f is None:
+                return None
+            current = f.annotation
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        elif (tagged := _tagged_models(current)) and str(part) in tagged:
+            current = tagged[str(part)]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_definition(path: str | Path) -> LoadedDefinition:
+    """Read, parse and validate a PKI definition; raise :class:`DefinitionError` on any problem."""
+    p = Path(path)
+    file = str(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DefinitionError(file, "", "file not found") from None
+    except OSError as exc:
+        raise DefinitionError(file, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(file, "", f"not UTF-8 (byte {exc.start})") from None
+    try:
+        root = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(file, "", f"malformed YAML: {problem}",
+                              line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise DefinitionError(file, "", "the definition must be a YAML mapping", line=1)
+    try:
+        model = Definition.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(file, root, exc) from None
+    return LoadedDefinition(model, p, hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,295 @@
+"""PKCS#11 access: load a module, find a token, log in, find keys, describe the equipment.
+
+Works with any PKCS#11 module; the module path is configuration. Every failure becomes an
+:class:`~ceremony.common.errors.HsmError` with one clear message. PINs are passed straight to the
+library and never formatted into any message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, ObjectClass
+from pkcs11 import exceptions as p11e
+from pkcs11.constants import TokenFlag
+
+from ceremony.common.errors import HsmError, TokenNotFoundError
+from ceremony.definition.model import Hsm, TokenRef, parse_token_uri
+from ceremony.hsm.pins import PinSource, get_pin, origin_text, pin_origin
+
+#: python-pkcs11's ``lib`` is a Cython class that type checkers see as a function: its handles are typed
+#: by this alias.
+P11Lib = Any
+
+
+_LIBS: dict[str, P11Lib] = {}
+
+
+def load_module(path: str) -> P11Lib:
+    """Load (once per process) the PKCS#11 module at ``path``."""
+    real = os.path.realpath(path)
+    if real in _LIBS:
+        return _LIBS[real]
+    if not os.path.isfile(real):
+        raise HsmError(f"PKCS#11 module not found: {path}")
+    try:
+        lib = pkcs11.lib(real)
+    except (p11e.PKCS11Error, OSError) as exc:
+        raise HsmError(f"PKCS#11 module {path} could not be loaded: {exc}") from None
+    _LIBS[real] = lib
+    return lib
+
+
+def rescan(path: str) -> None:
+    """Re-initialise a module so it sees tokens created since it was loaded (SoftHSM scans once)."""
+    real = os.path.realpath(path)
+    if real in _LIBS:
+        _LIBS[real].reinitialize()
+
+
+def module_sha256(path: str) -> str:
+    return hashlib.sha256(Path(os.path.realpath(path)).read_bytes()).hexdigest()
+
+
+def parse_pkcs11_uri(uri: str) -> dict[str, str]:
+    """The path attributes of an RFC 7512 URI naming a token (``token``, ``serial``, ``model``, ...).
+
+    Query attributes such as ``pin-value`` are deliberately rejected: a PIN in a URI would end up in
+    the definition file. So are object attributes and attributes this suite does not match on
+    (:func:`ceremony.definition.model.parse_token_uri`): ignored, they would let the URI match any token.
+    """
+    try:
+        return parse_token_uri(uri)
+    except ValueError as exc:
+        raise HsmError(f"token URI: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    """A PKCS#11 string (blank-padded, sometimes bytes) as an operator reads it."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).rstrip(" \0").strip()
+
+
+def token_attributes(lib: Any, token: Any) -> dict[str, str]:
+    """What each RFC 7512 token attribute is for ``token``, in the form a URI gives it."""
+    values = {"token": _text(token.label), "manufacturer": _text(token.manufacturer_id),
+              "model": _text(token.model), "serial": _text(token.serial)}
+    slot = getattr(token, "slot", None)
+    if slot is not None:
+        values |= {"slot-id": str(slot.slot_id), "slot-description": _text(slot.slot_description),
+                   "slot-manufacturer": _text(slot.manufacturer_id)}
+    if lib is not None:
+        values |= {"library-manufacturer": _text(lib.manufacturer_id),
+                   "library-description": _text(lib.library_description),
+                   "library-version": "{}.{}".format(*lib.library_version)}
+    return values
+
+
+def token_mismatches(lib: Any, token: Any, attrs: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(attribute, wanted, the token's value)`` for every attribute of ``attrs`` the token does not have."""
+    have = token_attributes(lib, token)
+    return [(name, wanted, have.get(name, "")) for name, wanted in attrs.items() if have.get(name) != wanted]
+
+
+def _token_matches(token: Any, attrs: dict[str, str], lib: Any = None) -> bool:
+    return not token_mismatches(lib, token, attrs)
+
+
+def _initialised(token: Any) -> bool:
+    try:
+        return bool(token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED)
+    except (AttributeError, TypeError):
+        return True
+
+
+def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]) -> TokenNotFoundError:
+    """One message: for each token present, the attributes that did not match and what it has instead."""
+    present = [t for t in tokens if _initialised(t)]
+    blank = len(tokens) - len(present)
+    reasons = [", ".join(f"{name}: wanted {wanted!r}, token {_text(t.label)!r} has {has!r}"
+                         for name, wanted, has in token_mismatches(lib, t, attrs)) for t in present]
+    listing = "; ".join(reasons) if reasons else "no initialised token is present"
+    if blank:
+        listing += f" ({blank} uninitialised token{'s' if blank > 1 else ''} not listed)"
+    module = next((path for path, loaded in _LIBS.items() if loaded is lib), "MODULE")
+    return TokenNotFoundError(f"token not found: {ref.describe()}: {listing}. Each token's label, manufacturer, "
+                              f"model and serial: pkcs11-tool --module {module} --list-token-slots")
+
+
+def find_token(lib: P11Lib, ref: TokenRef) -> Any:
+    """Exactly one initialised token matching ``ref``; for none, which attribute failed against each token."""
+    tokens = list(lib.get_tokens())
+    if ref.label is not None:
+        attrs = {"token": ref.label}
+    elif ref.serial is not None:
+        attrs = {"serial": ref.serial}
+    else:
+        attrs = parse_pkcs11_uri(ref.uri or "")
+    found = [t for t in tokens if _initialised(t) and not token_mismatches(lib, t, attrs)]
+    if not found:
+        raise _not_found(ref, lib, tokens, attrs)
+    if len(found) > 1:
+        labels = ", ".join(repr(_text(t.label)) for t in found)
+        raise HsmError(f"{ref.describe()} matches {len(found)} tokens ({labels}); use the serial or a PKCS#11 URI "
+                       "that tells them apart")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class TokenEvidence:
+    """What an auditor needs to know about the equipment: recorded in transcripts."""
+
+    module_path: str
+    module_sha256: str
+    library_description: str
+    library_manufacturer: str
+    label: str
+    serial: str
+    model: str
+    manufacturer: str
+    hardware_version: str
+    firmware_version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def token_evidence(module_path: str, lib: P11Lib, token: Any) -> TokenEvidence:
+    serial = token.serial.decode("ascii", "replace").strip() if isinstance(token.serial, bytes) \
+        else str(token.serial)
+    return TokenEvidence(
+        module_path=os.path.realpath(module_path),
+        module_sha256=module_sha256(module_path),
+        library_description=lib.library_description,
+        library_manufacturer=lib.manufacturer_id,
+        label=token.label,
+        serial=serial,
+        model=token.model,
+        manufacturer=token.manufacturer_id,
+        hardware_version="{}.{}".format(*token.hardware_version),
+        firmware_version="{}.{}".format(*token.firmware_version),
+    )
+
+
+def pin_source_for(hsm: Hsm, pin_file: str | None = None, interactive: bool = True,
+                   so: bool = False) -> PinSource:
+    env = hsm.so_pin_env if so else hsm.pin_env
+    who = "Security Officer PIN" if so else "user PIN"
+    return PinSource(env=env, file=pin_file, interactive=interactive,
+                     prompt=f"{who} for {hsm.token.describe()}")
+
+
+class PinRejectedError(HsmError):
+    """The token refused the PIN (CKR_PIN_INCORRECT), or the PIN is locked (CKR_PIN_LOCKED): trying the same
+    source again would only use up the token's attempts. ``locked`` tells the two apart."""
+
+    def __init__(self, message: str, locked: bool = False) -> None:
+        super().__init__(message)
+        self.locked = locked
+
+
+_PIN_FLAGS = {
+    False: (("USER_PIN_LOCKED", "the user PIN is LOCKED (CKF_USER_PIN_LOCKED)"),
+            ("USER_PIN_FINAL_TRY", "one attempt left: the next wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY)"),
+            ("USER_PIN_COUNT_LOW", "a wrong PIN was entered since the last good one (CKF_USER_PIN_COUNT_LOW)")),
+    True: (("SO_PIN_LOCKED", "the Security Officer PIN is LOCKED (CKF_SO_PIN_LOCKED)"),
+           ("SO_PIN_FINAL_TRY", "one attempt left: the next wrong SO PIN locks it (CKF_SO_PIN_FINAL_TRY)"),
+           ("SO_PIN_COUNT_LOW", "a wrong SO PIN was entered since the last good one (CKF_SO_PIN_COUNT_LOW)")),
+}
+
+
+PIN_PROMPTS = 3  # tries at the prompt in one ceremony; the token's own counter is what protects the key
+
+
+def pin_warnings(lib: Any, ref: TokenRef, so: bool = False) -> list[str]:
+    """What the token says about its PIN's remaining attempts (read afresh: the flags change after a failure)."""
+    try:
+        flags = find_token(lib, ref).flags
+    except (HsmError, p11e.PKCS11Error):
+        return []
+    return [text for name, text in _PIN_FLAGS[so] if getattr(TokenFlag, name) & flags]
+
+
+@contextlib.contextmanager
+def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
+                 notice: Callable[[str], None] | None = None) -> Iterator[Any]:
+    """Open a logged-in session on the token of ``hsm`` (the user, or the Security Officer).
+
+    A PIN typed at the prompt may be typed again after a mistake (up to :data:`PIN_PROMPTS` times), each
+    time with the token's remaining-attempts flags shown through ``notice``. A PIN from a variable or a
+    file is never retried: the same wrong value would only use up the token's attempts.
+    """
+    lib = load_module(hsm.module)
+    token = find_token(lib, hsm.token)
+    origin = pin_origin(pin)
+    say = notice or (lambda text: print(text, file=sys.stderr))
+    for attempt in range(1, PIN_PROMPTS + 1):
+        secret = get_pin(pin)
+        try:
+            session = token.open(rw=rw, so_pin=secret) if so else token.open(rw=rw, user_pin=secret)
+            break
+        except p11e.PinIncorrect:
+            warnings = pin_warnings(lib, hsm.token, so)
+            state = f" The token says: {'; '.join(warnings)}." if warnings else ""
+            if origin != "prompt" or attempt == PIN_PROMPTS or any("LOCKED" in w for w in warnings):
+                raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"
+                                       + ("" if origin == "prompt" else " Correct it there before trying again: "
+                                          "each attempt uses up one of the token's tries"),
+                                       locked=any("LOCKED" in w for w in warnings)) from None
+            say(f"wrong PIN for {hsm.token.describe()}.{state} Type it again "
+                f"({PIN_PROMPTS - attempt} more tr{'y' if PIN_PROMPTS - attempt == 1 else 'ies'} at this prompt).")
+        except p11e.PinLocked:
+            raise PinRejectedError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it",
+                                   locked=True) from None
+        except p11e.PKCS11Error as exc:
+            raise HsmError(f"cannot open a session on {hsm.token.describe()}: {type(exc).__name__}") from None
+        finally:
+            del secret
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(p11e.PKCS11Error):
+            session.close()
+
+
+def objects_with_label(session: Any, label: str) -> list[Any]:
+    return list(session.get_objects({Attribute.LABEL: label}))
+
+
+def find_private_key(session: Any, label: str) -> Any:
+    keys = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}))
+    if not keys:
+        raise HsmError(f"key not found: no private key labelled {label!r} on the token")
+    if len(keys) > 1:
+        raise HsmError(f"more than one private key labelled {label!r} on the token; refusing to guess")
+    return keys[0]
+
+
+def find_public_key(session: Any, label: str) -> Any:
+    keys = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: label}))
+    if not keys:
+        raise HsmError(f"key not found: no public key labelled {label!r} on the token")
+    if len(keys) > 1:
+        raise HsmError(f"more than one public key labelled {label!r} on the token; refusing to guess")
+    return keys[0]
+
+
+def random_bytes(session: Any, n: int) -> bytes:
+    """``n`` bytes from the token's random generator."""
+    data = session.generate_random(n * 8)
+    if len(data) != n:
+        raise HsmError(f"the token returned {len(data)} random bytes instead of {n}")
+    return bytes(data)
+
+
+def mechanisms(token: Any) -> list[str]:
+    return sorted(str(m).replace("Mechanism.", "") for m in token.slot.get_mechanisms())

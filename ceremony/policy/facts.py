@@ -1,0 +1,496 @@
+"""Every value the CP/CPS states, derived from the definition and the real artifacts.
+
+Nothing here is typed by hand: the CA inventory, fingerprints, validity and key algorithms come from
+the certificates the ceremonies wrote (``<out>/<ca>.crt.pem``); CRL cadence, URLs, quorum and backup
+policy from the definition; the CRL profile from a real CRL when the manifest lists one, and the
+end-entity profiles from a real issued certificate when there is one (else from the definition).
+The drift check derives these facts again and re-renders the documents, so a re-issued certificate
+or a changed interval shows up as a difference in a named section.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtensionOID
+
+from ceremony.common.errors import CeremonyError
+from ceremony.common.fingerprints import colon_form
+from ceremony.common.manifest import MANIFEST_NAME
+from ceremony.definition.model import ALLOWED_CURVES, ALLOWED_RSA_BITS, CA, LoadedDefinition, parse_duration
+from ceremony.x509.files import read_certificate
+from ceremony.x509.profiles import describe_extensions, subject_name
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
+
+
+_ATTR_SHORT = {"2.5.4.6": "C", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN", "2.5.4.7": "L",
+               "2.5.4.8": "ST", "2.5.4.97": "organizationIdentifier", "2.5.4.5": "serialNumber",
+               "0.9.2342.19200300.100.1.25": "DC"}
+
+
+class PolicyError(CeremonyError):
+    """The CP/CPS cannot be built or checked: a missing input, a bad fragment, or drift."""
+
+    exit_code = 10
+
+
+@dataclass(frozen=True)
+class CaFacts:
+    """One CA as its certificate shows it, with the operating parameters of the definition."""
+
+    name: str
+    role: str
+    issuer: str
+    issuer_common_name: str
+    common_name: str
+    subject: str
+    subject_attributes: list[str]
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    key_algorithm: str
+    key_size: str
+    public_key_oid: str
+    signature_algorithm: str
+    signature_oid: str
+    fingerprint: str
+    version: int
+    extensions: list[dict[str, str]]
+    key_usage: list[str]
+    path_length: str
+    policy_oids: list[str]
+    name_constraints: bool
+    policy_constraints: bool
+    certificate_policies_critical: bool
+    certificate_url: str
+    crl_url: str
+    crl: Any
+    backup: Any
+    hsm_module: str
+    hsm_token: str
+    certificate_file: str
+
+    @property
+    def validity_years(self) -> str:
+        days = (self.not_after - self.not_before).days
+        years = days / 365.2425
+        return f"{years:.0f}" if abs(years - round(years)) < 0.01 else f"{years:.1f}"
+
+
+@dataclass(frozen=True)
+class ProfileFacts:
+    """An end-entity certificate profile: from a real issued certificate when the rehearsal made one."""
+
+    name: str
+    issuer: str
+    issuer_common_name: str
+    kind: str
+    validity_days: int
+    policy_oids: list[str]
+    qc_pds_url: str
+    qc_pds_lang: str
+    source: str  # "certificate" or "definition"
+    extensions: list[dict[str, str]]
+    key_usage: list[str]
+
+
+@dataclass(frozen=True)
+class CrlProfileFacts:
+    source: str  # "crl" (a real CRL file) or "definition"
+    version: int
+    extensions: list[dict[str, str]]
+    entry_extensions: list[str]
+    files: list[str]
+
+
+@dataclass(frozen=True)
+class ScriptFacts:
+    name: str
+    version: str
+    title_fr: str
+    title_en: str
+    independent_witness: str
+    roles: list[str]
+    steps: int
+    sha256: str
+
+
+@dataclass
+class Facts:
+    """All values the templates may use; templates fail (StrictUndefined) on anything else."""
+
+    environment: str
+    rehearsal: bool
+    organisation: Any
+    documents: Any
+    ceremony: Any
+    cas: list[CaFacts]
+    profiles: list[ProfileFacts]
+    crl_profile: CrlProfileFacts
+    scripts: list[ScriptFacts]
+    allowed_curves: tuple[str, ...] = ALLOWED_CURVES
+    allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
+
+    @property
+    def root(self) -> CaFacts:
+        return next(c for c in self.cas if c.role == "root")
+
+    @property
+    def subordinates(self) -> list[CaFacts]:
+        return [c for c in self.cas if c.role != "root"]
+
+    @property
+    def backups(self) -> list[CaFacts]:
+        return [c for c in self.cas if c.backup.mode == "wrapped"]
+
+
+def _key_facts(key: Any) -> tuple[str, str, str]:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(key.curve.name,
+                                                                                     key.curve.name)
+        return f"ECDSA {curve}", f"{key.curve.key_size} bits", "1.2.840.10045.2.1"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}", f"{key.key_size} bits", "1.2.840.113549.1.1.1"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", "256 bits", "1.3.101.112"
+    return type(key).__name__, "?", "?"
+
+
+def _dn(name: x509.Name) -> tuple[str, list[str]]:
+    """The DN in the certificate's own order (most significant first), as people read it."""
+    parts = []
+    for rdn in name.rdns:
+        for attr in rdn:
+            value = attr.value.decode("utf-8", "replace") if isinstance(attr.value, bytes) else attr.value
+            parts.append(f"{_ATTR_SHORT.get(attr.oid.dotted_string, attr.oid.dotted_string)}={value}")
+    return ", ".join(parts), [p.split("=", 1)[0] for p in parts]
+
+
+def _cn(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else name.rfc4514_string()
+
+
+_QC_NAMES = {"0.4.0.1862.1.1": "QcCompliance", "0.4.0.1862.1.2": "QcLimitValue", "0.4.0.1862.1.3":
+             "QcRetentionPeriod", "0.4.0.1862.1.4": "QcSSCD", "0.4.0.1862.1.5": "QcPDS", "0.4.0.1862.1.6": "QcType",
+             "0.4.0.1862.1.7": "QcCClegislation", "0.4.0.1862.1.6.1": "esign", "0.4.0.1862.1.6.2": "eseal",
+             "0.4.0.1862.1.6.3": "web", "1.3.6.1.5.5.7.11.2": "pkixQCSyntax-v2"}
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """(tag, content) of each DER element in ``data``: just enough to read qcStatements."""
+    items, i = [], 0
+    while i < len(data):
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(data[i:i + n], "big")
+            i += n
+        items.append((tag, data[i:i + length]))
+        i += length
+    return items
+
+
+def _der_oid(content: bytes) -> str:
+    arcs, value = [], 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def describe_qc_statements(der: bytes) -> str:
+    """``QcCompliance; QcType esign; QcPDS https://… (en)`` from the extension's DER (EN 319 412-5)."""
+    parts = []
+    try:
+        for _, statement in _der_items(_der_items(der)[0][1]):
+            fields = _der_items(statement)
+            oid = _der_oid(fields[0][1])
+            name = _QC_NAMES.get(oid, oid)
+            info = fields[1] if len(fields) > 1 else None
+            if name == "QcType" and info:
+                name += " " + ", ".join(_QC_NAMES.get(_der_oid(c), _der_oid(c)) for _, c in _der_items(info[1]))
+            elif name == "QcPDS" and info:
+                for _, location in _der_items(info[1]):
+                    url, lang = (c.decode("ascii", "replace") for _, c in _der_items(location)[:2])
+                    name += f" {url} ({lang})"
+            elif name == "QcCClegislation" and info:
+                name += " " + ", ".join(c.decode("ascii", "replace") for _, c in _der_items(info[1]))
+            parts.append(name)
+    except (IndexError, ValueError):
+        return "undecodable qcStatements: " + der.hex()
+    return "; ".join(parts)
+
+
+EE_SKI_TEXT = "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate"
+
+
+def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = False) -> list[dict[str, str]]:
+    """:func:`ceremony.x509.profiles.describe_extensions`, with qcStatements decoded; for an end-entity
+    profile the subject key identifier is described, not quoted (it differs in every certificate)."""
+    rows = describe_extensions(cert)
+    for row, ext in zip(rows, cert.extensions, strict=True):
+        if row["oid"] == "1.3.6.1.5.5.7.1.3" and isinstance(ext.value, x509.UnrecognizedExtension):
+            row.update(name="qcStatements", value=describe_qc_statements(ext.value.value))
+        elif end_entity and row["oid"] == "2.5.29.14":
+            row["value"] = EE_SKI_TEXT
+    return rows
+
+
+def _key_usage(cert: x509.Certificate) -> list[str]:
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    names = ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+             "key_agreement", "key_cert_sign", "crl_sign"]
+    return [n for n in names if getattr(ku, n)]
+
+
+def _has(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.Extension[Any] | None:
+    try:
+        return cert.extensions.get_extension_for_oid(oid)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    return read_certificate(path)
+
+
+def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
+    path = out / f"{name}.crt.pem"
+    if not path.is_file():
+        raise PolicyError(f"{path}: the certificate of CA {name!r} is missing; the CP/CPS state its fingerprint, "
+                          "subject and validity (sections 1.3.1, 6.3.2, 7.1) from the real certificate: run the "
+                          "ceremony first or pass --out with the directory holding it")
+    cert = load_certificate(path)
+    expected = subject_name(ca.subject, rehearsal)
+    if cert.subject != expected:
+        raise PolicyError(f"{path}: subject {cert.subject.rfc4514_string()!r} is not the subject of CA {name!r} "
+                          f"in the definition ({expected.rfc4514_string()!r})")
+    subject, attrs = _dn(cert.subject)
+    key_alg, key_size, key_oid = _key_facts(cert.public_key())
+    sig = cert.signature_algorithm_oid
+    bc = _has(cert, ExtensionOID.BASIC_CONSTRAINTS)
+    path_length = "none"
+    if bc is not None and bc.value.path_length is not None:
+        path_length = str(bc.value.path_length)
+    cp = _has(cert, ExtensionOID.CERTIFICATE_POLICIES)
+    return CaFacts(
+        name=name, role=ca.role, issuer=ca.issuer or name,
+        issuer_common_name=_cn(cert.issuer), common_name=_cn(cert.subject), subject=subject, subject_attributes=attrs,
+        serial=f"{cert.serial_number:x}", not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        key_algorithm=key_alg, key_size=key_size, public_key_oid=key_oid,
+        signature_algorithm=getattr(sig, "_name", sig.dotted_string), signature_oid=sig.dotted_string,
+        fingerprint=colon_form(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()),
+        version=cert.version.value + 1, extensions=describe_certificate_extensions(cert), key_usage=_key_usage(cert),
+        path_length=path_length,
+        policy_oids=[p.policy_identifier.dotted_string for p in cp.value] if cp else [],
+        name_constraints=_has(cert, ExtensionOID.NAME_CONSTRAINTS) is not None,
+        policy_constraints=_has(cert, ExtensionOID.POLICY_CONSTRAINTS) is not None,
+        certificate_policies_critical=bool(cp and cp.critical),
+        certificate_url=ca.publication.certificate_url, crl_url=ca.publication.crl_url, crl=ca.crl,
+        backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
+        certificate_file=path.name)
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST_NAME
+    if not path.is_file():
+        return {"rehearsal": False, "artifacts": []}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"{path}: unreadable manifest: {exc}") from None
+
+
+def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list[dict[str, str]]:
+    """What the EE issuance profile puts in a certificate, stated from the definition."""
+    qc_type = "esign (0.4.0.1862.1.6.1)" if p.kind == "qualified-signature" else "eseal (0.4.0.1862.1.6.2)"
+    # QCP-n-qscd (0.4.0.194112.1.2) and QCP-l-qscd (.1.3) put the key in a QSCD: QcSSCD.
+    sscd = "QcSSCD; " if {"0.4.0.194112.1.2", "0.4.0.194112.1.3"} & set(p.policy_oids) else ""
+    aia = f"caIssuers: {ca.publication.certificate_url}" + (f", OCSP: {ocsp_url}" if ocsp_url else "")
+    rows = [
+        ("2.5.29.19", "basicConstraints", "yes", "CA=False"),
+        ("2.5.29.15", "keyUsage", "yes", "content_commitment"),
+        ("2.5.29.35", "authorityKeyIdentifier", "no", "= subjectKeyIdentifier of the issuing CA"),
+        ("2.5.29.14", "subjectKeyIdentifier", "no", EE_SKI_TEXT),
+        ("2.5.29.32", "certificatePolicies", "no", ", ".join(p.policy_oids)),
+        ("2.5.29.31", "cRLDistributionPoints", "no", ca.publication.crl_url),
+        ("1.3.6.1.5.5.7.1.1", "authorityInfoAccess", "no", aia),
+        ("1.3.6.1.5.5.7.1.3", "qcStatements", "no",
+         f"QcCompliance; {sscd}QcType {qc_type}; QcPDS {p.qc_pds_url} ({p.qc_pds_lang})"),
+    ]
+    return [{"oid": o, "name": n, "critical": c, "value": v} for o, n, c, v in rows]
+
+
+def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehearsal: bool) -> list[ProfileFacts]:
+    ee_entries = [a for a in manifest.get("artifacts", []) if a.get("kind") == "end-entity-certificate"]
+    ocsp = defn.model.documents.ocsp_url if defn.model.documents else None
+    result = []
+    for ca_name, ca in defn.model.cas.items():
+        for name, p in ca.profiles.items():
+            cert = None
+            for entry in ee_entries:
+                path = out / entry["path"]
+                if entry.get("profile") not in (None, name) or not path.is_file():
+                    continue
+                candidate = load_certificate(path)
+                cp = _has(candidate, ExtensionOID.CERTIFICATE_POLICIES)
+                oids = [i.policy_identifier.dotted_string for i in cp.value] if cp else []
+                if entry.get("profile") == name or oids == list(p.policy_oids):
+                    cert = candidate
+                    break
+            if cert is not None:
+                exts, ku, source = describe_certificate_extensions(cert, True), _key_usage(cert), "certificate"
+            else:
+                exts = _definition_profile_extensions(p, ca, ocsp)
+                ku, source = ["content_commitment"], "definition"
+            result.append(ProfileFacts(name=name, issuer=ca_name,
+                                       issuer_common_name=_cn(subject_name(ca.subject, rehearsal)), kind=p.kind,
+                                       validity_days=p.validity_days,
+                                       policy_oids=list(p.policy_oids), qc_pds_url=p.qc_pds_url,
+                                       qc_pds_lang=p.qc_pds_lang, source=source, extensions=exts, key_usage=ku))
+    return result
+
+
+_CRL_EXT_NAMES = {"2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber", "2.5.29.28":
+                  "issuingDistributionPoint", "2.5.29.27": "deltaCRLIndicator", "2.5.29.46": "freshestCRL",
+                  "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
+
+
+def _idp_text(idp: x509.IssuingDistributionPoint) -> str:
+    parts = [n.value for n in idp.full_name or []]
+    for flag in ("only_contains_user_certs", "only_contains_ca_certs", "only_contains_attribute_certs",
+                 "indirect_crl"):
+        if getattr(idp, flag):
+            parts.append(flag.replace("_", " "))
+    return ", ".join(parts) or "present"
+
+
+def _crl_profile(out: Path, manifest: dict[str, Any]) -> CrlProfileFacts:
+    """From the first CRL the manifest lists of each kind (root, subordinate): a stable choice, since
+    later CRLs are added after it."""
+    rows: list[dict[str, str]] = []
+    files: list[str] = []
+    for kind, label in (("root-crl", "root"), ("subordinate-crl", "subordinate")):
+        for entry in manifest.get("artifacts", []):
+            path = out / entry["path"]
+            if entry.get("kind") != kind or not path.is_file():
+                continue
+            data = path.read_bytes()
+            try:
+                crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+            except ValueError:
+                continue
+            files.append(entry["path"])
+            for e in crl.extensions:
+                oid = e.oid.dotted_string
+                value = ("issuer's subjectKeyIdentifier" if oid == "2.5.29.35" else
+                         "monotonically increasing integer" if oid == "2.5.29.20" else
+                         _idp_text(e.value) if isinstance(e.value, x509.IssuingDistributionPoint) else
+                         type(e.value).__name__)
+                rows.append({"scope": label, "ca": str(entry.get("ca", "root" if label == "root" else "")), "oid": oid,
+                             "name": _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid)),
+                             "critical": "yes" if e.critical else "no", "value": value})
+            break
+    if not files:
+        rows = [{"scope": "all", "ca": "", "oid": "2.5.29.35", "name": "authorityKeyIdentifier", "critical": "no",
+                 "value": "issuer's subjectKeyIdentifier"},
+                {"scope": "all", "ca": "", "oid": "2.5.29.20", "name": "cRLNumber", "critical": "no",
+                 "value": "monotonically increasing integer"}]
+    return CrlProfileFacts(source="crl" if files else "definition", version=2, extensions=rows,
+                           entry_extensions=["reasonCode", "invalidityDate"], files=files)
+
+
+def _scripts() -> list[ScriptFacts]:
+    result: list[ScriptFacts] = []
+    if not SCRIPTS_DIR.is_dir():
+        return result
+    for path in sorted(SCRIPTS_DIR.glob("*.yml")):
+        raw = path.read_bytes()
+        try:
+            data = yaml.safe_load(raw) or {}
+        except yaml.YAMLError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        title = data.get("title") or {}
+        roles: set[str] = set()
+        steps = 0
+        for act in data.get("acts") or []:
+            for step in (act or {}).get("steps") or []:
+                steps += 1
+                if isinstance(step, dict) and step.get("role"):
+                    roles.add(str(step["role"]))
+        result.append(ScriptFacts(
+            name=str(data.get("name", path.stem)), version=str(data.get("version", "?")),
+            title_fr=str(title.get("fr", path.stem)) if isinstance(title, dict) else str(title),
+            title_en=str(title.get("en", path.stem)) if isinstance(title, dict) else str(title),
+            independent_witness=str(data.get("independent_witness", "not stated")), roles=sorted(roles),
+            steps=steps, sha256=hashlib.sha256(raw).hexdigest()))
+    return result
+
+
+def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
+    """Everything the documents state, from the definition and the artifacts under ``out``."""
+    out_dir = Path(out)
+    model = defn.model
+    if model.documents is None:
+        raise PolicyError(f"{defn.path}: documents: the definition has no 'documents' section (CP/CPS OIDs, "
+                          "versions, titles, repository URL, approving body, history)")
+    versions = {h.version for h in model.documents.history}
+    for doc in ("cp", "cps"):
+        version = getattr(model.documents, doc).version
+        if version not in versions:
+            raise PolicyError(f"{defn.path}: documents.history: no entry for version {version} "
+                              f"(documents.{doc}.version); every published version has a dated history line "
+                              "(date, version, changes_fr, changes_en, approved_by)")
+    manifest = read_manifest(out_dir)
+    rehearsal = bool(manifest.get("rehearsal"))
+    cas = [ca_facts(name, ca, out_dir, rehearsal) for name, ca in model.cas.items()]
+    return Facts(environment=model.environment, rehearsal=rehearsal, organisation=model.organisation,
+                 documents=model.documents, ceremony=model.ceremony, cas=cas,
+                 profiles=_profiles(defn, out_dir, manifest, rehearsal), crl_profile=_crl_profile(out_dir, manifest),
+                 scripts=_scripts())
+
+
+_UNITS = {"fr": {"s": ("seconde", "secondes"), "m": ("minute", "minutes"), "h": ("heure", "heures"),
+                 "d": ("jour", "jours")},
+          "en": {"s": ("second", "seconds"), "m": ("minute", "minutes"), "h": ("hour", "hours"),
+                 "d": ("day", "days")}}
+
+
+def duration_text(value: str | dt.timedelta, lang: str) -> str:
+    """``24h`` → ``24 heures`` / ``24 hours``: the definition's own unit, spelled out."""
+    if isinstance(value, dt.timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if seconds % size == 0:
+                value = f"{seconds // size}{unit}"
+                break
+    parse_duration(str(value))
+    n, unit = int(str(value)[:-1]), str(value)[-1]
+    one, many = _UNITS[lang][unit]
+    return f"{n} {one if n == 1 else many}"
+
+
+def date_text(value: dt.date | dt.datetime, lang: str) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.isoformat()

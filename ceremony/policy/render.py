@@ -1,0 +1,547 @@
+"""Rendering the CP and CPS: Markdown (the reviewable source), HTML with stable anchors, PDF.
+
+Each section of a document is the generated text of its template (``templates/policy/<lang>/<n>.md.j2``,
+values from :mod:`ceremony.policy.facts`) followed by the organisation's prose fragment for it
+(``inventory/<env>/policy/<lang>/*.md``). A fragment file holds any number of sections, each started
+by a line ``## 4.9.1`` (``## 4.9.1 [cp]`` or ``[cps]`` for text of one document only, placed after
+the common text); fragments are Jinja templates too, so they may say ``{{ f.organisation.email }}``.
+
+Everything is rendered in memory first; a missing fragment, a fragment for a section RFC 3647 does
+not have, or a value a template cannot render (StrictUndefined) stops the build with one message
+naming the section and the file, before any file is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from ceremony.common import child_process
+from ceremony.common.manifest import Manifest
+from ceremony.common.outputs import OutputSet
+from ceremony.common.pdf import render_pdf as html_to_pdf
+from ceremony.policy.facts import Facts, PolicyError, date_text, derive_facts, duration_text
+from ceremony.policy.outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "policy"
+
+
+_FRAGMENT_HEAD = re.compile(r"^## +([0-9][0-9.]*?)\.?(?: +\[(cp|cps)\])?(?: +.*)?$")
+
+
+NUMBERED_HEADING = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
+
+
+LABELS: dict[str, dict[str, str]] = {
+    "fr": {"cp": "Politique de certification", "cps": "Déclaration des pratiques de certification",
+           "field": "Champ", "value": "Valeur", "oid": "Identifiant d'objet (OID)", "version": "Version",
+           "date": "Date", "organisation": "Organisme", "approved": "Approuvé par",
+           "environment": "Environnement", "history": "Historique des versions",
+           "changes": "Modifications", "toc": "Table des matières", "source": "Source Markdown (SHA-256)",
+           "page": "Page", "rehearsal": "RÉPÉTITION — document issu d'une répétition sur des jetons SoftHSM "
+           "jetables ; il ne vaut pas pour la production.", "yes": "oui", "no": "non"},
+    "en": {"cp": "Certificate Policy", "cps": "Certification Practice Statement", "field": "Field",
+           "value": "Value", "oid": "Object identifier (OID)", "version": "Version", "date": "Date",
+           "organisation": "Organisation", "approved": "Approved by", "environment": "Environment",
+           "history": "Version history", "changes": "Changes", "toc": "Contents",
+           "source": "Markdown source (SHA-256)", "page": "Page",
+           "rehearsal": "REHEARSAL — document produced by a rehearsal on throwaway SoftHSM tokens; it is not "
+           "valid for production.", "yes": "yes", "no": "no"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Fragment:
+    section: str
+    scope: str | None  # None: both documents; "cp" or "cps": that document only
+    text: str
+    file: Path
+    line: int
+
+
+def load_fragments(policy_dir: Path, lang: str) -> dict[tuple[str, str | None], Fragment]:
+    """Every prose fragment of one language, keyed by (section, scope); refuses unknown sections."""
+    directory = policy_dir / lang
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: no prose fragments for language {lang!r} (one Markdown file or more "
+                          "with '## <section>' lines)")
+    result: dict[tuple[str, str | None], Fragment] = {}
+    for path in sorted(directory.glob("*.md")):
+        for number, scope, line, text in _split_fragment_file(path):
+            if not text:
+                raise PolicyError(f"{path}:{line}: section {number}: the fragment is empty (write the text, or "
+                                  f"'{no_stipulation(lang)}' where there is nothing to say)")
+            key = (number, scope)
+            if key in result:
+                other = result[key]
+                raise PolicyError(f"{path}:{line}: section {number}: a second fragment for this section "
+                                  f"(the first is {other.file}:{other.line})")
+            result[key] = Fragment(number, scope, text, path, line)
+    return result
+
+
+def _split_fragment_file(path: Path) -> list[tuple[str, str | None, int, str]]:
+    """(section, scope, line, text) of each '## <section>' block of one fragment file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    blocks: list[tuple[str, str | None, int, list[str]]] = []
+    for i, raw in enumerate(lines, start=1):
+        if raw.startswith("## "):
+            m = _FRAGMENT_HEAD.match(raw.rstrip())
+            if not m:
+                raise PolicyError(f"{path}:{i}: {raw.strip()!r} is not a section line (allowed: '## 4.9.1', "
+                                  "'## 4.9.1 [cp]', '## 4.9.1 [cps]', optionally followed by the title)")
+            if m.group(1) not in BY_NUMBER:
+                raise PolicyError(f"{path}:{i}: section {m.group(1)} does not exist in the RFC 3647 outline "
+                                  "(see ceremony/policy/outline.py)")
+            blocks.append((m.group(1), m.group(2), i, []))
+        elif re.match(r"^#{1,6} ", raw):
+            raise PolicyError(f"{path}:{i}: headings inside a fragment are not allowed (the document's "
+                              "headings come from the RFC 3647 outline); use bold text or a list")
+        elif not blocks:
+            if raw.strip() and not raw.lstrip().startswith("<!--"):
+                raise PolicyError(f"{path}:{i}: text before the first '## <section>' line")
+        else:
+            blocks[-1][3].append(raw)
+    return [(n, scope, line, "\n".join(body).strip()) for n, scope, line, body in blocks]
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+@jinja2.pass_context
+def _dur(ctx: Any, value: Any) -> str:
+    return duration_text(value, ctx["lang"])
+
+
+@jinja2.pass_context
+def _date(ctx: Any, value: Any) -> str:
+    return date_text(value, ctx["lang"])
+
+
+@jinja2.pass_context
+def _yesno(ctx: Any, value: Any) -> str:
+    return LABELS[ctx["lang"]].get(str(value), str(value))
+
+
+# Fixed English phrases of ceremony.policy.facts that appear in the extension tables, in French.
+_FRENCH_VALUES = {
+    "issuer's subjectKeyIdentifier": "subjectKeyIdentifier de l'émetteur",
+    "monotonically increasing integer": "entier strictement croissant",
+    "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate":
+        "SHA-1 de la clé publique du sujet (RFC 5280 4.2.1.2, méthode 1), propre à chaque certificat",
+    "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
+    "only contains ca certs": "uniquement des certificats d'AC",
+    "only contains user certs": "uniquement des certificats d'abonnés",
+    "token label": "jeton de libellé",
+    "token serial": "jeton de numéro de série",
+}
+
+
+@jinja2.pass_context
+def _tr(ctx: Any, value: Any) -> str:
+    text = str(value)
+    if ctx["lang"] != "fr":
+        return text
+    for en, fr in _FRENCH_VALUES.items():
+        text = text.replace(en, fr)
+    return text
+
+
+def _no_none(value: Any) -> Any:
+    """StrictUndefined catches a missing name; this catches a definition field left empty (None)."""
+    if value is None:
+        raise ValueError("an expression has no value: the definition leaves that field empty (null)")
+    return value
+
+
+def jinja_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False,
+                             finalize=_no_none)
+    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno, tr=_tr)
+    return env
+
+
+def _render_or_fail(render: Any, where: str, number: str, lang: str) -> str:
+    title = BY_NUMBER[number].title(lang) if number in BY_NUMBER else number
+    try:
+        return str(render()).strip()
+    except jinja2.TemplateSyntaxError as exc:
+        raise PolicyError(f"{where}:{exc.lineno}: section {number} ({title}): template syntax error: "
+                          f"{exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise PolicyError(f"{where}: section {number} ({title}): cannot render: {exc.message} (the facts "
+                          "offered to templates are listed in ceremony/policy/facts.py)") from None
+    except (jinja2.TemplateError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise PolicyError(f"{where}: section {number} ({title}): cannot render: {exc}") from None
+
+
+def _context(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
+    docs = facts.documents
+    this, other = (docs.cp, docs.cps) if doc == "cp" else (docs.cps, docs.cp)
+    return {"f": facts, "doc": doc, "lang": lang, "this": this, "other": other,
+            "date": version_date(facts, doc), "no_stipulation": no_stipulation(lang)}
+
+
+def version_date(facts: Facts, doc: str) -> Any:
+    """The date of this document's version: its line in the version history (the latest if several)."""
+    version = (facts.documents.cp if doc == "cp" else facts.documents.cps).version
+    return [h for h in facts.documents.history if h.version == version][-1].date
+
+
+def front_matter(facts: Facts, doc: str, lang: str) -> str:
+    """Title, identification and version history: everything before section 1."""
+    lab = LABELS[lang]
+    ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+    title = ident.title_fr if lang == "fr" else ident.title_en
+    lines = [f"# {title}", ""]
+    if facts.rehearsal:
+        lines += [f"**{lab['rehearsal']}**", ""]
+    rows = [(lab["oid"], ident.oid), (lab["version"], ident.version),
+            (lab["date"], date_text(version_date(facts, doc), lang)),
+            (lab["organisation"], f"{facts.organisation.name} ({facts.organisation.short_name})"),
+            (lab["approved"], facts.documents.approving_body), (lab["environment"], facts.environment)]
+    lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
+    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
+    lines += ["", f"## {lab['history']}", "", f"| {lab['date']} | {lab['version']} | {lab['changes']} | "
+              f"{lab['approved']} |", "| --- | --- | --- | --- |"]
+    for h in facts.documents.history:
+        changes = h.changes_fr if lang == "fr" else h.changes_en
+        lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragment], doc: str, lang: str,
+                    policy_dir: Path, env: jinja2.Environment | None = None) -> str:
+    """One complete document; raises :class:`PolicyError` naming the section and file on any gap."""
+    env = env or jinja_env()
+    ctx = _context(facts, doc, lang)
+    parts = [front_matter(facts, doc, lang)]
+    for section in OUTLINE:
+        n = section.number
+        body: list[str] = []
+        template_name = f"{lang}/{n}.md.j2"
+        if (TEMPLATES / template_name).is_file():
+            where = str(TEMPLATES / template_name)
+
+            def render_template(name: str = template_name) -> str:
+                return env.get_template(name).render(ctx)
+
+            generated = _render_or_fail(render_template, where, n, lang)
+            if generated:
+                body.append(generated)
+        for fragment in (fragments.get((n, None)), fragments.get((n, doc))):  # common text, then this document's
+            if fragment is None:
+                continue
+            where = f"{fragment.file}:{fragment.line}"
+            source = fragment.text
+
+            def render_fragment(text: str = source) -> str:
+                return env.from_string(text).render(ctx)
+
+            body.append(_render_or_fail(render_fragment, where, n, lang))
+        if not body and not has_children(n):
+            raise PolicyError(f"{policy_dir / lang}: section {n} ({section.title(lang)}): no prose fragment for "
+                              f"the {doc.upper()} in any file; add a '## {n}' paragraph (or '{no_stipulation(lang)}' "
+                              "where nothing is required)")
+        parts.append(section.heading(lang) + "\n")
+        if body:
+            parts.append("\n\n".join(body) + "\n")
+    return "\n".join(parts)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def split_front(md: str) -> tuple[str, str]:
+    """The front matter (title, identification, history) and the body (section 1 onwards)."""
+    m = re.search(r"^# 1\. ", md, flags=re.MULTILINE)
+    return (md[:m.start()], md[m.start():]) if m else (md, "")
+
+
+def markdown_to_html(md: str) -> str:
+    """CommonMark with tables; raw HTML is escaped; each numbered heading gets its id ``s-4-9-7``."""
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(md)
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open":
+            text = tokens[i + 1].content
+            m = re.match(r"^([0-9]+(?:\.[0-9]+)*)\.? ", text)
+            tok.attrSet("id", "s-" + m.group(1).replace(".", "-") if m else _slug(text))
+    return parser.renderer.render(tokens, parser.options, {})
+
+
+def toc_entries(md: str) -> list[tuple[int, str, str, str]]:
+    """(level, number, title, anchor) of each numbered heading, in document order."""
+    entries = []
+    in_fence = False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence:
+            continue
+        m = NUMBERED_HEADING.match(line)
+        if m:
+            entries.append((len(m.group(1)), m.group(2), m.group(3), "s-" + m.group(2).replace(".", "-")))
+    return entries
+
+
+def render_html(md: str, facts_meta: dict[str, Any], lang: str) -> str:
+    """A standalone HTML page: cover, identification and history, table of contents, sections."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    front, body = split_front(md)
+    page = env.get_template("page.html.j2").render(
+        lang=lang, lab=LABELS[lang], meta=facts_meta, front=_markup(markdown_to_html(front)),
+        body=_markup(markdown_to_html(body)), toc=toc_entries(md),
+        css=_markup((TEMPLATES / "policy.css").read_text(encoding="utf-8")),
+        source_sha256=hashlib.sha256(md.encode("utf-8")).hexdigest())
+    return page
+
+
+def _markup(text: str) -> Any:
+    """Our own HTML (markdown-it output, the stylesheet): inserted as is in the autoescaped page."""
+    return Markup(text)
+
+
+def document_meta(facts: Facts, doc: str, lang: str) -> dict[str, Any]:
+    ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+    return {"kind": LABELS[lang][doc], "title": ident.title_fr if lang == "fr" else ident.title_en,
+            "oid": ident.oid, "version": ident.version, "date": date_text(version_date(facts, doc), lang),
+            "organisation": facts.organisation.name, "short_name": facts.organisation.short_name,
+            "approved_by": facts.documents.approving_body, "environment": facts.environment,
+            "rehearsal": facts.rehearsal}
+
+
+def render_pdf(html_text: str) -> bytes:
+    """The CP/CPS's PDF (``ceremony.common.pdf``), its stylesheets resolved from the policy templates."""
+    return html_to_pdf(html_text, TEMPLATES)
+
+
+def split_sections(md: str) -> dict[str, str]:
+    """The text of each numbered section (heading included), plus ``front`` for what precedes section 1."""
+    sections: dict[str, list[str]] = {"front": []}
+    current = "front"
+    in_fence = False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        m = None if in_fence else NUMBERED_HEADING.match(line)
+        if m:
+            current = m.group(2)
+            sections.setdefault(current, [])
+        sections[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
+MAX_CHANGES_PER_SECTION = 5
+
+
+def _clip(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def section_differences(label: str, actual: str, expected: str, lang: str) -> list[str]:
+    """One line per section whose text differs, quoting the first differing line of each side."""
+    got, want = split_sections(actual), split_sections(expected)
+    problems = []
+    for key in list(want) + [k for k in got if k not in want]:
+        a, b = got.get(key), want.get(key)
+        if a == b:
+            continue
+        name = "front matter (identification, version history)" if key == "front" else (
+            f"section {key} ({BY_NUMBER[key].title(lang)})" if key in BY_NUMBER else f"section {key}")
+        if a is None:
+            problems.append(f"{label}: {name} is missing from the document")
+            continue
+        if b is None:
+            problems.append(f"{label}: {name} should not be in the document")
+            continue
+        a_lines, b_lines = a.splitlines(), b.splitlines()
+        changes = [op for op in difflib.SequenceMatcher(a=a_lines, b=b_lines, autojunk=False).get_opcodes()
+                   if op[0] != "equal"]
+        for _, i1, i2, j1, j2 in changes[:MAX_CHANGES_PER_SECTION]:
+            x = " / ".join(a_lines[i1:i2]) or "(nothing)"
+            y = " / ".join(b_lines[j1:j2]) or "(nothing)"
+            problems.append(f"{label}: {name}: the document says {_clip(x)!r} but the definition, the "
+                            f"certificates and the fragments now give {_clip(y)!r}")
+        if len(changes) > MAX_CHANGES_PER_SECTION:
+            problems.append(f"{label}: {name}: {len(changes) - MAX_CHANGES_PER_SECTION} more difference(s)")
+    return problems
+
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+DOCS_DIR = "docs"
+
+
+def default_policy_dir(defn: Any) -> Path:
+    """The prose fragments beside the definition, else those of its environment in the repository."""
+    beside = Path(defn.path).parent / "policy"
+    if beside.is_dir():
+        return beside
+    repo = REPO / "inventory" / defn.model.environment / "policy"
+    if repo.is_dir():
+        return repo
+    raise PolicyError(f"{beside}: no prose fragments for the CP/CPS (expected a 'policy/fr' and 'policy/en' "
+                      f"directory beside the definition, or {repo})")
+
+
+@dataclasses.dataclass
+class BuildResult:
+    written: list[Path]
+    unchanged: list[Path]
+    pdf_seconds: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedDocument:
+    doc: str
+    lang: str
+    version: str
+    markdown: str
+    html: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.doc}-{self.version}.{self.lang}"
+
+
+def render_all(defn: Any, out: Path, policy_dir: Path | None = None) -> tuple[Facts, list[RenderedDocument]]:
+    """Both documents in both languages, Markdown and HTML, in memory (no file is touched)."""
+
+    facts = derive_facts(defn, out)
+    policy_dir = policy_dir or default_policy_dir(defn)
+    env = jinja_env()
+    result = []
+    for lang in LANGS:
+        fragments = load_fragments(policy_dir, lang)
+        for doc in DOCUMENTS:
+            md = render_markdown(facts, fragments, doc, lang, policy_dir, env)
+            ident = facts.documents.cp if doc == "cp" else facts.documents.cps
+            result.append(RenderedDocument(doc, lang, ident.version, md,
+                                           render_html(md, document_meta(facts, doc, lang), lang)))
+    return facts, result
+
+
+def _timed_pdf(html_text: str) -> tuple[bytes, float]:
+    start = time.perf_counter()
+    pdf = render_pdf(html_text)
+    return pdf, time.perf_counter() - start
+
+
+_PDF_CHILD = "from ceremony.policy.render import pdf_filter; pdf_filter()"
+
+
+def pdf_filter() -> None:
+    """Child process: HTML on standard input, PDF on standard output."""
+    sys.stdout.buffer.write(render_pdf(sys.stdin.buffer.read().decode("utf-8")))
+    sys.stdout.buffer.flush()
+
+
+def _pdf_in_child(html_text: str) -> tuple[bytes, float]:
+    # The child needs no secret: it gets the minimal environment, whatever names the PIN variables have.
+    start = time.perf_counter()
+    result = child_process.run([sys.executable, "-c", _PDF_CHILD], input=html_text.encode("utf-8"),
+                               capture_output=True, cwd=REPO, timeout=600)
+    if result.returncode != 0:
+        raise PolicyError("PDF rendering failed: " + result.stderr.decode("utf-8", "replace").strip()[-500:])
+    return result.stdout, time.perf_counter() - start
+
+
+def render_pdfs(htmls: dict[str, str], workers: int | None = None) -> dict[str, tuple[bytes, float]]:
+    """PDFs rendered in parallel, one child process each (WeasyPrint is CPU-bound, single-threaded).
+
+    Children are fresh interpreters (``python -c``), never forks: a ceremony process holds a loaded
+    PKCS#11 module and open sessions that a forked child must not inherit. One worker renders in this
+    process. The times include each child's start-up (about half a second).
+    """
+    if not htmls:
+        return {}
+    workers = workers or max(1, min(len(htmls), os.cpu_count() or 1))
+    if workers == 1:
+        return {k: _timed_pdf(v) for k, v in htmls.items()}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {k: pool.submit(_pdf_in_child, v) for k, v in htmls.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def build_documents(defn: Any, out: str | Path, policy_dir: Path | None = None,
+                    workers: int | None = None) -> BuildResult:
+    """Write ``out/docs/{cp,cps}-<version>.{fr,en}.{md,html,pdf}`` and list them in the manifest.
+
+    Everything is rendered before anything is written. An existing document is never overwritten:
+    identical content is left as it is; different content is an error naming the differing sections
+    (a new text needs a new version number in the definition).
+    """
+    out_dir = Path(out)
+    facts, docs = render_all(defn, out_dir, policy_dir)
+    target = out_dir / DOCS_DIR
+    planned: dict[Path, bytes] = {}
+    unchanged: list[Path] = []
+    pdf_needed: dict[str, str] = {}
+    problems: list[str] = []
+    for d in docs:
+        md_path, html_path, pdf_path = (target / f"{d.stem}.{ext}" for ext in ("md", "html", "pdf"))
+        md_bytes, html_bytes = d.markdown.encode("utf-8"), d.html.encode("utf-8")
+        for path, data in ((md_path, md_bytes), (html_path, html_bytes)):
+            if path.exists():
+                existing = path.read_bytes()
+                if existing == data:
+                    unchanged.append(path)
+                elif path.suffix == ".md":
+                    problems += section_differences(str(path), existing.decode("utf-8", "replace"), d.markdown,
+                                                    d.lang)
+                else:
+                    problems.append(f"{path}: exists and is not the rendering of the current Markdown")
+            else:
+                planned[path] = data
+        if pdf_path.exists():
+            if md_path in planned:
+                problems.append(f"{pdf_path}: exists although its Markdown source does not")
+            else:
+                unchanged.append(pdf_path)
+        else:
+            pdf_needed[str(pdf_path)] = d.html
+    if problems:
+        raise PolicyError("documents exist with another content; they are never overwritten (give the documents a "
+                          "new version in the definition's 'documents' section, or build into another --out):\n  "
+                          + "\n  ".join(problems))
+    pdfs = render_pdfs(pdf_needed, workers)
+    for key, (pdf, _) in pdfs.items():
+        planned[Path(key)] = pdf
+    manifest = Manifest(out_dir, rehearsal=facts.rehearsal)
+    with OutputSet(target, manifest, "policy-documents") as run:
+        for d in docs:
+            source = hashlib.sha256(d.markdown.encode("utf-8")).hexdigest()
+            for ext in ("md", "html", "pdf"):
+                path = target / f"{d.stem}.{ext}"
+                if path in planned:
+                    extra = {"source_sha256": source} if ext != "md" else {}
+                    run.plan(path.name, d.doc, ext, lang=d.lang, version=d.version, **extra)
+        run.check()
+        for path in sorted(planned):
+            run.stage(path.name, planned[path])
+        if run.planned:
+            run.commit()
+    written = sorted(planned)
+    return BuildResult(written=written, unchanged=unchanged,
+                       pdf_seconds={Path(k).name: t for k, (_, t) in pdfs.items()})

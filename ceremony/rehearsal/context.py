@@ -1,0 +1,112 @@
+"""The rehearsal: every ceremony end to end on throwaway SoftHSM tokens, without prompts.
+
+Everything lives under the output directory: the SoftHSM configuration and tokens
+(``hsm/``), the PINs (``hsm/rehearsal-pins.env``, mode 0600: rehearsal tokens are throwaway),
+the definition copy, certificates, CSRs, transcripts and documents. The manifest says
+``"rehearsal": true`` and every certificate's CN carries ``(REHEARSAL)``, so nothing from a
+rehearsal can be mistaken for production.
+
+PINs: for each CA, the variables named by ``pin_env`` / ``so_pin_env`` in the definition are
+used when set (documented in the README), otherwise random PINs are generated.
+
+Later capabilities (CRLs, key backup, CP/CPS) add *stages*: functions ``rehearse(ctx)`` listed in
+:data:`STAGES`, run in order after the CA ceremonies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from ceremony.common.display import make_console
+from ceremony.common.errors import OutputError
+from ceremony.common.fileio import replace_atomically, write_new
+from ceremony.common.manifest import MANIFEST_NAME, Manifest
+from ceremony.definition.model import LoadedDefinition, load_definition
+from ceremony.hsm import pins, softhsm
+from ceremony.transcript.recorder import Recorder
+from ceremony.transcript.recording import recorded
+
+DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent.parent / "inventory" / "testing" / "pki.yml"
+
+
+PINS_FILE = "rehearsal-pins.env"
+
+
+@dataclass
+class RehearsalContext:
+    """What a rehearsal stage gets: the output directory, the definition, the tokens and PINs."""
+
+    out: Path
+    definition: LoadedDefinition
+    manifest: Manifest
+    hsm_dir: Path
+    softhsm_conf: Path
+    pins: dict[str, str] = field(default_factory=dict)
+    console: Console = field(default_factory=make_console)
+    transcripts: list[Path] = field(default_factory=list)
+
+    def new_token(self, label: str) -> tuple[str, str]:
+        """Initialise one more throwaway token; returns the names of its user and SO PIN variables."""
+        stem = "CEREMONY_" + label.upper().replace("-", "_")
+        user_env, so_env = stem + "_PIN", stem + "_SO_PIN"
+        for env in (user_env, so_env):
+            self.pins[env] = os.environ.get(env) or softhsm.random_pin()
+            pins.hold(env, self.pins[env])
+        softhsm.init_token(self.softhsm_conf, label, self.pins[user_env], self.pins[so_env])
+        _write_pins(self)
+        return user_env, so_env
+
+    @contextlib.contextmanager
+    def recorder(self, script_name: str) -> Iterator[Recorder]:
+        """The record of one ceremony: its transcript, listed in the manifest with its reports."""
+        n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
+        path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
+        with recorded(script_name, self.definition, self.out, rehearsal=True, console=self.console, numbered=path,
+                      manifest=self.manifest) as rec:
+            yield rec
+        self.transcripts.append(path)
+
+
+def _write_pins(ctx: RehearsalContext) -> None:
+    body = "".join(f"{k}={v}\n" for k, v in sorted(ctx.pins.items())).encode()
+    path = ctx.hsm_dir / PINS_FILE
+    replace_atomically(path, body, mode=0o600)
+    ctx.manifest.add("rehearsal-pins", path, "env")
+
+
+def prepare(out: str | Path, definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
+    """Create the output directory, fresh tokens and PINs; nothing outside ``out`` is touched."""
+    out_dir = Path(out).resolve()
+    if (out_dir / MANIFEST_NAME).exists() or (out_dir.exists() and any(out_dir.iterdir())):
+        raise OutputError(f"{out_dir}: holds the outputs of an earlier run; rehearsal outputs are never "
+                          "overwritten: remove the directory or pass --out with a new one")
+    source = load_definition(definition)  # validate before creating anything
+    hsm_dir = out_dir / "hsm"
+    conf = softhsm.write_config(hsm_dir)
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    write_new(out_dir / "pki.yml", source.path.read_bytes())
+    defn = load_definition(out_dir / "pki.yml")
+    manifest = Manifest(out_dir, rehearsal=True)
+    manifest.add("pki-definition", out_dir / "pki.yml", "yaml")
+    manifest.add("hsm-config", conf, "softhsm2-conf")
+    ctx = RehearsalContext(out=out_dir, definition=defn, manifest=manifest, hsm_dir=hsm_dir, softhsm_conf=conf)
+    for ca in defn.model.cas.values():
+        for env in (ca.hsm.pin_env, ca.hsm.so_pin_env):
+            if env:
+                ctx.pins[env] = os.environ.get(env) or softhsm.random_pin()
+                pins.hold(env, ctx.pins[env])
+    for ca in defn.model.cas.values():
+        if ca.hsm.token.label is None:
+            raise OutputError("a rehearsal creates its tokens by label; give every CA a token label")
+        user_env = ca.hsm.pin_env or ""
+        so_env = ca.hsm.so_pin_env or ""
+        softhsm.init_token(conf, ca.hsm.token.label, ctx.pins.get(user_env) or softhsm.random_pin(),
+                           ctx.pins.get(so_env) or softhsm.random_pin(), module=ca.hsm.module)
+    _write_pins(ctx)
+    return ctx

@@ -1,0 +1,37 @@
+"""The rehearsal from start to end: the CA ceremonies, then every later stage in order; a
+stage that fails stops it, none is ever skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ceremony.common.display import text
+from ceremony.common.manifest import MANIFEST_NAME
+from ceremony.rehearsal import backup, crl, policy
+from ceremony.rehearsal.ca import ca_ceremonies
+from ceremony.rehearsal.context import DEFAULT_DEFINITION, PINS_FILE, RehearsalContext, prepare
+
+#: The stages after the CA ceremonies, in order: CRLs first (they need the CA certificates), then key
+#: backup, then the CP/CPS (which describe all of it). Imported, not looked up by name: a stage that is
+#: missing breaks the import, it is never skipped.
+STAGES: list[tuple[str, Callable[[RehearsalContext], object]]] = [
+    ("CRLs", crl.rehearse),
+    ("key backup and restore", backup.rehearse),
+    ("CP/CPS", policy.rehearse),
+]
+
+
+def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
+    ctx = prepare(out, definition)
+    ctx.console.rule(text(("REHEARSAL", "bold"), " — throwaway SoftHSM tokens, nothing here is production"))
+    ca_ceremonies(ctx)
+    for title, stage in STAGES:
+        ctx.console.rule(title)
+        stage(ctx)
+    ctx.console.rule("rehearsal complete")
+    ctx.manifest.reload()  # the ceremonies extend the manifest on disk through their own handles
+    ctx.console.print(f"outputs: {ctx.out}\nmanifest: {ctx.out / MANIFEST_NAME} "
+                      f"({len(ctx.manifest.artifacts)} artifacts)\nPINs of the throwaway tokens: "
+                      f"{ctx.hsm_dir / PINS_FILE}")
+    return ctx

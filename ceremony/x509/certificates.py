@@ -1,0 +1,48 @@
+"""Assembling CA certificates from the definition: serial, names, validity, profile extensions.
+
+Serial numbers are 20 bytes from the HSM's random generator with the top bit cleared: positive,
+at most 20 octets (RFC 5280 4.1.2.2) and well over the 64 random bits the Baseline Requirements
+ask for. The builders returned here are signed by :mod:`ceremony.x509.lint` (lint, HSM, verify).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+
+from ceremony.definition.model import CA
+from ceremony.x509.profiles import Extension, root_extensions, subject_name, subordinate_extensions
+
+
+def serial_from_random(random20: bytes) -> int:
+    """A positive, non-zero serial from 20 random bytes (top bit cleared so DER needs no 0x00 pad)."""
+    if len(random20) != 20:
+        raise ValueError("a serial is made from exactly 20 random bytes")
+    value = int.from_bytes(bytes([random20[0] & 0x7F]) + random20[1:], "big")
+    return value or 1
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: Any, serial: int, ca: CA,
+             extensions: list[Extension]) -> x509.CertificateBuilder:
+    b = (x509.CertificateBuilder()
+         .subject_name(subject)
+         .issuer_name(issuer)
+         .public_key(public_key)
+         .serial_number(serial)
+         .not_valid_before(ca.validity.not_before)
+         .not_valid_after(ca.validity.not_after))
+    for ext in extensions:
+        b = b.add_extension(ext.value, critical=ext.critical)
+    return b
+
+
+def root_builder(ca: CA, public_key: Any, serial: int, rehearsal: bool) -> x509.CertificateBuilder:
+    name = subject_name(ca.subject, rehearsal)
+    return _builder(name, name, public_key, serial, ca, root_extensions(ca, public_key))
+
+
+def subordinate_builder(ca: CA, issuer: CA, issuer_cert: x509.Certificate, public_key: Any, serial: int,
+                        rehearsal: bool) -> x509.CertificateBuilder:
+    return _builder(subject_name(ca.subject, rehearsal), issuer_cert.subject, public_key, serial, ca,
+                    subordinate_extensions(ca, issuer, public_key, issuer_cert))
