@@ -2,14 +2,19 @@
 
 Each tampering a person with write access to the files could try must be caught, and the first
 bad record named: modified, removed, reordered, duplicated, inserted and truncated records, a
-wrong closing signature (even with the rest of the chain recomputed), an artifact changed after
-the ceremony.
+wrong seal signature (even with the rest of the chain recomputed), edited seal or closing fields,
+bytes after the seal, an artifact changed after the ceremony. And the forger without the CA key
+who rewrites a transcript and seals it with his own key makes a consistent file that is never
+anchored in the root the auditor brings; a rehearsal never passes for production.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,14 +22,16 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_transcript import records, rewrite
 
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.definition.model import load_definition
+from ceremony.transcript.anchor import AnchorError, load_anchor
 from ceremony.transcript.audit import verify
-from ceremony.transcript.chain import canonical, open_rehearsal_transcript
+from ceremony.transcript.chain import canonical, open_rehearsal_transcript, seal_message
 
 pytestmark = pytest.mark.hsm
 
@@ -66,14 +73,25 @@ def test_intact_transcript_passes_with_evidence(sealed: Path) -> None:
     assert any(r["type"] == "evidence" and r["name"] == "offline-check" for r in recs)
 
 
+def invoke_verify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.verify", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_cli_exit_codes(sealed: Path, tmp_path: Path) -> None:
-    run = subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.verify", str(sealed)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    root = str(sealed.parent.parent / "root.crt.pem")
+    run = invoke_verify(str(sealed), "--trust", root, "--rehearsal")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "INTACT" in run.stdout and "Moussa Konaté (rehearsal)" in run.stdout
+    run = invoke_verify(str(sealed), "--trust", root)  # a rehearsal, and the auditor did not say so
+    assert run.returncode == 5 and run.stdout.splitlines()[0].startswith("REHEARSAL"), run.stdout
+    run = invoke_verify(str(sealed))  # no anchor: nothing passes, and the auditor is told what is missing
+    assert run.returncode == 64 and "no trust anchor: give --trust ROOT" in run.stderr
+    assert run.stdout.splitlines()[0].startswith("NOT VERIFIED")
+    run = invoke_verify(str(sealed), "--trust", str(tmp_path / "no-such-root.pem"))
+    assert run.returncode == 64 and "neither a certificate file nor a SHA-256 fingerprint" in run.stderr
     put(sealed, lines(sealed)[:-3])
-    run = subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.verify", str(sealed)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    run = invoke_verify(str(sealed), "--trust", root, "--rehearsal")
     assert run.returncode == 2 and "INCOMPLETE" in run.stdout
 
 
@@ -140,7 +158,7 @@ def test_tampered_records_are_rejected_naming_the_first_bad_record(sealed: Path,
 
 def test_truncated_mid_record_is_incomplete(sealed: Path) -> None:
     data = sealed.read_bytes()
-    sealed.write_bytes(data[:-40])  # the close record cut short
+    sealed.write_bytes(data[:-40])  # the seal cut short
     result = verify(sealed)
     assert result.status == "incomplete" and result.exit_code == 2 and not result.ok
     assert any("cut short" in n for n in result.notes)
@@ -153,40 +171,153 @@ def test_truncated_records_are_incomplete(sealed: Path) -> None:
     assert any("verifies up to record 19" in n for n in result.notes)
 
 
-def test_appended_record_after_close_is_invalid(sealed: Path) -> None:
+def test_appended_record_after_the_seal_is_invalid(sealed: Path) -> None:
     recs = records(sealed)
-    recs.append(dict(recs[-2], type="say", text="added later"))
+    recs.append(dict(recs[-3], type="say", text="added later"))
     rewrite(sealed, recs)
     result = verify(sealed)
-    assert result.status == "invalid" and "after the closing record" in str(result.problems[0])
+    assert result.status == "invalid" and "after the seal" in str(result.problems[0])
 
 
-def test_wrong_closing_signature_is_rejected(sealed: Path) -> None:
-    """Replace the signature with another key's over the same head, and recompute the close record."""
+@pytest.mark.parametrize("tail", [b"\n", b'{"seq":', b" "], ids=["empty-line", "partial-record", "one-space"])
+def test_bytes_after_the_seal_are_invalid(sealed: Path, tail: bytes) -> None:
+    sealed.write_bytes(sealed.read_bytes() + tail)
+    result = verify(sealed)
+    assert result.status == "invalid" and result.exit_code == 1, [str(p) for p in result.problems]
+
+
+def test_wrong_seal_signature_is_rejected(sealed: Path) -> None:
+    """Replace the signature with another key's over the same seal record (the key named stays the root's)."""
     recs = records(sealed)
-    seal = recs[-2]
+    seal = recs[-1]
     other = ec.generate_private_key(ec.SECP384R1())
-    message = b"ceremony-transcript-seal/1:" + seal["head"].encode()
-    seal["signature"] = base64.b64encode(other.sign(message, ec.ECDSA(hashes.SHA384()))).decode()
+    seal["signature"] = base64.b64encode(other.sign(seal_message(seal), ec.ECDSA(hashes.SHA384()))).decode()
     rewrite(sealed, recs)
     result = verify(sealed)
     assert result.status == "invalid"
-    assert result.problems[0].seq == seal["seq"] and "closing signature does not verify" in str(result.problems[0])
+    assert result.problems[0].seq == seal["seq"] and "signature does not verify" in str(result.problems[0])
 
 
-def test_seal_by_another_key_is_rejected(sealed: Path) -> None:
-    """A forger's own key and signature, named in the seal: not the key of the evidence, not the certificate's."""
+@pytest.mark.parametrize("field, value", [("time", "2030-01-01T00:00:00.000Z"), ("words", ["aardvark"] * 32),
+                                          ("verifier.path", "root.pub.pem"), ("verifier.sha256", "0" * 64)])
+def test_edited_seal_metadata_is_rejected(sealed: Path, field: str, value: Any) -> None:
+    """The seal's own fields are signed: its time, words and verifier cannot be edited."""
     recs = records(sealed)
-    seal = recs[-2]
-    other = ec.generate_private_key(ec.SECP384R1())
-    message = b"ceremony-transcript-seal/1:" + seal["head"].encode()
-    seal["signature"] = base64.b64encode(other.sign(message, ec.ECDSA(hashes.SHA384()))).decode()
-    seal["verifier"]["public_key"] = base64.b64encode(other.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-    rewrite(sealed, recs)
+    seal = recs[-1]
+    if "." in field:
+        outer, inner = field.split(".")
+        seal[outer][inner] = value
+    else:
+        seal[field] = value
+    put(sealed, [canonical(r) for r in recs])
     result = verify(sealed)
-    assert result.status == "invalid"
-    assert "not the key the ceremony's evidence describes" in str(result.problems[0])
+    assert result.status == "invalid", field
+
+
+def test_edited_close_record_is_rejected(sealed: Path) -> None:
+    """The closing record is under the seal: its time cannot be moved, even with the seal's prev recomputed."""
+    recs = records(sealed)
+    recs[-2]["time"] = "2030-01-01T00:00:00.000Z"
+    rewrite(sealed, recs)  # re-chained: the seal's prev and head follow, its signature cannot
+    assert verify(sealed).status == "invalid"
+
+
+def forge(sealed: Path, mutate: Any = None) -> ec.EllipticCurvePrivateKey:
+    """A forger without the CA key: content rewritten, chain recomputed, sealed with his own P-384 key, and
+    his own self-signed "root" certificate dropped among the artifacts and named in the seal."""
+    forger = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "SCSE Root (REHEARSAL)")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(forger.public_key())
+            .serial_number(1).not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+            .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.UTC))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(forger, hashes.SHA384()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (sealed.parent.parent / "forger.crt.pem").write_bytes(pem)
+    recs = records(sealed)
+    if mutate is not None:
+        mutate(recs)
+    recs[-1]["verifier"] = dict(recs[-1]["verifier"], path="forger.crt.pem", sha256=hashlib.sha256(pem).hexdigest())
+    rewrite(sealed, recs, forger)
+    return forger
+
+
+def test_a_forgers_own_seal_is_intact_as_a_file_and_never_anchored(sealed: Path) -> None:
+    """The attack of the review: a Crypto Officer replaced, resealed with the forger's key, his certificate
+    beside the transcript. The file is consistent; against the root the auditor brings it is not anchored."""
+    officer = next(r["participant"]["name"] for r in records(sealed)
+                   if r["type"] == "sign-in" and "crypto-officer" in r["participant"]["roles"])
+
+    def replace_officer(recs: list[dict[str, Any]]) -> None:
+        for i, r in enumerate(recs):
+            recs[i] = json.loads(json.dumps(r, ensure_ascii=False).replace(officer, "Forged Officer"))
+
+    forge(sealed, replace_officer)
+    assert "Forged Officer" in sealed.read_text() and officer not in sealed.read_text()
+    assert verify(sealed).status == "intact"  # as a file, without an anchor: consistent (and never exit 0)
+    assert verify(sealed).exit_code == 64
+    anchor = load_anchor(str(sealed.parent.parent / "root.crt.pem"), sealed.parent.parent)
+    result = verify(sealed, trust=anchor, rehearsal=True)
+    assert result.status == "not-anchored" and result.exit_code == 4, [str(p) for p in result.problems]
+    assert result.anchoring is not None and "do not chain to the trust anchor" in result.anchoring.how
+    run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "root.crt.pem"), "--rehearsal")
+    assert run.returncode == 4 and run.stdout.splitlines()[0].startswith("NOT ANCHORED"), run.stdout
+    run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "forger.crt.pem"), "--rehearsal")
+    assert run.returncode == 0  # only the anchor decides: the auditor must bring the CPS's root, not a file
+
+
+def test_a_second_rehearsal_is_not_anchored_in_the_first_ones_root(sealed: Path, tmp_path: Path,
+                                                                   definition_on_tokens: Any) -> None:
+    """Two rehearsals' transcripts are both intact files; each verifies only against its own root."""
+    defn_path, _ = definition_on_tokens()
+    defn = load_definition(defn_path)
+    other_out = tmp_path / "second"
+    other = other_out / "transcripts" / "root-key-generation-1.jsonl"
+    with open_rehearsal_transcript(other, "root-key-generation", defn) as rec:
+        root_ceremony(defn, other_out, rec, rehearsal=True, interactive=False)
+    first_root = load_anchor(str(sealed.parent.parent / "root.crt.pem"), sealed.parent.parent)
+    result = verify(other, trust=first_root, rehearsal=True)
+    assert result.status == "not-anchored" and result.exit_code == 4
+    # presented with the first rehearsal's artifacts as well, the second's seal still has no path to the root
+    shutil.copytree(other_out, tmp_path / "mixed", ignore=shutil.ignore_patterns("hsm"))
+    for f in (sealed.parent.parent).glob("root.*"):
+        shutil.copy(f, tmp_path / "mixed" / f"first-{f.name}")
+    result = verify(tmp_path / "mixed" / "transcripts" / other.name, trust=first_root, rehearsal=True)
+    assert result.status in ("not-anchored", "invalid") and result.exit_code != 0
+
+
+def test_a_rehearsal_relabelled_production_and_resealed_never_passes(sealed: Path) -> None:
+    """The rehearsal root key travels with the rehearsal's outputs: a forger can reseal with it. Relabelled
+    production, the header contradicts the rehearsal marker of the root the transcript is anchored in."""
+    rehearsal_root = load_anchor(str(sealed.parent.parent / "root.crt.pem"), sealed.parent.parent)
+    recs = records(sealed)
+    recs[0]["rehearsal"] = False
+    rewrite(sealed, recs)  # even with a valid seal by the same root key, the header is under the seal
+    result = verify(sealed, trust=rehearsal_root)
+    assert result.status == "invalid" and result.exit_code == 1
+
+
+def test_bad_trust_anchors_get_one_clear_message(sealed: Path, tmp_path: Path) -> None:
+    base = sealed.parent.parent
+    not_a_cert = tmp_path / "notes.txt"
+    not_a_cert.write_text("the root is the one in the safe\n")
+    leaf_like = base / "root.pub.pem"
+    cases = {
+        "": "no trust anchor",
+        str(not_a_cert): "not a certificate (PEM or DER)",
+        str(leaf_like): "not a certificate (PEM or DER)",
+        "12:34": "neither a certificate file nor a SHA-256 fingerprint",
+        "ab" * 32: "no certificate with this SHA-256 fingerprint among the artifacts",
+    }
+    for value, message in cases.items():
+        with pytest.raises(AnchorError, match=re.escape(message)) as raised:
+            load_anchor(value or None, base)
+        assert raised.value.exit_code == 64 and "\n" not in str(raised.value)
+    fingerprint = hashlib.sha256((base / "root.crt.der").read_bytes()).hexdigest()
+    colons = ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()
+    assert load_anchor(colons, base).fingerprint == fingerprint
+    run = invoke_verify(str(sealed), "--trust", colons, "--rehearsal")
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_artifact_changed_after_the_ceremony_is_rejected(sealed: Path) -> None:
@@ -213,11 +344,22 @@ def test_certificate_swapped_for_another_is_rejected(sealed: Path, tmp_path: Pat
     other = ec.generate_private_key(ec.SECP384R1())
     (out / "root.pub.pem").write_bytes(other.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    import hashlib
-
     for r in recs:
         if r["type"] == "artifact" and r["path"] == "root.pub.pem":
             r["sha256"] = hashlib.sha256((out / "root.pub.pem").read_bytes()).hexdigest()
     rewrite(sealed, recs)
     result = verify(sealed)
     assert result.status == "invalid"
+
+
+def test_the_final_head_copied_on_paper_is_checked(sealed: Path) -> None:
+    seal = records(sealed)[-1]
+    anchor = load_anchor(str(sealed.parent.parent / "root.crt.pem"), sealed.parent.parent)
+    as_copied = ":".join(seal["head"][i:i + 2] for i in range(0, 64, 2)).upper()
+    assert verify(sealed, trust=anchor, rehearsal=True, expect_head=as_copied).status == "intact"
+    assert verify(sealed, trust=anchor, rehearsal=True, expect_head=" ".join(seal["words"]).upper()).status == "intact"
+    wrong = verify(sealed, trust=anchor, rehearsal=True, expect_head="0" * 64)
+    assert wrong.status == "invalid" and "not the one the witnesses copied" in str(wrong.problems[0])
+    run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "root.crt.pem"), "--rehearsal",
+                        "--expect-head", " ".join([*seal["words"][:31], "aardvark"]))
+    assert run.returncode == 1 and "not the one the witnesses copied" in run.stdout

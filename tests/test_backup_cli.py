@@ -115,7 +115,8 @@ def test_cli_bag_option_is_checked_before_anything_runs(rehearsal: Path, tmp_pat
 
 def test_audit_verify_passes_on_the_backup_and_restore_transcripts(rehearsal: Path) -> None:
     for name in ("key-backup-1.jsonl", "key-restore-1.jsonl"):
-        result = invoke("audit.verify", str(rehearsal / "transcripts" / name), "--artifacts", str(rehearsal))
+        result = invoke("audit.verify", str(rehearsal / "transcripts" / name), "--artifacts", str(rehearsal),
+                        "--trust", str(rehearsal / "root.crt.pem"), "--rehearsal")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         assert "INTACT" in result.stdout
 
@@ -156,7 +157,8 @@ def test_cli_backup_then_restore_onto_a_new_token_and_audit(rehearsal: Path, tmp
     transcripts = sorted((out / "transcripts").glob("key-*.jsonl"))
     assert [t.name.split("-2")[0] for t in transcripts] == ["key-backup", "key-restore"]
     for transcript in transcripts:
-        result = invoke("audit.verify", str(transcript), "--artifacts", str(out))
+        result = invoke("audit.verify", str(transcript), "--artifacts", str(out), "--trust", str(out / "root.crt.pem"),
+                        "--rehearsal")
         assert result.returncode == 0, transcript.name + result.stdout[-3000:] + result.stderr[-2000:]
 
 

@@ -187,7 +187,8 @@ def test_definition_changed_between_ceremonies_is_shown_and_both_kept(tmp_path: 
     kept = {p.name for p in out.glob("pki*.yml")}
     assert kept == {"pki.yml", f"pki.{load_definition(defn_path).sha256[:16]}.yml"}
     transcript = max((out / "transcripts").glob("subordinate-signing-*.jsonl"))
-    audit = _invoke("audit.verify", str(transcript), "--artifacts", str(out))
+    audit = _invoke("audit.verify", str(transcript), "--artifacts", str(out), "--trust", str(out / "root.crt.pem"),
+                    "--rehearsal")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 

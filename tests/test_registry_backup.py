@@ -274,7 +274,7 @@ def test_no_migration_without_its_backup(host: dict[str, Path], monkeypatch: pyt
 
     monkeypatch.setattr(registry_module, "MIGRATIONS", (*registry_module.MIGRATIONS, V2))
     monkeypatch.setattr(registry_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    monkeypatch.setattr(rb, "backup_before_migration", fail)
+    monkeypatch.setattr(registry_module, "backup_before_migration", fail)
     with pytest.raises(RegistryError, match=r"not migrated from v1 to v2 because the backup before the migration "
                                             r"failed \(.*No space left on device\); the registry is unchanged"):
         Registry.open(registry)

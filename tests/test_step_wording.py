@@ -22,16 +22,18 @@ from ceremony.definition.model import load_definition
 from ceremony.transcript.chain import open_transcript
 from ceremony.transcript.scriptbook import load_script
 
-CEREMONY_MODULES = ("ceremonies.py", "root_crl.py", "backup.py", "restore.py")
+#: Every module of ceremony/ceremonies/ but the end-entity issuance, which has no ceremony script (a
+#: registration-authority operation at the subordinate CA, recorded on the console, not in a transcript).
+CEREMONY_MODULES = sorted(p.name for p in (REPO / "ceremony" / "ceremonies").glob("*.py") if p.name != "issuance.py")
 
 
 @pytest.mark.parametrize("module", CEREMONY_MODULES)
 def test_no_ceremony_module_words_a_step(module: str) -> None:
-    tree = ast.parse((REPO / "ceremony" / module).read_text(encoding="utf-8"))
+    tree = ast.parse((REPO / "ceremony" / "ceremonies" / module).read_text(encoding="utf-8"))
     worded = [node.lineno for node in ast.walk(tree)
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step"
               and isinstance(node.func.value, ast.Name) and node.func.value.id == "recorder"]
-    assert worded == [], f"ceremony/{module}: recorder.step(...) with the code's own words at lines {worded}"
+    assert worded == [], f"ceremony/ceremonies/{module}: recorder.step(...) with the code's own words at lines {worded}"
 
 
 @pytest.mark.hsm

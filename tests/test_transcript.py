@@ -6,6 +6,7 @@ tests): what is under test here is the record keeping, not the HSM.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -15,10 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import TESTING_DEFINITION
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ceremony.common.errors import HsmError
+from ceremony.common.pgpwords import hex_to_words
 from ceremony.definition.model import load_definition
 from ceremony.transcript.audit import verify
 from ceremony.transcript.chain import (
@@ -74,22 +76,23 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 
 def rewrite(path: Path, recs: list[dict[str, Any]], key: Any | None = None) -> None:
-    """Renumber and re-chain ``recs`` (as a forger with write access would), re-signing the seal with ``key``."""
+    """Renumber and re-chain ``recs`` (as a forger with write access would), re-signing the seal with ``key``
+    (and naming ``key`` in it, as a forger would: the seal then verifies, only the trust anchor can tell)."""
     prev = GENESIS
     lines = []
     for i, r in enumerate(recs):
         r = dict(r, seq=i, prev=prev)
         if r["type"] == "seal" and key is not None:
-            import base64
-
-            r["head"] = prev
-            from ceremony.common.pgpwords import hex_to_words
-
-            r["words"] = hex_to_words(prev)
-            r["signature"] = base64.b64encode(key.sign(seal_message(prev), ec.ECDSA(
-                __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA384"]).SHA384()))).decode()
+            der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+            r["head"], r["words"] = prev, hex_to_words(prev)
+            r["verifier"] = dict(r["verifier"], public_key=base64.b64encode(der).decode(),
+                                 spki_sha256=hashlib.sha256(der).hexdigest())
+            r["signature"] = base64.b64encode(key.sign(seal_message(r), ec.ECDSA(hashes.SHA384()))).decode()
         if r["type"] == "close":
             r["records"] = len(recs)
+        if r["type"] == "act-end" and key is not None:  # the heads shown to the room, recomputed too
+            r["head"], r["words"] = prev, hex_to_words(prev)
         line = canonical(r)
         lines.append(line)
         prev = line_hash(line)
@@ -108,12 +111,13 @@ def test_every_shipped_script_parses_with_the_engine_step_ids() -> None:
     crl = load_script("root-crl-batch")
     assert [s.id for s in crl.steps if s.repeat] == ["crl-lint", "crl-sign", "crl-verify"]
     backup = load_script("key-backup")
+    assert [s.id for s in backup.steps][:3] == ["offline-check", "definition-check", "token-open"]
     assert backup.step("wrapping-key-trust").role == "security-officer"
     assert backup.step("key-wrap").role == "crypto-officer"
     assert backup.step("shares-distribute").role == "custodian"
     assert [s.id for s in load_script("key-restore").steps] == [
-        "definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap", "test-signature",
-        "outputs-write"]
+        "offline-check", "definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap",
+        "test-signature", "outputs-write"]
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -151,7 +155,7 @@ def test_scripted_rehearsal_transcript_verifies(tmp_path: Path, definition: Any)
                                         "outputs", "bags-reseal"]
     assert all(len(h["words"]) == 32 for h in heads)
     assert not [r for r in recs if r["type"] == "exception"]
-    assert [r["type"] for r in recs[-2:]] == ["seal", "close"] and recs[-1]["status"] == "sealed"
+    assert [r["type"] for r in recs[-2:]] == ["close", "seal"] and recs[-2]["status"] == "sealed"
     result = verify(path)
     assert result.status == "intact", result.problems
 

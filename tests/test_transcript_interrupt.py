@@ -80,7 +80,10 @@ def run_root(tmp_path: Path, defn: Path, out: Path, answers_path: Path, kill_at:
 
 
 def audit_cli(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.verify", str(path)], cwd=REPO,
+    """The auditor's command, anchored in the rehearsal's root when the ceremony got as far as publishing it."""
+    root = path.parent.parent / "root.crt.pem"
+    trust = ["--trust", str(root), "--rehearsal"] if root.is_file() else []
+    return subprocess.run([str(REPO / ".venv/bin/invoke"), "audit.verify", str(path), *trust], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

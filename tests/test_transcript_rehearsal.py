@@ -38,8 +38,8 @@ def test_every_rehearsal_transcript_verifies(rehearsal: tuple[Path, Any]) -> Non
     assert {"root-key-generation", "subordinate-key-generation", "subordinate-signing"} <= ceremonies
     for t in transcripts:
         assert t["format"] == "jsonl"
-        result = subprocess.run([INVOKE, "audit.verify", str(out / t["path"])], cwd=REPO, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run([INVOKE, "audit.verify", str(out / t["path"]), "--trust", str(out / "root.crt.pem"),
+                                 "--rehearsal"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "INTACT" in result.stdout and "REHEARSAL" in result.stdout
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -74,6 +74,6 @@ def test_rehearsal_follows_every_script_without_exceptions(rehearsal: tuple[Path
     out, _ = rehearsal
     for t in artifacts(out, "transcript"):
         recs = [json.loads(line) for line in (out / t["path"]).read_text(encoding="utf-8").splitlines()]
-        assert recs[0]["rehearsal"] is True and recs[-1]["status"] == "sealed", t["path"]
+        assert recs[0]["rehearsal"] is True and recs[-2]["status"] == "sealed" and recs[-1]["type"] == "seal", t["path"]
         exceptions = [r["what"] for r in recs if r["type"] == "exception"]
         assert not exceptions, (t["path"], exceptions)

@@ -253,6 +253,10 @@ _WITNESS: dict[str, dict[str, str]] = {
         "s_no_transcript": "none (the transcript module is not installed)",
         "s_next": "Next:",
         "s_intact": "INTACT: the transcript verifies",
+        "s_sealed_unanchored": "SEALED: chain, records and seal verify; the auditor anchors it in the root "
+                               "(invoke audit.verify TRANSCRIPT --trust ROOT)",
+        "s_not_anchored": "SEALED, NOT YET ANCHORED: the seal verifies; its key chains to the root once its "
+                          "certificate is issued (subordinate signing ceremony)",
         "s_incomplete": "INCOMPLETE: the ceremony did not finish; the transcript does not pass",
         "s_invalid": "INVALID",
         "s_invalid_at": "INVALID: first bad record {seq}",
@@ -404,6 +408,10 @@ _WITNESS: dict[str, dict[str, str]] = {
         "s_no_transcript": "aucun (le module du procès-verbal n'est pas installé)",
         "s_next": "Ensuite :",
         "s_intact": "INTACT : le procès-verbal est vérifié",
+        "s_sealed_unanchored": "SCELLÉ : chaîne, enregistrements et scellement vérifiés ; l'auditeur le rattache à "
+                               "la racine (invoke audit.verify TRANSCRIPT --trust ROOT)",
+        "s_not_anchored": "SCELLÉ, PAS ENCORE ANCRÉ : le scellement est vérifié ; sa clé sera rattachée à la racine "
+                          "quand son certificat aura été émis (cérémonie de signature de la subordonnée)",
         "s_incomplete": "INCOMPLET : la cérémonie ne s'est pas terminée ; le procès-verbal n'est pas valable",
         "s_invalid": "INVALIDE",
         "s_invalid_at": "INVALIDE : premier enregistrement erroné {seq}",

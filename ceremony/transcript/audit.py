@@ -20,6 +20,7 @@ What it establishes, in order, stopping the chain check at the first bad record:
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
@@ -35,6 +36,13 @@ from ceremony.common import pgpwords
 from ceremony.common.fileio import sha256_file
 from ceremony.definition.model import load_definition
 from ceremony.hsm.keys import spki_sha256
+from ceremony.transcript.anchor import (
+    Anchoring,
+    TrustAnchor,
+    anchor_seal,
+    certificates_in,
+    is_rehearsal_certificate,
+)
 from ceremony.transcript.chain import (
     FORMAT,
     GENESIS,
@@ -48,7 +56,12 @@ from ceremony.transcript.participants import Participant, ParticipantError, Rule
 from ceremony.transcript.scriptbook import Script, parse_script
 from ceremony.x509.files import public_key_of, read_public_object
 
-STATUS_EXIT = {"intact": 0, "invalid": 1, "incomplete": 2, "failed": 3, "unsealed": 3, "interrupted": 3}
+#: Exit codes of ``invoke audit.verify`` (documented in docs/transcripts.md). 0 only for an intact transcript
+#: whose seal is anchored in the auditor's root, and for a rehearsal only when the auditor said --rehearsal.
+STATUS_EXIT = {"intact": 0, "invalid": 1, "incomplete": 2, "failed": 3, "unsealed": 3, "interrupted": 3,
+               "not-anchored": 4, "rehearsal": 5}
+#: Without a trust anchor (or with one that cannot be used) nothing passes: the usage error of sysexits.
+NO_ANCHOR_EXIT = 64
 
 
 @dataclass
@@ -73,6 +86,8 @@ class Audit:
     script: Script | None = None
     participants: list[Participant] = field(default_factory=list)
     truncated: bool = False
+    trust: TrustAnchor | None = None
+    anchoring: Anchoring | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,7 +95,8 @@ class Audit:
 
     @property
     def exit_code(self) -> int:
-        return STATUS_EXIT.get(self.status, 1)
+        code = STATUS_EXIT.get(self.status, 1)
+        return NO_ANCHOR_EXIT if code == 0 and self.trust is None else code
 
     @property
     def header(self) -> dict[str, Any]:
@@ -347,49 +363,115 @@ def check_artifacts(audit: Audit, published: bool = True) -> tuple[set[str], set
     return key_spkis, subject_spkis
 
 
-def check_seal(audit: Audit, key_spkis: set[str]) -> bool:
+def check_seal(audit: Audit, key_spkis: set[str]) -> Any:
+    """The seal: the last record, after the closing record, its signature over the whole file up to
+    itself. Returns the sealing public key when the signature verifies (None otherwise)."""
     seals = audit.of_type("seal")
     if not seals:
-        return False
-    if len(seals) > 1:
-        audit.fail(seals[1]["seq"], "a second seal")
+        return None
     seal = seals[0]
+    if len(seals) > 1 or seal is not audit.records[-1]:
+        audit.fail(seals[-1]["seq"] if len(seals) > 1 else seal["seq"] + 1,
+                   "records after the seal: the seal ends a transcript, nothing may follow it")
+        return None
+    close = audit.records[-2] if len(audit.records) >= 2 else {}
+    if close.get("type") != "close" or close.get("status") != "sealed":
+        audit.fail(seal["seq"], "the seal does not follow a closing record that says sealed")
+        return None
     head = seal.get("head")
-    if head != seal.get("prev"):
-        audit.fail(seal["seq"], "the sealed chain head is not the head of the records before the seal")
-        return False
+    if head != seal.get("prev") or seal.get("words") != pgpwords.hex_to_words(str(head)):
+        audit.fail(seal["seq"], "the sealed chain head (hex or words) is not the head of the records before the seal")
+        return None
     verifier = seal.get("verifier") or {}
     try:
         public = serialization.load_der_public_key(base64.b64decode(str(verifier.get("public_key"))))
         signature = base64.b64decode(str(seal.get("signature")))
-        verify_seal_signature(public, str(seal.get("algorithm")), signature, seal_message(str(head)))
+        verify_seal_signature(public, str(seal.get("algorithm")), signature, seal_message(seal))
     except (InvalidSignature, ValueError, KeyError, TypeError):
-        audit.fail(seal["seq"], "the closing signature does not verify with the seal's public key")
-        return False
+        audit.fail(seal["seq"], "the seal's signature does not verify with the seal's public key over the "
+                   "transcript and the seal's own fields")
+        return None
     digest = _spki_sha256(public)
+    if verifier.get("spki_sha256") != digest:
+        audit.fail(seal["seq"], "the seal names another key than the one whose signature it carries")
+        return None
     if key_spkis and digest not in key_spkis:
-        audit.fail(seal["seq"], f"the transcript is sealed by a key (SPKI SHA-256 {digest}) that is not the key "
-                   "the ceremony's evidence describes")
+        audit.notes.append(f"the transcript is sealed by a key (SPKI SHA-256 {digest}) that this ceremony did not "
+                           "generate; whether it may seal is decided by the trust anchor alone")
     rel = str(verifier.get("path"))
     target = audit.base / rel
-    if not target.is_file():
-        audit.fail(seal["seq"], f"the seal's verifier {rel} is missing (looked in {audit.base})")
-        return False
-    if sha256_file(target) != verifier.get("sha256"):
-        audit.fail(seal["seq"], f"the seal's verifier {rel} changed after the ceremony")
-        return False
-    obj = _load_public(target)
-    if obj is None or _spki_sha256(obj) != digest:
-        audit.fail(seal["seq"], f"{rel} does not hold the key that sealed the transcript")
-        return False
-    audit.notes.append(f"closing signature ({seal.get('algorithm')}) verifies with the key of {rel}")
-    return True
+    if target.is_file() and sha256_file(target) == verifier.get("sha256"):
+        obj = _load_public(target)
+        if obj is None or _spki_sha256(obj) != digest:
+            audit.fail(seal["seq"], f"{rel} does not hold the key that sealed the transcript")
+            return None
+    audit.notes.append(f"the seal's signature ({seal.get('algorithm')}) verifies with the key it names "
+                       f"(SPKI SHA-256 {digest}); what that key is worth is the trust anchor's question")
+    return public
 
 
-def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
-    """Verify one transcript; artifacts are looked up under ``artifacts`` or where the header says."""
+def _seal_time(audit: Audit) -> dt.datetime:
+    seal = audit.records[-1]
+    try:
+        return dt.datetime.fromisoformat(str(seal.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        return dt.datetime.now(dt.UTC)
+
+
+def check_anchor(audit: Audit, public: Any, anchor: TrustAnchor) -> bool:
+    """Is the sealing key anchored? Also refuses a mixture of rehearsal and production."""
+    candidates = certificates_in(audit.base)
+    anchoring = anchor_seal(public, anchor, candidates, _seal_time(audit), audit.base)
+    audit.anchoring = anchoring
+    rehearsal = bool(audit.header.get("rehearsal"))
+    if anchor.rehearsal != rehearsal:
+        audit.fail(0, f"the header says {'a rehearsal' if rehearsal else 'production'}, the trust anchor "
+                   f"{anchor.source} is a {'rehearsal' if anchor.rehearsal else 'production'} root: a rehearsal "
+                   "can never pass for production, nor the reverse")
+        return False
+    if anchoring.certificate is not None and is_rehearsal_certificate(anchoring.certificate) != rehearsal:
+        audit.fail(0, "the sealing key's certificate and the header disagree on whether this was a rehearsal")
+        return False
+    for path, cert in candidates:
+        if is_rehearsal_certificate(cert) != rehearsal and anchor.spki_sha256 == spki_sha256(cert.public_key()):
+            audit.fail(0, f"{path.name}: a certificate of the anchor's key that disagrees with the header on "
+                       "rehearsal")
+            return False
+    audit.notes.append(anchoring.how)
+    return anchoring.anchored
+
+
+def artifacts_base(path: Path, artifacts: Path | None) -> Path:
+    """Where the artifacts are: ``artifacts``, else where the transcript's header says (relative to it)."""
+    if artifacts is not None:
+        return artifacts
+    try:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.readline())
+        return path.parent / str(header.get("artifacts_base", "."))
+    except (OSError, ValueError, AttributeError):
+        return path.parent
+
+
+def head_matches(seal: dict[str, Any], expected: str) -> bool:
+    """Is ``expected`` (hex, any case, colons or spaces allowed; or the 32 PGP words, any case) the seal's head?"""
+    compact = "".join(ch for ch in expected if ch not in ": \t\n").lower()
+    if len(compact) == 64 and all(ch in "0123456789abcdef" for ch in compact):
+        return compact == str(seal.get("head"))
+    words = [w.lower() for w in expected.split()]
+    return words == [str(w).lower() for w in seal.get("words") or []]
+
+
+def verify(path: str | Path, artifacts: str | Path | None = None, *, trust: TrustAnchor | None = None,
+           rehearsal: bool = False, expect_head: str | None = None) -> Audit:
+    """Verify one transcript; artifacts are looked up under ``artifacts`` or where the header says.
+
+    With ``trust`` the seal must be anchored (status ``not-anchored`` otherwise) and a rehearsal
+    transcript passes only with ``rehearsal`` (status ``rehearsal`` otherwise). Without ``trust`` the
+    verdict is about the file alone, and :attr:`Audit.exit_code` never says it passed.
+    """
     path = Path(path)
-    audit = Audit(path=path, base=Path(artifacts) if artifacts else path.parent)
+    audit = Audit(path=path, base=Path(artifacts) if artifacts else path.parent, trust=trust)
     chain_ok = read_chain(audit)
     if audit.header and artifacts is None:
         audit.base = path.parent / str(audit.header.get("artifacts_base", "."))
@@ -398,19 +480,32 @@ def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
         return audit
     check_header(audit)
     check_people(audit)
-    close = audit.records[-1] if audit.records[-1].get("type") == "close" else None
+    last = audit.records[-1]
+    sealed_file = last.get("type") == "seal"
+    close = audit.records[-2] if sealed_file and len(audit.records) >= 2 else last if last.get("type") == "close" \
+        else None
+    if audit.truncated and close is not None and close.get("status") == "sealed" and not sealed_file:
+        audit.status = "incomplete"
+        audit.notes.append("the seal itself is cut short after the closing record: the file was truncated; "
+                           "the transcript does not pass")
+        return audit
+    if audit.truncated and close is not None:
+        audit.fail(len(audit.records), "bytes after the last record of a closed transcript (after the "
+                   + ("seal" if sealed_file else "closing record") + "): added after the ceremony")
     for r in audit.of_type("close"):
         if r is not close:
-            audit.fail(r["seq"] + 1, "records after the closing record: added after the ceremony")
+            audit.fail(r["seq"] + 1, "records after the " + ("seal" if audit.of_type("seal") else "closing record")
+                       + ": added after the ceremony")
             audit.status = "invalid"
             return audit
     sealed_close = close is not None and close.get("status") == "sealed"
     check_script(audit, sealed_close)
     check_evidence(audit)
     key_spkis, _ = check_artifacts(audit, published=sealed_close)
-    sealed = check_seal(audit, key_spkis)
+    public = check_seal(audit, key_spkis)
     if close is None:
-        audit.status = "incomplete"
+        if not audit.problems:
+            audit.status = "incomplete"
         audit.notes.append(f"no closing record: the chain verifies up to record {len(audit.records) - 1}, the "
                            "ceremony did not finish")
         return audit
@@ -418,16 +513,23 @@ def verify(path: str | Path, artifacts: str | Path | None = None) -> Audit:
         audit.fail(close["seq"], "the closing record miscounts the records")
     if close.get("status") not in ("sealed", "failed", "unsealed", "interrupted"):
         audit.fail(close["seq"], f"unknown closing status {close.get('status')!r}")
-    if sealed_close:
-        seal = audit.of_type("seal")
-        if (not sealed or not seal or seal[-1]["seq"] != close["seq"] - 1) and not audit.problems:
-            audit.fail(close["seq"], "closed as sealed, but no valid seal precedes the closing record")
-    elif audit.of_type("seal"):
+    if sealed_close and public is None and not audit.problems:
+        audit.fail(close["seq"], "closed as sealed, but no valid seal follows the closing record")
+    elif not sealed_close and audit.of_type("seal"):
         audit.fail(close["seq"], "a seal is present but the closing record does not say sealed")
+    if expect_head is not None and public is not None and not head_matches(audit.records[-1], expect_head):
+        audit.fail(audit.records[-1]["seq"], "the final chain head is not the one the witnesses copied on paper "
+                   f"({expect_head.strip()[:80]}): this is not the transcript of that ceremony, or it was rewritten")
     if audit.problems:
         audit.status = "invalid"
     elif not sealed_close:
         audit.status = str(close.get("status"))
+    elif trust is None:
+        audit.status = "intact"
+    elif not check_anchor(audit, public, trust):
+        audit.status = "invalid" if audit.problems else "not-anchored"
+    elif audit.header.get("rehearsal") and not rehearsal:
+        audit.status = "rehearsal"
     else:
         audit.status = "intact"
     return audit
@@ -470,10 +572,23 @@ def report_lines(audit: Audit) -> list[str]:
         out.append(f"note: {note}")
     for problem in audit.problems:
         out.append(f"FAIL {problem}")
-    verdict = {"intact": "INTACT: the transcript verifies",
+    out.append(verdict_of(audit))
+    return [verdict_of(audit), *out]
+
+
+def verdict_of(audit: Audit) -> str:
+    """The verdict in one line: the first line and the last of the report."""
+    verdict = {"intact": ("INTACT: the transcript verifies, sealed by a key anchored in the trust anchor"
+                          + (" (a REHEARSAL, accepted with --rehearsal)" if audit.header.get("rehearsal") else "")
+                          if audit.trust is not None else
+                          "NOT VERIFIED: chain, records and seal are consistent, but no trust anchor was given "
+                          "(--trust ROOT): nothing says who sealed it"),
+               "not-anchored": "NOT ANCHORED: the seal verifies, but its key has no certification path to the trust "
+                               "anchor among the artifacts; the transcript does not pass",
+               "rehearsal": "REHEARSAL: this is a rehearsal transcript, never a production ceremony; it passes only "
+                            "with --rehearsal",
                "incomplete": "INCOMPLETE: the ceremony did not finish; the transcript does not pass",
                "invalid": "INVALID" + (f": first bad record {audit.problems[0].seq}"
                                        if audit.problems and audit.problems[0].seq is not None else ""),
                }.get(audit.status, f"NOT SEALED: the ceremony ended {audit.status}; the transcript does not pass")
-    out.append(verdict)
-    return out
+    return verdict

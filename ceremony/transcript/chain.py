@@ -70,13 +70,13 @@ from ceremony.transcript.recorder import busy
 from ceremony.transcript.scriptbook import Bag, Script, Step, load_script
 from ceremony.x509.files import public_key_of, read_public_object
 
-FORMAT = "ceremony-transcript/1"
+FORMAT = "ceremony-transcript/2"
 
 
 GENESIS = "0" * 64
 
 
-SEAL_CONTEXT = b"ceremony-transcript-seal/1:"
+SEAL_CONTEXT = b"ceremony-transcript-seal/2:"
 
 
 class TranscriptError(CeremonyError):
@@ -98,9 +98,12 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def seal_message(head: str) -> bytes:
-    """What the CA key signs: a fixed context and the chain head, so the signature means nothing else."""
-    return SEAL_CONTEXT + head.encode("ascii")
+def seal_message(seal_record: Mapping[str, Any]) -> bytes:
+    """What the sealing key signs: a fixed context, then the seal record's own line without its
+    ``signature`` field. The record's ``prev`` is the SHA-256 of the closing record's line, which chains
+    every line before it, so the signature covers every byte of the file up to the signature itself:
+    all records, the closing record, and the seal's metadata (verifier, time, head, words, algorithm)."""
+    return SEAL_CONTEXT + canonical({k: v for k, v in seal_record.items() if k != "signature"})
 
 
 def sources_sha256() -> dict[str, Any]:
@@ -431,12 +434,22 @@ class TranscriptWriter:
 
     def write(self, type_: str, **fields: Any) -> dict[str, Any]:
         record = {"seq": self.seq, "prev": self.head, "type": type_, "time": utc_now(), **fields}
-        line = canonical(record)
-        os.write(self._fd, line + b"\n")
-        os.fsync(self._fd)
-        self.head = line_hash(line)
-        self.seq += 1
+        self.write_records([record])
         return record
+
+    def write_records(self, records: list[dict[str, Any]]) -> None:
+        """Append records composed ahead (the closing record and the seal, signed before either is
+        written), in one write and one fsync."""
+        data = b""
+        for record in records:
+            if record["seq"] != self.seq or record["prev"] != self.head:
+                raise TranscriptError(f"record {record['seq']} was composed for another place in the chain")
+            line = canonical(record)
+            data += line + b"\n"
+            self.head = line_hash(line)
+            self.seq += 1
+        os.write(self._fd, data)
+        os.fsync(self._fd)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -726,18 +739,27 @@ class TranscriptRecorder:
             self.exception(f"scripted step(s) not performed: {', '.join(missing)}", kind="deviation")
         self.end_act()
         self.close_acts()
-        head = self.writer.head
-        message = seal_message(head)
-        algorithm, signature = _sign(private_key, message)
+        # The closing record and the seal are composed first and signed, then written together: the
+        # signature covers the closing record and the seal's own fields, and a failure to sign leaves
+        # the transcript open for the failure to be recorded and closed as failed.
+        now = utc_now()
+        close = {"seq": self.writer.seq, "prev": self.writer.head, "type": "close", "time": now,
+                 "status": "sealed", "records": self.writer.seq + 2}
+        head = line_hash(canonical(close))
+        record = {"kind": verifier.get("kind", "certificate"), "path": vrel, "sha256": vhash,
+                  "spki_sha256": hashlib.sha256(spki(public)).hexdigest(),
+                  "public_key": base64.b64encode(spki(public)).decode()}
+        algorithm = _algorithm(private_key)
+        seal = {"seq": self.writer.seq + 1, "prev": head, "type": "seal", "time": now, "head": head,
+                "words": pgpwords.hex_to_words(head), "algorithm": algorithm, "verifier": record}
+        message = seal_message(seal)
+        signature = _sign(private_key, message)
         try:
             verify_seal_signature(public, algorithm, signature, message)
         except InvalidSignature:
             raise TranscriptError("the HSM's signature over the transcript does not verify") from None
-        record = {"kind": verifier.get("kind", "certificate"), "path": vrel, "sha256": vhash,
-                  "spki_sha256": hashlib.sha256(spki(public)).hexdigest(),
-                  "public_key": base64.b64encode(spki(public)).decode()}
-        self.writer.write("seal", head=head, words=pgpwords.hex_to_words(head), algorithm=algorithm,
-                          signature=base64.b64encode(signature).decode(), verifier=record)
+        seal["signature"] = base64.b64encode(signature).decode()
+        self.writer.write_records([close, seal])
         self.sealed = True
         self.show_head(self._t("final_head"), head)
 
@@ -825,12 +847,14 @@ class TranscriptRecorder:
             elif not self.sealed:
                 self.end_act()
                 self.close_acts()
-            # Once sealed the ceremony is complete: an error after the seal is its outputs' publication
-            # (recorded with the close; the next run in the directory finishes it, ceremony.runner).
+            # Once sealed the ceremony is complete and its transcript ends with the seal: an error after it is
+            # its outputs' publication, which the operator is told and the next run in the directory
+            # finishes (ceremony.common.outputs.recover); nothing is written after the seal.
             status = "sealed" if self.sealed else (
                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed" if exc is not None else "unsealed")
-            self.writer.write("close", status=status, records=self.writer.seq + 1,
-                              **({"error": _describe(exc)} if exc is not None else {}))
+            if not self.sealed:
+                self.writer.write("close", status=status, records=self.writer.seq + 1,
+                                  **({"error": _describe(exc)} if exc is not None else {}))
             colour = "green" if status == "sealed" else "red"
             self.console.print(self._t("status", path=self.path, status=self._t(
                 {"failed": "failed_status", "interrupted": "interrupted_status"}.get(status, status))), style=colour)
@@ -855,14 +879,19 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _sign(key: Any, message: bytes) -> tuple[str, bytes]:
+def _algorithm(key: Any) -> str:
+    """The seal's algorithm name; the hash is the suite's one hash policy (certificates, CRLs and seals)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        h = hash_for(key)
-        return f"ecdsa-{h.name}", key.sign(message, ec.ECDSA(h))
+        return f"ecdsa-{hash_for(key).name}"
     if isinstance(key, rsa.RSAPrivateKey):
-        h = hash_for(key)  # the suite's one hash policy (certificates, CRLs and seals alike)
-        return f"rsa-pkcs1v15-{h.name}", key.sign(message, padding.PKCS1v15(), h)
+        return f"rsa-pkcs1v15-{hash_for(key).name}"
     raise TranscriptError(f"cannot seal with a {type(key).__name__}")
+
+
+def _sign(key: Any, message: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return bytes(key.sign(message, ec.ECDSA(hash_for(key))))
+    return bytes(key.sign(message, padding.PKCS1v15(), hash_for(key)))
 
 
 def verify_seal_signature(public: Any, algorithm: str, signature: bytes, message: bytes) -> None:
@@ -898,7 +927,8 @@ def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
         # No closing record (a crash, kill -9), or closed as interrupted (Ctrl-C): either way the ceremony did
         # not finish, and the next one must say so in its own record.
         last = records[-1] if records else {}
-        if last.get("type") != "close" or last.get("status") == "interrupted":
+        finished = last.get("type") == "seal" or (last.get("type") == "close" and last.get("status") != "interrupted")
+        if not finished:
             found.append({"file": p.name, "path": p, "records": len(records),
                           "last_hash": line_hash(complete[len(records) - 1]) if records else GENESIS})
     return [f for f in found if f["file"] not in acknowledged]

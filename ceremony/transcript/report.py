@@ -167,7 +167,7 @@ def view(audit: Audit, lang: str) -> dict[str, Any]:
               "words": pgpwords.lines(r["head"]), "copied_by": r.get("copied_by")}
              for r in recs if r["type"] == "act-end"]
     seal = next((r for r in recs if r["type"] == "seal"), None)
-    close = recs[-1] if recs and recs[-1]["type"] == "close" else None
+    close = next((r for r in reversed(recs) if r["type"] == "close"), None)
     certs = [{"subject": c.get("subject"), "sha256": colon_form(str(c.get("sha256", "")))} for c in ev("certificate")]
     status_key = {"failed": "failed_status"}.get(audit.status, audit.status)
     people = [{"name": p.name, "roles": ", ".join(ROLES.get(r, {}).get(lang, r) for r in p.roles),

@@ -32,6 +32,7 @@ from ceremony.common.errors import OutputError, VerificationError
 from ceremony.common.fingerprints import colon_form, sha256_hex
 from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say
+from ceremony.transcript.anchor import AnchorError, load_anchor
 from ceremony.transcript.audit import report_lines, verify
 from ceremony.x509.files import read_public_object
 
@@ -73,7 +74,9 @@ class Summary:
 
     @property
     def intact(self) -> bool:
-        return self.status == "intact"
+        """The transcript verifies; "not-anchored" too (a subordinate key ceremony's seal chains to the root only
+        once the signing ceremony has issued its certificate: the auditor's check comes then)."""
+        return self.status in ("intact", "not-anchored")
 
 
 def manifest_snapshot(out_dir: str | Path, rehearsal: bool) -> list[dict[str, Any]]:
@@ -123,21 +126,31 @@ def fingerprints_of(files: Sequence[WrittenFile], lang: str = "en") -> list[Fing
     return found
 
 
-def _verdict(transcript: Path, out_dir: Path, lang: str = "en") -> tuple[str, str, list[str]]:
+def _verdict(transcript: Path, out_dir: Path, lang: str = "en", rehearsal: bool = False) -> tuple[str, str, list[str]]:
     """The offline verifier's status, its verdict line and its problems, for the transcript just sealed.
 
-    In English the verdict is the verifier's own last line, word for word; in another language the same
-    verdict in the room's words (the problems are the verifier's, as it reports them).
+    The verifier runs as the auditor will run it, anchored in the root certificate of the output
+    directory when there is one (``--trust out/root.crt.pem``, with ``--rehearsal`` for a rehearsal); the
+    witnesses compare that root's fingerprint with the one read aloud. In English the verdict is the
+    verifier's own line, word for word; in another language the same verdict in the room's words.
     """
     try:
-
-        audit = verify(transcript, out_dir)
+        root = out_dir / "root.crt.pem"
+        anchor = load_anchor(str(root), out_dir) if root.is_file() else None
+    except AnchorError:
+        anchor = None
+    try:
+        audit = verify(transcript, out_dir, trust=anchor, rehearsal=rehearsal)
         lines = report_lines(audit)
     except Exception as exc:  # the ceremony is over: say what happened, never hide it behind a traceback
         return "error", say(lang, "s_not_verified", error=f"{type(exc).__name__}: {exc}"), []
     problems = [str(p) for p in audit.problems]
-    if not audit.ok and not problems:
-        problems = [note for note in audit.notes if not note.startswith("closing signature")]
+    if audit.status not in ("intact", "not-anchored") and not problems:
+        problems = [note for note in audit.notes if not note.startswith("the seal's signature")]
+    if anchor is None and audit.status == "intact":  # no root here (a subordinate CA's host): not the auditor's
+        return audit.status, say(lang, "s_sealed_unanchored"), problems
+    if audit.status == "not-anchored":  # expected until the subordinate signing ceremony: not a failure
+        return audit.status, say(lang, "s_not_anchored"), problems
     return audit.status, lines[-1] if lang == "en" else _verdict_words(audit, lang), problems
 
 
@@ -145,6 +158,8 @@ def _verdict_words(audit: Any, lang: str) -> str:
     """The verifier's verdict (:func:`ceremony.transcript.audit.report_lines`, last line) in ``lang``."""
     if audit.status == "intact":
         return say(lang, "s_intact")
+    if audit.status == "not-anchored":
+        return say(lang, "s_not_anchored")
     if audit.status == "incomplete":
         return say(lang, "s_incomplete")
     if audit.status == "invalid":
@@ -163,7 +178,7 @@ def build_summary(out_dir: str | Path, before: Iterable[Mapping[str, Any]], tran
     summary.fingerprints = fingerprints_of(summary.files, lang)
     if transcript is not None:
         summary.transcript = Path(transcript)
-        summary.status, summary.verdict, summary.problems = _verdict(summary.transcript, out_dir, lang)
+        summary.status, summary.verdict, summary.problems = _verdict(summary.transcript, out_dir, lang, rehearsal)
     return summary
 
 
@@ -274,5 +289,5 @@ def show_summary(ceremony: str, defn: Any, out_dir: str | Path, before: Iterable
         raise VerificationError(f"{summary.transcript}: the transcript just sealed does not verify "
                                 f"({summary.status}); the files above are written and listed: keep everything as "
                                 f"it is and have it examined (invoke audit.verify {shlex.quote(str(transcript))} "
-                                f"--artifacts {shlex.quote(str(out_dir))})")
+                                f"--artifacts {shlex.quote(str(out_dir))} --trust ROOT)")
     return summary

@@ -119,8 +119,9 @@ def test_restart_after_the_crash(workspace: Workspace, state: dict[str, Any]) ->
     assert [r.get("file") for r in header.get("resumes", [])] == [killed.rsplit("/", 1)[-1]], header.get("resumes")
     assert not list(ws.out.glob(".run-*")), "the interrupted run's journal is recorded and gone"
     assert "interrupted-run" in (ws.root / new).read_text(encoding="utf-8")
-    ws.run(f"invoke audit.verify {new} --artifacts out/production")
-    audit = ws.run(f"invoke audit.verify {killed} --artifacts out/production", check=False)
+    trust = "--trust out/production/root.crt.pem"
+    ws.run(f"invoke audit.verify {new} --artifacts out/production {trust}")
+    audit = ws.run(f"invoke audit.verify {killed} --artifacts out/production {trust}", check=False)
     assert audit.exit_status == 2 and "Traceback" not in audit.screen, audit.describe()
 
 
@@ -153,5 +154,5 @@ def test_witness_does_not_confirm_a_step(workspace: Workspace, state: dict[str, 
     exceptions = [r for r in records if r["type"] == "exception"]
     assert len(exceptions) == 1 and exceptions[0]["kind"] == "witness", exceptions
     assert reason in exceptions[0]["decision"] and exceptions[0]["decision"].startswith("continue"), exceptions[0]
-    audit = ws.run(f"invoke audit.verify {path} --artifacts out/production")
+    audit = ws.run(f"invoke audit.verify {path} --artifacts out/production --trust out/production/root.crt.pem")
     assert "exception" in audit.screen.lower(), audit.describe()

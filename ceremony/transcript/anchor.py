@@ -1,0 +1,172 @@
+"""The auditor's trust anchor, and whether a transcript's sealing key has a certification path to it.
+
+A seal proves something only against a key the auditor already trusts (DESIGN.md, principle 9): the
+root certificate the CPS publishes, or its SHA-256 fingerprint read aloud at the root ceremony. The
+transcript says which key sealed it; nothing else it says about that key is believed. The key is
+*anchored* when it is the anchor's own key, or when a certificate found among the artifacts (any
+file, whatever the transcript names) carries it and validates up to the anchor with cryptography's
+X.509 path validation at the time of the seal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from ceremony.common.errors import CeremonyError
+from ceremony.common.fingerprints import sha256_hex
+from ceremony.hsm.keys import spki_sha256
+
+#: Certificate files looked at among the artifacts (the suite writes .crt.pem and .crt.der).
+CERTIFICATE_SUFFIXES = (".crt.pem", ".crt.der", ".crt", ".cer", ".pem", ".der")
+#: The marker every rehearsal certificate's common name carries.
+REHEARSAL_MARKER = "(REHEARSAL)"
+NO_ANCHOR = ("no trust anchor: give --trust ROOT, the root certificate file (PEM or DER) or its SHA-256 "
+             "fingerprint as published in the CPS and read aloud at the root ceremony; a seal proves nothing "
+             "without it")
+_FINGERPRINT = re.compile(r"^(?:sha-?256[:=])?([0-9a-f]{2}(?::?[0-9a-f]{2}){31})$", re.I)
+
+
+class AnchorError(CeremonyError):
+    """The trust anchor given cannot be used: one line saying what was given and what is allowed."""
+
+    exit_code = 64  # EX_USAGE: nothing was verified
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    certificate: x509.Certificate
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the DER certificate, lower-case hex (as the CPS and the root ceremony give it)."""
+        return sha256_hex(self.certificate.public_bytes(serialization.Encoding.DER))
+
+    @property
+    def spki_sha256(self) -> str:
+        return spki_sha256(self.certificate.public_key())
+
+    @property
+    def rehearsal(self) -> bool:
+        return is_rehearsal_certificate(self.certificate)
+
+
+def is_rehearsal_certificate(cert: x509.Certificate) -> bool:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return any(REHEARSAL_MARKER in str(n.value) for n in names)
+
+
+def _load(data: bytes) -> x509.Certificate:
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def certificates_in(directory: Path) -> list[tuple[Path, x509.Certificate]]:
+    """Every certificate file under ``directory`` (the artifacts), parsed; other files are passed over."""
+    found: list[tuple[Path, x509.Certificate]] = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or not path.name.endswith(CERTIFICATE_SUFFIXES) or path.stat().st_size > 1 << 20:
+            continue
+        try:
+            found.append((path, _load(path.read_bytes())))
+        except (ValueError, OSError):
+            continue
+    return found
+
+
+def load_anchor(value: str | None, artifacts: Path) -> TrustAnchor:
+    """The anchor ``--trust`` names: a certificate file, or the SHA-256 fingerprint of one among the artifacts."""
+    if not value:
+        raise AnchorError(NO_ANCHOR)
+    path = Path(value)
+    if path.is_file():
+        try:
+            cert = _load(path.read_bytes())
+        except ValueError:
+            raise AnchorError(f"--trust {value}: not a certificate (PEM or DER); give the root certificate or "
+                              "its SHA-256 fingerprint") from None
+        return _checked(TrustAnchor(cert, str(path)))
+    match = _FINGERPRINT.match(value.strip())
+    if match is None:
+        raise AnchorError(f"--trust {value}: neither a certificate file nor a SHA-256 fingerprint (64 hexadecimal "
+                          "digits, colons allowed)")
+    wanted = match.group(1).replace(":", "").lower()
+    for found, cert in certificates_in(artifacts):
+        if sha256_hex(cert.public_bytes(serialization.Encoding.DER)) == wanted:
+            return _checked(TrustAnchor(cert, f"{found} (SHA-256 {wanted})"))
+    raise AnchorError(f"--trust {value}: no certificate with this SHA-256 fingerprint among the artifacts in "
+                      f"{artifacts}; give the root certificate file instead")
+
+
+def _checked(anchor: TrustAnchor) -> TrustAnchor:
+    try:
+        constraints = anchor.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca or anchor.certificate.issuer != anchor.certificate.subject:
+        raise AnchorError(f"--trust {anchor.source}: not a root CA certificate (self-issued, basicConstraints "
+                          "CA); the anchor is the root certificate published in the CPS")
+    return anchor
+
+
+@dataclass(frozen=True)
+class Anchoring:
+    """Whether the sealing key is anchored, and how (for the report) or why not."""
+
+    anchored: bool
+    how: str
+    certificate: x509.Certificate | None = None
+
+
+def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path, x509.Certificate]],
+                at: dt.datetime, base: Path) -> Anchoring:
+    """Is ``seal_key`` the anchor's key, or certified by a chain to the anchor valid at ``at``?"""
+    digest = spki_sha256(seal_key)
+    if digest == anchor.spki_sha256:
+        return Anchoring(True, f"the sealing key is the trust anchor's key ({anchor.source})", anchor.certificate)
+    holders = [(p, c) for p, c in candidates if spki_sha256(c.public_key()) == digest]
+    if not holders:
+        return Anchoring(False, f"no certificate among the artifacts in {base} carries the sealing key (SPKI "
+                                f"SHA-256 {digest}): the transcript cannot be tied to the trust anchor yet")
+    intermediates = [c for _, c in candidates if _is_ca(c)]
+    verifier = (PolicyBuilder().store(Store([anchor.certificate])).time(at)
+                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                    ee_policy=ExtensionPolicy.permit_all())
+                .build_client_verifier())
+    reasons = []
+    for path, cert in holders:
+        try:
+            verified = verifier.verify(cert, intermediates)
+        except VerificationError as exc:
+            reasons.append(f"{_rel(path, base)}: {exc}")
+            continue
+        chain = " <- ".join(c.subject.rfc4514_string() for c in reversed(verified.chain))
+        return Anchoring(True, f"the sealing key's certificate {_rel(path, base)} chains to the trust anchor "
+                               f"({chain})", cert)
+    return Anchoring(False, "the certificate(s) carrying the sealing key do not chain to the trust anchor at "
+                            f"the time of the seal: {'; '.join(reasons)}")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
