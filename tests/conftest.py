@@ -9,10 +9,13 @@ exactly as in a ceremony.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
+import ctypes
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ TESTING_DEFINITION = REPO / "inventory" / "testing" / "pki.yml"
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
+from ceremony.ceremonies.offline import check_offline  # noqa: E402
 from ceremony.hsm import softhsm  # noqa: E402
 
 SOFTHSM_CONF = softhsm.write_config(_HSM_DIR)
@@ -111,6 +115,54 @@ def definition_on_tokens(tmp_path: Path, make_token: Callable[[str], TestToken])
 def tree(directory: Path) -> set[str]:
     """Every file under ``directory`` (relative paths): tests compare before and after a failure."""
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+_IP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+@contextlib.contextmanager
+def own_network_namespace(*up: str) -> Iterator[None]:
+    """This test's thread in a fresh network namespace of the real kernel, for the duration of the block.
+
+    The namespace has loopback (down) and, for each name in ``up``, one end of a veth pair brought up
+    (its peer, ``<name>p``, stays down): what the offline check sees, the way ``unshare -n`` and
+    ``ip netns`` give it to an operator (tests/test_offline.py). Children started in the block
+    (``ip`` here) are in it too. The thread then goes back to its own namespace, and the new one,
+    held by nothing, disappears with its interfaces. Needs root; the test is skipped otherwise.
+    """
+    ip = shutil.which("ip", path=_IP_ENV["PATH"])
+    if os.geteuid() != 0 or ip is None:
+        pytest.skip("a network namespace of the test's own needs root and ip(8)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            pytest.skip(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}")
+        try:
+            for name in up:
+                for argv in (("link", "add", name, "type", "veth", "peer", "name", f"{name}p"),
+                             ("link", "set", name, "up")):
+                    subprocess.run([ip, *argv], env=_IP_ENV, check=True, capture_output=True, timeout=30)
+            yield
+        finally:
+            if libc.setns(own, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "cannot return to the test's own network namespace")
+    finally:
+        os.close(own)
+
+
+@pytest.fixture
+def air_gapped() -> Iterator[None]:
+    """Where the offline check passes, so that a production ceremony gets past its first step to the refusal
+    a test is about: this machine as it is when it is already offline, else a fresh network namespace."""
+    if check_offline(enforce=False).offline:
+        yield
+        return
+    with own_network_namespace():
+        yield
 
 
 #: The xdist group of the modules that read the one full rehearsal: they run on one worker, so the

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from conftest import SOFTHSM_CONF, TestToken, base_definition_data, own_network_namespace, tree, write_definition
 from cryptography import x509
 
 from ceremony.backup.format import load_backup
 from ceremony.backup.shares import read_share
 from ceremony.ceremonies.backup import BackupResult, backup_ceremony
 from ceremony.ceremonies.root_key import root_ceremony
-from ceremony.common.errors import DefinitionError, HsmError, OutputError
+from ceremony.common.errors import DefinitionError, HsmError, OfflineCheckError, OutputError
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import session as hsm
 from ceremony.hsm import softhsm
@@ -33,8 +33,8 @@ from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 
-BACKUP_STEPS = ["definition-check", "token-open", "wrapping-key-generate", "wrapping-key-trust", "key-wrap",
-                "shares-split", "shares-distribute", "outputs-write"]
+BACKUP_STEPS = ["offline-check", "definition-check", "token-open", "wrapping-key-generate", "wrapping-key-trust",
+                "key-wrap", "shares-split", "shares-distribute", "outputs-write"]
 
 
 class CapturingRecorder(ConsoleRecorder):
@@ -206,7 +206,8 @@ def test_key_generated_without_backup_policy_cannot_be_backed_up(definition_on_t
     assert tree(out) == before and labels_on(root_tok) == objects
 
 
-def test_production_backup_needs_a_bag_serial_per_custodian(backed_up: BackedUp, tmp_path: Path) -> None:
+def test_production_backup_needs_a_bag_serial_per_custodian(backed_up: BackedUp, tmp_path: Path,
+                                                          air_gapped: None) -> None:
     with pytest.raises(DefinitionError, match="--bag: Aminata Diarra: no tamper-evident bag serial"):
         backup_ceremony(backed_up.definition, "root", tmp_path / "prod", ConsoleRecorder(rehearsal=False),
                         rehearsal=False, interactive=False, certificate=backed_up.out / "root.crt.pem",
@@ -219,6 +220,39 @@ def test_production_backup_needs_a_bag_serial_per_custodian(backed_up: BackedUp,
                         rehearsal=False, interactive=False,
                         bags={"Aminata Diarra": "SN-1", "Bakary Coulibaly": "SN-1", "Fatoumata Traoré": "SN-2"})
     assert not (tmp_path / "prod").exists()
+
+
+PRODUCTION_BAGS = {"Aminata Diarra": "SN-004711", "Bakary Coulibaly": "SN-004712", "Fatoumata Traoré": "SN-004713"}
+
+
+def test_production_backup_refuses_to_run_while_a_network_interface_is_up(backed_up: BackedUp,
+                                                                          tmp_path: Path) -> None:
+    """As the root key ceremony does: the offline check is the first step, and in production an interface up
+    (a veth in a network namespace of the test's own, on the real kernel) stops the ceremony before the
+    definition is checked or the token opened: nothing written, the token as it was."""
+    objects = labels_on(backed_up.root_token)
+    rec = ConsoleRecorder(rehearsal=False)
+    with own_network_namespace("cerveth0"), pytest.raises(OfflineCheckError) as refused:
+        backup_ceremony(backed_up.definition, "root", tmp_path / "prod", rec, rehearsal=False, interactive=False,
+                        certificate=backed_up.out / "root.crt.pem", bags=PRODUCTION_BAGS)
+    assert "network interface(s) cerveth0 up" in str(refused.value)
+    assert "ip link set cerveth0 down" in str(refused.value) and "docs/air-gapped.md" in str(refused.value)
+    assert rec.steps == [("offline-check", "failed")]
+    assert not (tmp_path / "prod").exists() and labels_on(backed_up.root_token) == objects
+
+
+def test_rehearsal_backup_records_the_offline_check_without_enforcing_it(backed_up: BackedUp,
+                                                                         tmp_path: Path) -> None:
+    """The same namespace, in a rehearsal: the interface is recorded and the backup goes on, as at the root."""
+    rec = CapturingRecorder()
+    with own_network_namespace("cerveth0"):
+        backup_ceremony(backed_up.definition, "root", tmp_path / "reh", rec, rehearsal=True, interactive=False,
+                        certificate=backed_up.out / "root.crt.pem")
+    assert rec.steps == [(s, "done") for s in BACKUP_STEPS]
+    check = dict(rec.evidence_log)["offline-check"]
+    assert check["non_loopback_up"] == ["cerveth0"] and check["offline"] is False and check["enforced"] is False
+    assert "offline check: interfaces up: cerveth0 (rehearsal: not enforced)" in rec.buffer.getvalue()
+    assert dict(backed_up.recorder.evidence_log)["offline-check"]["enforced"] is False
 
 
 def test_wrong_security_officer_pin_leaves_token_and_disk_unchanged(definition_on_tokens: Any, tmp_path: Path,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TestToken, tree
+from conftest import TestToken, own_network_namespace, tree
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_backup import BackedUp, CapturingRecorder, labels_on, make_backup
@@ -23,7 +23,7 @@ from test_backup import BackedUp, CapturingRecorder, labels_on, make_backup
 from ceremony.backup.format import BackupError, file_checksum, load_backup
 from ceremony.backup.shares import Share, read_share
 from ceremony.ceremonies.restore import restore_ceremony
-from ceremony.common.errors import CeremonyError, DefinitionError, HsmError
+from ceremony.common.errors import CeremonyError, DefinitionError, HsmError, OfflineCheckError
 from ceremony.definition.model import Hsm, TokenRef
 from ceremony.hsm import session as hsm
 from ceremony.hsm.signers import hash_for, signing_key
@@ -31,7 +31,7 @@ from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = pytest.mark.hsm
 
-RESTORE_STEPS = ["definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap",
+RESTORE_STEPS = ["offline-check", "definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap",
                  "test-signature", "outputs-write"]
 MakeToken = Callable[[str], TestToken]
 
@@ -224,13 +224,43 @@ def test_a_token_that_already_holds_the_label_is_refused(backed_up: BackedUp, ma
 
 
 def test_production_restore_of_a_rehearsal_backup_is_refused(backed_up: BackedUp, make_token: MakeToken,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, air_gapped: None) -> None:
     tok = make_token("restore")
     with pytest.raises(BackupError, match="a rehearsal backup cannot be restored in a production ceremony"):
         restore_ceremony(backed_up.definition, "root", backed_up.result.backup_file, shares_of(backed_up)[:2],
                          tmp_path, ConsoleRecorder(rehearsal=False), rehearsal=False,
                          certificate=backed_up.out / "root.crt.pem", target=target_of(tok), interactive=False)
     assert labels_on(tok) == []
+
+
+def test_production_restore_refuses_to_run_while_a_network_interface_is_up(backed_up: BackedUp,
+                                                                           make_token: MakeToken,
+                                                                           tmp_path: Path) -> None:
+    """As the root key ceremony does: the offline check comes first, and in production an interface up (a veth in
+    a network namespace of the test's own) stops the restore before the backup is read, a share is asked for or
+    the target token is opened: nothing on the token, nothing written."""
+    tok = make_token("restore")
+    rec = ConsoleRecorder(rehearsal=False)
+    with own_network_namespace("cerveth0"), pytest.raises(OfflineCheckError) as refused:
+        restore_ceremony(backed_up.definition, "root", backed_up.result.backup_file, shares_of(backed_up)[:2],
+                         tmp_path / "prod", rec, rehearsal=False, certificate=backed_up.out / "root.crt.pem",
+                         target=target_of(tok), interactive=False)
+    assert "network interface(s) cerveth0 up" in str(refused.value)
+    assert "ip link set cerveth0 down" in str(refused.value) and "docs/air-gapped.md" in str(refused.value)
+    assert rec.steps == [("offline-check", "failed")]
+    assert labels_on(tok) == [] and not (tmp_path / "prod").exists()
+
+
+def test_rehearsal_restore_records_the_offline_check_without_enforcing_it(backed_up: BackedUp,
+                                                                          make_token: MakeToken,
+                                                                          tmp_path: Path) -> None:
+    tok = make_token("restore")
+    rec = CapturingRecorder()
+    with own_network_namespace("cerveth0"):
+        restore(backed_up, tok, shares_of(backed_up)[:2], tmp_path, recorder=rec)
+    assert rec.steps == [(s, "done") for s in RESTORE_STEPS]
+    check = dict(rec.evidence_log)["offline-check"]
+    assert check["non_loopback_up"] == ["cerveth0"] and check["offline"] is False and check["enforced"] is False
 
 
 def test_rsa_root_backs_up_and_restores(definition_on_tokens: Any, make_token: MakeToken, tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 Dual control, in the order of the ceremony script ``key-backup``:
 
+0. ``offline-check``: as at the root key ceremony, first, before anything else: in production a network
+   interface other than loopback that is up stops the ceremony (the wrapping key's secret and the shares
+   pass through this workstation); a rehearsal records it and goes on.
 1. ``definition-check``: the CA's backup policy is ``wrapped``, every custodian has a bag serial,
    the CA certificate is at hand, no output exists.
 2. ``token-open``: the Crypto Officer logs in; the CA key must be the certificate's key and must
@@ -60,6 +63,7 @@ from ceremony.ceremonies.steps import (
     key_flag_lines,
     lang_of,
     login,
+    offline_check_step,
     say_definition,
     say_key_hash,
     say_outputs,
@@ -168,6 +172,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                     pin_file: str | None = None, so_pin_file: str | None = None,
                     interactive: bool = True) -> BackupResult:
     """Back up the key of ``ca_name`` under M-of-N custody; outputs under ``out/backup/``."""
+    offline_check_step(recorder, rehearsal)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output directory is a file")

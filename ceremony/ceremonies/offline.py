@@ -1,4 +1,5 @@
-"""The offline check: a root ceremony refuses to start while a network interface is up.
+"""The offline check: a ceremony held at the air-gapped workstation (the root ceremonies, key backup and
+key restore) refuses to start while a network interface is up.
 
 The interfaces are those of the *current network namespace*, as the kernel reports them: the names
 from ``if_nameindex(3)`` (a netlink RTM_GETLINK dump in glibc) and the flags of each from the
@@ -108,7 +109,7 @@ class OfflineCheck:
                 f"(see {GUIDE}) on a host where 'ip link' works, and start again")
         commands = "; ".join(f"ip link set {shlex.quote(name)} down" for name in self.up)
         return OfflineCheckError(
-            f"network interface(s) {', '.join(self.up)} up in this network namespace: a root ceremony runs "
+            f"network interface(s) {', '.join(self.up)} up in this network namespace: this ceremony runs "
             f"air-gapped. Bring them down ({commands}) or run the ceremony in a network namespace that "
             f"has only loopback (see {GUIDE}), then start again")
 

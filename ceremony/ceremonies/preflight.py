@@ -129,13 +129,15 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         return Plan(True, (Need(issuer, "present"),), (f"{ca_name}.crt.pem", f"{ca_name}.crt.der"))
     if ceremony == "root-crl-batch":
         return Plan(True, (Need(root, "present"),))
+    # Key backup and restore run air-gapped whichever CA's key they handle (their offline-check step):
+    # the wrapping key's secret and the shares pass through the workstation.
     if ceremony == "key-backup":
         assert ca_name is not None
-        return Plan(ca_name == root, (Need(ca_name, "present"),))
+        return Plan(True, (Need(ca_name, "present"),))
     if ceremony == "key-restore":
         if not ca_name or ca_name not in defn.model.cas:
             raise PreflightError(f"the key-restore ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
-        return Plan(ca_name == root, (Need(ca_name, "absent"),))
+        return Plan(True, (Need(ca_name, "absent"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore)")
 

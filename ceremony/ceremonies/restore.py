@@ -3,6 +3,9 @@
 Everything that can be refused is refused before the target token is touched, in the order of the
 ceremony script ``key-restore``:
 
+0. ``offline-check``: as at the root key ceremony, first, before anything else: in production a network
+   interface other than loopback that is up stops the ceremony (the wrapping key is recombined on this
+   workstation); a rehearsal records it and goes on.
 1. ``definition-check``: the CA has a wrapped-backup policy, the original certificate is at hand,
    the restore report does not exist yet.
 2. ``backup-verify``: the backup file parses, its SHA-256 checksum matches (corruption), it is the
@@ -49,7 +52,17 @@ from ceremony.backup.quorum import check_shares, recombine
 from ceremony.backup.shares import read_share
 from ceremony.ceremonies.backup import token_step, wrapped_ca
 from ceremony.ceremonies.runner import CeremonyRun
-from ceremony.ceremonies.steps import lang_of, login, say_definition, say_key_hash, say_outputs, short_sha, tell, yes_no
+from ceremony.ceremonies.steps import (
+    lang_of,
+    login,
+    offline_check_step,
+    say_definition,
+    say_key_hash,
+    say_outputs,
+    short_sha,
+    tell,
+    yes_no,
+)
 from ceremony.common.errors import HsmError, OutputError
 from ceremony.common.fileio import sha256_file
 from ceremony.common.manifest import Manifest
@@ -77,6 +90,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                      interactive: bool = True) -> RestoreResult:
     """Restore the key of ``ca_name`` from ``backup`` with ``shares`` onto ``target`` (default: the CA's HSM)."""
     lang = lang_of(recorder)
+    offline_check_step(recorder, rehearsal)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output directory is a file")

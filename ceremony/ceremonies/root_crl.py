@@ -34,12 +34,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ceremony.ca.registry import CertRecord, Registry, parse_reason
-from ceremony.ceremonies.offline import check_offline
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     keep_definition,
     lang_of,
     login,
+    offline_check_step,
     prepare_out,
     say_definition,
     say_key_hash,
@@ -147,10 +147,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
     model = defn.model
     name = model.root_name
     ca = model.cas[name]
-    with scripted_step(recorder, "offline-check"):
-        result = check_offline(enforce=not rehearsal)
-        recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
+    offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     n = count if count is not None else (ca.crl.batch_count or 1)
     start_at = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)

@@ -7,7 +7,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ceremony.ceremonies.offline import check_offline
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     DER,
@@ -18,6 +17,7 @@ from ceremony.ceremonies.steps import (
     der_of,
     keep_definition,
     lang_of,
+    offline_check_step,
     open_token_and_generate_key,
     outputs_of,
     prepare_out,
@@ -51,10 +51,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
     model = defn.model
     name = model.root_name
     ca = model.cas[name]
-    with scripted_step(recorder, "offline-check"):
-        result = check_offline(enforce=not rehearsal)
-        recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
+    offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     with CeremonyRun(out_dir, manifest, recorder, "root-key-generation") as run:
         with scripted_step(recorder, "definition-check"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ceremony.ceremonies.offline import check_offline
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -14,6 +13,7 @@ from ceremony.ceremonies.steps import (
     keep_definition,
     lang_of,
     login,
+    offline_check_step,
     outputs_of,
     prepare_out,
     say_certificate,
@@ -80,10 +80,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
     if ca.role != "subordinate" or ca.issuer is None:
         raise VerificationError(f"cas.{ca_name} is not a subordinate CA")
     issuer = model.cas[ca.issuer]
-    with scripted_step(recorder, "offline-check"):
-        result = check_offline(enforce=not rehearsal)
-        recorder.evidence("offline-check", result.as_dict())
-        recorder.say(result.summary(lang))
+    offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
     with CeremonyRun(out_dir, manifest, recorder, "subordinate-signing") as run:

@@ -24,6 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ceremony.ceremonies.offline import check_offline
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.common.errors import OutputError
 from ceremony.common.fileio import sha256_file
@@ -74,6 +75,21 @@ def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pi
         public = key.public_key()
         say_new_key(recorder, evidence, public)
     return session, key, public
+
+
+def offline_check_step(recorder: Recorder, rehearsal: bool) -> None:
+    """The step ``offline-check``, first of every ceremony held at the air-gapped workstation (root key,
+    subordinate signing, root CRLs, key backup, key restore), before any output is planned or token opened.
+
+    The interfaces of this network namespace are recorded and shown. In production one that is up, other than
+    loopback, stops the ceremony (:class:`~ceremony.common.errors.OfflineCheckError`); a rehearsal records it
+    and goes on, saying that the check was not enforced.
+    """
+    lang = lang_of(recorder)
+    with scripted_step(recorder, "offline-check"):
+        result = check_offline(enforce=not rehearsal)
+        recorder.evidence("offline-check", result.as_dict())
+        recorder.say(result.summary(lang) + ("" if result.offline or not rehearsal else words(lang, "not_enforced")))
 
 
 def keep_definition(defn: LoadedDefinition, run: CeremonyRun) -> None:

@@ -69,7 +69,8 @@ class RequestError(CeremonyError):
 
 
 class OfflineCheckError(CeremonyError):
-    """A root ceremony was asked to run on a host with a network interface up."""
+    """A ceremony held air-gapped (root ceremonies, key backup and restore) was asked to run on a host with a network
+    interface up."""
 
     exit_code = 7
 
