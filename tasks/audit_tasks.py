@@ -50,6 +50,24 @@ def verify(c: Context, transcript: str, trust: str | None = None, rehearsal: boo
         sys.exit(result.exit_code)
 
 
+@task(name="verify-all",
+      help={"directory": "the ceremonies' output directory (transcripts/, manifest.json, the artifacts)",
+            "trust": "the trust anchor: the root certificate file or its SHA-256 fingerprint (required)",
+            "rehearsal": "accept rehearsal transcripts (without it a rehearsal never passes)"})
+@operator_errors
+def verify_all(c: Context, directory: str, trust: str | None = None, rehearsal: bool = False) -> None:
+    """Verify every transcript of an output directory against a trust anchor, the ledger that links them,
+    and the manifest; print one table."""
+    from ceremony.transcript.anchor import load_anchor
+    from ceremony.transcript.ledger import table_lines, verify_directory
+
+    base = Path(directory)
+    result = verify_directory(base, load_anchor(trust, base), rehearsal=rehearsal)
+    print("\n".join(table_lines(result)))
+    if result.exit_code != 0:
+        sys.exit(result.exit_code)
+
+
 @task(help={"transcript": "the transcript (.jsonl) to render",
             "lang": "fr or en (default: both)",
             "out": "output directory (default: next to the transcript)",
@@ -69,4 +87,5 @@ def report(c: Context, transcript: str, lang: str | None = None, out: str | None
 
 ns = Collection()
 ns.add_task(verify)
+ns.add_task(verify_all)
 ns.add_task(report)

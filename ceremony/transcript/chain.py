@@ -934,6 +934,35 @@ def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
     return [f for f in found if f["file"] not in acknowledged]
 
 
+def ledger_tip(directory: Path, exclude: Path | None = None) -> dict[str, Any] | None:
+    """The last finished ceremony of ``directory`` (the ledger's tip): its file and final head.
+
+    Every transcript's header names the one before it, so the ceremonies of an output directory form one
+    chain from the first on: rewriting an old transcript would mean rewriting every later one. A finished
+    transcript ends with its seal or its closing record; the tip is the one whose last record is the
+    latest (interrupted ones are named by ``resumes`` instead)."""
+    best: tuple[str, str, str] | None = None
+    if not directory.is_dir():
+        return None
+    for p in sorted(directory.glob("*.jsonl")):
+        if exclude is not None and p.resolve() == exclude.resolve():
+            continue
+        lines = p.read_bytes().split(b"\n")
+        if len(lines) < 2 or lines[-1]:
+            continue
+        try:
+            last = json.loads(lines[-2])
+        except ValueError:
+            continue
+        finished = last.get("type") == "seal" or (last.get("type") == "close" and last.get("status") != "interrupted")
+        if not finished:
+            continue
+        candidate = (str(last.get("time", "")), p.name, line_hash(lines[-2]))
+        if best is None or candidate > best:
+            best = candidate
+    return None if best is None else {"file": best[1], "head": best[2], "time": best[0]}
+
+
 def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answers) -> tuple[Script, Rules,
                                                                                           list[Participant]]:
     script = load_script(script_name)
@@ -969,6 +998,7 @@ def _transcript(path: Path, script: Script, definition: Any, rules: Rules, peopl
                      rules=rules.as_dict(), artifacts_base=_relative(base, path.parent),
                      environment=environment_evidence(),
                      resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes],
+                     ledger={"previous": ledger_tip(path.parent, exclude=path)},
                      answers=dict(answers.source), **_jsonable(dict(header or {})))
         console.rule(text((script.title.get(lang) or script.title["en"], "bold"),
                           say(lang, "rehearsal") if rehearsal else ""))

@@ -1,0 +1,152 @@
+"""Every transcript of an output directory at once: each one, the ledger that links them, the manifest.
+
+``invoke audit.verify-all DIR --trust ROOT`` is what an auditor runs on a copy of the ceremonies'
+output directory. Each transcript is verified as ``audit.verify`` does (anchored in ROOT). Then:
+
+- **the ledger**: each header names the transcript finished before it (file and final head, see
+  :func:`ceremony.transcript.chain.ledger_tip`); every link must point to a transcript that is there with
+  exactly that final head, no transcript may have two successors, and only the first may have none.
+  Removing, replacing or rewriting an old transcript breaks the link of the next one;
+- **the manifest**: every entry's file exists with its recorded SHA-256, and every artifact a sealed
+  transcript recorded is listed in the manifest with the same hash.
+
+A sealed transcript must verify as intact; a ceremony that failed or ended unsealed is part of the
+history and is listed as such; an interrupted one must be acknowledged by a later ceremony (its
+``resumes``), otherwise it is a finding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ceremony.common.fileio import sha256_file
+from ceremony.transcript.anchor import TrustAnchor
+from ceremony.transcript.audit import Audit, verdict_of, verify
+from ceremony.transcript.chain import line_hash
+
+#: A transcript in one of these states is a finding; failed and unsealed ceremonies are history.
+FAILING = ("invalid", "not-anchored", "rehearsal", "incomplete", "interrupted")
+
+
+@dataclass
+class Row:
+    transcript: str
+    ceremony: str
+    status: str
+    head: str
+    previous: str
+    anchored_by: str
+
+
+@dataclass
+class DirectoryAudit:
+    directory: Path
+    rows: list[Row] = field(default_factory=list)
+    audits: dict[str, Audit] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and bool(self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+def _final_head(path: Path) -> str | None:
+    lines = path.read_bytes().split(b"\n")
+    return line_hash(lines[-2]) if len(lines) >= 2 and not lines[-1] else None
+
+
+def verify_directory(directory: Path, trust: TrustAnchor, rehearsal: bool = False) -> DirectoryAudit:
+    result = DirectoryAudit(directory)
+    transcripts = sorted((directory / "transcripts").glob("*.jsonl"))
+    if not transcripts:
+        result.findings.append(f"{directory / 'transcripts'}: no transcript to verify")
+        return result
+    acknowledged: set[str] = set()
+    successors: dict[str, list[str]] = {}
+    genesis: list[str] = []
+    for path in transcripts:
+        audit = verify(path, directory, trust=trust, rehearsal=rehearsal)
+        result.audits[path.name] = audit
+        header = audit.header
+        acknowledged.update(str(r.get("file", "")) for r in header.get("resumes") or [])
+        ledger = header.get("ledger") if isinstance(header.get("ledger"), dict) else None
+        previous = ledger.get("previous") if ledger else None
+        if ledger is None:
+            result.findings.append(f"{path.name}: its header has no ledger link")
+        elif previous is None:
+            genesis.append(path.name)
+        else:
+            named = directory / "transcripts" / str(previous.get("file"))
+            if not named.is_file():
+                result.findings.append(f"{path.name}: the ledger names {previous.get('file')} before it, which "
+                                       "is missing")
+            elif _final_head(named) != previous.get("head"):
+                result.findings.append(f"{path.name}: the ledger names {named.name} with final head "
+                                       f"{previous.get('head')}, but that file ends with another head: it was "
+                                       "rewritten or replaced")
+            successors.setdefault(str(previous.get("file")), []).append(path.name)
+        anchored = audit.anchoring.how if audit.anchoring is not None and audit.anchoring.anchored else "-"
+        result.rows.append(Row(path.name, str((header.get("script") or {}).get("name", "?")), audit.status,
+                               (audit.records[-1].get("head") if audit.of_type("seal") else None)
+                               or (_final_head(path) or "-"),
+                               str(previous.get("file")) if previous else "-", anchored))
+    for row in result.rows:
+        if row.status in FAILING and not (row.status == "interrupted" and row.transcript in acknowledged) \
+                and not (row.status == "incomplete" and row.transcript in acknowledged):
+            audit = result.audits[row.transcript]
+            result.findings.append(f"{row.transcript}: {verdict_of(audit)}"
+                                   + (f" ({audit.problems[0]})" if audit.problems else ""))
+    for name, after in successors.items():
+        if len(after) > 1:
+            result.findings.append(f"the ledger forks after {name}: {', '.join(after)} all name it as previous")
+    if len(genesis) > 1:
+        result.findings.append(f"the ledger has {len(genesis)} beginnings ({', '.join(genesis)}): one at most")
+    _check_manifest(result)
+    return result
+
+
+def _check_manifest(result: DirectoryAudit) -> None:
+    path = result.directory / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        result.findings.append(f"{path}: cannot be read as a manifest ({exc})")
+        return
+    listed: dict[str, str] = {}
+    for entry in manifest.get("artifacts") or []:
+        rel = str(entry.get("path"))
+        listed[rel] = str(entry.get("sha256"))
+        target = result.directory / rel
+        if not target.is_file():
+            result.findings.append(f"manifest.json lists {rel}, which is missing")
+        elif sha256_file(target) != entry.get("sha256"):
+            result.findings.append(f"manifest.json lists {rel} with SHA-256 {entry.get('sha256')}, the file has "
+                                   "another: changed after it was listed")
+    for name, audit in result.audits.items():
+        if audit.status != "intact":
+            continue
+        for record in audit.of_type("artifact"):
+            rel = str(record.get("path"))
+            if listed.get(rel) != record.get("sha256"):
+                result.findings.append(f"{name}: artifact {rel} is not listed in manifest.json with the hash the "
+                                       "transcript recorded")
+
+
+def table_lines(result: DirectoryAudit) -> list[str]:
+    """One row per transcript, then the findings and the verdict."""
+    rows = [("transcript", "ceremony", "status", "final head", "previous in the ledger")]
+    rows += [(r.transcript, r.ceremony, r.status, r.head[:16] + "…" if len(r.head) > 16 else r.head, r.previous)
+             for r in result.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    out += [f"FAIL {finding}" for finding in result.findings]
+    out.append(f"ALL INTACT: {len(result.rows)} transcripts, the ledger and the manifest verify" if result.ok else
+               f"NOT INTACT: {len(result.findings)} finding(s) in {result.directory}")
+    return out
