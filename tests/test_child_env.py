@@ -98,7 +98,7 @@ from pathlib import Path
 from ceremony.rehearsal import crl as crl_rehearsal
 from ceremony.rehearsal.ca import ca_ceremonies
 from ceremony.rehearsal.context import prepare
-from ceremony.policy.check import pdf_text
+from ceremony.common.pdf import pdf_text
 from ceremony.policy.render import render_pdfs
 
 out, definition = Path(sys.argv[1]), Path(sys.argv[2])

@@ -8,6 +8,7 @@ changed after it was listed and an artifact missing from the manifest are findin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -93,3 +94,17 @@ def test_the_manifest_is_checked_both_ways(outputs: Path) -> None:
 def test_a_bad_anchor_gets_one_message(outputs: Path) -> None:
     run = verify_all(outputs, "--trust", str(outputs / "qualified.crt.pem"), "--rehearsal")
     assert run.returncode == 64 and "not a root CA certificate" in run.stderr and not run.stdout
+
+
+def test_a_report_of_another_transcript_is_found(outputs: Path) -> None:
+    """A report copied over another ceremony's report (and its manifest hash fixed): it names the wrong
+    transcript file, in the HTML and in the PDF's text layer."""
+    manifest = json.loads((outputs / "manifest.json").read_text(encoding="utf-8"))
+    reports = [a for a in manifest["artifacts"] if a["kind"] == "transcript-report" and a["format"] == "pdf"]
+    victim, other = reports[0], next(r for r in reports[1:] if r["lang"] == reports[0]["lang"])
+    shutil.copy(outputs / other["path"], outputs / victim["path"])
+    victim["sha256"] = hashlib.sha256((outputs / victim["path"]).read_bytes()).hexdigest()
+    (outputs / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    run = verify_all(outputs, "--trust", str(outputs / "root.crt.pem"), "--rehearsal")
+    name = Path(victim["path"]).name
+    assert run.returncode == 1 and f"{name}: does not name the SHA-256 of" in run.stdout, run.stdout[-3000:]

@@ -26,8 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ceremony.common.pdf import pdf_text
 from ceremony.definition.model import load_definition
-from ceremony.policy.check import outline_problems, pdf_text
+from ceremony.policy.check import outline_problems
 from ceremony.policy.facts import PolicyError
 from ceremony.policy.outline import BY_NUMBER, OUTLINE
 from ceremony.policy.render import build_documents

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,19 @@ def test_html_in_both_languages_shows_the_ceremony(tmp_path: Path, definition: A
         assert text in en, text
     words = records(path)[-1]["words"]  # the seal, the last record
     assert " ".join(words[:8]) in fr, "the sealed chain head's words are in the report"
+
+
+def test_a_report_is_bound_to_its_transcript_and_shows_no_path_of_the_machine(tmp_path: Path,
+                                                                            definition: Any) -> None:
+    """The transcript file's SHA-256 and its final head (hex and words) are in the report, in both languages;
+    no absolute path of the workstation (the definition is named by its file name)."""
+    path, _ = soft_transcript(tmp_path / "out", definition, ROOT_STEPS)
+    seal = records(path)[-1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for lang in ("fr", "en"):
+        html = render_html(verify(path), lang)
+        assert digest in html and " ".join(seal["words"][-8:]) in html and seal["head"][:4] in html, lang
+        assert str(tmp_path) not in html and str(TESTING_DEFINITION.parent) not in html, lang
 
 
 def test_report_of_a_tampered_transcript_says_invalid(tmp_path: Path, definition: Any) -> None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ceremony.common import child_process
+from ceremony.common.pdf import pdf_text
 from ceremony.policy.facts import PolicyError, read_manifest
 from ceremony.policy.outline import LANGS, OUTLINE, has_children
 from ceremony.policy.render import (
@@ -120,17 +119,6 @@ def vague_problems(label: str, md: str, words: list[str]) -> list[str]:
             if re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", line, flags=re.IGNORECASE):
                 problems.append(f"{label}: {section}: vague wording {w!r}: state a number or a date instead")
     return problems
-
-
-def pdf_text(path: Path) -> str:
-    """The PDF's text layer, as ``pdftotext`` (poppler-utils) extracts it."""
-    tool = shutil.which("pdftotext")
-    if tool is None:
-        raise PolicyError("pdftotext (poppler-utils) is not installed: scripts/bootstrap.sh installs it")
-    result = child_process.run([tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=120)
-    if result.returncode != 0:
-        raise PolicyError(f"{path}: pdftotext cannot read it: {result.stderr.decode(errors='replace').strip()}")
-    return result.stdout.decode("utf-8")
 
 
 def _manifest_problems(out: Path, paths: list[Path]) -> list[str]:

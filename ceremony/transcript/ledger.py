@@ -8,7 +8,9 @@ output directory. Each transcript is verified as ``audit.verify`` does (anchored
   exactly that final head, no transcript may have two successors, and only the first may have none.
   Removing, replacing or rewriting an old transcript breaks the link of the next one;
 - **the manifest**: every entry's file exists with its recorded SHA-256, and every artifact a sealed
-  transcript recorded is listed in the manifest with the same hash.
+  transcript recorded is listed in the manifest with the same hash;
+- **the reports**: each transcript report listed (HTML, and PDF through its text layer) shows the SHA-256
+  of the transcript file it belongs to.
 
 A sealed transcript must verify as intact; a ceremony that failed or ended unsealed is part of the
 history and is listed as such; an interrupted one must be acknowledged by a later ceremony (its
@@ -18,11 +20,13 @@ history and is listed as such; an interrupted one must be acknowledged by a late
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ceremony.common.fileio import sha256_file
+from ceremony.common.pdf import pdf_text
 from ceremony.transcript.anchor import TrustAnchor
 from ceremony.transcript.audit import Audit, verdict_of, verify
 from ceremony.transcript.chain import line_hash
@@ -129,6 +133,9 @@ def _check_manifest(result: DirectoryAudit) -> None:
         elif sha256_file(target) != entry.get("sha256"):
             result.findings.append(f"manifest.json lists {rel} with SHA-256 {entry.get('sha256')}, the file has "
                                    "another: changed after it was listed")
+    for entry in manifest.get("artifacts") or []:
+        if entry.get("kind") == "transcript-report":
+            _check_report(result, result.directory / str(entry.get("path")))
     for name, audit in result.audits.items():
         if audit.status != "intact":
             continue
@@ -137,6 +144,22 @@ def _check_manifest(result: DirectoryAudit) -> None:
             if listed.get(rel) != record.get("sha256"):
                 result.findings.append(f"{name}: artifact {rel} is not listed in manifest.json with the hash the "
                                        "transcript recorded")
+
+
+def _check_report(result: DirectoryAudit, report: Path) -> None:
+    """A report names its transcript by the transcript file's SHA-256 (as text a reader sees, in the HTML
+    and in the PDF's text layer): a report of another transcript, or of an earlier state of it, does not."""
+    if not report.is_file():
+        return  # said already: listed and missing
+    stem = report.name.split(".")[0]
+    transcript = report.parent / f"{stem}.jsonl"
+    if not transcript.is_file():
+        result.findings.append(f"{report.name}: a transcript report whose transcript {transcript.name} is not there")
+        return
+    text = pdf_text(report) if report.suffix == ".pdf" else report.read_text(encoding="utf-8", errors="replace")
+    if sha256_file(transcript) not in re.sub(r"\s+", "", text):
+        result.findings.append(f"{report.name}: does not name the SHA-256 of {transcript.name}: it is the report "
+                               "of another transcript, or of another state of it")
 
 
 def table_lines(result: DirectoryAudit) -> list[str]:

@@ -10,6 +10,7 @@ WeasyPrint with the system DejaVu fonts, so accented French text is real text in
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ceremony.common.fingerprints import colon_form
 from ceremony.common.outputs import OutputSet
 from ceremony.common.pdf import render_pdf as html_to_pdf
 from ceremony.transcript.audit import Audit, verify
+from ceremony.transcript.chain import line_hash
 from ceremony.transcript.participants import ROLES
 from ceremony.transcript.scriptbook import TRANSCRIPT_ACT_TITLES
 
@@ -50,6 +52,7 @@ TEXT: dict[str, dict[str, Any]] = {
         "decision": "Decision", "approved_by": "Approved by", "artifacts": "Artifacts", "file": "File",
         "kind": "Kind", "fingerprints": "Certificate fingerprints", "subject": "Subject",
         "heads": "Chain head at the end of each act", "head": "Chain head (SHA-256)", "words": "PGP words",
+        "transcript_sha256": "Transcript file SHA-256", "final_head": "Final chain head",
         "seal": "Seal", "seal_text": "The final chain head is signed inside the HSM by the ceremony's CA key.",
         "verifier": "Verified with", "signoff": "Sign-off",
         "signoff_text": "We, the undersigned, attest that this transcript records the ceremony as it happened.",
@@ -85,6 +88,7 @@ TEXT: dict[str, dict[str, Any]] = {
         "what": "Ce qui s'est produit", "decision": "Décision", "approved_by": "Approuvée par",
         "artifacts": "Artefacts", "file": "Fichier", "kind": "Nature", "fingerprints": "Empreintes des certificats",
         "subject": "Sujet", "heads": "Tête de chaîne à la fin de chaque acte", "head": "Tête de chaîne (SHA-256)",
+        "transcript_sha256": "SHA-256 du fichier du procès-verbal", "final_head": "Tête de chaîne finale",
         "words": "Mots PGP", "seal": "Scellement",
         "seal_text": "La tête de chaîne finale est signée dans le HSM par la clé d'AC de la cérémonie.",
         "verifier": "Vérifiée avec", "signoff": "Signatures",
@@ -168,7 +172,14 @@ def view(audit: Audit, lang: str) -> dict[str, Any]:
              for r in recs if r["type"] == "act-end"]
     seal = next((r for r in recs if r["type"] == "seal"), None)
     close = next((r for r in reversed(recs) if r["type"] == "close"), None)
-    certs = [{"subject": c.get("subject"), "sha256": colon_form(str(c.get("sha256", "")))} for c in ev("certificate")]
+    certs = [{"subject": c.get("subject"), "sha256": colon_form(str(c.get("sha256", ""))),
+              "words": pgpwords.lines(str(c.get("sha256", ""))) if len(str(c.get("sha256", ""))) == 64 else []}
+             for c in ev("certificate")]
+    # The report is bound to its transcript: the file's SHA-256 and its final head (the seal's, or the
+    # last record's line hash when the ceremony did not seal), which audit.verify-all checks.
+    raw = audit.path.read_bytes()
+    last_line = raw.split(b"\n")[-2] if raw.count(b"\n") >= 1 else b""
+    final_head = str(seal["head"]) if seal else line_hash(last_line)
     status_key = {"failed": "failed_status"}.get(audit.status, audit.status)
     people = [{"name": p.name, "roles": ", ".join(ROLES.get(r, {}).get(lang, r) for r in p.roles),
                "identity": p.id_document, "checked_by": p.id_checked_by, "time": _time(p.signed_in_at)}
@@ -177,7 +188,12 @@ def view(audit: Audit, lang: str) -> dict[str, Any]:
     return {
         "lang": lang, "t": t, "rehearsal": bool(h.get("rehearsal")),
         "ceremony": script.title[lang] if script else (h.get("script") or {}).get("name"),
-        "script": h.get("script") or {}, "definition": h.get("definition") or {}, "env": env,
+        "script": h.get("script") or {}, "env": env,
+        # the definition by file name only: no absolute path of the machine the ceremony ran on
+        "definition": {**(h.get("definition") or {}),
+                       "path": Path(str((h.get("definition") or {}).get("path", ""))).name},
+        "transcript_sha256": hashlib.sha256(raw).hexdigest(), "final_head_hex": _hex_lines(final_head),
+        "final_head_words": pgpwords.lines(final_head),
         "started": _time(h.get("time")), "closed": _time(close.get("time")) if close else "",
         "close_status": t.get(f"close_{close.get('status')}", str(close.get("status"))) if close else "",
         "status": audit.status,
