@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,33 @@ def test_backup_record_names_custodians_bags_and_checksums_never_share_values(ba
     wrap = dict(rec.evidence_log)["key-wrap"]
     assert wrap["wrapping_key_destroyed"] and wrap["verified_by_test_unwrap_and_signature"]
     assert rec.sealed[0]["verifier"]["kind"] == "certificate" and rec.sealed[0]["verifier"]["path"] == "root.crt.pem"
+
+
+def der_fingerprint(pem: Path) -> str:
+    """The certificate's SHA-256 fingerprint as an auditor computes it: ``openssl x509 -outform DER | sha256sum``."""
+    proc = subprocess.run(["sh", "-c", 'openssl x509 -in "$1" -outform DER | sha256sum', "sh", str(pem)],
+                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True, timeout=30)
+    return proc.stdout.split()[0]
+
+
+def sha256sum(path: Path) -> str:
+    return subprocess.run(["sha256sum", str(path)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          check=True, timeout=30).stdout.split()[0]
+
+
+def test_certificate_evidence_is_the_fingerprint_of_the_der_certificate_not_of_the_pem_file(
+        backed_up: BackedUp) -> None:
+    """The ``certificate`` evidence's ``sha256`` is what the root key ceremony records and the auditor compares:
+    the SHA-256 of the DER certificate. The PEM file read is named with its own hash, under another name."""
+    pem = backed_up.out / "root.crt.pem"
+    fingerprint = der_fingerprint(pem)
+    evidence = dict(backed_up.recorder.evidence_log)["certificate"]
+    assert evidence["sha256"] == fingerprint
+    assert evidence["file_sha256"] == sha256sum(pem) != fingerprint
+    assert evidence["path"] == str(pem) and evidence["spki_sha256"] == backed_up.result.key_spki_sha256
+    assert evidence["sha256"] == sha256sum(backed_up.out / "root.crt.der")  # the root ceremony's DER file
+    assert load_backup(backed_up.result.backup_file)["certificate"]["sha256"] == fingerprint
+    assert f"certificate: {pem} (SHA-256 fingerprint {fingerprint[:16]}…)" in backed_up.recorder.buffer.getvalue()
 
 
 def test_wrapping_key_is_gone_and_the_ca_key_is_unchanged(backed_up: BackedUp) -> None:

@@ -18,7 +18,7 @@ import pytest
 from conftest import TestToken, own_network_namespace, tree
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_backup import BackedUp, CapturingRecorder, labels_on, make_backup
+from test_backup import BackedUp, CapturingRecorder, der_fingerprint, labels_on, make_backup, sha256sum
 
 from ceremony.backup.format import BackupError, file_checksum, load_backup
 from ceremony.backup.shares import Share, read_share
@@ -84,6 +84,20 @@ def test_exactly_m_shares_restore_a_key_that_signs_for_the_original_certificate(
     from test_hsm import pkcs11_tool_objects
     listing = pkcs11_tool_objects(tok)
     assert listing.count("label:      root-2026") == 2 and "Secret Key Object" not in listing
+
+
+def test_certificate_evidence_and_report_give_the_fingerprint_of_the_der_certificate(
+        backed_up: BackedUp, make_token: MakeToken, tmp_path: Path) -> None:
+    tok = make_token("restore")
+    rec = CapturingRecorder()
+    result = restore(backed_up, tok, shares_of(backed_up)[:2], tmp_path, recorder=rec)
+    pem = backed_up.out / "root.crt.pem"
+    fingerprint = der_fingerprint(pem)
+    evidence = dict(rec.evidence_log)["certificate"]
+    assert evidence["sha256"] == fingerprint and evidence["file_sha256"] == sha256sum(pem) != fingerprint
+    report = json.loads(result.report.read_text())
+    assert report["certificate_sha256"] == fingerprint and report["certificate_file_sha256"] == sha256sum(pem)
+    assert f"certificate: {pem} (SHA-256 fingerprint {fingerprint[:16]}…)" in rec.buffer.getvalue()
 
 
 def _assert_refused(b: BackedUp, tok: TestToken, out: Path, shares: list[Path], error: type[CeremonyError],

@@ -60,6 +60,7 @@ from ceremony.backup.format import (
 from ceremony.backup.shares import Share, slug
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
+    certificate_file_evidence,
     key_flag_lines,
     lang_of,
     login,
@@ -198,11 +199,10 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             run.check()
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "threshold": threshold, "custodians": custodians})
-            recorder.evidence("certificate", {"path": str(cert_path), "sha256": sha256_file(cert_path),
-                                              "subject": cert.subject.rfc4514_string(),
-                                              "spki_sha256": spki_sha256(cert.public_key())})
+            cert_evidence = certificate_file_evidence(cert, cert_path)
+            recorder.evidence("certificate", cert_evidence)
             say_definition(recorder, defn, ca_name)
-            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(sha256_file(cert_path)),
+            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(cert_evidence["sha256"]),
                  subject=cert.subject.rfc4514_string())
             say_key_hash(recorder, words(lang_of(recorder), "w_backup_key", ca=repr(ca_name)), cert.public_key())
             tell(recorder, "w_backup_quorum", id=backup_id, ca=repr(ca_name), threshold=threshold,
@@ -325,8 +325,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 "format": BACKUP_FORMAT, "rehearsal": rehearsal, "backup_id": backup_id, "ca": ca_name,
                 "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
                 "definition_sha256": defn.sha256,
-                "certificate": {"subject": cert.subject.rfc4514_string(),
-                                "sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()},
+                "certificate": {"subject": cert_evidence["subject"], "sha256": cert_evidence["sha256"]},
                 "key": {"label": ca.hsm.key_label, "id_hex": evidence.id_hex, "algorithm": ca.key.describe(),
                         "public_key_pem": public.public_bytes(serialization.Encoding.PEM,
                                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode(),

@@ -53,6 +53,7 @@ from ceremony.backup.shares import read_share
 from ceremony.ceremonies.backup import token_step, wrapped_ca
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
+    certificate_file_evidence,
     lang_of,
     login,
     offline_check_step,
@@ -106,8 +107,10 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
             run.plan(report_rel, "key-restore-report", "json")
             run.check()
+            cert_evidence = certificate_file_evidence(cert, cert_path)
+            recorder.evidence("certificate", cert_evidence)
             say_definition(recorder, defn, ca_name)
-            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(sha256_file(cert_path)),
+            tell(recorder, "w_certificate", path=cert_path, sha=short_sha(cert_evidence["sha256"]),
                  subject=cert.subject.rfc4514_string())
             tell(recorder, "w_restore_onto", token=hsm.token.describe(), label=repr(hsm.key_label))
             say_outputs(recorder, out_dir, run.planned)
@@ -206,7 +209,8 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             with scripted_step(recorder, "outputs-write"):
                 report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
                           "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),
-                          "certificate_sha256": sha256_file(cert_path), "target_token": hsm.token.describe(),
+                          "certificate_sha256": cert_evidence["sha256"],
+                          "certificate_file_sha256": cert_evidence["file_sha256"], "target_token": hsm.token.describe(),
                           "shares": [{"custodian": s.custodian, "index": s.index, "bag": s.bag,
                                       "checksum": s.checksum} for s in checked],
                           "restored_key": evidence, "test_message": message.decode(),

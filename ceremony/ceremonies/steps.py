@@ -299,6 +299,17 @@ def say_verified(recorder: Recorder, findings: list[Finding], allowances: Any) -
     say_lint(recorder, findings, allowances, words(lang_of(recorder), "w_stage_after"))
 
 
+def certificate_file_evidence(cert: x509.Certificate, path: Path) -> dict[str, Any]:
+    """The ``certificate`` evidence of a ceremony that reads a CA certificate from a file (key backup, key restore).
+
+    As :func:`certificate_evidence`: ``sha256`` is the certificate's fingerprint, the SHA-256 of its DER encoding
+    (what ``openssl x509 -fingerprint -sha256`` gives, and what the verifier compares certificates with), never
+    the hash of a PEM file. The file read is named, with its own SHA-256 (what ``sha256sum`` gives) under
+    ``file_sha256``.
+    """
+    return {**certificate_evidence(cert), "path": str(path), "file_sha256": sha256_file(path)}
+
+
 def certificate_evidence(cert: x509.Certificate) -> dict[str, Any]:
 
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),

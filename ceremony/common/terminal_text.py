@@ -209,7 +209,7 @@ _WITNESS: dict[str, dict[str, str]] = {
         "w_crl_against": "  against CRL {n}: {follows}",
         "w_crl_title": "Root CRL {n} (thisUpdate {this_update}, nextUpdate {next_update})",
         # key backup and restore
-        "w_certificate": "  certificate: {path} (SHA-256 {sha}), subject {subject}",
+        "w_certificate": "  certificate: {path} (SHA-256 fingerprint {sha}), subject {subject}",
         "w_backup_key": "  key of {ca} to back up (SPKI, from the certificate)",
         "w_backup_quorum": "  backup {id} of {ca}: quorum {threshold} of {count} custodians",
         "w_backup_share": "    share {i}: {name}, bag {bag}",
@@ -361,7 +361,7 @@ _WITNESS: dict[str, dict[str, str]] = {
                           "contrôlé",
         "w_crl_against": "  par rapport à la CRL {n} : {follows}",
         "w_crl_title": "CRL racine {n} (thisUpdate {this_update}, nextUpdate {next_update})",
-        "w_certificate": "  certificat : {path} (SHA-256 {sha}), sujet {subject}",
+        "w_certificate": "  certificat : {path} (empreinte SHA-256 {sha}), sujet {subject}",
         "w_backup_key": "  clé de {ca} à sauvegarder (SPKI, d'après le certificat)",
         "w_backup_quorum": "  sauvegarde {id} de {ca} : quorum de {threshold} dépositaires sur {count}",
         "w_backup_share": "    part {i} : {name}, sac {bag}",
