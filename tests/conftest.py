@@ -15,6 +15,7 @@ import ctypes
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,6 +28,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 TESTING_DEFINITION = REPO / "inventory" / "testing" / "pki.yml"
+
+# A run started in the background of a non-interactive shell inherits SIGINT (and SIGQUIT) ignored, and so
+# would every ceremony a test interrupts with Ctrl-C: it would never stop. The tests' processes take the
+# operator's terminal default, which their children inherit (a caught signal is reset to default at exec).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
