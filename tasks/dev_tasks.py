@@ -23,11 +23,12 @@ def test(c: Context, k: str = "", fast: bool = False) -> None:
     """
     lint(c)
     select = ["-k", repr(k)] if k else []
-    c.run(" ".join([".venv/bin/pytest", "-q", "-n", "2", "--dist", "loadgroup", "-m", "'not infra'", *select]),
-          pty=False)
+    # --durations: the slowest tests are printed with every run, so that the 30 minutes are watched
+    c.run(" ".join([".venv/bin/pytest", "-q", "-n", "2", "--dist", "loadgroup", "-m", "'not infra'",
+                    "--durations=15", *select]), pty=False)
     if not fast:
         # Exit 5 (nothing selected, e.g. -k matching no infrastructure test) is not a failure here.
-        result = c.run(" ".join([".venv/bin/pytest", "-q", "-m", "infra", *select]), pty=False,
+        result = c.run(" ".join([".venv/bin/pytest", "-q", "-m", "infra", "--durations=15", *select]), pty=False,
                        warn=True)
         if result is not None and result.exited not in (0, 5):
             raise SystemExit(result.exited)
