@@ -177,6 +177,6 @@ def test_invoke_root_batch_signs_in_from_an_answers_file(pki: Pki, tmp_path: Pat
     signed_in = {r["participant"]["name"] for r in records if r["type"] == "sign-in"}
     assert signed_in == {"Awa Traoré", "Binta Keïta", "Cheick Diallo", "Drissa Coulibaly"}
     assert {r["serial"] for r in records if r["type"] == "bag"} == {"ML-0001", "ML-0002", "ML-0003", "ML-0004"}
-    verify = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "audit.verify", str(transcript)], cwd=REPO,
-                            capture_output=True, text=True)
+    verify = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "audit.verify", str(transcript), "--trust",
+                             str(out / "root.crt.pem"), "--rehearsal"], cwd=REPO, capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout[-2000:]

@@ -5,7 +5,8 @@ root certificate the CPS publishes, or its SHA-256 fingerprint read aloud at the
 transcript says which key sealed it; nothing else it says about that key is believed. The key is
 *anchored* when it is the anchor's own key, or when a certificate found among the artifacts (any
 file, whatever the transcript names) carries it and validates up to the anchor with cryptography's
-X.509 path validation at the time of the seal.
+X.509 path validation at the time of the seal (or, for a key certified after it sealed, when its
+certificate begins).
 """
 
 from __future__ import annotations
@@ -140,12 +141,16 @@ def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path,
         return Anchoring(False, f"no certificate among the artifacts in {base} carries the sealing key (SPKI "
                                 f"SHA-256 {digest}): the transcript cannot be tied to the trust anchor yet")
     intermediates = [c for _, c in candidates if _is_ca(c)]
-    verifier = (PolicyBuilder().store(Store([anchor.certificate])).time(at)
-                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-                                    ee_policy=ExtensionPolicy.permit_all())
-                .build_client_verifier())
     reasons = []
     for path, cert in holders:
+        # A key may seal before it is certified (a subordinate key ceremony before its signing ceremony):
+        # the path is then validated when the certificate begins, the first moment it vouches for the key.
+        # A seal after the certificate expired is not anchored.
+        when = max(at, cert.not_valid_before_utc)
+        verifier = (PolicyBuilder().store(Store([anchor.certificate])).time(when)
+                    .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                        ee_policy=ExtensionPolicy.permit_all())
+                    .build_client_verifier())
         try:
             verified = verifier.verify(cert, intermediates)
         except VerificationError as exc:
