@@ -29,6 +29,8 @@ from test_transcript import records, rewrite
 
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.definition.model import load_definition
+from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.hsm.signers import signing_key
 from ceremony.transcript.anchor import AnchorError, load_anchor
 from ceremony.transcript.audit import verify
 from ceremony.transcript.chain import canonical, open_rehearsal_transcript, seal_message
@@ -363,3 +365,54 @@ def test_the_final_head_copied_on_paper_is_checked(sealed: Path) -> None:
     run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "root.crt.pem"), "--rehearsal",
                         "--expect-head", " ".join([*seal["words"][:31], "aardvark"]))
     assert run.returncode == 1 and "not the one the witnesses copied" in run.stdout
+
+
+def certify_with_the_root(defn_path: Path, out: Path, key: ec.EllipticCurvePrivateKey, name: str,
+                          not_before: dt.datetime, not_after: dt.datetime) -> Path:
+    """A certificate for ``key`` signed by the root key on its token (as a later ceremony would issue it)."""
+    defn = load_definition(defn_path)
+    ca = defn.model.cas["root"]
+    root = x509.load_pem_x509_certificate((out / "root.crt.pem").read_bytes())
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"{name} (REHEARSAL)")]))
+               .issuer_name(root.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(not_before).not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                              critical=True)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.public_key()),
+                              critical=False))
+    with open_session(ca.hsm, pin_source_for(ca.hsm, interactive=False)) as session:
+        cert = builder.sign(signing_key(session, ca.hsm.key_label), hashes.SHA384())
+    path = out / f"{name}.crt.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_a_key_certified_after_it_sealed_is_anchored_once_its_certificate_exists(tmp_path: Path,
+                                                                                 definition_on_tokens: Any) -> None:
+    """As a subordinate key ceremony's transcript: sealed by a key the root certifies later. Not anchored
+    before the certificate exists; anchored once it does (validated from its start); a certificate that
+    had expired before the seal anchors nothing."""
+    defn_path, _ = definition_on_tokens()
+    out = tmp_path / "out"
+    path = out / "transcripts" / "root-key-generation-1.jsonl"
+    with open_rehearsal_transcript(path, "root-key-generation", load_definition(defn_path)) as rec:
+        root_ceremony(load_definition(defn_path), out, rec, rehearsal=True, interactive=False)
+    key = ec.generate_private_key(ec.SECP384R1())
+    recs = records(path)
+    recs[-1]["verifier"] = dict(recs[-1]["verifier"], path="later-sealing.crt.pem", sha256="")  # not there yet
+    rewrite(path, recs, key)  # sealed by ``key``, which nothing certifies yet
+    anchor = load_anchor(str(out / "root.crt.pem"), out)
+    assert verify(path, trust=anchor, rehearsal=True).status == "not-anchored"
+    sealed_at = dt.datetime.fromisoformat(records(path)[-1]["time"].replace("Z", "+00:00"))
+    expired = certify_with_the_root(defn_path, out, key, "expired-sealing", sealed_at - dt.timedelta(days=30),
+                                    sealed_at - dt.timedelta(days=1))
+    result = verify(path, trust=anchor, rehearsal=True)
+    assert result.status == "not-anchored" and "expired" in result.anchoring.how.lower(), result.anchoring
+    expired.unlink()
+    certify_with_the_root(defn_path, out, key, "later-sealing", sealed_at + dt.timedelta(days=2),
+                          sealed_at + dt.timedelta(days=400))
+    result = verify(path, trust=anchor, rehearsal=True)
+    assert result.status == "intact", ([str(p) for p in result.problems], result.anchoring)
+    assert "later-sealing.crt.pem chains to the trust anchor" in result.anchoring.how
