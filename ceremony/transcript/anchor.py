@@ -24,6 +24,7 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 from ceremony.common.errors import CeremonyError
 from ceremony.common.fingerprints import sha256_hex
 from ceremony.hsm.keys import spki_sha256
+from ceremony.x509.files import parse_certificate
 
 #: Certificate files looked at among the artifacts (the suite writes .crt.pem and .crt.der).
 CERTIFICATE_SUFFIXES = (".crt.pem", ".crt.der", ".crt", ".cer", ".pem", ".der")
@@ -65,12 +66,6 @@ def is_rehearsal_certificate(cert: x509.Certificate) -> bool:
     return any(REHEARSAL_MARKER in str(n.value) for n in names)
 
 
-def _load(data: bytes) -> x509.Certificate:
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
 def certificates_in(directory: Path) -> list[tuple[Path, x509.Certificate]]:
     """Every certificate file under ``directory`` (the artifacts), parsed; other files are passed over."""
     found: list[tuple[Path, x509.Certificate]] = []
@@ -80,7 +75,7 @@ def certificates_in(directory: Path) -> list[tuple[Path, x509.Certificate]]:
         if not path.is_file() or not path.name.endswith(CERTIFICATE_SUFFIXES) or path.stat().st_size > 1 << 20:
             continue
         try:
-            found.append((path, _load(path.read_bytes())))
+            found.append((path, parse_certificate(path.read_bytes())))
         except (ValueError, OSError):
             continue
     return found
@@ -93,7 +88,7 @@ def load_anchor(value: str | None, artifacts: Path) -> TrustAnchor:
     path = Path(value)
     if path.is_file():
         try:
-            cert = _load(path.read_bytes())
+            cert = parse_certificate(path.read_bytes())
         except ValueError:
             raise AnchorError(f"--trust {value}: not a certificate (PEM or DER); give the root certificate or "
                               "its SHA-256 fingerprint") from None

@@ -24,6 +24,11 @@ def is_pem(data: bytes) -> bool:
     return b"-----BEGIN" in data
 
 
+def parse_certificate(data: bytes) -> x509.Certificate:
+    """A certificate from its bytes, PEM or DER; ValueError for anything else."""
+    return x509.load_pem_x509_certificate(data) if is_pem(data) else x509.load_der_x509_certificate(data)
+
+
 def read_certificate(path: str | Path, what: str = "the certificate", hint: str = "") -> x509.Certificate:
     """The certificate in ``path`` (PEM or DER). A missing file names ``what`` and the ``hint`` (what to do);
     a file that is not a certificate is refused as a bad input file."""
@@ -34,7 +39,7 @@ def read_certificate(path: str | Path, what: str = "the certificate", hint: str 
         reason = "" if isinstance(exc, FileNotFoundError) else f" ({exc.strerror})"
         raise OutputError(f"{p}: {what} is not there{reason}" + (f"; {hint}" if hint else "")) from None
     try:
-        return x509.load_pem_x509_certificate(data) if is_pem(data) else x509.load_der_x509_certificate(data)
+        return parse_certificate(data)
     except ValueError as exc:
         raise DefinitionError(str(p), "", f"not a certificate (PEM or DER): {exc}") from None
 
