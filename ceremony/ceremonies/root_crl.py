@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ceremony.ca.registry import CertRecord, Registry, parse_reason
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
+    issuer_key,
     keep_definition,
     lang_of,
-    login,
     offline_check_step,
     prepare_out,
     say_definition,
@@ -47,10 +47,9 @@ from ceremony.ceremonies.steps import (
     say_outputs,
     short_sha,
     tell,
-    token_step,
     when,
 )
-from ceremony.common.errors import HsmError, OutputError, RegistryError, VerificationError
+from ceremony.common.errors import OutputError, RegistryError, VerificationError
 from ceremony.common.fileio import replace_atomically, sha256_file
 from ceremony.common.fingerprints import announce, sha256_hex
 from ceremony.common.terminal_text import say as words
@@ -59,8 +58,6 @@ from ceremony.crl.checks import check_against_previous, summarise
 from ceremony.crl.job import publication_names
 from ceremony.crl.state import last_reserved, reserve, state_path
 from ceremony.definition.model import LoadedDefinition
-from ceremony.hsm.keys import key_evidence, spki_sha256
-from ceremony.hsm.signers import signing_key
 from ceremony.transcript.recorder import Recorder, scripted_step
 from ceremony.x509.files import load_issuer_certificate
 from ceremony.x509.lint import enforce, throwaway_key_like
@@ -221,12 +218,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                              "revocations": [{"serial": format(c.serial_number, "x"),
                                                               "reason": r.reason} for c, _, r in pending]})
         with scripted_step(recorder, "token-open"):
-            token_step(recorder, ca)
-            session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
-            key = signing_key(session, ca.hsm.key_label)
-            if spki_sha256(key.public_key()) != spki_sha256(root_cert.public_key()):
-                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
-            recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), ca.key.describe()).as_dict())
+            _, key = issuer_key(recorder, run, ca, root_cert, cert_path, pin_file, interactive)
         alg_id, _ = crlenc.signature_algorithm(root_cert.public_key())
         signed: list[tuple[crlenc.CrlHeader, bytes]] = []
         reserved = False

@@ -10,9 +10,9 @@ from ceremony.ceremonies.steps import (
     CeremonyResult,
     certificate_evidence,
     der_of,
+    issuer_key,
     keep_definition,
     lang_of,
-    login,
     offline_check_step,
     outputs_of,
     prepare_out,
@@ -27,18 +27,17 @@ from ceremony.ceremonies.steps import (
     short_sha,
     subordinate_path_length,
     tell,
-    token_step,
 )
-from ceremony.common.errors import HsmError, RequestError, VerificationError
+from ceremony.common.errors import RequestError, VerificationError
 from ceremony.common.fileio import sha256_file
 from ceremony.common.fingerprints import announce, colon_form
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
-from ceremony.hsm.keys import key_evidence, spki_sha256
+from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import (
     random_bytes,
 )
-from ceremony.hsm.signers import hash_for, signing_key
+from ceremony.hsm.signers import hash_for
 from ceremony.transcript.recorder import Recorder, scripted_step
 from ceremony.x509.certificates import serial_from_random, subordinate_builder
 from ceremony.x509.csr import check_csr, load_csr
@@ -113,12 +112,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
                                                    f"the certificate profile of {ca_name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
         with scripted_step(recorder, "token-open"):
-            token_step(recorder, issuer)
-            session = login(recorder, run.stack, issuer.hsm, pin_file, interactive)
-        key = signing_key(session, issuer.hsm.key_label)
-        if spki_sha256(key.public_key()) != spki_sha256(issuer_cert.public_key()):
-            raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {issuer_path}")
-        recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), issuer.key.describe()).as_dict())
+            session, key = issuer_key(recorder, run, issuer, issuer_cert, issuer_path, pin_file, interactive)
         with scripted_step(recorder, "certificate-lint"):
             builder = builder_for(serial_from_random(random_bytes(session, 20)))
             what = f"the certificate of {ca_name!r}"

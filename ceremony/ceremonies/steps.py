@@ -26,13 +26,13 @@ from cryptography.hazmat.primitives import serialization
 
 from ceremony.ceremonies.offline import check_offline
 from ceremony.ceremonies.runner import CeremonyRun
-from ceremony.common.errors import OutputError
+from ceremony.common.errors import HsmError, OutputError
 from ceremony.common.fileio import sha256_file
 from ceremony.common.fingerprints import announce, sha256_hex
 from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
-from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.keys import key_evidence, spki_sha256
 from ceremony.hsm.pins import origin_text, pin_origin
 from ceremony.hsm.session import (
     find_token,
@@ -135,6 +135,19 @@ def token_step(recorder: Recorder, ca: CA) -> None:
     recorder.evidence("token", evidence)
     tell(recorder, "w_token", label=repr(evidence["label"]), serial=evidence["serial"],
          manufacturer=evidence["manufacturer"], model=evidence["model"], firmware=evidence["firmware_version"])
+
+
+def issuer_key(recorder: Recorder, run: CeremonyRun, issuer: CA, cert: x509.Certificate, cert_path: Path | str,
+               pin_file: str | None, interactive: bool) -> tuple[Any, Any]:
+    """The ``token-open`` of a ceremony that signs with an existing CA key: the token, the login, and the key,
+    refused unless it is the key of the CA's certificate. Returns (session, signing key)."""
+    token_step(recorder, issuer)
+    session = login(recorder, run.stack, issuer.hsm, pin_file, interactive)
+    key = signing_key(session, issuer.hsm.key_label)
+    if spki_sha256(key.public_key()) != spki_sha256(cert.public_key()):
+        raise HsmError(f"the key {issuer.hsm.key_label!r} on the token is not the key of {cert_path}")
+    recorder.evidence("key", key_evidence(key.p11_object, key.public_key(), issuer.key.describe()).as_dict())
+    return session, key
 
 
 def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: str | None,
