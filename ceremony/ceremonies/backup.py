@@ -99,6 +99,7 @@ from ceremony.hsm.wrapping import (
     unwrap_private,
     zero,
 )
+from ceremony.transcript.evidence import share_handover
 from ceremony.transcript.recorder import Recorder, scripted_step
 
 
@@ -316,8 +317,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             for name, share in share_of.items():
                 run.stage(share_rel[name], share.render().encode("utf-8"))
                 share_files[name] = out_dir / share_rel[name]
-                recorder.evidence("share-custody", {"custodian": name, "index": share.index, "bag": share.bag,
-                                                    "checksum": share.checksum, "file": share_rel[name]})
+                recorder.evidence("share-custody", share_handover(name, share.index, share.bag, share.checksum,
+                                                                  share_rel[name]))
                 tell(recorder, "w_share_to", index=share.index, count=share.count, name=name, bag=share.bag,
                      checksum=share.checksum)
         with scripted_step(recorder, "outputs-write"):

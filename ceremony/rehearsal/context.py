@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
+from ceremony.common import child_process
 from ceremony.common.display import make_console
 from ceremony.common.errors import OutputError
 from ceremony.common.fileio import replace_atomically, write_new
 from ceremony.common.manifest import MANIFEST_NAME, Manifest
 from ceremony.definition.model import LoadedDefinition, load_definition
 from ceremony.hsm import pins, softhsm
+from ceremony.transcript.attestation import NAMESPACE, attest, final_head
 from ceremony.transcript.recorder import Recorder
 from ceremony.transcript.recording import recorded
 
@@ -36,6 +40,13 @@ DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent.parent / "inventory"
 
 
 PINS_FILE = "rehearsal-pins.env"
+
+#: The rehearsal auditor: the independent witness who attests each sealed transcript with an SSH key made at
+#: run time (in a temporary directory, removed with the process; never in the outputs, never committed).
+AUDITOR = "Fatim Sissoko (rehearsal)"
+
+#: The auditor's public key as an OpenSSH allowed-signers file, in the outputs (what an auditor brings).
+ALLOWED_SIGNERS = "auditor/allowed_signers"
 
 
 @dataclass
@@ -50,6 +61,8 @@ class RehearsalContext:
     pins: dict[str, str] = field(default_factory=dict)
     console: Console = field(default_factory=make_console)
     transcripts: list[Path] = field(default_factory=list)
+    auditor_key: Path | None = None
+    _auditor_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def new_token(self, label: str) -> tuple[str, str]:
         """Initialise one more throwaway token; returns the names of its user and SO PIN variables."""
@@ -71,6 +84,31 @@ class RehearsalContext:
                       manifest=self.manifest) as rec:
             yield rec
         self.transcripts.append(path)
+        if final_head(path) is not None:
+            # Attested before the next ceremony begins, so that its ledger link names the attestation too.
+            for written in attest(path, self.auditor(), AUDITOR, manifest=self.manifest):
+                self.console.print(f"  attested by {AUDITOR}: {written.relative_to(self.out)}")
+
+    def auditor(self) -> Path:
+        """The rehearsal auditor's private key (made on first use) and, in the outputs, its allowed-signers file."""
+        if self.auditor_key is not None:
+            return self.auditor_key
+        self._auditor_dir = tempfile.TemporaryDirectory(prefix="rehearsal-auditor-")
+        key = Path(self._auditor_dir.name) / "id_ed25519"
+        tool = shutil.which("ssh-keygen", path=child_process.DEFAULT_PATH)
+        if tool is None:
+            raise OutputError("ssh-keygen is not installed (openssh-client; scripts/bootstrap.sh installs it): the "
+                              "rehearsal's auditor attests every transcript with an SSH key")
+        made = child_process.run([tool, "-q", "-t", "ed25519", "-N", "", "-C", AUDITOR, "-f", str(key)],
+                                 capture_output=True, text=True, timeout=60)
+        if made.returncode != 0:
+            raise OutputError(f"ssh-keygen could not make the rehearsal auditor's key: {made.stderr.strip()}")
+        public = key.with_name(key.name + ".pub").read_text(encoding="utf-8").split()
+        line = f'"{AUDITOR}" namespaces="{NAMESPACE}" {public[0]} {public[1]}\n'
+        signers = write_new(self.out / ALLOWED_SIGNERS, line.encode("utf-8"))
+        self.manifest.add("auditor-allowed-signers", signers, "ssh-allowed-signers", signer=AUDITOR)
+        self.auditor_key = key
+        return key
 
 
 def _write_pins(ctx: RehearsalContext) -> None:

@@ -36,6 +36,8 @@ from ceremony.common import pgpwords
 from ceremony.common.fileio import sha256_file
 from ceremony.definition.model import load_definition
 from ceremony.hsm.keys import spki_sha256
+from ceremony.transcript import attestation as attestations
+from ceremony.transcript import evidence as facts
 from ceremony.transcript.anchor import (
     Anchoring,
     TrustAnchor,
@@ -43,6 +45,7 @@ from ceremony.transcript.anchor import (
     certificates_in,
     is_rehearsal_certificate,
 )
+from ceremony.transcript.attestation import ATTESTATION_EXIT
 from ceremony.transcript.chain import (
     FORMAT,
     GENESIS,
@@ -59,7 +62,7 @@ from ceremony.x509.files import public_key_of, read_public_object
 #: Exit codes of ``invoke audit.verify`` (documented in docs/transcripts.md). 0 only for an intact transcript
 #: whose seal is anchored in the auditor's root, and for a rehearsal only when the auditor said --rehearsal.
 STATUS_EXIT = {"intact": 0, "invalid": 1, "incomplete": 2, "failed": 3, "unsealed": 3, "interrupted": 3,
-               "not-anchored": 4, "rehearsal": 5}
+               "not-anchored": 4, "rehearsal": 5, "attestation": ATTESTATION_EXIT}
 #: Without a trust anchor (or with one that cannot be used) nothing passes: the usage error of sysexits.
 NO_ANCHOR_EXIT = 64
 
@@ -88,6 +91,7 @@ class Audit:
     truncated: bool = False
     trust: TrustAnchor | None = None
     anchoring: Anchoring | None = None
+    attestation: attestations.AttestationCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,15 +129,19 @@ def read_chain(audit: Audit) -> bool:
     prev = GENESIS
     for i, line in enumerate(lines):
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, parse_constant=_not_json)
         except ValueError:
             audit.fail(i, "not valid JSON: the record was modified or damaged")
             return False
         if not isinstance(rec, dict):
             audit.fail(i, "not a record (a JSON object): modified")
             return False
-        if canonical(rec) != line:
-            audit.fail(i, "not in canonical form: the record was modified after it was written")
+        if not is_canonical(rec, line):
+            audit.fail(i, "not in canonical form (its bytes are not canonical(json.loads(line)), docs/transcripts.md): "
+                       "the record was modified after it was written")
+            return False
+        if type(rec.get("seq")) is not int:
+            audit.fail(i, f"its sequence number {rec.get('seq')!r} is not an integer: modified")
             return False
         if rec.get("seq") != i:
             audit.fail(i, f"carries sequence number {rec.get('seq')!r} at position {i}: records were removed, "
@@ -151,6 +159,20 @@ def read_chain(audit: Audit) -> bool:
         audit.fail(None, "empty transcript: not even a header")
         return False
     return True
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259): a line holding one is refused."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def is_canonical(record: dict[str, Any], line: bytes) -> bool:
+    """Is ``line`` byte for byte the canonical form of the record it parses to? (A string holding a lone
+    surrogate has no UTF-8 form at all: not canonical either.)"""
+    try:
+        return canonical(record) == line
+    except (UnicodeEncodeError, ValueError):
+        return False
 
 
 def _load_public(path: Path) -> Any:
@@ -321,6 +343,21 @@ def check_evidence(audit: Audit) -> None:
         if r.get("name") == "offline-check" and not audit.header.get("rehearsal") and data.get("offline") is not True:
             audit.fail(r["seq"], "a production ceremony ran with a network interface up: "
                        + ", ".join(data.get("non_loopback_up") or ["?"]))
+        if r.get("name") in facts.KINDS:
+            for problem in facts.shape_problems(str(r.get("name")), r.get("data"), audit.header):
+                audit.fail(r["seq"], f"{r.get('name')} evidence: {problem}")
+    software = (audit.header.get("environment") or {}).get("software")
+    if software is None:
+        audit.notes.append("the header records no OS software hashes (environment.software): written before they "
+                           "were recorded")
+    else:
+        for problem in facts.software_problems(software):
+            audit.fail(0, problem)
+    named = {str(r.get("name")) for r in audit.of_type("evidence")}
+    for kind, what in (("script-approval", "who approved the script"), ("equipment", "the equipment's serials"),
+                       ("machine-logs", "the host's logs")):
+        if kind not in named:
+            audit.notes.append(f"no {kind} evidence: the transcript does not record {what}")
 
 
 def check_artifacts(audit: Audit, published: bool = True) -> tuple[set[str], set[str]]:
@@ -335,9 +372,16 @@ def check_artifacts(audit: Audit, published: bool = True) -> tuple[set[str], set
                      if r.get("name") in ("csr", "certificate")}
     cert_hashes = {str((r.get("data") or {}).get("sha256")) for r in audit.of_type("evidence")
                    if r.get("name") == "certificate"}
+    handed_over = facts.handed_over_files(audit.records)
     for r in audit.of_type("artifact"):
         rel = str(r.get("path"))
         target = audit.base / rel
+        if not target.is_file() and rel in handed_over and r.get("kind") == "key-backup-share":
+            custody = handed_over[rel]
+            audit.notes.append(f"share file {rel} is not there: its page was handed over to "
+                               f"{custody.get('handed_to') or custody.get('custodian')} in bag {custody.get('bag')} "
+                               "and the file shredded, as the custody record says (docs/key-backup.md)")
+            continue
         if not target.is_file():
             if published:
                 audit.fail(r["seq"], f"artifact {rel} is missing (looked in {audit.base})")
@@ -463,7 +507,7 @@ def head_matches(seal: dict[str, Any], expected: str) -> bool:
 
 
 def verify(path: str | Path, artifacts: str | Path | None = None, *, trust: TrustAnchor | None = None,
-           rehearsal: bool = False, expect_head: str | None = None) -> Audit:
+           rehearsal: bool = False, expect_head: str | None = None, allowed_signers: Path | None = None) -> Audit:
     """Verify one transcript; artifacts are looked up under ``artifacts`` or where the header says.
 
     With ``trust`` the seal must be anchored (status ``not-anchored`` otherwise) and a rehearsal
@@ -532,6 +576,11 @@ def verify(path: str | Path, artifacts: str | Path | None = None, *, trust: Trus
         audit.status = "rehearsal"
     else:
         audit.status = "intact"
+    if allowed_signers is not None and public is not None:
+        audit.attestation = attestations.check(path, allowed_signers)
+        audit.notes += audit.attestation.notes
+        if audit.attestation.problems and audit.status == "intact":
+            audit.status = "attestation"
     return audit
 
 
@@ -572,6 +621,8 @@ def report_lines(audit: Audit) -> list[str]:
         out.append(f"note: {note}")
     for problem in audit.problems:
         out.append(f"FAIL {problem}")
+    for finding in audit.attestation.problems if audit.attestation is not None else []:
+        out.append(f"FAIL attestation: {finding}")
     out.append(verdict_of(audit))
     return [verdict_of(audit), *out]
 
@@ -588,6 +639,9 @@ def verdict_of(audit: Audit) -> str:
                "rehearsal": "REHEARSAL: this is a rehearsal transcript, never a production ceremony; it passes only "
                             "with --rehearsal",
                "incomplete": "INCOMPLETE: the ceremony did not finish; the transcript does not pass",
+               "attestation": "ATTESTATION NOT VERIFIED: the transcript verifies, but "
+                              + (audit.attestation.problems[0] if audit.attestation and audit.attestation.problems
+                                 else "its attestation does not"),
                "invalid": "INVALID" + (f": first bad record {audit.problems[0].seq}"
                                        if audit.problems and audit.problems[0].seq is not None else ""),
                }.get(audit.status, f"NOT SEALED: the ceremony ended {audit.status}; the transcript does not pass")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -34,7 +35,7 @@ import platform
 import secrets
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -55,7 +56,11 @@ from ceremony.common.fileio import sha256_file
 from ceremony.common.terminal_text import NO, YES, say
 from ceremony.hsm.keys import spki_der
 from ceremony.hsm.signers import hash_for
+from ceremony.transcript import evidence as facts
+from ceremony.transcript.attestation import entries as attestation_entries
+from ceremony.transcript.evidence import software_evidence
 from ceremony.transcript.participants import (
+    REHEARSAL_PEOPLE,
     ROLES,
     Participant,
     ParticipantError,
@@ -90,8 +95,12 @@ def utc_now() -> str:
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The exact bytes of a record's line: sorted keys, no spaces, UTF-8. The chain hashes these."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The exact bytes of a record's line, the ones the chain hashes: Python's ``json.dumps`` with keys sorted (by
+    code point), no whitespace (``,`` and ``:``), non-ASCII characters written as themselves in UTF-8 (only
+    ``"``, ``\\`` and control characters are escaped), integers in decimal, no NaN or Infinity. docs/transcripts.md
+    states the form exactly; the verifier refuses a line that is not ``canonical(json.loads(line))``."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
 
 
 def line_hash(line: bytes) -> str:
@@ -127,7 +136,10 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment_evidence() -> dict[str, Any]:
+def environment_evidence(hsm_modules: Iterable[str] = ()) -> dict[str, Any]:
+    """The host and the software at the start of a ceremony: the suite's sources hash, and the OS software that
+    matters (python, openssl, the HSM client libraries, the compiled cryptography and PKCS#11 bindings) with
+    package versions and the SHA-256 of the files actually used (:func:`evidence.software_evidence`)."""
     uname = platform.uname()
     os_release = ""
     with contextlib.suppress(OSError):
@@ -143,6 +155,7 @@ def environment_evidence() -> dict[str, Any]:
         "suite_version": _version("ceremony-suite"),
         "sources": sources_sha256(),
         "libraries": {d: _version(d) for d in ("cryptography", "python-pkcs11", "pkilint", "pydantic")},
+        "software": software_evidence(hsm_modules),
     }
 
 
@@ -167,20 +180,48 @@ class Answers(Protocol):
     def acknowledge_failure(self, admin: Participant, what: str) -> str:
         """The Administrator's note on a failure that stopped the ceremony (``""`` for none)."""
 
+    def evidence_facts(self, script: Script, started: dt.datetime) -> EvidenceFacts:
+        """What the people say beyond the sign-in: script approval, equipment, people entering or leaving,
+        which logs to hash at the close, what became of earlier backup shares (:mod:`.evidence`)."""
+
+
+@dataclasses.dataclass
+class EvidenceFacts:
+    """People-supplied evidence for one ceremony; ``None`` or empty: not given (the verifier notes it)."""
+
+    script_approval: dict[str, Any] | None = None
+    equipment: dict[str, Any] | None = None
+    facility_access: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    machine_logs: list[str] = dataclasses.field(default_factory=lambda: list(facts.DEFAULT_LOG_FILES))
+    share_custody: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
 
 class RehearsalAnswers:
     """Generated people (names marked "(rehearsal)") and scripted answers: no prompts."""
 
     source: ClassVar[dict[str, Any]] = {"kind": "rehearsal", "confirmations": "generated"}
 
-    def __init__(self, definition: Any) -> None:
+    def __init__(self, definition: Any, directory: Path | None = None) -> None:
         self.definition = definition
+        # A bag is opened with the serial it was resealed with at the previous ceremony of the directory, as in
+        # a real room: the rehearsal's bags are continuous for audit.verify-all like production's must be.
+        self.resealed = last_reseal_serials(directory) if directory is not None else {}
 
     def participants(self, rules: Rules) -> list[Participant]:
         return rehearsal_participants(rules, self.definition)
 
     def bag_serial(self, bag: Bag, when: str) -> str:
+        if when == "open" and bag.id in self.resealed:
+            return self.resealed[bag.id]
         return f"REHEARSAL-{bag.id.upper()}-{secrets.token_hex(3).upper()}"
+
+    def evidence_facts(self, script: Script, started: dt.datetime) -> EvidenceFacts:
+        """Generated and marked "(rehearsal)": the approval of this very script, the rehearsal's equipment, a
+        technician who comes in and leaves again."""
+        approver = f"{REHEARSAL_PEOPLE['administrator']} (rehearsal)"
+        return EvidenceFacts(script_approval=facts.rehearsal_script_approval(script.version, script.sha256, approver),
+                             equipment=facts.rehearsal_equipment(),
+                             facility_access=facts.rehearsal_facility_access(started))
 
     def confirm(self, who: Participant, question: str) -> bool:
         return True
@@ -203,9 +244,15 @@ class FileAnswers:
         confirm: true                 # witness confirmations given in advance (absent: asked at the terminal)
         exceptions: stop | continue   # decision on a deviation from the script (default stop)
         acknowledge_interrupted: [transcript file names]
+        script_approval: {approved_by, role, version, sha256, approved_at}
+        equipment: {workstation_serial, boot_medium_sha256, removable_media: [serials]}
+        facility_access: [{name, role, time, direction: enter | leave, reason}]
+        machine_logs: [absolute paths of log files hashed at the close]   # default /var/log/syslog, auth.log
+        share_custody: [{file, action: shredded | handed-over, by, witness, time}]
     """
 
-    _KEYS: ClassVar[set[str]] = {"participants", "bags", "confirm", "exceptions", "acknowledge_interrupted"}
+    _KEYS: ClassVar[set[str]] = {"participants", "bags", "confirm", "exceptions", "acknowledge_interrupted",
+                                 "script_approval", "equipment", "facility_access", "machine_logs", "share_custody"}
 
     def __init__(self, path: Path, console: Console | None = None, lang: str = "en") -> None:
         self.path = Path(path)
@@ -239,15 +286,30 @@ class FileAnswers:
             raise TranscriptError(f"{self.path}: exceptions: {self.exceptions!r} is not allowed (allowed: stop, "
                                   "continue)")
         self.acknowledged = [str(x) for x in data.get("acknowledge_interrupted") or []]
+        where = str(self.path)
+        self.facts = EvidenceFacts(
+            script_approval=facts.parse_script_approval(data["script_approval"], where)
+            if data.get("script_approval") is not None else None,
+            equipment=facts.parse_equipment(data["equipment"], where) if data.get("equipment") is not None else None,
+            facility_access=facts.parse_facility_access(data.get("facility_access"), where),
+            machine_logs=facts.parse_machine_logs(data.get("machine_logs"), where),
+            share_custody=facts.parse_share_custody(data.get("share_custody"), where))
 
     def participants(self, rules: Rules) -> list[Participant]:
         return list(self.people)
 
     def check(self, script: Script) -> None:
-        """Refuse up front (before any file exists) an answers file that lacks a bag serial the script needs."""
+        """Refuse up front (before any file exists) an answers file that lacks a bag serial the script needs,
+        or whose script approval is of another version of the script."""
         for when in ("open", "reseal"):
             for bag in script.bags:
                 self.bag_serial(bag, when)
+        if self.facts.script_approval is not None:
+            facts.check_approval(self.facts.script_approval, script.name, script.version, script.sha256,
+                                 str(self.path))
+
+    def evidence_facts(self, script: Script, started: dt.datetime) -> EvidenceFacts:
+        return self.facts
 
     def bag_serial(self, bag: Bag, when: str) -> str:
         serial = self.bags.get(when, {}).get(bag.id)
@@ -322,6 +384,11 @@ class TerminalAnswers:
     """Prompts in the terminal, in the room's language; the current act and step are on screen above."""
 
     source: ClassVar[dict[str, Any]] = {"kind": "terminal"}
+
+    def evidence_facts(self, script: Script, started: dt.datetime) -> EvidenceFacts:
+        """At the terminal nothing beyond the sign-in is asked (the walks the operators rehearse stay as they
+        are): the machine facts are collected, and approval, equipment and access come from --answers."""
+        return EvidenceFacts()
 
     def __init__(self, console: Console, lang: str = "en") -> None:
         self.console = console
@@ -545,6 +612,8 @@ class TranscriptRecorder:
         self._failure_recorded = False
         self._signed_out = False
         self.heads: list[tuple[str, str]] = []
+        self.started = dt.datetime.now(dt.UTC)
+        self.facts = EvidenceFacts(machine_logs=[])
 
     # people ------------------------------------------------------------------------------------------
     def holder(self, role: str) -> Participant:
@@ -804,12 +873,19 @@ class TranscriptRecorder:
         return answer
 
     # opening and closing -----------------------------------------------------------------------------
+    def _fact(self, name: str, data: Mapping[str, Any]) -> None:
+        """An evidence record of the transcript's own acts (no step): see :mod:`ceremony.transcript.evidence`."""
+        self.writer.write("evidence", name=name, step=None, data=_jsonable(dict(data)))
+
     def open_acts(self, resumes: list[dict[str, Any]]) -> None:
+        self.facts = self.answers.evidence_facts(self.script, self.started)
         self.enter_act("sign-in")
         for p in self.participants:
             self.writer.write("sign-in", participant=p.as_dict())
             self.console.print(self._t("signed_in", name=p.name, roles=", ".join(ROLES[r][self.lang] for r in p.roles),
                                        doc=p.id_document, checker=p.id_checked_by))
+        if self.facts.script_approval is not None:
+            self._fact("script-approval", self.facts.script_approval)
         for r in resumes:
             self.exception(f"earlier transcript {r['file']} is incomplete ({r['records']} records, last record "
                            f"{r['last_hash'][:16]}…): the ceremony starts again in this new transcript",
@@ -818,11 +894,20 @@ class TranscriptRecorder:
         self.enter_act("bags-open")
         for bag in self.script.bags:
             self.bag(bag.id, "open")
+        if self.facts.equipment is not None:
+            self._fact("equipment", self.facts.equipment)
 
     def close_acts(self) -> None:
         if self._signed_out:
             return
         self._signed_out = True
+        # Said by the people (answers file, or generated in a rehearsal), then the machine's own logs, hashed
+        # now: whatever the host logged during the ceremony is fixed under the seal.
+        for entry in self.facts.facility_access:
+            self._fact("facility-access", entry)
+        for entry in self.facts.share_custody:
+            self._fact("share-custody", entry)
+        self._fact("machine-logs", facts.machine_logs_evidence(self.facts.machine_logs, self.started))
         self.enter_act("bags-reseal")
         for bag in self.script.bags:
             self.bag(bag.id, "reseal")
@@ -934,6 +1019,47 @@ def interrupted_transcripts(directory: Path) -> list[dict[str, Any]]:
     return [f for f in found if f["file"] not in acknowledged]
 
 
+def _hsm_modules(definition: Any) -> list[str]:
+    """The PKCS#11 modules the definition's CAs use (the HSM client libraries whose hashes are recorded)."""
+    cas = getattr(getattr(definition, "model", None), "cas", None) or {}
+    return sorted({str(ca.hsm.module) for ca in cas.values() if getattr(getattr(ca, "hsm", None), "module", None)})
+
+
+def _finished_in_order(directory: Path, exclude: Path | None = None) -> list[tuple[str, Path, bytes]]:
+    """The finished transcripts of ``directory`` as (time of the last record, path, last line), oldest first."""
+    found = []
+    if not directory.is_dir():
+        return []
+    for p in sorted(directory.glob("*.jsonl")):
+        if exclude is not None and p.resolve() == exclude.resolve():
+            continue
+        lines = p.read_bytes().split(b"\n")
+        if len(lines) < 2 or lines[-1]:
+            continue
+        try:
+            last = json.loads(lines[-2])
+        except ValueError:
+            continue
+        finished = last.get("type") == "seal" or (last.get("type") == "close" and last.get("status") != "interrupted")
+        if finished:
+            found.append((str(last.get("time", "")), p, lines[-2]))
+    return sorted(found, key=lambda item: (item[0], item[1].name))
+
+
+def last_reseal_serials(directory: Path) -> dict[str, str]:
+    """Each bag id's serial at its last reseal in the finished transcripts of ``directory``, in ledger order."""
+    serials: dict[str, str] = {}
+    for _, path, _ in _finished_in_order(directory):
+        for line in path.read_bytes().split(b"\n"):
+            if b'"type":"bag"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if rec.get("type") == "bag" and rec.get("when") == "reseal" and rec.get("serial"):
+                    serials[str(rec.get("bag"))] = str(rec["serial"])
+    return serials
+
+
 def ledger_tip(directory: Path, exclude: Path | None = None) -> dict[str, Any] | None:
     """The last finished ceremony of ``directory`` (the ledger's tip): its file and final head.
 
@@ -960,7 +1086,12 @@ def ledger_tip(directory: Path, exclude: Path | None = None) -> dict[str, Any] |
         candidate = (str(last.get("time", "")), p.name, line_hash(lines[-2]))
         if best is None or candidate > best:
             best = candidate
-    return None if best is None else {"file": best[1], "head": best[2], "time": best[0]}
+    if best is None:
+        return None
+    # The auditor's attestations of that transcript made by now (file and SHA-256): recorded in the ledger,
+    # so that removing or replacing one later breaks this link.
+    return {"file": best[1], "head": best[2], "time": best[0],
+            "attestations": attestation_entries(directory / best[1])}
 
 
 def _prepare(script_name: str, definition: Any, rehearsal: bool, answers: Answers) -> tuple[Script, Rules,
@@ -996,7 +1127,7 @@ def _transcript(path: Path, script: Script, definition: Any, rules: Rules, peopl
                      definition={"path": str(definition.path), "sha256": definition.sha256,
                                  "environment": definition.model.environment},
                      rules=rules.as_dict(), artifacts_base=_relative(base, path.parent),
-                     environment=environment_evidence(),
+                     environment=environment_evidence(_hsm_modules(definition)),
                      resumes=[{k: v for k, v in r.items() if k != "path"} for r in resumes],
                      ledger={"previous": ledger_tip(path.parent, exclude=path)},
                      answers=dict(answers.source), **_jsonable(dict(header or {})))
@@ -1025,7 +1156,7 @@ def open_rehearsal_transcript(path: Path, script_name: str, definition: Any, *,
     transcripts directory, i.e. the rehearsal's output directory).
     """
     path = Path(path)
-    answers = RehearsalAnswers(definition)
+    answers = RehearsalAnswers(definition, path.parent)
     script, rules, people = _prepare(script_name, definition, True, answers)
     base = Path(artifacts_base) if artifacts_base else path.parent.parent
     with _transcript(path, script, definition, rules, people, answers, True, base,
@@ -1046,7 +1177,7 @@ def open_transcript(directory: Path, script_name: str, definition: Any, *, rehea
     console = console or make_console()
     source: Answers = FileAnswers(answers, console, lang) if answers else TerminalAnswers(console, lang)
     if answers is None and rehearsal:
-        source = RehearsalAnswers(definition)
+        source = RehearsalAnswers(definition, directory)
     pending = interrupted_transcripts(directory)
     if pending and not source.acknowledge_interrupted([p["path"] for p in pending]):
         names = ", ".join(p["file"] for p in pending)
