@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3-venv                       # the virtualenv in .venv
   softhsm2 opensc openssl            # the stand-in HSM and the independent PKCS#11 checker
-  debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts
+  debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts; ssh-keygen: auditor attestations
   curl                               # the relying party fetching CRLs from the test publication host
   jq                                 # the auditor's recipe in docs/transcripts.md, run by the tests
   systemd                            # systemd-analyze verify for timer units

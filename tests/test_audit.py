@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, TESTING_DEFINITION
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_transcript import records, rewrite
+from test_transcript import records, rewrite, soft_transcript
 
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.definition.model import load_definition
@@ -416,3 +416,38 @@ def test_a_key_certified_after_it_sealed_is_anchored_once_its_certificate_exists
     result = verify(path, trust=anchor, rehearsal=True)
     assert result.status == "intact", ([str(p) for p in result.problems], result.anchoring)
     assert "later-sealing.crt.pem chains to the trust anchor" in result.anchoring.how
+
+
+def _sign_in_line(path: Path) -> tuple[int, dict[str, Any]]:
+    """The first sign-in record (its name holds a non-ASCII letter: é) and its position."""
+    i = index_of(path, "sign-in")
+    return i, json.loads(lines(path)[i])
+
+
+@pytest.mark.parametrize("encode, what", [
+    (lambda r: json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(), "canonical form"),
+    (lambda r: json.dumps(dict(reversed(list(r.items()))), separators=(",", ":"), ensure_ascii=False).encode(),
+     "canonical form"),
+    (lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False).encode(), "canonical form"),
+    (lambda r: canonical(r).replace(b'{"participant"', b'{"participant":null,"participant"', 1), "canonical form"),
+    (lambda r: canonical(r).replace(b'"seq":', b'"extra":NaN,"seq":', 1), "not valid JSON"),
+    (lambda r: canonical(r).replace(b'"seq":' + str(r["seq"]).encode(), b'"seq":' + str(r["seq"]).encode() + b".0"),
+     "not an integer"),
+    (lambda r: canonical(r).replace("é".encode(), b"\\ud800", 1), "canonical form"),
+    (lambda r: b"\xef\xbb\xbf" + canonical(r), "canonical form"),
+], ids=["ascii-escapes", "unsorted-keys", "spaces", "duplicate-key", "nan", "float-position", "lone-surrogate",
+        "byte-order-mark"])
+def test_a_record_not_in_canonical_form_is_invalid(tmp_path: Path, encode: Any, what: str) -> None:
+    """The same record written another way (é as \\u00e9, keys unsorted, spaces, a key twice, NaN, a position
+    as 5.0, a lone surrogate, a byte-order mark): its line is not canonical(json.loads(line)) and the verifier
+    refuses it at that record, whatever the record says."""
+    path, _ = soft_transcript(tmp_path / "out", load_definition(TESTING_DEFINITION), ["offline-check"])
+    i, rec = _sign_in_line(path)
+    assert "é".encode() in canonical(rec)
+    ls = lines(path)
+    ls[i] = encode(rec)
+    assert ls[i] != canonical(rec)
+    put(path, ls)
+    result = verify(path)
+    assert result.status == "invalid" and result.exit_code == 1
+    assert result.problems[0].seq == i and what in result.problems[0].message, [str(p) for p in result.problems]
