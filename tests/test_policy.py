@@ -7,6 +7,7 @@ the issue names: a re-issued certificate and a changed CRL interval.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -147,12 +148,14 @@ def test_values_come_from_the_certificates_and_the_definition(built: Path) -> No
     section = md[md.index("### 4.9.7"):md.index("### 4.9.8")]
     assert "| 24 heures | 7 jours | 5 minutes |" in section and "| 91 jours | 120 jours |" in section
     assert "| 6 jours |" in md[md.index("### 4.9.8"):md.index("### 4.9.9")]  # 7d lifetime - 24h interval
-    assert "2 porteurs de secret" in md[md.index("### 5.2.2"):md.index("### 5.2.3")]
+    assert "2 opérateurs cryptographiques" in md[md.index("### 5.2.2"):md.index("### 5.2.3")]
     assert "2 des 3 dépositaires" in md[md.index("### 5.2.2"):md.index("### 5.2.3")]
     assert "http://pki.test.scse.ml/crl/qualified.crl" in md[md.index("## 2.2"):md.index("## 2.3")]
     en = (built / "docs" / "cp-1.0.en.md").read_text(encoding="utf-8")
     assert "| Object identifier (OID) | 2.16.466.1.99.1.1.1 |" in en
-    assert "| 24 hours | 7 days | 5 minutes |" in en
+    assert "| 24 hours | 7 days | 5 minutes |" in (built / "docs" / "cps-1.0.en.md").read_text(encoding="utf-8")
+    # The CP states requirements, not the deployment: no fingerprint, no serial, no script hash.
+    assert fp not in en and "SHA-256 `" not in en
 
 
 def _reissue(path: Path) -> str:
@@ -197,7 +200,7 @@ def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path)
                                      lambda d: d["cas"]["qualified"]["crl"].update(interval="12h"))
     result = invoke("docs.check", "--definition", str(definition), "--out", str(built))
     assert result.returncode == 10, result.stdout + result.stderr
-    assert re.search(r"cp-1\.0\.fr\.md: section 4\.9\.7 \(Fréquence d'établissement des LCR \(le cas échéant\)\): "
+    assert re.search(r"cps-1\.0\.fr\.md: section 4\.9\.7 \(Fréquence d'établissement des LCR \(le cas échéant\)\): "
                      r"the document says '.*24 heures.*' but .* now give '.*12 heures.*'", result.stderr)
     assert "cps-1.0.en.md: section 4.9.7" in result.stderr and "12 hours" in result.stderr
     assert "section 4.9.8" in result.stderr and "section 2.3" in result.stderr
@@ -207,15 +210,15 @@ def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path)
     (lambda d: d["cas"]["qualified"]["publication"].update(crl_url="http://crl.example.ml/q.crl"), "2.2",
      "http://crl.example.ml/q.crl"),
     (lambda d: d["documents"].update(repository_url="http://depot.example.ml/"), "2.1", "http://depot.example.ml/"),
-    (lambda d: d["ceremony"].update(crypto_officer_quorum=3), "5.2.2", "3 porteurs de secret"),
-    (lambda d: d["cas"]["root"]["backup"].update(threshold=3), "6.2.2", "3 parmi 3"),
+    (lambda d: d["ceremony"].update(crypto_officer_quorum=3), "5.2.2", "3 opérateurs cryptographiques"),
+    (lambda d: d["cas"]["root"]["backup"].update(threshold=3), "6.2.2", "3 de ses 3 dépositaires"),
 ], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold"])
 def test_check_names_the_section_of_each_changed_value(built: Path, tmp_path: Path, change: Callable[[dict], None],
                                                         section: str, new_text: str) -> None:
     definition = _changed_definition(built, tmp_path, change)
     result = invoke("docs.check", "--definition", str(definition), "--out", str(built))
     assert result.returncode == 10, result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if f"cp-1.0.fr.md: section {section} " in line]
+    lines = [line for line in result.stderr.splitlines() if f"cps-1.0.fr.md: section {section} " in line]
     assert lines and any(new_text in line for line in lines), result.stderr
 
 
@@ -252,7 +255,7 @@ def test_missing_fragment_names_the_section_and_directory(ceremonies: Path, tmp_
     path.write_text(text.replace("## 5.3.5\nNo stipulation.\n", ""), encoding="utf-8")
     _build_fails(ceremonies, tmp_path, policy_copy,
                  rf"{re.escape(str(policy_copy / 'en'))}: section 5.3.5 \(Job rotation frequency and sequence\): "
-                 r"no prose fragment for the CP")
+                 r"no prose fragment for the CPS")
 
 
 def test_fragment_for_a_section_rfc3647_lacks(ceremonies: Path, tmp_path: Path, policy_copy: Path) -> None:
@@ -334,3 +337,111 @@ def test_document_version_without_history_line_is_refused(ceremonies: Path, tmp_
                                           r"\(documents.cps.version\)"):
         build_documents(load_definition(definition), out)
     assert tree(out) == before
+
+
+# ------------------------------------------------------------------ CP/CPS split, ETSI map, practice, French
+# These call the functions docs.check runs on documents rendered in memory (render_all: no PDF), so that
+# each case costs well under a second; one case goes through check_documents on the built files.
+
+from ceremony.policy import catalogue  # noqa: E402
+from ceremony.policy.check import (  # noqa: E402
+    check_documents,
+    claim_problems,
+    etsi_problems,
+    french_problems,
+    requirement_problems,
+)
+from ceremony.policy.render import render_all  # noqa: E402
+
+
+def _render(ceremonies: Path, policy: Path = TESTING_POLICY) -> tuple[object, dict[tuple[str, str], str]]:
+    facts, docs = render_all(load_definition(ceremonies / "pki.yml"), ceremonies, policy)
+    return facts, {(d.doc, d.lang): d.markdown for d in docs}
+
+
+@pytest.fixture(scope="module")
+def rendered(ceremonies: Path) -> tuple[object, dict[tuple[str, str], str]]:
+    """The four documents of the testing inventory, rendered once for the module (no PDF)."""
+    return _render(ceremonies)
+
+
+def _all_problems(facts: object, docs: dict[tuple[str, str], str]) -> list[str]:
+    problems = []
+    for (doc, lang), md in docs.items():
+        problems += claim_problems(f"{doc}.{lang}", md, lang, facts, doc) + french_problems(f"{doc}.{lang}", md, lang)
+    for lang in ("fr", "en"):
+        problems += requirement_problems(f"cp.{lang}", docs[("cp", lang)], f"cps.{lang}", docs[("cps", lang)])
+        problems += etsi_problems(f"cps.{lang}", docs[("cps", lang)], lang)
+    return problems
+
+
+def test_cp_and_cps_differ_as_rfc3647_intends_and_every_requirement_is_answered(built: Path) -> None:
+    for lang in ("fr", "en"):
+        cp = (built / "docs" / f"cp-1.0.{lang}.md").read_text(encoding="utf-8")
+        cps = (built / "docs" / f"cps-1.0.{lang}.md").read_text(encoding="utf-8")
+        ids = catalogue.REQUIREMENT_TAG.findall(cp)
+        assert len(ids) == len(catalogue.requirements()) and set(ids) <= set(catalogue.REQUIREMENT_TAG.findall(cps))
+        assert requirement_problems("cp", cp, "cps", cps) == []
+    cps_fr = (built / "docs" / "cps-1.0.fr.md").read_text(encoding="utf-8")
+    assert "# Annexe A — Correspondance avec les exigences ETSI" in cps_fr and "| REV-6.2.4-03A |" in cps_fr
+
+
+def test_cps_lists_the_final_head_of_each_ceremony_held(built: Path) -> None:
+    cps = (built / "docs" / "cps-1.0.fr.md").read_text(encoding="utf-8")
+    transcripts = sorted((built / "transcripts").glob("*.jsonl"))
+    assert transcripts
+    for path in transcripts:
+        last = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+        assert f"`transcripts/{path.name}`" in cps and f"`{last['head']}`" in cps
+
+
+def test_check_fails_on_a_cp_requirement_without_a_cps_answer(ceremonies: Path, built: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    reqs = catalogue.requirements()
+    unanswered = tuple(dataclasses.replace(r, answer={}) if r.id == "PC-4.9.5-a" else r for r in reqs)
+    monkeypatch.setattr(catalogue, "requirements", lambda: unanswered)
+    problems = _all_problems(*_render(ceremonies))
+    assert any("section 4.9.5: requirement PC-4.9.5-a of the CP" in p and "has no answer" in p for p in problems)
+    monkeypatch.undo()
+    # docs.check on the built files: an answer removed from the published CPS is named too.
+    out = _copy(built, tmp_path / "out")
+    path = out / "docs" / "cps-1.0.fr.md"
+    path.write_text(re.sub(r"^- \*\*\[PC-6\.2\.8-a\]\*\*.*$", "", path.read_text(encoding="utf-8"), flags=re.M),
+                    encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"cps-1.0.fr.md: section 6.2.8: requirement PC-6.2.8-a of the CP"):
+        check_documents(load_definition(out / "pki.yml"), out)
+
+
+def test_rendered_testing_documents_pass_every_semantic_check(rendered: tuple[object, dict]) -> None:
+    assert _all_problems(*rendered) == []
+
+
+def test_check_fails_on_an_etsi_claim_without_a_section(rendered: tuple[object, dict],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    m = catalogue.etsi_map()
+    claims = (*m.claims, catalogue.EtsiClaim("REQ-7.13-01", "EN 319 401", "", {"fr": "x", "en": "x"}),
+              catalogue.EtsiClaim("REQ-7.14-01", "EN 319 401", "4.6.2", {"fr": "x", "en": "x"}))
+    monkeypatch.setattr(catalogue, "etsi_map", lambda: catalogue.EtsiMap(m.editions, claims))
+    problems = _all_problems(*rendered)
+    assert any("REQ-7.13-01 (EN 319 401) is claimed without a CPS section" in p for p in problems)
+    assert any("section 4.6.2: empty, yet the ETSI map claims REQ-7.14-01" in p for p in problems)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("## 4.9.8 [cps]\nLa latence maximale de révocation est de 6 jours.\n",
+     r"section 4\.9\.8: 'latence maximale de révocation est de 6 jours' exceeds the maximum revocation delay"),
+    ("## 4.10.1 [cps]\nUn certificat révoqué reste dans la LCR jusqu'à son expiration.\n",
+     r"section 4\.10\.1: .* says revoked entries leave the CRL at expiry"),
+    ("## 6.2.8 [cps]\nLa signature des LCR de l'AC en ligne requiert 2 opérateurs cryptographiques.\n",
+     r"section 6\.2\.8: .* contradicts the online CA's activation"),
+    ("## 6.2.8 [cps]\nLe code PIN n'est jamais écrit dans un fichier.\n",
+     r"section 6\.2\.8: .* contradicts the online CA's activation"),
+    ("## 5.2.4 [cps]\n| Rôle | Tâche |\n| --- | --- |\n| crypto-officer | activation |\n",
+     r"section 5\.2\.4: French table cell 'crypto-officer' holds English value\(s\) crypto-officer"),
+], ids=["revocation-latency", "retention-after-expiry", "activation-quorum", "activation-pin-file",
+        "english-in-french-table"])
+def test_check_fails_on_a_practice_contradicting_the_definition(ceremonies: Path, policy_copy: Path, text: str,
+                                                                 expected: str) -> None:
+    (policy_copy / "fr" / "zz-test.md").write_text(text, encoding="utf-8")
+    problems = _all_problems(*_render(ceremonies, policy_copy))
+    assert any(re.search(expected, p) for p in problems), problems

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ceremony.policy.check import DEFAULT_VAGUE, outline_problems, vague_problems, vague_wording
+from ceremony.policy.check import (
+    DEFAULT_VAGUE,
+    claim_problems,
+    etsi_problems,
+    french_problems,
+    outline_problems,
+    requirement_problems,
+    vague_problems,
+    vague_wording,
+)
 from ceremony.policy.facts import PolicyError, duration_text
 from ceremony.policy.outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
 
@@ -150,4 +159,13 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
         assert "REHEARSAL" not in d.markdown and "RÉPÉTITION" not in d.markdown
         assert defn.model.documents.cp.oid in d.markdown
         fingerprint = certs["root"][0].fingerprint(hashes.SHA256()).hex(":").upper()
-        assert f"`{fingerprint}`" in d.markdown
+        assert (f"`{fingerprint}`" in d.markdown) == (d.doc == "cps")  # the CP states no deployment fact
+        assert claim_problems(d.stem, d.markdown, d.lang, facts, d.doc) == []
+        assert french_problems(d.stem, d.markdown, d.lang) == []
+    by = {(d.doc, d.lang): d.markdown for d in docs}
+    for lang in ("fr", "en"):
+        assert requirement_problems("cp", by[("cp", lang)], "cps", by[("cps", lang)]) == []
+        assert etsi_problems("cps", by[("cps", lang)], lang) == []
+    fr = by[("cps", "fr")]
+    assert "QCP-l-qscd" in fr and "QcCClegislation « ML »" in by[("cp", "fr")]
+    assert "Aucune cérémonie n'a encore été tenue" in fr  # no transcript in this output directory

@@ -278,9 +278,25 @@ class Hsm(_Strict):
     module: str = Field(min_length=1, description="path of the PKCS#11 module (.so)")
     token: TokenRef
     key_label: Label
+    seal_label: Label | None = None
+    """Label of the transcript-sealing key on this token (default ``<key_label>-seal``): CA keys sign
+    certificates and CRLs only (EN 319 411-1 GEN-6.5.3-03), so ceremonies are sealed by a key of their own."""
     pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
     """Name of the environment variable holding the user PIN (never the PIN itself)."""
     so_pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
+
+    @property
+    def sealing_label(self) -> str:
+        return self.seal_label or f"{self.key_label}-seal"
+
+    @model_validator(mode="after")
+    def _distinct_labels(self) -> Hsm:
+        if self.sealing_label == self.key_label:
+            raise ValueError("seal_label must differ from key_label: the sealing key is not the CA key")
+        if len(self.sealing_label) > 32:
+            raise ValueError(f"the sealing key's label {self.sealing_label!r} is longer than 32 characters; "
+                             "set seal_label")
+        return self
 
 
 def _http_url(v: str) -> str:
@@ -451,6 +467,80 @@ class HistoryEntry(_Strict):
     changes_fr: str
     changes_en: str
     approved_by: str
+    effective: dt.date | None = None
+    """The date the version takes effect (after the notice period); None while it awaits approval."""
+    decision: str | None = None
+    """The reference of the approving body's decision (9.12.1)."""
+
+
+class Bilingual(_Strict):
+    """A value the CP/CPS states in both languages (French is authoritative)."""
+
+    fr: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class LegalText(_Strict):
+    """A text of law the documents cite, with the articles they rely on (chapter 9 cites them by number)."""
+
+    title: Bilingual
+    articles: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]+$")], str] = Field(default_factory=dict)
+    """Named articles, e.g. ``qualified_certificate: "article 2"``; templates cite them by name."""
+
+
+class Legal(_Strict):
+    """The legal frame of chapter 9: the documents cite these values instead of typing them, so that the
+    law's articles and the liability amounts are stated once, here, and checked for presence."""
+
+    authoritative_language: Literal["fr", "en"] = "fr"
+    law: LegalText
+    decree: LegalText | None = None
+    other_texts: list[Bilingual] = Field(default_factory=list)
+    qc_legislation: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    """Country whose law makes the certificates qualified (QcCClegislation, EN 319 412-5)."""
+    licence: Bilingual
+    liability_cap: int = Field(ge=0)
+    """Maximum compensation per certificate and per incident, in ``currency``."""
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "XOF"
+    insurance: Bilingual
+    conciliation_days: int = Field(default=60, ge=1, le=365)
+    conciliation_body: Bilingual
+    courts: Bilingual
+    administrative_courts: Bilingual
+    notice_days: int = Field(default=30, ge=0, le=365)
+    """A new version is published this many days before it takes effect (9.10.1, 9.12.2)."""
+    review_months: int = Field(default=12, ge=1, le=12)
+    """The documents are reviewed at least this often, even without a change (a history line each time)."""
+
+
+class Termination(_Strict):
+    """What happens when the service or one of its CAs ends (RFC 3647 5.8, EN 319 401 7.12)."""
+
+    notice_days: int = Field(ge=30)
+    successor: Bilingual
+    """The body that keeps the archives and the revocation status information after termination."""
+
+
+class IncidentTarget(_Strict):
+    who: Bilingual
+    within_hours: int = Field(ge=1, le=72)
+
+
+class Incidents(_Strict):
+    """Whom the service tells of a security incident, and how soon (RFC 3647 5.7.1, EN 319 401 7.9)."""
+
+    notify: list[IncidentTarget] = Field(min_length=1)
+    exercise_months: int = Field(default=12, ge=1, le=12)
+    """The continuity and compromise plans are exercised at least this often."""
+
+
+class Revocation(_Strict):
+    """Commitments the CP/CPS make on revocation; the drift check holds the text and the CRL cadence to them."""
+
+    max_hours: int = Field(default=24, ge=1, le=24)
+    """From an authenticated revocation request to the status being published (EN 319 411-1 REV-6.2.4-03A)."""
+    emergency_root_crl_hours: int = Field(default=24, ge=1, le=24)
+    """A root CRL revoking a subordinate CA is signed at an extraordinary ceremony within this time."""
 
 
 class Documents(_Strict):
@@ -460,11 +550,17 @@ class Documents(_Strict):
     history: list[HistoryEntry] = Field(min_length=1)
     approving_body: str
     ocsp_url: str | None = None
+    legal: Legal | None = None
+    termination: Termination | None = None
+    incidents: Incidents | None = None
+    revocation: Revocation = Revocation()
 
 
 class CeremonyRules(_Strict):
     crypto_officer_quorum: int = Field(default=1, ge=1, le=16)
     require_independent_witness: bool = True
+    sealing_eku: OID = Field(default="2.16.466.1.1.1.3.1", description="extended key usage of the "
+                             "transcript-sealing certificates the root issues (an OID of the service's own arc)")
     language: Literal["fr", "en"] = Field(default="en", description="language of the terminal at ceremonies "
                                           "(--lang overrides it); transcripts are recorded in English")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,23 @@ from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
+REPO_DIR = Path(__file__).resolve().parent.parent.parent
+CRL_SIGNER_DEFAULTS = REPO_DIR / "roles" / "crl_signer" / "defaults" / "main.yml"
+
+#: The registry lists every revoked certificate in every CRL, expired or not
+#: (:meth:`ceremony.ca.registry.Registry.revoked_rows` has no expiry filter, and the previous-CRL check
+#: never requires an entry to leave). The CPS states this; a text saying otherwise fails the check.
+EXPIRED_ENTRIES_KEPT = True
+
+#: The sealing certificates' extended key usage when the definition does not name one (``ceremony.sealing_eku``).
+DEFAULT_SEALING_EKU = "2.16.466.1.1.1.3.1"
+
+#: PIN file mode the ``crl_signer`` role gives the unattended job's PIN file, and that the job
+#: itself refuses anything else than (``ceremony.crl.job``: "PIN file has mode …; it must be 0600").
+PIN_FILE_MODE = "0600"
+
+#: systemd ``OnCalendar`` shorthands the CPS can state as a period, in hours.
+_CALENDAR_HOURS = {"hourly": 1, "daily": 24}
 
 
 _ATTR_SHORT = {"2.5.4.6": "C", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN", "2.5.4.7": "L",
@@ -79,12 +96,53 @@ class CaFacts:
     hsm_module: str
     hsm_token: str
     certificate_file: str
+    seal_label: str = ""
+    seal_certificate: SealCertificateFacts | None = None
 
     @property
     def validity_years(self) -> str:
         days = (self.not_after - self.not_before).days
         years = days / 365.2425
         return f"{years:.0f}" if abs(years - round(years)) < 0.01 else f"{years:.1f}"
+
+
+@dataclass(frozen=True)
+class SealCertificateFacts:
+    """A transcript-sealing certificate ``<ca>.seal.crt.pem`` found in the output directory."""
+
+    file: str
+    serial: str
+    fingerprint: str
+    not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class TranscriptFacts:
+    """One ceremony held: its transcript's script, time and final head (the value an auditor pins)."""
+
+    file: str
+    script: str
+    version: str
+    time: str
+    head: str
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class OnlineFacts:
+    """How the online CA's CRL job runs, as the ``crl_signer`` role provisions it."""
+
+    schedule: str
+    period_hours: int
+    pin_file: str
+    pin_file_mode: str
+    expired_entries_kept: bool
+
+    def period(self, lang: str) -> str:
+        """``chaque heure`` / ``every hour``, or ``toutes les 24 heures`` / ``every 24 hours``."""
+        if self.period_hours == 1:
+            return "chaque heure" if lang == "fr" else "every hour"
+        return f"toutes les {self.period_hours} heures" if lang == "fr" else f"every {self.period_hours} hours"
 
 
 @dataclass(frozen=True)
@@ -138,6 +196,10 @@ class Facts:
     profiles: list[ProfileFacts]
     crl_profile: CrlProfileFacts
     scripts: list[ScriptFacts]
+    transcripts: list[TranscriptFacts] = field(default_factory=list)
+    transcripts_dir: str = ""
+    online: OnlineFacts | None = None
+    sealing_eku: str = DEFAULT_SEALING_EKU
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
 
@@ -306,7 +368,71 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         certificate_policies_critical=bool(cp and cp.critical),
         certificate_url=ca.publication.certificate_url, crl_url=ca.publication.crl_url, crl=ca.crl,
         backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
-        certificate_file=path.name)
+        certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out))
+
+
+def _seal_label(ca: CA) -> str:
+    """The sealing key's label: the definition's (``hsm.sealing_label``) once the model has it, else the rule it
+    follows (``<key label>-seal``), so that the documents build while the sealing keys are being introduced."""
+    return str(getattr(ca.hsm, "sealing_label", f"{ca.hsm.key_label}-seal"))
+
+
+def _seal_certificate(name: str, out: Path) -> SealCertificateFacts | None:
+    """The CA's transcript-sealing certificate when its ceremony has issued it (else None: not yet)."""
+    path = out / f"{name}.seal.crt.pem"
+    if not path.is_file():
+        return None
+    cert = load_certificate(path)
+    return SealCertificateFacts(file=path.name, serial=f"{cert.serial_number:x}",
+                                fingerprint=colon_form(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()),
+                                not_after=cert.not_valid_after_utc)
+
+
+TRANSCRIPTS_DIR = "transcripts"
+
+
+def transcript_facts(out: Path) -> list[TranscriptFacts]:
+    """The ceremonies held so far, from ``OUT/transcripts/*.jsonl``: first line the header (script, time),
+    last line the seal (final head). A transcript that cannot be read is an error naming it: the CPS must
+    not silently leave out a ceremony."""
+    result: list[TranscriptFacts] = []
+    directory = out / TRANSCRIPTS_DIR
+    if not directory.is_dir():
+        return result
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            header, last = json.loads(lines[0]), json.loads(lines[-1])
+        except (OSError, ValueError, IndexError) as exc:
+            raise PolicyError(f"{path}: unreadable transcript ({exc}); the CPS lists every ceremony held") from None
+        script = header.get("script") if isinstance(header.get("script"), dict) else {}
+        sealed = last.get("type") == "seal" and isinstance(last.get("head"), str)
+        result.append(TranscriptFacts(
+            file=f"{TRANSCRIPTS_DIR}/{path.name}",
+            script=str(script.get("name") or header.get("ceremony") or path.stem),
+            version=str(script.get("version", "?")), time=str(header.get("time", "?")),
+            head=str(last["head"]) if sealed else "", sealed=sealed,
+        ))
+    return result
+
+
+def online_facts(defaults: Path = CRL_SIGNER_DEFAULTS) -> OnlineFacts:
+    """The CRL job's schedule and PIN file from the role that provisions it (its defaults file), so the CPS
+    says what the hosts do; the role's own defaults when the suite is installed without its roles."""
+    schedule, pin_file = "hourly", "/etc/ceremony/{{ crl_signer_ca }}.pin"
+    if defaults.is_file():
+        try:
+            data = yaml.safe_load(defaults.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{defaults}: malformed YAML: {exc}") from None
+        schedule = str(data.get("crl_signer_on_calendar", schedule))
+        pin_file = str(data.get("crl_signer_pin_file", pin_file))
+    if schedule not in _CALENDAR_HOURS:
+        raise PolicyError(f"{defaults}: crl_signer_on_calendar is {schedule!r}; the CPS states the CRL job's period "
+                          f"(4.9.7) and knows {', '.join(_CALENDAR_HOURS)}")
+    return OnlineFacts(schedule=schedule, period_hours=_CALENDAR_HOURS[schedule],
+                       pin_file=pin_file.replace("{{ crl_signer_ca }}", "<ca>"), pin_file_mode=PIN_FILE_MODE,
+                       expired_entries_kept=EXPIRED_ENTRIES_KEPT)
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
@@ -461,13 +587,19 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
             raise PolicyError(f"{defn.path}: documents.history: no entry for version {version} "
                               f"(documents.{doc}.version); every published version has a dated history line "
                               "(date, version, changes_fr, changes_en, approved_by)")
+    for part in ("legal", "termination", "incidents"):
+        if getattr(model.documents, part) is None:
+            raise PolicyError(f"{defn.path}: documents.{part}: missing; chapter 9 and sections 5.7 and 5.8 state "
+                              "these values (see docs/policy.md, 'The definition's documents section')")
     manifest = read_manifest(out_dir)
     rehearsal = bool(manifest.get("rehearsal"))
     cas = [ca_facts(name, ca, out_dir, rehearsal) for name, ca in model.cas.items()]
     return Facts(environment=model.environment, rehearsal=rehearsal, organisation=model.organisation,
                  documents=model.documents, ceremony=model.ceremony, cas=cas,
                  profiles=_profiles(defn, out_dir, manifest, rehearsal), crl_profile=_crl_profile(out_dir, manifest),
-                 scripts=_scripts())
+                 scripts=_scripts(), transcripts=transcript_facts(out_dir),
+                 transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
+                 sealing_eku=str(getattr(model.ceremony, "sealing_eku", DEFAULT_SEALING_EKU)))
 
 
 _UNITS = {"fr": {"s": ("seconde", "secondes"), "m": ("minute", "minutes"), "h": ("heure", "heures"),

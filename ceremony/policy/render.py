@@ -32,6 +32,7 @@ from ceremony.common import child_process
 from ceremony.common.manifest import Manifest
 from ceremony.common.outputs import OutputSet
 from ceremony.common.pdf import render_pdf as html_to_pdf
+from ceremony.policy import catalogue
 from ceremony.policy.facts import Facts, PolicyError, date_text, derive_facts, duration_text
 from ceremony.policy.outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
 
@@ -50,13 +51,19 @@ LABELS: dict[str, dict[str, str]] = {
            "date": "Date", "organisation": "Organisme", "approved": "Approuvé par",
            "environment": "Environnement", "history": "Historique des versions",
            "changes": "Modifications", "toc": "Table des matières", "source": "Source Markdown (SHA-256)",
-           "page": "Page", "rehearsal": "RÉPÉTITION — document issu d'une répétition sur des jetons SoftHSM "
+           "page": "Page", "effective": "Date d'effet", "decision": "Décision d'approbation",
+           "pending": "en attente d'approbation", "authoritative": "Version faisant foi", "fr_name": "française",
+           "en_name": "anglaise", "review": "Revue", "review_text": "au moins tous les {n} mois",
+           "rehearsal": "RÉPÉTITION — document issu d'une répétition sur des jetons SoftHSM "
            "jetables ; il ne vaut pas pour la production.", "yes": "oui", "no": "non"},
     "en": {"cp": "Certificate Policy", "cps": "Certification Practice Statement", "field": "Field",
            "value": "Value", "oid": "Object identifier (OID)", "version": "Version", "date": "Date",
            "organisation": "Organisation", "approved": "Approved by", "environment": "Environment",
            "history": "Version history", "changes": "Changes", "toc": "Contents",
-           "source": "Markdown source (SHA-256)", "page": "Page",
+           "source": "Markdown source (SHA-256)", "page": "Page", "effective": "Effective date",
+           "decision": "Approval decision", "pending": "awaiting approval", "authoritative": "Authoritative version",
+           "fr_name": "French", "en_name": "English (this text is a translation)", "review": "Review",
+           "review_text": "at least every {n} months",
            "rehearsal": "REHEARSAL — document produced by a rehearsal on throwaway SoftHSM tokens; it is not "
            "valid for production.", "yes": "yes", "no": "no"},
 }
@@ -148,8 +155,16 @@ _FRENCH_VALUES = {
     "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
     "only contains ca certs": "uniquement des certificats d'AC",
     "only contains user certs": "uniquement des certificats d'abonnés",
+    "token pkcs11:": "jeton pkcs11:",
     "token label": "jeton de libellé",
     "token serial": "jeton de numéro de série",
+    "CA=True": "CA=vrai",
+    "CA=False": "CA=faux",
+    "content_commitment": "nonRepudiation (contentCommitment)",
+    "digital_signature": "digitalSignature",
+    "key_cert_sign": "keyCertSign",
+    "crl_sign": "cRLSign",
+    "pathLen=": "longueur de chemin=",
 }
 
 
@@ -163,6 +178,18 @@ def _tr(ctx: Any, value: Any) -> str:
     return text
 
 
+@jinja2.pass_context
+def _val(ctx: Any, value: Any) -> str:
+    """An identifier of the definition or the engine (``crypto-officer``, ``content_commitment``,
+    ``required``) as a French table shows it, from the glossary's ``values``; English keeps it as is."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_val(ctx, v) for v in value)
+    text = str(value)
+    if ctx["lang"] != "fr":
+        return text
+    return catalogue.glossary().values.get(text, text)
+
+
 def _no_none(value: Any) -> Any:
     """StrictUndefined catches a missing name; this catches a definition field left empty (None)."""
     if value is None:
@@ -174,7 +201,7 @@ def jinja_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False,
                              finalize=_no_none)
-    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno, tr=_tr)
+    env.filters.update(dur=_dur, date=_date, cell=_cell, yesno=_yesno, tr=_tr, val=_val)
     return env
 
 
@@ -213,30 +240,51 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
     lines = [f"# {title}", ""]
     if facts.rehearsal:
         lines += [f"**{lab['rehearsal']}**", ""]
+    current = [h for h in facts.documents.history if h.version == ident.version][-1]
+    legal = facts.documents.legal
     rows = [(lab["oid"], ident.oid), (lab["version"], ident.version),
             (lab["date"], date_text(version_date(facts, doc), lang)),
+            (lab["effective"], current.effective.isoformat() if current.effective else lab["pending"]),
+            (lab["decision"], current.decision or lab["pending"]),
             (lab["organisation"], f"{facts.organisation.name} ({facts.organisation.short_name})"),
-            (lab["approved"], facts.documents.approving_body), (lab["environment"], facts.environment)]
+            (lab["approved"], facts.documents.approving_body),
+            (lab["authoritative"], lab[f"{legal.authoritative_language}_name"]),
+            (lab["review"], lab["review_text"].format(n=legal.review_months)),
+            (lab["environment"], facts.environment)]
     lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
     lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
     lines += ["", f"## {lab['history']}", "", f"| {lab['date']} | {lab['version']} | {lab['changes']} | "
-              f"{lab['approved']} |", "| --- | --- | --- | --- |"]
+              f"{lab['approved']} | {lab['effective']} |", "| --- | --- | --- | --- | --- |"]
     for h in facts.documents.history:
         changes = h.changes_fr if lang == "fr" else h.changes_en
-        lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} |")
+        effective = h.effective.isoformat() if h.effective else lab["pending"]
+        lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} | "
+                     f"{effective} |")
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragment], doc: str, lang: str,
                     policy_dir: Path, env: jinja2.Environment | None = None) -> str:
-    """One complete document; raises :class:`PolicyError` naming the section and file on any gap."""
+    """One complete document; raises :class:`PolicyError` naming the section and file on any gap.
+
+    The CP is the requirement catalogue (``requirements.yml``), its own templates (``<lang>/cp/``) and the
+    fragments marked ``[cp]``: requirements only, no deployment fact. The CPS is the generated practice
+    (``<lang>/<n>.md.j2``), the answer to each requirement of the section, then the common and ``[cps]``
+    fragments. A leaf section of the CP with nothing in it says "Aucune stipulation." (the policy imposes
+    nothing there); the CPS must have text everywhere.
+    """
     env = env or jinja_env()
     ctx = _context(facts, doc, lang)
+    by_section: dict[str, list[catalogue.Requirement]] = {}
+    for req in catalogue.requirements():
+        by_section.setdefault(req.section, []).append(req)
     parts = [front_matter(facts, doc, lang)]
     for section in OUTLINE:
         n = section.number
         body: list[str] = []
-        template_name = f"{lang}/{n}.md.j2"
+        if n == "1.6":
+            body.append(glossary_table(lang))
+        template_name = f"{lang}/cp/{n}.md.j2" if doc == "cp" else f"{lang}/{n}.md.j2"
         if (TEMPLATES / template_name).is_file():
             where = str(TEMPLATES / template_name)
 
@@ -246,7 +294,24 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
             generated = _render_or_fail(render_template, where, n, lang)
             if generated:
                 body.append(generated)
-        for fragment in (fragments.get((n, None)), fragments.get((n, doc))):  # common text, then this document's
+        lines = []
+        for req in by_section.get(n, []):
+            wording = req.text[lang] if doc == "cp" else req.answer.get(lang)
+            if wording is None:
+                continue  # the CPS answers in a fragment citing the identifier, or the check says it does not
+            requirement_text: str = wording
+
+            def render_requirement(text: str = requirement_text) -> str:
+                # One-line YAML strings: their "\n" after a tag is meant, so blocks are not trimmed here.
+                return env.overlay(trim_blocks=False, lstrip_blocks=False).from_string(text).render(ctx)
+
+            rendered = _render_or_fail(render_requirement, f"{catalogue.REQUIREMENTS_FILE} ({req.id})", n, lang)
+            first, *rest = rendered.split("\n")
+            lines.append("\n".join([f"- **[{req.id}]** {first}", *(f"  {line}" if line else "" for line in rest)]))
+        if lines:
+            body.append("\n".join(lines))
+        scopes = ("cp",) if doc == "cp" else (None, "cps")  # common text is practice: the CPS's
+        for fragment in (fragments.get((n, scope)) for scope in scopes):
             if fragment is None:
                 continue
             where = f"{fragment.file}:{fragment.line}"
@@ -257,13 +322,58 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
 
             body.append(_render_or_fail(render_fragment, where, n, lang))
         if not body and not has_children(n):
-            raise PolicyError(f"{policy_dir / lang}: section {n} ({section.title(lang)}): no prose fragment for "
-                              f"the {doc.upper()} in any file; add a '## {n}' paragraph (or '{no_stipulation(lang)}' "
-                              "where nothing is required)")
+            if doc == "cp":
+                body.append(no_stipulation(lang))
+            else:
+                raise PolicyError(f"{policy_dir / lang}: section {n} ({section.title(lang)}): no prose fragment for "
+                                  f"the CPS in any file; add a '## {n}' paragraph (or '{no_stipulation(lang)}' where "
+                                  "nothing is practised)")
         parts.append(section.heading(lang) + "\n")
         if body:
             parts.append("\n\n".join(body) + "\n")
+    if doc == "cps":
+        parts.append(etsi_annex(lang))
     return "\n".join(parts)
+
+
+GLOSSARY_HEADINGS = {"fr": ("Terme", "Sigle", "Équivalent anglais", "Définition"),
+                     "en": ("Term", "Abbreviation", "French term (authoritative)", "Definition")}
+
+
+def glossary_table(lang: str) -> str:
+    """Section 1.6: the glossary of ``glossary.yml``, the same in the CP and the CPS."""
+    head = GLOSSARY_HEADINGS[lang]
+    lines = [f"| {' | '.join(head)} |", "| --- | --- | --- | --- |"]
+    for t in catalogue.glossary().terms:
+        term, abbr, other = (t.fr, t.fr_abbr, t.en) if lang == "fr" else (t.en, t.en_abbr, t.fr)
+        lines.append(f"| {_cell(term)} | {_cell(abbr)} | {_cell(other)} | {_cell(t.definition[lang])} |")
+    return "\n".join(lines)
+
+
+ANNEX_TITLE = {"fr": "Annexe A — Correspondance avec les exigences ETSI",
+               "en": "Annex A — Mapping to ETSI requirements"}
+_ANNEX_HEAD = {"fr": ("Norme", "Exigence", "Objet (paraphrase)", "Section de la DPC"),
+               "en": ("Standard", "Requirement", "Subject (paraphrase)", "CPS section")}
+
+
+def etsi_annex(lang: str) -> str:
+    """The CPS's annex: each ETSI requirement claimed, paraphrased, with the section addressing it.
+
+    The heading is not numbered, so the RFC 3647 outline check leaves it alone; the drift check sees it
+    as part of section 9.17's text."""
+    m = catalogue.etsi_map()
+    editions = ", ".join(f"ETSI {k} {v}" for k, v in m.editions.items())
+    intro = (f"Éditions : {editions}. Les objets sont des paraphrases du Service ; le texte des exigences est "
+             "celui des normes." if lang == "fr" else
+             f"Editions: {editions}. The subjects are the Service's paraphrases; the requirements' text is "
+             "that of the standards.")
+    head = _ANNEX_HEAD[lang]
+    lines = [f"# {ANNEX_TITLE[lang]}", "", intro, "", f"| {' | '.join(head)} |", "| --- | --- | --- | --- |"]
+    for c in m.claims:
+        title = BY_NUMBER[c.section].title(lang) if c.section in BY_NUMBER else ""
+        lines.append(f"| ETSI {_cell(c.standard)} | {_cell(c.id)} | {_cell(c.text[lang])} | "
+                     f"{_cell(c.section)} {_cell(title)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _slug(text: str) -> str:
