@@ -3,7 +3,7 @@
 Three files beside this module, each read once and validated here so that a mistake in them is one
 clear message naming the file and the entry:
 
-* ``requirements.yml`` — the normative content of the CP (one identifier per requirement, French and
+* ``cp-requirements.yml`` — the normative content of the CP (one identifier per requirement, French and
   English) and the CPS's answer to each; the CP is rendered from it and the check holds the CPS to it;
 * ``glossary.yml`` — the terms both documents use (French authoritative), the spellings refused, the
   French reading of the engine's identifiers, and the English words a French table must not hold;
@@ -25,7 +25,7 @@ from ceremony.policy.facts import PolicyError
 from ceremony.policy.outline import BY_NUMBER, LANGS
 
 DATA_DIR = Path(__file__).resolve().parent
-REQUIREMENTS_FILE = DATA_DIR / "requirements.yml"
+REQUIREMENTS_FILE = DATA_DIR / "cp-requirements.yml"
 GLOSSARY_FILE = DATA_DIR / "glossary.yml"
 ETSI_MAP_FILE = DATA_DIR / "etsi-map.yml"
 

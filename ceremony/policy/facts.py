@@ -215,6 +215,14 @@ class Facts:
     def backups(self) -> list[CaFacts]:
         return [c for c in self.cas if c.backup.mode == "wrapped"]
 
+    def witness(self, script: str) -> str:
+        """Whether a production ceremony of ``script`` needs an independent witness: "required" only when
+        the definition (``ceremony.require_independent_witness``) and the script both require one, as the
+        ceremony runner decides (ceremony/transcript/participants.py); a rehearsal never needs one."""
+        found = [s for s in self.scripts if s.name == script]
+        required = bool(getattr(self.ceremony, "require_independent_witness", False))
+        return "required" if required and found and found[0].independent_witness == "required" else "optional"
+
 
 def _key_facts(key: Any) -> tuple[str, str, str]:
     if isinstance(key, ec.EllipticCurvePublicKey):

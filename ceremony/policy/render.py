@@ -267,7 +267,7 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
                     policy_dir: Path, env: jinja2.Environment | None = None) -> str:
     """One complete document; raises :class:`PolicyError` naming the section and file on any gap.
 
-    The CP is the requirement catalogue (``requirements.yml``), its own templates (``<lang>/cp/``) and the
+    The CP is the requirement catalogue (``cp-requirements.yml``), its own templates (``<lang>/cp/``) and the
     fragments marked ``[cp]``: requirements only, no deployment fact. The CPS is the generated practice
     (``<lang>/<n>.md.j2``), the answer to each requirement of the section, then the common and ``[cps]``
     fragments. A leaf section of the CP with nothing in it says "Aucune stipulation." (the policy imposes

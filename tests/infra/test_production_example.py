@@ -599,7 +599,7 @@ def test_the_certificates_chain_and_carry_the_production_names(prod: Production)
                             check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     cert = x509.load_pem_x509_certificate(sub.read_bytes())
-    assert cert.subject.rfc4514_string().startswith("CN=SCSE Autorite de Certification Qualifiee 2026")
+    assert cert.subject.rfc4514_string().startswith("CN=SCSE Autorité de Certification Qualifiée 2026")
     assert sorted(p.name for p in (prod.media / "crl").iterdir())  # the root CRL batch came out on the media
 
 
