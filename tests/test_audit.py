@@ -68,9 +68,10 @@ def test_intact_transcript_passes_with_evidence(sealed: Path) -> None:
     recs = records(sealed)
     token = next(r["data"] for r in recs if r["type"] == "evidence" and r["name"] == "token")
     assert token["module_sha256"] and token["serial"] and token["firmware_version"] and token["mechanisms"]
-    key = next(r["data"] for r in recs if r["type"] == "evidence" and r["name"] == "key")
+    key = next(r["data"] for r in recs if r["type"] == "evidence" and r["name"] == "key"
+               and r["data"].get("purpose") == "transcript-sealing")
     seal = next(r for r in recs if r["type"] == "seal")
-    assert seal["verifier"]["spki_sha256"] == key["spki_sha256"] and seal["verifier"]["path"] == "root.crt.pem"
+    assert seal["verifier"]["spki_sha256"] == key["spki_sha256"] and seal["verifier"]["path"] == "root.seal.crt.pem"
     assert seal["algorithm"] == "ecdsa-sha384"
     assert any(r["type"] == "evidence" and r["name"] == "offline-check" for r in recs)
 
@@ -264,8 +265,10 @@ def test_a_forgers_own_seal_is_intact_as_a_file_and_never_anchored(sealed: Path)
     assert result.anchoring is not None and "do not chain to the trust anchor" in result.anchoring.how
     run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "root.crt.pem"), "--rehearsal")
     assert run.returncode == 4 and run.stdout.splitlines()[0].startswith("NOT ANCHORED"), run.stdout
+    # Only the anchor decides, and even the forger's own certificate brought as the anchor does not make his seal
+    # pass: a key that is itself a root (a CA key) never seals a transcript.
     run = invoke_verify(str(sealed), "--trust", str(sealed.parent.parent / "forger.crt.pem"), "--rehearsal")
-    assert run.returncode == 0  # only the anchor decides: the auditor must bring the CPS's root, not a file
+    assert run.returncode == 4 and "sealed by the root CA key itself" in run.stdout, run.stdout
 
 
 def test_a_second_rehearsal_is_not_anchored_in_the_first_ones_root(sealed: Path, tmp_path: Path,
@@ -381,7 +384,8 @@ def certify_with_the_root(defn_path: Path, out: Path, key: ec.EllipticCurvePriva
                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
                               critical=True)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.public_key()),
-                              critical=False))
+                              critical=False)
+               .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.16.466.1.1.1.3.1")]), critical=False))
     with open_session(ca.hsm, pin_source_for(ca.hsm, interactive=False)) as session:
         cert = builder.sign(signing_key(session, ca.hsm.key_label), hashes.SHA384())
     path = out / f"{name}.crt.pem"

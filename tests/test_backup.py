@@ -155,7 +155,9 @@ def test_backup_record_names_custodians_bags_and_checksums_never_share_values(ba
     assert trust["trusted"] and trust["set_by"] == "security-officer" and trust["sensitive"]
     wrap = dict(rec.evidence_log)["key-wrap"]
     assert wrap["wrapping_key_destroyed"] and wrap["verified_by_test_unwrap_and_signature"]
-    assert rec.sealed[0]["verifier"]["kind"] == "certificate" and rec.sealed[0]["verifier"]["path"] == "root.crt.pem"
+    # sealed by the root token's transcript-sealing key, never by the root key it backs up
+    assert rec.sealed[0]["verifier"]["kind"] == "certificate"
+    assert rec.sealed[0]["verifier"]["path"] == "root.seal.crt.pem"
 
 
 def der_fingerprint(pem: Path) -> str:
@@ -189,7 +191,7 @@ def test_wrapping_key_is_gone_and_the_ca_key_is_unchanged(backed_up: BackedUp) -
     from test_hsm import pkcs11_tool_objects
 
     objects = labels_on(backed_up.root_token)
-    assert [label for _, label in objects] == ["root-2026", "root-2026"]
+    assert sorted(label for _, label in objects) == ["root-2026", "root-2026", "root-2026-seal", "root-2026-seal"]
     listing = pkcs11_tool_objects(backed_up.root_token)
     assert "Secret Key Object" not in listing and "backup-wrap" not in listing
 
@@ -370,7 +372,8 @@ def test_a_wrapping_key_left_by_an_interrupted_backup_is_destroyed(definition_on
     rec = CapturingRecorder()
     backup_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
     assert dict(rec.evidence_log)["stale-wrapping-keys-destroyed"] == {"labels": ["backup-wrap-0123456789abcdef"]}
-    assert [label for _, label in labels_on(root_tok)] == ["root-2026", "root-2026"]
+    assert sorted(label for _, label in labels_on(root_tok)) == ["root-2026", "root-2026", "root-2026-seal",
+                                                                 "root-2026-seal"]
 
 
 def test_custodian_name_that_cannot_be_printed_is_refused(definition_on_tokens: Any, tmp_path: Path) -> None:

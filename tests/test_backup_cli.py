@@ -136,6 +136,7 @@ def test_cli_backup_then_restore_onto_a_new_token_and_audit(rehearsal: Path, tmp
     out = tmp_path / "ops"
     out.mkdir()
     shutil.copyfile(rehearsal / "root.crt.pem", out / "root.crt.pem")
+    shutil.copyfile(rehearsal / "root.seal.crt.pem", out / "root.seal.crt.pem")  # what seals the transcripts
     env = rehearsal_env(rehearsal)
     created = invoke("backup.create", "--rehearsal", "--ca", "root", "--definition", str(rehearsal / "pki.yml"),
                      "--out", str(out), env=env)

@@ -248,12 +248,20 @@ def test_requested_extensions_are_ignored(root_ready: tuple[Path, dict[str, Test
            .sign(key, hashes.SHA384()))
     path = tmp_path / "ext.csr"
     path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    seal_key = ec.generate_private_key(ec.SECP384R1())  # the sealing key's CSR, beside it, may ask for anything too
+    seal_csr = (x509.CertificateSigningRequestBuilder().subject_name(subject_name(ca.subject, True))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(seal_key, hashes.SHA384()))
+    (tmp_path / "qualified.seal.csr.pem").write_bytes(seal_csr.public_bytes(serialization.Encoding.PEM))
     sign_subordinate_ceremony(load_definition(pki), "qualified", path, out, rec(), rehearsal=True,
                               interactive=False)
     cert = x509.load_pem_x509_certificate((out / "qualified.crt.pem").read_bytes())
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     with pytest.raises(x509.ExtensionNotFound):
         cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    sealing = x509.load_pem_x509_certificate((out / "qualified.seal.crt.pem").read_bytes())
+    assert not sealing.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert sealing.public_key() == seal_key.public_key()
 
 
 def test_offline_check_refuses_outside_rehearsal() -> None:
@@ -273,8 +281,15 @@ def test_key_to_be_backed_up_is_extractable_only_under_a_trusted_key(definition_
     pki, tokens = definition_on_tokens()
     recorder = rec()
     root_ceremony(load_definition(pki), tmp_path / "out", recorder, rehearsal=True, interactive=False)
-    key = dict(recorder.evidence_log)["key"]
+    key, sealing = [data for name, data in recorder.evidence_log if name == "key"]
     assert key["wrap_with_trusted"] and key["extractable"] and key["sensitive"] and not key["never_extractable"]
+    # The sealing key beside it is never extractable: it is not backed up, a restored CA gets a new one.
+    assert sealing["purpose"] == "transcript-sealing" and sealing["never_extractable"] and not sealing["extractable"]
     from test_hsm import pkcs11_tool_objects
-    private = pkcs11_tool_objects(tokens["root"]).split("Private Key Object")[1].split("Public Key Object")[0]
-    assert "Usage:      sign\n" in private and "Access:     sensitive, always sensitive, extractable, local" in private
+    listing = pkcs11_tool_objects(tokens["root"])
+    private = [block.split("Public Key Object")[0] for block in listing.split("Private Key Object")[1:]]
+    root_block = next(b for b in private if "label:      root-2026\n" in b)
+    seal_block = next(b for b in private if "label:      root-2026-seal\n" in b)
+    assert "Usage:      sign\n" in root_block
+    assert "Access:     sensitive, always sensitive, extractable, local" in root_block
+    assert "Usage:      sign\n" in seal_block and "never extractable" in seal_block

@@ -32,7 +32,7 @@ from ceremony.transcript.recorder import ConsoleRecorder
 pytestmark = pytest.mark.hsm
 
 RESTORE_STEPS = ["offline-check", "definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap",
-                 "test-signature", "outputs-write"]
+                 "test-signature", "sealing-key", "outputs-write"]
 MakeToken = Callable[[str], TestToken]
 
 
@@ -83,7 +83,11 @@ def test_exactly_m_shares_restore_a_key_that_signs_for_the_original_certificate(
     assert report["restored_key"]["local"] is False and report["backup_id"] == backed_up.result.backup_id
     from test_hsm import pkcs11_tool_objects
     listing = pkcs11_tool_objects(tok)
-    assert listing.count("label:      root-2026") == 2 and "Secret Key Object" not in listing
+    # the restored key pair, and the target token's own new sealing key pair (never restored: not extractable)
+    assert listing.count("label:      root-2026\n") == 2 and listing.count("label:      root-2026-seal\n") == 2
+    assert "Secret Key Object" not in listing
+    sealing = [d for n, d in rec.evidence_log if n == "certificate" and d.get("purpose") == "transcript-sealing"]
+    assert len(sealing) == 1 and rec.sealed[0]["verifier"]["path"].startswith("root.seal.")
 
 
 def test_certificate_evidence_and_report_give_the_fingerprint_of_the_der_certificate(
@@ -93,7 +97,7 @@ def test_certificate_evidence_and_report_give_the_fingerprint_of_the_der_certifi
     result = restore(backed_up, tok, shares_of(backed_up)[:2], tmp_path, recorder=rec)
     pem = backed_up.out / "root.crt.pem"
     fingerprint = der_fingerprint(pem)
-    evidence = dict(rec.evidence_log)["certificate"]
+    evidence = next(d for n, d in rec.evidence_log if n == "certificate")
     assert evidence["sha256"] == fingerprint and evidence["file_sha256"] == sha256sum(pem) != fingerprint
     report = json.loads(result.report.read_text())
     assert report["certificate_sha256"] == fingerprint and report["certificate_file_sha256"] == sha256sum(pem)

@@ -37,7 +37,8 @@ from ceremony.transcript.participants import Participant, ParticipantError, Rule
 from ceremony.transcript.scriptbook import available, load_script, parse_script
 
 ROOT_STEPS = ["offline-check", "definition-check", "token-open", "key-generate", "certificate-lint",
-              "certificate-sign", "certificate-verify", "outputs-write", "fingerprint-read-aloud"]
+              "certificate-sign", "certificate-verify", "sealing-certificate", "outputs-write",
+              "fingerprint-read-aloud"]
 PEM = serialization.Encoding.PEM
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
@@ -107,7 +108,7 @@ def test_every_shipped_script_parses_with_the_engine_step_ids() -> None:
         "definition-check", "token-open", "key-generate", "csr-sign", "outputs-write", "fingerprint-read-aloud"]
     assert [s.id for s in load_script("subordinate-signing").steps] == [
         "offline-check", "definition-check", "csr-verify", "token-open", "certificate-lint", "certificate-sign",
-        "certificate-verify", "outputs-write", "fingerprint-read-aloud"]
+        "certificate-verify", "sealing-certificate", "outputs-write", "fingerprint-read-aloud"]
     crl = load_script("root-crl-batch")
     assert [s.id for s in crl.steps if s.repeat] == ["crl-lint", "crl-sign", "crl-verify"]
     backup = load_script("key-backup")
@@ -117,7 +118,7 @@ def test_every_shipped_script_parses_with_the_engine_step_ids() -> None:
     assert backup.step("shares-distribute").role == "custodian"
     assert [s.id for s in load_script("key-restore").steps] == [
         "offline-check", "definition-check", "backup-verify", "shares-collect", "token-open", "key-unwrap",
-        "test-signature", "outputs-write"]
+        "test-signature", "sealing-key", "outputs-write"]
 
 
 @pytest.mark.parametrize("mutate, message", [

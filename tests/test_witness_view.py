@@ -181,10 +181,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 def test_definition_check_shows_what_the_certificate_will_hold(run: Run) -> None:
     digest = sha256sum(run.definition).split()[0]
     for script, ca, files in (
-            ("root-key-generation", "root", "root.crt.pem, root.crt.der, root.pub.pem, root.pub.der"),
+            ("root-key-generation", "root",
+             "root.crt.pem, root.crt.der, root.pub.pem, root.pub.der, root.seal.crt.pem, root.seal.crt.der"),
             ("subordinate-key-generation", "qualified",
-             "qualified.csr.pem, qualified.csr.der, qualified.pub.pem, qualified.pub.der"),
-            ("subordinate-signing", "qualified", "qualified.crt.pem, qualified.crt.der")):
+             "qualified.csr.pem, qualified.csr.der, qualified.pub.pem, qualified.pub.der, qualified.seal.csr.pem, "
+             "qualified.seal.pub.pem"),
+            ("subordinate-signing", "qualified", "qualified.crt.pem, qualified.crt.der, qualified.seal.crt.pem, "
+             "qualified.seal.crt.der")):
         said = run.ceremonies[script].said("definition-check")
         cert = x509.load_pem_x509_certificate((run.out / f"{ca}.crt.pem").read_bytes())  # as it came out
         path_length = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length

@@ -68,6 +68,7 @@ from ceremony.ceremonies.steps import (
     say_definition,
     say_key_hash,
     say_outputs,
+    sealing_key,
     short_sha,
     tell,
 )
@@ -228,6 +229,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                  sha=evidence.spki_sha256)
             for line in key_flag_lines(evidence, lang_of(recorder)):
                 recorder.say(line)
+            _, seal_cert_path = sealing_key(recorder, co_session, ca_name, ca, out_dir, cert_path.parent)
             if objects_with_label(co_session, wrap_label):
                 raise HsmError(f"an object labelled {wrap_label!r} already exists on the token")
             stale = destroy_stale_wrapping_keys(co_session)
@@ -343,7 +345,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             zero(secret)
             run.record()
             tell(recorder, "w_backup_file", path=backup_file, sha=sha256_file(staged))
-        run.seal(signing_key(session, ca.hsm.key_label), cert_path, "certificate")
+        run.seal(signing_key(session, ca.hsm.sealing_label), seal_cert_path, "certificate")
     zero(secret)
     return BackupResult(ca_name, backup_id, backup_file, share_files, bag_of, evidence.spki_sha256)
 

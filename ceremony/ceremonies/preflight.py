@@ -37,7 +37,7 @@ from ceremony.hsm.signers import public_key_from_token
 from ceremony.transcript.chain import interrupted_transcripts
 from ceremony.transcript.paper_script import printed_script_files
 from ceremony.x509.csr import check_csr, load_csr
-from ceremony.x509.files import read_public_key
+from ceremony.x509.files import read_public_key, sealing_certificates
 
 
 class PreflightError(CeremonyError):
@@ -112,8 +112,8 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
     """The needs of each scripted ceremony (the names of ``ceremony/scripts/*.yml``)."""
     root = defn.model.root_name
     if ceremony == "root-key-generation":
-        return Plan(True, (Need(root, "absent"),), tuple(f"{root}{s}" for s in (".crt.pem", ".crt.der", ".pub.pem",
-                                                                                     ".pub.der")))
+        return Plan(True, (Need(root, "absent"),), tuple(f"{root}{s}" for s in (
+            ".crt.pem", ".crt.der", ".pub.pem", ".pub.der", ".seal.crt.pem", ".seal.crt.der")))
     if ceremony in ("subordinate-key-generation", "subordinate-signing", "key-backup"):
         if not ca_name:
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
@@ -121,12 +121,13 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
             raise PreflightError(f"{defn.path}: cas.{ca_name}: no such CA (defined: {', '.join(defn.model.cas)})")
     if ceremony == "subordinate-key-generation":
         assert ca_name is not None
-        return Plan(False, (Need(ca_name, "absent"),), tuple(f"{ca_name}{s}" for s in (".csr.pem", ".csr.der",
-                                                                                           ".pub.pem", ".pub.der")))
+        return Plan(False, (Need(ca_name, "absent"),), tuple(f"{ca_name}{s}" for s in (
+            ".csr.pem", ".csr.der", ".pub.pem", ".pub.der", ".seal.csr.pem", ".seal.pub.pem")))
     if ceremony == "subordinate-signing":
         assert ca_name is not None
         issuer = defn.model.cas[ca_name].issuer or root
-        return Plan(True, (Need(issuer, "present"),), (f"{ca_name}.crt.pem", f"{ca_name}.crt.der"))
+        return Plan(True, (Need(issuer, "present"),), tuple(f"{ca_name}{s}" for s in (
+            ".crt.pem", ".crt.der", ".seal.crt.pem", ".seal.crt.der")))
     if ceremony == "root-crl-batch":
         return Plan(True, (Need(root, "present"),))
     # Key backup and restore run air-gapped whichever CA's key they handle (their offline-check step):
@@ -270,45 +271,86 @@ def _prompts(source: PinSource) -> bool:
     return not source.file and not held(source.env)
 
 
-def _objects_with_label(ca: CA, source: PinSource) -> tuple[list[Any], str | None, bool, str]:
-    """Classes of the objects labelled like the key, the SPKI SHA-256 of its public key when there is
+def _objects_with_label(ca: CA, source: PinSource, label: str) -> tuple[list[Any], str | None, bool, str]:
+    """Classes of the objects labelled ``label``, the SPKI SHA-256 of its public key when there is
     exactly one, whether the session was logged in (private objects visible), and the token's label."""
 
     def look(session: Any) -> tuple[list[Any], str | None]:
-        objects = list(session.get_objects({Attribute.LABEL: ca.hsm.key_label}))
+        objects = list(session.get_objects({Attribute.LABEL: label}))
         public = [o for o in objects if o[Attribute.CLASS] == ObjectClass.PUBLIC_KEY]
         spki = spki_sha256(public_key_from_token(public[0])) if len(public) == 1 else None
         return [o[Attribute.CLASS] for o in objects], spki
 
     token = find_token(load_module(ca.hsm.module), ca.hsm.token)
-    label = str(token.label).strip()
+    token_label = str(token.label).strip()
     if _prompts(source):
         with token.open(rw=False) as session:  # public objects only: the PIN is typed at the ceremony
-            return (*look(session), False, label)
+            return (*look(session), False, token_label)
     with open_session(ca.hsm, source, rw=False) as session:
-        return (*look(session), True, label)
+        return (*look(session), True, token_label)
 
 
-def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> list[Finding]:
+def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource,
+                        sealing: tuple[str, Path] | None = None) -> list[Finding]:
     """Log in (read-only) to prove the PIN and look for the key label; nothing is created or changed.
 
     When the PIN is to be typed at the ceremony, only the public objects are looked at: a wrong PIN
     typed at the prompt is asked again there, with the token's remaining-attempts warnings.
+    ``sealing`` = (need, output directory) checks the transcript-sealing key the same way and, when it must
+    be present, that its certificate is in the output directory.
     """
-    label = ca.hsm.key_label
+    found, _ = _check_label(ca_name, ca, need, source, ca.hsm.key_label, "key_label", f"key {ca.hsm.key_label!r}")
+    if sealing is None or not found or not found[0].ok:
+        return found
+    seal_need, out = sealing
+    label = ca.hsm.sealing_label
+    seal, digest = _check_label(ca_name, ca, seal_need, source, label, "seal_label",
+                                f"transcript-sealing key {label!r}")
+    seal = seal[1:]  # the login finding is there once already
+    if need == seal_need == "absent" and not found[-1].ok and seal and not seal[-1].ok:
+        # An interrupted key ceremony leaves both key pairs: one finding, with the commands that remove both.
+        first, second = found[-1], seal[-1]
+        found[-1] = Finding(first.check, False, first.detail + f"; so do objects labelled {label!r}",
+                            first.fix.replace("; the next ceremony", " ; " + _removals(ca, second.fix)
+                                              + "; the next ceremony", 1))
+        return found
+    if not found[-1].ok:
+        return found + [f for f in seal if not f.ok]
+    found += seal
+    if seal_need == "present" and all(f.ok for f in seal):
+        certs = [p for p, c in sealing_certificates(out, ca_name)
+                 if digest is None or spki_sha256(c.public_key()) == digest]
+        found.append(Finding(f"sealing certificate of {ca_name!r}", True, f"{certs[0]}") if certs else
+                     Finding(f"sealing certificate of {ca_name!r}", False,
+                             f"no certificate of the transcript-sealing key {label!r} in {out} "
+                             f"({ca_name}.seal*.crt.pem)",
+                             "run the ceremonies into this --out: the root certifies the sealing key at the CA's key "
+                             "or signing ceremony"))
+    return found
+
+
+def _removals(ca: CA, fix: str) -> str:
+    """The removal commands of a label-taken finding's ``fix`` (see :func:`_check_label`)."""
+    return fix.split("witnessed: ", 1)[1].split("; the next ceremony", 1)[0]
+
+
+def _check_label(ca_name: str, ca: CA, need: str, source: PinSource, label: str, field: str,
+                 what: str) -> tuple[list[Finding], str | None]:
+    """The login finding, then whether objects labelled ``label`` are absent or present as ``need`` says;
+    with the SPKI SHA-256 of the public key found under the label (None when there is not exactly one)."""
     try:
-        classes, spki, logged_in, token_label = _objects_with_label(ca, source)
+        classes, spki, logged_in, token_label = _objects_with_label(ca, source, label)
     except CeremonyError as exc:
         return [Finding(f"login to {ca_name!r}", False, str(exc),
                         f"check the PIN in its source ({source.describe()}); each wrong PIN uses up one of the "
-                        "token's attempts")]
+                        "token's attempts")], None
     except p11e.PKCS11Error as exc:
         return [Finding(f"token of {ca_name!r}", False, f"the token refused a read-only session: {type(exc).__name__}",
-                        "check the token with pkcs11-tool --list-token-slots")]
+                        "check the token with pkcs11-tool --list-token-slots")], None
     found = [Finding(f"login to {ca_name!r}", True, "the PIN opens the token") if logged_in else
              Finding(f"login to {ca_name!r}", True, "the PIN is typed at the ceremony; public objects checked "
                      "without logging in", warning=True)]
-    what = f"key {label!r} of {ca_name!r}"
+    what = f"{what} of {ca_name!r}"
     kinds = ", ".join(sorted({ObjectClass(c).name.lower().replace("_", " ") for c in classes}))
     if need == "absent":
         if classes:
@@ -321,15 +363,15 @@ def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource) -> l
                                               f"--delete-object --type {t} --label {label}"
                                               for t in ("privkey", "pubkey"))
                                  + "; the next ceremony's transcript records the interruption as an exception. "
-                                 f"Otherwise choose another cas.{ca_name}.hsm.key_label"))
+                                 f"Otherwise choose another cas.{ca_name}.hsm.{field}"))
         else:
             found.append(Finding(what, True, "label free: the key will be generated on this token"))
     elif (ObjectClass.PRIVATE_KEY not in classes and logged_in) or ObjectClass.PUBLIC_KEY not in classes:
         found.append(Finding(what, False, f"no key labelled {label!r} on the token",
-                             f"check cas.{ca_name}.hsm.token and key_label, or restore the key from its backup"))
+                             f"check cas.{ca_name}.hsm.token and {field}, or restore the key from its backup"))
     else:
         found.append(Finding(what, True, "present" + (f", SPKI SHA-256 {spki}" if spki else "")))
-    return found
+    return found, spki
 
 
 def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Path, rehearsal: bool) -> list[Finding]:
@@ -418,7 +460,8 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         pin = check_pin_source(need.ca, source)
         report.findings.append(pin)
         if token.ok and pin.ok:
-            report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source))
+            sealing = None if ceremony == "key-restore" else (need.key, out)
+            report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source, sealing))
             if pin_sources is not None:
                 pin_sources[need.ca] = source
     return report

@@ -20,7 +20,12 @@ ceremony script ``key-restore``:
    (CKA_LOCAL false: it was not generated on this token).
 6. ``test-signature``: the restored key signs a test message; it must verify against the original
    certificate's public key. Otherwise the new objects are destroyed.
-7. ``outputs-write``: a restore report (JSON) with the test message and signature.
+7. ``sealing-key``: the target token's transcript-sealing key, which seals this transcript. A token that
+   already holds one certified by the root keeps it; otherwise one is generated (never extractable: sealing
+   keys are never backed up) and, for the root, certified at once by the restored root key
+   (``<root>.seal.<first 16 hex of its SPKI SHA-256>.crt.pem``). A subordinate's new sealing key gets a CSR
+   (``<ca>.seal.<…>.csr.pem``) for the root to certify; until then this transcript is "not anchored".
+8. ``outputs-write``: a restore report (JSON) with the test message and signature.
 
 A failure at any step leaves the target token as it was: nothing is created before step 5, and
 steps 5 and 6 destroy what they created when anything fails.
@@ -53,13 +58,19 @@ from ceremony.backup.shares import read_share
 from ceremony.ceremonies.backup import token_step, wrapped_ca
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
+    PEM,
+    SPKI,
     certificate_file_evidence,
+    der_of,
+    generate_sealing_key,
+    issue_sealing_certificate,
     lang_of,
     login,
     offline_check_step,
     say_definition,
     say_key_hash,
     say_outputs,
+    sealing_key,
     short_sha,
     tell,
     yes_no,
@@ -74,6 +85,7 @@ from ceremony.hsm.session import objects_with_label
 from ceremony.hsm.signers import public_key_from_token, signing_key
 from ceremony.hsm.wrapping import import_wrapping_key, key_type_of, public_key_template, sign_with, unwrap_private
 from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.csr import build_sealing_csr
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,9 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 tell(recorder, "w_test_sig")
                 tell(recorder, "w_test_message", message=message.decode())
                 tell(recorder, "w_restored_is", path=cert_path, sha=short_sha(spki_sha256(cert.public_key())))
+            with scripted_step(recorder, "sealing-key"):
+                seal_key, seal_verifier = _target_sealing_key(recorder, run, session, defn, ca_name, hsm, key, cert,
+                                                              out_dir, cert_path.parent, rehearsal)
             with scripted_step(recorder, "outputs-write"):
                 report = {"format": "ceremony-key-restore/1", "rehearsal": rehearsal, "ca": ca_name,
                           "backup_id": body["backup_id"], "backup_sha256": sha256_file(backup_path),
@@ -221,5 +236,33 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
         finally:
             for i in range(len(secret)):
                 secret[i] = 0
-        run.seal(key, cert_path, "certificate")
+        run.seal(seal_key, seal_verifier, "certificate" if seal_verifier.endswith(".crt.pem") else "public-key")
     return RestoreResult(ca_name, body["backup_id"], hsm.token.describe(), path, evidence)
+
+
+def _target_sealing_key(recorder: Recorder, run: CeremonyRun, session: Any, defn: LoadedDefinition, ca_name: str,
+                        hsm: Hsm, key: Any, cert: Any, out_dir: Path, cert_dir: Path,
+                        rehearsal: bool) -> tuple[Any, str]:
+    """The sealing key of the target token and the file that verifies it (see step 7 in the module's docstring)."""
+    ca = defn.model.cas[ca_name]
+    target_ca = ca.model_copy(update={"hsm": hsm})
+    if objects_with_label(session, hsm.sealing_label):
+        seal_key, seal_cert = sealing_key(recorder, session, ca_name, target_ca, out_dir, cert_dir)
+        return seal_key, str(seal_cert)
+    seal_key = generate_sealing_key(recorder, run, session, target_ca)
+    stem = f"{ca_name}.seal.{spki_sha256(seal_key.public_key())[:16]}"
+    if ca.role == "root":
+        run.plan(f"{stem}.crt.pem", "sealing-certificate", "pem")
+        run.plan(f"{stem}.crt.der", "sealing-certificate", "der")
+        run.check()
+        sealing_cert = issue_sealing_certificate(recorder, session, ca_name, ca, seal_key.public_key(), ca, key, cert,
+                                                 defn.model.ceremony.sealing_eku, rehearsal)
+        run.stage(f"{stem}.crt.pem", sealing_cert.public_bytes(PEM))
+        run.stage(f"{stem}.crt.der", der_of(sealing_cert))
+        return seal_key, f"{stem}.crt.pem"
+    run.plan(f"{stem}.csr.pem", "sealing-csr", "pem")
+    run.plan(f"{stem}.pub.pem", "sealing-public-key", "pem")
+    run.check()
+    run.stage(f"{stem}.csr.pem", build_sealing_csr(ca, seal_key, rehearsal).public_bytes(PEM))
+    run.stage(f"{stem}.pub.pem", seal_key.public_key().public_bytes(PEM, SPKI))
+    return seal_key, f"{stem}.pub.pem"

@@ -45,6 +45,7 @@ from ceremony.ceremonies.steps import (
     say_key_hash,
     say_lint,
     say_outputs,
+    sealing_key,
     short_sha,
     tell,
     when,
@@ -218,7 +219,8 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                              "revocations": [{"serial": format(c.serial_number, "x"),
                                                               "reason": r.reason} for c, _, r in pending]})
         with scripted_step(recorder, "token-open"):
-            _, key = issuer_key(recorder, run, ca, root_cert, cert_path, pin_file, interactive)
+            session, key = issuer_key(recorder, run, ca, root_cert, cert_path, pin_file, interactive)
+            seal_key, seal_cert_path = sealing_key(recorder, session, name, ca, out_dir, cert_path.parent)
         alg_id, _ = crlenc.signature_algorithm(root_cert.public_key())
         signed: list[tuple[crlenc.CrlHeader, bytes]] = []
         reserved = False
@@ -285,7 +287,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 recorder.say(announce(words(lang, "w_crl_title", n=header.number,
                                             this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
                                             next_update=f"{header.next_update:%Y-%m-%d %H:%M:%SZ}"), der))
-        run.seal(key, cert_path, "certificate")
+        run.seal(seal_key, seal_cert_path, "certificate")
     return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
 
 

@@ -1,4 +1,8 @@
-"""The root key ceremony: the root's key pair on its token and its self-signed certificate."""
+"""The root key ceremony: the root's key pair on its token and its self-signed certificate.
+
+The same token gets the root's transcript-sealing key, which the root certifies at once
+(``<root>.seal.crt.pem``): this ceremony's transcript is the first it seals.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from ceremony.ceremonies.steps import (
     SPKI,
     CeremonyResult,
     certificate_evidence,
+    check_sealing_subject,
     der_of,
+    issue_sealing_certificate,
     keep_definition,
     lang_of,
     offline_check_step,
@@ -58,7 +64,10 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
                 run.plan(f"{name}{suffix}.pem", kind, "pem")
                 run.plan(f"{name}{suffix}.der", kind, "der")
+            run.plan(f"{name}.seal.crt.pem", "sealing-certificate", "pem")
+            run.plan(f"{name}.seal.crt.der", "sealing-certificate", "der")
             run.check()
+            check_sealing_subject(name, ca, rehearsal)
             say_definition(recorder, defn, name)
             # The profile linted with a stand-in key: a lint finding stops us before any key exists.
             stand_in = _public_key_for_spec(ca)
@@ -70,7 +79,8 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                                                    f"the root certificate profile of {name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
-        session, key, public = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
+        keys = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
+        session, key, public = keys.session, keys.key, keys.public
         with scripted_step(recorder, "certificate-lint"):
             serial = serial_from_random(random_bytes(session, 20))
             builder = root_builder(ca, public, serial, rehearsal)
@@ -88,17 +98,23 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             recorder.evidence("certificate", certificate_evidence(cert))
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
+        with scripted_step(recorder, "sealing-certificate"):
+            sealing_cert = issue_sealing_certificate(recorder, session, name, ca, keys.sealing_key.public_key(), ca,
+                                                     key, cert, model.ceremony.sealing_eku, rehearsal)
         with scripted_step(recorder, "outputs-write"):
             run.stage(f"{name}.crt.pem", cert.public_bytes(PEM))
             run.stage(f"{name}.crt.der", der_of(cert))
             run.stage(f"{name}.pub.pem", public.public_bytes(PEM, SPKI))
             run.stage(f"{name}.pub.der", public.public_bytes(DER, SPKI))
+            run.stage(f"{name}.seal.crt.pem", sealing_cert.public_bytes(PEM))
+            run.stage(f"{name}.seal.crt.der", der_of(sealing_cert))
             keep_definition(defn, run)
             run.record()
         with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(words(lang, "w_root_cert", subject=cert.subject.rfc4514_string()), der_of(cert)))
             tell(recorder, "w_key_spki", sha=spki_sha256(public))
-        run.seal(key, f"{name}.crt.pem", "certificate")
+            recorder.say(announce(words(lang, "w_sealing_fp", ca=repr(name)), der_of(sealing_cert)))
+        run.seal(keys.sealing_key, f"{name}.seal.crt.pem", "certificate")
     return CeremonyResult(name, outputs_of(run), sha256_file(out_dir / f"{name}.crt.der"), spki_sha256(public))
 
 

@@ -9,8 +9,9 @@ The promise of the suite is that a ceremony either completes or leaves nothing b
    run's: a failure destroys them.
 3. **Stage**: outputs are written (exclusively, fsynced) into the staging directory
    ``<out>/.run-<ceremony>-<UTC>-<pid>/``, never into place, and recorded in the transcript.
-4. **Seal**: the transcript is closed and sealed by the CA key over the staged result (the verifier is
-   the staged certificate or public key, recorded under its final name).
+4. **Seal**: the transcript is closed and sealed by the transcript-sealing key of the HSM the ceremony
+   uses (never the CA key) over the staged result; the verifier is the sealing certificate or, before
+   the root has certified the key, its staged public key, recorded under its final name.
 5. **Commit**: ``publish.json`` is written and fsynced in the staging directory. This is the point of
    no return: before it, a failure or interruption (exception, Ctrl-C, a "stop" decision, an HSM
    error) destroys the objects the run created and removes the staged files; after it, nothing is ever
@@ -41,8 +42,8 @@ from ceremony.common.errors import OutputError
 from ceremony.common.fileio import sha256_file
 from ceremony.common.manifest import Manifest
 from ceremony.common.outputs import OutputSet, TokenObject
-from ceremony.hsm.keys import KeyEvidence, generate_key
-from ceremony.hsm.session import random_bytes
+from ceremony.hsm.keys import SEALING_KEY, KeyEvidence, generate_key
+from ceremony.hsm.session import key_id
 from ceremony.transcript.recorder import Recorder
 
 
@@ -82,6 +83,13 @@ class CeremonyRun(OutputSet):
     def enter(self, context: contextlib.AbstractContextManager[Any]) -> Any:
         """Keep ``context`` (an HSM session) open until the run has undone what it must."""
         return self.stack.enter_context(context)
+
+    @property
+    def rehearsal(self) -> bool:
+        """Whether this run rehearses: its key pairs then carry the rehearsal CKA_ID prefix."""
+        if self.recorder is not None:
+            return bool(self.recorder.rehearsal)
+        return bool(self.manifest is not None and self.manifest.rehearsal)
 
     def journal_objects(self) -> list[dict[str, str]]:
         return [vars(obj) for _, obj in self.objects]
@@ -134,9 +142,19 @@ class CeremonyRun(OutputSet):
 
     def generate_key(self, session: Any, ca: Any) -> KeyEvidence:
         """Generate the CA's key pair on the open token as an object of this run (journalled first)."""
-        key_id = random_bytes(session, 16)
-        obj = self.creating(session, str(session.token.label).strip(), ca.hsm.module, ca.hsm.key_label, key_id.hex())
-        evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped", key_id=key_id)
+        ident = key_id(session, self.rehearsal)
+        obj = self.creating(session, str(session.token.label).strip(), ca.hsm.module, ca.hsm.key_label, ident.hex())
+        evidence = generate_key(session, ca.key, ca.hsm.key_label, backup=ca.backup.mode == "wrapped", key_id=ident)
+        self.created(obj, evidence.spki_sha256)
+        return evidence
+
+    def generate_sealing_key(self, session: Any, ca: Any) -> KeyEvidence:
+        """Generate the transcript-sealing key pair beside the CA's key, as an object of this run: never
+        extractable (it is not backed up; a restored CA gets a new one, certified anew by the root)."""
+        ident = key_id(session, self.rehearsal)
+        label = ca.hsm.sealing_label
+        obj = self.creating(session, str(session.token.label).strip(), ca.hsm.module, label, ident.hex())
+        evidence = generate_key(session, SEALING_KEY, label, backup=False, key_id=ident)
         self.created(obj, evidence.spki_sha256)
         return evidence
 

@@ -1,8 +1,14 @@
-"""The subordinate signing ceremony: the root signs a subordinate CA's CSR."""
+"""The subordinate signing ceremony: the root signs a subordinate CA's CSR.
+
+The root also certifies the subordinate token's transcript-sealing key from its CSR (``<ca>.seal.csr.pem``,
+next to the CA's CSR), and seals this transcript with its own sealing key.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from cryptography import x509
 
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
@@ -10,6 +16,7 @@ from ceremony.ceremonies.steps import (
     CeremonyResult,
     certificate_evidence,
     der_of,
+    issue_sealing_certificate,
     issuer_key,
     keep_definition,
     lang_of,
@@ -24,6 +31,7 @@ from ceremony.ceremonies.steps import (
     say_outputs,
     say_signed,
     say_verified,
+    sealing_key,
     short_sha,
     subordinate_path_length,
     tell,
@@ -33,14 +41,14 @@ from ceremony.common.fileio import sha256_file
 from ceremony.common.fingerprints import announce, colon_form
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
-from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.keys import SEALING_KEY, spki_sha256
 from ceremony.hsm.session import (
     random_bytes,
 )
 from ceremony.hsm.signers import hash_for
 from ceremony.transcript.recorder import Recorder, scripted_step
 from ceremony.x509.certificates import serial_from_random, subordinate_builder
-from ceremony.x509.csr import check_csr, load_csr
+from ceremony.x509.csr import check_csr, describe_key, load_csr
 from ceremony.x509.files import load_issuer_certificate, read_public_key
 from ceremony.x509.lint import lint_before_signing, verify_after_signing
 
@@ -69,6 +77,34 @@ def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path, lang: str = 
     return words(lang, "w_csr_unchecked", ca=ca_name, path=pub)
 
 
+def sealing_csr_path(csr_path: Path, ca_name: str) -> Path:
+    """Where the sealing key's CSR is: beside the CA's CSR, as the subordinate key ceremony wrote both."""
+    name = csr_path.name
+    if name.endswith(".csr.pem"):
+        return csr_path.with_name(name[: -len(".csr.pem")] + ".seal.csr.pem")
+    return csr_path.with_name(f"{ca_name}.seal.csr.pem")
+
+
+def check_sealing_csr(path: Path, ca_name: str, out_dir: Path) -> x509.CertificateSigningRequest:
+    """The sealing key's CSR: a valid proof of possession, the sealing key type, and, when the subordinate key
+    ceremony's ``<ca>.seal.pub.pem`` is here, the same key."""
+    csr = load_csr(path)
+    if not csr.is_signature_valid:
+        raise RequestError(f"{path}: the CSR's signature does not verify (no proof of possession)")
+    kind = describe_key(csr.public_key())
+    if kind != SEALING_KEY.describe():
+        raise RequestError(f"{path}: the sealing key is {kind}; a transcript-sealing key is {SEALING_KEY.describe()}")
+    pub = out_dir / f"{ca_name}.seal.pub.pem"
+    if pub.is_file():
+        try:
+            recorded = spki_sha256(read_public_key(pub))
+        except ValueError:
+            raise RequestError(f"{pub}: not a public key") from None
+        if recorded != spki_sha256(csr.public_key()):
+            raise RequestError(f"{path}: the key is not the one in {pub}, written at the subordinate key ceremony")
+    return csr
+
+
 def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: str | Path, out: str | Path,
                               recorder: Recorder, *, rehearsal: bool, issuer_cert_path: str | Path | None = None,
                               pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
@@ -82,10 +118,13 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
+    seal_csr_path = sealing_csr_path(Path(csr_path), ca_name)
     with CeremonyRun(out_dir, manifest, recorder, "subordinate-signing") as run:
         with scripted_step(recorder, "definition-check"):
             run.plan(f"{ca_name}.crt.pem", "subordinate-certificate", "pem")
             run.plan(f"{ca_name}.crt.der", "subordinate-certificate", "der")
+            run.plan(f"{ca_name}.seal.crt.pem", "sealing-certificate", "pem")
+            run.plan(f"{ca_name}.seal.crt.der", "sealing-certificate", "der")
             run.check()
             issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
             say_definition(recorder, defn, ca_name)
@@ -105,6 +144,12 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             match = csr_key_match(ca_name, ca, checked.spki_sha256, out_dir)  # the record's words: English
             recorder.say(match if lang == "en" else csr_key_match(ca_name, ca, checked.spki_sha256, out_dir, lang))
             recorder.evidence("csr", {**checked.as_dict(), "key_checked_against": match.strip()})
+            seal_csr = check_sealing_csr(seal_csr_path, ca_name, out_dir)
+            recorder.evidence("csr", {"path": str(seal_csr_path), "purpose": "transcript-sealing",
+                                      "spki_sha256": spki_sha256(seal_csr.public_key()),
+                                      "signature": "valid (proof of possession)"})
+            say_key_hash(recorder, words(lang, "w_sealing_key", label=repr(ca.hsm.sealing_label)),
+                         seal_csr.public_key())
             builder_for = lambda serial: subordinate_builder(  # noqa: E731 - small local factory
                 ca, issuer, issuer_cert, csr.public_key(), serial, rehearsal)
             with recorder.busy(words(lang, "w_lint_busy")):
@@ -113,6 +158,7 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
         with scripted_step(recorder, "token-open"):
             session, key = issuer_key(recorder, run, issuer, issuer_cert, issuer_path, pin_file, interactive)
+            seal_key, seal_cert_path = sealing_key(recorder, session, ca.issuer, issuer, out_dir, issuer_path.parent)
         with scripted_step(recorder, "certificate-lint"):
             builder = builder_for(serial_from_random(random_bytes(session, 20)))
             what = f"the certificate of {ca_name!r}"
@@ -130,14 +176,20 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
             recorder.evidence("certificate", certificate_evidence(cert))
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
+        with scripted_step(recorder, "sealing-certificate"):
+            sealing_cert = issue_sealing_certificate(recorder, session, ca_name, ca, seal_csr.public_key(), issuer,
+                                                     key, issuer_cert, model.ceremony.sealing_eku, rehearsal)
         with scripted_step(recorder, "outputs-write"):
             run.stage(f"{ca_name}.crt.pem", cert.public_bytes(PEM))
             run.stage(f"{ca_name}.crt.der", der_of(cert))
+            run.stage(f"{ca_name}.seal.crt.pem", sealing_cert.public_bytes(PEM))
+            run.stage(f"{ca_name}.seal.crt.der", der_of(sealing_cert))
             keep_definition(defn, run)
             run.record()
         with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(words(lang, "w_sub_cert", ca=repr(ca_name), subject=cert.subject.rfc4514_string()),
                                   der_of(cert)))
-        run.seal(key, issuer_path, "certificate")
+            recorder.say(announce(words(lang, "w_sealing_fp", ca=repr(ca_name)), der_of(sealing_cert)))
+        run.seal(seal_key, seal_cert_path, "certificate")
     return CeremonyResult(ca_name, outputs_of(run), sha256_file(out_dir / f"{ca_name}.crt.der"),
                           checked.spki_sha256)

@@ -10,7 +10,10 @@ Each ceremony follows the same order, which is what makes failures harmless:
    this run are removed again.
 
 The ceremonies report to a :class:`~ceremony.transcript.recorder.Recorder` with the step ids of the ceremony
-scripts (``ceremony/scripts/*.yml``), and seal the record with the CA key before the session ends.
+scripts (``ceremony/scripts/*.yml``), and seal the record before the session ends with the transcript-sealing
+key of the HSM they use, never with a CA key (CA keys sign certificates and CRLs only: EN 319 411-1
+GEN-6.5.3-03, CPS 6.1.7). Each CA token holds its sealing key from its key ceremony on; the root certifies
+each one (:func:`issue_sealing_certificate`), and an auditor anchors a seal by that certificate alone.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ceremony.common.fingerprints import announce, sha256_hex
 from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
-from ceremony.hsm.keys import key_evidence, spki_sha256
+from ceremony.hsm.keys import SEALING_KEY, key_evidence, spki_sha256
 from ceremony.hsm.pins import origin_text, pin_origin
 from ceremony.hsm.session import (
     find_token,
@@ -40,12 +43,16 @@ from ceremony.hsm.session import (
     mechanisms,
     open_session,
     pin_source_for,
+    random_bytes,
+    refuse_rehearsal_objects,
     token_evidence,
 )
-from ceremony.hsm.signers import signing_key
+from ceremony.hsm.signers import hash_for, signing_key
 from ceremony.transcript.recorder import Recorder, scripted_step
-from ceremony.x509.lint import Finding
-from ceremony.x509.profiles import subject_name
+from ceremony.x509.certificates import sealing_builder, serial_from_random
+from ceremony.x509.files import sealing_certificates
+from ceremony.x509.lint import Finding, lint_before_signing, verify_after_signing
+from ceremony.x509.profiles import sealing_subject, subject_name
 
 PEM = serialization.Encoding.PEM
 
@@ -61,10 +68,20 @@ def definition_copy_name(sha256: str) -> str:
     return f"pki.{sha256[:16]}.yml"
 
 
+@dataclass(frozen=True)
+class NewKeys:
+    """What a key ceremony's key-generate step made on the CA's token: the CA key and the sealing key."""
+
+    session: Any
+    key: Any
+    public: Any
+    sealing_key: Any
+
+
 def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pin_file: str | None,
-                                interactive: bool) -> tuple[Any, Any, Any]:
+                                interactive: bool) -> NewKeys:
     """The key ceremonies' steps token-open and key-generate: the CA's token opened for the run, its key
-    pair generated as the run's object and shown to the room; (session, signing key, public key)."""
+    pair and its transcript-sealing key pair generated as the run's objects and shown to the room."""
     with scripted_step(recorder, "token-open"):
         token_step(recorder, ca)
         session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
@@ -74,7 +91,73 @@ def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pi
         key = signing_key(session, ca.hsm.key_label)
         public = key.public_key()
         say_new_key(recorder, evidence, public)
-    return session, key, public
+        sealing = generate_sealing_key(recorder, run, session, ca)
+    return NewKeys(session, key, public, sealing)
+
+
+def generate_sealing_key(recorder: Recorder, run: CeremonyRun, session: Any, ca: CA) -> Any:
+    """The CA token's transcript-sealing key pair, generated as the run's object and shown to the room."""
+    evidence = run.generate_sealing_key(session, ca)
+    recorder.evidence("key", {**evidence.as_dict(), "purpose": "transcript-sealing"})
+    sealing = signing_key(session, ca.hsm.sealing_label)
+    tell(recorder, "w_sealing_key", label=repr(ca.hsm.sealing_label))
+    say_new_key(recorder, evidence, sealing.public_key())
+    return sealing
+
+
+def sealing_key(recorder: Recorder, session: Any, ca_name: str, ca: CA, *dirs: Path) -> tuple[Any, Path]:
+    """The sealing key on the CA's open token and the certificate the root gave it (in one of ``dirs``).
+
+    A ceremony that signs with an existing CA key seals with this key; both are looked up before anything is
+    signed, so a token without its sealing key, or a key the root never certified, stops the ceremony early.
+    """
+    label = ca.hsm.sealing_label
+    try:
+        key = signing_key(session, label)
+    except HsmError:
+        raise HsmError(f"the token of {ca_name!r} holds no transcript-sealing key {label!r}; it is generated at "
+                       "the CA's key ceremony (or its key restore) and certified by the root") from None
+    digest = spki_sha256(key.public_key())
+    for path, cert in [found for d in dict.fromkeys(dirs) for found in sealing_certificates(d, ca_name)]:
+        if spki_sha256(cert.public_key()) == digest:
+            recorder.evidence("key", {**key_evidence(key.p11_object, key.public_key(), SEALING_KEY.describe())
+                                      .as_dict(), "purpose": "transcript-sealing", "certificate": path.name})
+            return key, path
+    raise HsmError(f"no certificate of the transcript-sealing key {label!r} of {ca_name!r} (SPKI SHA-256 {digest}) "
+                   f"in {', '.join(map(str, dict.fromkeys(dirs)))} ({ca_name}.seal*.crt.pem): the root issues it at "
+                   "the CA's key or signing ceremony")
+
+
+def issue_sealing_certificate(recorder: Recorder, session: Any, holder_name: str, holder: CA, public: Any,
+                              root: CA, root_key: Any, root_cert: x509.Certificate, eku: str,
+                              rehearsal: bool) -> x509.Certificate:
+    """The root certifies a transcript-sealing key (its own or a subordinate's): linted with a stand-in key,
+    signed in the HSM, verified and linted again, like every certificate of the suite."""
+    lang = lang_of(recorder)
+    what = f"the transcript-sealing certificate of {holder_name!r}"
+    builder = sealing_builder(holder, root, root_cert, public, serial_from_random(random_bytes(session, 20)), eku,
+                              rehearsal)
+    with recorder.busy(words(lang, "w_lint_busy")):
+        before = lint_before_signing(builder, root_key.public_key(), root.lint, what)
+    recorder.evidence("lint", {**before.evidence(), "certificate": "transcript-sealing"})
+    cert = builder.sign(root_key, hash_for(root_key))
+    with recorder.busy(words(lang, "w_lint_after_busy")):
+        after = verify_after_signing(cert, root_key.public_key(), before, root.lint, what)
+    recorder.evidence("lint", {"stage": "after-signing", "certificate": "transcript-sealing",
+                               "findings": [f.as_dict() for f in after]})
+    recorder.evidence("certificate", {**certificate_evidence(cert), "purpose": "transcript-sealing", "eku": eku})
+    tell(recorder, "w_sealing_cert", ca=repr(holder_name), eku=eku)
+    say_certificate(recorder, cert)
+    say_lint(recorder, after, root.lint, words(lang, "w_stage_after"))
+    return cert
+
+
+def check_sealing_subject(ca_name: str, ca: CA, rehearsal: bool) -> None:
+    """Refuse, before any key exists, a CA whose sealing certificate's common name would be too long."""
+    try:
+        subject_name(sealing_subject(ca.subject), rehearsal)
+    except ValueError as exc:
+        raise OutputError(f"cas.{ca_name}.subject: the transcript-sealing certificate's CN: {exc}") from None
 
 
 def offline_check_step(recorder: Recorder, rehearsal: bool) -> None:
@@ -162,7 +245,10 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
     else:
         tell(recorder, "w_pin_from", where=where)
     recorder.evidence("pin-source", {"origin": pin_origin(source), "described": where})
-    return stack.enter_context(open_session(hsm, source, notice=recorder.say))
+    session = stack.enter_context(open_session(hsm, source, notice=recorder.say))
+    if not recorder.rehearsal:
+        refuse_rehearsal_objects(session, hsm.token.describe())
+    return session
 
 
 def der_of(obj: Any) -> bytes:

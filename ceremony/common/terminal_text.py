@@ -186,6 +186,10 @@ _WITNESS: dict[str, dict[str, str]] = {
         "w_csr_subject_def": "  subject: {subject} (as the definition gives it)",
         "w_csr_key": "  CSR key of {ca} (SPKI)",
         "w_sub_cert": "Certificate of {ca} {subject}",
+        "w_sealing_key": "Transcript-sealing key {label} (seals the ceremony transcripts; the CA key never does)",
+        "w_sealing_cert": "Certificate of the transcript-sealing key of {ca}, issued by the root (digital "
+                          "signature only, extended key usage {eku})",
+        "w_sealing_fp": "Transcript-sealing certificate of {ca}",
         # the root CRL batch
         "w_root_cert_file": "  root certificate: {path} (SHA-256 {sha})",
         "w_crl_issuer": "  issuer of the CRLs: {subject}",
@@ -339,6 +343,11 @@ _WITNESS: dict[str, dict[str, str]] = {
         "w_csr_subject_def": "  sujet : {subject} (tel que le donne la définition)",
         "w_csr_key": "  clé de la CSR de {ca} (SPKI)",
         "w_sub_cert": "Certificat de {ca} {subject}",
+        "w_sealing_key": "Clé de scellement des transcriptions {label} (elle scelle les transcriptions des "
+                         "cérémonies ; la clé de l'AC ne le fait jamais)",
+        "w_sealing_cert": "Certificat de la clé de scellement des transcriptions de {ca}, émis par la racine "
+                          "(signature numérique seulement, usage étendu de clé {eku})",
+        "w_sealing_fp": "Certificat de scellement des transcriptions de {ca}",
         "w_root_cert_file": "  certificat racine : {path} (SHA-256 {sha})",
         "w_crl_issuer": "  émetteur des CRL : {subject}",
         "w_root_key": "  clé racine (SPKI), qui doit les signer",

@@ -27,6 +27,10 @@ from ceremony.hsm.signers import public_key_from_token
 
 _CURVES = {"P-256": ("secp256r1", ec.SECP256R1), "P-384": ("secp384r1", ec.SECP384R1)}
 
+#: The transcript-sealing key every CA token holds beside the CA key: ECDSA P-384 whatever the CA key is
+#: (one algorithm for every seal an auditor checks), generated on the token, never extractable, signing only.
+SEALING_KEY = EcKey(algorithm="ecdsa", curve="P-384")
+
 
 def spki_der(public: Any) -> bytes:
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

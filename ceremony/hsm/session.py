@@ -291,5 +291,43 @@ def random_bytes(session: Any, n: int) -> bytes:
     return bytes(data)
 
 
+#: The CKA_ID of every key pair a rehearsal generates begins with these bytes ("REHEARSAL:" in ASCII, shown by
+#: ``pkcs11-tool --list-objects`` as ``ID: 52454845415253414c3a…``): a production ceremony refuses a token that
+#: holds one, so an HSM used for a rehearsal is initialised anew before it holds a real key.
+REHEARSAL_ID_PREFIX = b"REHEARSAL:"
+
+
+def key_id(session: Any, rehearsal: bool) -> bytes:
+    """A new key pair's CKA_ID: 16 bytes from the token, marked as a rehearsal's when it is one."""
+    if rehearsal:
+        return REHEARSAL_ID_PREFIX + random_bytes(session, 16 - len(REHEARSAL_ID_PREFIX))
+    return random_bytes(session, 16)
+
+
+def rehearsal_objects(session: Any) -> list[str]:
+    """The objects on the token a rehearsal made (label and CKA_ID), as the operator reads them."""
+    found = []
+    for obj in session.get_objects():
+        try:
+            ident = bytes(obj[Attribute.ID])
+        except (p11e.AttributeTypeInvalid, p11e.AttributeSensitive):
+            continue
+        if ident.startswith(REHEARSAL_ID_PREFIX):
+            try:
+                label = str(obj[Attribute.LABEL])
+            except (p11e.AttributeTypeInvalid, p11e.AttributeSensitive):
+                label = "?"
+            found.append(f"{label!r} (CKA_ID {ident.hex()})")
+    return sorted(set(found))
+
+
+def refuse_rehearsal_objects(session: Any, where: str) -> None:
+    """A production ceremony never runs on a token a rehearsal used (its keys and PINs were rehearsal material)."""
+    found = rehearsal_objects(session)
+    if found:
+        raise HsmError(f"{where} holds objects of a rehearsal ({', '.join(found)}): a production ceremony never runs "
+                       "on a token a rehearsal used; initialise the token anew (witnessed, recorded) and run again")
+
+
 def mechanisms(token: Any) -> list[str]:
     return sorted(str(m).replace("Mechanism.", "") for m in token.slot.get_mechanisms())

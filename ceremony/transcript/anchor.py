@@ -3,10 +3,16 @@
 A seal proves something only against a key the auditor already trusts (DESIGN.md, principle 9): the
 root certificate the CPS publishes, or its SHA-256 fingerprint read aloud at the root ceremony. The
 transcript says which key sealed it; nothing else it says about that key is believed. The key is
-*anchored* when it is the anchor's own key, or when a certificate found among the artifacts (any
-file, whatever the transcript names) carries it and validates up to the anchor with cryptography's
-X.509 path validation at the time of the seal (or, for a key certified after it sealed, when its
-certificate begins).
+*anchored* when a certificate found among the artifacts (any file, whatever the transcript names)
+carries it, is a transcript-sealing certificate, and validates against the anchor with
+cryptography's X.509 path validation at the time of the seal (or, for a key certified after it
+sealed, when its certificate begins).
+
+A transcript-sealing certificate is issued by the root itself (no intermediate: a subordinate CA
+never certifies a sealing key, so no subscriber's certificate can seal), is not a CA certificate,
+has keyUsage digitalSignature alone and an extendedKeyUsage that names a purpose (the service's
+sealing OID; anyExtendedKeyUsage is refused). A seal by a CA key, the root's included, is not
+anchored: CA keys sign certificates and CRLs only (EN 319 411-1 GEN-6.5.3-03, CPS 6.1.7).
 """
 
 from __future__ import annotations
@@ -130,14 +136,19 @@ def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path,
     """Is ``seal_key`` the anchor's key, or certified by a chain to the anchor valid at ``at``?"""
     digest = spki_sha256(seal_key)
     if digest == anchor.spki_sha256:
-        return Anchoring(True, f"the sealing key is the trust anchor's key ({anchor.source})", anchor.certificate)
+        return Anchoring(False, f"sealed by the root CA key itself ({anchor.source}): CA keys sign certificates "
+                                "and CRLs only (CPS 6.1.7); a transcript is sealed by a transcript-sealing key the "
+                                "root certified")
     holders = [(p, c) for p, c in candidates if spki_sha256(c.public_key()) == digest]
     if not holders:
         return Anchoring(False, f"no certificate among the artifacts in {base} carries the sealing key (SPKI "
                                 f"SHA-256 {digest}): the transcript cannot be tied to the trust anchor yet")
-    intermediates = [c for _, c in candidates if _is_ca(c)]
     reasons = []
     for path, cert in holders:
+        refused = not_a_sealing_certificate(cert, anchor)
+        if refused:
+            reasons.append(f"{_rel(path, base)}: {refused}")
+            continue
         # A key may seal before it is certified (a subordinate key ceremony before its signing ceremony):
         # the path is then validated when the certificate begins, the first moment it vouches for the key.
         # A seal after the certificate expired is not anchored.
@@ -147,7 +158,7 @@ def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path,
                                         ee_policy=ExtensionPolicy.permit_all())
                     .build_client_verifier())
         try:
-            verified = verifier.verify(cert, intermediates)
+            verified = verifier.verify(cert, [])
         except VerificationError as exc:
             reasons.append(f"{_rel(path, base)}: {exc}")
             continue
@@ -163,6 +174,29 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+
+
+def not_a_sealing_certificate(cert: x509.Certificate, anchor: TrustAnchor) -> str:
+    """Why ``cert`` cannot vouch for a transcript seal ("" when it can): see the module's docstring."""
+    if cert.issuer != anchor.certificate.subject:
+        return "not issued by the root itself (only the root certifies transcript-sealing keys)"
+    if _is_ca(cert):
+        return "a CA certificate: CA keys sign certificates and CRLs only (CPS 6.1.7)"
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return "no keyUsage extension"
+    try:
+        purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "no extendedKeyUsage extension (a transcript-sealing certificate names its purpose)"
+    others = [name for name in ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+                                "key_cert_sign", "crl_sign") if getattr(usage, name)]
+    if not usage.digital_signature or others:
+        return "keyUsage is not digitalSignature alone"
+    if x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in purposes or not list(purposes):
+        return "extendedKeyUsage does not name the transcript-sealing purpose"
+    return ""
 
 
 def _rel(path: Path, base: Path) -> str:

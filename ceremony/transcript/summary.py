@@ -117,7 +117,7 @@ def fingerprints_of(files: Sequence[WrittenFile], lang: str = "en") -> list[Fing
         elif obj is not None:
             entry = ("key", sha256_hex(obj.public_bytes(serialization.Encoding.DER,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo)))
-            what = say(lang, "s_public_key", name=f.path.name.split(".")[0])
+            what = say(lang, "s_public_key", name=f.path.name.rsplit(".pub.", 1)[0])  # "qualified", "qualified.seal"
         else:
             continue
         if entry not in seen:

@@ -12,7 +12,14 @@ from typing import Any
 from cryptography import x509
 
 from ceremony.definition.model import CA
-from ceremony.x509.profiles import Extension, root_extensions, subject_name, subordinate_extensions
+from ceremony.x509.profiles import (
+    Extension,
+    root_extensions,
+    sealing_extensions,
+    sealing_subject,
+    subject_name,
+    subordinate_extensions,
+)
 
 
 def serial_from_random(random20: bytes) -> int:
@@ -46,3 +53,10 @@ def subordinate_builder(ca: CA, issuer: CA, issuer_cert: x509.Certificate, publi
                         rehearsal: bool) -> x509.CertificateBuilder:
     return _builder(subject_name(ca.subject, rehearsal), issuer_cert.subject, public_key, serial, ca,
                     subordinate_extensions(ca, issuer, public_key, issuer_cert))
+
+
+def sealing_builder(holder: CA, root: CA, root_cert: x509.Certificate, public_key: Any, serial: int, eku: str,
+                    rehearsal: bool) -> x509.CertificateBuilder:
+    """The certificate the root gives the transcript-sealing key on ``holder``'s HSM, valid as long as that CA."""
+    return _builder(subject_name(sealing_subject(holder.subject), rehearsal), root_cert.subject, public_key, serial,
+                    holder, sealing_extensions(root, public_key, root_cert, eku))

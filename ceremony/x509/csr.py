@@ -19,7 +19,7 @@ from ceremony.common.errors import RequestError
 from ceremony.definition.model import CA, EcKey
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.signers import hash_for
-from ceremony.x509.profiles import subject_name
+from ceremony.x509.profiles import sealing_subject, subject_name
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 
@@ -28,6 +28,14 @@ def build_csr(ca: CA, key: Any, rehearsal: bool) -> x509.CertificateSigningReque
     """A CSR for ``ca`` signed by its HSM-backed key; it carries no extensions (the profile decides)."""
     return (x509.CertificateSigningRequestBuilder()
             .subject_name(subject_name(ca.subject, rehearsal))
+            .sign(key, hash_for(key)))
+
+
+def build_sealing_csr(ca: CA, key: Any, rehearsal: bool) -> x509.CertificateSigningRequest:
+    """The request for the certificate of a subordinate CA's transcript-sealing key, signed by that key (proof
+    of possession); the root gives the certificate its own profile whatever the request says."""
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(subject_name(sealing_subject(ca.subject), rehearsal))
             .sign(key, hash_for(key)))
 
 
@@ -45,7 +53,7 @@ def load_csr(path: str | Path) -> x509.CertificateSigningRequest:
         raise RequestError(f"{p}: not a PKCS#10 certificate request (PEM or DER): {exc}") from None
 
 
-def _key_description(public: Any) -> str:
+def describe_key(public: Any) -> str:
     if isinstance(public, ec.EllipticCurvePublicKey):
         return f"ECDSA {_CURVE_NAMES.get(public.curve.name, public.curve.name)}"
     if isinstance(public, rsa.RSAPublicKey):
@@ -72,7 +80,7 @@ def check_csr(csr: x509.CertificateSigningRequest, ca_name: str, ca: CA, source:
     if not csr.is_signature_valid:
         raise RequestError(f"{source}: the CSR signature does not verify: no proof of possession of the key")
     public = csr.public_key()
-    got = _key_description(public)
+    got = describe_key(public)
     want = ca.key.describe()
     if isinstance(ca.key, EcKey):
         ok = isinstance(public, ec.EllipticCurvePublicKey) and _CURVE_NAMES.get(public.curve.name) == ca.key.curve

@@ -79,3 +79,14 @@ def read_public_object(path: Path) -> PublicObject | None:
 def public_key_of(obj: PublicObject) -> Any:
     """The public key a certificate or CSR carries, or the key itself."""
     return obj.public_key() if isinstance(obj, x509.Certificate | x509.CertificateSigningRequest) else obj
+
+
+def sealing_certificates(directory: Path, ca_name: str) -> list[tuple[Path, x509.Certificate]]:
+    """The transcript-sealing certificates of ``ca_name`` in an output directory (``<ca>.seal*.crt.pem``)."""
+    found = []
+    for path in sorted(Path(directory).glob(f"{ca_name}.seal*.crt.pem")):
+        try:
+            found.append((path, parse_certificate(path.read_bytes())))
+        except (ValueError, OSError):
+            continue
+    return found

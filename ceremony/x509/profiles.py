@@ -6,6 +6,10 @@ SKI; no EKU, no policies.
 Subordinate CA: basicConstraints CA with pathLen (0 unless the definition says otherwise),
 keyUsage keyCertSign+cRLSign, AKI = issuer's SKI, SKI, certificatePolicies, CRL distribution
 point and AIA caIssuers pointing at the *issuer's* publication URLs, optional name constraints.
+Transcript sealing (a CA's HSM holds a second key that seals ceremony transcripts, because CA keys
+sign certificates and CRLs only): issued by the root alone; basicConstraints CA false (critical),
+keyUsage digitalSignature only (critical), extendedKeyUsage the service's sealing OID only, AKI,
+SKI, and the root's CRL distribution point and AIA caIssuers, so the root can revoke it.
 """
 
 from __future__ import annotations
@@ -133,3 +137,34 @@ def _readable(value: x509.ExtensionType) -> str:
     if isinstance(value, x509.AuthorityInformationAccess):
         return ", ".join(f"{ad.access_method._name}: {ad.access_location.value}" for ad in value)
     return str(value)
+
+
+#: What a sealing certificate's common name adds to its CA's (``<CA CN> Seal``).
+SEALING_CN_SUFFIX = " Seal"
+
+
+SEALING_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+
+
+def sealing_subject(subject: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The sealing certificate's subject: its CA's, with `` Seal`` after the common name."""
+    return [{"CN": rdn["CN"] + SEALING_CN_SUFFIX} if "CN" in rdn else dict(rdn) for rdn in subject]
+
+
+def sealing_extensions(root: CA, public_key: Any, root_cert: x509.Certificate, eku: str) -> list[Extension]:
+    ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return [
+        Extension(x509.BasicConstraints(ca=False, path_length=None), True),
+        Extension(SEALING_KEY_USAGE, True),
+        Extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier(eku)]), False),
+        Extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        Extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False),
+        Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(root.publication.crl_url)],
+            relative_name=None, reasons=None, crl_issuer=None)]), False),
+        Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(root.publication.certificate_url))]), False),
+    ]

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import (
     ADMIN,
@@ -196,7 +198,12 @@ def test_root_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "root.crt.pem: OK", proc.stdout + proc.stderr
     # The fingerprint read aloud is, character for character, the one OpenSSL computes from the file; the
     # only other one on screen is the key's (SPKI), also exactly the file's.
-    assert openssl_forms(term) == {openssl_fingerprint(cert), colon((ws.out / "root.pub.der").read_bytes())}, \
+    # Beside them, the transcript-sealing key (SPKI) and its certificate, also exactly the files'.
+    sealing = x509.load_pem_x509_certificate((ws.out / "root.seal.crt.pem").read_bytes())
+    sealing_spki = sealing.public_key().public_bytes(serialization.Encoding.DER,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert openssl_forms(term) == {openssl_fingerprint(cert), colon((ws.out / "root.pub.der").read_bytes()),
+                                   colon(sealing_spki), openssl_fingerprint(ws.out / "root.seal.crt.pem")}, \
         f"on screen {openssl_forms(term)}, openssl {openssl_fingerprint(cert)}"
     check_summary(ws, term)
     assert next_command(term) == documented("invoke ceremony.subordinate-key ")
@@ -218,9 +225,11 @@ def test_root_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
         header = records(ws, transcript)[0]
         recorded = {Path(p["path"]).name: p["sha256"] for p in header.get("paper_script", [])}
         assert set(state["paper-script"]) <= set(recorded), header.get("paper_script")
-    # The key is on the token, once, and nowhere else.
+    # The key is on the token, once, and nowhere else; beside it, once, the transcript-sealing key.
     objects = ws.token_objects("root")
-    assert sum("Private Key Object" in o for o in objects) == 1, objects
+    label = ws.key_label("root")
+    assert sorted(o for o in objects if "Private Key Object" in o) == [
+        f"Private Key Object label:      {label}", f"Private Key Object label:      {label}-seal"], objects
     state["root"] = transcript
 
 
@@ -235,8 +244,11 @@ def test_subordinate_key_ceremony(workspace: Workspace, state: dict[str, Any]) -
     assert csr.is_file(), term.describe()
     proc = openssl("req", "-in", "qualified.csr.pem", "-noout", "-verify", cwd=ws.out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # The key fingerprint shown on screen is the SHA-256 of the public key file's DER, and nothing else.
-    assert openssl_forms(term) == {colon((ws.out / "qualified.pub.der").read_bytes())}, term.describe()
+    # The key fingerprints shown on screen are the SHA-256 of the public key files' DER, and nothing else: the CA
+    # key's and the transcript-sealing key's (whose certificate the root issues at the signing ceremony).
+    sealing = serialization.load_pem_public_key((ws.out / "qualified.seal.pub.pem").read_bytes())
+    assert openssl_forms(term) == {colon((ws.out / "qualified.pub.der").read_bytes()), colon(sealing.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))}, term.describe()
     check_summary(ws, term)
     assert next_command(term) == documented("invoke ceremony.sign-subordinate ")
     transcript = transcript_of(term)
@@ -279,9 +291,16 @@ def test_signing_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
     keep_screen(state, "sign-subordinate", term)
     state["sign"] = transcript_of(term)
     assert "csr-verify" in witnessed(ws, state["sign"])
-    # The CSR's key (as the subordinate key ceremony showed it) and the new certificate, exactly.
+    # The CSRs' keys (as the subordinate key ceremony showed them) and the new certificates, exactly.
+    sealing = serialization.load_pem_public_key((ws.out / "qualified.seal.pub.pem").read_bytes())
     assert openssl_forms(term) == {openssl_fingerprint(ws.out / "qualified.crt.pem"),
-                                   colon((ws.out / "qualified.pub.der").read_bytes())}, openssl_forms(term)
+                                   colon((ws.out / "qualified.pub.der").read_bytes()),
+                                   openssl_fingerprint(ws.out / "qualified.seal.crt.pem"),
+                                   colon(sealing.public_bytes(serialization.Encoding.DER,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo))}, \
+        openssl_forms(term)
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.seal.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the root, not the subordinate, certifies its sealing key
     check_summary(ws, term)
     assert next_command(term) == documented("invoke crl.root-batch")
     proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.crt.pem", cwd=ws.out)
