@@ -32,7 +32,7 @@ from ceremony.common.outputs import inspect_leftovers
 from ceremony.definition.model import CA, LoadedDefinition, TokenRef
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.pins import PinSource, held, read_pin_file
-from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for
+from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for, rehearsal_objects
 from ceremony.hsm.signers import public_key_from_token
 from ceremony.transcript.chain import interrupted_transcripts
 from ceremony.transcript.paper_script import printed_script_files
@@ -374,6 +374,30 @@ def _check_label(ca_name: str, ca: CA, need: str, source: PinSource, label: str,
     return found, spki
 
 
+def check_no_rehearsal_objects(ca_name: str, ca: CA, source: PinSource) -> list[Finding]:
+    """Production only: a token a rehearsal used (a key pair with the rehearsal CKA_ID prefix) is refused.
+
+    With the PIN typed at the ceremony, the public objects are looked at (each rehearsal key pair has one);
+    the ceremony looks again, logged in, after the Crypto Officer's login.
+    """
+    try:
+        token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+        if _prompts(source):
+            with token.open(rw=False) as session:
+                found = rehearsal_objects(session)
+        else:
+            with open_session(ca.hsm, source, rw=False) as session:
+                found = rehearsal_objects(session)
+    except (CeremonyError, p11e.PKCS11Error):
+        return []  # the login finding already says why the token cannot be read
+    if not found:
+        return [Finding(f"rehearsal objects on {ca_name!r}", True, "none: no key pair of a rehearsal on this token")]
+    return [Finding(f"rehearsal objects on {ca_name!r}", False,
+                    f"the token holds key pairs a rehearsal generated: {', '.join(found)}",
+                    "a production ceremony never runs on a token a rehearsal used: initialise the token anew "
+                    "(witnessed, recorded), then run the pre-flight again")]
+
+
 def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Path, rehearsal: bool) -> list[Finding]:
     """The CSR proves possession, matches the definition and any pin, and the key read at its key ceremony."""
     ca = defn.model.cas[ca_name]
@@ -462,6 +486,8 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         if token.ok and pin.ok:
             sealing = None if ceremony == "key-restore" else (need.key, out)
             report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source, sealing))
+            if not rehearsal:
+                report.findings.extend(check_no_rehearsal_objects(need.ca, ca_def, source))
             if pin_sources is not None:
                 pin_sources[need.ca] = source
     return report
