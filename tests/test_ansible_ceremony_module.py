@@ -38,7 +38,7 @@ SIGN_IN = {
         {"name": "Drissa Coulibaly", "roles": ["crypto-officer"], "id_document": "passport BB234567",
          "id_checked_by": "Awa Traoré"},
     ],
-    "bags": {"open": {"hsm": "ML-TE-000201"}, "reseal": {"hsm": "ML-TE-000202"}},
+    "bags": {"open": {"subordinate-hsm": "ML-TE-000201"}, "reseal": {"subordinate-hsm": "ML-TE-000202"}},
     "confirm": True,
 }
 

@@ -165,8 +165,11 @@ def _check_bags(result: DirectoryAudit) -> None:
     resealed: dict[str, tuple[str, str]] = {}  # bag id -> (serial, transcript that resealed it)
     for name in result.order:
         audit = result.audits[name]
+        cas = {str((r.get("data") or {}).get("ca")) for r in audit.of_type("evidence") if r.get("name") == "definition"}
         for r in audit.of_type("bag"):
             bag, serial = str(r.get("bag")), str(r.get("serial"))
+            if bag == "subordinate-hsm" and len(cas) == 1:
+                bag = f"subordinate-hsm of {cas.pop()}"  # each subordinate CA has an HSM of its own
             if r.get("when") == "open":
                 before = resealed.pop(bag, None)
                 if before is not None and before[0] != serial:

@@ -463,8 +463,9 @@ ANSWERS = {
         {"name": "Fatim Sissoko", "roles": ["independent-witness"], "id_document": "passport CC345678",
          "id_checked_by": "Awa Traoré"},
     ],
-    "bags": {"open": {"hsm": "ML-TE-000101", "workstation": "ML-TE-000102"},
-             "reseal": {"hsm": "ML-TE-000103", "workstation": "ML-TE-000104"}},
+    # the root's HSM and workstation at the root ceremonies, the subordinate's HSM at its key ceremony
+    "bags": {"open": {"hsm": "ML-TE-000101", "workstation": "ML-TE-000102", "subordinate-hsm": "ML-TE-000201"},
+             "reseal": {"hsm": "ML-TE-000103", "workstation": "ML-TE-000104", "subordinate-hsm": "ML-TE-000202"}},
     "confirm": True,
     "exceptions": "stop",
 }
