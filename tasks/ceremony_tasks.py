@@ -163,6 +163,28 @@ def sign_subordinate(c: Context, ca: str, csr: str, env: str | None = None, defi
                  env=env, definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
+@task(help={**HELP, "of": "the sealed transcript of the recorded ceremony (OUT/transcripts/<ceremony>.jsonl)",
+            "recording": "a video file of that ceremony (repeat --recording for each file)",
+            "answers": ANSWERS_HELP, "lang": LANG_HELP}, iterable=["recording"])
+@operator_errors
+def addendum(c: Context, of: str, recording: list[str], env: str | None = None, definition: str | None = None,
+             out: str | None = None, pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+             lang: str | None = None) -> None:
+    """After a ceremony: bind its video recordings (SHA-256) to its transcript in a sealed addendum."""
+    from ceremony.ceremonies.addendum import recording_addendum_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "recording-addendum", out_dir, rehearsal, lang, pin_file=pin_file, recorded=of,
+                               recordings=recording)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("recording-addendum", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        recording_addendum_ceremony(defn, of, recording, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)
+    show_summary("recording-addendum", defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
 @task(help={"out": "output directory (default out/rehearsal)",
             "definition": "PKI definition to rehearse (default inventory/testing/pki.yml)"})
 @operator_errors
@@ -213,5 +235,6 @@ ns = Collection()
 ns.add_task(root)
 ns.add_task(subordinate_key)
 ns.add_task(sign_subordinate)
+ns.add_task(addendum)
 ns.add_task(check)
 ns.add_task(preflight)

@@ -172,3 +172,44 @@ def test_restore_refuses_missing_files_before_anyone_signs_in(tmp_path: Path) ->
     assert proc.returncode == 8, proc.stdout + proc.stderr
     assert "Sign-in" not in proc.stdout and "missing.json: no such file" in proc.stderr
     assert not out.exists()
+
+
+def test_recording_addendum_binds_videos_to_a_sealed_transcript(rehearsal: Path, tmp_path: Path) -> None:
+    """The video of a ceremony exists only afterwards: ``ceremony.addendum`` hashes it in a short sealed ceremony
+    of its own, chained by the ledger; the auditor's verify-all checks the addendum names the transcript as it is."""
+    out = tmp_path / "out"
+    shutil.copytree(rehearsal, out, ignore=shutil.ignore_patterns("tokens"))  # the tokens stay where they are
+    env = rehearsal_env(rehearsal)
+    videos = [tmp_path / "camera-1.mp4", tmp_path / "camera-2.mp4"]
+    for i, video in enumerate(videos):
+        video.write_bytes(secrets.token_bytes(4096 + i))
+    of = out / "transcripts" / "root-key-generation-1.jsonl"
+    base = ["ceremony.addendum", "--rehearsal", "--definition", str(out / "pki.yml"), "--out", str(out)]
+    manifest = (out / "manifest.json").read_bytes()
+    # bad input first: one message, nothing written
+    for args, message in (
+            (["--of", str(tmp_path / "nowhere.jsonl"), "--recording", str(videos[0])],
+             "the transcript of the recorded ceremony is not there"),
+            (["--of", str(of), "--recording", str(tmp_path / "missing.mp4")], "the recording is not there"),
+            (["--of", str(of), "--recording", str(videos[0]), "--recording", str(videos[0])], "given twice")):
+        refused = invoke(*base, *args, env=env)
+        assert refused.returncode != 0 and message in refused.stdout + refused.stderr, refused.stdout[-2000:]
+        assert (out / "manifest.json").read_bytes() == manifest
+        assert not list((out / "transcripts").glob("recording-addendum-*.jsonl"))
+    done = invoke(*base, "--of", str(of), *[a for v in videos for a in ("--recording", str(v))], env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    addendum = next((out / "transcripts").glob("recording-addendum-*.jsonl"))
+    records = [json.loads(line) for line in addendum.read_text().splitlines()]
+    recorded = [r["data"] for r in records if r["type"] == "evidence" and r["name"] == "recording"]
+    assert [(r["file"], r["sha256"]) for r in recorded] == [
+        (v.name, subprocess.run(["sha256sum", str(v)], capture_output=True, text=True, check=True).stdout.split()[0])
+        for v in videos]
+    assert {r["of"] for r in recorded} == {"root-key-generation-1.jsonl"}
+    assert records[-1]["verifier"]["path"] == "root.seal.crt.pem"
+    assert records[0]["ledger"]["previous"]["file"] != "-"  # chained after the directory's last ceremony
+    listing = json.loads((out / "transcripts" / "root-key-generation-1.recordings.json").read_text())
+    assert [r["sha256"] for r in listing["recordings"]] == [r["sha256"] for r in recorded]
+    verified = invoke("audit.verify", str(addendum), "--trust", str(out / "root.crt.pem"), "--rehearsal")
+    assert verified.returncode == 0, verified.stdout
+    every = invoke("audit.verify-all", str(out), "--trust", str(out / "root.crt.pem"), "--rehearsal")
+    assert every.returncode == 0, every.stdout[-3000:]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import yaml
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from ceremony.ceremonies.addendum import checked_recordings, recorded_transcript
 from ceremony.ceremonies.offline import check_offline
 from ceremony.common.errors import CeremonyError
 from ceremony.common.fileio import sha256_file
@@ -128,7 +129,7 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         issuer = defn.model.cas[ca_name].issuer or root
         return Plan(True, (Need(issuer, "present"),), tuple(f"{ca_name}{s}" for s in (
             ".crt.pem", ".crt.der", ".seal.crt.pem", ".seal.crt.der")))
-    if ceremony == "root-crl-batch":
+    if ceremony in ("root-crl-batch", "recording-addendum"):
         return Plan(True, (Need(root, "present"),))
     # Key backup and restore run air-gapped whichever CA's key they handle (their offline-check step):
     # the wrapping key's secret and the shares pass through the workstation.
@@ -140,7 +141,7 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
             raise PreflightError(f"the key-restore ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         return Plan(True, (Need(ca_name, "absent"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
-                         "subordinate-signing, root-crl-batch, key-backup, key-restore)")
+                         "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -398,6 +399,22 @@ def check_no_rehearsal_objects(ca_name: str, ca: CA, source: PinSource) -> list[
                     "(witnessed, recorded), then run the pre-flight again")]
 
 
+def check_recordings(recorded: str | Path | None, recordings: Sequence[str | Path], out: Path) -> list[Finding]:
+    """The recording addendum's inputs: the sealed transcript of the recorded ceremony, and the video files."""
+    if recorded is None:
+        return [Finding("recorded ceremony", False, "no transcript given",
+                        "pass --of OUT/transcripts/<ceremony>.jsonl")]
+    try:
+        target = recorded_transcript(Path(recorded), out)
+        files = checked_recordings(recordings)
+    except CeremonyError as exc:
+        return [Finding("recordings", False, str(exc), "name the sealed transcript of the recorded ceremony with --of "
+                        "and each video file once with --recording")]
+    return [Finding("recorded ceremony", True, f"{target['file']} ({target['ceremony']}), sealed, final head "
+                    f"{target['head'][:16]}…"),
+            Finding("recordings", True, ", ".join(f"{p.name} ({p.stat().st_size} bytes)" for p in files))]
+
+
 def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Path, rehearsal: bool) -> list[Finding]:
     """The CSR proves possession, matches the definition and any pin, and the key read at its key ceremony."""
     ca = defn.model.cas[ca_name]
@@ -433,7 +450,9 @@ def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Pa
 def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal: bool, ca: str | None = None,
                   csr: str | Path | None = None, issuer_cert: str | Path | None = None,
                   pin_file: str | None = None, interactive: bool = True, target_token: str | None = None,
-                  pin_sources: dict[str, PinSource] | None = None, lang: str = "en") -> PreflightReport:
+                  pin_sources: dict[str, PinSource] | None = None, lang: str = "en",
+                  recorded: str | Path | None = None,
+                  recordings: Sequence[str | Path] | None = None) -> PreflightReport:
     """Every check for ``ceremony``; nothing is changed. ``pin_sources`` receives the sources it logged in with."""
     plan = plan_for(defn, ceremony, ca)
     report = PreflightReport(ceremony)
@@ -463,6 +482,8 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         report.findings.append(Finding("issuer certificate", True, f"{ipath}") if ipath.is_file() else
                                Finding("issuer certificate", False, f"{ipath} is not there",
                                        "run the root ceremony into this --out first, or pass --issuer-cert FILE"))
+    if ceremony == "recording-addendum":
+        report.findings.extend(check_recordings(recorded, recordings or [], out))
     if ceremony == "subordinate-signing":
         assert ca is not None
         if csr is None:

@@ -190,6 +190,8 @@ _WITNESS: dict[str, dict[str, str]] = {
         "w_sealing_cert": "Certificate of the transcript-sealing key of {ca}, issued by the root (digital "
                           "signature only, extended key usage {eku})",
         "w_sealing_fp": "Transcript-sealing certificate of {ca}",
+        "w_addendum_of": "  recorded ceremony: {file} ({ceremony}), SHA-256 {sha}, final head {head}",
+        "w_recording": "  recording {file}: {size} bytes, SHA-256 {sha}",
         # the root CRL batch
         "w_root_cert_file": "  root certificate: {path} (SHA-256 {sha})",
         "w_crl_issuer": "  issuer of the CRLs: {subject}",
@@ -274,6 +276,8 @@ _WITNESS: dict[str, dict[str, str]] = {
         "n_shares": "print each share page, seal it in its custodian's bag and delete the share files; the backup is "
                     "proven by a restore onto a spare token",
         "n_root_restored": "the restored root key signs at the next root ceremony",
+        "n_addendum": "keep the recordings where the service keeps them; the auditor checks each with sha256sum "
+                      "against the addendum, and the whole directory with",
         "n_restored": "the restored key of {ca} signs its CRL again",
     },
     "fr": {
@@ -348,6 +352,8 @@ _WITNESS: dict[str, dict[str, str]] = {
         "w_sealing_cert": "Certificat de la clé de scellement des transcriptions de {ca}, émis par la racine "
                           "(signature numérique seulement, usage étendu de clé {eku})",
         "w_sealing_fp": "Certificat de scellement des transcriptions de {ca}",
+        "w_addendum_of": "  cérémonie enregistrée : {file} ({ceremony}), SHA-256 {sha}, tête finale {head}",
+        "w_recording": "  enregistrement {file} : {size} octets, SHA-256 {sha}",
         "w_root_cert_file": "  certificat racine : {path} (SHA-256 {sha})",
         "w_crl_issuer": "  émetteur des CRL : {subject}",
         "w_root_key": "  clé racine (SPKI), qui doit les signer",
@@ -435,6 +441,8 @@ _WITNESS: dict[str, dict[str, str]] = {
         "n_shares": "imprimer chaque page de part, la sceller dans le sac de son dépositaire et effacer les fichiers "
                     "de parts ; la sauvegarde est prouvée par une restauration sur un jeton de réserve",
         "n_root_restored": "la clé racine restaurée signe à la prochaine cérémonie racine",
+        "n_addendum": "conserver les enregistrements là où le service les garde ; l'auditeur vérifie chacun avec "
+                      "sha256sum par rapport à l'addendum, et tout le répertoire avec",
         "n_restored": "la clé restaurée de {ca} signe de nouveau sa CRL",
     },
 }

@@ -42,7 +42,8 @@ from ceremony.common.errors import CeremonyError
 from ceremony.common.fileio import sha256_file
 
 #: The evidence kinds this module defines (``evidence`` records' ``name``).
-KINDS = ("script-approval", "equipment", "facility-access", "machine-logs", "share-custody")
+KINDS = ("script-approval", "equipment", "facility-access", "machine-logs", "share-custody", "recorded-ceremony",
+         "recording")
 
 #: Directions of a facility-access record.
 DIRECTIONS = ("enter", "leave")
@@ -458,6 +459,18 @@ def shape_problems(name: str, data: Any, header: Mapping[str, Any]) -> list[str]
         problems = _time(data, "since")
         for i, entry in enumerate(logs):
             problems += _file_entry(entry, f"logs[{i}]")
+        return problems
+    if name in ("recorded-ceremony", "recording"):
+        # the recording addendum (ceremony.ceremonies.addendum): the transcript recorded, then each video file
+        keys = ("file", "sha256", "head") if name == "recorded-ceremony" else ("file", "sha256", "of", "of_sha256",
+                                                                                "of_head")
+        problems = _need(data, keys)
+        for key in keys:
+            if (key.endswith("sha256") or key.endswith("head")) and not _HEX64.fullmatch(str(data.get(key))):
+                problems.append(f"{key}: not 64 hex digits")
+        if name == "recording" and (not isinstance(data.get("size"), int) or isinstance(data.get("size"), bool)
+                                    or data["size"] <= 0):
+            problems.append("size: not a positive number of bytes")
         return problems
     if name == "share-custody":
         action = data.get("action")

@@ -139,6 +139,7 @@ def verify_directory(directory: Path, trust: TrustAnchor, rehearsal: bool = Fals
         result.find(f"the ledger has {len(genesis)} beginnings ({', '.join(genesis)}): one at most")
     result.order = _ledger_order(result, genesis, successors)
     _check_bags(result)
+    _check_addenda(result, directory)
     if allowed_signers is not None:
         _check_attestations(result, allowed_signers)
     _check_manifest(result)
@@ -157,6 +158,22 @@ def _ledger_order(result: DirectoryAudit, genesis: list[str], successors: dict[s
     rest = sorted((a for a in result.audits if a not in order),
                   key=lambda name: (str(result.audits[name].header.get("time", "")), name))
     return order + rest
+
+
+def _check_addenda(result: DirectoryAudit, directory: Path) -> None:
+    """A recording addendum names the transcript it completes by SHA-256 and final head: that file is in the
+    directory, unchanged (the addendum would otherwise vouch for recordings of another ceremony)."""
+    for name, audit in result.audits.items():
+        for r in audit.of_type("evidence"):
+            if r.get("name") != "recorded-ceremony":
+                continue
+            data = r.get("data") or {}
+            target = directory / "transcripts" / str(data.get("file"))
+            if not target.is_file():
+                result.find(f"{name}: the addendum's recorded ceremony {data.get('file')} is not in the directory")
+            elif sha256_file(target) != data.get("sha256"):
+                result.find(f"{name}: the addendum's recorded ceremony {data.get('file')} has another SHA-256 than "
+                            "when its recordings were bound: it was changed or replaced")
 
 
 def _check_bags(result: DirectoryAudit) -> None:

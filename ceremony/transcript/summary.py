@@ -37,7 +37,7 @@ from ceremony.transcript.audit import report_lines, verify
 from ceremony.x509.files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
-              "key-backup", "key-restore")
+              "key-backup", "key-restore", "recording-addendum")
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,9 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
             return [NextStep(say(lang, "n_root_restored"), _command("crl.root-batch", *opts))]
         return [NextStep(say(lang, "n_restored", ca=repr(ca)),
                          _command("crl.sign", "--ca", ca, *_options(defn, env, definition, None, False)))]
+    if ceremony == "recording-addendum":
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        return [NextStep(say(lang, "n_addendum"), _command("audit.verify-all", str(out_dir), tail=tail))]
     raise ValueError(f"{ceremony!r} is not a ceremony (allowed: {', '.join(CEREMONIES)})")
 
 
