@@ -3,8 +3,10 @@
 The private key is generated inside the token: token object, private, sensitive, not
 extractable (or, for a key that is to be backed up, extractable only under a trusted wrapping
 key), usable for signing only. A label that exists on the token is an error, never a reason to
-generate another key. After generation the public key is read back and its parameters checked;
-if anything is wrong the new objects are destroyed, so a failure leaves the token as it was.
+generate another key. After generation the public key is read back and its parameters checked, and it
+goes through badkeys' weak-key checks (:mod:`ceremony.hsm.weak_keys`) before anything is signed with it: a
+token whose generator is broken (ROCA, close primes) must be found at its first key, not by a relying party.
+If anything is wrong the new objects are destroyed, so a failure leaves the token as it was.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from ceremony.common.errors import HsmError
 from ceremony.definition.model import EcKey, RsaKey
+from ceremony.hsm.nss import session_never_sets_cka_local
 from ceremony.hsm.session import objects_with_label, random_bytes
 from ceremony.hsm.signers import public_key_from_token
+from ceremony.hsm.weak_keys import weak_key_problem
 
 _CURVES = {"P-256": ("secp256r1", ec.SECP256R1), "P-384": ("secp384r1", ec.SECP384R1)}
 
@@ -143,9 +147,14 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
     try:
         public = public_key_from_token(pub)
         check_public_key(public, spec)
+        weak = weak_key_problem(public)
+        if weak:
+            raise HsmError(f"the key the token generated under {label!r} is {weak}; it is destroyed and nothing "
+                           "was signed with it: the token's key generation cannot be trusted")
         evidence = key_evidence(priv, public, spec.describe())
         problems = [name for name, ok in (
-            ("CKA_SENSITIVE", evidence.sensitive), ("CKA_LOCAL", evidence.local),
+            ("CKA_SENSITIVE", evidence.sensitive),
+            ("CKA_LOCAL", evidence.local or (session_never_sets_cka_local(session) and evidence.never_extractable)),
             ("CKA_ALWAYS_SENSITIVE", evidence.always_sensitive), ("CKA_SIGN", evidence.sign),
             ("CKA_DECRYPT false", not evidence.decrypt), ("CKA_UNWRAP false", not evidence.unwrap),
             ("CKA_DERIVE false", not evidence.derive),

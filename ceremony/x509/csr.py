@@ -2,8 +2,10 @@
 
 The CSR is signed by the subordinate key inside its HSM: a signature that verifies proves the
 requester holds that key. At the root, the CSR is trusted for nothing else: its key must be what
-the definition says (algorithm, size and, when pinned, the SPKI SHA-256), its subject must be the
-definition's, and any extension it requests is ignored because the profile decides.
+the definition says (algorithm, size and, when pinned, the SPKI SHA-256), free of known weaknesses
+(badkeys: ROCA, Fermat factorisation, small factors, blocklist; a key of the right size can still be
+broken), its subject must be the definition's, and any extension it requests is ignored because the
+profile decides.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ceremony.common.errors import RequestError
 from ceremony.definition.model import CA, EcKey
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.signers import hash_for
+from ceremony.hsm.weak_keys import weak_key_problem
 from ceremony.x509.profiles import sealing_subject, subject_name
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384"}
@@ -88,6 +91,10 @@ def check_csr(csr: x509.CertificateSigningRequest, ca_name: str, ca: CA, source:
         ok = isinstance(public, rsa.RSAPublicKey) and public.key_size == ca.key.bits
     if not ok:
         raise RequestError(f"{source}: the CSR key is {got}; cas.{ca_name}.key in the definition requires {want}")
+    weak = weak_key_problem(public)
+    if weak:
+        raise RequestError(f"{source}: the CSR key is {weak}; nothing was signed: the subordinate CA generates a new "
+                           "key (on a token whose key generation has been checked) and a new CSR")
     digest = spki_sha256(public)
     if ca.spki_sha256 is not None and digest != ca.spki_sha256:
         raise RequestError(f"{source}: the CSR key has SPKI SHA-256 {digest}; cas.{ca_name}.spki_sha256 pins "

@@ -24,7 +24,7 @@ the extension's DER itself, with the few DER primitives below, and it is added a
 
 The CSR is trusted for its key and its subject name only: the subject is checked against the kind's
 required and allowed attributes; the key must be one the definition would accept for a CA (ECDSA P-256
-or P-384, RSA 3072 or 4096 with exponent 65537).
+or P-384, RSA 3072 or 4096 with exponent 65537) and pass badkeys' weak-key checks.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pkilint.etsi.etsi_constants import CertificateType
 
 from ceremony.common.errors import RequestError
 from ceremony.definition.model import ALLOWED_RSA_BITS, CA, Profile
+from ceremony.hsm.weak_keys import weak_key_problem
 from ceremony.x509.profiles import REHEARSAL_MARKER, Extension
 
 
@@ -268,21 +269,25 @@ def marked_subject(subject: x509.Name, rehearsal: bool) -> x509.Name:
 
 
 def check_key(public: Any, source: str) -> None:
-    """Refuse a weak or unusual subject key: ECDSA P-256/P-384 or RSA 3072/4096 with e = 65537 only."""
+    """Refuse a weak or unusual subject key: ECDSA P-256/P-384 or RSA 3072/4096 with e = 65537 only, and none
+    that badkeys knows to be weak (the right size does not make a key safe: close primes, ROCA, blocklist)."""
     if isinstance(public, ec.EllipticCurvePublicKey):
         if public.curve.name not in ("secp256r1", "secp384r1"):
             raise RequestError(f"{source}: the CSR key uses curve {public.curve.name} "
                                "(allowed: ECDSA P-256, P-384; RSA 3072, 4096)")
-        return
-    if isinstance(public, rsa.RSAPublicKey):
+    elif isinstance(public, rsa.RSAPublicKey):
         if public.key_size not in ALLOWED_RSA_BITS:
             raise RequestError(f"{source}: the CSR key is RSA {public.key_size} "
                                "(allowed: ECDSA P-256, P-384; RSA 3072, 4096)")
         if public.public_numbers().e != 65537:
             raise RequestError(f"{source}: the CSR's RSA public exponent is not 65537")
-        return
-    raise RequestError(f"{source}: the CSR key is {type(public).__name__} (allowed: ECDSA P-256, P-384; "
-                       "RSA 3072, 4096)")
+    else:
+        raise RequestError(f"{source}: the CSR key is {type(public).__name__} (allowed: ECDSA P-256, P-384; "
+                           "RSA 3072, 4096)")
+    weak = weak_key_problem(public)
+    if weak:
+        raise RequestError(f"{source}: the CSR key is {weak}; nothing was signed: the requester generates a new key "
+                           "and a new CSR")
 
 
 EE_KEY_USAGE = x509.KeyUsage(
