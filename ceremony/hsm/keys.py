@@ -24,7 +24,6 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from ceremony.common.errors import HsmError
 from ceremony.definition.model import EcKey, RsaKey
-from ceremony.hsm.nss import session_never_sets_cka_local
 from ceremony.hsm.session import objects_with_label, random_bytes
 from ceremony.hsm.signers import public_key_from_token
 from ceremony.hsm.weak_keys import weak_key_problem
@@ -153,8 +152,7 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
                            "was signed with it: the token's key generation cannot be trusted")
         evidence = key_evidence(priv, public, spec.describe())
         problems = [name for name, ok in (
-            ("CKA_SENSITIVE", evidence.sensitive),
-            ("CKA_LOCAL", evidence.local or (session_never_sets_cka_local(session) and evidence.never_extractable)),
+            ("CKA_SENSITIVE", evidence.sensitive), ("CKA_LOCAL", evidence.local),
             ("CKA_ALWAYS_SENSITIVE", evidence.always_sensitive), ("CKA_SIGN", evidence.sign),
             ("CKA_DECRYPT false", not evidence.decrypt), ("CKA_UNWRAP false", not evidence.unwrap),
             ("CKA_DERIVE false", not evidence.derive),
