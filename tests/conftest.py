@@ -1,9 +1,13 @@
-"""Shared fixtures: real SoftHSM2 tokens, throwaway per test, and definitions that point at them.
+"""Shared fixtures: real PKCS#11 tokens (SoftHSM2, or NSS softokn), throwaway per test, and definitions on them.
 
 SoftHSM reads ``SOFTHSM2_CONF`` when the module is loaded, so every test process gets its own
 configuration and token directory before anything imports the module. Tokens get unique labels
 and random PINs generated at run time; the PINs reach the engine through environment variables,
 exactly as in a ceremony.
+
+``CEREMONY_TEST_HSM=nss`` (or ``make_token(name, hsm="nss")``) makes the tokens NSS softokn databases instead: one
+configuration string per test process opens all of them (:class:`ceremony.hsm.nss.NssTokens`), and definitions
+carry it as ``hsm.module_config``.
 """
 
 from __future__ import annotations
@@ -37,10 +41,24 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ceremony-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
 from ceremony.ceremonies.offline import check_offline  # noqa: E402
-from ceremony.hsm import softhsm  # noqa: E402
+from ceremony.hsm import nss, softhsm  # noqa: E402
 
 SOFTHSM_CONF = softhsm.write_config(_HSM_DIR)
 os.environ["SOFTHSM2_CONF"] = str(SOFTHSM_CONF)
+
+#: The implementation the token fixtures use unless a test names one: ``softhsm`` or ``nss``.
+TEST_HSM = os.environ.get("CEREMONY_TEST_HSM", "softhsm")
+if TEST_HSM not in ("softhsm", "nss"):
+    raise SystemExit(f"CEREMONY_TEST_HSM={TEST_HSM!r}: softhsm or nss")
+
+_NSS_TOKENS: list[nss.NssTokens] = []
+
+
+def nss_tokens() -> nss.NssTokens:
+    """This test process's softokn tokens (made on first use)."""
+    if not _NSS_TOKENS:
+        _NSS_TOKENS.append(nss.NssTokens(_HSM_DIR / "nss"))
+    return _NSS_TOKENS[0]
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,9 @@ class TestToken:
     so_pin_env: str
     module: str
     conf: Path
+    hsm: str = "softhsm"
+    module_config: str | None = None
+    """softokn's configuration string when the token was made (it opens this token and the process's earlier ones)."""
 
 
 @pytest.fixture
@@ -63,17 +84,27 @@ def softhsm_module() -> str:
 
 
 @pytest.fixture
-def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], TestToken]:
-    """``make_token("root")`` initialises a new token and sets its PIN variables for the test."""
+def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[..., TestToken]:
+    """``make_token("root")`` initialises a new token and sets its PIN variables for the test; ``hsm="nss"`` (or
+    ``CEREMONY_TEST_HSM=nss``) makes it a softokn database, whose only PIN is the user's."""
 
-    def _make(name: str = "tok") -> TestToken:
+    def _make(name: str = "tok", hsm: str | None = None) -> TestToken:
         suffix = secrets.token_hex(4)
         label = f"t-{name}-{suffix}"[:32]
         env = f"TEST_PIN_{name.upper().replace('-', '_')}_{suffix.upper()}"
-        token = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(),
-                          pin_env=env, so_pin_env=env + "_SO", module=softhsm.softhsm_module(),
-                          conf=SOFTHSM_CONF)
-        softhsm.init_token(SOFTHSM_CONF, label, token.user_pin, token.so_pin)
+        kind = hsm or TEST_HSM
+        if kind == "nss":
+            tokens = nss_tokens()
+            user_pin = softhsm.random_pin()
+            config = tokens.add(label, user_pin)
+            token = TestToken(label=label, user_pin=user_pin, so_pin=softhsm.random_pin(), pin_env=env,
+                              so_pin_env=env + "_SO", module=tokens.module, conf=SOFTHSM_CONF, hsm="nss",
+                              module_config=config)
+        else:
+            token = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(),
+                              pin_env=env, so_pin_env=env + "_SO", module=softhsm.softhsm_module(),
+                              conf=SOFTHSM_CONF)
+            softhsm.init_token(SOFTHSM_CONF, label, token.user_pin, token.so_pin)
         monkeypatch.setenv(token.pin_env, token.user_pin)
         monkeypatch.setenv(token.so_pin_env, token.so_pin)
         return token
@@ -92,25 +123,32 @@ def write_definition(path: Path, data: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
-def definition_on_tokens(tmp_path: Path, make_token: Callable[[str], TestToken]) \
+def definition_on_tokens(tmp_path: Path, make_token: Callable[..., TestToken]) \
         -> Iterator[Callable[..., tuple[Path, dict[str, TestToken]]]]:
     """Write a copy of the testing definition whose CAs use fresh tokens.
 
     ``definition_on_tokens(mutate=fn)`` returns ``(path, {ca_name: TestToken})``; ``mutate`` may
-    change the data (a dict) before it is written, to build bad inputs.
+    change the data (a dict) before it is written, to build bad inputs. ``hsm="nss"`` puts the CAs on softokn
+    tokens (their key backup policy becomes ``none``: softokn cannot protect a key for a wrapped backup).
     """
 
-    def _make(mutate: Callable[[dict[str, Any]], None] | None = None, name: str = "pki.yml") \
-            -> tuple[Path, dict[str, TestToken]]:
+    def _make(mutate: Callable[[dict[str, Any]], None] | None = None, name: str = "pki.yml",
+              hsm: str | None = None) -> tuple[Path, dict[str, TestToken]]:
         data = copy.deepcopy(base_definition_data())
         tokens: dict[str, TestToken] = {}
         for ca_name, ca in data["cas"].items():
-            tok = make_token(ca_name)
+            tok = make_token(ca_name, hsm=hsm)
             tokens[ca_name] = tok
             ca["hsm"]["module"] = tok.module
             ca["hsm"]["token"] = {"label": tok.label}
             ca["hsm"]["pin_env"] = tok.pin_env
             ca["hsm"]["so_pin_env"] = tok.so_pin_env
+        last = list(tokens.values())[-1]
+        if last.hsm == "nss":
+            for ca in data["cas"].values():
+                ca["hsm"]["module_config"] = last.module_config  # the string that opens every token made so far
+                if ca.get("backup", {}).get("mode") == "wrapped":
+                    ca["backup"] = {"mode": "none"}
         if mutate is not None:
             mutate(data)
         return write_definition(tmp_path / name, data), tokens

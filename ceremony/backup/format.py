@@ -40,6 +40,23 @@ _KCV_INFO = b"ceremony key-backup key check value v1"
 _MAC_INFO = b"ceremony key-backup file mac v1"
 
 
+#: What a backup written before the file named its algorithm was wrapped with: every one of them was made on
+#: SoftHSM, where CKM_AES_KEY_WRAP_PAD is RFC 5649 (a restore still checks the target module by known answer).
+UNRECORDED_ALGORITHM = "RFC 5649 AES key wrap with padding"
+
+
+def wrapping_algorithm(body: Mapping[str, Any]) -> str:
+    """The wrapping algorithm a backup file names (``wrapping.algorithm``), by its standard name."""
+    return str(body["wrapping"].get("algorithm") or UNRECORDED_ALGORITHM)
+
+
+def wrapping_module(body: Mapping[str, Any]) -> str:
+    """The module that wrapped the key, as an operator reads it (description, manufacturer, version)."""
+    module = body["wrapping"].get("module") or {}
+    parts = [str(module.get(k)) for k in ("library_description", "library_manufacturer") if module.get(k)]
+    return " / ".join(parts) or "a module the file does not name"
+
+
 class BackupError(VerificationError):
     """A backup or a share does not verify: corrupted, tampered with, from another backup, or too few."""
 
@@ -108,6 +125,10 @@ def load_backup(path: str | Path) -> dict[str, Any]:
     for name in ("mechanism", "key_check_value", "wrapped_key_b64"):
         if not isinstance(body["wrapping"].get(name), str):
             raise DefinitionError(source, f"wrapping.{name}", "missing or not a string")
+    for name in ("algorithm", "module"):
+        if name in body["wrapping"] and not isinstance(body["wrapping"][name], dict if name == "module" else str):
+            raise DefinitionError(source, f"wrapping.{name}", "of the wrong type",
+                                  "an object" if name == "module" else "a string")
     if body["wrapping"]["mechanism"] != WRAP_MECHANISM:
         raise DefinitionError(source, "wrapping.mechanism", f"{body['wrapping']['mechanism']!r}", WRAP_MECHANISM)
     quorum = body["quorum"]

@@ -78,6 +78,7 @@ from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, Hsm, LoadedDefinition
 from ceremony.hsm.keys import key_evidence, spki_sha256
+from ceremony.hsm.nss import NO_WRAPPED_BACKUP, softokn_token
 from ceremony.hsm.session import (
     find_private_key,
     find_token,
@@ -91,6 +92,9 @@ from ceremony.hsm.session import (
 )
 from ceremony.hsm.signers import signing_key
 from ceremony.hsm.wrapping import (
+    RFC5649,
+    UNKNOWN_WRAP,
+    WRAP_ALGORITHM_FOUND_BY,
     WRAP_LABEL_PREFIX,
     destroy_label,
     destroy_stale_wrapping_keys,
@@ -98,6 +102,7 @@ from ceremony.hsm.wrapping import (
     key_type_of,
     sign_with,
     unwrap_private,
+    wrap_algorithm,
     zero,
 )
 from ceremony.transcript.evidence import share_handover
@@ -214,6 +219,9 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             say_outputs(recorder, out_dir, run.planned)
         with scripted_step(recorder, "token-open"):
             source = token_step(recorder, ca.hsm)
+            if softokn_token(source["manufacturer"], source["model"]):
+                raise HsmError(f"{NO_WRAPPED_BACKUP}: the key of {ca_name!r} on {ca.hsm.token.describe()} cannot be "
+                               "backed up (nothing was done; docs/hsm.md, Implementations)")
             co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
             key = signing_key(co_session, ca.hsm.key_label)
             public = key.public_key()
@@ -274,6 +282,12 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 raise HsmError(f"the wrapping key {wrap_label!r} is not on the token")
             wk = wrap_objs[0]
             priv = find_private_key(session, ca.hsm.key_label)
+            # What this module's CKM_AES_KEY_WRAP_PAD really is, by known answer: the file names it, and a restore
+            # onto a module where the same name means another algorithm is refused.
+            algorithm = wrap_algorithm(session)
+            if algorithm == UNKNOWN_WRAP:
+                raise HsmError(f"the token's CKM_AES_KEY_WRAP_PAD is {algorithm}: a backup must name its algorithm; "
+                               "nothing was wrapped")
             try:
                 wrapped = bytes(wk.wrap_key(priv, mechanism=Mechanism.AES_KEY_WRAP_PAD))
             except p11e.PKCS11Error as exc:
@@ -293,7 +307,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             if objects_with_label(session, wrap_label):
                 raise HsmError(f"the wrapping key {wrap_label!r} could not be destroyed")
             state["on_token"] = False
-            recorder.evidence("key-wrap", {"mechanism": WRAP_MECHANISM, "standard": "RFC 5649",
+            recorder.evidence("key-wrap", {"mechanism": WRAP_MECHANISM, "standard": algorithm,
                                            "wrapped_length": len(wrapped),
                                            "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
                                            "verified_by_test_unwrap_and_signature": True,
@@ -334,8 +348,13 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
                         "spki_sha256": evidence.spki_sha256},
                 "source_token": {k: source[k] for k in ("label", "serial", "manufacturer", "model")},
-                "wrapping": {"mechanism": WRAP_MECHANISM, "standard": "RFC 5649", "key": "AES-256",
-                             "key_check_value": kcv, "wrapped_key_b64": base64.b64encode(wrapped).decode()},
+                "wrapping": {"mechanism": WRAP_MECHANISM, "mechanism_code": f"{int(Mechanism.AES_KEY_WRAP_PAD):#010x}",
+                             "algorithm": algorithm, "algorithm_found_by": WRAP_ALGORITHM_FOUND_BY,
+                             "standard": "RFC 5649" if algorithm == RFC5649 else algorithm,
+                             "module": {k: source[k] for k in ("library_description", "library_manufacturer",
+                                                              "module_path", "module_sha256")},
+                             "key": "AES-256", "key_check_value": kcv,
+                             "wrapped_key_b64": base64.b64encode(wrapped).decode()},
                 "quorum": {"scheme": SHAMIR_SCHEME, "threshold": threshold, "count": len(custodians),
                            "custodians": [{"name": n, "index": s.index, "bag": s.bag, "share_checksum": s.checksum}
                                           for n, s in share_of.items()]},

@@ -52,6 +52,8 @@ from ceremony.backup.format import (
     load_ca_certificate,
     public_key_of,
     verify_test_signature,
+    wrapping_algorithm,
+    wrapping_module,
 )
 from ceremony.backup.quorum import check_shares, recombine
 from ceremony.backup.shares import read_share
@@ -81,9 +83,18 @@ from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import Hsm, LoadedDefinition
 from ceremony.hsm.keys import key_evidence, spki_sha256
-from ceremony.hsm.session import objects_with_label
+from ceremony.hsm.nss import SOFTOKN_WRAP_PAD, softokn_token
+from ceremony.hsm.session import find_token, load_module, objects_with_label
 from ceremony.hsm.signers import public_key_from_token, signing_key
-from ceremony.hsm.wrapping import import_wrapping_key, key_type_of, public_key_template, sign_with, unwrap_private
+from ceremony.hsm.wrapping import (
+    WRAP_ALGORITHM_FOUND_BY,
+    import_wrapping_key,
+    key_type_of,
+    public_key_template,
+    sign_with,
+    unwrap_private,
+    wrap_algorithm,
+)
 from ceremony.transcript.recorder import Recorder, scripted_step
 from ceremony.x509.csr import build_sealing_csr
 
@@ -150,6 +161,7 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                                  for c in body["quorum"]["custodians"] if isinstance(c, dict)))
             say_key_hash(recorder, words(lang, "w_key_in_backup"), public)
             tell(recorder, "w_same_key", path=cert_path)
+            _refuse_other_algorithm(body, backup_path, hsm)
         with scripted_step(recorder, "shares-collect"):
             presented = [(str(p), read_share(p)) for p in shares]
             for _source, share in presented:
@@ -172,6 +184,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             if objects_with_label(session, label):
                 raise HsmError(f"an object labelled {label!r} already exists on {hsm.token.describe()}; a restore "
                                "never adds a second key under the same label")
+            target_algorithm = wrap_algorithm(session)  # session objects only, destroyed at once
+            recorder.evidence("wrap-algorithm", {"backup": wrapping_algorithm(body), "target": target_algorithm,
+                                                 "found_by": WRAP_ALGORITHM_FOUND_BY})
+            if target_algorithm != wrapping_algorithm(body):
+                raise BackupError(_algorithm_message(body, backup_path, hsm, target_algorithm))
         try:
             with scripted_step(recorder, "key-unwrap"):
                 wk = import_wrapping_key(session, bytes(secret), f"restore-{body['backup_id'][:16]}", token=False,
@@ -238,6 +255,22 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 secret[i] = 0
         run.seal(seal_key, seal_verifier, "certificate" if seal_verifier.endswith(".crt.pem") else "public-key")
     return RestoreResult(ca_name, body["backup_id"], hsm.token.describe(), path, evidence)
+
+
+def _algorithm_message(body: dict[str, Any], backup_path: Path, hsm: Hsm, target: str) -> str:
+    return (f"{backup_path}: the key was wrapped with {wrapping_algorithm(body)} (CKM_AES_KEY_WRAP_PAD on "
+            f"{wrapping_module(body)}); on {hsm.module} the mechanism of the same name is {target}, another algorithm: "
+            f"it cannot unwrap this backup. Nothing was created on {hsm.token.describe()}; restore onto a module "
+            "whose CKM_AES_KEY_WRAP_PAD is the backup's algorithm (docs/hsm.md, Implementations)")
+
+
+def _refuse_other_algorithm(body: dict[str, Any], backup_path: Path, hsm: Hsm) -> None:
+    """Before any share is asked for and before login: a target module known to mean another algorithm by
+    CKM_AES_KEY_WRAP_PAD (NSS softokn) is refused from its token's identity. Other modules are checked by known
+    answer once logged in, still before anything is created."""
+    token = find_token(load_module(hsm.module), hsm.token)
+    if softokn_token(token.manufacturer_id, token.model) and wrapping_algorithm(body) != SOFTOKN_WRAP_PAD:
+        raise BackupError(_algorithm_message(body, backup_path, hsm, SOFTOKN_WRAP_PAD))
 
 
 def _target_sealing_key(recorder: Recorder, run: CeremonyRun, session: Any, defn: LoadedDefinition, ca_name: str,

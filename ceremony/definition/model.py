@@ -25,6 +25,7 @@ import datetime as dt
 import difflib
 import hashlib
 import ipaddress
+import os
 import re
 import types
 import typing
@@ -284,6 +285,10 @@ class Hsm(_Strict):
     pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
     """Name of the environment variable holding the user PIN (never the PIN itself)."""
     so_pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
+    module_config: str | None = Field(default=None, min_length=1, max_length=4096)
+    """The module's configuration string, handed to C_Initialize (CK_C_INITIALIZE_ARGS.pReserved) for a module that
+    needs one, such as NSS softokn's ``configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=``.
+    Configuration only: a PIN or password here is refused (it would sit in the definition file)."""
 
     @property
     def sealing_label(self) -> str:
@@ -296,7 +301,37 @@ class Hsm(_Strict):
         if len(self.sealing_label) > 32:
             raise ValueError(f"the sealing key's label {self.sealing_label!r} is longer than 32 characters; "
                              "set seal_label")
+        if self.module_config is not None:
+            if any(c in self.module_config for c in "\r\n\0"):
+                raise ValueError("module_config is one line (the module's configuration string)")
+            secret = _SECRET_IN_CONFIG.search(self.module_config)
+            if secret:
+                raise ValueError(f"module_config holds {secret.group(1)!r}: a PIN or password never goes into the "
+                                 "definition; the module's configuration string names files and options only")
+            register_module_config(self.module, self.module_config)
         return self
+
+
+#: A key in a module's configuration string that would carry a secret (``pin=``, ``password=``, ``pin-value=``...).
+_SECRET_IN_CONFIG = re.compile(r"(?i)\b((?:so-?|user-?)?(?:pin|passw(?:or)?d|passphrase|secret)(?:-?value)?)\s*[=:]")
+
+
+_MODULE_CONFIGS: dict[str, str] = {}
+
+
+def register_module_config(module: str, config: str) -> None:
+    """Remember the configuration string a definition gives for ``module``.
+
+    A PKCS#11 module is initialised once per process, by whichever part of the suite loads it first, and most of
+    them know only the module's path; the string comes from the definition, so the definition hands it over here
+    when it is validated, and :func:`ceremony.hsm.session.load_module` reads it back.
+    """
+    _MODULE_CONFIGS[os.path.realpath(module)] = config
+
+
+def module_config_for(module: str) -> str | None:
+    """The configuration string the last validated definition gave for ``module`` (None: the module needs none)."""
+    return _MODULE_CONFIGS.get(os.path.realpath(module))
 
 
 def _http_url(v: str) -> str:

@@ -24,6 +24,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from ceremony.common.errors import HsmError
 from ceremony.definition.model import EcKey, RsaKey
+from ceremony.hsm.nss import NO_WRAPPED_BACKUP, softokn_session
 from ceremony.hsm.session import objects_with_label, random_bytes
 from ceremony.hsm.signers import public_key_from_token
 from ceremony.hsm.weak_keys import weak_key_problem
@@ -117,6 +118,8 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
     if objects_with_label(session, label):
         raise HsmError(f"an object labelled {label!r} already exists on the token; "
                        "refusing to generate another key under the same label")
+    if backup and softokn_session(session):
+        raise HsmError(f"{NO_WRAPPED_BACKUP}: set backup.mode none for a CA on it (nothing was generated)")
     key_id = key_id or random_bytes(session, 16)
     private_template = {
         Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
@@ -152,7 +155,8 @@ def generate_key(session: Any, spec: EcKey | RsaKey, label: str, backup: bool = 
                            "was signed with it: the token's key generation cannot be trusted")
         evidence = key_evidence(priv, public, spec.describe())
         problems = [name for name, ok in (
-            ("CKA_SENSITIVE", evidence.sensitive), ("CKA_LOCAL", evidence.local),
+            ("CKA_SENSITIVE", evidence.sensitive),
+            ("CKA_LOCAL", evidence.local or (softokn_session(session) and evidence.never_extractable)),
             ("CKA_ALWAYS_SENSITIVE", evidence.always_sensitive), ("CKA_SIGN", evidence.sign),
             ("CKA_DECRYPT false", not evidence.decrypt), ("CKA_UNWRAP false", not evidence.unwrap),
             ("CKA_DERIVE false", not evidence.derive),

@@ -8,6 +8,7 @@ library and never formatted into any message.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import sys
@@ -17,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, ObjectClass
+from pkcs11 import Attribute, ObjectClass, _pkcs11
 from pkcs11 import exceptions as p11e
 from pkcs11.constants import TokenFlag
 
 from ceremony.common.errors import HsmError, TokenNotFoundError
-from ceremony.definition.model import Hsm, TokenRef, parse_token_uri
+from ceremony.definition.model import Hsm, TokenRef, module_config_for, parse_token_uri
 from ceremony.hsm.pins import PinSource, get_pin, origin_text, pin_origin
 
 #: python-pkcs11's ``lib`` is a Cython class that type checkers see as a function: its handles are typed
@@ -33,26 +34,171 @@ P11Lib = Any
 _LIBS: dict[str, P11Lib] = {}
 
 
-def load_module(path: str) -> P11Lib:
-    """Load (once per process) the PKCS#11 module at ``path``."""
+#: CK_C_INITIALIZE_ARGS.flags: the module may use the operating system's locking (PKCS#11 v2.40 §5.4).
+CKF_OS_LOCKING_OK = 0x2
+
+
+CKR_ARGUMENTS_BAD = 0x7
+
+
+CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
+
+
+#: Names of the return values C_Initialize gives in practice, for the message an operator reads.
+_RV_NAMES = {0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED", 0x7: "CKR_ARGUMENTS_BAD",
+             0x2: "CKR_HOST_MEMORY", 0x30: "CKR_DEVICE_ERROR", 0x191: "CKR_CRYPTOKI_ALREADY_INITIALIZED"}
+
+
+class _InitializeArgs(ctypes.Structure):
+    """CK_C_INITIALIZE_ARGS: no mutex callbacks, OS locking allowed, and the module's configuration string."""
+
+    _fields_ = [("CreateMutex", ctypes.c_void_p), ("DestroyMutex", ctypes.c_void_p),
+                ("LockMutex", ctypes.c_void_p), ("UnlockMutex", ctypes.c_void_p),
+                ("flags", ctypes.c_ulong), ("pReserved", ctypes.c_void_p)]
+
+
+class _FunctionListHead(ctypes.Structure):
+    """The start of CK_FUNCTION_LIST: the version, then C_Initialize and C_Finalize."""
+
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte),
+                ("C_Initialize", ctypes.c_void_p), ("C_Finalize", ctypes.c_void_p)]
+
+
+_CK_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_void_p)
+
+
+class ModuleInitError(HsmError):
+    """C_Initialize refused: ``rv`` is the PKCS#11 return value."""
+
+    def __init__(self, message: str, rv: int) -> None:
+        super().__init__(message)
+        self.rv = rv
+
+
+class _ExplicitInit(_pkcs11.lib):
+    """python-pkcs11's library handle, initialised with explicit arguments instead of ``C_Initialize(NULL)``.
+
+    python-pkcs11 0.10.1 calls ``C_Initialize(NULL)``, which some modules refuse (NSS softokn: CKR_ARGUMENTS_BAD, it
+    needs its configuration string; YubiHSM's module wants OS locking). Its ``initialize`` is a cpdef method, so
+    this subclass replaces it: C_Initialize gets CKF_OS_LOCKING_OK and ``pReserved`` = the configuration string,
+    through the module's own function list (the same loaded library python-pkcs11 uses).
+    """
+
+    #: The configuration string for the next instance: Cython's base ``__cinit__`` takes the constructor's arguments
+    #: (the path alone), so the string comes this way (:meth:`load`).
+    _pending: str | None = None
+
+    @classmethod
+    def load(cls, so: str, config: str | None) -> _ExplicitInit:
+        cls._pending = config
+        try:
+            return cls(so)
+        finally:
+            cls._pending = None
+
+    def __init__(self, so: str) -> None:
+        self.config = self._pending
+        self._running = False
+        dll = ctypes.CDLL(so)
+        head = ctypes.POINTER(_FunctionListHead)()
+        rv = dll.C_GetFunctionList(ctypes.byref(head))
+        if rv != 0:
+            raise ModuleInitError(f"PKCS#11 module {so}: C_GetFunctionList returned {rv:#x}", rv)
+        self._dll = dll
+        self._initialize = _CK_FUNCTION(head.contents.C_Initialize)
+        self._finalize = _CK_FUNCTION(head.contents.C_Finalize)
+        super().__init__(so)
+
+    def initialize(self) -> None:
+        if self._running:
+            return
+        reserved = ctypes.create_string_buffer(self.config.encode("utf-8")) if self.config is not None else None
+        args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK,
+                               ctypes.cast(reserved, ctypes.c_void_p) if reserved is not None else None)
+        rv = self._initialize(ctypes.addressof(args))
+        if rv == CKR_CRYPTOKI_ALREADY_INITIALIZED:
+            raise ModuleInitError(f"PKCS#11 module {self.so} was already initialised in this process by other code "
+                                  "(CKR_CRYPTOKI_ALREADY_INITIALIZED); load it only through the suite", rv)
+        if rv != 0:
+            raise ModuleInitError(f"C_Initialize of {self.so} failed: {_RV_NAMES.get(rv, 'CKR')} ({rv:#x}); for "
+                                  "SoftHSM, check that SOFTHSM2_CONF names a readable configuration", rv)
+        self._running = True
+
+    def finalize(self) -> None:
+        if self._running:
+            self._running = False
+            self._finalize(None)
+
+    def reinitialize(self) -> None:
+        self.finalize()
+        self.initialize()
+
+
+def load_module(path: str, config: str | None = None) -> P11Lib:
+    """Load (once per process) the PKCS#11 module at ``path`` and initialise it with explicit arguments.
+
+    ``config`` is the module's configuration string (``hsm.module_config``); when it is not given, the one the
+    definition registered for this module is used (:func:`ceremony.definition.model.module_config_for`), since
+    most callers know only the path. A module already loaded with another configuration string is finalised and
+    initialised again with the new one (a test or rehearsal that added a token): its open sessions end.
+    """
     real = os.path.realpath(path)
+    wanted = config if config is not None else module_config_for(real)
     if real in _LIBS:
-        return _LIBS[real]
+        lib = _LIBS[real]
+        if wanted is not None and wanted != lib.config:
+            lib.finalize()
+            lib.config = wanted
+            _initialise(lib, path)
+        return lib
     if not os.path.isfile(real):
         raise HsmError(f"PKCS#11 module not found: {path}")
     try:
-        lib = pkcs11.lib(real)
-    except (p11e.PKCS11Error, OSError) as exc:
+        lib = _ExplicitInit.load(real, wanted)
+    except ModuleInitError as exc:
+        raise _init_error(path, wanted, exc) from None
+    except (p11e.PKCS11Error, OSError, AttributeError) as exc:
         raise HsmError(f"PKCS#11 module {path} could not be loaded: {exc}") from None
     _LIBS[real] = lib
     return lib
 
 
-def rescan(path: str) -> None:
-    """Re-initialise a module so it sees tokens created since it was loaded (SoftHSM scans once)."""
+def _initialise(lib: P11Lib, path: str) -> None:
+    try:
+        lib.initialize()
+    except ModuleInitError as exc:
+        raise _init_error(path, lib.config, exc) from None
+
+
+def _init_error(path: str, config: str | None, exc: ModuleInitError) -> HsmError:
+    if exc.rv == CKR_ARGUMENTS_BAD and config is None:
+        return HsmError(f"PKCS#11 module {path} refused C_Initialize without a configuration string "
+                        "(CKR_ARGUMENTS_BAD): give it as hsm.module_config in the definition (NSS softokn: "
+                        "\"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\"; docs/hsm.md)")
+    if exc.rv == CKR_ARGUMENTS_BAD:
+        return HsmError(f"PKCS#11 module {path} refused its configuration string (hsm.module_config) at "
+                        "C_Initialize (CKR_ARGUMENTS_BAD): check it against the module's documentation (docs/hsm.md)")
+    return HsmError(str(exc))
+
+
+def loaded_config(path: str) -> str | None:
+    """The configuration string the module at ``path`` was initialised with in this process."""
+    lib = _LIBS.get(os.path.realpath(path))
+    return None if lib is None else lib.config
+
+
+def rescan(path: str, config: str | None = None) -> None:
+    """Re-initialise a module so it sees tokens created since it was loaded (SoftHSM scans once; NSS softokn opens
+    the databases its configuration string names, so a new token comes with a new string)."""
     real = os.path.realpath(path)
     if real in _LIBS:
-        _LIBS[real].reinitialize()
+        lib = _LIBS[real]
+        lib.finalize()
+        if config is not None:
+            lib.config = config
+        _initialise(lib, path)
+    elif config is not None:
+        load_module(path, config)
 
 
 def module_sha256(path: str) -> str:

@@ -10,11 +10,13 @@ from asn1crypto.core import OctetString
 from asn1crypto.keys import PublicKeyInfo
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap, aes_key_wrap_with_padding
 from pkcs11 import DEFAULT, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from ceremony.common.errors import HsmError
 from ceremony.hsm.keys import spki_der
+from ceremony.hsm.nss import SOFTOKN_WRAP_PAD
 from ceremony.hsm.session import (
     objects_with_label,
 )
@@ -124,3 +126,60 @@ def public_key_template(public: Any, label: str, key_id: bytes) -> dict[Attribut
         template[Attribute.MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
         template[Attribute.PUBLIC_EXPONENT] = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
     return template
+
+
+#: What ``CKM_AES_KEY_WRAP_PAD`` computes, by its standard name. PKCS#11 v2.40 leaves it open and modules differ:
+#: SoftHSM 2.6 does RFC 5649, NSS softokn pads with PKCS#7 to 8 bytes and then does RFC 3394 (SoftHSMv2 issue 726).
+#: PKCS#11 3.0 names RFC 5649 ``CKM_AES_KEY_WRAP_KWP``, which SoftHSM 2.6 lacks and softokn 3.87 mis-sizes.
+RFC5649 = "RFC 5649 AES key wrap with padding"
+
+
+PKCS7_RFC3394 = SOFTOKN_WRAP_PAD
+
+
+WRAP_ALGORITHM_FOUND_BY = ("known-answer test on the token: a fixed 32-byte key wrapped under a fixed AES-256 key, "
+                           "compared with RFC 5649 and with PKCS#7 + RFC 3394 computed on the host")
+
+
+UNKNOWN_WRAP = "unknown: neither RFC 5649 nor PKCS#7 + RFC 3394 on the known-answer test"
+
+
+# The known-answer test: an AES-256 wrapping key and 32 bytes to wrap, both fixed and public (session objects).
+_KAT_KEK = bytes(range(32))
+
+
+_KAT_DATA = bytes(range(0xA0, 0xC0))
+
+
+def _expected() -> dict[bytes, str]:
+    return {aes_key_wrap_with_padding(_KAT_KEK, _KAT_DATA): RFC5649,
+            aes_key_wrap(_KAT_KEK, _KAT_DATA + bytes([8]) * 8): PKCS7_RFC3394}
+
+
+def wrap_algorithm(session: Any) -> str:
+    """What the token's ``CKM_AES_KEY_WRAP_PAD`` really is, found by wrapping a fixed key under a fixed key.
+
+    Both are session objects (never stored on the token) holding public test values, destroyed at once. The result
+    is compared byte for byte with RFC 5649 and with PKCS#7 + RFC 3394 computed on the host: a backup records the
+    answer, and a restore refuses a module whose answer differs (the same mechanism name, another algorithm).
+    """
+    common = {Attribute.TOKEN: False, Attribute.PRIVATE: False}
+    made: list[Any] = []
+    try:
+        kek = session.create_object({**common, Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+                                     Attribute.VALUE: _KAT_KEK, Attribute.WRAP: True, Attribute.UNWRAP: False,
+                                     Attribute.LABEL: "wrap-algorithm-probe-kek"})
+        made.append(kek)
+        data = session.create_object({**common, Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                      Attribute.KEY_TYPE: KeyType.GENERIC_SECRET, Attribute.VALUE: _KAT_DATA,
+                                      Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False,
+                                      Attribute.LABEL: "wrap-algorithm-probe-data"})
+        made.append(data)
+        wrapped = bytes(kek.wrap_key(data, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+    except p11e.PKCS11Error as exc:
+        raise HsmError(f"the token cannot wrap with CKM_AES_KEY_WRAP_PAD: {type(exc).__name__}") from None
+    finally:
+        for obj in made:
+            with contextlib.suppress(p11e.PKCS11Error):
+                obj.destroy()
+    return _expected().get(wrapped, UNKNOWN_WRAP)

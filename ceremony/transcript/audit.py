@@ -36,6 +36,7 @@ from ceremony.common import pgpwords
 from ceremony.common.fileio import sha256_file
 from ceremony.definition.model import load_definition
 from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.nss import softokn_token
 from ceremony.transcript import attestation as attestations
 from ceremony.transcript import evidence as facts
 from ceremony.transcript.anchor import (
@@ -331,10 +332,14 @@ KEY_GENERATION_FLAGS = {"local": True, "sensitive": True, "always_sensitive": Tr
 def check_evidence(audit: Audit) -> None:
     """What the evidence itself must show: a key generated in the HSM that cannot leave it (unless
     wrapped under a trusted key, for backup), and an offline workstation at a production root ceremony."""
+    # NSS softokn never sets CKA_LOCAL: on its tokens a never-extractable, always-sensitive key is the proof instead.
+    softokn = any(softokn_token((r.get("data") or {}).get("manufacturer"), (r.get("data") or {}).get("model"))
+                  for r in audit.of_type("evidence") if r.get("name") == "token")
     for r in audit.of_type("evidence"):
         data = r.get("data") or {}
         if r.get("name") == "key" and r.get("step") == "key-generate":
-            wrong = [f"{k}={data.get(k)}" for k, v in KEY_GENERATION_FLAGS.items() if data.get(k) is not v]
+            wrong = [f"{k}={data.get(k)}" for k, v in KEY_GENERATION_FLAGS.items() if data.get(k) is not v
+                     and not (k == "local" and softokn and data.get("never_extractable") is True)]
             if not (data.get("never_extractable") is True or data.get("wrap_with_trusted") is True):
                 wrong.append("extractable without CKA_WRAP_WITH_TRUSTED")
             if wrong:
