@@ -380,9 +380,8 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
 
 
 def _seal_label(ca: CA) -> str:
-    """The sealing key's label: the definition's (``hsm.sealing_label``) once the model has it, else the rule it
-    follows (``<key label>-seal``), so that the documents build while the sealing keys are being introduced."""
-    return str(getattr(ca.hsm, "sealing_label", f"{ca.hsm.key_label}-seal"))
+    """The sealing key's label: the definition's ``hsm.seal_label``, else ``<key label>-seal``."""
+    return str(ca.hsm.sealing_label)
 
 
 def _seal_certificate(name: str, out: Path) -> SealCertificateFacts | None:
@@ -607,7 +606,7 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
                  profiles=_profiles(defn, out_dir, manifest, rehearsal), crl_profile=_crl_profile(out_dir, manifest),
                  scripts=_scripts(), transcripts=transcript_facts(out_dir),
                  transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
-                 sealing_eku=str(getattr(model.ceremony, "sealing_eku", DEFAULT_SEALING_EKU)))
+                 sealing_eku=str(model.ceremony.sealing_eku))
 
 
 _UNITS = {"fr": {"s": ("seconde", "secondes"), "m": ("minute", "minutes"), "h": ("heure", "heures"),
