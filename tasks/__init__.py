@@ -17,6 +17,7 @@ from . import (
     dev_tasks,
     docs_tasks,
     hosts_tasks,
+    hsm_tasks,
     offline_tasks,
     script_tasks,
 )
@@ -35,6 +36,7 @@ ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
 ns.add_collection(crl_tasks.ns, name="crl")
 ns.add_collection(bench_tasks.ns, name="bench")
+ns.add_collection(hsm_tasks.ns, name="hsm")
 
 
 def _long_options_only(collection: Collection) -> None:

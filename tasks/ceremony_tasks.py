@@ -186,14 +186,15 @@ def addendum(c: Context, of: str, recording: list[str], env: str | None = None, 
 
 
 @task(help={"out": "output directory (default out/rehearsal)",
-            "definition": "PKI definition to rehearse (default inventory/testing/pki.yml)"})
+            "definition": "PKI definition to rehearse (default inventory/testing/pki.yml)",
+            "hsm": "PKCS#11 implementation of the throwaway tokens: softhsm (default) or nss (NSS softokn)"})
 @operator_errors
-def rehearse(c: Context, out: str = "out/rehearsal", definition: str | None = None) -> None:
-    """Run every ceremony end to end on fresh SoftHSM tokens under OUT, without prompts."""
+def rehearse(c: Context, out: str = "out/rehearsal", definition: str | None = None, hsm: str = "softhsm") -> None:
+    """Run every ceremony end to end on fresh SoftHSM (or NSS softokn) tokens under OUT, without prompts."""
     from ceremony.rehearsal.context import DEFAULT_DEFINITION
     from ceremony.rehearsal.run import run_rehearsal
 
-    run_rehearsal(out, definition or DEFAULT_DEFINITION)
+    run_rehearsal(out, definition or DEFAULT_DEFINITION, hsm)
 
 
 @task(help={"env": HELP["env"], "definition": HELP["definition"],

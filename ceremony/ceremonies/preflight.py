@@ -31,6 +31,7 @@ from ceremony.common.fileio import sha256_file
 from ceremony.common.manifest import MANIFEST_NAME
 from ceremony.common.outputs import inspect_leftovers
 from ceremony.definition.model import CA, LoadedDefinition, TokenRef
+from ceremony.hsm.check import THROWAWAY_LABEL, capabilities, needed_for, probe_capabilities
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.pins import PinSource, held, read_pin_file
 from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for, rehearsal_objects
@@ -447,6 +448,76 @@ def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Pa
     return found
 
 
+def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca: CA,
+                        source: PinSource) -> list[Finding]:
+    """What ``ceremony`` needs of the token, and, before the root key ceremony, that the token is empty.
+
+    The capabilities are the passive probe of ``invoke hsm.check`` (:mod:`ceremony.hsm.check`): the module's
+    mechanism list, C_GetMechanismInfo and the token's flags, for this ceremony's key algorithms, signatures,
+    wrapping and random numbers. Nothing is created (this may be a production token) and nobody logs in for it. A
+    module that lacks a capability is refused here rather than in act 4 with the witnesses in the room.
+    """
+    try:
+        token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+    except CeremonyError:
+        return []  # the token finding says why
+    probes = probe_capabilities(token, needed_for(capabilities(ca), ceremony))
+    what = f"HSM capabilities of {ca_name!r}"
+    failed = [p for p in probes if p.failed]
+    fix = (f"use a module and token that offer it (compare them with invoke hsm.check --env "
+           f"{defn.model.environment} --ca {ca_name}), or change cas.{ca_name}.key or cas.{ca_name}.backup in "
+           f"{defn.path}")
+    found = [Finding(what, False, f"{p.what}: {p.detail}; {ceremony} cannot run: {p.impact}", fix) for p in failed]
+    if not failed:
+        found.append(Finding(what, True, f"{len(probes)} capabilities {ceremony} needs, all offered: "
+                             + "; ".join(p.detail for p in probes)))
+    if ceremony == "root-key-generation":
+        found.extend(check_token_empty(ca_name, ca, source))
+    return found
+
+
+def _object_names(session: Any) -> list[str]:
+    """Every object the session sees, as the operator reads it: label, class and CKA_ID."""
+    names = []
+    for obj in session.get_objects():
+        parts = []
+        for attribute in (Attribute.LABEL, Attribute.CLASS, Attribute.ID):
+            try:
+                parts.append(obj[attribute])
+            except p11e.PKCS11Error:
+                parts.append(None)
+        label, cls, ident = parts
+        kind = ObjectClass(cls).name.lower().replace("_", " ") if cls is not None else "object"
+        names.append(f"{str(label)!r} ({kind}" + (f", CKA_ID {bytes(ident).hex()})" if ident else ")"))
+    return sorted(names)
+
+
+def check_token_empty(ca_name: str, ca: CA, source: PinSource) -> list[Finding]:
+    """The root key ceremony starts on an empty token: nothing on it may predate the ceremony (a key put there
+    earlier could be passed off as the root key, or be a copy someone kept). With the PIN typed at the ceremony only
+    the public objects are seen here; the ceremony's own label checks look again after login."""
+    what = f"token of {ca_name!r} empty"
+    try:
+        token = find_token(load_module(ca.hsm.module), ca.hsm.token)
+        if _prompts(source):
+            with token.open(rw=False) as session:
+                held_objects, logged_in = _object_names(session), False
+        else:
+            with open_session(ca.hsm, source, rw=False) as session:
+                held_objects, logged_in = _object_names(session), True
+    except (CeremonyError, p11e.PKCS11Error):
+        return []  # the login finding already says why the token cannot be read
+    if not held_objects:
+        return [Finding(what, True, "the token holds no object" if logged_in else
+                        "the token holds no public object (the PIN is typed at the ceremony)", warning=not logged_in)]
+    fix = ("the root key ceremony starts on a freshly initialised token: initialise it anew (witnessed, recorded), "
+           "then run the pre-flight again")
+    if any(THROWAWAY_LABEL in name for name in held_objects):
+        fix += (f"; objects labelled {THROWAWAY_LABEL}* were left by an interrupted invoke hsm.check, which removes "
+                "them when run again")
+    return [Finding(what, False, f"the token holds {len(held_objects)} object(s): {', '.join(held_objects)}", fix)]
+
+
 def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal: bool, ca: str | None = None,
                   csr: str | Path | None = None, issuer_cert: str | Path | None = None,
                   pin_file: str | None = None, interactive: bool = True, target_token: str | None = None,
@@ -504,6 +575,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         source = pin_source_for(ca_def.hsm, pin_file, interactive)
         pin = check_pin_source(need.ca, source)
         report.findings.append(pin)
+        report.findings.extend(check_hsm_readiness(defn, ceremony, need.ca, ca_def, source))
         if token.ok and pin.ok:
             sealing = None if ceremony == "key-restore" else (need.key, out)
             report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source, sealing))

@@ -397,6 +397,10 @@ def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
             raise PinRejectedError(f"the PIN of {hsm.token.describe()} is locked; the Security Officer must unlock it",
                                    locked=True) from None
         except p11e.PKCS11Error as exc:
+            if so and "User type invalid" in str(exc):
+                raise HsmError(f"{hsm.token.describe()} has no Security Officer login (CKR_USER_TYPE_INVALID): "
+                               "NSS softokn has one only until its database has a password; nothing was done") \
+                    from None
             raise HsmError(f"cannot open a session on {hsm.token.describe()}: {type(exc).__name__}") from None
         finally:
             del secret

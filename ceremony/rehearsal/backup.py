@@ -12,6 +12,7 @@ from __future__ import annotations
 from ceremony.ceremonies.backup import backup_ceremony
 from ceremony.ceremonies.restore import restore_ceremony
 from ceremony.definition.model import Hsm, TokenRef
+from ceremony.hsm.nss import NO_WRAPPED_BACKUP, SOFTOKN_WRAP_PAD
 from ceremony.rehearsal.context import RehearsalContext
 
 
@@ -19,6 +20,12 @@ def rehearse(ctx: RehearsalContext) -> None:
     model = ctx.definition.model
     name = model.root_name
     ca = model.cas[name]
+    if ctx.hsm == "nss":
+        # The definition copy has backup.mode none on softokn (context.prepare): what a backup would meet is said.
+        ctx.console.print(f"key backup and restore are not rehearsed on NSS softokn: {NO_WRAPPED_BACKUP}; and its "
+                          f"CKM_AES_KEY_WRAP_PAD is {SOFTOKN_WRAP_PAD}, so a backup made elsewhere (RFC 5649) is "
+                          "refused by a restore onto it", markup=False, emoji=False, style="yellow")
+        return
     if ca.backup.mode != "wrapped":
         ctx.console.print(f"cas.{name}.backup.mode is {ca.backup.mode!r}: no key backup to rehearse", style="yellow")
         return

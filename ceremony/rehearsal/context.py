@@ -1,4 +1,4 @@
-"""The rehearsal: every ceremony end to end on throwaway SoftHSM tokens, without prompts.
+"""The rehearsal: every ceremony end to end on throwaway tokens (SoftHSM2, or NSS softokn), without prompts.
 
 Everything lives under the output directory: the SoftHSM configuration and tokens
 (``hsm/``), the PINs (``hsm/rehearsal-pins.env``, mode 0600: rehearsal tokens are throwaway),
@@ -23,15 +23,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from ceremony.common import child_process
 from ceremony.common.display import make_console
-from ceremony.common.errors import OutputError
+from ceremony.common.errors import DefinitionError, OutputError
 from ceremony.common.fileio import replace_atomically, write_new
 from ceremony.common.manifest import MANIFEST_NAME, Manifest
 from ceremony.definition.model import LoadedDefinition, load_definition
-from ceremony.hsm import pins, softhsm
+from ceremony.hsm import nss, pins, softhsm
 from ceremony.transcript.attestation import NAMESPACE, attest, final_head
 from ceremony.transcript.recorder import Recorder
 from ceremony.transcript.recording import recorded
@@ -62,6 +63,8 @@ class RehearsalContext:
     console: Console = field(default_factory=make_console)
     transcripts: list[Path] = field(default_factory=list)
     auditor_key: Path | None = None
+    hsm: str = "softhsm"
+    """The PKCS#11 implementation of the throwaway tokens: ``softhsm`` or ``nss``."""
     _auditor_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def new_token(self, label: str) -> tuple[str, str]:
@@ -118,33 +121,72 @@ def _write_pins(ctx: RehearsalContext) -> None:
     ctx.manifest.add("rehearsal-pins", path, "env")
 
 
-def prepare(out: str | Path, definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
-    """Create the output directory, fresh tokens and PINs; nothing outside ``out`` is touched."""
+IMPLEMENTATIONS = ("softhsm", "nss")
+
+
+def prepare(out: str | Path, definition: str | Path = DEFAULT_DEFINITION, hsm: str = "softhsm") -> RehearsalContext:
+    """Create the output directory, fresh tokens and PINs; nothing outside ``out`` is touched.
+
+    ``hsm`` is the PKCS#11 implementation of the throwaway tokens: ``softhsm`` (SoftHSM2) or ``nss`` (NSS softokn,
+    one database per token under ``hsm/nss/``; the definition copy then names softokn's module and configuration
+    string, and a CA's ``backup.mode: wrapped`` becomes ``none``, said on screen: softokn cannot protect a key for a
+    wrapped backup, :data:`ceremony.hsm.nss.NO_WRAPPED_BACKUP`).
+    """
+    if hsm not in IMPLEMENTATIONS:
+        raise DefinitionError("--hsm", "", f"{hsm!r} is not an implementation the rehearsal knows",
+                              " or ".join(IMPLEMENTATIONS))
     out_dir = Path(out).resolve()
     if (out_dir / MANIFEST_NAME).exists() or (out_dir.exists() and any(out_dir.iterdir())):
         raise OutputError(f"{out_dir}: holds the outputs of an earlier run; rehearsal outputs are never "
                           "overwritten: remove the directory or pass --out with a new one")
     source = load_definition(definition)  # validate before creating anything
+    if hsm == "nss":
+        nss.nss_module()  # installed, before anything is created
     hsm_dir = out_dir / "hsm"
     conf = softhsm.write_config(hsm_dir)
     os.environ["SOFTHSM2_CONF"] = str(conf)
-    write_new(out_dir / "pki.yml", source.path.read_bytes())
+    console = make_console()
+    pin_of: dict[str, str] = {}
+    for ca in source.model.cas.values():
+        if ca.hsm.token.label is None:
+            raise OutputError("a rehearsal creates its tokens by label; give every CA a token label")
+        for env in (ca.hsm.pin_env, ca.hsm.so_pin_env):
+            if env:
+                pin_of[env] = os.environ.get(env) or softhsm.random_pin()
+                pins.hold(env, pin_of[env])
+    tokens = nss.NssTokens(hsm_dir / "nss") if hsm == "nss" else None
+    if tokens is None:
+        write_new(out_dir / "pki.yml", source.path.read_bytes())
+    else:
+        data = yaml.safe_load(source.path.read_text(encoding="utf-8"))
+        for ca in source.model.cas.values():
+            tokens.add(str(ca.hsm.token.label), pin_of.get(ca.hsm.pin_env or "") or softhsm.random_pin())
+        for name, ca_data in data["cas"].items():
+            ca_data["hsm"]["module"] = tokens.module
+            ca_data["hsm"]["module_config"] = tokens.config()
+            if (ca_data.get("backup") or {}).get("mode") == "wrapped":
+                ca_data["backup"] = {"mode": "none"}
+                console.print(f"cas.{name}.backup.mode: wrapped becomes none on NSS softokn: {nss.NO_WRAPPED_BACKUP}",
+                              markup=False, emoji=False, style="yellow")
+        write_new(out_dir / "pki.yml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode("utf-8"))
     defn = load_definition(out_dir / "pki.yml")
     manifest = Manifest(out_dir, rehearsal=True)
     manifest.add("pki-definition", out_dir / "pki.yml", "yaml")
-    manifest.add("hsm-config", conf, "softhsm2-conf")
-    ctx = RehearsalContext(out=out_dir, definition=defn, manifest=manifest, hsm_dir=hsm_dir, softhsm_conf=conf)
+    if tokens is None:
+        manifest.add("hsm-config", conf, "softhsm2-conf")
+    else:
+        manifest.add("hsm-config", write_new(hsm_dir / "nss-module-config.txt", (tokens.config() + "\n").encode()),
+                     "nss-module-config")
+    ctx = RehearsalContext(out=out_dir, definition=defn, manifest=manifest, hsm_dir=hsm_dir, softhsm_conf=conf,
+                           console=console, hsm=hsm)
+    ctx.pins.update(pin_of)
+    if tokens is not None:
+        _write_pins(ctx)
+        return ctx
     for ca in defn.model.cas.values():
-        for env in (ca.hsm.pin_env, ca.hsm.so_pin_env):
-            if env:
-                ctx.pins[env] = os.environ.get(env) or softhsm.random_pin()
-                pins.hold(env, ctx.pins[env])
-    for ca in defn.model.cas.values():
-        if ca.hsm.token.label is None:
-            raise OutputError("a rehearsal creates its tokens by label; give every CA a token label")
         user_env = ca.hsm.pin_env or ""
         so_env = ca.hsm.so_pin_env or ""
-        softhsm.init_token(conf, ca.hsm.token.label, ctx.pins.get(user_env) or softhsm.random_pin(),
+        softhsm.init_token(conf, str(ca.hsm.token.label), ctx.pins.get(user_env) or softhsm.random_pin(),
                            ctx.pins.get(so_env) or softhsm.random_pin(), module=ca.hsm.module)
     _write_pins(ctx)
     return ctx

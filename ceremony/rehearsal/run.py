@@ -22,9 +22,11 @@ STAGES: list[tuple[str, Callable[[RehearsalContext], object]]] = [
 ]
 
 
-def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DEFAULT_DEFINITION) -> RehearsalContext:
-    ctx = prepare(out, definition)
-    ctx.console.rule(text(("REHEARSAL", "bold"), " — throwaway SoftHSM tokens, nothing here is production"))
+def run_rehearsal(out: str | Path = "out/rehearsal", definition: str | Path = DEFAULT_DEFINITION,
+                  hsm: str = "softhsm") -> RehearsalContext:
+    ctx = prepare(out, definition, hsm)
+    kind = "NSS softokn" if hsm == "nss" else "SoftHSM"
+    ctx.console.rule(text(("REHEARSAL", "bold"), f" — throwaway {kind} tokens, nothing here is production"))
     ca_ceremonies(ctx)
     for title, stage in STAGES:
         ctx.console.rule(title)
