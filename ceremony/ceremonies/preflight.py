@@ -141,8 +141,16 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         if not ca_name or ca_name not in defn.model.cas:
             raise PreflightError(f"the key-restore ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         return Plan(True, (Need(ca_name, "absent"),))
+    # The life-cycle ceremonies (docs/lifecycle.md) are held offline: the renewal and the sealing-key certification
+    # sign with the root key; a key destruction lets nothing the key could sign leave the room.
+    if ceremony in ("subordinate-renewal", "sealing-certification", "key-destruction"):
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        signer = defn.model.cas[ca_name].issuer or root if ceremony == "subordinate-renewal" else root
+        return Plan(True, (Need(ca_name if ceremony == "key-destruction" else signer, "present"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
-                         "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum)")
+                         "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
+                         "subordinate-renewal, sealing-certification, key-destruction)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,

@@ -469,3 +469,64 @@ def check_lang(lang: str) -> str:
         raise DefinitionError("command line", "--lang", f"{lang!r} is not a language of the terminal",
                               ", ".join(LANGS))
     return lang
+
+
+# The life-cycle ceremonies (ceremony/ceremonies/renewal.py, sealing_certification.py, destroy_key.py) and their
+# next steps; appended here so that the catalogue above stays as it was.
+_LIFECYCLE: dict[str, dict[str, str]] = {
+    "en": {
+        "l_seal_anchors": "  transcripts sealed by this key, anchored once it is certified: {files}",
+        "l_renew_from": "  current certificate: {path} (generation {generation}, valid until {end}); this ceremony "
+                        "issues generation {generation_next} for the same key",
+        "l_same_key": "  same key: {pub} (key ceremony) and {cert} hold {fingerprint}",
+        "l_renewed_cert": "Certificate of {ca}, generation {generation}: {subject}",
+        "l_destroy_key": "  key of {ca} to destroy: SPKI SHA-256 {fingerprint}, on {tokens}",
+        "l_destroy_cert": "  certificate of this key: {path}, valid until {end}",
+        "l_destroy_decision": "  decision recorded in the definition: {decision} ({date})",
+        "l_destroy_backups": "  backup and share files of this key: {files}",
+        "l_destroy_sealer": "  this transcript will be sealed by the transcript-sealing key of {ca} on {token}",
+        "l_listing": "  {token}: {n} object(s) before the destruction (listed in the transcript)",
+        "l_key_present": "  key pair {label} (CKA_ID {id}) present on {token}",
+        "l_destroyed": "  {n} object(s) labelled {label} destroyed on {token}",
+        "l_key_absent": "  {token}, fresh session: no object of the key {fingerprint} is left ({n} object(s) remain)",
+        "l_shredded": "  share file shredded: {file}",
+        "l_backup_inert": "  backup {file} ({id}): its shares are destroyed; the file stays as the archive's record",
+        "l_no_backup": "  no wrapped backup of this key in the output directory",
+        "n_renewed": "carry {cert} to the host of {ca} and install it beside the current certificate; the same key "
+                     "keeps signing its CRLs",
+        "n_sealing_certified": "the transcripts this key sealed are now anchored; check the whole directory with",
+        "n_destroyed": "keep the destruction report and the transcript with the archive; check the whole directory "
+                       "with",
+    },
+    "fr": {
+        "l_seal_anchors": "  procès-verbaux scellés par cette clé, ancrés une fois la clé certifiée : {files}",
+        "l_renew_from": "  certificat en cours : {path} (génération {generation}, valide jusqu'au {end}) ; cette "
+                        "cérémonie émet la génération {generation_next} pour la même clé",
+        "l_same_key": "  même clé : {pub} (cérémonie des clés) et {cert} portent {fingerprint}",
+        "l_renewed_cert": "Certificat de {ca}, génération {generation} : {subject}",
+        "l_destroy_key": "  clé de {ca} à détruire : SPKI SHA-256 {fingerprint}, sur {tokens}",
+        "l_destroy_cert": "  certificat de cette clé : {path}, valide jusqu'au {end}",
+        "l_destroy_decision": "  décision consignée dans la définition : {decision} ({date})",
+        "l_destroy_backups": "  fichiers de sauvegarde et de parts de cette clé : {files}",
+        "l_destroy_sealer": "  ce procès-verbal sera scellé par la clé de scellement de {ca} sur {token}",
+        "l_listing": "  {token} : {n} objet(s) avant la destruction (listés dans le procès-verbal)",
+        "l_key_present": "  bi-clé {label} (CKA_ID {id}) présente sur {token}",
+        "l_destroyed": "  {n} objet(s) étiqueté(s) {label} détruit(s) sur {token}",
+        "l_key_absent": "  {token}, nouvelle session : aucun objet de la clé {fingerprint} ne reste ({n} objet(s) "
+                        "restant(s))",
+        "l_shredded": "  fichier de part détruit : {file}",
+        "l_backup_inert": "  sauvegarde {file} ({id}) : ses parts sont détruites ; le fichier reste comme trace "
+                          "d'archive",
+        "l_no_backup": "  aucune sauvegarde chiffrée de cette clé dans le répertoire de sortie",
+        "n_renewed": "porter {cert} sur l'hôte de {ca} et l'installer à côté du certificat en cours ; la même clé "
+                     "continue de signer ses CRL",
+        "n_sealing_certified": "les procès-verbaux scellés par cette clé sont désormais ancrés ; vérifier tout le "
+                               "répertoire avec",
+        "n_destroyed": "conserver le rapport de destruction et le procès-verbal avec l'archive ; vérifier tout le "
+                       "répertoire avec",
+    },
+}
+
+
+for _lang in LANGS:
+    _TEXT[_lang].update(_LIFECYCLE[_lang])

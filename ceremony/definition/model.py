@@ -443,6 +443,19 @@ class NameConstraints(_Strict):
         return self
 
 
+class KeyDestruction(_Strict):
+    """The recorded decision to destroy a CA key while certificates of it are still valid (issue 18).
+
+    Destroying a key early ends what it can sign (CRLs for what it issued), so the key-destruction ceremony
+    refuses it unless the definition, which the witnesses and the auditor read, names the decision: who took
+    it, when, and which key (its SPKI SHA-256, so that a decision about one key never covers a later one).
+    """
+
+    decision: str = Field(min_length=10, max_length=400, description="the decision's reference and who took it")
+    date: dt.date
+    spki_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 Subject = list[dict[str, str]]
 
 
@@ -463,6 +476,8 @@ class CA(_Strict):
     backup: Backup = Backup()
     profiles: dict[Name, Profile] = Field(default_factory=dict)
     lint: list[LintAllowance] = Field(default_factory=list)
+    destruction: KeyDestruction | None = None
+    """Set only to destroy this CA's key while its certificates are still valid (ceremony.destroy-key)."""
 
     @field_validator("subject")
     @classmethod

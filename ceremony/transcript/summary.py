@@ -37,7 +37,8 @@ from ceremony.transcript.audit import report_lines, verify
 from ceremony.x509.files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
-              "key-backup", "key-restore", "recording-addendum")
+              "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
+              "key-destruction")
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,16 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
     if ceremony == "recording-addendum":
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
         return [NextStep(say(lang, "n_addendum"), _command("audit.verify-all", str(out_dir), tail=tail))]
+    if ceremony == "subordinate-renewal":
+        assert ca is not None
+        latest = max(out_dir.glob(f"{ca}.g*.crt.pem"), key=lambda p: (len(p.name), p.name), default=None)
+        cert = latest or out_dir / f"{ca}.crt.pem"
+        return [NextStep(say(lang, "n_renewed", cert=cert, ca=repr(ca)),
+                         _command("crl.sign", "--ca", ca, *_options(defn, env, definition, None, False)))]
+    if ceremony in ("sealing-certification", "key-destruction"):
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        key = "n_sealing_certified" if ceremony == "sealing-certification" else "n_destroyed"
+        return [NextStep(say(lang, key), _command("audit.verify-all", str(out_dir), tail=tail))]
     raise ValueError(f"{ceremony!r} is not a ceremony (allowed: {', '.join(CEREMONIES)})")
 
 

@@ -1,0 +1,221 @@
+"""Subordinate renewal with the same key: the offline root re-certifies a subordinate CA's existing key.
+
+The new certificate has a new serial and the validity the definition now gives the CA; subject, key and
+extensions are the profile's, as at the signing ceremony. Generations are numbered: the signing ceremony's
+``<ca>.crt.pem`` is generation 1, a renewal writes ``<ca>.g<n>.crt.pem``/``.der`` (manifest kind
+``subordinate-certificate`` with ``"generation": n, "key": "same"``), never over an earlier generation, so
+every certificate the CA ever had stays in the output directory the auditor is given.
+
+Where the key comes from: the subordinate's public key as the key ceremony wrote it (``<ca>.pub.pem``), which
+must be the key of the current generation's certificate (and of the definition's ``spki_sha256`` pin when
+set). No new CSR is asked for: the key's proof of possession was checked, recorded and sealed at the signing
+ceremony, and nothing about the key changes; a fresh CSR would need the subordinate's HSM at the offline root
+(or one more ceremony at the subordinate's host) and would prove only what the first CRL the subordinate signs
+with its new certificate proves anyway. Because the key and the subject are the same, the certificates and CRLs
+the CA signed verify under either generation (same issuer name, same authority key identifier).
+
+Re-key (a new key on the token, its own certificate, the old key signing CRLs for what it issued) is a
+different ceremony: it needs issuer generations in the registry and in the CRL job (docs/lifecycle.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from ceremony.ceremonies.runner import CeremonyRun
+from ceremony.ceremonies.steps import (
+    PEM,
+    certificate_evidence,
+    der_of,
+    issuer_key,
+    keep_definition,
+    lang_of,
+    offline_check_step,
+    outputs_of,
+    prepare_out,
+    say_certificate,
+    say_certificate_plan,
+    say_definition,
+    say_key_hash,
+    say_lint,
+    say_outputs,
+    say_signed,
+    say_verified,
+    sealing_key,
+    short_sha,
+    subordinate_path_length,
+    tell,
+    when,
+)
+from ceremony.common.errors import RequestError, VerificationError
+from ceremony.common.fileio import sha256_file
+from ceremony.common.fingerprints import announce, colon_form
+from ceremony.common.terminal_text import say as words
+from ceremony.definition.model import LoadedDefinition
+from ceremony.hsm.keys import spki_sha256
+from ceremony.hsm.session import random_bytes
+from ceremony.hsm.signers import hash_for
+from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.x509.certificates import serial_from_random, subordinate_builder
+from ceremony.x509.files import load_issuer_certificate, read_certificate, read_public_key
+from ceremony.x509.lint import lint_before_signing, verify_after_signing
+
+_GENERATION = re.compile(r"\.g(?P<n>[0-9]+)\.crt\.pem$")
+
+
+@dataclass(frozen=True)
+class RenewalResult:
+    ca_name: str
+    generation: int
+    files: dict[str, Path]
+    fingerprint_sha256: str
+    key_spki_sha256: str
+
+
+def generations(out_dir: Path, ca_name: str) -> dict[int, Path]:
+    """The CA's certificates in ``out_dir`` by generation: ``<ca>.crt.pem`` is 1, ``<ca>.g<n>.crt.pem`` is n."""
+    found: dict[int, Path] = {}
+    if (out_dir / f"{ca_name}.crt.pem").is_file():
+        found[1] = out_dir / f"{ca_name}.crt.pem"
+    for path in out_dir.glob(f"{ca_name}.g*.crt.pem"):
+        match = _GENERATION.search(path.name)
+        if match and path.name == f"{ca_name}.g{int(match['n'])}.crt.pem" and int(match["n"]) >= 2:
+            found[int(match["n"])] = path
+    return dict(sorted(found.items()))
+
+
+def current_generation(out_dir: Path, ca_name: str) -> tuple[int, Path]:
+    """The latest generation of the CA's certificate; refused when the signing ceremony never issued one here."""
+    found = generations(out_dir, ca_name)
+    if not found:
+        raise RequestError(f"{out_dir / f'{ca_name}.crt.pem'}: no certificate of {ca_name!r} here; a renewal "
+                           "re-certifies a key the root certified at the subordinate signing ceremony (run it into "
+                           "this --out first)")
+    n = max(found)
+    if sorted(found) != list(range(1, n + 1)):
+        raise RequestError(f"{out_dir}: the certificates of {ca_name!r} skip a generation "
+                           f"({', '.join(p.name for p in found.values())}); restore the missing file first")
+    return n, found[n]
+
+
+def check_same_key(ca_name: str, pin: str | None, current: x509.Certificate, current_path: Path,
+                   pub_path: Path) -> str:
+    """The key to re-certify: ``<ca>.pub.pem`` of the key ceremony, the current certificate's key, and the pin."""
+    if not pub_path.is_file():
+        raise RequestError(f"{pub_path}: not there; the renewal re-certifies the key the subordinate key ceremony "
+                           "wrote (bring that file to the offline root, at this path)")
+    try:
+        digest = spki_sha256(read_public_key(pub_path))
+    except ValueError:
+        raise RequestError(f"{pub_path}: not a public key") from None
+    certified = spki_sha256(current.public_key())
+    if digest != certified:
+        raise RequestError(f"the key of {pub_path} ({digest}) is not the key of {current_path} ({certified}): the "
+                           "CA's key is not the one its certificate holds; a new key is a re-key, not a renewal")
+    if pin is not None and pin != digest:
+        raise RequestError(f"cas.{ca_name}.spki_sha256 pins {pin}, the CA's key is {digest}")
+    return digest
+
+
+def renewal_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path) -> tuple[int, Path, x509.Certificate, str]:
+    """Everything a renewal needs from the disk and the definition, checked without the HSM (the task runs it
+    before the sign-in, the ceremony again in its first steps): (current generation, its file, its certificate,
+    the key's SPKI SHA-256)."""
+    ca = defn.model.ca(ca_name)
+    previous, current_path = current_generation(out_dir, ca_name)
+    current = read_certificate(current_path, f"the certificate of {ca_name!r}")
+    if current.not_valid_after_utc >= ca.validity.not_after:
+        raise RequestError(f"{defn.path}: cas.{ca_name}.validity.not_after ({when(ca.validity.not_after)}) does not "
+                           f"extend {current_path} (valid until {when(current.not_valid_after_utc)}); a renewal gives "
+                           "a later end: change the definition first")
+    digest = check_same_key(ca_name, ca.spki_sha256, current, current_path, out_dir / f"{ca_name}.pub.pem")
+    return previous, current_path, current, digest
+
+
+def renewal_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *, rehearsal: bool,
+                     issuer_cert_path: str | Path | None = None, pin_file: str | None = None,
+                     interactive: bool = True) -> RenewalResult:
+    """At the offline root: issue the next generation of a subordinate's certificate for its existing key."""
+    lang = lang_of(recorder)
+    model = defn.model
+    ca = model.ca(ca_name)
+    if ca.role != "subordinate" or ca.issuer is None:
+        raise VerificationError(f"cas.{ca_name} is not a subordinate CA; the root is renewed by a rollover")
+    issuer = model.cas[ca.issuer]
+    offline_check_step(recorder, rehearsal)
+    out_dir, manifest = prepare_out(out, rehearsal)
+    issuer_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{ca.issuer}.crt.pem"
+    with CeremonyRun(out_dir, manifest, recorder, "subordinate-renewal") as run:
+        with scripted_step(recorder, "definition-check"):
+            previous, current_path, current, _ = renewal_inputs(defn, ca_name, out_dir)
+            generation = previous + 1
+            pem, der = f"{ca_name}.g{generation}.crt.pem", f"{ca_name}.g{generation}.crt.der"
+            run.plan(pem, "subordinate-certificate", "pem", generation=generation, key="same")
+            run.plan(der, "subordinate-certificate", "der", generation=generation, key="same")
+            run.check()
+            issuer_cert = load_issuer_certificate(issuer_path, ca.issuer)
+            say_definition(recorder, defn, ca_name)
+            tell(recorder, "w_issuer_cert", path=issuer_path, sha=short_sha(sha256_file(issuer_path)))
+            tell(recorder, "l_renew_from", path=current_path, generation=previous, generation_next=generation,
+                 end=when(current.not_valid_after_utc))
+            say_certificate_plan(recorder, ca, rehearsal, subordinate_path_length(ca),
+                                 issuer=issuer_cert.subject.rfc4514_string())
+            say_outputs(recorder, out_dir, run.planned)
+            recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
+        with scripted_step(recorder, "key-verify"):
+            try:
+                current.verify_directly_issued_by(issuer_cert)
+            except (ValueError, TypeError, InvalidSignature) as exc:
+                raise RequestError(f"{current_path}: not issued by {issuer_path} ({exc or type(exc).__name__})") \
+                    from None
+            pub_path = out_dir / f"{ca_name}.pub.pem"
+            digest = check_same_key(ca_name, ca.spki_sha256, current, current_path, pub_path)
+            recorder.evidence("certificate", {**certificate_evidence(current), "path": current_path.name,
+                                              "generation": previous, "role": "current"})
+            recorder.evidence("public-key", {"path": pub_path.name, "sha256": sha256_file(pub_path),
+                                             "spki_sha256": digest, "same_as": current_path.name})
+            say_key_hash(recorder, words(lang, "w_csr_key", ca=repr(ca_name)), current.public_key())
+            tell(recorder, "l_same_key", pub=pub_path, cert=current_path, fingerprint=colon_form(digest))
+
+            def builder_for(serial: int) -> x509.CertificateBuilder:
+                return subordinate_builder(ca, issuer, issuer_cert, current.public_key(), serial, rehearsal)
+
+            with recorder.busy(words(lang, "w_lint_busy")):
+                profile_lint = lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint,
+                                                   f"the certificate profile of {ca_name!r}")
+            say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_profile"))
+        with scripted_step(recorder, "token-open"):
+            session, key = issuer_key(recorder, run, issuer, issuer_cert, issuer_path, pin_file, interactive)
+            seal_key, seal_cert_path = sealing_key(recorder, session, ca.issuer, issuer, out_dir, issuer_path.parent)
+        with scripted_step(recorder, "certificate-lint"):
+            builder = builder_for(serial_from_random(random_bytes(session, 20)))
+            what = f"generation {generation} of the certificate of {ca_name!r}"
+            with recorder.busy(words(lang, "w_lint_busy")):
+                before = lint_before_signing(builder, key.public_key(), ca.lint, what)
+            recorder.evidence("lint", before.evidence())
+            say_lint(recorder, before.findings, ca.lint)
+        with scripted_step(recorder, "certificate-sign"):
+            cert = builder.sign(key, hash_for(key))
+            say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
+        with scripted_step(recorder, "certificate-verify"):
+            with recorder.busy(words(lang, "w_lint_after_busy")):
+                after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
+            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+            recorder.evidence("certificate", {**certificate_evidence(cert), "generation": generation, "key": "same"})
+            say_verified(recorder, after, ca.lint)
+            say_certificate(recorder, cert)
+        with scripted_step(recorder, "outputs-write"):
+            run.stage(pem, cert.public_bytes(PEM))
+            run.stage(der, der_of(cert))
+            keep_definition(defn, run)
+            run.record()
+        with scripted_step(recorder, "fingerprint-read-aloud"):
+            recorder.say(announce(words(lang, "l_renewed_cert", ca=repr(ca_name), generation=generation,
+                                        subject=cert.subject.rfc4514_string()), der_of(cert)))
+        run.seal(seal_key, seal_cert_path, "certificate")
+    return RenewalResult(ca_name, generation, outputs_of(run), sha256_file(out_dir / der), digest)

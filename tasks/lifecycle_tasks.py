@@ -1,0 +1,119 @@
+"""The life-cycle ceremonies: subordinate renewal (same key), sealing-key certification, key destruction.
+
+Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
+transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
+``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key`` and ``ceremony.destroy-key``. PINs are never
+arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from invoke import Context, task
+
+from ._cli import operator_errors
+from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _load, _out, _record, preflight_or_stop
+
+CA_HELP = "name of the CA in the definition"
+
+
+@task(name="renew-subordinate", help={**HELP, "ca": "name of the subordinate CA to renew (same key)",
+                                      "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)",
+                                      "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def renew_subordinate(c: Context, ca: str, env: str | None = None, definition: str | None = None,
+                      out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
+                      rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """At the offline root: re-certify a subordinate's existing key (OUT/<ca>.g<n>.crt.pem, new serial and validity)."""
+    from ceremony.ceremonies.renewal import renewal_ceremony, renewal_inputs
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    renewal_inputs(defn, ca, out_dir)  # bad input is refused before anyone signs in  # type: ignore[arg-type]
+    report = preflight_or_stop(defn, "subordinate-renewal", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("subordinate-renewal", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = renewal_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, issuer_cert_path=issuer_cert,
+                                  pin_file=pin_file)
+    print(f"{ca}: generation {result.generation} issued for the same key ({result.key_spki_sha256})")
+    show_summary("subordinate-renewal", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="certify-sealing-key", help={**HELP, "ca": "the CA whose new transcript-sealing key is certified",
+                                        "csr": "its CSR, OUT/<ca>.seal.<16 hex>.csr.pem (default: the only one "
+                                               "without a certificate)",
+                                        "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def certify_sealing_key(c: Context, ca: str, csr: str | None = None, env: str | None = None,
+                        definition: str | None = None, out: str | None = None, pin_file: str | None = None,
+                        rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """At the offline root: certify a sealing key a key restore left with a CSR only, anchoring its transcripts."""
+    from ceremony.ceremonies.sealing_certification import (
+        check_sealing_key_csr,
+        refuse_ca_key,
+        sealing_certification_ceremony,
+        sealing_csr_for,
+    )
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    out_dir = _out(env, out, defn)
+    csr_path = sealing_csr_for(out_dir, ca, csr)  # which CSR, and bad input, refused before the sign-in
+    _, digest, _ = check_sealing_key_csr(csr_path, ca)
+    refuse_ca_key(ca, digest, out_dir)
+    report = preflight_or_stop(defn, "sealing-certification", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("sealing-certification", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = sealing_certification_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, csr=csr_path,
+                                                pin_file=pin_file)
+    print(f"{result.certificate}: anchors {', '.join(result.anchors) or 'no transcript yet'}")
+    show_summary("sealing-certification", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca,
+                 env=env, definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="destroy-key", iterable=["token"], help={
+    **HELP, "ca": "the CA whose key is destroyed",
+    "token": "label of a token holding the key (repeat for each; default: the token the definition names); every "
+             "token's PIN comes from the same source",
+    "destroy_sealing_key": "destroy the token's transcript-sealing key too; the root token's sealing key then seals",
+    "seal_token": "with --destroy-sealing-key of the root: the other root token (a restored one) whose sealing key "
+                  "seals",
+    "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def destroy_key(c: Context, ca: str, token: list[str] | None = None, env: str | None = None,
+                definition: str | None = None, out: str | None = None, destroy_sealing_key: bool = False,
+                seal_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
+                answers: str | None = None, lang: str | None = None) -> None:
+    """Destroy a CA key on the tokens that hold it, with listings before and after, its shares shredded."""
+    from ceremony.ceremonies.destroy_key import (
+        destroy_key_ceremony,
+        key_certificates,
+        on_token,
+        refuse_valid_certificates,
+    )
+    from ceremony.definition.model import LoadedDefinition
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    model = defn.model  # type: ignore[attr-defined]
+    held = model.ca(ca)  # an unknown CA is refused before anyone signs in
+    out_dir = _out(env, out, defn)
+    digest, certs = key_certificates(out_dir, ca)  # bad input is refused before anyone signs in
+    refuse_valid_certificates(defn, ca, digest, certs, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
+    checked = defn
+    if token:  # the pre-flight looks at the first token named, as the ceremony will
+        cas = {**model.cas, ca: on_token(held, token[0])}
+        checked = LoadedDefinition(model.model_copy(update={"cas": cas}), defn.path, defn.sha256)  # type: ignore
+    report = preflight_or_stop(checked, "key-destruction", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("key-destruction", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = destroy_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, tokens=token or [],
+                                      destroy_sealing_key=destroy_sealing_key, seal_token=seal_token,
+                                      pin_file=pin_file)
+    print(f"key {result.spki_sha256} of {ca!r} destroyed on {', '.join(result.tokens)}; report {result.report}")
+    show_summary("key-destruction", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
