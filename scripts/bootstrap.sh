@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3-venv                       # the virtualenv in .venv
   softhsm2 opensc openssl            # the stand-in HSM and the independent PKCS#11 checker
+  libnss3 libnss3-tools libp11-kit0  # NSS softokn, the second PKCS#11 implementation (certutil); p11-kit's proxy for pkcs11-tool
   debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts; ssh-keygen: auditor attestations
   curl                               # the relying party fetching CRLs from the test publication host
   jq                                 # the auditor's recipe in docs/transcripts.md, run by the tests

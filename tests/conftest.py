@@ -54,10 +54,20 @@ if TEST_HSM not in ("softhsm", "nss"):
 _NSS_TOKENS: list[nss.NssTokens] = []
 
 
+#: Softokn databases opened at once per test process: one configuration string then serves every definition a
+#: test writes (re-initialising the module with a longer string would close the tokens an older definition names).
+NSS_POOL = 24
+
+
+_NSS_FREE: list[str] = []
+
+
 def nss_tokens() -> nss.NssTokens:
-    """This test process's softokn tokens (made on first use)."""
+    """This test process's softokn tokens (the pool opened on first use)."""
     if not _NSS_TOKENS:
         _NSS_TOKENS.append(nss.NssTokens(_HSM_DIR / "nss"))
+        _NSS_FREE.extend(f"t-nss{i:02d}-{secrets.token_hex(3)}" for i in range(NSS_POOL))
+        _NSS_TOKENS[0].reserve(list(_NSS_FREE))
     return _NSS_TOKENS[0]
 
 
@@ -95,6 +105,7 @@ def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[..., TestToken]:
         kind = hsm or TEST_HSM
         if kind == "nss":
             tokens = nss_tokens()
+            label = _NSS_FREE.pop(0) if _NSS_FREE else label
             user_pin = softhsm.random_pin()
             config = tokens.add(label, user_pin)
             token = TestToken(label=label, user_pin=user_pin, so_pin=softhsm.random_pin(), pin_env=env,

@@ -85,6 +85,7 @@ def nss_rehearsal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return out, run
 
 
+@pytest.mark.xdist_group("nss-rehearsal")
 def test_rehearsal_on_softokn_runs_every_ceremony_issuance_and_crl_job(nss_rehearsal: tuple[Path, Any]) -> None:
     out, run = nss_rehearsal
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -106,6 +107,7 @@ def test_rehearsal_on_softokn_runs_every_ceremony_issuance_and_crl_job(nss_rehea
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
 
 
+@pytest.mark.xdist_group("nss-rehearsal")
 def test_pkcs11_tool_sees_softokn_keys_sensitive_never_extractable(nss_rehearsal: tuple[Path, Any]) -> None:
     out, run = nss_rehearsal
     assert run.returncode == 0
@@ -135,6 +137,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> BackedUp:
     return make_backup(tmp_path_factory)
 
 
+@pytest.mark.xdist_group("nss-backup")
 def test_backup_names_its_algorithm_and_module(backed_up: BackedUp) -> None:
     wrapping = load_backup(backed_up.result.backup_file)["wrapping"]
     assert wrapping["algorithm"] == RFC5649 and wrapping["mechanism"] == "CKM_AES_KEY_WRAP_PAD"
@@ -142,6 +145,7 @@ def test_backup_names_its_algorithm_and_module(backed_up: BackedUp) -> None:
     assert wrapping["module"]["library_manufacturer"].startswith("SoftHSM")
 
 
+@pytest.mark.xdist_group("nss-backup")
 def test_softhsm_backup_restored_onto_softokn_is_refused_before_anything(backed_up: BackedUp, make_token: MakeToken,
                                                                            tmp_path: Path) -> None:
     tok = make_token("restore", hsm="nss")
@@ -154,10 +158,10 @@ def test_softhsm_backup_restored_onto_softokn_is_refused_before_anything(backed_
     message = " ".join(str(info.value).split())
     assert f"the key was wrapped with {RFC5649} (CKM_AES_KEY_WRAP_PAD on" in message
     assert f"the mechanism of the same name is {PKCS7_RFC3394}, another algorithm" in message
-    assert f"Nothing was created on token {tok.label!r}" in message or "Nothing was created on" in message
+    assert f"Nothing was created on token label {tok.label!r}" in message
     with hsm.open_session(target, hsm.pin_source_for(target, interactive=False)) as session:
         assert list(session.get_objects()) == []
-    assert not (tmp_path / "out").exists() or tree(tmp_path / "out") <= {"transcripts"} | tree(tmp_path / "out")
+    assert not (tmp_path / "out").exists() or tree(tmp_path / "out") == set(), "no output"
 
 
 def test_key_for_a_wrapped_backup_is_refused_on_softokn(make_token: MakeToken) -> None:

@@ -115,24 +115,39 @@ class NssTokens:
     def config(self) -> str:
         return config_string(self.databases)
 
-    def add(self, label: str, user_pin: str) -> str:
-        """A new token labelled ``label`` with user PIN ``user_pin``; returns the configuration string that opens
-        it and every earlier token (the module is re-initialised with it: open sessions end)."""
-        if label in self.databases:
-            raise HsmError(f"an NSS token labelled {label!r} exists already")
-        db = self.directory / f"token-{len(self.databases) + 1}"
-        db.mkdir(parents=True, mode=0o700)
-        self.databases[label] = db.resolve()
+    initialised: set[str] = field(default_factory=set)
+
+    def reserve(self, labels: list[str]) -> str:
+        """Open databases for ``labels`` now, without a PIN (their tokens are not initialised yet), so that later
+        :meth:`add` calls for them need no re-initialisation: one configuration string for the whole process, which
+        every definition written meanwhile can carry. Returns that string."""
+        for label in labels:
+            if label in self.databases:
+                raise HsmError(f"an NSS token labelled {label!r} exists already")
+            db = self.directory / f"token-{len(self.databases) + 1}"
+            db.mkdir(parents=True, mode=0o700)
+            self.databases[label] = db.resolve()
         config = self.config()
-        try:
-            if loaded_config(self.module) is None:
-                load_module(self.module, config)
-            else:
-                rescan(self.module, config)
-            init_user_pin(load_module(self.module, config), label, user_pin)
-        except BaseException:
-            del self.databases[label]
-            raise
+        if loaded_config(self.module) is None:
+            load_module(self.module, config)
+        else:
+            rescan(self.module, config)
+        return config
+
+    def add(self, label: str, user_pin: str) -> str:
+        """A token labelled ``label`` with user PIN ``user_pin`` (reserved before, or opened now: then the module is
+        re-initialised and open sessions end); returns the configuration string that opens it and the others."""
+        if label in self.initialised:
+            raise HsmError(f"an NSS token labelled {label!r} exists already")
+        if label not in self.databases:
+            try:
+                self.reserve([label])
+            except BaseException:
+                self.databases.pop(label, None)
+                raise
+        config = self.config()
+        init_user_pin(load_module(self.module, config), label, user_pin)
+        self.initialised.add(label)
         return config
 
 
