@@ -173,6 +173,12 @@ def test_openssl_accepts_good_rejects_revoked_and_checks_sub_against_root_crl(pk
     crl = x509.load_der_x509_crl(sub_crl.read_bytes())
     entry = crl.get_revoked_certificate_by_serial_number(pki.bad_serial)
     assert entry is not None
+    # Qualified certificates' status outlives them: ExpiredCertsOnCRL (2.5.29.60, non-critical) says revoked
+    # certificates are listed after expiry since the CA began (its certificate's notBefore, GeneralizedTime).
+    expired = crl.extensions.get_extension_for_oid(x509.ObjectIdentifier("2.5.29.60"))
+    ca_cert = x509.load_pem_x509_certificate((pki.dir / "qualified.crt.pem").read_bytes())
+    assert not expired.critical
+    assert expired.value.value == b"\x18\x0f" + ca_cert.not_valid_before_utc.strftime("%Y%m%d%H%M%SZ").encode()
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
     assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(days=7)
 

@@ -73,6 +73,9 @@ OID_INVALIDITY = bytes.fromhex("0603551d18")
 
 
 OID_IDP = bytes.fromhex("0603551d1c")
+#: id-ce-expiredCertsOnCRL, 2.5.29.60 (X.509 (2019) 9.6.2.9; ETSI EN 319 411-2 CSS-6.3.10): revoked certificates
+#: that expired on or after the date it gives are still listed.
+OID_EXPIRED_CERTS_ON_CRL = bytes.fromhex("0603551d3c")
 
 
 _SIG_ALGS: dict[str, bytes] = {
@@ -282,6 +285,9 @@ class CrlHeader:
     next_update: dt.datetime
     only_ca_certs: bool = False
     """Root CRLs: an IssuingDistributionPoint saying the CRL covers CA certificates only (an ARL)."""
+    expired_certs_on_crl: dt.datetime | None = None
+    """The subordinate CA's CRLs keep revoked certificates after they expire (qualified certificates' status
+    outlives their validity): ExpiredCertsOnCRL says since when, the CA certificate's notBefore (every one)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.number < 1 << 159:
@@ -293,6 +299,9 @@ class CrlHeader:
         aki = tlv(0x30, OID_AKI + tlv(0x04, tlv(0x30, tlv(0x80, self.authority_key_id))))
         number = tlv(0x30, OID_CRL_NUMBER + tlv(0x04, der_integer(self.number)))
         exts = aki + number
+        if self.expired_certs_on_crl is not None:
+            exts += tlv(0x30, OID_EXPIRED_CERTS_ON_CRL + tlv(0x04, encode_time(epoch(self.expired_certs_on_crl),
+                                                                              generalized=True)))
         if self.only_ca_certs:
             # IssuingDistributionPoint { onlyContainsCACerts [2] TRUE }, critical (RFC 5280 5.2.5).
             exts += tlv(0x30, OID_IDP + b"\x01\x01\xff" + tlv(0x04, tlv(0x30, b"\x82\x01\xff")))

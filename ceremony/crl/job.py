@@ -540,7 +540,8 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
                                     f"({this_update:%Y-%m-%dT%H:%M:%SZ}); check the time on this host; "
                                     "nothing was signed")
         next_update = this_update + ca.crl.lifetime_td
-        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update)
+        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update,
+                                  expired_certs_on_crl=issuer.cert.not_valid_before_utc)
         tbs = crlenc.encode_tbs(header, alg_id, entries, count)  # clears ``entries``
         del entries
         timings["read+encode"] = time.perf_counter() - t
