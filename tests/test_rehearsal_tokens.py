@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TestToken, tree
+from conftest import REHEARSAL_GROUP, TestToken, tree
 
 from ceremony.ceremonies.preflight import run_preflight
 from ceremony.ceremonies.root_key import root_ceremony
@@ -60,6 +60,7 @@ def test_a_production_ceremony_refuses_a_token_a_rehearsal_used(definition_on_to
     assert not out.exists() or not [p for p in tree(out) if p.endswith((".pem", ".der"))]
 
 
+@pytest.mark.xdist_group(REHEARSAL_GROUP)  # the one shared rehearsal, on one worker
 def test_a_rehearsal_marks_every_key_pair_it_generates(full_rehearsal: tuple[Path, Any]) -> None:
     """CA keys and sealing keys alike, as the key evidence of every transcript records them."""
     out, _ = full_rehearsal

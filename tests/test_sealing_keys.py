@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REHEARSAL_GROUP
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -115,6 +116,7 @@ def _seals(out: Path) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return found
 
 
+@pytest.mark.xdist_group(REHEARSAL_GROUP)  # the one shared rehearsal, on one worker
 def test_the_rehearsal_seals_every_transcript_with_a_sealing_key(full_rehearsal: tuple[Path, Any]) -> None:
     """Root, subordinate, CRL batch, backup and restore transcripts: the verifier named is never a CA's file."""
     out, _ = full_rehearsal
@@ -137,6 +139,7 @@ def test_the_rehearsal_seals_every_transcript_with_a_sealing_key(full_rehearsal:
                     if f.blocking], name
 
 
+@pytest.mark.xdist_group(REHEARSAL_GROUP)  # the one shared rehearsal, on one worker
 def test_openssl_agrees_that_the_root_issued_the_sealing_certificates(full_rehearsal: tuple[Path, Any]) -> None:
     """An independent checker: the root verifies them; the subordinate CA does not (it never certifies one)."""
     out, _ = full_rehearsal
