@@ -503,3 +503,31 @@ def test_issue_revoke_crl_openssl(hierarchy: tuple[LoadedDefinition, Path], issu
     assert ok.returncode == 0 and ok.stdout.strip().endswith(": OK"), ok.stdout + ok.stderr
     revoked = verify(bad.pem_path)
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
+
+
+def test_the_pds_in_french_and_english_goes_into_qcpds_and_lints_clean() -> None:
+    """EN 319 412-5 QcPDS lists one location per language: the authoritative French PDS and its English
+    translation both reach the certificate, in that order; two PDS in one language are refused."""
+    from pydantic import ValidationError
+
+    from ceremony.definition.model import PdsLocation
+    from ceremony.policy.facts import describe_qc_statements
+    from ceremony.x509.ee_profiles import ee_builder, validity_window
+
+    model, sub, sk = _software_chain()
+    base = model.cas["qualified"].profiles["qes-natural-person"]
+    prof = base.model_copy(update={"qc_pds_url": "https://pki.example.ml/pds/pds_fr.pdf", "qc_pds_lang": "fr",
+                                   "qc_pds_translations": [PdsLocation(url="https://pki.example.ml/pds/pds_en.pdf",
+                                                                       lang="en")]})
+    nb, na = validity_window(prof, sub, dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    cert = ee_builder(prof, model.cas["qualified"], sub, natural_person(), key, 9, nb, na, ("ML",)).sign(
+        sk, hashes.SHA384())
+    qc = cert.extensions.get_extension_for_oid(QC_STATEMENTS_OID).value.value
+    assert "QcPDS https://pki.example.ml/pds/pds_fr.pdf (fr) https://pki.example.ml/pds/pds_en.pdf (en)" in \
+        describe_qc_statements(qc)
+    findings = lint_certificate(cert.public_bytes(serialization.Encoding.DER), etsi=True)
+    assert [f for f in findings if f.blocking] == [], findings
+    with pytest.raises(ValidationError, match="one PDS per language"):
+        type(base).model_validate({**base.model_dump(), "qc_pds_lang": "en", "qc_pds_translations": [
+            {"url": "https://pki.example.ml/pds/other.pdf", "lang": "en"}]})

@@ -398,6 +398,21 @@ class Backup(_Strict):
         return self
 
 
+def _https_pds(v: str) -> str:
+    if urlparse(v).scheme != "https":
+        raise ValueError("the PKI Disclosure Statement URL must be https:// (ETSI EN 319 412-5)")
+    return v
+
+
+class PdsLocation(_Strict):
+    """One more language of the PKI Disclosure Statement (QcPDS lists one location per language)."""
+
+    url: str
+    lang: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")]
+
+    _check = field_validator("url")(classmethod(lambda cls, v: _https_pds(v)))
+
+
 class Profile(_Strict):
     """An end-entity certificate profile issued by a subordinate CA (ETSI EN 319 412)."""
 
@@ -406,13 +421,23 @@ class Profile(_Strict):
     policy_oids: list[OID] = Field(min_length=1)
     qc_pds_url: str
     qc_pds_lang: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")] = "en"
+    qc_pds_translations: list[PdsLocation] = Field(default_factory=list)
+    """The PDS in other languages (French is authoritative, the English one serves relying parties abroad):
+    every location goes into the certificates' QcPDS statement."""
 
-    @field_validator("qc_pds_url")
-    @classmethod
-    def _https(cls, v: str) -> str:
-        if urlparse(v).scheme != "https":
-            raise ValueError("the PKI Disclosure Statement URL must be https:// (ETSI EN 319 412-5)")
-        return v
+    _check_pds = field_validator("qc_pds_url")(classmethod(lambda cls, v: _https_pds(v)))
+
+    @model_validator(mode="after")
+    def _one_pds_per_language(self) -> Profile:
+        langs = [self.qc_pds_lang, *(t.lang for t in self.qc_pds_translations)]
+        if len(set(langs)) != len(langs):
+            raise ValueError(f"qc_pds_translations: one PDS per language ({', '.join(langs)} given)")
+        return self
+
+    @property
+    def pds_locations(self) -> list[tuple[str, str]]:
+        """(url, language) of every PDS, the first one first."""
+        return [(self.qc_pds_url, self.qc_pds_lang), *((t.url, t.lang) for t in self.qc_pds_translations)]
 
 
 class LintAllowance(_Strict):

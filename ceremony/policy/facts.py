@@ -160,6 +160,7 @@ class ProfileFacts:
     source: str  # "certificate" or "definition"
     extensions: list[dict[str, str]]
     key_usage: list[str]
+    pds: list[tuple[str, str]] = field(default_factory=list)  # (url, language) of every PDS, the first first
 
 
 @dataclass(frozen=True)
@@ -467,7 +468,7 @@ def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list
         ("2.5.29.31", "cRLDistributionPoints", "no", ca.publication.crl_url),
         ("1.3.6.1.5.5.7.1.1", "authorityInfoAccess", "no", aia),
         ("1.3.6.1.5.5.7.1.3", "qcStatements", "no",
-         f"QcCompliance; {sscd}QcType {qc_type}; QcPDS {p.qc_pds_url} ({p.qc_pds_lang})"),
+         f"QcCompliance; {sscd}QcType {qc_type}; QcPDS " + " ".join(f"{u} ({lang})" for u, lang in p.pds_locations)),
     ]
     return [{"oid": o, "name": n, "critical": c, "value": v} for o, n, c, v in rows]
 
@@ -498,7 +499,8 @@ def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehea
                                        issuer_common_name=_cn(subject_name(ca.subject, rehearsal)), kind=p.kind,
                                        validity_days=p.validity_days,
                                        policy_oids=list(p.policy_oids), qc_pds_url=p.qc_pds_url,
-                                       qc_pds_lang=p.qc_pds_lang, source=source, extensions=exts, key_usage=ku))
+                                       qc_pds_lang=p.qc_pds_lang, source=source, extensions=exts, key_usage=ku,
+                                       pds=p.pds_locations))
     return result
 
 

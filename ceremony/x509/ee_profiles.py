@@ -116,7 +116,7 @@ _QC_TYPE_OF_KIND = {"qualified-signature": QC_TYPE_ESIGN, "qualified-seal": QC_T
 
 
 def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Sequence[str] = (),
-                      qscd: bool = True) -> bytes:
+                      qscd: bool = True, more_pds: Sequence[tuple[str, str]] = ()) -> bytes:
     """The DER of the qcStatements extension value for ``kind``.
 
     ``qscd``: the private key is in a qualified signature/seal creation device (QcSSCD).
@@ -130,7 +130,8 @@ def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Seque
         der_sequence(der_oid(QC_COMPLIANCE)),
         der_sequence(der_oid(QC_TYPE), der_sequence(der_oid(_QC_TYPE_OF_KIND[kind]))),
         *([der_sequence(der_oid(QC_SSCD))] if qscd else []),
-        der_sequence(der_oid(QC_PDS), der_sequence(der_sequence(der_ia5(pds_url), der_printable(pds_lang)))),
+        der_sequence(der_oid(QC_PDS), der_sequence(*(der_sequence(der_ia5(url), der_printable(lang))
+                                                     for url, lang in ((pds_url, pds_lang), *more_pds)))),
     ]
     if legislation:
         statements.append(der_sequence(der_oid(QC_CC_LEGISLATION),
@@ -139,9 +140,9 @@ def qc_statements_der(kind: str, pds_url: str, pds_lang: str, legislation: Seque
 
 
 def qc_statements(kind: str, pds_url: str, pds_lang: str, legislation: Sequence[str] = (),
-                  qscd: bool = True) -> x509.UnrecognizedExtension:
+                  qscd: bool = True, more_pds: Sequence[tuple[str, str]] = ()) -> x509.UnrecognizedExtension:
     return x509.UnrecognizedExtension(QC_STATEMENTS_OID,
-                                      qc_statements_der(kind, pds_url, pds_lang, legislation, qscd))
+                                      qc_statements_der(kind, pds_url, pds_lang, legislation, qscd, more_pds))
 
 
 #: EN 319 411-2 policies: QCP-n and QCP-l say the key is *not* required to be in a QSCD; QCP-n-qscd and
@@ -312,7 +313,7 @@ def ee_extensions(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificat
             x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
             x509.UniformResourceIdentifier(issuing_ca.publication.certificate_url))]), False),
         Extension(qc_statements(profile.kind, profile.qc_pds_url, profile.qc_pds_lang, legislation,
-                                uses_qscd(profile)), False),
+                                uses_qscd(profile), profile.pds_locations[1:]), False),
     ]
 
 
