@@ -203,7 +203,7 @@ def test_every_fault_leaves_nothing_but_the_transcript(name: str, made: Any, tmp
         assert left == set(transcripts) and len(transcripts) == 1, (str(fault), sorted(left))
         now = (out / "manifest.json").read_bytes() if (out / "manifest.json").exists() else None
         assert now == manifest, str(fault)
-        status = verify(out / transcripts[0]).status
-        assert status in ("failed", "interrupted"), (str(fault), status)
+        audit = verify(out / transcripts[0])
+        assert audit.status in ("failed", "interrupted"), (str(fault), audit.status, [str(p) for p in audit.problems])
         assert token_objects(defn) == objects, str(fault)
     print(f"{name}: {len(faults)} faults injected ({len(steps)} steps, {len(prompts)} prompts, the seal)")

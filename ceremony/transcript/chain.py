@@ -219,7 +219,8 @@ class RehearsalAnswers:
         """Generated and marked "(rehearsal)": the approval of this very script, the rehearsal's equipment, a
         technician who comes in and leaves again."""
         approver = f"{REHEARSAL_PEOPLE['administrator']} (rehearsal)"
-        return EvidenceFacts(script_approval=facts.rehearsal_script_approval(script.version, script.sha256, approver),
+        return EvidenceFacts(script_approval=facts.rehearsal_script_approval(script.version, script.sha256, approver,
+                                                                             started),
                              equipment=facts.rehearsal_equipment(),
                              facility_access=facts.rehearsal_facility_access(started))
 
