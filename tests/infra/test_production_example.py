@@ -651,11 +651,11 @@ def test_the_subordinate_key_ceremony_left_a_production_transcript_that_verifies
     assert len(transcripts) == 1, transcripts
     fetched = prod.media / "transcripts" / transcripts[0].name  # carried to the controller for the auditors
     assert fetched.read_bytes() == transcripts[0].read_bytes()
-    # Sealed by the subordinate key: anchored in the root once the root has certified that key, whose
-    # certificate the auditor finds among the artifacts (brought from the media when the host has none).
-    certificate = prod.media / f"{CA}.crt.pem"
-    if not (copy / certificate.name).exists():
-        shutil.copy(certificate, copy / certificate.name)
+    # Sealed by the subordinate token's transcript-sealing key: anchored in the root once the root has
+    # certified that key at the signing ceremony; its certificate was carried out on the media and the role
+    # installed it beside the transcript.
+    certificate = prod.media / f"{CA}.seal.crt.pem"
+    assert (copy / certificate.name).read_bytes() == certificate.read_bytes()
     proc = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(transcripts[0]), "--trust",
                            str(prod.media / "root.crt.pem"), "--artifacts", str(copy)], cwd=REPO,
                           capture_output=True, text=True, check=False)

@@ -248,11 +248,10 @@ def test_the_subordinate_key_made_through_ansible_has_its_transcript(converged: 
     manifest = json.loads((copy / "manifest.json").read_text())
     assert f"transcripts/{transcripts[0].name}" in json.dumps(manifest)
     assert (lab.exchange / "transcripts" / transcripts[0].name).read_bytes() == transcripts[0].read_bytes()
-    # Anchored in the root once the root certified the subordinate key: the auditor brings the root and the
-    # subordinate's certificate from the offline root's outputs.
+    # Sealed by the subordinate token's transcript-sealing key: anchored in the root once the root certified
+    # that key at the signing ceremony; the role installed the certificate beside the transcript.
     root_out = lab.th.host_root("offline-root") / "srv" / "ceremony" / "out"
-    if not (copy / f"{CA}.crt.pem").exists():
-        shutil.copy(root_out / f"{CA}.crt.pem", copy / f"{CA}.crt.pem")
+    assert (copy / f"{CA}.seal.crt.pem").read_bytes() == (root_out / f"{CA}.seal.crt.pem").read_bytes()
     proc = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(transcripts[0]), "--trust",
                            str(root_out / "root.crt.pem"), "--rehearsal", "--artifacts", str(copy)], cwd=REPO,
                           capture_output=True, text=True, check=False)
