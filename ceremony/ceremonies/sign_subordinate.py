@@ -14,23 +14,20 @@ from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
     CeremonyResult,
-    certificate_evidence,
     der_of,
     issue_sealing_certificate,
     issuer_key,
     keep_definition,
     lang_of,
+    lint_sign_verify,
     offline_check_step,
     outputs_of,
     prepare_out,
-    say_certificate,
     say_certificate_plan,
     say_definition,
     say_key_hash,
     say_lint,
     say_outputs,
-    say_signed,
-    say_verified,
     sealing_key,
     short_sha,
     subordinate_path_length,
@@ -42,15 +39,11 @@ from ceremony.common.fingerprints import announce, colon_form
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
 from ceremony.hsm.keys import SEALING_KEY, spki_sha256
-from ceremony.hsm.session import (
-    random_bytes,
-)
-from ceremony.hsm.signers import hash_for
 from ceremony.transcript.recorder import Recorder, scripted_step
-from ceremony.x509.certificates import serial_from_random, subordinate_builder
+from ceremony.x509.certificates import subordinate_builder
 from ceremony.x509.csr import check_csr, describe_key, load_csr
 from ceremony.x509.files import load_issuer_certificate, read_public_key
-from ceremony.x509.lint import lint_before_signing, verify_after_signing
+from ceremony.x509.lint import lint_before_signing
 
 
 def csr_key_match(ca_name: str, ca: CA, digest: str, out_dir: Path, lang: str = "en") -> str:
@@ -159,23 +152,8 @@ def sign_subordinate_ceremony(defn: LoadedDefinition, ca_name: str, csr_path: st
         with scripted_step(recorder, "token-open"):
             session, key = issuer_key(recorder, run, issuer, issuer_cert, issuer_path, pin_file, interactive)
             seal_key, seal_cert_path = sealing_key(recorder, session, ca.issuer, issuer, out_dir, issuer_path.parent)
-        with scripted_step(recorder, "certificate-lint"):
-            builder = builder_for(serial_from_random(random_bytes(session, 20)))
-            what = f"the certificate of {ca_name!r}"
-            with recorder.busy(words(lang, "w_lint_busy")):
-                before = lint_before_signing(builder, key.public_key(), ca.lint, what)
-            recorder.evidence("lint", before.evidence())
-            say_lint(recorder, before.findings, ca.lint)
-        with scripted_step(recorder, "certificate-sign"):
-            cert = builder.sign(key, hash_for(key))
-            say_signed(recorder, cert, issuer.hsm.key_label, key.public_key())
-        with scripted_step(recorder, "certificate-verify"):
-            with recorder.busy(words(lang, "w_lint_after_busy")):
-                after = verify_after_signing(cert, key.public_key(), before, ca.lint, what)
-            recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
-            recorder.evidence("certificate", certificate_evidence(cert))
-            say_verified(recorder, after, ca.lint)
-            say_certificate(recorder, cert)
+        cert = lint_sign_verify(recorder, session, builder_for, key, issuer.hsm.key_label, ca.lint,
+                                f"the certificate of {ca_name!r}")
         with scripted_step(recorder, "sealing-certificate"):
             sealing_cert = issue_sealing_certificate(recorder, session, ca_name, ca, seal_csr.public_key(), issuer,
                                                      key, issuer_cert, model.ceremony.sealing_eku, rehearsal)

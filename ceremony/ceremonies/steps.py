@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,32 @@ def issue_sealing_certificate(recorder: Recorder, session: Any, holder_name: str
     tell(recorder, "w_sealing_cert", ca=repr(holder_name), eku=eku)
     say_certificate(recorder, cert)
     say_lint(recorder, after, root.lint, words(lang, "w_stage_after"))
+    return cert
+
+
+def lint_sign_verify(recorder: Recorder, session: Any, builder_for: Callable[[int], x509.CertificateBuilder],
+                     key: Any, signer_label: str, allowances: Any, what: str,
+                     evidence: Mapping[str, Any] | None = None) -> x509.Certificate:
+    """The scripted steps certificate-lint, certificate-sign and certificate-verify of a CA certificate the
+    issuer's HSM key signs (subordinate signing, renewal): a serial from the token, lint of the TBS with a
+    stand-in key, the HSM's signature, then the signature verified, the TBS compared and linted again."""
+    lang = lang_of(recorder)
+    with scripted_step(recorder, "certificate-lint"):
+        builder = builder_for(serial_from_random(random_bytes(session, 20)))
+        with recorder.busy(words(lang, "w_lint_busy")):
+            before = lint_before_signing(builder, key.public_key(), allowances, what)
+        recorder.evidence("lint", before.evidence())
+        say_lint(recorder, before.findings, allowances)
+    with scripted_step(recorder, "certificate-sign"):
+        cert = builder.sign(key, hash_for(key))
+        say_signed(recorder, cert, signer_label, key.public_key())
+    with scripted_step(recorder, "certificate-verify"):
+        with recorder.busy(words(lang, "w_lint_after_busy")):
+            after = verify_after_signing(cert, key.public_key(), before, allowances, what)
+        recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
+        recorder.evidence("certificate", {**certificate_evidence(cert), **(evidence or {})})
+        say_verified(recorder, after, allowances)
+        say_certificate(recorder, cert)
     return cert
 
 
