@@ -119,14 +119,16 @@ def test_check_on_softokn_says_what_it_cannot_do_for_the_ceremonies(definition_o
     assert _objects(defn_path) == []  # every throwaway object removed from the database
     passive = hsm_check.run_check(load_definition(defn_path), "root", interactive=False, active=False)
     limits = [p for p in passive.tokens[0].probes if p.failed]
-    assert [p.id for p in limits] == [hsm_check.CONFINEMENT_ID] and "CKA_EXTRACTABLE false" in limits[0].detail
+    assert [p.id for p in limits] == [hsm_check.CONFINEMENT_ID, hsm_check.TRUSTED_WRAP_ID]
+    assert "CKA_EXTRACTABLE false" in limits[0].detail and "CKA_WRAP_WITH_TRUSTED" in limits[1].detail
     assert _objects(defn_path) == []
 
 
 def test_a_production_ceremony_on_softokn_is_refused_up_front(definition_on_tokens: Any, tmp_path: Path) -> None:
     """Softokn lists every mechanism the root key ceremony needs, but lets a never-extractable key out: the pre-flight
     refuses the production ceremony on it, from the token's identity and before anyone signs in; a rehearsal gets a
-    note. Nothing is created on the token or on disk."""
+    note. A root asking for a wrapped backup is refused even in a rehearsal (softokn cannot protect that key). Nothing
+    is created on the token or on disk."""
     defn = load_definition(definition_on_tokens(hsm="nss")[0])
     report = run_preflight(defn, "root-key-generation", tmp_path / "out", rehearsal=False, interactive=False)
     capabilities = [f for f in report.findings if f.check == "HSM capabilities of 'root'"]
@@ -142,6 +144,17 @@ def test_a_production_ceremony_on_softokn_is_refused_up_front(definition_on_toke
     assert note.ok and note.warning and "a rehearsal's keys are throwaway" in note.detail
     assert not [f for f in rehearsal.problems if f.check.startswith("HSM")], rehearsal.problems
     assert _objects(defn.path) == [] and not (tmp_path / "out").exists()
+
+    def wrapped_root(data: dict[str, Any]) -> None:
+        data["cas"]["root"]["backup"] = {"mode": "wrapped", "threshold": 2, "custodians": ["A B", "C D", "E F"]}
+
+    wrapped = load_definition(definition_on_tokens(wrapped_root, name="wrapped.yml", hsm="nss")[0])
+    report = run_preflight(wrapped, "root-key-generation", tmp_path / "out", rehearsal=True, interactive=False)
+    refused, = [f for f in report.problems if f.check.startswith("HSM of 'root'")]
+    assert "does not enforce CKA_WRAP_WITH_TRUSTED" in refused.detail
+    assert "cas.root.backup.mode wrapped cannot be honoured: set it to none" in refused.detail
+    assert "cas.root.backup" in refused.fix
+    assert _objects(wrapped.path) == [] and not (tmp_path / "out").exists()
 
 
 def test_throwaway_objects_are_removed_on_interruption_and_by_the_next_check(

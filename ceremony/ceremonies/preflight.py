@@ -466,8 +466,9 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
     module that lacks a capability is refused here rather than in act 4 with the witnesses in the room.
 
     A limit the active probe proved on a module and that no mechanism list shows (NSS softokn lets a never-extractable
-    key out: :func:`ceremony.hsm.check.known_limits`) refuses a production ceremony and is a note in a rehearsal,
-    whose keys are throwaway.
+    key out; it cannot protect a key for a wrapped backup: :func:`ceremony.hsm.check.known_limits`) refuses the
+    ceremonies it stops; one that only matters for a real key (the first) is a note in a rehearsal, whose keys are
+    throwaway.
     """
     try:
         token = find_token(load_module(ca.hsm.module), ca.hsm.token)
@@ -483,13 +484,19 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
     if not failed:
         found.append(Finding(what, True, f"{len(probes)} capabilities {ceremony} needs, all offered: "
                              + "; ".join(p.detail for p in probes)))
-    for limit in known_limits(token):
-        check = f"HSM of {ca_name!r}: {limit.what}"
-        found.append(Finding(check, True, f"{limit.detail}; a rehearsal's keys are throwaway", warning=True)
-                     if rehearsal else
-                     Finding(check, False, f"{limit.detail}; {ceremony} cannot run on it in production: {limit.impact}",
-                             f"use an HSM that keeps the key in (invoke hsm.check --env {defn.model.environment} "
-                             f"--ca {ca_name} must pass); this module is for tests and rehearsals"))
+    for limit in known_limits(token, ca_name, ca):
+        if not limit.stops(ceremony):
+            continue
+        probe, check = limit.probe, f"HSM of {ca_name!r}: {limit.probe.what}"
+        if rehearsal and limit.rehearsal_ok:
+            found.append(Finding(check, True, f"{probe.detail}; a rehearsal's keys are throwaway", warning=True))
+        elif limit.rehearsal_ok:
+            found.append(Finding(check, False, f"{probe.detail}; {ceremony} cannot run on it in production: "
+                                 f"{probe.impact}", f"use an HSM that keeps the key in (invoke hsm.check --env "
+                                 f"{defn.model.environment} --ca {ca_name} must pass); this module is for tests and "
+                                 "rehearsals"))
+        else:
+            found.append(Finding(check, False, f"{probe.detail}; {ceremony} cannot run on it: {probe.impact}", fix))
     if ceremony == "root-key-generation":
         found.extend(check_token_empty(ca_name, ca, source))
     return found

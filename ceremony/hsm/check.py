@@ -52,7 +52,7 @@ from pkcs11.constants import TokenFlag
 from ceremony.common.errors import CeremonyError, HsmError
 from ceremony.definition.model import CA, EcKey, LoadedDefinition, RsaKey
 from ceremony.hsm.keys import SEALING_KEY, generate_key
-from ceremony.hsm.nss import KEYS_NOT_CONFINED, softokn_token
+from ceremony.hsm.nss import KEYS_NOT_CONFINED, NO_WRAPPED_BACKUP, softokn_token
 from ceremony.hsm.session import find_token, load_module, module_sha256, open_session, pin_source_for, random_bytes
 from ceremony.hsm.signers import hash_for, signing_key
 from ceremony.hsm.weak_keys import blocklist_state
@@ -245,15 +245,41 @@ def probe_capabilities(token: Any, caps: list[Capability]) -> list[Probe]:
 CONFINEMENT_ID = "module.keys-confined"
 
 
-def known_limits(token: Any) -> list[Probe]:
-    """Limits of a module that the active probe proved and that a passive probe cannot see in a mechanism list,
-    recognised from the token's CK_TOKEN_INFO (manufacturer and model). Empty for a module with none known."""
-    if softokn_token(token.manufacturer_id, token.model):
-        return [Probe(CONFINEMENT_ID, "the CA key stays in the token (C_WrapKey refuses a never-extractable key)",
-                      "fail", f"{KEYS_NOT_CONFINED} (proved by invoke hsm.check, probe object.non-extractable.*)",
-                      "a CA key generated on it is not confined to the token: a production ceremony is refused on "
-                      "it, a rehearsal may run", "every ceremony on this token")]
-    return []
+TRUSTED_WRAP_ID = "module.wrap-with-trusted"
+
+
+@dataclass(frozen=True)
+class KnownLimit:
+    """A limit of a module that the active probe proved and that no mechanism list shows, for the ceremonies it
+    stops (:data:`EVERY_CEREMONY`: all of them); ``rehearsal_ok``: a rehearsal, whose keys are throwaway, may run."""
+
+    probe: Probe
+    ceremonies: tuple[str, ...]
+    rehearsal_ok: bool
+
+    def stops(self, ceremony: str) -> bool:
+        return self.ceremonies == EVERY_CEREMONY or ceremony in self.ceremonies
+
+
+def known_limits(token: Any, ca_name: str, ca: CA) -> list[KnownLimit]:
+    """The limits known of this token's module (recognised from its CK_TOKEN_INFO manufacturer and model) that matter
+    for ``ca``'s ceremonies. Empty for a module with none known: the active probe is what finds new ones."""
+    if not softokn_token(token.manufacturer_id, token.model):
+        return []
+    limits = [KnownLimit(Probe(
+        CONFINEMENT_ID, "the CA key stays in the token (C_WrapKey refuses a never-extractable key)", "fail",
+        f"{KEYS_NOT_CONFINED} (proved by invoke hsm.check, probe object.non-extractable.*)",
+        "a CA key generated on it is not confined to the token: a production ceremony is refused on it, a rehearsal "
+        "may run", "every ceremony on this token"), EVERY_CEREMONY, True)]
+    if ca.backup.mode == "wrapped":
+        keygen = ROOT_KEY if ca.role == "root" else SUB_KEY
+        limits.append(KnownLimit(Probe(
+            TRUSTED_WRAP_ID, "a key for a wrapped backup leaves the token only under a trusted key "
+            "(CKA_WRAP_WITH_TRUSTED, CKA_TRUSTED set by the Security Officer)", "fail",
+            f"{NO_WRAPPED_BACKUP} (proved by invoke hsm.check, probe object.backup-keygen.*)",
+            f"cas.{ca_name}.backup.mode wrapped cannot be honoured: set it to none for a CA on this module",
+            f"{keygen}, {BACKUP}"), (keygen, BACKUP), False))
+    return limits
 
 
 # --- the token's description ---------------------------------------------------------------------------------
@@ -660,7 +686,7 @@ def check_token(ca_name: str, ca: CA, lib: Any, token: Any, session: Any | None)
     report = TokenReport(ca_name, describe_token(ca.hsm.module, lib, token), sorted(map(mechanism_name, offered)))
     report.probes = probe_capabilities(token, capabilities(ca))
     if session is None:
-        report.probes += known_limits(token)
+        report.probes += [limit.probe for limit in known_limits(token, ca_name, ca)]
     else:
         report.probes += active_probes(session, ca, offered)
     return report
