@@ -55,12 +55,14 @@ def test_check_prints_the_table_and_writes_the_reports(definition_on_tokens: Any
     for probe in probes.values():
         assert set(probe) == {"id", "what", "result", "required", "detail", "if_failed", "needed_by"}
         assert probe["result"] in ("pass", "fail", "info") and probe["what"] and probe["detail"]
-    for pid in ("mechanism.keygen.ecdsa-p384", "mechanism.sign.ecdsa-p384", "mechanism.wrap.aes-key-wrap-pad",
-                "token.random", "object.random", "object.keygen.ecdsa-p384", "object.sign.ecdsa-p384",
-                "object.non-extractable.ecdsa-p384", "object.backup-keygen.ecdsa-p384", "object.wrap-with-trusted",
-                "object.wrap.rfc5649", "object.cleanup"):
-        assert probes[pid]["result"] == "pass", probes.get(pid)
-    assert probes["object.sign-alternative.ecdsa-p384"]["result"] == "info"  # SoftHSM 2.6: no CKM_ECDSA_SHA384
+    assert {pid: p["result"] for pid, p in probes.items()} == {  # every probe the definition calls for, in order
+        "mechanism.keygen.ecdsa-p384": "pass", "mechanism.sign.ecdsa-p384": "pass", "token.random": "pass",
+        "mechanism.wrap.aes-key-wrap-pad": "pass", "mechanism.unwrap.aes-key-wrap-pad": "pass",
+        "object.random": "pass", "object.keygen.ecdsa-p384": "pass", "object.sign.ecdsa-p384": "pass",
+        "object.sign-alternative.ecdsa-p384": "info",  # SoftHSM 2.6: no CKM_ECDSA_SHA384
+        "object.non-extractable.ecdsa-p384": "pass", "object.backup-keygen.ecdsa-p384": "pass",
+        "object.wrap-with-trusted": "pass", "object.wrap.rfc5649": "pass", "object.cleanup": "pass"}
+    assert probes["object.non-extractable.ecdsa-p384"]["detail"] == "the token refused (KeyUnextractable)"
     assert "key-backup" in probes["object.wrap.rfc5649"]["needed_by"]
     assert "CKA_NEVER_EXTRACTABLE True" in probes["object.keygen.ecdsa-p384"]["detail"]
     assert "CKA_WRAP_WITH_TRUSTED True" in probes["object.backup-keygen.ecdsa-p384"]["detail"]
