@@ -5,9 +5,14 @@ from __future__ import annotations
 from invoke import Context, task
 
 #: The SoftHSM tests that run a second time on NSS softokn tokens (``CEREMONY_TEST_HSM=nss``): the CA ceremonies'
-#: refusals, issuance with a revocation and its CRL, the CRL job under openssl and as the scheduler runs it. The
-#: rest is proved on softokn once, by tests/test_nss.py's rehearsal: not every test twice (the 30 minutes).
-NSS_TESTS = ("tests/test_ceremonies.py", "tests/test_issuance.py::test_issue_revoke_crl_openssl",
+#: refusals, the pre-flight refusing a ceremony whose mechanism the module lacks and a root key ceremony on a token
+#: that is not empty, issuance with a revocation and its CRL, the CRL job under openssl and as the scheduler runs it.
+#: The rest is proved on softokn once, by tests/test_nss.py's rehearsal and tests/test_hsm_check.py's softokn tests:
+#: not every test twice (the 30 minutes).
+NSS_TESTS = ("tests/test_ceremonies.py",
+             "tests/test_hsm_check.py::test_a_ceremony_needing_a_mechanism_the_module_lacks_is_refused_up_front",
+             "tests/test_hsm_check.py::test_the_root_key_ceremony_needs_an_empty_token",
+             "tests/test_issuance.py::test_issue_revoke_crl_openssl",
              "tests/test_crl_job.py::test_openssl_accepts_good_rejects_revoked_and_checks_sub_against_root_crl",
              "tests/test_crl_job.py::test_cli_with_the_role_command_line_and_a_pin_file")
 

@@ -35,6 +35,7 @@ def check(c: Context, env: str | None = None, definition: str | None = None, ca:
     from ceremony.common.fileio import check_absent, write_new
     from ceremony.definition.model import load_definition
     from ceremony.hsm.check import render_html, run_check, table_rows
+    from ceremony.hsm.weak_keys import blocklist_state
 
     defn = load_definition(_definition(env, definition))
     outputs = [Path(p) for p in (json, html) if p]
@@ -55,6 +56,7 @@ def check(c: Context, env: str | None = None, definition: str | None = None, ca:
         style = "red" if row[2] == "FAIL" else "green" if row[2] == "pass" else None
         table.add_row(*(Text(cell) for cell in row), style=style)
     console.print(table)
+    console.print(Text(f"weak-key checks (every generated key, every CSR key): {blocklist_state()}"))
     if json:
         write_new(json, (json_module.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n").encode())
         print(f"JSON report: {json}")

@@ -198,6 +198,17 @@ def test_every_session_logs_in_again(make_token: MakeToken, kind: str) -> None:
             assert hsm.find_private_key(session, "ca-key") is not None
 
 
+def test_token_not_found_on_softokn_points_to_p11_kit_not_pkcs11_tool(make_token: MakeToken) -> None:
+    """pkcs11-tool cannot give softokn its configuration string: the message names the tokens the string opened and
+    the p11-kit way, not a pkcs11-tool command that would fail."""
+    tok = make_token("lost", hsm="nss")
+    with pytest.raises(HsmError) as info:
+        hsm.find_token(hsm.load_module(tok.module), TokenRef(label="no-such-token"))
+    message = str(info.value)
+    assert f"token {tok.label!r} has {tok.label!r}" in message and "through p11-kit's proxy" in message
+    assert "pkcs11-tool --module" not in message
+
+
 def test_module_needing_a_configuration_string_is_told_so() -> None:
     """A fresh process: softokn without hsm.module_config refuses C_Initialize, and the message says what to set."""
     code = ("from ceremony.hsm.session import load_module\nfrom ceremony.common.errors import HsmError\n"

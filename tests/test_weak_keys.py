@@ -25,10 +25,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from pkcs11 import Attribute
 
 from ceremony.ca.registry import Registry
 from ceremony.ceremonies.issuance import issue_certificate
 from ceremony.ceremonies.preflight import check_csr_file
+from ceremony.ceremonies.root_key import root_ceremony
+from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.common.errors import HsmError, RequestError
 from ceremony.definition.model import Hsm, LoadedDefinition, RsaKey, load_definition
 from ceremony.hsm import keys as hsm_keys
@@ -122,6 +125,37 @@ def test_subordinate_csr_with_a_weak_key_is_refused(check: str, weak_key: Callab
     finding, = check_csr_file(defn, "qualified", path, tmp_path / "out", True)
     assert not finding.ok and f"badkeys check {check!r}" in finding.detail
     assert not (tmp_path / "out").exists()
+
+
+def test_signing_ceremony_refuses_a_weak_subordinate_csr_and_signs_nothing(
+        definition_on_tokens: Any, weak_key: Callable[[str], Any], tmp_path: Path) -> None:
+    """The real signing path: a root key ceremony on a fresh token, then the subordinate signing ceremony given a CSR
+    whose RSA 3072 key is Fermat-factorable, then one with ROCA's fingerprint. Each is refused at csr-verify, naming
+    the check, before the root key signs anything: no new file, no new object on the root's token."""
+    def rsa_qualified(data: dict[str, Any]) -> None:
+        data["cas"]["qualified"]["key"] = {"algorithm": "rsa", "bits": 3072}
+        data["cas"]["root"]["backup"] = {"mode": "none"}
+
+    pki, _ = definition_on_tokens(rsa_qualified)
+    defn, out = load_definition(pki), tmp_path / "out"
+    root_ceremony(defn, out, ConsoleRecorder(rehearsal=True), rehearsal=True, interactive=False)
+    hsm = defn.model.cas["root"].hsm
+    with open_session(hsm, pin_source_for(hsm, interactive=False)) as session:
+        objects = sorted(str(o[Attribute.LABEL]) for o in session.get_objects())
+    files = tree(out)
+    manifest = (out / "manifest.json").read_bytes()
+    subject = subject_name(defn.model.cas["qualified"].subject, True)
+    for check in ("fermat", "roca"):
+        csr = csr_file(tmp_path / f"{check}.csr.pem", weak_key(check), subject)
+        with pytest.raises(RequestError) as err:
+            sign_subordinate_ceremony(defn, "qualified", csr, out, ConsoleRecorder(rehearsal=True), rehearsal=True,
+                                      interactive=False)
+        assert f"{csr}: the CSR key is a known-weak key: badkeys check {check!r}" in str(err.value)
+        assert "nothing was signed" in str(err.value)
+        assert tree(out) == files and (out / "manifest.json").read_bytes() == manifest
+        assert not (out / "qualified.crt.pem").exists()
+        with open_session(hsm, pin_source_for(hsm, interactive=False)) as session:
+            assert sorted(str(o[Attribute.LABEL]) for o in session.get_objects()) == objects
 
 
 def issuer_certificate(defn: LoadedDefinition, path: Path) -> Path:

@@ -31,7 +31,7 @@ from ceremony.common.fileio import sha256_file
 from ceremony.common.manifest import MANIFEST_NAME
 from ceremony.common.outputs import inspect_leftovers
 from ceremony.definition.model import CA, LoadedDefinition, TokenRef
-from ceremony.hsm.check import THROWAWAY_LABEL, capabilities, needed_for, probe_capabilities
+from ceremony.hsm.check import THROWAWAY_LABEL, capabilities, known_limits, needed_for, probe_capabilities
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.pins import PinSource, held, read_pin_file
 from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for, rehearsal_objects
@@ -457,13 +457,18 @@ def check_csr_file(defn: LoadedDefinition, ca_name: str, csr_path: Path, out: Pa
 
 
 def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca: CA,
-                        source: PinSource) -> list[Finding]:
+                        source: PinSource, rehearsal: bool = False) -> list[Finding]:
     """What ``ceremony`` needs of the token, and, before the root key ceremony, that the token is empty.
 
     The capabilities are the passive probe of ``invoke hsm.check`` (:mod:`ceremony.hsm.check`): the module's
     mechanism list, C_GetMechanismInfo and the token's flags, for this ceremony's key algorithms, signatures,
     wrapping and random numbers. Nothing is created (this may be a production token) and nobody logs in for it. A
     module that lacks a capability is refused here rather than in act 4 with the witnesses in the room.
+
+    A limit the active probe proved on a module and that no mechanism list shows (NSS softokn lets a never-extractable
+    key out; it cannot protect a key for a wrapped backup: :func:`ceremony.hsm.check.known_limits`) refuses the
+    ceremonies it stops; one that only matters for a real key (the first) is a note in a rehearsal, whose keys are
+    throwaway.
     """
     try:
         token = find_token(load_module(ca.hsm.module), ca.hsm.token)
@@ -479,6 +484,19 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
     if not failed:
         found.append(Finding(what, True, f"{len(probes)} capabilities {ceremony} needs, all offered: "
                              + "; ".join(p.detail for p in probes)))
+    for limit in known_limits(token, ca_name, ca):
+        if not limit.stops(ceremony):
+            continue
+        probe, check = limit.probe, f"HSM of {ca_name!r}: {limit.probe.what}"
+        if rehearsal and limit.rehearsal_ok:
+            found.append(Finding(check, True, f"{probe.detail}; a rehearsal's keys are throwaway", warning=True))
+        elif limit.rehearsal_ok:
+            found.append(Finding(check, False, f"{probe.detail}; {ceremony} cannot run on it in production: "
+                                 f"{probe.impact}", f"use an HSM that keeps the key in (invoke hsm.check --env "
+                                 f"{defn.model.environment} --ca {ca_name} must pass); this module is for tests and "
+                                 "rehearsals"))
+        else:
+            found.append(Finding(check, False, f"{probe.detail}; {ceremony} cannot run on it: {probe.impact}", fix))
     if ceremony == "root-key-generation":
         found.extend(check_token_empty(ca_name, ca, source))
     return found
@@ -583,7 +601,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         source = pin_source_for(ca_def.hsm, pin_file, interactive)
         pin = check_pin_source(need.ca, source)
         report.findings.append(pin)
-        report.findings.extend(check_hsm_readiness(defn, ceremony, need.ca, ca_def, source))
+        report.findings.extend(check_hsm_readiness(defn, ceremony, need.ca, ca_def, source, rehearsal))
         if token.ok and pin.ok:
             sealing = None if ceremony == "key-restore" else (need.key, out)
             report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source, sealing))

@@ -36,9 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap, aes_key_wrap_with_padding
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap,
+    aes_key_unwrap_with_padding,
+    aes_key_wrap,
+    aes_key_wrap_with_padding,
+)
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.constants import TokenFlag
@@ -46,6 +52,7 @@ from pkcs11.constants import TokenFlag
 from ceremony.common.errors import CeremonyError, HsmError
 from ceremony.definition.model import CA, EcKey, LoadedDefinition, RsaKey
 from ceremony.hsm.keys import SEALING_KEY, generate_key
+from ceremony.hsm.nss import KEYS_NOT_CONFINED, NO_WRAPPED_BACKUP, softokn_token
 from ceremony.hsm.session import find_token, load_module, module_sha256, open_session, pin_source_for, random_bytes
 from ceremony.hsm.signers import hash_for, signing_key
 from ceremony.hsm.weak_keys import blocklist_state
@@ -231,6 +238,48 @@ def probe_capabilities(token: Any, caps: list[Capability]) -> list[Probe]:
         return [Probe("mechanism.list", "read the mechanism list (C_GetMechanismList)", "fail",
                       f"the module refused: {type(exc).__name__}", "no ceremony can be checked on this token")]
     return [probe_capability(token, cap, offered) for cap in caps]
+
+
+#: What the active probe found on a module, known again from the token's identity so that the passive probe (every
+#: ceremony's pre-flight, ``--passive``), which creates nothing, can say it too.
+CONFINEMENT_ID = "module.keys-confined"
+
+
+TRUSTED_WRAP_ID = "module.wrap-with-trusted"
+
+
+@dataclass(frozen=True)
+class KnownLimit:
+    """A limit of a module that the active probe proved and that no mechanism list shows, for the ceremonies it
+    stops (:data:`EVERY_CEREMONY`: all of them); ``rehearsal_ok``: a rehearsal, whose keys are throwaway, may run."""
+
+    probe: Probe
+    ceremonies: tuple[str, ...]
+    rehearsal_ok: bool
+
+    def stops(self, ceremony: str) -> bool:
+        return self.ceremonies == EVERY_CEREMONY or ceremony in self.ceremonies
+
+
+def known_limits(token: Any, ca_name: str, ca: CA) -> list[KnownLimit]:
+    """The limits known of this token's module (recognised from its CK_TOKEN_INFO manufacturer and model) that matter
+    for ``ca``'s ceremonies. Empty for a module with none known: the active probe is what finds new ones."""
+    if not softokn_token(token.manufacturer_id, token.model):
+        return []
+    limits = [KnownLimit(Probe(
+        CONFINEMENT_ID, "the CA key stays in the token (C_WrapKey refuses a never-extractable key)", "fail",
+        f"{KEYS_NOT_CONFINED} (proved by invoke hsm.check, probe object.non-extractable.*)",
+        "a CA key generated on it is not confined to the token: a production ceremony is refused on it, a rehearsal "
+        "may run", "every ceremony on this token"), EVERY_CEREMONY, True)]
+    if ca.backup.mode == "wrapped":
+        keygen = ROOT_KEY if ca.role == "root" else SUB_KEY
+        limits.append(KnownLimit(Probe(
+            TRUSTED_WRAP_ID, "a key for a wrapped backup leaves the token only under a trusted key "
+            "(CKA_WRAP_WITH_TRUSTED, CKA_TRUSTED set by the Security Officer)", "fail",
+            f"{NO_WRAPPED_BACKUP} (proved by invoke hsm.check, probe object.backup-keygen.*)",
+            f"cas.{ca_name}.backup.mode wrapped cannot be honoured: set it to none for a CA on this module",
+            f"{keygen}, {BACKUP}"), (keygen, BACKUP), False))
+    return limits
 
 
 # --- the token's description ---------------------------------------------------------------------------------
@@ -439,16 +488,52 @@ def _sign_probes(session: Any, spec: EcKey | RsaKey, label: str, ceremonies: str
     return probes
 
 
+def _not_probed(pid: str, what: str, after: str, impact: str, ceremonies: str) -> Probe:
+    """A probe that needs the key pair a failed probe could not make: listed, failed, and saying why it did not run."""
+    return Probe(pid, what, "fail", f"not probed: it needs the key pair that {after} could not generate", impact,
+                 ceremonies)
+
+
+def recovered_private_key(kek_value: bytes, wrapped: bytes) -> Any | None:
+    """The private key inside ``wrapped`` when the host can unwrap it with ``kek_value`` (RFC 5649, or RFC 3394 over
+    PKCS#7 padding as softokn does), else None: what shows that a wrap the token should have refused let the key out.
+    """
+    candidates = []
+    with contextlib.suppress(InvalidUnwrap, ValueError):
+        candidates.append(aes_key_unwrap_with_padding(kek_value, wrapped))
+    with contextlib.suppress(InvalidUnwrap, ValueError):
+        raw = aes_key_unwrap(kek_value, wrapped)
+        candidates += [raw, raw[:-raw[-1]]] if raw and 0 < raw[-1] <= 8 else [raw]
+    for der in candidates:
+        with contextlib.suppress(ValueError, TypeError):
+            return serialization.load_der_private_key(der, password=None)
+    return None
+
+
 def _wrap_refused_probe(session: Any, label: str, pid: str, what: str, why: str, impact: str,
                         ceremonies: str) -> Probe:
-    """Try to wrap the private key labelled ``label`` under an untrusted AES key: the token must refuse."""
-    kek = import_wrapping_key(session, secrets.token_bytes(32), _throwaway_label("kek"), token=False, trusted=False)
+    """Try to wrap the private key labelled ``label`` under an AES key this session makes (untrusted, its value known
+    to the host): the token must refuse. When it does not, the host unwraps the result and compares the key it finds
+    with the token's public key, so that the failure says whether the private key actually came out."""
+    kek_value = secrets.token_bytes(32)
+    kek = import_wrapping_key(session, kek_value, _throwaway_label("kek"), token=False, trusted=False)
     priv = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
     try:
-        kek.wrap_key(priv, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        wrapped = bytes(kek.wrap_key(priv, mechanism=Mechanism.AES_KEY_WRAP_PAD))
     except p11e.PKCS11Error as exc:
         return Probe(pid, what, "pass", f"the token refused ({type(exc).__name__})", impact, ceremonies)
-    return Probe(pid, what, "fail", f"the token wrapped it under an untrusted key: {why}", impact, ceremonies)
+    found = recovered_private_key(kek_value, wrapped)
+    public = signing_key(session, label).public_key()
+    if found is not None and _public_numbers(found.public_key()) == _public_numbers(public):
+        out = (f"the host unwrapped the {len(wrapped)} bytes and holds the private key in the clear (its public key "
+               "is the token's)")
+    else:
+        out = f"{len(wrapped)} bytes came out (the host could not read a private key in them)"
+    return Probe(pid, what, "fail", f"the token wrapped it under an untrusted key: {out}: {why}", impact, ceremonies)
+
+
+def _public_numbers(public: Any) -> Any:
+    return public.public_numbers() if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) else None
 
 
 def _pkcs7(data: bytes, block: int = 8) -> bytes:
@@ -501,13 +586,14 @@ def random_probe(session: Any) -> Probe:
 def active_probes(session: Any, ca: CA, offered: set[int]) -> list[Probe]:
     """The probes with throwaway objects on a logged-in read-write session; every object is destroyed."""
     probes: list[Probe] = []
+    keygen_ceremony = ROOT_KEY if ca.role == "root" else SUB_KEY
     leftovers = [_label_of(o) for o in throwaway_objects(session)]
     if leftovers:
         stuck = remove_throwaways(session)
         probes.append(Probe("object.leftovers", "objects an interrupted check left", "fail" if stuck else "pass",
                             f"removed {len(leftovers) - len(stuck)}: {', '.join(sorted(set(leftovers)))}"
                             + (f"; could not remove {', '.join(stuck)}" if stuck else ""),
-                            "the root key ceremony needs an empty token", "root-key-generation"))
+                            "the root key ceremony needs an empty token", keygen_ceremony))
     with throwaway_scope(session):
         probes.append(random_probe(session))
         specs = {spec_name(s): s for s in (ca.key, SEALING_KEY)}
@@ -517,29 +603,38 @@ def active_probes(session: Any, ca: CA, offered: set[int]) -> list[Probe]:
             impact = f"no {spec.describe()} key can be generated or used as the ceremonies need"
             probe, label = _keygen_probe(session, spec, backup=False, ceremonies=uses, impact=impact)
             probes.append(probe)
+            confined = ("the CA key would not be confined to the token: anyone with the user PIN could carry it "
+                        "off; a production ceremony is refused on such a module")
             if label is None:
+                probes += [_not_probed(f"object.sign.{name}", f"sign with {spec.describe()} as the suite does, "
+                                       "verify", probe.id, impact, uses),
+                           _not_probed(f"object.non-extractable.{name}", "a never-extractable key cannot be wrapped",
+                                       probe.id, confined, uses)]
                 continue
             probes += _sign_probes(session, spec, label, uses, impact, offered)
             probes.append(_wrap_refused_probe(
                 session, label, f"object.non-extractable.{name}", "a never-extractable key cannot be wrapped",
-                "a CA key could leave the token", "the CA key would not be confined to the token", uses))
+                "a CA key can leave the token", confined, uses))
         if ca.backup.mode == "wrapped":
             impact = "the CA key cannot be backed up under a quorum-held trusted key"
-            keygen = ROOT_KEY if ca.role == "root" else SUB_KEY
-            probe, label = _keygen_probe(session, ca.key, backup=True, ceremonies=f"{keygen}, {BACKUP}", impact=impact)
+            probe, label = _keygen_probe(session, ca.key, backup=True, ceremonies=f"{keygen_ceremony}, {BACKUP}",
+                                         impact=impact)
             probes.append(probe)
-            if label is not None:
+            what = "a CKA_WRAP_WITH_TRUSTED key cannot be wrapped under an untrusted key"
+            if label is None:
+                probes.append(_not_probed("object.wrap-with-trusted", what, probe.id, impact, BACKUP))
+            else:
                 probes.append(_wrap_refused_probe(
-                    session, label, "object.wrap-with-trusted", "a CKA_WRAP_WITH_TRUSTED key cannot be wrapped under "
-                    "an untrusted key", "one Crypto Officer could export the CA key without the quorum's trusted key",
-                    impact, BACKUP))
+                    session, label, "object.wrap-with-trusted", what,
+                    "one Crypto Officer could export the CA key without the quorum's trusted key", impact, BACKUP))
         probes.append(rfc5649_probe(session, ca.backup.mode == "wrapped", f"{BACKUP}, {RESTORE}"))
     left = [_label_of(o) for o in throwaway_objects(session)]
     probes.append(Probe("object.cleanup", "every throwaway object destroyed", "fail" if left else "pass",
                         f"still on the token: {', '.join(left)}" if left else
                         f"no object labelled {THROWAWAY_LABEL}* is left on the token",
-                        "the root key ceremony needs an empty token; remove them with pkcs11-tool --delete-object",
-                        ROOT_KEY))
+                        ("the root key ceremony needs an empty token" if ca.role == "root" else
+                         "the key ceremony would find objects nobody made for it")
+                        + "; remove them with pkcs11-tool --delete-object", keygen_ceremony))
     return probes
 
 
@@ -590,7 +685,9 @@ def check_token(ca_name: str, ca: CA, lib: Any, token: Any, session: Any | None)
         offered = set()
     report = TokenReport(ca_name, describe_token(ca.hsm.module, lib, token), sorted(map(mechanism_name, offered)))
     report.probes = probe_capabilities(token, capabilities(ca))
-    if session is not None:
+    if session is None:
+        report.probes += [limit.probe for limit in known_limits(token, ca_name, ca)]
+    else:
         report.probes += active_probes(session, ca, offered)
     return report
 
@@ -643,7 +740,8 @@ def render_html(report: CheckReport) -> str:
              "</style></head><body>",
              f"<h1>HSM acceptance check: {'PASSED' if report.ok else 'FAILED'}</h1>",
              f"<p>Definition {e(report.definition)} (SHA-256 {e(report.definition_sha256)}), environment "
-             f"{e(report.environment)}, {e(report.generated)}; {'active' if report.active else 'passive'} probe.</p>"]
+             f"{e(report.environment)}, {e(report.generated)}; {'active' if report.active else 'passive'} probe.</p>",
+             f"<p>Weak-key checks (every generated key, every CSR key): {e(blocklist_state())}</p>"]
     for t in report.tokens:
         tok, mod = t.description["token"], t.description["module"]
         parts.append(f"<h2>CA {e(t.ca)}: {'passed' if t.ok else 'FAILED'}</h2><table>")

@@ -21,6 +21,10 @@ What this suite needs and softokn 3.87 does not do (each found by running it; do
   40), so a SoftHSM backup does not unwrap on it; its CKM_AES_KEY_WRAP_KWP fails with CKR_BUFFER_TOO_SMALL through
   python-pkcs11. A restore onto it is refused.
 - it never sets CKA_LOCAL on a key pair it generates (CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE are right).
+- it does not confine a private key to the token: C_WrapKey wraps a CKA_SENSITIVE, CKA_EXTRACTABLE=false private
+  key under any AES key the logged-in user creates, and the host unwraps it (``invoke hsm.check`` shows it, probe
+  ``object.non-extractable.*``). Anyone with the user PIN can carry a CA key off: softokn is for tests and
+  rehearsals, and a production ceremony on it is refused (:data:`KEYS_NOT_CONFINED`).
 """
 
 from __future__ import annotations
@@ -64,6 +68,13 @@ NO_WRAPPED_BACKUP = ("NSS softokn does not enforce CKA_WRAP_WITH_TRUSTED (a key 
 
 NO_SECURITY_OFFICER = ("NSS softokn has no Security Officer once the database has a password (C_Login as SO: "
                        "CKR_USER_TYPE_INVALID); its only role is the user's")
+
+
+#: Why a production ceremony is refused on softokn, said by every pre-flight from the token's identity (the active
+#: probe of ``invoke hsm.check`` proves it on the token at hand).
+KEYS_NOT_CONFINED = ("NSS softokn wraps a private key marked CKA_SENSITIVE and CKA_EXTRACTABLE false under any AES key "
+                     "the logged-in user creates (C_WrapKey is not refused), so the key comes out of the token in "
+                     "the clear to anyone holding the user PIN")
 
 
 NO_CKA_LOCAL = ("NSS softokn never sets CKA_LOCAL on a key pair it generates; CKA_ALWAYS_SENSITIVE and "

@@ -267,8 +267,13 @@ def _not_found(ref: TokenRef, lib: Any, tokens: list[Any], attrs: dict[str, str]
     if blank:
         listing += f" ({blank} uninitialised token{'s' if blank > 1 else ''} not listed)"
     module = next((path for path, loaded in _LIBS.items() if loaded is lib), "MODULE")
+    if getattr(lib, "config", None) is not None:  # pkcs11-tool cannot give the module its configuration string
+        where = ("through p11-kit's proxy with a module file carrying hsm.module_config (docs/hsm.md, pkcs11-tool "
+                 "and softokn); the tokens this string opens are named above")
+    else:
+        where = f"pkcs11-tool --module {module} --list-token-slots"
     return TokenNotFoundError(f"token not found: {ref.describe()}: {listing}. Each token's label, manufacturer, "
-                              f"model and serial: pkcs11-tool --module {module} --list-token-slots")
+                              f"model and serial: {where}")
 
 
 def find_token(lib: P11Lib, ref: TokenRef) -> Any:
