@@ -11,6 +11,7 @@ the output directory unchanged.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 import secrets
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_definition
 from pkcs11 import Attribute
@@ -235,3 +237,33 @@ def test_the_tasks_initialise_the_token_then_hold_the_root_ceremony_on_it(setup:
     again = run("ceremony.init-token", "--ca", "root", *common)
     assert again.returncode != 0 and "is already initialised" in again.stderr + again.stdout
     assert sorted((out / "transcripts").glob("token-initialisation-*.jsonl")) == written  # before the sign-in
+
+
+def test_the_officers_type_their_parts_unseen_at_a_terminal(setup: Setup, tmp_path: Path) -> None:
+    """The prompt path, under a pseudo-terminal as the officers use it: each names themselves, types their part
+    twice, and the part is never echoed; the token then opens with the combined parts only."""
+    pins.release_parts(setup.user_env)
+    pins.release_parts(setup.so_env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "TEST_INIT_"))}
+    env |= {"SOFTHSM2_CONF": str(SOFTHSM_CONF), "LANG": "C.UTF-8", "COLUMNS": "200"}
+    out = tmp_path / "out"
+    child = pexpect.spawn(INVOKE, ["ceremony.init-token", "--definition", str(setup.defn.path), "--ca", "root",
+                                   "--out", str(out), "--rehearsal"], cwd=str(REPO), env=env, encoding="utf-8",
+                          timeout=120)
+    child.logfile_read = seen = io.StringIO()  # everything the terminal showed
+    for role, people, parts in (("HSM Security Officer", SO, setup.so_parts), ("Crypto Officer", CO, setup.user_parts)):
+        for n, (name, value) in enumerate(zip(people, parts, strict=True), start=1):
+            child.expect(f"{role} entering part {n} of 2 of the .* \\(name as signed in\\): ")
+            child.sendline(name)
+            child.expect("not shown: ")
+            child.sendline(value)
+            child.expect("the same part again")
+            child.sendline(value)
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = seen.getvalue()
+    assert "parts entered by" in screen
+    assert child.exitstatus == 0, screen[-3000:]
+    assert not [s for s in secrets_of(setup) if s in screen]
+    with token_of(setup.label, scan=True).open(user_pin=pins.combine_parts(setup.user_parts, setup.label, "user")):
+        pass
