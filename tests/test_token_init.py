@@ -267,3 +267,33 @@ def test_the_officers_type_their_parts_unseen_at_a_terminal(setup: Setup, tmp_pa
     assert not [s for s in secrets_of(setup) if s in screen]
     with token_of(setup.label, scan=True).open(user_pin=pins.combine_parts(setup.user_parts, setup.label, "user")):
         pass
+
+
+SAME = part()
+
+
+def test_the_derivation_binds_every_part_its_order_and_the_token() -> None:
+    """HKDF over length-prefixed parts: a split between parts moved, the order changed, another token's label, or a
+    part missing each give another PIN; the PIN is 32 hexadecimal digits."""
+    pin = pins.combine_parts(["ab", "c"], "tok", "user")
+    assert len(pin) == 32 and int(pin, 16) >= 0
+    others = {pins.combine_parts(["a", "bc"], "tok", "user"), pins.combine_parts(["c", "ab"], "tok", "user"),
+              pins.combine_parts(["ab", "c"], "tok2", "user"), pins.combine_parts(["ab", "c"], "tok", "so"),
+              pins.combine_parts(["ab"], "tok", "user")}
+    assert pin not in others and len(others) == 5
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ([(CO[0], "x7Q"), (CO[1], part())], "shorter than 8 characters"),
+    ([(CO[0], SAME), (CO[1], SAME)], "entered the same part"),
+    ([(CO[0], part()), (CO[1], part()), (SO[0], part())], "is not one of its"),
+], ids=["short-part", "equal-parts", "extra-part-from-a-security-officer"])
+def test_weak_or_extra_parts_are_refused_before_the_token(entries: list[tuple[str, str]], message: str) -> None:
+    name = f"TEST_PARTS_{secrets.token_hex(4).upper()}"
+    pins.hold_parts(name, entries)
+    try:
+        with pytest.raises(PinError, match=message) as caught:
+            pins.split_pin(pins.SplitPin("user", "tok"), pins.PinSource(env=name, interactive=False), CO, 2)
+    finally:
+        pins.release_parts(name)
+    assert not [p for _, p in entries if p in str(caught.value)]
