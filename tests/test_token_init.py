@@ -27,11 +27,13 @@ from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_defin
 from pkcs11 import Attribute
 from pkcs11 import exceptions as p11e
 
+from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.token_init import find_target, token_init_ceremony
 from ceremony.common.display import make_console
 from ceremony.common.errors import CeremonyError, PinError, RequestError
 from ceremony.definition.model import LoadedDefinition, load_definition
 from ceremony.hsm import pins, softhsm
+from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import (
     PinRejectedError,
     blank_slots,
@@ -44,6 +46,8 @@ from ceremony.hsm.session import (
 )
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.participants import REHEARSAL_OFFICERS, REHEARSAL_PEOPLE, REHEARSAL_SECURITY_OFFICERS
+from ceremony.x509.csr import load_csr
+from ceremony.x509.files import read_public_key
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("token-init")]
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
@@ -81,6 +85,9 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     data["cas"]["root"]["hsm"].update(module=softhsm.softhsm_module(), token={"label": label}, pin_env=user_env,
                                       so_pin_env=so_env)
     data["cas"]["root"]["backup"] = {"mode": "none"}
+    data["cas"]["qualified"]["hsm"].update(module=softhsm.softhsm_module(), token={"label": f"t-init-q-{suffix}"},
+                                           pin_env=user_env, so_pin_env=so_env)  # the same officers' parts
+    data["cas"]["qualified"]["backup"] = {"mode": "none"}
     defn = load_definition(write_definition(tmp_path / "pki.yml", data))
     s = Setup(defn, label, user_env, so_env, [part(), part()], [part(), part()])
     pins.hold_parts(user_env, list(zip(CO, s.user_parts, strict=True)))
@@ -90,10 +97,10 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     pins.release_parts(so_env)
 
 
-def initialise(s: Setup, out: Path, **options: Any) -> Any:
+def initialise(s: Setup, out: Path, ca: str = "root", **options: Any) -> Any:
     with transcript.open_transcript(out / "transcripts", "token-initialisation", s.defn, rehearsal=True,
                                     console=quiet()) as rec:
-        result = token_init_ceremony(s.defn, "root", out, rec, rehearsal=True, interactive=False, **options)
+        result = token_init_ceremony(s.defn, ca, out, rec, rehearsal=True, interactive=False, **options)
     return result, rec.path
 
 
@@ -297,3 +304,18 @@ def test_weak_or_extra_parts_are_refused_before_the_token(entries: list[tuple[st
     finally:
         pins.release_parts(name)
     assert not [p for _, p in entries if p in str(caught.value)]
+
+
+def test_the_subordinate_key_ceremony_takes_the_sealing_key_born_with_its_token(setup: Setup, tmp_path: Path) -> None:
+    """A subordinate's token initialised at a ceremony: its key ceremony logs in with the Crypto Officers' parts and
+    writes the CSR of the sealing key the token was born with (the one that sealed the initialisation), which the
+    signing ceremony then certifies; it generates no second sealing key."""
+    out = tmp_path / "out"
+    result, _ = initialise(setup, out, ca="qualified")
+    with transcript.open_transcript(out / "transcripts", "subordinate-key-generation", setup.defn, rehearsal=True,
+                                    console=quiet()) as rec:
+        subordinate_key_ceremony(setup.defn, "qualified", out, rec, rehearsal=True, interactive=False)
+    assert spki_sha256(read_public_key(out / "qualified.seal.pub.pem")) == result.sealing_spki_sha256
+    assert spki_sha256(load_csr(out / "qualified.seal.csr.pem").public_key()) == result.sealing_spki_sha256
+    text = rec.path.read_text(encoding="utf-8").replace(" ", "")
+    assert '"generated_at":"token-initialisation"' in text and '"pin-parts"' in text
