@@ -27,10 +27,11 @@ from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_defin
 from pkcs11 import Attribute
 from pkcs11 import exceptions as p11e
 
+from ceremony.ceremonies import token_init
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.token_init import find_target, token_init_ceremony
 from ceremony.common.display import make_console
-from ceremony.common.errors import CeremonyError, PinError, RequestError
+from ceremony.common.errors import CeremonyError, HsmError, PinError, RequestError
 from ceremony.definition.model import LoadedDefinition, load_definition
 from ceremony.hsm import pins, softhsm
 from ceremony.hsm.keys import spki_sha256
@@ -319,3 +320,21 @@ def test_the_subordinate_key_ceremony_takes_the_sealing_key_born_with_its_token(
     assert spki_sha256(load_csr(out / "qualified.seal.csr.pem").public_key()) == result.sealing_spki_sha256
     text = rec.path.read_text(encoding="utf-8").replace(" ", "")
     assert '"generated_at":"token-initialisation"' in text and '"pin-parts"' in text
+
+
+def test_a_failure_after_initialisation_undoes_what_the_run_created(setup: Setup, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """PKCS#11 cannot return a token to blank: a failure after C_InitToken leaves the token initialised (the
+    transcript says so), destroys the sealing key the run generated and publishes nothing."""
+    def fail(session: Any, record: Any) -> None:
+        raise HsmError("injected failure while writing the token's record")
+
+    monkeypatch.setattr(token_init, "write_token_record", fail)
+    out = tmp_path / "out"
+    with pytest.raises(HsmError, match="injected failure"):
+        initialise(setup, out)
+    with token_of(setup.label).open(user_pin=pins.combine_parts(setup.user_parts, setup.label, "user")) as session:
+        assert [str(o[Attribute.LABEL]) for o in session.get_objects()] == []
+    assert {p for p in tree(out) if "transcripts" not in p} == set()
+    written = next((out / "transcripts").glob("token-initialisation-*.jsonl")).read_text(encoding="utf-8")
+    assert '"token-initialised"' in written
