@@ -1,9 +1,10 @@
-"""The life-cycle ceremonies: subordinate renewal (same key), sealing-key certification, key destruction.
+"""The life-cycle ceremonies: token initialisation, subordinate renewal (same key), sealing-key certification, key
+destruction.
 
 Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
 transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
-``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key`` and ``ceremony.destroy-key``. PINs are never
-arguments.
+``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key`` and
+``ceremony.destroy-key``. PINs and PIN parts are never arguments.
 """
 
 from __future__ import annotations
@@ -116,4 +117,36 @@ def destroy_key(c: Context, ca: str, token: list[str] | None = None, env: str | 
                                       pin_file=pin_file)
     print(f"key {result.spki_sha256} of {ca!r} destroyed on {', '.join(result.tokens)}; report {result.report}")
     show_summary("key-destruction", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="init-token", help={
+    **HELP, "ca": "the CA whose token is initialised (its token label, module and PIN variables come from the "
+                  "definition)",
+    "token": "the label to give the token (default: cas.<ca>.hsm.token.label)",
+    "reinitialise": "the token is initialised already and is to be erased: every object on it is destroyed (its CA "
+                    "key and sealing key included); its current SO PIN is needed",
+    "so_pin_file": "a 0600 file holding the SO PIN, where the SO PIN is not split (security_officer_quorum 1)",
+    "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def init_token(c: Context, ca: str, token: str | None = None, env: str | None = None, definition: str | None = None,
+               out: str | None = None, reinitialise: bool = False, pin_file: str | None = None,
+               so_pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+               lang: str | None = None) -> None:
+    """Initialise an HSM token at a ceremony: label, SO PIN and user PIN, each split among its officers' parts."""
+    from ceremony.ceremonies.token_init import find_target, token_init_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    find_target(defn, ca, token, reinitialise)  # type: ignore[arg-type]  # bad input refused before the sign-in
+    report = preflight_or_stop(defn, "token-initialisation", out_dir, rehearsal, lang, ca=ca)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("token-initialisation", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = token_init_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token,  # type: ignore
+                                     reinitialise=reinitialise, pin_file=pin_file, so_pin_file=so_pin_file)
+    split = f"user PIN from the parts of {', '.join(result.user_officers)}" if result.user_officers else "one user PIN"
+    print(f"token {result.label!r} (serial {result.serial}) initialised: {split}; sealing key "
+          f"{result.sealing_spki_sha256}")
+    show_summary("token-initialisation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

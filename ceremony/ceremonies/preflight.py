@@ -33,8 +33,17 @@ from ceremony.common.outputs import inspect_leftovers
 from ceremony.definition.model import CA, LoadedDefinition, TokenRef
 from ceremony.hsm.check import THROWAWAY_LABEL, capabilities, known_limits, needed_for, probe_capabilities
 from ceremony.hsm.keys import spki_sha256
-from ceremony.hsm.pins import PinSource, held, read_pin_file
-from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for, rehearsal_objects
+from ceremony.hsm.pins import PinSource, held, part_variable, parts_origin, read_pin_file
+from ceremony.hsm.session import (
+    TOKEN_RECORD_LABEL,
+    find_token,
+    load_module,
+    open_session,
+    pin_source_for,
+    pin_split,
+    read_token_record,
+    rehearsal_objects,
+)
 from ceremony.hsm.signers import public_key_from_token
 from ceremony.transcript.chain import interrupted_transcripts
 from ceremony.transcript.paper_script import printed_script_files
@@ -148,9 +157,15 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         signer = defn.model.cas[ca_name].issuer or root if ceremony == "subordinate-renewal" else root
         return Plan(True, (Need(ca_name if ceremony == "key-destruction" else signer, "present"),))
+    # A token initialisation is held offline (the PIN parts are typed at the workstation); its token does not exist
+    # yet, so the ceremony's own definition-check finds the blank slot (or refuses a label already initialised).
+    if ceremony == "token-initialisation":
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        return Plan(True, ())
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
-                         "subordinate-renewal, sealing-certification, key-destruction)")
+                         "subordinate-renewal, sealing-certification, key-destruction, token-initialisation)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -256,6 +271,39 @@ def check_token(ca_name: str, ca: CA, option: str | None = None) -> Finding:
                    f"model {token.model.strip()!r}")
 
 
+def born_with_token(ca: CA) -> set[str]:
+    """Labels of the objects a token initialisation ceremony left on the CA's token for its key ceremony: the token's
+    record and the transcript-sealing key it names when that is the CA's sealing label (empty for any other token)."""
+    try:
+        record = read_token_record(find_token(load_module(ca.hsm.module), ca.hsm.token))
+    except (CeremonyError, p11e.PKCS11Error):
+        return set()
+    if record is None:
+        return set()
+    sealing = (record.get("sealing_key") or {}).get("label")
+    return {TOKEN_RECORD_LABEL} | ({sealing} if sealing == ca.hsm.sealing_label else set())
+
+
+def check_parts_source(ca_name: str, ca: CA, source: PinSource) -> Finding | None:
+    """For a token whose user PIN is split (its record names the officers): can each officer's part be had? None for a
+    token with one PIN (:func:`check_pin_source` then)."""
+    try:
+        split = pin_split(find_token(load_module(ca.hsm.module), ca.hsm.token), "user")
+    except (CeremonyError, p11e.PKCS11Error):
+        return None
+    if split is None:
+        return None
+    what = f"PIN parts of {ca_name!r}"
+    officers = ", ".join(split.officers)
+    origin = parts_origin(source)
+    if origin in ("held", "env") or (origin == "prompt" and os.isatty(0)):
+        where = {"held": "handed over by the caller", "env": f"variables {part_variable(source.env or '', 1)}…",
+                 "prompt": "typed at the prompt, each by its officer"}[origin]
+        return Finding(what, True, f"the user PIN is made of the parts of {officers} (token initialisation): {where}")
+    return Finding(what, False, f"the user PIN is made of the parts of {officers}, and no part can be had here",
+                   "run at a terminal, where each of these Crypto Officers types their part")
+
+
 def check_pin_source(ca_name: str, source: PinSource) -> Finding:
     """Ready means: the file is there with mode 0600, or the variable is set, or someone can type it."""
 
@@ -312,6 +360,12 @@ def check_login_and_key(ca_name: str, ca: CA, need: str, source: PinSource,
     found, _ = _check_label(ca_name, ca, need, source, ca.hsm.key_label, "key_label", f"key {ca.hsm.key_label!r}")
     if sealing is None or not found or not found[0].ok:
         return found
+    if sealing[0] == "absent" and ca.hsm.sealing_label in born_with_token(ca):
+        # The token was born with its sealing key at the token initialisation ceremony: the key ceremony takes it.
+        return [*found, Finding(f"transcript-sealing key {ca.hsm.sealing_label!r} of {ca_name!r}", True,
+                                "born with the token at its initialisation (the token's record names it); the key "
+                                "ceremony takes it, and the root's certificate of it anchors that ceremony's "
+                                "transcript")]
     seal_need, out = sealing
     label = ca.hsm.sealing_label
     seal, digest = _check_label(ca_name, ca, seal_need, source, label, "seal_label",
@@ -502,8 +556,9 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
     return found
 
 
-def _object_names(session: Any) -> list[str]:
-    """Every object the session sees, as the operator reads it: label, class and CKA_ID."""
+def _object_names(session: Any, born: set[str] | None = None) -> list[str]:
+    """Every object the session sees, as the operator reads it: label, class and CKA_ID; those labelled as the objects
+    the token's initialisation left for the key ceremony (``born``) aside."""
     names = []
     for obj in session.get_objects():
         parts = []
@@ -513,6 +568,8 @@ def _object_names(session: Any) -> list[str]:
             except p11e.PKCS11Error:
                 parts.append(None)
         label, cls, ident = parts
+        if born and label is not None and str(label) in born:
+            continue
         kind = ObjectClass(cls).name.lower().replace("_", " ") if cls is not None else "object"
         names.append(f"{str(label)!r} ({kind}" + (f", CKA_ID {bytes(ident).hex()})" if ident else ")"))
     return sorted(names)
@@ -523,14 +580,15 @@ def check_token_empty(ca_name: str, ca: CA, source: PinSource) -> list[Finding]:
     earlier could be passed off as the root key, or be a copy someone kept). With the PIN typed at the ceremony only
     the public objects are seen here; the ceremony's own label checks look again after login."""
     what = f"token of {ca_name!r} empty"
+    born = born_with_token(ca)  # its record and sealing key, from the token initialisation ceremony
     try:
         token = find_token(load_module(ca.hsm.module), ca.hsm.token)
         if _prompts(source):
             with token.open(rw=False) as session:
-                held_objects, logged_in = _object_names(session), False
+                held_objects, logged_in = _object_names(session, born), False
         else:
             with open_session(ca.hsm, source, rw=False) as session:
-                held_objects, logged_in = _object_names(session), True
+                held_objects, logged_in = _object_names(session, born), True
     except (CeremonyError, p11e.PKCS11Error):
         return []  # the login finding already says why the token cannot be read
     if not held_objects:
@@ -599,7 +657,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         token = check_token(need.ca, ca_def, "--target-token" if ceremony == "key-restore" and target_token else None)
         report.findings.append(token)
         source = pin_source_for(ca_def.hsm, pin_file, interactive)
-        pin = check_pin_source(need.ca, source)
+        pin = (check_parts_source(need.ca, ca_def, source) if token.ok else None) or check_pin_source(need.ca, source)
         report.findings.append(pin)
         report.findings.extend(check_hsm_readiness(defn, ceremony, need.ca, ca_def, source, rehearsal))
         if token.ok and pin.ok:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,18 @@ from ceremony.common.fingerprints import announce, sha256_hex
 from ceremony.common.manifest import Manifest
 from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import CA, LoadedDefinition
-from ceremony.hsm.keys import SEALING_KEY, key_evidence, spki_sha256
-from ceremony.hsm.pins import origin_text, pin_origin
+from ceremony.hsm.keys import SEALING_KEY, KeyEvidence, key_evidence, spki_sha256
+from ceremony.hsm.pins import PART_DERIVATION, origin_text, parts_origin, pin_origin
 from ceremony.hsm.session import (
+    find_private_key,
     find_token,
     load_module,
     mechanisms,
     open_session,
     pin_source_for,
+    pin_split,
     random_bytes,
+    read_token_record,
     refuse_rehearsal_objects,
     token_evidence,
 )
@@ -97,13 +100,47 @@ def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pi
 
 
 def generate_sealing_key(recorder: Recorder, run: CeremonyRun, session: Any, ca: CA) -> Any:
-    """The CA token's transcript-sealing key pair, generated as the run's object and shown to the room."""
+    """The CA token's transcript-sealing key pair, generated as the run's object and shown to the room.
+
+    A token initialised by the token initialisation ceremony was born with its sealing key (it sealed that
+    ceremony's transcript, which the key's certificate then anchors): that key is the one, taken as it is when the
+    token's record names it (label and SPKI SHA-256) and the token says it generated it and never let it out.
+    """
+    born = sealing_key_born_with_token(session, ca)
+    if born is not None:
+        recorder.evidence("key", {**born.as_dict(), "purpose": "transcript-sealing",
+                                  "generated_at": "token-initialisation"})
+        tell(recorder, "t_sealing_reused", label=repr(ca.hsm.sealing_label))
+        sealing = signing_key(session, ca.hsm.sealing_label)
+        say_new_key(recorder, born, sealing.public_key())
+        return sealing
     evidence = run.generate_sealing_key(session, ca)
     recorder.evidence("key", {**evidence.as_dict(), "purpose": "transcript-sealing"})
     sealing = signing_key(session, ca.hsm.sealing_label)
     tell(recorder, "w_sealing_key", label=repr(ca.hsm.sealing_label))
     say_new_key(recorder, evidence, sealing.public_key())
     return sealing
+
+
+def sealing_key_born_with_token(session: Any, ca: CA) -> KeyEvidence | None:
+    """The sealing key the token initialisation ceremony generated for ``ca`` on this token, or None.
+
+    Only the key the token's record names (label and SPKI SHA-256), generated on the token (CKA_LOCAL) and never
+    extractable: anything else under the sealing label is left to key generation, which refuses a label that exists.
+    """
+    record = read_token_record(session.token)
+    named = (record or {}).get("sealing_key") or {}
+    if named.get("label") != ca.hsm.sealing_label:
+        return None
+    try:
+        private = find_private_key(session, ca.hsm.sealing_label)
+        public = signing_key(session, ca.hsm.sealing_label).public_key()
+    except HsmError:
+        return None
+    evidence = key_evidence(private, public, SEALING_KEY.describe())
+    if evidence.spki_sha256 != named.get("spki_sha256") or not (evidence.local and evidence.never_extractable):
+        return None
+    return evidence
 
 
 def sealing_key(recorder: Recorder, session: Any, ca_name: str, ca: CA, *dirs: Path) -> tuple[Any, Path]:
@@ -265,7 +302,17 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
     """Log in for the ceremony, saying to the room where the PIN comes from (never the PIN): a variable, a
     file, or typed at the prompt by a Crypto Officer; a mistyped PIN is asked again with the token's
     remaining-attempts warnings."""
-    source = pin_source_for(hsm, pin_file, interactive)
+    source = replace(pin_source_for(hsm, pin_file, interactive), signed_in=tuple(signed_in(recorder, "crypto-officer")))
+    split = pin_split(find_token(load_module(hsm.module), hsm.token), "user")
+    if split is not None:  # split knowledge: the officers the token's record names enter their parts
+        tell(recorder, "t_pin_parts", token=hsm.token.describe(), officers=", ".join(split.officers))
+        session = stack.enter_context(open_session(hsm, source, notice=recorder.say))
+        recorder.evidence("pin-parts", {"token": hsm.token.describe(), "pin": "user",
+                                        "entered_by": list(split.officers), "origin": parts_origin(source),
+                                        "derivation": PART_DERIVATION})
+        if not recorder.rehearsal:
+            refuse_rehearsal_objects(session, hsm.token.describe())
+        return session
     where = origin_text(source, pin_origin(source))
     if where == "the prompt":
         tell(recorder, "w_pin_prompt")
@@ -276,6 +323,12 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
     if not recorder.rehearsal:
         refuse_rehearsal_objects(session, hsm.token.describe())
     return session
+
+
+def signed_in(recorder: Recorder, role: str) -> list[str]:
+    """Everyone signed in with ``role``, in sign-in order (nobody for a console without a sign-in)."""
+    people = getattr(recorder, "participants", None) or []
+    return [p.name for p in people if p.has(role)]
 
 
 def der_of(obj: Any) -> bytes:

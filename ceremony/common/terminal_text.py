@@ -530,3 +530,51 @@ _LIFECYCLE: dict[str, dict[str, str]] = {
 
 for _lang in LANGS:
     _TEXT[_lang].update(_LIFECYCLE[_lang])
+
+
+# The token initialisation ceremony (ceremony/ceremonies/token_init.py) and split PINs at later logins.
+_TOKENS: dict[str, dict[str, str]] = {
+    "en": {
+        "t_target": "  token to initialise: label {token}, module {module}, slot {slot}",
+        "t_reinitialise": "  RE-INITIALISATION of {token}: every object on it is destroyed ({hint}); its SO PIN stays",
+        "t_quorums": "  user PIN: {user} Crypto Officer part(s); SO PIN: {so} Security Officer part(s)",
+        "t_parts_ask": "  {pin}: {n} parts, each typed by its officer and never shown ({people})",
+        "t_parts_entered": "  {pin}: parts entered by {people}; combined, nobody knows the PIN",
+        "t_pin_single": "  {pin}: one PIN, from {where}",
+        "t_initialised": "  token {token} initialised in slot {slot} (C_InitToken)",
+        "t_user_pin_set": "  user PIN of {token} set by the Security Officer (C_InitPIN)",
+        "t_login_ok": "  fresh session: login accepted with the PIN made of the parts of {people}",
+        "t_one_pin": "the one PIN",
+        "t_record": "  token record written on {token}: whose parts make each PIN, and its sealing key",
+        "t_sealing_fp": "Transcript-sealing key born with token {token}",
+        "t_sealing_reused": "  transcript-sealing key {label}: the one born with this token at its initialisation",
+        "t_pin_parts": "  the user PIN of {token} is made of the parts of {officers}: each types their part, unseen",
+        "n_token_initialised": "the CA's key ceremony on this token takes this sealing key; its certificate from the "
+                               "root anchors this transcript; verify with",
+    },
+    "fr": {
+        "t_target": "  jeton à initialiser : libellé {token}, module {module}, emplacement {slot}",
+        "t_reinitialise": "  RÉINITIALISATION de {token} : tous ses objets sont détruits ({hint}) ; son PIN SO reste",
+        "t_quorums": "  PIN utilisateur : {user} part(s) d'officiers cryptographiques ; PIN SO : {so} part(s) de "
+                     "responsables de sécurité",
+        "t_parts_ask": "  {pin} : {n} parts, chacune saisie par son officier et jamais affichée ({people})",
+        "t_parts_entered": "  {pin} : parts saisies par {people} ; combinées, personne ne connaît le PIN",
+        "t_pin_single": "  {pin} : un seul PIN, depuis {where}",
+        "t_initialised": "  jeton {token} initialisé dans l'emplacement {slot} (C_InitToken)",
+        "t_user_pin_set": "  PIN utilisateur de {token} fixé par le responsable de sécurité (C_InitPIN)",
+        "t_login_ok": "  nouvelle session : authentification acceptée avec le PIN fait des parts de {people}",
+        "t_one_pin": "le PIN unique",
+        "t_record": "  fiche du jeton écrite sur {token} : de qui sont les parts de chaque PIN, et sa clé de "
+                    "scellement",
+        "t_sealing_fp": "Clé de scellement née avec le jeton {token}",
+        "t_sealing_reused": "  clé de scellement {label} : celle née avec ce jeton à son initialisation",
+        "t_pin_parts": "  le PIN utilisateur de {token} est fait des parts de {officers} : chacun saisit la sienne, "
+                       "sans affichage",
+        "n_token_initialised": "la cérémonie de clé de l'AC sur ce jeton prend cette clé de scellement ; son "
+                               "certificat émis par la racine ancre ce procès-verbal ; vérifier avec",
+    },
+}
+
+
+for _lang in LANGS:
+    _TEXT[_lang].update(_TOKENS[_lang])

@@ -12,7 +12,7 @@ Layout (see ``inventory/testing/pki.yml`` for a commented example)::
     organisation: {name, short_name, country, locality, url, email, address}
     limits: {root_max_years, subordinate_max_years}          # may lower the caps only
     documents: {cp: {...}, cps: {...}, history: [...]}     # CP/CPS identification
-    ceremony: {crypto_officer_quorum, require_independent_witness}
+    ceremony: {crypto_officer_quorum, security_officer_quorum, require_independent_witness}
     cas:
       <name>: {role: root|subordinate, issuer, subject: [{CN: ...}, ...], key, validity,
                path_length, policy_oids, name_constraints, publication, hsm, crl,
@@ -633,6 +633,8 @@ class Documents(_Strict):
 
 class CeremonyRules(_Strict):
     crypto_officer_quorum: int = Field(default=1, ge=1, le=16)
+    security_officer_quorum: int = Field(default=1, ge=1, le=16, description="HSM Security Officers whose parts "
+                                         "make a token's SO PIN at its initialisation (1: one SO PIN, not split)")
     require_independent_witness: bool = True
     sealing_eku: OID = Field(default="2.16.466.1.1.1.3.1", description="extended key usage of the "
                              "transcript-sealing certificates the root issues (an OID of the service's own arc)")

@@ -1,4 +1,4 @@
-"""Where PINs come from: an environment variable, a 0600 file, or an interactive prompt.
+"""Where PINs come from: an environment variable, a 0600 file, an interactive prompt, or parts (split knowledge).
 
 A caller that has the PIN in hand (an Ansible task, the rehearsal) gives it with :func:`hold`
 under the variable's name: it is read as if it were that variable, but never exported, so no
@@ -12,11 +12,17 @@ listings or version control), and never goes into a message: errors here name th
 from __future__ import annotations
 
 import getpass
+import hmac
 import os
 import stat
 import sys
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ceremony.common.errors import PinError
 
@@ -29,6 +35,9 @@ class PinSource:
     file: str | None = None
     prompt: str | None = None
     interactive: bool = True
+    signed_in: tuple[str, ...] = ()
+    """Who signed in with the role that holds the parts of a split PIN (names only; empty without a sign-in, as
+    in the CRL job: then the token's record alone says whose parts are asked for)."""
 
     def describe(self) -> str:
         parts = []
@@ -117,3 +126,197 @@ def get_pin(source: PinSource) -> str:
         return value
     raise PinError(f"no PIN available: set {source.describe()}"
                    + ("" if source.env else " (no environment variable configured)"))
+
+
+# --- split knowledge: a PIN combined from parts that distinct officers enter -----------------------------------
+#
+# Where the definition sets a quorum (``ceremony.crypto_officer_quorum`` for the user PIN,
+# ``ceremony.security_officer_quorum`` for the Security Officer PIN), the token initialisation ceremony sets a PIN
+# that nobody knows: each officer of the quorum enters a part of their own choosing, never echoed, and the PIN is a
+# one-way derivation of all the parts. A part alone, or any k-1 of them, says nothing about the PIN (HKDF over
+# every part), so no one person can activate the token. The token carries, as a public data object, whose parts
+# make its PIN (names only): later ceremonies ask those officers again (:mod:`ceremony.hsm.session`).
+
+#: The shortest part an officer may enter: a part is a secret of its own, not a PIN of four digits.
+PART_MIN_LENGTH = 8
+
+
+#: HKDF's ``info``, followed by ``user`` or ``so``: a user PIN and an SO PIN from the same parts differ.
+PART_DERIVATION_INFO = b"ceremony-suite token PIN v1 "
+
+
+#: How the combined PIN is made, as the token's record and the transcript state it (never a part).
+PART_DERIVATION = ("HKDF-SHA256 (RFC 5869): input the parts in the listed officers' order, each as UTF-8 preceded "
+                   "by its length (4 bytes, big-endian); salt the token label (UTF-8); info 'ceremony-suite token "
+                   "PIN v1 user' or '... so'; 16 bytes, written as 32 lower-case hexadecimal digits")
+
+
+#: The roles whose members hold the parts of each PIN.
+PART_ROLES = {"user": "crypto-officer", "so": "security-officer"}
+
+
+#: The roles as the room reads them (the ``ceremony.transcript.participants`` names: this package sits below it).
+PART_ROLE_NAMES = {"user": "Crypto Officer", "so": "HSM Security Officer"}
+
+
+@dataclass(frozen=True)
+class SplitPin:
+    """Which PIN of which token is split, and among whom (in the order their parts are combined). No secret."""
+
+    pin: str  # "user" or "so"
+    label: str  # the token's label: HKDF's salt
+    officers: tuple[str, ...] = ()  # empty while the token is being initialised: the entries name them
+
+    @property
+    def role(self) -> str:
+        return PART_ROLES[self.pin]
+
+    def describe(self) -> str:
+        return f"the {'user' if self.pin == 'user' else 'Security Officer'} PIN of token {self.label!r}"
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    """One officer's part as entered. The part is never shown (``repr`` leaves it out) and never stored."""
+
+    officer: str
+    part: str = field(repr=False)
+
+
+def combine_parts(parts: Sequence[str], label: str, pin: str) -> str:
+    """The PIN made of ``parts`` (in order) for the token ``label``: see :data:`PART_DERIVATION`.
+
+    Length-prefixing keeps ``("ab", "c")`` and ``("a", "bc")`` apart; the label as salt makes the same parts give
+    another PIN on another token; 128 bits in hexadecimal are characters every PKCS#11 module accepts in a PIN
+    (SoftHSM takes 4 to 255 bytes; hardware modules commonly 4 or 8 to 64).
+    """
+    material = b"".join(len(raw).to_bytes(4, "big") + raw for raw in (p.encode("utf-8") for p in parts))
+    derived = HKDF(algorithm=hashes.SHA256(), length=16, salt=label.encode("utf-8"),
+                   info=PART_DERIVATION_INFO + pin.encode("ascii")).derive(material)
+    return derived.hex()
+
+
+#: Parts handed to this process by its caller (a test, a rehearsal), under the PIN variable's name, as :func:`hold`
+#: does for a whole PIN: never in ``os.environ``.
+_HELD_PARTS: dict[str, list[PartEntry]] = {}
+
+
+def hold_parts(name: str, entries: Sequence[tuple[str, str]]) -> None:
+    """Give this process the parts of the PIN the definition reads from variable ``name``: (officer, part) pairs
+    in the order the officers enter them."""
+    _HELD_PARTS[name] = [PartEntry(officer, part) for officer, part in entries]
+
+
+def release_parts(name: str) -> None:
+    _HELD_PARTS.pop(name, None)
+
+
+def part_variable(name: str, n: int) -> str:
+    """The environment variable of the ``n``-th part (1-based) of the PIN read from ``name``: ``NAME_PART_n``."""
+    return f"{name}_PART_{n}"
+
+
+def _person(name: str) -> str:
+    """One person whatever the case, accents or spacing of their name (as the sign-in compares names)."""
+    text = unicodedata.normalize("NFKD", name)
+    return " ".join("".join(c for c in text if not unicodedata.combining(c)).casefold().split())
+
+
+def parts_origin(source: PinSource) -> str:
+    """Where the parts come from: ``held`` (this process), ``env`` (``<VAR>_PART_<n>``), ``prompt`` or ``none``."""
+    if source.env and source.env in _HELD_PARTS:
+        return "held"
+    if source.env and os.environ.get(part_variable(source.env, 1)):
+        return "env"
+    if source.interactive and sys.stdin is not None and sys.stdin.isatty():
+        return "prompt"
+    return "none"
+
+
+def _entries(split: SplitPin, source: PinSource, candidates: Sequence[str], quorum: int,
+             confirm: bool) -> list[PartEntry]:
+    """The entries as given: from this process, the environment, or typed at the prompt (never echoed)."""
+    origin = parts_origin(source)
+    role = PART_ROLE_NAMES[split.pin]
+    if origin == "held":
+        return list(_HELD_PARTS[source.env or ""])
+    if origin == "env":
+        assert source.env is not None
+        found = []
+        for n, officer in enumerate(candidates[:quorum] if not split.officers else split.officers, start=1):
+            value = os.environ.get(part_variable(source.env, n))
+            if value:
+                found.append(PartEntry(officer, value))
+        return found
+    if origin == "prompt":
+        entries = []
+        for n in range(1, quorum + 1):
+            if split.officers:
+                officer = split.officers[n - 1]
+            else:
+                officer = input(f"{role} entering part {n} of {quorum} of {split.describe()} (name as signed in): ")
+            part = getpass.getpass(f"part of {officer.strip()} ({role}), not shown: ")
+            if confirm and part and getpass.getpass(f"the same part again, {officer.strip()}: ") != part:
+                raise PinError(f"{officer.strip()}: the two entries of the part differ; nothing was done, start the "
+                               "step again")
+            entries.append(PartEntry(officer.strip(), part))
+        return entries
+    raise PinError(f"no parts of {split.describe()} available: each {role} types their part at the prompt (a "
+                   f"terminal), or the caller hands them over ({part_variable(source.env or 'PIN_VARIABLE', 1)}, "
+                   f"{part_variable(source.env or 'PIN_VARIABLE', 2)}, …)")
+
+
+def split_pin(split: SplitPin, source: PinSource, signed_in: Sequence[str], quorum: int = 0,
+              confirm: bool = False) -> tuple[str, tuple[str, ...]]:
+    """The PIN combined from the parts of ``split.officers`` (a token already initialised), or, while the token is
+    being initialised (no officers yet), from ``quorum`` parts entered by distinct officers among ``signed_in``.
+
+    Returns the PIN and who entered a part, in the order the parts were combined (the sign-in order at the
+    initialisation, the token's record afterwards). Every refusal names people, never a part, and comes before
+    anything is done with the token: a part entered twice by one officer, by someone not signed in with the role,
+    too few parts, a part shorter than :data:`PART_MIN_LENGTH`, two officers with the same part.
+    """
+    role = PART_ROLE_NAMES[split.pin]
+    known = {_person(name): name for name in signed_in}
+    if split.officers:
+        quorum = len(split.officers)
+        absent = [o for o in split.officers if signed_in and _person(o) not in known]
+        if absent:
+            raise PinError(f"{split.describe()} is made of the parts of {', '.join(split.officers)} (token "
+                           f"initialisation); not signed in as {role}: {', '.join(absent)}. The same officers enter "
+                           "their parts at every ceremony on this token")
+        candidates: Sequence[str] = split.officers
+    else:
+        candidates = list(signed_in)
+    entries = _entries(split, source, candidates, quorum, confirm)
+    allowed = {_person(name): name for name in candidates}
+    seen: dict[str, PartEntry] = {}
+    for entry in entries:
+        who = _person(entry.officer)
+        if who not in allowed:
+            holders = "the token's record names " + ", ".join(split.officers) if split.officers else \
+                "signed in as " + role + ": " + (", ".join(candidates) or "nobody")
+            raise PinError(f"{entry.officer!r} entered a part of {split.describe()} but is not one of its "
+                           f"{role}s ({holders}); nothing was done")
+        if who in seen:
+            raise PinError(f"{allowed[who]!r} entered a part of {split.describe()} twice: each of the {quorum} "
+                           f"{role}s enters one part, their own; nothing was done")
+        if len(entry.part) < PART_MIN_LENGTH:
+            raise PinError(f"the part {allowed[who]!r} entered for {split.describe()} is shorter than "
+                           f"{PART_MIN_LENGTH} characters (allowed: {PART_MIN_LENGTH} or more); nothing was done")
+        for other, earlier in seen.items():
+            if hmac.compare_digest(earlier.part.encode("utf-8"), entry.part.encode("utf-8")):
+                raise PinError(f"{allowed[other]!r} and {allowed[who]!r} entered the same part of "
+                               f"{split.describe()}: each officer chooses a part of their own; nothing was done")
+        seen[who] = entry
+    if len(seen) < quorum:
+        by = ", ".join(allowed[w] for w in seen) or "nobody"
+        raise PinError(f"{split.describe()} needs {quorum} parts, one from each of {quorum} distinct {role}s; "
+                       f"{len(seen)} entered (by {by}); nothing was done")
+    if len(seen) > quorum:
+        raise PinError(f"{split.describe()} is made of {quorum} parts; {len(seen)} were entered "
+                       f"({', '.join(allowed[w] for w in seen)}); nothing was done")
+    order = [_person(name) for name in candidates]
+    chosen = sorted(seen, key=order.index)
+    pin = combine_parts([seen[w].part for w in chosen], split.label, split.pin)
+    return pin, tuple(allowed[w] for w in chosen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from pkcs11.constants import TokenFlag
 
 from ceremony.common.errors import HsmError, TokenNotFoundError
 from ceremony.definition.model import Hsm, TokenRef, module_config_for, parse_token_uri
-from ceremony.hsm.pins import PinSource, get_pin, origin_text, pin_origin
+from ceremony.hsm.pins import PinSource, SplitPin, get_pin, origin_text, pin_origin, split_pin
 
 #: python-pkcs11's ``lib`` is a Cython class that type checkers see as a function: its handles are typed
 #: by this alias.
@@ -381,16 +382,25 @@ def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
     """
     lib = load_module(hsm.module)
     token = find_token(lib, hsm.token)
-    origin = pin_origin(pin)
+    split = pin_split(token, "so" if so else "user")
+    origin = "parts" if split is not None else pin_origin(pin)
     say = notice or (lambda text: print(text, file=sys.stderr))
     for attempt in range(1, PIN_PROMPTS + 1):
-        secret = get_pin(pin)
+        # A split PIN is combined from its officers' parts (names checked against those signed in); it is never
+        # retried: a mistyped part cannot be told from another, and each attempt uses one of the token's tries.
+        secret = split_pin(split, pin, pin.signed_in)[0] if split is not None else get_pin(pin)
         try:
             session = token.open(rw=rw, so_pin=secret) if so else token.open(rw=rw, user_pin=secret)
             break
         except p11e.PinIncorrect:
             warnings = pin_warnings(lib, hsm.token, so)
             state = f" The token says: {'; '.join(warnings)}." if warnings else ""
+            if origin == "parts":
+                assert split is not None
+                raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (combined from the parts of "
+                                       f"{', '.join(split.officers)}): one of the parts is not the one entered at the "
+                                       f"token initialisation.{state} Each attempt uses up one of the token's tries",
+                                       locked=any("LOCKED" in w for w in warnings)) from None
             if origin != "prompt" or attempt == PIN_PROMPTS or any("LOCKED" in w for w in warnings):
                 raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"
                                        + ("" if origin == "prompt" else " Correct it there before trying again: "
@@ -486,3 +496,113 @@ def refuse_rehearsal_objects(session: Any, where: str) -> None:
 
 def mechanisms(token: Any) -> list[str]:
     return sorted(str(m).replace("Mechanism.", "") for m in token.slot.get_mechanisms())
+
+
+# --- token initialisation: C_InitToken, and the token's record of whose parts make its PINs ----------------------
+#: The label of the public data object (CKO_DATA, CKA_PRIVATE false) in which a token initialised by the token
+#: initialisation ceremony says whose parts make its PINs, and which transcript-sealing key it was born with. Public:
+#: it is read before anyone logs in, to know whom to ask. It holds names and a key hash, never a part or a PIN; a
+#: forged record can only make the ceremony ask the wrong people, whose parts then fail at the token's login.
+TOKEN_RECORD_LABEL = "ceremony-token-record"
+
+
+TOKEN_RECORD_APPLICATION = "ceremony-suite"
+
+
+TOKEN_RECORD_FORMAT = "ceremony-token-record/1"
+
+
+CKR_PIN_INCORRECT = 0xA0
+
+
+CKR_PIN_LOCKED = 0xA4
+
+
+CKR_SESSION_EXISTS = 0xB6
+
+
+class _FunctionListToInitToken(ctypes.Structure):
+    """CK_FUNCTION_LIST up to C_InitToken, the tenth function (PKCS#11 v2.40 §5.1): python-pkcs11 0.10.1 has no
+    binding for it, so it is called through the module's own function list, as C_Initialize is."""
+
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte),
+                *((name, ctypes.c_void_p) for name in (
+                    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetFunctionList", "C_GetSlotList", "C_GetSlotInfo",
+                    "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo", "C_InitToken"))]
+
+
+_CK_INIT_TOKEN = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+
+
+def init_token(lib: P11Lib, slot_id: int, so_pin: str, label: str) -> None:
+    """C_InitToken on slot ``slot_id``: a blank token gets ``label`` and ``so_pin``; an initialised one (its current
+    SO PIN given) is erased, every object destroyed, its user PIN cleared. The PIN goes straight to the module."""
+    encoded = label.encode("utf-8")
+    if len(encoded) > 32:
+        raise HsmError(f"token label {label!r} is longer than 32 bytes (CK_TOKEN_INFO.label)")
+    head = ctypes.POINTER(_FunctionListToInitToken)()
+    rv = lib._dll.C_GetFunctionList(ctypes.byref(head))
+    if rv != 0:
+        raise HsmError(f"PKCS#11 module {lib.so}: C_GetFunctionList returned {rv:#x}")
+    call = _CK_INIT_TOKEN(head.contents.C_InitToken)
+    secret = so_pin.encode("utf-8")
+    rv = call(slot_id, secret, len(secret), encoded.ljust(32, b" "))
+    del secret
+    if rv == CKR_PIN_INCORRECT:
+        raise PinRejectedError(f"slot {slot_id}: C_InitToken refused the Security Officer PIN (CKR_PIN_INCORRECT): "
+                               "re-initialising a token takes its current SO PIN; the token is unchanged")
+    if rv == CKR_PIN_LOCKED:
+        raise PinRejectedError(f"slot {slot_id}: the Security Officer PIN is locked (CKR_PIN_LOCKED); the token is "
+                               "unchanged", locked=True)
+    if rv == CKR_SESSION_EXISTS:
+        raise HsmError(f"slot {slot_id}: a session is open on the token (CKR_SESSION_EXISTS); close every program "
+                       "using it; the token is unchanged")
+    if rv != 0:
+        raise HsmError(f"slot {slot_id}: C_InitToken failed ({rv:#x}); the token is unchanged")
+
+
+def blank_slots(lib: P11Lib) -> list[Any]:
+    """Slots whose token is present but not initialised (SoftHSM keeps one such slot free for the next token)."""
+    return [s for s in lib.get_slots(token_present=True) if not _initialised(s.get_token())]
+
+
+def tokens_labelled(lib: P11Lib, label: str) -> list[Any]:
+    """Initialised tokens whose label is ``label``."""
+    return [t for t in lib.get_tokens() if _initialised(t) and _text(t.label) == label]
+
+
+def read_token_record(token: Any) -> dict[str, Any] | None:
+    """The token's record (:data:`TOKEN_RECORD_LABEL`), read from a session without login; None when it has none."""
+    try:
+        with token.open(rw=False) as session:
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: TOKEN_RECORD_LABEL}))
+            if len(found) != 1:
+                return None
+            value = bytes(found[0][Attribute.VALUE])
+    except p11e.PKCS11Error:
+        return None
+    try:
+        record = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == TOKEN_RECORD_FORMAT else None
+
+
+def write_token_record(session: Any, record: dict[str, Any]) -> None:
+    """Store the record as a public, unmodifiable token object (one per token: an existing one is an error)."""
+    if list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: TOKEN_RECORD_LABEL})):
+        raise HsmError(f"the token already holds a {TOKEN_RECORD_LABEL!r} object")
+    session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                           Attribute.MODIFIABLE: False, Attribute.LABEL: TOKEN_RECORD_LABEL,
+                           Attribute.APPLICATION: TOKEN_RECORD_APPLICATION,
+                           Attribute.VALUE: json.dumps({"format": TOKEN_RECORD_FORMAT, **record},
+                                                       sort_keys=True).encode("utf-8")})
+
+
+def pin_split(token: Any, pin: str) -> SplitPin | None:
+    """Whose parts make the ``pin`` (``user`` or ``so``) of ``token``, from its record; None for a single PIN."""
+    record = read_token_record(token)
+    entry = (record or {}).get(pin)
+    if not isinstance(entry, dict) or not isinstance(entry.get("officers"), list) or not entry["officers"]:
+        return None
+    return SplitPin(pin, _text(token.label), tuple(str(o) for o in entry["officers"]))

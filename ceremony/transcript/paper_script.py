@@ -175,6 +175,8 @@ def _people(script: Script, definition: Any, rehearsal: bool, lang: str) -> list
     counts = {role: 1 for role in rules.required_roles}
     if "crypto-officer" in counts:
         counts["crypto-officer"] = max(1, rules.crypto_officer_quorum)
+    if "security-officer" in counts:  # more than one where their parts make the SO PIN (token initialisation)
+        counts["security-officer"] = max(1, rules.security_officer_quorum)
     if "custodian" in counts:
         named = max((len(ca.backup.custodians) for ca in definition.model.cas.values()), default=0)
         counts["custodian"] = max(1, rules.custodian_quorum, named)

@@ -93,16 +93,21 @@ class Rules:
     custodian_quorum: int = 0
     independent_witness_required: bool = True
     notes: tuple[str, ...] = field(default=())
+    security_officer_quorum: int = 1  # more than 1 only where the SO PIN is split (token initialisation)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"required_roles": sorted(self.required_roles), "crypto_officer_quorum": self.crypto_officer_quorum,
-                "custodian_quorum": self.custodian_quorum,
-                "independent_witness_required": self.independent_witness_required}
+        rules = {"required_roles": sorted(self.required_roles), "crypto_officer_quorum": self.crypto_officer_quorum,
+                 "custodian_quorum": self.custodian_quorum,
+                 "independent_witness_required": self.independent_witness_required}
+        if self.security_officer_quorum > 1:  # absent where it is 1: earlier transcripts' headers stay as they were
+            rules["security_officer_quorum"] = self.security_officer_quorum
+        return rules
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rules:
         return cls(frozenset(data["required_roles"]), int(data["crypto_officer_quorum"]),
-                   int(data["custodian_quorum"]), bool(data["independent_witness_required"]))
+                   int(data["custodian_quorum"]), bool(data["independent_witness_required"]),
+                   security_officer_quorum=int(data.get("security_officer_quorum", 1)))
 
 
 def rules_for(script: Any, definition: Any, rehearsal: bool) -> Rules:
@@ -119,7 +124,9 @@ def rules_for(script: Any, definition: Any, rehearsal: bool) -> Rules:
     if script.custodians:
         thresholds = [ca.backup.threshold for ca in model.cas.values() if ca.backup.threshold]
         custodians = max(thresholds, default=1)
-    return Rules(frozenset(roles), quorum, custodians, witness_required)
+    # The Security Officers' quorum counts where their parts make the SO PIN: the token initialisation only.
+    so_quorum = model.ceremony.security_officer_quorum if script.name == "token-initialisation" else 1
+    return Rules(frozenset(roles), quorum, custodians, witness_required, security_officer_quorum=so_quorum)
 
 
 def check_separation(people: Iterable[Participant], rules: Rules) -> None:
@@ -160,6 +167,10 @@ def check_separation(people: Iterable[Participant], rules: Rules) -> None:
     if rules.crypto_officer_quorum > 1 and len(officers) < rules.crypto_officer_quorum:
         raise ParticipantError(f"the Crypto Officer quorum is {rules.crypto_officer_quorum} distinct people; "
                                f"{len(officers)} signed in: nobody may hold the quorum alone")
+    security = holders("security-officer")
+    if rules.security_officer_quorum > 1 and len(security) < rules.security_officer_quorum:
+        raise ParticipantError(f"the HSM Security Officer quorum is {rules.security_officer_quorum} distinct people; "
+                               f"{len(security)} signed in: nobody may hold the SO PIN alone")
     custodians = holders("custodian")
     if rules.custodian_quorum and len(custodians) < rules.custodian_quorum:
         raise ParticipantError(f"the backup threshold is {rules.custodian_quorum} custodians; "
@@ -176,6 +187,10 @@ REHEARSAL_PEOPLE = {
     "security-officer": "Oumar Dembélé",
     "independent-witness": "Mariam Sidibé",
 }
+
+
+#: Further HSM Security Officers of a rehearsal whose SO PIN is split (``ceremony.security_officer_quorum``).
+REHEARSAL_SECURITY_OFFICERS = ["Awa Keïta", "Boubacar Diallo", "Hawa Coulibaly"]
 
 
 REHEARSAL_OFFICERS = ["Ibrahim Touré", "Kadiatou Cissé", "Seydou Maïga", "Fanta Camara"]
@@ -197,6 +212,8 @@ def rehearsal_participants(rules: Rules, definition: Any) -> list[Participant]:
     if "security-officer" in rules.required_roles:
         people.append(Participant(mark(REHEARSAL_PEOPLE["security-officer"]), ("security-officer",),
                                   "REHEARSAL-ID-SO", admin))
+        for i, name in enumerate(REHEARSAL_SECURITY_OFFICERS[:max(0, rules.security_officer_quorum - 1)], start=2):
+            people.append(Participant(mark(name), ("security-officer",), f"REHEARSAL-ID-SO-{i}", admin))
     if "custodian" in rules.required_roles:
         names: list[str] = []
         for ca in definition.model.cas.values():

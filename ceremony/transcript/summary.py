@@ -38,7 +38,7 @@ from ceremony.x509.files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
-              "key-destruction")
+              "key-destruction", "token-initialisation")
 
 
 @dataclass(frozen=True)
@@ -283,6 +283,11 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
         key = "n_sealing_certified" if ceremony == "sealing-certification" else "n_destroyed"
         return [NextStep(say(lang, key), _command("audit.verify-all", str(out_dir), tail=tail))]
+    if ceremony == "token-initialisation":  # the CA's key ceremony on the new token, which takes its sealing key
+        assert ca is not None
+        if ca == root:
+            return [NextStep(say(lang, "n_token_initialised"), _command("ceremony.root", *opts))]
+        return [NextStep(say(lang, "n_token_initialised"), _command("ceremony.subordinate-key", "--ca", ca, *opts))]
     raise ValueError(f"{ceremony!r} is not a ceremony (allowed: {', '.join(CEREMONIES)})")
 
 
