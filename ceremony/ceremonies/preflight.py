@@ -148,9 +148,26 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         signer = defn.model.cas[ca_name].issuer or root if ceremony == "subordinate-renewal" else root
         return Plan(True, (Need(ca_name if ceremony == "key-destruction" else signer, "present"),))
+    # Root rollover (ceremony/ceremonies/rollover.py): the successor's token needs its labels free; a
+    # cross-certification needs the issuing root's key, the old root's (forward, --ca ROOT) or the successor's
+    # (reverse, --ca <root>.g<n>, the stem of its files).
+    successor = defn.model.successor_root()
+    if ceremony in ("new-root-key-generation", "cross-certification"):
+        if successor is None:
+            raise PreflightError(f"{defn.path}: cas.{root}.successor: not set; the {ceremony} ceremony is for the "
+                                 "successor root the definition describes there")
+        stem = successor[0]
+        if ceremony == "new-root-key-generation":
+            return Plan(True, (Need(stem, "absent"),), tuple(f"{stem}{s}" for s in (
+                ".crt.pem", ".crt.der", ".pub.pem", ".pub.der", ".seal.crt.pem", ".seal.crt.der")))
+        if ca_name not in (None, root, stem):
+            raise PreflightError(f"the cross-certification is signed by {root!r} or, reversed, by {stem!r}; not "
+                                 f"{ca_name!r}")
+        return Plan(True, (Need(ca_name or root, "present"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
-                         "subordinate-renewal, sealing-certification, key-destruction)")
+                         "subordinate-renewal, sealing-certification, key-destruction, new-root-key-generation, "
+                         "cross-certification)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -570,7 +587,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         else:
             report.findings.extend(check_csr_file(defn, ca, Path(csr), out, rehearsal))
     for need in plan.tokens:
-        ca_def = defn.model.cas[need.ca]
+        ca_def = defn.model.ca_or_successor(need.ca)
         if ceremony == "key-restore" and target_token:  # the fresh token the key is restored onto
             hsm = ca_def.hsm.model_copy(update={"token": TokenRef(label=target_token)})
             ca_def = ca_def.model_copy(update={"hsm": hsm})
