@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from ceremony.ca.registry import Registry
 from ceremony.ceremonies.issuance import issue_certificate
+from ceremony.ceremonies.preflight import run_preflight
 from ceremony.ceremonies.rollover import cross_certification_ceremony, cross_plan, new_root_ceremony
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
@@ -241,12 +242,42 @@ def test_chains_from_both_roots_verify_with_openssl_and_gnutls(roll: Roll, tmp_p
         assert gnutls.returncode == 0 and "Chain verification output: Verified" in gnutls.stdout, gnutls.stdout
     # without the cross-certificate the new root vouches for nothing the old root issued
     assert openssl(new, [], sub, tmp_path).returncode != 0
+    assert certtool_chain(chain_file(tmp_path / "no-cross.pem", sub, new)).returncode != 0
+    assert certtool_chain(chain_file(tmp_path / "wrong-cross.pem", sub, forward, new)).returncode != 0
     # issued under the new root (its sealing certificate): from the old root through the forward cross-certificate
     seal = out / "root.g2.seal.crt.pem"
     assert openssl(new, [], seal, tmp_path).returncode == 0
     assert openssl(old, [forward], seal, tmp_path).returncode == 0
     assert certtool_chain(chain_file(tmp_path / "seal-old.pem", seal, forward, old)).returncode == 0
     assert openssl(old, [], seal, tmp_path).returncode != 0
+
+
+def test_successor_on_a_token_of_its_own(roll: Roll, tmp_path: Path) -> None:
+    """The definition may put the successor on another token instead: that token must be empty, as the first
+    root's (the pre-flight says so), and the successor's keys go there alone."""
+    data = copy.deepcopy(roll.data)
+    with pytest.MonkeyPatch.context() as mp:
+        own = _token(mp, "g2")
+        data["cas"]["root"]["successor"]["hsm"].update(token={"label": own.label}, pin_env=own.pin_env,
+                                                       so_pin_env=own.so_pin_env)
+        defn = load_definition(write_definition(tmp_path / "own-token.yml", data))
+        out = snapshot(roll.hierarchy, tmp_path / "out")
+        root_objects = objects(roll.tokens["root"])
+        report = run_preflight(defn, "new-root-key-generation", out, rehearsal=True, interactive=False)
+        assert report.ok, list(report.lines())
+        assert any(f.check == "token of 'root.g2' empty" and f.ok for f in report.findings)
+        result = new_root_ceremony(defn, out, console(), rehearsal=True, interactive=False)
+        assert sorted(result.files) == sorted(f"root.g2.{s}" for s in (
+            "crt.der", "crt.pem", "pub.der", "pub.pem", "seal.crt.der", "seal.crt.pem"))
+        assert {label for label, _ in objects(own)} == {"root-2026-g2", "root-2026-g2-seal"}
+        assert objects(roll.tokens["root"]) == root_objects
+        # a token of its own that is not empty (the subordinate's) is refused by the pre-flight
+        data["cas"]["root"]["successor"]["hsm"].update(token={"label": roll.tokens["qualified"].label},
+                                                       pin_env=roll.tokens["qualified"].pin_env)
+        busy = load_definition(write_definition(tmp_path / "busy-token.yml", data))
+        report = run_preflight(busy, "new-root-key-generation", snapshot(roll.hierarchy, tmp_path / "busy"),
+                               rehearsal=True, interactive=False)
+        assert [f.check for f in report.problems] == ["token of 'root.g2' empty"]
 
 
 # --- bad input: one message, disk and tokens unchanged ------------------------------------------------------------

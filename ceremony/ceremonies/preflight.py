@@ -496,9 +496,16 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
     if not failed:
         found.append(Finding(what, True, f"{len(probes)} capabilities {ceremony} needs, all offered: "
                              + "; ".join(p.detail for p in probes)))
-    if ceremony == "root-key-generation":
+    if ceremony == "root-key-generation" or (ceremony == "new-root-key-generation" and _own_token(defn, ca)):
         found.extend(check_token_empty(ca_name, ca, source))
     return found
+
+
+def _own_token(defn: LoadedDefinition, successor: CA) -> bool:
+    """Whether the successor root's key goes on a token of its own (which must then be empty, as the first root's),
+    rather than on the root's token under labels of its own."""
+    root = defn.model.cas[defn.model.root_name]
+    return (successor.hsm.module, successor.hsm.token.describe()) != (root.hsm.module, root.hsm.token.describe())
 
 
 def _object_names(session: Any) -> list[str]:
