@@ -131,11 +131,11 @@ def new_root(c: Context, env: str | None = None, definition: str | None = None, 
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    roll = new_root_inputs(defn, out_dir)  # bad input is refused before anyone signs in  # type: ignore[arg-type]
+    roll = new_root_inputs(defn, out_dir)  # type: ignore[arg-type]  # bad input is refused before anyone signs in
     report = preflight_or_stop(defn, NEW_ROOT, out_dir, rehearsal, lang, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record(NEW_ROOT, defn, out_dir, rehearsal, answers, report, lang) as rec:
-        result = new_root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)  # type: ignore
+        result = new_root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)  # type: ignore[arg-type]
     print(f"{roll.new_stem}: successor root, key {result.key_spki_sha256}, certificate SHA-256 "
           f"{result.fingerprint_sha256}")
     show_summary(NEW_ROOT, defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
@@ -155,12 +155,12 @@ def cross_certify(c: Context, env: str | None = None, definition: str | None = N
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    plan, *_ = cross_inputs(defn, out_dir, reverse, rehearsal)  # refused before the sign-in  # type: ignore[arg-type]
+    plan, *_ = cross_inputs(defn, out_dir, reverse, rehearsal)  # type: ignore[arg-type]  # refused before the sign-in
     report = preflight_or_stop(defn, CROSS, out_dir, rehearsal, lang, ca=plan.issuer_stem, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record(CROSS, defn, out_dir, rehearsal, answers, report, lang) as rec:
-        result = cross_certification_ceremony(defn, out_dir, rec, rehearsal=rehearsal, reverse=reverse,  # type: ignore
-                                              pin_file=pin_file)
+        result = cross_certification_ceremony(defn, out_dir, rec, rehearsal=rehearsal,  # type: ignore[arg-type]
+                                              reverse=reverse, pin_file=pin_file)
     print(f"{result.certificate}: cross-certificate for the key {result.subject_spki_sha256}")
     show_summary(CROSS, defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))
