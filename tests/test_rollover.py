@@ -35,7 +35,7 @@ from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.common.display import make_console
-from ceremony.common.errors import DefinitionError, HsmError, RequestError
+from ceremony.common.errors import DefinitionError, HsmError, LintError, RequestError
 from ceremony.definition.model import Hsm, TokenRef, load_definition
 from ceremony.hsm import softhsm
 from ceremony.hsm.session import open_session, pin_source_for
@@ -43,6 +43,7 @@ from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
 from ceremony.transcript.audit import verify
 from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.x509.certificates import cross_builder
 from ceremony.x509.lint import lint_certificate
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("rollover")]
@@ -349,3 +350,33 @@ def test_reverse_only_when_the_definition_asks(roll: Roll, tmp_path: Path) -> No
     early["cas"]["root"]["successor"]["validity"]["not_before"] = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     with pytest.raises(DefinitionError, match=r"successor\.validity\.not_before"):
         load_definition(write_definition(tmp_path / "early.yml", early))
+
+
+def test_cross_certificate_profile_with_the_definitions_constraints(roll: Roll, tmp_path: Path) -> None:
+    """Path length, policies and name constraints as the definition gives them, pkilint clean (no HSM: the
+    profile is a pure function of the two roots' certificates and the definition)."""
+    data = copy.deepcopy(roll.data)
+    data["cas"]["root"]["successor"]["cross_certificate"].update(
+        path_length=1, policy_oids=["2.16.466.1.99.1.1.1"],
+        name_constraints={"permitted_dns": ["gouv.ml"], "permitted_email": ["gouv.ml"]})
+    defn = load_definition(write_definition(tmp_path / "constrained.yml", data))
+    cross = defn.model.cas["root"].successor.cross_certificate
+    old, new = cert(roll.new_root / "root.crt.pem"), cert(roll.new_root / "root.g2.crt.pem")
+    signer = ec.generate_private_key(ec.SECP384R1())
+    built = cross_builder(defn.model.cas["root"], old, new, 5, new.not_valid_before_utc, old.not_valid_after_utc,
+                          cross.path_length, cross.policy_oids, cross.name_constraints).sign(signer, hashes.SHA384())
+    assert built.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 1
+    policies = built.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    assert [p.policy_identifier.dotted_string for p in policies] == ["2.16.466.1.99.1.1.1"]
+    constraints = built.extensions.get_extension_for_class(x509.NameConstraints)
+    permitted = [n.value for n in constraints.value.permitted_subtrees or []]
+    assert constraints.critical and permitted == ["gouv.ml", "gouv.ml"]
+    assert not [f for f in lint_certificate(built.public_bytes(serialization.Encoding.DER)) if f.blocking]
+    # constraints pkilint refuses (a bare top-level label) stop the ceremony at the profile lint, before the HSM
+    data["cas"]["root"]["successor"]["cross_certificate"]["name_constraints"] = {"permitted_dns": ["ml"]}
+    bad = load_definition(write_definition(tmp_path / "bad-constraints.yml", data))
+    out = snapshot(roll.new_root, tmp_path / "out")
+    before = state(roll, out)
+    with pytest.raises(LintError, match=r"pkix\.invalid_domain_name_syntax"):
+        cross_certification_ceremony(bad, out, console(), rehearsal=True, interactive=False)
+    assert state(roll, out) == before
