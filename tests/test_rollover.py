@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ceremony.ca.registry import Registry
+from ceremony.ceremonies.destroy_key import key_certificates
 from ceremony.ceremonies.issuance import issue_certificate
 from ceremony.ceremonies.preflight import run_preflight
 from ceremony.ceremonies.rollover import cross_certification_ceremony, cross_plan, new_root_ceremony
@@ -38,6 +39,7 @@ from ceremony.common.display import make_console
 from ceremony.common.errors import DefinitionError, HsmError, LintError, RequestError
 from ceremony.definition.model import Hsm, TokenRef, load_definition
 from ceremony.hsm import softhsm
+from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import open_session, pin_source_for
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
@@ -208,6 +210,9 @@ def test_successor_root_and_both_cross_certificates(roll: Roll) -> None:
     assert exit_of(crosses[0], out, "root.crt.pem") == 0
     assert exit_of(crosses[1], out, "root.g2.crt.pem") == 0
     assert exit_of(out / "transcripts" / roll.new_root_transcript.name, out, "root.g2.crt.pem") == 0
+    # the old root's key destruction names the old root's key, never its successor's (a later generation of the root)
+    digest, certificates = key_certificates(out, "root")
+    assert digest == spki_sha256(old.public_key()) and [p.name for p, _ in certificates] == ["root.crt.pem"]
     # the successor's keys sit on the old root's token beside the old root's, under their own labels
     labels = {label for label, _ in objects(roll.tokens["root"])}
     assert {"root-2026", "root-2026-seal", "root-2026-g2", "root-2026-g2-seal"} <= labels
