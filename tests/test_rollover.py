@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ceremony.ca.registry import Registry
-from ceremony.ceremonies.destroy_key import key_certificates
+from ceremony.ceremonies.destroy_key import destroy_key_ceremony, key_certificates
 from ceremony.ceremonies.issuance import issue_certificate
 from ceremony.ceremonies.preflight import run_preflight
 from ceremony.ceremonies.rollover import cross_certification_ceremony, cross_plan, new_root_ceremony
@@ -385,3 +385,25 @@ def test_cross_certificate_profile_with_the_definitions_constraints(roll: Roll, 
     with pytest.raises(LintError, match=r"pkix\.invalid_domain_name_syntax"):
         cross_certification_ceremony(bad, out, console(), rehearsal=True, interactive=False)
     assert state(roll, out) == before
+
+
+def test_retiring_the_old_root_leaves_the_successor_on_the_shared_token(roll: Roll, tmp_path: Path) -> None:
+    """Last in this module (it destroys the old root's key on the module's root token): the old root's key
+    destruction, decided in the definition, removes the old root's key pair only; the successor's key pairs and the
+    old root's sealing key (which seals this ceremony) stay, as pkcs11-tool lists them."""
+    out = snapshot(roll.full, tmp_path / "out")
+    old = cert(out / "root.crt.pem")
+    data = copy.deepcopy(roll.data)
+    data["cas"]["root"]["destruction"] = {"decision": "Décision n°9 du Comité (rehearsal)",
+                                          "date": dt.date(2026, 12, 1), "spki_sha256": spki_sha256(old.public_key())}
+    defn = load_definition(write_definition(tmp_path / "retire.yml", data))
+    result = destroy_key_ceremony(defn, "root", out, console(), rehearsal=True, interactive=False)
+    assert result.spki_sha256 == spki_sha256(old.public_key())
+    labels = {label for label, _ in objects(roll.tokens["root"])}
+    assert "root-2026" not in labels and {"root-2026-seal", "root-2026-g2", "root-2026-g2-seal"} <= labels
+    tok = roll.tokens["root"]
+    listing = subprocess.run(["pkcs11-tool", "--module", tok.module, "--token-label", tok.label, "--login", "--pin",
+                              tok.user_pin, "--list-objects"], capture_output=True, text=True, check=True,
+                             env={"SOFTHSM2_CONF": str(tok.conf)}).stdout
+    seen = {line.split(":", 1)[1].strip() for line in listing.splitlines() if line.strip().startswith("label:")}
+    assert "root-2026" not in seen and {"root-2026-seal", "root-2026-g2", "root-2026-g2-seal"} <= seen
