@@ -13,6 +13,7 @@ APT_PACKAGES=(
   debootstrap iproute2 openssh-client rsync   # throwaway Debian test hosts; ssh-keygen: auditor attestations
   curl                               # the relying party fetching CRLs from the test publication host
   jq                                 # the auditor's recipe in docs/transcripts.md, run by the tests
+  gnutls-bin                         # certtool --verify-chain: chains through the cross-certificates, checked by GnuTLS
   systemd                            # systemd-analyze verify for timer units
   prometheus                         # promtool: check and unit-test the alert rules (the daemon is not used)
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core   # WeasyPrint PDF rendering

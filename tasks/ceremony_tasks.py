@@ -199,8 +199,10 @@ def rehearse(c: Context, out: str = "out/rehearsal", definition: str | None = No
 
 @task(help={"env": HELP["env"], "definition": HELP["definition"],
             "ceremony": "the ceremony to prepare: root-key-generation, subordinate-key-generation, "
-                        "subordinate-signing, root-crl-batch, key-backup, key-restore",
-            "ca": "the CA, for the subordinate and backup ceremonies", "csr": "the CSR to sign (subordinate-signing)",
+                        "subordinate-signing, root-crl-batch, key-backup, key-restore, or another name of "
+                        "ceremony/scripts",
+            "ca": "the CA, for the subordinate, backup and life-cycle ceremonies (cross-certification: the issuing "
+                  "root, <root> or, reversed, <root>.g<n>)", "csr": "the CSR to sign (subordinate-signing)",
             "issuer_cert": "the issuer's certificate (default OUT/<issuer>.crt.pem)", "out": HELP["out"],
             "pin_file": HELP["pin_file"], "rehearsal": "prepare a rehearsal (offline state not enforced)"})
 @operator_errors

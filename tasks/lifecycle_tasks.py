@@ -1,10 +1,10 @@
 """The life-cycle ceremonies: token initialisation, subordinate renewal (same key), sealing-key certification, key
-destruction.
+destruction, root rollover (the successor root's key ceremony, the cross-certification).
 
 Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
 transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
-``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key`` and
-``ceremony.destroy-key``. PINs and PIN parts are never arguments.
+``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key``, ``ceremony.destroy-key``,
+``ceremony.new-root`` and ``ceremony.cross-certify``. PINs and PIN parts are never arguments.
 """
 
 from __future__ import annotations
@@ -149,4 +149,50 @@ def init_token(c: Context, ca: str, token: str | None = None, env: str | None = 
     print(f"token {result.label!r} (serial {result.serial}) initialised: {split}; sealing key "
           f"{result.sealing_spki_sha256}")
     show_summary("token-initialisation", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="new-root", help={**HELP, "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def new_root(c: Context, env: str | None = None, definition: str | None = None, out: str | None = None,
+             pin_file: str | None = None, rehearsal: bool = False, answers: str | None = None,
+             lang: str | None = None) -> None:
+    """Root rollover: the successor root's key (cas.<root>.successor) and its self-signed OUT/<root>.g<n>.crt.pem."""
+    from ceremony.ceremonies.rollover import NEW_ROOT, new_root_ceremony, new_root_inputs
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    roll = new_root_inputs(defn, out_dir)  # type: ignore[arg-type]  # bad input is refused before anyone signs in
+    report = preflight_or_stop(defn, NEW_ROOT, out_dir, rehearsal, lang, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record(NEW_ROOT, defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = new_root_ceremony(defn, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file)  # type: ignore[arg-type]
+    print(f"{roll.new_stem}: successor root, key {result.key_spki_sha256}, certificate SHA-256 "
+          f"{result.fingerprint_sha256}")
+    show_summary(NEW_ROOT, defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="cross-certify", help={**HELP, "reverse": "the successor root certifies the old root's key (when the "
+                                                     "definition's successor.cross_certificate.reverse asks for it)",
+                                  "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def cross_certify(c: Context, env: str | None = None, definition: str | None = None, out: str | None = None,
+                  reverse: bool = False, pin_file: str | None = None, rehearsal: bool = False,
+                  answers: str | None = None, lang: str | None = None) -> None:
+    """At the offline root: the old root certifies the successor's key (--reverse: the successor the old root's)."""
+    from ceremony.ceremonies.rollover import CROSS, cross_certification_ceremony, cross_inputs
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    plan, *_ = cross_inputs(defn, out_dir, reverse, rehearsal)  # type: ignore[arg-type]  # refused before the sign-in
+    report = preflight_or_stop(defn, CROSS, out_dir, rehearsal, lang, ca=plan.issuer_stem, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record(CROSS, defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = cross_certification_ceremony(defn, out_dir, rec, rehearsal=rehearsal,  # type: ignore[arg-type]
+                                              reverse=reverse, pin_file=pin_file)
+    print(f"{result.certificate}: cross-certificate for the key {result.subject_spki_sha256}")
+    show_summary(CROSS, defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

@@ -102,6 +102,9 @@ def key_certificates(out_dir: Path, ca_name: str) -> tuple[str, list[tuple[Path,
         raise RequestError(f"{out_dir / f'{ca_name}.crt.pem'}: no certificate of {ca_name!r} here; the key to "
                            "destroy is named by its certificates (give the CA's output directory with --out)")
     certs = [(p, read_certificate(p, f"the certificate of {ca_name!r}")) for p in found.values()]
+    # A root's later generation may be its successor (root rollover, <root>.g<n>.crt.pem): another name and another
+    # key, a CA of its own. The CA's certificates are those under the name of its first generation.
+    certs = [(p, c) for p, c in certs if c.subject == certs[0][1].subject]
     digest = spki_sha256(certs[-1][1].public_key())
     return digest, [(p, c) for p, c in certs if spki_sha256(c.public_key()) == digest]
 

@@ -163,9 +163,26 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         if not ca_name or ca_name not in defn.model.cas:
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         return Plan(True, ())
+    # Root rollover (ceremony/ceremonies/rollover.py): the successor's token needs its labels free; a
+    # cross-certification needs the issuing root's key, the old root's (forward, --ca ROOT) or the successor's
+    # (reverse, --ca <root>.g<n>, the stem of its files).
+    successor = defn.model.successor_root()
+    if ceremony in ("new-root-key-generation", "cross-certification"):
+        if successor is None:
+            raise PreflightError(f"{defn.path}: cas.{root}.successor: not set; the {ceremony} ceremony is for the "
+                                 "successor root the definition describes there")
+        stem = successor[0]
+        if ceremony == "new-root-key-generation":
+            return Plan(True, (Need(stem, "absent"),), tuple(f"{stem}{s}" for s in (
+                ".crt.pem", ".crt.der", ".pub.pem", ".pub.der", ".seal.crt.pem", ".seal.crt.der")))
+        if ca_name not in (None, root, stem):
+            raise PreflightError(f"the cross-certification is signed by {root!r} or, reversed, by {stem!r}; not "
+                                 f"{ca_name!r}")
+        return Plan(True, (Need(ca_name or root, "present"),))
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
-                         "subordinate-renewal, sealing-certification, key-destruction, token-initialisation)")
+                         "subordinate-renewal, sealing-certification, key-destruction, token-initialisation, "
+                         "new-root-key-generation, cross-certification)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -551,9 +568,16 @@ def check_hsm_readiness(defn: LoadedDefinition, ceremony: str, ca_name: str, ca:
                                  "rehearsals"))
         else:
             found.append(Finding(check, False, f"{probe.detail}; {ceremony} cannot run on it: {probe.impact}", fix))
-    if ceremony == "root-key-generation":
+    if ceremony == "root-key-generation" or (ceremony == "new-root-key-generation" and _own_token(defn, ca)):
         found.extend(check_token_empty(ca_name, ca, source))
     return found
+
+
+def _own_token(defn: LoadedDefinition, successor: CA) -> bool:
+    """Whether the successor root's key goes on a token of its own (which must then be empty, as the first root's),
+    rather than on the root's token under labels of its own."""
+    root = defn.model.cas[defn.model.root_name]
+    return (successor.hsm.module, successor.hsm.token.describe()) != (root.hsm.module, root.hsm.token.describe())
 
 
 def _object_names(session: Any, born: set[str] | None = None) -> list[str]:
@@ -646,7 +670,7 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         else:
             report.findings.extend(check_csr_file(defn, ca, Path(csr), out, rehearsal))
     for need in plan.tokens:
-        ca_def = defn.model.cas[need.ca]
+        ca_def = defn.model.ca_or_successor(need.ca)
         if ceremony == "key-restore" and target_token:  # the fresh token the key is restored onto
             hsm = ca_def.hsm.model_copy(update={"token": TokenRef(label=target_token)})
             ca_def = ca_def.model_copy(update={"hsm": hsm})

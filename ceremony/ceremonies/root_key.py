@@ -6,6 +6,8 @@ The same token gets the root's transcript-sealing key, which the root certifies 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +52,51 @@ from ceremony.x509.certificates import root_builder, serial_from_random
 from ceremony.x509.lint import lint_before_signing, verify_after_signing
 
 
+@dataclass(frozen=True)
+class RootKeyPlan:
+    """What one run of the root key ceremony's steps makes: the root's key, its self-signed certificate and its
+    sealing key's certificate, under file names ``<stem>.crt.pem``, ``<stem>.pub.pem``, ``<stem>.seal.crt.pem``.
+
+    The first root is ``RootKeyPlan(<root>)``; a successor root (root rollover) is the same steps with
+    ``<root>.g<n>`` as stem, the manifest kind ``new-root-certificate`` and its generation, and checks of its own
+    in ``definition-check`` (:mod:`ceremony.ceremonies.rollover`).
+    """
+
+    stem: str
+    ceremony: str = "root-key-generation"
+    certificate_kind: str = "root-certificate"
+    public_kind: str = "root-public-key"
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    where: str = ""  # the definition's path to the CA's hsm section, for a label already taken on the token
+    checks: Callable[[CeremonyRun], None] | None = None
+
+
 def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
                   pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
     """Generate the root key on its token and issue the self-signed root certificate."""
+    name = defn.model.root_name
+    return root_key_steps(defn, defn.model.cas[name], RootKeyPlan(name, where=f"cas.{name}.hsm"), out, recorder,
+                          rehearsal=rehearsal, pin_file=pin_file, interactive=interactive)
+
+
+def root_key_steps(defn: LoadedDefinition, ca: CA, plan: RootKeyPlan, out: str | Path, recorder: Recorder, *,
+                   rehearsal: bool, pin_file: str | None = None, interactive: bool = True) -> CeremonyResult:
+    """The root key ceremony's steps for ``ca`` (the root, or a successor root as a CA of its own)."""
     lang = lang_of(recorder)
     model = defn.model
-    name = model.root_name
-    ca = model.cas[name]
+    name = plan.stem
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
-    with CeremonyRun(out_dir, manifest, recorder, "root-key-generation") as run:
+    with CeremonyRun(out_dir, manifest, recorder, plan.ceremony) as run:
         with scripted_step(recorder, "definition-check"):
-            for suffix, kind in ((".crt", "root-certificate"), (".pub", "root-public-key")):
-                run.plan(f"{name}{suffix}.pem", kind, "pem")
-                run.plan(f"{name}{suffix}.der", kind, "der")
+            for suffix, kind in ((".crt", plan.certificate_kind), (".pub", plan.public_kind)):
+                run.plan(f"{name}{suffix}.pem", kind, "pem", **plan.manifest)
+                run.plan(f"{name}{suffix}.der", kind, "der", **plan.manifest)
             run.plan(f"{name}.seal.crt.pem", "sealing-certificate", "pem")
             run.plan(f"{name}.seal.crt.der", "sealing-certificate", "der")
             run.check()
+            if plan.checks is not None:
+                plan.checks(run)
             check_sealing_subject(name, ca, rehearsal)
             say_definition(recorder, defn, name)
             # The profile linted with a stand-in key: a lint finding stops us before any key exists.
@@ -79,7 +109,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
                                                    f"the root certificate profile of {name!r}")
             say_lint(recorder, profile_lint.findings, ca.lint, words(lang, "w_stage_stand_in"))
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": name})
-        keys = open_token_and_generate_key(recorder, run, ca, pin_file, interactive)
+        keys = open_token_and_generate_key(recorder, run, ca, pin_file, interactive, where=plan.where)
         session, key, public = keys.session, keys.key, keys.public
         with scripted_step(recorder, "certificate-lint"):
             serial = serial_from_random(random_bytes(session, 20))
@@ -95,7 +125,7 @@ def root_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *
             with recorder.busy(words(lang, "w_lint_after_busy")):
                 after = verify_after_signing(cert, public, before, ca.lint, f"the root certificate of {name!r}")
             recorder.evidence("lint", {"stage": "after-signing", "findings": [f.as_dict() for f in after]})
-            recorder.evidence("certificate", certificate_evidence(cert))
+            recorder.evidence("certificate", {**certificate_evidence(cert), **plan.manifest})
             say_verified(recorder, after, ca.lint)
             say_certificate(recorder, cert)
         with scripted_step(recorder, "sealing-certificate"):

@@ -43,6 +43,7 @@ from ceremony.hsm.session import (
     find_token,
     load_module,
     mechanisms,
+    objects_with_label,
     open_session,
     pin_source_for,
     pin_split,
@@ -83,12 +84,16 @@ class NewKeys:
 
 
 def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pin_file: str | None,
-                                interactive: bool) -> NewKeys:
+                                interactive: bool, where: str = "") -> NewKeys:
     """The key ceremonies' steps token-open and key-generate: the CA's token opened for the run, its key
-    pair and its transcript-sealing key pair generated as the run's objects and shown to the room."""
+    pair and its transcript-sealing key pair generated as the run's objects and shown to the room.
+
+    Both labels are checked free before either key exists (``where``: the definition's path to the CA's ``hsm``
+    section, named in the refusal), so that a taken sealing label never costs a CA key generated and destroyed."""
     with scripted_step(recorder, "token-open"):
         token_step(recorder, ca)
         session = login(recorder, run.stack, ca.hsm, pin_file, interactive)
+        refuse_taken_labels(session, ca, where)
     with scripted_step(recorder, "key-generate"):
         evidence = run.generate_key(session, ca)
         recorder.evidence("key", evidence.as_dict())
@@ -97,6 +102,18 @@ def open_token_and_generate_key(recorder: Recorder, run: CeremonyRun, ca: CA, pi
         say_new_key(recorder, evidence, public)
         sealing = generate_sealing_key(recorder, run, session, ca)
     return NewKeys(session, key, public, sealing)
+
+
+def refuse_taken_labels(session: Any, ca: CA, where: str = "") -> None:
+    """A key label that exists is an error, never a reason to generate another key (DESIGN principle 3): refused
+    for the CA key's label and the sealing key's, with the definition's field to change."""
+    base = where or "the CA's hsm section"
+    for label, field in ((ca.hsm.key_label, "key_label"), (ca.hsm.sealing_label, "seal_label")):
+        found = objects_with_label(session, label)
+        if found:
+            raise HsmError(f"{base}.{field}: an object labelled {label!r} already exists on "
+                           f"{ca.hsm.token.describe()} ({len(found)} found); an existing label is never a reason to "
+                           "generate another key (allowed: a label no object on the token has, or another token)")
 
 
 def generate_sealing_key(recorder: Recorder, run: CeremonyRun, session: Any, ca: CA) -> Any:

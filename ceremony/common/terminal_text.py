@@ -528,8 +528,48 @@ _LIFECYCLE: dict[str, dict[str, str]] = {
 }
 
 
+#: Root rollover (ceremony/ceremonies/rollover.py): the successor root's key ceremony and the cross-certification.
+_ROLLOVER: dict[str, dict[str, str]] = {
+    "en": {
+        "r_successor": "  successor root, generation {generation}: it succeeds {old} ({path}); its key goes on {token} "
+                       "under the label {label}",
+        "r_cross_plan": "  cross-certificate: the key of {subject} ({subject_role}) certified by {issuer} "
+                        "({issuer_role})",
+        "r_cross_terms": "  validity: {start} to {end}; path length: {length}; policies: {policies}; name "
+                         "constraints: {constraints}",
+        "r_subject_key_title": "Key to cross-certify, of {subject}",
+        "r_subject_key": "  subject key: {cert} (self-signed, its signature verifies) and {pub} (its key ceremony) "
+                         "hold {fingerprint}",
+        "r_cross_checked": "  the cross-certificate certifies {fingerprint}, the key of {cert}: same subject and "
+                           "subject key identifier, authority key identifier and signature of {issuer}",
+        "r_cross_fp": "Cross-certificate of {subject}, issued by {issuer}",
+        "n_new_root": "publish {cert} beside the root in service; then cross-certify the two roots at the offline "
+                      "root",
+        "n_cross": "publish the cross-certificate with the roots' certificates; check the whole directory with",
+    },
+    "fr": {
+        "r_successor": "  racine successeur, génération {generation} : elle succède à {old} ({path}) ; sa clé va sur "
+                       "{token} sous le libellé {label}",
+        "r_cross_plan": "  certificat croisé : la clé de {subject} ({subject_role}) certifiée par {issuer} "
+                        "({issuer_role})",
+        "r_cross_terms": "  validité : du {start} au {end} ; longueur de chemin : {length} ; politiques : {policies} ; "
+                         "contraintes de noms : {constraints}",
+        "r_subject_key_title": "Clé à certifier de façon croisée, de {subject}",
+        "r_subject_key": "  clé du sujet : {cert} (auto-signé, sa signature est vérifiée) et {pub} (sa cérémonie des "
+                         "clés) portent {fingerprint}",
+        "r_cross_checked": "  le certificat croisé certifie {fingerprint}, la clé de {cert} : même sujet et même "
+                           "identifiant de clé du sujet, identifiant de clé d'autorité et signature de {issuer}",
+        "r_cross_fp": "Certificat croisé de {subject}, émis par {issuer}",
+        "n_new_root": "publier {cert} à côté de la racine en service ; puis certifier les deux racines de façon "
+                      "croisée à la racine hors ligne",
+        "n_cross": "publier le certificat croisé avec les certificats des racines ; vérifier tout le répertoire avec",
+    },
+}
+
+
 for _lang in LANGS:
     _TEXT[_lang].update(_LIFECYCLE[_lang])
+    _TEXT[_lang].update(_ROLLOVER[_lang])
 
 
 # The token initialisation ceremony (ceremony/ceremonies/token_init.py) and split PINs at later logins.

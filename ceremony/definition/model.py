@@ -16,7 +16,8 @@ Layout (see ``inventory/testing/pki.yml`` for a commented example)::
     cas:
       <name>: {role: root|subordinate, issuer, subject: [{CN: ...}, ...], key, validity,
                path_length, policy_oids, name_constraints, publication, hsm, crl,
-               backup, profiles, lint}
+               backup, profiles, lint, destruction,
+               successor: {generation, subject, key, validity, hsm, ..., cross_certificate}}   # root only
 """
 
 from __future__ import annotations
@@ -484,6 +485,67 @@ class KeyDestruction(_Strict):
 Subject = list[dict[str, str]]
 
 
+#: The policy identifier anyPolicy (RFC 5280 4.2.1.4): a cross-certificate between two roots of one service that
+#: vouches for everything the subject root's hierarchy issues under its own policies (BR 7.1.2.10.5 allows it for
+#: an affiliated subject CA).
+ANY_POLICY = "2.5.29.32.0"
+
+
+class CrossCertificate(_Strict):
+    """How the old and the successor root cross-certify each other (root rollover, issue 18; docs/lifecycle.md).
+
+    The forward cross-certificate (the old root certifies the successor's key) always exists; ``reverse`` asks for
+    the other one too (the successor certifies the old root's key), for relying parties that trust only the new
+    root. Subject, key and subject key identifier are the subject root's own (BR 7.1.2.2.2, 7.1.2.2.3); what the
+    definition decides is listed here.
+    """
+
+    reverse: bool = False
+    validity: Validity | None = None
+    """Of the forward cross-certificate; default: from the successor's start to the end of whichever root ends
+    first. The reverse one runs from the later start of the two roots to the earlier end."""
+    path_length: int | None = Field(default=None, ge=0)
+    """pathLenConstraint of both cross-certificates; default: the subject root's own (none for an unlimited root)."""
+    policy_oids: list[OID] = Field(default_factory=lambda: [ANY_POLICY], min_length=1)
+    """certificatePolicies of both; default anyPolicy (BR 7.1.2.2.4: a cross-certificate carries policies)."""
+    name_constraints: NameConstraints | None = None
+    lint: list[LintAllowance] = Field(default_factory=list)
+
+
+class Successor(_Strict):
+    """The root that succeeds this one (root rollover): a new key under a new subject, its own self-signed
+    certificate ``<root>.g<generation>.crt.pem``, and cross-certificates with the root it succeeds.
+
+    ``hsm`` says where its key goes: another token, or the same token under new key and sealing labels (an
+    existing label is refused, never a reason to generate another key). What is left out is the old root's:
+    ``publication`` (give the successor its own URLs as soon as it issues CRLs of its own), ``crl``, ``backup``.
+    """
+
+    generation: int = Field(default=2, ge=2, le=99)
+    subject: Subject = Field(min_length=1)
+    key: KeySpec
+    validity: Validity
+    path_length: int | None = Field(default=None, ge=0)
+    publication: Publication | None = None
+    hsm: Hsm
+    crl: Crl | None = None
+    backup: Backup | None = None
+    lint: list[LintAllowance] = Field(default_factory=list)
+    cross_certificate: CrossCertificate = CrossCertificate()
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: Subject) -> Subject:
+        return check_subject(v)
+
+    def as_ca(self, root: CA) -> CA:
+        """The successor as a root CA of its own, so that the root key ceremony's steps serve it unchanged; what it
+        leaves out is the old root's."""
+        return CA(role="root", subject=self.subject, key=self.key, validity=self.validity,
+                  path_length=self.path_length, publication=self.publication or root.publication, hsm=self.hsm,
+                  crl=self.crl or root.crl, backup=self.backup or root.backup, lint=self.lint)
+
+
 class CA(_Strict):
     role: Literal["root", "subordinate"]
     issuer: Name | None = None
@@ -503,30 +565,37 @@ class CA(_Strict):
     lint: list[LintAllowance] = Field(default_factory=list)
     destruction: KeyDestruction | None = None
     """Set only to destroy this CA's key while its certificates are still valid (ceremony.destroy-key)."""
+    successor: Successor | None = None
+    """On the root only: the root that will succeed it (ceremony.new-root, ceremony.cross-certify)."""
 
     @field_validator("subject")
     @classmethod
     def _subject(cls, v: Subject) -> Subject:
-        for i, rdn in enumerate(v):
-            if len(rdn) != 1:
-                raise ValueError(f"subject[{i}] must be one 'ATTRIBUTE: value' pair")
-            (attr, value), = rdn.items()
-            if attr not in SUBJECT_ATTRIBUTES:
-                raise ValueError(f"subject[{i}]: unknown attribute {attr!r}; allowed: "
-                                 + ", ".join(SUBJECT_ATTRIBUTES))
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"subject[{i}]: {attr} must be a non-empty string")
-            if len(value) > SUBJECT_ATTRIBUTES[attr]:
-                raise ValueError(f"subject[{i}]: {attr} is longer than {SUBJECT_ATTRIBUTES[attr]} characters")
-            if attr == "C" and not re.fullmatch(r"[A-Z]{2}", value):
-                raise ValueError(f"subject[{i}]: C must be a two-letter ISO 3166 code")
-        if not any("CN" in rdn for rdn in v):
-            raise ValueError("subject needs a CN")
-        return v
+        return check_subject(v)
 
     @property
     def common_name(self) -> str:
         return next(rdn["CN"] for rdn in self.subject if "CN" in rdn)
+
+
+def check_subject(v: Subject) -> Subject:
+    """A subject as the definition writes it: one known attribute per RDN, RFC 5280 lengths, a CN."""
+    for i, rdn in enumerate(v):
+        if len(rdn) != 1:
+            raise ValueError(f"subject[{i}] must be one 'ATTRIBUTE: value' pair")
+        (attr, value), = rdn.items()
+        if attr not in SUBJECT_ATTRIBUTES:
+            raise ValueError(f"subject[{i}]: unknown attribute {attr!r}; allowed: "
+                             + ", ".join(SUBJECT_ATTRIBUTES))
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"subject[{i}]: {attr} must be a non-empty string")
+        if len(value) > SUBJECT_ATTRIBUTES[attr]:
+            raise ValueError(f"subject[{i}]: {attr} is longer than {SUBJECT_ATTRIBUTES[attr]} characters")
+        if attr == "C" and not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError(f"subject[{i}]: C must be a two-letter ISO 3166 code")
+    if not any("CN" in rdn for rdn in v):
+        raise ValueError("subject needs a CN")
+    return v
 
 
 class DocumentId(_Strict):
@@ -674,7 +743,12 @@ class Definition(_Strict):
                 if ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
                     raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is longer than the "
                                      "Baseline Requirements allow (4.9.7)", "at most 365d")
+                if ca.successor is not None:
+                    self._check_successor(name, ca, ca.successor)
             else:
+                if ca.successor is not None:
+                    raise _PathError(f"{base}.successor", "only the root has a successor (root rollover); a "
+                                     "subordinate CA is renewed or re-keyed")
                 if ca.issuer is None or ca.issuer not in self.cas or ca.issuer == name:
                     raise _PathError(f"{base}.issuer", f"unknown issuer {ca.issuer!r}",
                                      ", ".join(n for n in self.cas if n != name))
@@ -712,9 +786,58 @@ class Definition(_Strict):
             labels[k] = name
         return self
 
+    def _check_successor(self, name: str, root: CA, succ: Successor) -> None:
+        """The successor root: its own subject, the root caps, a key label no CA uses on that token, and
+        cross-certificates that fit inside both roots' validity."""
+        base = f"cas.{name}.successor"
+        if [dict(r) for r in succ.subject] == [dict(r) for r in root.subject]:
+            raise _PathError(f"{base}.subject", f"the same subject as cas.{name}: a successor root has a name of its "
+                             "own (a cross-certificate between two roots of one name is self-issued and chains "
+                             "ambiguously)", "a subject that differs, e.g. in its CN")
+        if succ.validity.exceeds_years(self.limits.root_max_years):
+            raise _PathError(f"{base}.validity", f"the successor root is valid {succ.validity.years:.1f} years",
+                             f"at most {self.limits.root_max_years} years")
+        if succ.validity.not_before <= root.validity.not_before:
+            raise _PathError(f"{base}.validity.not_before", f"not after cas.{name}'s ({root.validity.not_before}): "
+                             "a successor starts later than the root it succeeds")
+        token = (succ.hsm.module, succ.hsm.token.describe())
+        for other_name, other in self.cas.items():
+            if (other.hsm.module, other.hsm.token.describe()) != token:
+                continue
+            taken = {other.hsm.key_label, other.hsm.sealing_label}
+            for label, field in ((succ.hsm.key_label, "key_label"), (succ.hsm.sealing_label, "seal_label")):
+                if label in taken:
+                    raise _PathError(f"{base}.hsm.{field}", f"{label!r} is a label of cas.{other_name} on the same "
+                                     "token; the successor's keys get labels of their own",
+                                     "another label, or another token")
+        cross = succ.cross_certificate
+        if cross.validity is not None:
+            end = min(root.validity.not_after, succ.validity.not_after)
+            if cross.validity.not_before < succ.validity.not_before:
+                raise _PathError(f"{base}.cross_certificate.validity.not_before", "before the successor's own "
+                                 f"certificate begins ({succ.validity.not_before}; BR 7.1.2.2.1)")
+            if cross.validity.not_after > end:
+                raise _PathError(f"{base}.cross_certificate.validity.not_after", "after the end of a root it "
+                                 f"chains to ({end})", f"at most {end}")
+
     @property
     def root_name(self) -> str:
         return next(n for n, ca in self.cas.items() if ca.role == "root")
+
+    def successor_root(self) -> tuple[str, CA] | None:
+        """The root's successor (root rollover) as a CA of its own, with the stem of its files (``<root>.g<n>``),
+        or None when the definition names none."""
+        root = self.cas[self.root_name]
+        if root.successor is None:
+            return None
+        return f"{self.root_name}.g{root.successor.generation}", root.successor.as_ca(root)
+
+    def ca_or_successor(self, name: str) -> CA:
+        """A CA by name, or the root's successor by the stem of its files (what a ceremony's token need names)."""
+        successor = self.successor_root()
+        if successor is not None and name == successor[0]:
+            return successor[1]
+        return self.ca(name)
 
     def ca(self, name: str) -> CA:
         if name not in self.cas:

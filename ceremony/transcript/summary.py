@@ -38,7 +38,7 @@ from ceremony.x509.files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
-              "key-destruction", "token-initialisation")
+              "key-destruction", "token-initialisation", "new-root-key-generation", "cross-certification")
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,13 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         if ca == root:
             return [NextStep(say(lang, "n_token_initialised"), _command("ceremony.root", *opts))]
         return [NextStep(say(lang, "n_token_initialised"), _command("ceremony.subordinate-key", "--ca", ca, *opts))]
+    if ceremony == "new-root-key-generation":
+        successor = model.successor_root()
+        cert = out_dir / f"{successor[0] if successor else root}.crt.pem"
+        return [NextStep(say(lang, "n_new_root", cert=cert), _command("ceremony.cross-certify", *opts))]
+    if ceremony == "cross-certification":
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        return [NextStep(say(lang, "n_cross"), _command("audit.verify-all", str(out_dir), tail=tail))]
     raise ValueError(f"{ceremony!r} is not a ceremony (allowed: {', '.join(CEREMONIES)})")
 
 

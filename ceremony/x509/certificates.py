@@ -7,13 +7,16 @@ ask for. The builders returned here are signed by :mod:`ceremony.x509.lint` (lin
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 
-from ceremony.definition.model import CA
+from ceremony.definition.model import CA, NameConstraints
 from ceremony.x509.profiles import (
     Extension,
+    cross_extensions,
     root_extensions,
     sealing_extensions,
     sealing_subject,
@@ -60,3 +63,20 @@ def sealing_builder(holder: CA, root: CA, root_cert: x509.Certificate, public_ke
     """The certificate the root gives the transcript-sealing key on ``holder``'s HSM, valid as long as that CA."""
     return _builder(subject_name(sealing_subject(holder.subject), rehearsal), root_cert.subject, public_key, serial,
                     holder, sealing_extensions(root, public_key, root_cert, eku))
+
+
+def cross_builder(issuer: CA, issuer_cert: x509.Certificate, subject_cert: x509.Certificate, serial: int,
+                  not_before: dt.datetime, not_after: dt.datetime, path_length: int | None,
+                  policy_oids: Sequence[str], name_constraints: NameConstraints | None) -> x509.CertificateBuilder:
+    """A cross-certificate: the subject root's name and key exactly as its self-signed certificate has them
+    (BR 7.1.2.2.2: the subject byte for byte), issued under ``issuer_cert``'s name."""
+    b = (x509.CertificateBuilder()
+         .subject_name(subject_cert.subject)
+         .issuer_name(issuer_cert.subject)
+         .public_key(subject_cert.public_key())
+         .serial_number(serial)
+         .not_valid_before(not_before)
+         .not_valid_after(not_after))
+    for ext in cross_extensions(issuer, issuer_cert, subject_cert, path_length, policy_oids, name_constraints):
+        b = b.add_extension(ext.value, critical=ext.critical)
+    return b

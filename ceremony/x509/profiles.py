@@ -112,6 +112,35 @@ def subordinate_extensions(ca: CA, issuer: CA, public_key: Any, issuer_cert: x50
     return exts
 
 
+def cross_extensions(issuer: CA, issuer_cert: x509.Certificate, subject_cert: x509.Certificate,
+                     path_length: int | None, policy_oids: Sequence[str],
+                     name_constraints: NameConstraints | None) -> list[Extension]:
+    """A cross-certificate between the old and the successor root (BR 7.1.2.2.3, RFC 5280 4.2.1): a CA certificate
+    whose subject key identifier is the subject root's own, so that whatever that root issued (its AKI) finds this
+    certificate as well as the self-signed one; AKI, CRL distribution point and caIssuers are the issuer's. No EKU:
+    an unrestricted cross-certificate between two roots of the same service (BR 7.1.2.2.3 permits it for an
+    affiliated subject; the roots issue no TLS certificates)."""
+    ski = subject_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    exts = [
+        Extension(x509.BasicConstraints(ca=True, path_length=path_length), True),
+        Extension(CA_KEY_USAGE, True),
+        Extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), False),
+        Extension(x509.SubjectKeyIdentifier(ski.digest), False),
+        Extension(x509.CertificatePolicies(
+            [x509.PolicyInformation(x509.ObjectIdentifier(oid), None) for oid in policy_oids]), False),
+        Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(issuer.publication.crl_url)],
+            relative_name=None, reasons=None, crl_issuer=None)]), False),
+        Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(issuer.publication.certificate_url))]), False),
+    ]
+    if name_constraints is not None:
+        exts.append(Extension(_name_constraints(name_constraints), True))
+    return exts
+
+
 def describe_extensions(cert: x509.Certificate) -> list[dict[str, str]]:
     """Each extension of a certificate with its criticality and a readable value (CP/CPS, reports)."""
     return [{"oid": e.oid.dotted_string, "name": getattr(e.oid, "_name", e.oid.dotted_string),
