@@ -68,6 +68,10 @@ THROWAWAY_ID = b"HSM-CHECK:"
 ROOT_KEY, SUB_KEY, SUB_SIGN, ROOT_CRL = ("root-key-generation", "subordinate-key-generation", "subordinate-signing",
                                          "root-crl-batch")
 BACKUP, RESTORE, ISSUANCE, CRL_JOB = "key-backup", "key-restore", "issuance", "crl-signing"
+#: The life-cycle ceremonies: the token's initialisation generates its sealing key; the root's successor generates a
+#: key as the root key ceremony does; the others sign with the root key.
+TOKEN_INIT, NEW_ROOT, CROSS = "token-initialisation", "new-root-key-generation", "cross-certification"
+ROOT_LIFECYCLE_SIGNS = (NEW_ROOT, CROSS, "sealing-certification", "subordinate-renewal")
 
 #: ``Capability.ceremonies`` for what every ceremony on the token needs (each seals its transcript).
 EVERY_CEREMONY: tuple[str, ...] = ()
@@ -143,11 +147,12 @@ def _merge(caps: list[Capability]) -> list[Capability]:
 def capabilities(ca: CA) -> list[Capability]:
     """Everything the ceremonies ask of this CA's token, from the definition."""
     root = ca.role == "root"
-    keygen = (ROOT_KEY,) if root else (SUB_KEY,)
-    signs = (ROOT_KEY, SUB_SIGN, ROOT_CRL) if root else (SUB_KEY, ISSUANCE, CRL_JOB)
+    keygen = (ROOT_KEY, NEW_ROOT) if root else (SUB_KEY,)
+    signs = (ROOT_KEY, SUB_SIGN, ROOT_CRL, *ROOT_LIFECYCLE_SIGNS) if root else (SUB_KEY, ISSUANCE, CRL_JOB)
     caps = [
         _keygen(ca.key, keygen, f"the CA key ({ca.key.describe()}) is generated on the token"),
-        _keygen(SEALING_KEY, (*keygen, RESTORE), "the transcript-sealing key (ECDSA P-384) is generated on the token"),
+        _keygen(SEALING_KEY, (*keygen, RESTORE, TOKEN_INIT),
+                "the transcript-sealing key (ECDSA P-384) is generated on the token"),
         _sign(ca.key, signs, "the CA key signs " + ("the root certificate, subordinate certificates and CRLs" if root
                                                     else "its CSR, certificates and CRLs")),
         _sign(SEALING_KEY, EVERY_CEREMONY, "the transcript-sealing key seals every ceremony's transcript"),
