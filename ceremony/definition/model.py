@@ -775,6 +775,20 @@ def partition_crl_url(crl_url: str, index: int) -> str:
     return u._replace(path=f"{head}/{name}").geturl()
 
 
+def crl_partition_for(ca: CA, serial: int) -> int | None:
+    """The CRL partition a new certificate with this serial names: ``serial mod partitions`` (serials are 159
+    random bits from the HSM, so the partitions fill evenly); None when the CA does not partition (the full CRL).
+    Recorded in the registry at issuance: a later change of the count never moves an issued certificate."""
+    n = ca.crl.partitions
+    return None if n is None else serial % n
+
+
+def crl_url_for(ca: CA, partition: int | None) -> str:
+    """The URL of the CRL a certificate of ``partition`` names (None: the full CRL, ``publication.crl_url``)."""
+    url = ca.publication.crl_url
+    return url if partition is None else partition_crl_url(url, partition)
+
+
 class _PathError(ValueError):
     """Raised inside cross-field validation with the exact key path it concerns."""
 
