@@ -67,8 +67,9 @@ def last_reserved(path: Path) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError
     except (ValueError, KeyError, TypeError):
-        raise OutputError(f"{path}: the CRL number state is corrupt (expected {{\"last_reserved\": N}}); "
-                          "restore it, or remove it: the next number is then the published CRL's + 1") from None
+        raise OutputError(f"{path}: the CRL number state is corrupt (expected {{\"last_reserved\": N}}); nothing "
+                          "was signed; restore it, or remove it: the next number is then the published CRL's + 1") \
+            from None
     return value
 
 
