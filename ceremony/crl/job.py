@@ -31,6 +31,13 @@ Order of a signing run, chosen so that a failure changes nothing that matters:
    is linted again, and it is checked against the previous CRL (:mod:`ceremony.crl.checks`);
 7. PEM then DER are replaced atomically in the publication directory (DER, the file the CRL URL
    serves, last), and the metrics are written.
+
+A CA with ``crl.partitions: N`` (docs/crl.md, "Partitioned CRLs") has several CRLs, its *targets*
+(:func:`crl_targets`): the full CRL while an unexpired certificate names it, and every partition CRL. Steps 3
+to 6 run for each target (its own published CRL, number state, entries, lint, signature and previous-CRL check);
+a run is due when any target is, and then re-signs them all. Step 7 publishes them together: nothing is renamed
+until every target is signed, staged and checked, and the renames go through a journal that a killed run's
+successor finishes (:func:`_publish_all`).
 """
 
 from __future__ import annotations
