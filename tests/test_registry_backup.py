@@ -184,7 +184,8 @@ def test_restore_keeps_the_current_file_aside_and_reports_lost_revocations(host:
     proc = run("ceremony-registry", "restore", str(backup), "--config", str(host["conf"]))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"restored {registry} from {backup}: schema v{SCHEMA_VERSION}, 20 certificates (2 revoked), newest revocation 4" in out
+    assert (f"restored {registry} from {backup}: schema v{SCHEMA_VERSION}, 20 certificates (2 revoked), "
+            "newest revocation 4") in out
     assert "revocation(s) of the file kept aside are not in the backup: 7; revoke them again" in out
     aside = [p for p in registry.parent.iterdir() if p.name.startswith("registry.sqlite3.replaced-")]
     assert len(aside) == 1 and f"kept aside (not deleted): {aside[0]}" in out
@@ -276,7 +277,8 @@ def test_no_migration_without_its_backup(host: dict[str, Path], monkeypatch: pyt
     monkeypatch.setattr(registry_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(registry_module, "backup_before_migration", fail)
     with pytest.raises(RegistryError, match=rf"not migrated from v{SCHEMA_VERSION} to v{SCHEMA_VERSION + 1} because "
-                                            r"the backup before the migration failed \(.*No space left on device\); the registry is unchanged"):
+                                            r"the backup before the migration failed \(.*No space left on device\); "
+                                            r"the registry is unchanged"):
         Registry.open(registry)
     assert rb.inspect(registry).schema_version == SCHEMA_VERSION and rows(registry) == old_rows
 
@@ -481,7 +483,8 @@ def test_the_roles_units_verify_and_its_configuration_drives_the_commands(tmp_pa
     # The unit's command, with the configuration as rendered: the backup and its retention.
     command = next(line.split("=", 1)[1] for line in service.splitlines() if line.startswith("ExecStart="))
     backup = subprocess.run(command.split(), capture_output=True, text=True, timeout=60, check=False)
-    assert backup.returncode == 0 and f"verified (schema v{SCHEMA_VERSION}, 1 certificate (0 revoked), no revocation" in backup.stdout
+    assert backup.returncode == 0
+    assert f"verified (schema v{SCHEMA_VERSION}, 1 certificate (0 revoked), no revocation" in backup.stdout
     revoke = run("ceremony-revoke", "2a", "--reason", "superseded", "--config", str(conf))
     assert revoke.returncode == 0 and "systemctl start ceremony-crl-sign@qualified.service" in revoke.stdout
     assert "the CRL job (hourly)" in revoke.stdout
