@@ -290,6 +290,23 @@ def test_bad_partition_state_is_refused_and_changes_nothing(parts: Partitioned, 
     assert "Traceback" not in cli.stderr
 
 
+def test_a_partition_failing_its_previous_check_publishes_nothing(parts: Partitioned, tmp_path: Path) -> None:
+    """The previous-CRL check runs per partition; one refusal leaves every CRL of the CA as it was."""
+    reg = parts.copy_registry(tmp_path / "reg")
+    pub = tmp_path / "pub"
+    run_crl_job(parts.definition, "qualified", reg, pub)
+    # Partition 1 now serves partition 0's CRL (another scope): the next CRL of partition 1 does not follow it.
+    (pub / "qualified-p1.crl").write_bytes((pub / "qualified-p0.crl").read_bytes())
+    before = tree(pub), _published(pub)
+    with pytest.raises(CeremonyError) as err:
+        run_crl_job(parts.definition, "qualified", reg, pub, force=True)
+    message = str(err.value)
+    assert message.startswith(f"{pub / 'qualified-p1.crl'} (partition 1): the new CRL does not follow the previous "
+                              "one: its issuing distribution point (the partition or scope it covers) differs")
+    assert message.endswith("nothing was published")
+    assert (tree(pub), _published(pub)) == before and not journal_path(pub, "qualified").exists()
+
+
 def test_partitions_refused_on_the_root_and_out_of_bounds(tmp_path: Path) -> None:
     for ca, value, needle in (("root", 2, "cas.root.crl.partitions: the offline root's CRLs"),
                               ("qualified", 1, "cas.qualified.crl.partitions: 1 partitions (allowed: a whole number "
