@@ -1,4 +1,5 @@
-"""Benchmarks: ``invoke bench.crl --entries N`` — this suite's CRL job against ``openssl ca -gencrl``.
+"""Benchmarks: ``invoke bench.crl --entries N [--partitions P]`` — this suite's CRL job against ``openssl ca -gencrl``,
+and with ``--partitions`` the same revocations signed as P partition CRLs in the same run.
 
 Both sides get the same revocation set (same serials, revocation times, reasons, invalidity
 dates). Each side runs as its own child process under a small wrapper that reports the child's
@@ -112,7 +113,9 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
 
 
 def _add_revoked(registry: Path, rows: list[tuple[int, int, int | None, int | None, int]],
-                 create: bool = False) -> None:
+                 create: bool = False, partitions: int | None = None) -> None:
+    """Register the rows as revoked certificates; with ``partitions``, each names partition ``serial mod N``
+    as issuance records it (:func:`ceremony.definition.model.crl_partition_for`)."""
     from ceremony.ca.registry import REASON_NAMES, CertRecord, Registry
 
     utc = dt.UTC
@@ -121,7 +124,8 @@ def _add_revoked(registry: Path, rows: list[tuple[int, int, int | None, int | No
             serial=s, subject="CN=bench", profile="qes-natural-person",
             not_before=dt.datetime.fromtimestamp(r - 86400 * 400, utc), not_after=dt.datetime.fromtimestamp(na, utc),
             sha256="00" * 32, status="revoked", revoked_at=dt.datetime.fromtimestamp(r, utc),
-            reason=REASON_NAMES[c or 0], invalidity_date=None if i is None else dt.datetime.fromtimestamp(i, utc))
+            reason=REASON_NAMES[c or 0], invalidity_date=None if i is None else dt.datetime.fromtimestamp(i, utc),
+            crl_partition=None if partitions is None else s % partitions)
             for s, r, c, i, na in rows)
 
 
@@ -182,13 +186,58 @@ def _check_suite_crl(der_path: Path, rows: list[tuple[int, int, int | None, int 
             "every_serial_present": listed == [r[0] for r in rows]}
 
 
-def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
+def _partitioned_setup(base: Path, suite: dict[str, Any], rows: list[tuple[int, int, int | None, int | None, int]],
+                       partitions: int) -> dict[str, Any]:
+    """The same CA with ``crl.partitions: N`` (a second definition on the same tokens, next to the CA certificate)
+    and a second registry holding the same revocations, each naming its partition: every CRL of a run is a
+    partition CRL (no certificate names the full CRL), as for a CA partitioned from its first issuance."""
+    import yaml
+
+    data = yaml.safe_load(Path(suite["definition"]).read_text(encoding="utf-8"))
+    data["cas"]["qualified"]["crl"]["partitions"] = partitions
+    pki = Path(suite["definition"]).with_name("pki-partitioned.yml")
+    pki.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    registry = base / "registry-partitioned.sqlite3"
+    _add_revoked(registry, rows, create=True, partitions=partitions)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(registry)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {"definition": pki, "registry": registry, "out": base / "pub-partitioned"}
+
+
+def _check_partitions(out: Path, rows: list[tuple[int, int, int | None, int | None, int]],
+                      partitions: int) -> dict[str, Any]:
+    """Untimed: every partition CRL parses, carries its critical issuing distribution point, and together they list
+    every serial exactly once, each in partition ``serial mod N``."""
+    from cryptography import x509
+
+    seen: list[int] = []
+    misplaced = 0
+    idp_ok = True
+    sizes = []
+    for p in range(partitions):
+        der = (out / f"qualified-p{p}.crl").read_bytes()
+        sizes.append(len(der))
+        crl = x509.load_der_x509_crl(der)
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+        idp_ok &= idp.critical and idp.value.only_contains_user_certs
+        for r in crl:
+            seen.append(r.serial_number)
+            misplaced += r.serial_number % partitions != p
+    return {"every_serial_once": sorted(seen) == [r[0] for r in rows], "misplaced": misplaced,
+            "issuing_distribution_points": idp_ok, "largest_partition_bytes": max(sizes),
+            "smallest_partition_bytes": min(sizes)}
+
+
+def bench_crl(entries: int, workdir: str | None = None, partitions: int | None = None) -> dict[str, Any]:
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-crl-"))
     base.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     rows = revocation_set(entries, int(time.time()))
     suite = _suite_setup(base, rows)
     ossl = _openssl_setup(base, rows)
+    parted = _partitioned_setup(base, suite, rows, partitions) if partitions else None
     setup = time.perf_counter() - t
     cmd = [str(Path(sys.executable).parent / "ceremony-crl-sign"), "--definition", str(suite["definition"]),
            "--ca", "qualified", "--registry", str(suite["registry"]), "--out", str(suite["out"]),
@@ -196,6 +245,13 @@ def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
     ours = measure(cmd, env=dict(os.environ))
     if ours["rc"] != 0:
         raise SystemExit(f"error: the suite's CRL job failed: {ours['stderr'].strip()}")
+    split: dict[str, Any] | None = None
+    if parted is not None:
+        split = measure([cmd[0], "--definition", str(parted["definition"]), "--ca", "qualified", "--registry",
+                         str(parted["registry"]), "--out", str(parted["out"]), "--metrics-dir",
+                         str(base / "metrics-partitioned"), "--timings"], env=dict(os.environ))
+        if split["rc"] != 0:
+            raise SystemExit(f"error: the partitioned CRL job failed: {split['stderr'].strip()}")
     theirs = measure(["openssl", "ca", "-config", str(ossl / "openssl.cnf"), "-gencrl", "-batch",
                       "-out", str(ossl / "crl.pem")])
     if theirs["rc"] != 0:
@@ -215,24 +271,38 @@ def bench_crl(entries: int, workdir: str | None = None) -> dict[str, Any]:
         lines = run["stdout"].strip().splitlines()
         return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
 
-    return {"steps": steps_of(ours), "steps_second_run": steps_of(again), "suite_second_run": again,
-            "entries": entries, "setup_seconds": setup, "suite": ours, "openssl": theirs,
-            "checks": checks, "workdir": str(base), "crl_bytes": (suite["out"] / "qualified.crl").stat().st_size}
+    result = {"steps": steps_of(ours), "steps_second_run": steps_of(again), "suite_second_run": again,
+              "entries": entries, "setup_seconds": setup, "suite": ours, "openssl": theirs,
+              "checks": checks, "workdir": str(base), "crl_bytes": (suite["out"] / "qualified.crl").stat().st_size,
+              "load_average": os.getloadavg(), "cpus": os.cpu_count()}
+    if parted is not None and split is not None and partitions:
+        result.update(partitions=partitions, partitioned=split, steps_partitioned=steps_of(split),
+                      partition_checks=_check_partitions(parted["out"], rows, partitions))
+    return result
 
 
 @task(help={"entries": "number of revoked certificates (default 1000000)",
             "workdir": "keep the registry, CA directories and CRLs here (default: a new temporary directory)",
-            "json_out": "also write the results as JSON to this file"})
+            "json_out": "also write the results as JSON to this file",
+            "partitions": "also sign the same revocations as N partition CRLs (crl.partitions: N, 2 to 256) and "
+                          "show that run beside the single CRL (default: none)"})
 @operator_errors
-def crl(c: Context, entries: int = 1_000_000, workdir: str | None = None, json_out: str | None = None) -> None:
-    """Sign a CRL of N entries with this suite (SoftHSM key) and with openssl ca -gencrl; compare."""
+def crl(c: Context, entries: int = 1_000_000, workdir: str | None = None, json_out: str | None = None,
+        partitions: int = 0) -> None:
+    """Sign a CRL of N entries with this suite (SoftHSM key) and with openssl ca -gencrl; compare.
+    With --partitions P, also a full re-sign of P partition CRLs of the same entries, side by side."""
+    from ceremony.definition.model import MAX_CRL_PARTITIONS, MIN_CRL_PARTITIONS
+
     if not 1 <= entries <= 10_000_000:
         raise SystemExit(f"error: --entries {entries}: allowed from 1 to 10,000,000")
+    if partitions and not MIN_CRL_PARTITIONS <= partitions <= MAX_CRL_PARTITIONS:
+        raise SystemExit(f"error: --partitions {partitions}: allowed from {MIN_CRL_PARTITIONS} to "
+                         f"{MAX_CRL_PARTITIONS} (crl.partitions), or leave it out")
     if workdir is None:  # a million-entry run leaves hundreds of MB: keep them only when asked
         with tempfile.TemporaryDirectory(prefix="bench-crl-") as tmp:
-            _report(bench_crl(entries, tmp), json_out, kept=False)
+            _report(bench_crl(entries, tmp, partitions or None), json_out, kept=False)
         return
-    _report(bench_crl(entries, workdir), json_out, kept=True)
+    _report(bench_crl(entries, workdir, partitions or None), json_out, kept=True)
 
 
 def _report(r: dict[str, Any], json_out: str | None, kept: bool) -> None:
@@ -246,12 +316,24 @@ def _report(r: dict[str, Any], json_out: str | None, kept: bool) -> None:
     print(f"{'ceremony-crl-sign, 2nd':24}{a['wall']:>10.2f} s{a['maxrss_kb'] / 1024:>11.0f} MB"
           "   (+0.1 % revocations; checks against the published CRL)")
     print(f"{'ratio openssl / suite':24}{o['wall'] / s['wall']:>10.1f} x{o['maxrss_kb'] / s['maxrss_kb']:>12.1f} x")
-    for label, key in (("suite steps (s)", "steps"), ("2nd run steps (s)", "steps_second_run")):
+    if "partitioned" in r:
+        p, n = r["partitioned"], r["partitions"]
+        print(f"{f'{n} partitions, all':24}{p['wall']:>10.2f} s{p['maxrss_kb'] / 1024:>11.0f} MB"
+              f"   (full re-sign of every partition CRL; {p['wall'] / s['wall']:.2f} x the single CRL's time)")
+    for label, key in (("suite steps (s)", "steps"), ("2nd run steps (s)", "steps_second_run"),
+                       ("partitions steps (s)", "steps_partitioned")):
         if r[key]:
             print(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in r[key]["seconds"].items()))
     ck = r["checks"]
     print(f"suite CRL: openssl crl parses it: {ck['openssl_parses']}; cryptography reads "
           f"{ck['cryptography_entries']:,} entries; every serial present: {ck['every_serial_present']}")
+    if "partition_checks" in r:
+        pc = r["partition_checks"]
+        print(f"partition CRLs: every serial in exactly one: {pc['every_serial_once']}; in the wrong partition: "
+              f"{pc['misplaced']}; critical issuing distribution points: {pc['issuing_distribution_points']}; "
+              f"sizes {pc['smallest_partition_bytes']:,} to {pc['largest_partition_bytes']:,} bytes")
+    load = r["load_average"]
+    print(f"machine: {r['cpus']} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (at the end)")
     print(f"files kept in {r['workdir']}" if kept else "work files removed (--workdir DIR keeps them)")
     if json_out:
         Path(json_out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")

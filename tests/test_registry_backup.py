@@ -169,7 +169,7 @@ def test_verify_refuses_a_truncated_and_a_corrupted_backup(host: dict[str, Path]
         proc = run("ceremony-registry", "verify", str(bad))
         assert_one_error(proc, str(bad))
     ok = run("ceremony-registry", "verify", str(good))
-    assert ok.returncode == 0 and "integrity ok, schema v1, 20 certificates (2 revoked)" in ok.stdout
+    assert ok.returncode == 0 and f"integrity ok, schema v{SCHEMA_VERSION}, 20 certificates (2 revoked)" in ok.stdout
 
 
 # -- restore ----------------------------------------------------------------------------------------
@@ -184,7 +184,8 @@ def test_restore_keeps_the_current_file_aside_and_reports_lost_revocations(host:
     proc = run("ceremony-registry", "restore", str(backup), "--config", str(host["conf"]))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"restored {registry} from {backup}: schema v1, 20 certificates (2 revoked), newest revocation 4" in out
+    assert (f"restored {registry} from {backup}: schema v{SCHEMA_VERSION}, 20 certificates (2 revoked), "
+            "newest revocation 4") in out
     assert "revocation(s) of the file kept aside are not in the backup: 7; revoke them again" in out
     aside = [p for p in registry.parent.iterdir() if p.name.startswith("registry.sqlite3.replaced-")]
     assert len(aside) == 1 and f"kept aside (not deleted): {aside[0]}" in out
@@ -275,8 +276,9 @@ def test_no_migration_without_its_backup(host: dict[str, Path], monkeypatch: pyt
     monkeypatch.setattr(registry_module, "MIGRATIONS", (*registry_module.MIGRATIONS, V2))
     monkeypatch.setattr(registry_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(registry_module, "backup_before_migration", fail)
-    with pytest.raises(RegistryError, match=r"not migrated from v1 to v2 because the backup before the migration "
-                                            r"failed \(.*No space left on device\); the registry is unchanged"):
+    with pytest.raises(RegistryError, match=rf"not migrated from v{SCHEMA_VERSION} to v{SCHEMA_VERSION + 1} because "
+                                            r"the backup before the migration failed \(.*No space left on device\); "
+                                            r"the registry is unchanged"):
         Registry.open(registry)
     assert rb.inspect(registry).schema_version == SCHEMA_VERSION and rows(registry) == old_rows
 
@@ -416,7 +418,7 @@ def test_ceremony_registry_backup_list_and_bad_inputs(host: dict[str, Path]) -> 
     for _ in range(4):
         proc = run("ceremony-registry", "backup", "--config", conf)
         assert proc.returncode == 0, proc.stderr
-        assert "verified (schema v1, 20 certificates (2 revoked), newest revocation 4" in proc.stdout
+        assert f"verified (schema v{SCHEMA_VERSION}, 20 certificates (2 revoked), newest revocation 4" in proc.stdout
         made.append(proc.stdout.split()[1].rstrip(":"))
         time.sleep(1.05)  # one backup per second at most: the name carries the second
     kept = sorted(p.name for p in host["backups"].iterdir())
@@ -481,7 +483,8 @@ def test_the_roles_units_verify_and_its_configuration_drives_the_commands(tmp_pa
     # The unit's command, with the configuration as rendered: the backup and its retention.
     command = next(line.split("=", 1)[1] for line in service.splitlines() if line.startswith("ExecStart="))
     backup = subprocess.run(command.split(), capture_output=True, text=True, timeout=60, check=False)
-    assert backup.returncode == 0 and "verified (schema v1, 1 certificate (0 revoked), no revocation" in backup.stdout
+    assert backup.returncode == 0
+    assert f"verified (schema v{SCHEMA_VERSION}, 1 certificate (0 revoked), no revocation" in backup.stdout
     revoke = run("ceremony-revoke", "2a", "--reason", "superseded", "--config", str(conf))
     assert revoke.returncode == 0 and "systemctl start ceremony-crl-sign@qualified.service" in revoke.stdout
     assert "the CRL job (hourly)" in revoke.stdout

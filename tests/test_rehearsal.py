@@ -36,7 +36,9 @@ def test_rehearsal_manifest_and_chain(rehearsal: Path) -> None:
     assert manifest["rehearsal"] is True
     kinds = {a["kind"] for a in manifest["artifacts"]}
     assert {"pki-definition", "root-certificate", "root-public-key", "subordinate-public-key", "subordinate-csr",
-            "subordinate-certificate", "hsm-config", "rehearsal-pins"} <= kinds
+            "subordinate-certificate", "hsm-config", "rehearsal-pins", "subordinate-crl", "crl-partition"} <= kinds
+    partitions = [a for a in manifest["artifacts"] if a["kind"] == "crl-partition"]
+    assert sorted({a["partition"] for a in partitions}) == [0, 1]  # each current partition CRL, with its index
     for a in manifest["artifacts"]:
         assert not Path(a["path"]).is_absolute()
         assert hashlib.sha256((rehearsal / a["path"]).read_bytes()).hexdigest() == a["sha256"], a["path"]

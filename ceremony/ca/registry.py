@@ -70,6 +70,8 @@ class CertRecord:
     revoked_at: datetime | None = None
     reason: str | None = None
     invalidity_date: datetime | None = None
+    crl_partition: int | None = None
+    """The CRL partition the certificate's CRL distribution point names; None: the full CRL."""
 
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to version i + 1.
@@ -95,6 +97,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX certificates_crl ON certificates (crl_entry) WHERE crl_entry IS NOT NULL;
     CREATE INDEX certificates_status ON certificates (status);
     """,
+    # v2: the CRL partition a certificate names (NULL: the full CRL, as every certificate issued before
+    # partitioning), recorded at issuance and never changed; the partition CRLs read their entries by one
+    # index scan each, and the job finds which partitions (and whether the full CRL) are still named.
+    """
+    ALTER TABLE certificates ADD COLUMN crl_partition INTEGER CHECK (crl_partition IS NULL OR crl_partition >= 0);
+    CREATE INDEX certificates_partition_crl ON certificates (crl_partition, crl_entry) WHERE crl_entry IS NOT NULL;
+    CREATE INDEX certificates_partition_expiry ON certificates (crl_partition, not_after);
+    """,
 )
 
 
@@ -109,7 +119,8 @@ CRL_ENTRY = struct.Struct(">20sqBqq")
 NO_DATE = -(1 << 63)
 
 
-_COLUMNS = "serial, subject, profile, not_before, not_after, sha256, status, revoked_at, reason, invalidity_date"
+_COLUMNS = ("serial, subject, profile, not_before, not_after, sha256, status, revoked_at, reason, invalidity_date, "
+            "crl_partition")
 
 
 def stored_schema_version(path: Path | str) -> int | None:
@@ -192,13 +203,13 @@ def parse_invalidity_date(text: str) -> datetime:
 
 
 def _record(row: tuple) -> CertRecord:
-    serial, subject, profile, nb, na, sha, status, rat, reason, inv = row[:10]
+    serial, subject, profile, nb, na, sha, status, rat, reason, inv, part = row[:11]
     return CertRecord(
         serial=int.from_bytes(serial, "big"), subject=subject, profile=profile,
         not_before=datetime.fromtimestamp(nb, UTC), not_after=datetime.fromtimestamp(na, UTC),
         sha256=sha, status=status, revoked_at=_from_epoch(rat),
         reason=None if reason is None else REASON_NAMES.get(reason, str(reason)),
-        invalidity_date=_from_epoch(inv))
+        invalidity_date=_from_epoch(inv), crl_partition=part)
 
 
 def _row(rec: CertRecord) -> tuple:
@@ -212,12 +223,16 @@ def _row(rec: CertRecord) -> tuple:
         raise RegistryError(f"certificate {hexs}: sha256 must be 64 hexadecimal digits")
     if _utc(rec.not_after) <= _utc(rec.not_before):
         raise RegistryError(f"certificate {hexs}: not_after must be later than not_before")
+    part = rec.crl_partition
+    if part is not None and (isinstance(part, bool) or not isinstance(part, int) or part < 0):
+        raise RegistryError(f"certificate {hexs}: CRL partition {part!r} is not allowed (allowed: a partition "
+                            "index from 0, or none for the full CRL)")
     if rec.status == "good":
         if rec.revoked_at or rec.reason or rec.invalidity_date:
             raise RegistryError(f"certificate {hexs}: a good certificate has no revocation time, reason "
                                 "or invalidity date")
         return (blob, rec.subject, rec.profile, _epoch(rec.not_before), _epoch(rec.not_after), sha,
-                "good", None, None, None, None)
+                "good", None, None, None, part, None)
     if rec.revoked_at is None or rec.reason is None:
         raise RegistryError(f"certificate {hexs}: a revoked certificate needs a revocation time and a reason")
     code = parse_reason(rec.reason)
@@ -225,7 +240,7 @@ def _row(rec: CertRecord) -> tuple:
     if inv is not None and inv > _epoch(rec.revoked_at):
         raise RegistryError(f"certificate {hexs}: invalidity date is later than the revocation time")
     return (blob, rec.subject, rec.profile, _epoch(rec.not_before), _epoch(rec.not_after), sha,
-            "revoked", _epoch(rec.revoked_at), code, inv,
+            "revoked", _epoch(rec.revoked_at), code, inv, part,
             _crl_entry(blob, _epoch(rec.revoked_at), code, inv, _epoch(rec.not_after)))
 
 
@@ -358,7 +373,7 @@ class Registry:
             raise self._error(exc, doing) from None
         try:
             conn.executemany(f"INSERT INTO certificates ({_COLUMNS}, crl_entry) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
@@ -475,20 +490,44 @@ class Registry:
             yield from [(frombytes(s, "big"), r, c or None, None if i == NO_DATE else i, n)
                         for s, r, c, i, n in CRL_ENTRY.iter_unpack(packed)]
 
-    def iter_revoked_packed(self, batch: int = 65536) -> Iterator[bytes]:
+    def iter_revoked_packed(self, batch: int = 65536, partition: int | None = None) -> Iterator[bytes]:
         """The revocations as concatenated :data:`CRL_ENTRY` records, ordered by serial, ``batch`` at a time.
 
         The cheapest form there is (45 bytes an entry, no Python object per value), for an encoder that
         unpacks with ``CRL_ENTRY.iter_unpack``. ``reason`` 0 means unspecified; ``NO_DATE`` no
-        invalidity date.
+        invalidity date. ``partition``: only the certificates that name that CRL partition (one scan of its
+        own index); None: every revocation (the full CRL).
         """
         try:
-            cur = self._conn.execute("SELECT crl_entry FROM certificates INDEXED BY certificates_crl "
-                                     "WHERE crl_entry IS NOT NULL ORDER BY crl_entry")
+            if partition is None:
+                cur = self._conn.execute("SELECT crl_entry FROM certificates INDEXED BY certificates_crl "
+                                         "WHERE crl_entry IS NOT NULL ORDER BY crl_entry")
+            else:
+                cur = self._conn.execute("SELECT crl_entry FROM certificates INDEXED BY certificates_partition_crl "
+                                         "WHERE crl_entry IS NOT NULL AND crl_partition = ? ORDER BY crl_entry",
+                                         (partition,))
             while chunk := cur.fetchmany(batch):
                 yield b"".join([r[0] for r in chunk])
         except sqlite3.Error as exc:
             raise self._error(exc, "reading the revocations") from None
+
+    def count_revoked_in(self, partition: int) -> int:
+        """Revocations whose certificate names CRL partition ``partition``."""
+        return self._query("SELECT count(*) FROM certificates INDEXED BY certificates_partition_crl "
+                           "WHERE crl_entry IS NOT NULL AND crl_partition = ?", (partition,))[0][0]
+
+    def crl_scopes_named(self, at: datetime) -> tuple[bool, builtins.list[int]]:
+        """Which CRLs certificates valid at ``at`` (not yet expired) name: ``(the full CRL?, partitions)``.
+
+        A CRL stays published while one unexpired certificate names it, whatever the definition says now:
+        certificates issued before partitioning name the full CRL, and those issued before the partition count
+        was lowered name partitions beyond it. One index lookup per partition (not a scan of the registry).
+        """
+        rows = self._query("SELECT crl_partition, max(not_after) FROM certificates INDEXED BY "
+                           "certificates_partition_expiry GROUP BY crl_partition")
+        limit = _epoch(at)
+        full = any(p is None and na > limit for p, na in rows)
+        return full, sorted(p for p, na in rows if p is not None and na > limit)
 
     # -- closing -----------------------------------------------------------------------------
 

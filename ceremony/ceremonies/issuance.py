@@ -29,7 +29,7 @@ from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.common.errors import DefinitionError, HsmError, OutputError, RequestError
 from ceremony.common.fingerprints import announce, sha256_hex
 from ceremony.common.manifest import Manifest
-from ceremony.definition.model import CA, LoadedDefinition, Profile
+from ceremony.definition.model import CA, LoadedDefinition, Profile, crl_partition_for
 from ceremony.hsm.keys import key_evidence, spki_sha256
 from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for, random_bytes, token_evidence
 from ceremony.hsm.signers import hash_for, signing_key
@@ -72,6 +72,8 @@ class IssuedCertificate:
     subject: str = ""
     profile: str = ""
     not_after: dt.datetime | None = None
+    crl_partition: int | None = None
+    """The CRL partition its distribution point names (None: the full CRL)."""
 
     @property
     def serial_hex(self) -> str:
@@ -185,7 +187,7 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
                 "serial": format(serial, "x"), "profile": profile, "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(), "sha256": sha256_hex(der)})
         with recorder.step("outputs-write", "Register the certificate, write it (PEM and DER)"):
-            issued = _register_and_stage(cert, profile, out_dir, registry, run)
+            issued = _register_and_stage(cert, profile, out_dir, registry, run, crl_partition_for(ca, serial))
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
             recorder.say(announce(f"Certificate {serial:x} of {subject_text(cert.subject)}", der))
         # Issuance keeps no sealed transcript (its record is the registry and the console): the CA key signs the
@@ -237,8 +239,11 @@ def _fresh_serial(session: Any, registry: Registry) -> int:
 
 
 def _register_and_stage(cert: x509.Certificate, profile: str, out_dir: Path, registry: Registry,
-                        run: CeremonyRun) -> IssuedCertificate:
+                        run: CeremonyRun, crl_partition: int | None = None) -> IssuedCertificate:
     """Register the signed certificate, then stage its files for the run's publication.
+
+    ``crl_partition`` is the CRL partition its distribution point names (None: the full CRL), recorded with it
+    so that the CRL job lists it in that partition whatever the definition says later.
 
     The registry comes first and is never rolled back: a certificate that was signed is revocable
     whatever happens next (a run that fails after this point publishes no file, and the registered
@@ -250,13 +255,14 @@ def _register_and_stage(cert: x509.Certificate, profile: str, out_dir: Path, reg
     digest = sha256_hex(der)
     record = CertRecord(serial=serial, subject=subject_text(cert.subject), profile=profile,
                         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                        sha256=digest, status="good")
+                        sha256=digest, status="good", crl_partition=crl_partition)
     registry.add(record)
     run.stage(pem_name, cert.public_bytes(PEM))
     run.stage(der_name, der)
     run.record()
     return IssuedCertificate(serial=serial, pem_path=out_dir / pem_name, der_path=out_dir / der_name, sha256=digest,
-                             subject=record.subject, profile=profile, not_after=record.not_after)
+                             subject=record.subject, profile=profile, not_after=record.not_after,
+                             crl_partition=crl_partition)
 
 
 def mark_revoked(manifest: Manifest, serial: int) -> int:

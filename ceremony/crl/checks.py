@@ -38,6 +38,9 @@ class CrlSummary:
     this_update: dt.datetime
     next_update: dt.datetime | None
     entries: int
+    scope: bytes | None = None
+    """The DER of the CRL's IssuingDistributionPoint (a partition's URL, an ARL's CA-only flag); None: a full CRL.
+    A CRL only ever follows one of the same scope."""
 
 
 def summarise(crl: x509.CertificateRevocationList) -> CrlSummary:
@@ -49,7 +52,12 @@ def summarise(crl: x509.CertificateRevocationList) -> CrlSummary:
         aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
         aki = None
-    return CrlSummary(crl.issuer.public_bytes(), aki, number, crl.last_update_utc, crl.next_update_utc, len(crl))
+    try:
+        scope: bytes | None = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value.public_bytes()
+    except x509.ExtensionNotFound:
+        scope = None
+    return CrlSummary(crl.issuer.public_bytes(), aki, number, crl.last_update_utc, crl.next_update_utc, len(crl),
+                      scope)
 
 
 def _read_tl(buf: bytes | memoryview, i: int) -> tuple[int, int, int]:
@@ -161,6 +169,9 @@ def check_against_previous(previous_der: bytes, new_der: bytes, not_after: NotAf
         problems.append("the issuer name differs from the previous CRL's")
     if new.authority_key_id != prev.authority_key_id:
         problems.append("the authority key identifier differs from the previous CRL's")
+    if new.scope != prev.scope:
+        problems.append("its issuing distribution point (the partition or scope it covers) differs from the "
+                        "previous CRL's")
     if new.this_update < prev.this_update:
         problems.append(f"thisUpdate {new.this_update.isoformat()} is earlier than the previous CRL's "
                         f"{prev.this_update.isoformat()}")
@@ -178,5 +189,5 @@ def check_against_previous(previous_der: bytes, new_der: bytes, not_after: NotAf
     if problems:
         raise VerificationError("the new CRL does not follow the previous one: " + "; ".join(problems)
                                 + "; nothing was published")
-    return ["number strictly greater", "same issuer and key identifier", "thisUpdate not earlier",
+    return ["number strictly greater", "same issuer and key identifier", "same scope", "thisUpdate not earlier",
             "no unexpired entry dropped"]

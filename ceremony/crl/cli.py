@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--definition", help="the PKI definition (pki.yml)")
     p.add_argument("--ca", required=True, help="name of the subordinate CA in the definition")
     p.add_argument("--registry", help="the CA's certificate registry (SQLite)")
-    p.add_argument("--out", required=True, help="publication directory: <basename of crl_url> (DER) and .pem")
+    p.add_argument("--out", required=True, help="publication directory: <basename of crl_url> (DER) and .pem, "
+                   "and <stem>-p<i>.crl (.pem) for each CRL partition (crl.partitions)")
     p.add_argument("--pin-file", help="file (mode 0600) holding the user PIN of the CA's token")
     p.add_argument("--metrics-dir", help="write ceremony_crl_<ca>.prom here (node-exporter textfile collector)")
     p.add_argument("--ca-cert", help="the CA certificate (default: <definition dir>/<ca>.crt.pem, then "

@@ -288,12 +288,18 @@ class CrlHeader:
     expired_certs_on_crl: dt.datetime | None = None
     """The subordinate CA's CRLs keep revoked certificates after they expire (qualified certificates' status
     outlives their validity): ExpiredCertsOnCRL says since when, the CA certificate's notBefore (every one)."""
+    partition_url: str | None = None
+    """A partition CRL: an IssuingDistributionPoint naming this URL (the one its certificates' CRL distribution
+    point names) with onlyContainsUserCerts, critical (RFC 5280 5.2.5): the CRL's scope is that partition's
+    end-entity certificates, and a relying party must not take it for the full CRL."""
 
     def __post_init__(self) -> None:
         if not 0 < self.number < 1 << 159:
             raise ValueError("a CRL number is a positive integer of at most 20 octets (RFC 5280 5.2.3)")
         if self.next_update <= self.this_update:
             raise ValueError("nextUpdate must be later than thisUpdate")
+        if self.partition_url is not None and self.only_ca_certs:
+            raise ValueError("a partition CRL covers end-entity certificates, an ARL CA certificates: not both")
 
     def extensions(self) -> bytes:
         aki = tlv(0x30, OID_AKI + tlv(0x04, tlv(0x30, tlv(0x80, self.authority_key_id))))
@@ -305,7 +311,21 @@ class CrlHeader:
         if self.only_ca_certs:
             # IssuingDistributionPoint { onlyContainsCACerts [2] TRUE }, critical (RFC 5280 5.2.5).
             exts += tlv(0x30, OID_IDP + b"\x01\x01\xff" + tlv(0x04, tlv(0x30, b"\x82\x01\xff")))
+        if self.partition_url is not None:
+            exts += tlv(0x30, OID_IDP + b"\x01\x01\xff" + tlv(0x04, partition_idp_value(self.partition_url)))
         return tlv(0xA0, tlv(0x30, exts))
+
+
+def partition_idp_value(url: str) -> bytes:
+    """The DER of a partition CRL's IssuingDistributionPoint (RFC 5280 5.2.5):
+    ``{ distributionPoint [0] { fullName [0] { uniformResourceIdentifier [6] url } }, onlyContainsUserCerts [1]
+    TRUE }``. The URL is the one the partition's certificates name, byte for byte (openssl and other relying
+    parties match the CRL to the certificate's distribution point by it)."""
+    try:
+        uri = url.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"partition URL {url!r} is not ASCII (IA5String)") from None
+    return tlv(0x30, tlv(0xA0, tlv(0xA0, tlv(0x86, uri))) + b"\x81\x01\xff")
 
 
 def encode_tbs(header: CrlHeader, alg_id: bytes, revoked: bytearray, count: int, consume: bool = True) -> bytearray:
@@ -395,12 +415,30 @@ def verify_crl(der: bytes, tbs: bytes | bytearray | memoryview, issuer_public_ke
         problems.append("CRL Number")
     if len(crl) != count:
         problems.append(f"number of entries ({len(crl)}, {count} encoded)")
+    problems += _scope_problems(crl, header)
     missing = [s for s in sample if crl.get_revoked_certificate_by_serial_number(s) is None]
     if missing:
         problems.append("serials " + ", ".join(f"{s:x}" for s in missing[:5]))
     if problems:
         raise VerificationError("the signed CRL, parsed back, differs from what was encoded: " + ", ".join(problems))
     return crl
+
+
+def _scope_problems(crl: x509.CertificateRevocationList, header: CrlHeader) -> list[str]:
+    """A partition CRL, parsed back, must carry its critical IssuingDistributionPoint (URL, user certificates only);
+    any other CRL of the job none that narrows it to user certificates."""
+    try:
+        ext = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    except x509.ExtensionNotFound:
+        return ["issuing distribution point (missing)"] if header.partition_url is not None else []
+    idp = ext.value
+    if header.partition_url is None:
+        return [] if idp.only_contains_ca_certs == header.only_ca_certs else ["issuing distribution point"]
+    names = [n.value for n in idp.full_name or []]
+    if not ext.critical or names != [header.partition_url] or not idp.only_contains_user_certs \
+            or idp.only_contains_ca_certs or idp.only_some_reasons or idp.indirect_crl:
+        return [f"issuing distribution point (expected {header.partition_url}, user certificates only, critical)"]
+    return []
 
 
 def pem_chunks(der: bytes | bytearray | memoryview, block_lines: int = 4096) -> Iterator[bytes]:

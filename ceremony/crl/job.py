@@ -31,6 +31,13 @@ Order of a signing run, chosen so that a failure changes nothing that matters:
    is linted again, and it is checked against the previous CRL (:mod:`ceremony.crl.checks`);
 7. PEM then DER are replaced atomically in the publication directory (DER, the file the CRL URL
    serves, last), and the metrics are written.
+
+A CA with ``crl.partitions: N`` (docs/crl.md, "Partitioned CRLs") has several CRLs, its *targets*
+(:func:`crl_targets`): the full CRL while an unexpired certificate names it, and every partition CRL. Steps 3
+to 6 run for each target (its own published CRL, number state, entries, lint, signature and previous-CRL check);
+a run is due when any target is, and then re-signs them all. Step 7 publishes them together: nothing is renamed
+until every target is signed, staged and checked, and the renames go through a journal that a killed run's
+successor finishes (:func:`_publish_all`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import resource
 import signal
 import tempfile
@@ -68,9 +76,9 @@ from ceremony.common.errors import (
 from ceremony.common.fileio import replace_atomically
 from ceremony.crl import encoding as crlenc
 from ceremony.crl.checks import CrlSummary, check_against_previous, summarise
-from ceremony.crl.metrics import CrlMetrics, write_metrics
-from ceremony.crl.state import last_reserved, reserve, state_path
-from ceremony.definition.model import CA, LoadedDefinition, load_definition
+from ceremony.crl.metrics import CrlMetrics, PartitionMetrics, write_metrics
+from ceremony.crl.state import check_not_ahead, reserve, state_path
+from ceremony.definition.model import CA, LoadedDefinition, crl_url_for, load_definition
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.pins import get_pin, origin_text, pin_origin
 from ceremony.hsm.session import PinRejectedError, find_token, load_module, open_session, pin_source_for
@@ -107,12 +115,31 @@ class CrlJobResult:
     """Peak resident memory of the process (MB) at the end of each step."""
     clock: ClockStatus | None = None
     """The kernel's clock state the run checked (None: the run had no clock requirement)."""
+    crls: tuple[CrlOutput, ...] = ()
+    """Every CRL of the run, the full CRL first (when it is still published), then the partitions."""
+
+    @property
+    def partitions(self) -> tuple[CrlOutput, ...]:
+        return tuple(c for c in self.crls if c.partition is not None)
+
+    @property
+    def full(self) -> CrlOutput | None:
+        """The full CRL (None: the CA partitions and no unexpired certificate names the full CRL any more)."""
+        return next((c for c in self.crls if c.partition is None), None)
 
     def summary(self) -> str:
         verb = "signed and published" if self.signed else "is current; nothing signed"
-        return (f"CRL {self.number} of {self.ca!r} {verb} ({self.entries} entries, thisUpdate "
-                f"{self.this_update:%Y-%m-%dT%H:%M:%SZ}, nextUpdate {self.next_update:%Y-%m-%dT%H:%M:%SZ}): "
-                f"{self.der_path} ({self.reason})")
+        if not self.partitions:
+            return (f"CRL {self.number} of {self.ca!r} {verb} ({self.entries} entries, thisUpdate "
+                    f"{self.this_update:%Y-%m-%dT%H:%M:%SZ}, nextUpdate {self.next_update:%Y-%m-%dT%H:%M:%SZ}): "
+                    f"{self.der_path} ({self.reason})")
+        verb = "signed and published together" if self.signed else "are current; nothing signed"
+        parts = ", ".join(f"p{c.partition} #{c.number} ({c.entries})" for c in self.partitions)
+        full = self.full
+        head = f"full CRL #{full.number} ({full.entries} entries) and " if full else ""
+        return (f"CRLs of {self.ca!r} {verb}: {head}{len(self.partitions)} partitions {parts}; thisUpdate "
+                f"{self.this_update:%Y-%m-%dT%H:%M:%SZ}, nextUpdate {self.next_update:%Y-%m-%dT%H:%M:%SZ}; in "
+                f"{self.der_path.parent} ({self.reason})")
 
 
 def job_ca(defn: LoadedDefinition, ca_name: str) -> CA:
@@ -410,12 +437,13 @@ def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
     return lookup
 
 
-def _encode_from_registry(registry: Registry, out: bytearray) -> tuple[int, list[crlenc.RevokedRow], int | None]:
-    """Stream the registry's packed revocation records into ``out``.
+def _encode_from_registry(registry: Registry, out: bytearray,
+                          partition: int | None = None) -> tuple[int, list[crlenc.RevokedRow], int | None]:
+    """Stream the registry's packed revocation records (all, or one partition's) into ``out``.
 
     Returns the count, a structural sample and the latest revocationDate written (epoch seconds).
     """
-    return crlenc.encode_revoked_packed(registry.iter_revoked_packed(), out, CRL_ENTRY, NO_DATE)
+    return crlenc.encode_revoked_packed(registry.iter_revoked_packed(partition=partition), out, CRL_ENTRY, NO_DATE)
 
 
 class StagedPublication:
@@ -432,6 +460,7 @@ class StagedPublication:
         self.files = files
         self.temps: list[Path] = []
         self.error: BaseException | None = None
+        self.journaled = False
         self.thread = threading.Thread(target=self._write, daemon=True)
 
     def _write(self) -> None:
@@ -472,9 +501,135 @@ class StagedPublication:
 
     def __exit__(self, *exc: Any) -> None:
         self.thread.join()
+        if self.journaled:  # named in the publication journal: the next run finishes the renames
+            return
         for tmp in self.temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+@dataclass(frozen=True)
+class CrlTarget:
+    """One CRL the job signs: the full CRL (``partition`` None) or one partition CRL."""
+
+    partition: int | None
+    url: str
+    der_path: Path
+    pem_path: Path
+    state: Path
+
+    @property
+    def label(self) -> str:
+        return "the full CRL" if self.partition is None else f"partition {self.partition}"
+
+
+@dataclass(frozen=True)
+class CrlOutput:
+    """What a run published (or found current) for one target."""
+
+    partition: int | None
+    number: int
+    entries: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der_path: Path
+    pem_path: Path
+    url: str
+
+
+def crl_targets(ca: CA, ca_name: str, out_dir: Path, registry: Registry, now: dt.datetime) -> list[CrlTarget]:
+    """The CRLs a run signs, the full CRL first, then the partitions in order (see docs/crl.md).
+
+    The full CRL while the CA does not partition, or while an unexpired certificate names it (issued before
+    partitioning); partitions ``0..N-1`` of the definition, and every other partition an unexpired
+    certificate still names (issued before the count was lowered).
+    """
+    full_named, named = registry.crl_scopes_named(now)
+    count = ca.crl.partitions
+    partitions = sorted(set(range(count or 0)) | set(named))
+    targets = []
+    if count is None or full_named:
+        der_name, pem_name = publication_names(ca)
+        targets.append(CrlTarget(None, ca.publication.crl_url, out_dir / der_name, out_dir / pem_name,
+                                 state_path(out_dir, ca_name)))
+    for p in partitions:
+        url = crl_url_for(ca, p)
+        name = os.path.basename(urlparse(url).path)
+        targets.append(CrlTarget(p, url, out_dir / name, out_dir / (name + ".pem"), state_path(out_dir, ca_name, p)))
+    return targets
+
+
+def journal_path(out: Path, ca_name: str) -> Path:
+    """``<out>/.state/<ca>.publishing``: the renames of a publication in progress (see :func:`_publish_all`)."""
+    return state_path(out, ca_name).with_suffix(".publishing")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish_all(out_dir: Path, ca_name: str, staged: list[StagedPublication]) -> None:
+    """Rename every staged file into place as one publication: all of them, or (after a crash) all on the next run.
+
+    Every file is written, fsynced and checked before this. The renames are first written to a journal
+    (atomically, fsynced); then each file is renamed, the directory fsynced and the journal removed. A run
+    killed among the renames leaves the journal, and the next run finishes them (:func:`_recover_publication`)
+    before anything else: the full CRL and the partitions are never left half old, half new.
+    """
+    for s in staged:
+        s.wait()
+    _kill_hook("before-publish")
+    renames = [(tmp.name, dest.name) for s in staged for tmp, (dest, _) in zip(s.temps, s.files, strict=True)]
+    journal = journal_path(out_dir, ca_name)
+    try:
+        replace_atomically(journal, (json.dumps({"renames": renames}) + "\n").encode(), mode=0o640)
+    except OSError as exc:
+        raise OutputError(f"{journal}: cannot write the publication journal ({exc.strerror}); nothing was "
+                          "published") from None
+    for s in staged:
+        s.journaled = True
+    for i, s in enumerate(staged):
+        s.commit()
+        if i == 0:
+            _kill_hook("mid-publish")
+    journal.unlink()
+    _fsync_dir(journal.parent)
+
+
+def _recover_publication(out_dir: Path, ca_name: str) -> int:
+    """Finish the renames of a publication a killed run left in its journal; returns how many were finished."""
+    journal = journal_path(out_dir, ca_name)
+    try:
+        raw = journal.read_bytes()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise OutputError(f"{journal}: cannot read the publication journal: {exc.strerror}") from None
+    try:
+        renames = json.loads(raw)["renames"]
+        pairs = [(str(a), str(b)) for a, b in renames]
+        if any("/" in a or "/" in b or not a.startswith(".") for a, b in pairs):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise OutputError(f"{journal}: the publication journal is corrupt (expected {{\"renames\": [[temporary, "
+                          "published], ...]}}); nothing was signed or published. Check the publication directory "
+                          "by hand, then remove the journal") from None
+    done = 0
+    try:
+        for tmp, dest in pairs:
+            if (out_dir / tmp).exists():
+                os.replace(out_dir / tmp, out_dir / dest)
+                done += 1
+        _fsync_dir(out_dir)
+        journal.unlink()
+        _fsync_dir(journal.parent)
+    except OSError as exc:
+        raise OutputError(f"{journal}: cannot finish the interrupted publication: {exc.strerror}") from None
+    return done
 
 
 def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
@@ -483,7 +638,7 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
                 registry_timeout: float = 10.0, say: Callable[[str], None] | None = None,
                 ceremony_out: str | Path | None = None, clock: ClockPolicy | None = None,
                 clock_status: ClockStatus | None = None) -> CrlJobResult:
-    """Sign and publish the CRL of subordinate CA ``ca_name`` if one is due (see the module docs).
+    """Sign and publish the CRLs of subordinate CA ``ca_name`` if one is due (see the module docs).
 
     ``out`` is the publication directory; ``ceremony_out`` (optional) the ceremonies' output directory,
     the first place the CA certificate is looked for when ``ca_cert`` is not given. ``clock``: the
@@ -495,16 +650,17 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     t0 = time.perf_counter()
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
-    der_name, pem_name = publication_names(ca)
+    publication_names(ca)
     issuer = load_issuer(find_ca_certificate(defn, ca_name, ca_cert, ceremony_out), ca_name)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the publication directory is a file")
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    der_path, pem_path = out_dir / der_name, out_dir / pem_name
     with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name), \
             contextlib.ExitStack() as token_stack:
-        _remove_stale_temporaries(out_dir, (der_name, pem_name))
+        targets = crl_targets(ca, ca_name, out_dir, registry, now)
+        _recover_publication(out_dir, ca_name)
+        _remove_stale_temporaries(out_dir, tuple(n for t in targets for n in (t.der_path.name, t.pem_path.name)))
         # Every run, due or not: the clock that dates the CRL (before anything opens the token).
         clock_seen = check_clock(clock, "nothing was signed", clock_status)
         # Every run, due or not: PIN latch, PIN source, module, token, login, key (see checked_token).
@@ -512,99 +668,142 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         key = token_stack.enter_context(checked_token(ca, issuer, pin_latch_path(out_dir, ca_name), pin_file,
                                                       interactive, clear_pin_latch_command(ca_name, out_dir)))
         timings["token-check"] = time.perf_counter() - t
-        published = read_published(der_path)
-        prev = published[1] if published else None
-        reason = _due(prev, registry.count("revoked"), ca, now, force)
-        if reason is None:
-            assert prev is not None and prev.next_update is not None
+        # Everything each target needs is read (and refused when bad) before anything is signed.
+        published = [read_published(tg.der_path) for tg in targets]
+        prevs = [p[1] if p else None for p in published]
+        reserved = [check_not_ahead(tg.state, prev.number if prev else 0, tg.der_path)
+                    for tg, prev in zip(targets, prevs, strict=True)]
+        reasons = [_due(prev, registry.count("revoked") if tg.partition is None
+                        else registry.count_revoked_in(tg.partition), ca, now, force)
+                   for tg, prev in zip(targets, prevs, strict=True)]
+        due = [(tg, r) for tg, r in zip(targets, reasons, strict=True) if r is not None]
+        if not due:
+            outputs = tuple(CrlOutput(tg.partition, prev.number, prev.entries, prev.this_update, prev.next_update,
+                                      tg.der_path, tg.pem_path, tg.url)
+                            for tg, prev in zip(targets, prevs, strict=True)
+                            if prev is not None and prev.next_update is not None)
             timings["total"] = time.perf_counter() - t0
-            return CrlJobResult(ca_name, False, prev.number, prev.entries, prev.this_update, prev.next_update,
-                                der_path, pem_path, "not due", timings, clock=clock_seen)
+            return _result(ca_name, False, outputs, "not due", timings, {}, clock_seen)
+        reason = due[0][1] if len(targets) == 1 else f"{due[0][0].label}: {due[0][1]}"
         # A published thisUpdate is never later than the time it was signed (see below).
-        if prev is not None and now < prev.this_update:
-            raise VerificationError(f"the clock is behind the published CRL (thisUpdate {prev.this_update}); "
-                                    "check the time on this host; nothing was signed")
-        state = state_path(out_dir, ca_name)
-        number = max(last_reserved(state), prev.number if prev else 0) + 1
+        for tg, prev in zip(targets, prevs, strict=True):
+            if prev is not None and now < prev.this_update:
+                raise VerificationError(f"the clock is behind the published CRL {tg.der_path} (thisUpdate "
+                                        f"{prev.this_update}); check the time on this host; nothing was signed")
         alg_id, _ = crlenc.signature_algorithm(issuer.public_key)
-
-        t = time.perf_counter()
-        entries = bytearray()
-        count, sample, latest = _encode_from_registry(registry, entries)
-        # thisUpdate is set back by the clock skew, but never before the published CRL's thisUpdate nor
-        # before a revocation the CRL lists (revoke, then sign at once).
-        floor = max(now - ca.crl.clock_skew_td, prev.this_update) if prev is not None else now - ca.crl.clock_skew_td
-        this_update = crlenc.this_update_covering(floor, latest)
-        if this_update > now:
-            raise VerificationError(f"the clock is behind the latest revocation in {registry_path} "
-                                    f"({this_update:%Y-%m-%dT%H:%M:%SZ}); check the time on this host; "
-                                    "nothing was signed")
-        next_update = this_update + ca.crl.lifetime_td
-        header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update,
-                                  expired_certs_on_crl=issuer.cert.not_valid_before_utc)
-        tbs = crlenc.encode_tbs(header, alg_id, entries, count)  # clears ``entries``
-        del entries
-        timings["read+encode"] = time.perf_counter() - t
-        peak_mb["read+encode"] = _peak_mb()
-
-        t = time.perf_counter()
-        what = f"the CRL of {ca_name!r}"
-        full_lint = count <= crlenc.LINT_FULL_MAX
-
-        if full_lint:
-            trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))
-            enforce(crlenc.lint_crl(trial), ca.lint, what)
-            del trial
-        else:
-            crlenc.lint_before_signing(header, sample, issuer.public_key, False, ca.lint,
-                                       f"{what} (structural sample of {len(sample)} entries)")
-        timings["lint-before"] = time.perf_counter() - t
-        peak_mb["lint-before"] = _peak_mb()
-
-        t = time.perf_counter()
-        reserved = reserve(state, prev.number if prev else 0)
-        if reserved != number:
-            raise OutputError(f"{state}: CRL number {number} was taken meanwhile; nothing was signed")
-        der = crlenc.sign_tbs(tbs, alg_id, key)
-        del tbs
-        token_stack.close()  # the session is closed before the checks after signing
-        timings["sign"] = time.perf_counter() - t
-        peak_mb["sign"] = _peak_mb()
-        _kill_hook("after-sign")
-
-        # The files are written (temporary names, fsynced) while the checks run; they are renamed
-        # into place only if every check passes.
-        with StagedPublication([(pem_path, lambda: crlenc.pem_chunks(der)), (der_path, lambda: [der])]) as staged:
+        outputs_signed: list[CrlOutput] = []
+        staged_all: list[StagedPublication] = []
+        with contextlib.ExitStack() as staging:
+            for i, (tg, pub, prev, last) in enumerate(zip(targets, published, prevs, reserved, strict=True)):
+                if i:
+                    _kill_hook("between-partitions")
+                staged, output = _sign_target(tg, pub, prev, last, ca, ca_name, issuer, key, registry, alg_id, now,
+                                              registry_path, timings, peak_mb, staging)
+                staged_all.append(staged)
+                outputs_signed.append(output)
+            token_stack.close()  # the session is closed before the publication
             t = time.perf_counter()
-            serials = sorted({r[0] for r in sample})
-            sample_serials = serials if full_lint else [serials[0], serials[len(serials) // 2]]
-            parsed = crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count, sample_serials)
-            timings["verify"] = time.perf_counter() - t
-            peak_mb["verify"] = _peak_mb()
-            t = time.perf_counter()
-            if full_lint:
-                enforce(crlenc.lint_crl(der), ca.lint, what + " (after signing)")
-            timings["lint-after"] = time.perf_counter() - t
-            peak_mb["lint-after"] = _peak_mb()
-            t = time.perf_counter()
-            if published is not None:
-                check_against_previous(published[0], der, _registry_lookup(registry), published[1],
-                                       summarise(parsed))
-            timings["previous-check"] = time.perf_counter() - t
-            peak_mb["previous-check"] = _peak_mb()
-            t = time.perf_counter()
-            staged.wait()
-            _kill_hook("before-publish")
-            staged.commit()
-            timings["publish-wait"] = time.perf_counter() - t
+            _publish_all(out_dir, ca_name, staged_all)
+            _add(timings, "publish-wait", time.perf_counter() - t)
             peak_mb["publish-wait"] = _peak_mb()
     timings["total"] = time.perf_counter() - t0
     peak_mb["total"] = _peak_mb()
-    result = CrlJobResult(ca_name, True, number, count, this_update, next_update, der_path, pem_path, reason,
-                          timings, peak_mb, clock_seen)
+    result = _result(ca_name, True, tuple(outputs_signed), reason, timings, peak_mb, clock_seen)
     if say:
         say(result.summary())
     return result
+
+
+def _add(timings: dict[str, float], step: str, seconds: float) -> None:
+    """Timings of a step summed over the targets (the benchmark compares whole runs)."""
+    timings[step] = timings.get(step, 0.0) + seconds
+
+
+def _sign_target(tg: CrlTarget, published: tuple[bytes, CrlSummary] | None, prev: CrlSummary | None,
+                 last_reserved_number: int, ca: CA, ca_name: str, issuer: Issuer, key: Any, registry: Registry,
+                 alg_id: bytes, now: dt.datetime, registry_path: str | Path, timings: dict[str, float],
+                 peak_mb: dict[str, float], staging: contextlib.ExitStack) -> tuple[StagedPublication, CrlOutput]:
+    """Encode, lint, reserve a number, sign, stage, verify, lint again and check against the previous CRL, for one
+    target; the staged files are renamed into place later, with every other target's (:func:`_publish_all`)."""
+    number = max(last_reserved_number, prev.number if prev else 0) + 1
+    t = time.perf_counter()
+    entries = bytearray()
+    count, sample, latest = _encode_from_registry(registry, entries, tg.partition)
+    # thisUpdate is set back by the clock skew, but never before the published CRL's thisUpdate nor
+    # before a revocation the CRL lists (revoke, then sign at once).
+    floor = max(now - ca.crl.clock_skew_td, prev.this_update) if prev is not None else now - ca.crl.clock_skew_td
+    this_update = crlenc.this_update_covering(floor, latest)
+    if this_update > now:
+        raise VerificationError(f"the clock is behind the latest revocation in {registry_path} "
+                                f"({this_update:%Y-%m-%dT%H:%M:%SZ}); check the time on this host; "
+                                "nothing was signed")
+    next_update = this_update + ca.crl.lifetime_td
+    header = crlenc.CrlHeader(issuer.name, issuer.key_id, number, this_update, next_update,
+                              expired_certs_on_crl=issuer.cert.not_valid_before_utc,
+                              partition_url=tg.url if tg.partition is not None else None)
+    tbs = crlenc.encode_tbs(header, alg_id, entries, count)  # clears ``entries``
+    del entries
+    _add(timings, "read+encode", time.perf_counter() - t)
+    peak_mb["read+encode"] = _peak_mb()
+
+    t = time.perf_counter()
+    what = f"the CRL of {ca_name!r}" + ("" if tg.partition is None else f" (partition {tg.partition})")
+    full_lint = count <= crlenc.LINT_FULL_MAX
+    if full_lint:
+        trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))
+        enforce(crlenc.lint_crl(trial), ca.lint, what)
+        del trial
+    else:
+        crlenc.lint_before_signing(header, sample, issuer.public_key, False, ca.lint,
+                                   f"{what} (structural sample of {len(sample)} entries)")
+    _add(timings, "lint-before", time.perf_counter() - t)
+    peak_mb["lint-before"] = _peak_mb()
+
+    t = time.perf_counter()
+    reserved = reserve(tg.state, prev.number if prev else 0)
+    if reserved != number:
+        raise OutputError(f"{tg.state}: CRL number {number} was taken meanwhile; nothing was signed")
+    der = crlenc.sign_tbs(tbs, alg_id, key)
+    del tbs
+    _add(timings, "sign", time.perf_counter() - t)
+    peak_mb["sign"] = _peak_mb()
+    _kill_hook("after-sign")
+
+    # The files are written (temporary names, fsynced) while the checks run; they are renamed into place
+    # only once every check of every target passed.
+    staged = staging.enter_context(StagedPublication([(tg.pem_path, lambda: crlenc.pem_chunks(der)),
+                                                      (tg.der_path, lambda: [der])]))
+    t = time.perf_counter()
+    if sample:
+        serials = sorted({r[0] for r in sample})
+        sample_serials = serials if full_lint else [serials[0], serials[len(serials) // 2]]
+    else:
+        sample_serials = []
+    parsed = crlenc.verify_crl(der, crlenc.tbs_of(der), issuer.public_key, header, count, sample_serials)
+    _add(timings, "verify", time.perf_counter() - t)
+    peak_mb["verify"] = _peak_mb()
+    t = time.perf_counter()
+    if full_lint:
+        enforce(crlenc.lint_crl(der), ca.lint, what + " (after signing)")
+    _add(timings, "lint-after", time.perf_counter() - t)
+    peak_mb["lint-after"] = _peak_mb()
+    t = time.perf_counter()
+    if published is not None:
+        try:
+            check_against_previous(published[0], der, _registry_lookup(registry), published[1], summarise(parsed))
+        except VerificationError as exc:
+            raise VerificationError(f"{tg.der_path} ({tg.label}): {exc}") from None
+    _add(timings, "previous-check", time.perf_counter() - t)
+    peak_mb["previous-check"] = _peak_mb()
+    return staged, CrlOutput(tg.partition, number, count, this_update, next_update, tg.der_path, tg.pem_path, tg.url)
+
+
+def _result(ca_name: str, signed: bool, outputs: tuple[CrlOutput, ...], reason: str, timings: dict[str, float],
+            peak_mb: dict[str, float], clock: ClockStatus | None) -> CrlJobResult:
+    """The run's result; its headline fields are the full CRL's, or the first partition's when none is published."""
+    head = outputs[0]
+    return CrlJobResult(ca_name, signed, head.number, head.entries, head.this_update, head.next_update,
+                        head.der_path, head.pem_path, reason, timings, peak_mb, clock, outputs)
 
 
 def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None,
@@ -626,19 +825,54 @@ def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None
         except HealthCheckError:
             latch.update(pin_latch_known=True, pin_latch_since=time.time())
     if result is not None:
-        return CrlMetrics(ca_name, True, result.number, result.entries, result.next_update.timestamp(), duration,
-                          this_update=result.this_update.timestamp(), **latch)
+        signed = tuple(PartitionMetrics(c.partition or 0, c.number, c.entries, c.this_update.timestamp(),
+                                        c.next_update.timestamp()) for c in result.partitions)
+        full = result.full
+        if full is None:  # only partitions: the CA-level times are the soonest to expire (what the alerts watch)
+            first = min(result.partitions, key=lambda c: c.next_update)
+            return CrlMetrics(ca_name, True, None, sum(c.entries for c in result.partitions),
+                              first.next_update.timestamp(), duration, this_update=first.this_update.timestamp(),
+                              partitions=signed, **latch)
+        next_update = min(c.next_update for c in result.crls)
+        return CrlMetrics(ca_name, True, full.number, full.entries, next_update.timestamp(), duration,
+                          this_update=full.this_update.timestamp(), partitions=signed, **latch)
     reason = failure_reason(error) if error is not None else None
     summary = None
+    parts: tuple[PartitionMetrics, ...] = ()
     if der_path is not None:
         with contextlib.suppress(CeremonyError, OSError, ValueError):
             published = read_published(der_path)
             summary = published[1] if published else None
+        parts = _published_partitions(der_path)
     if summary is None:
+        if parts:
+            soonest = min(parts, key=lambda m: m.next_update)
+            return CrlMetrics(ca_name, False, None, sum(m.entries for m in parts), soonest.next_update, duration,
+                              failure_reason=reason, this_update=soonest.this_update, partitions=parts, **latch)
         return CrlMetrics(ca_name, False, duration_seconds=duration, failure_reason=reason, **latch)
-    return CrlMetrics(ca_name, False, summary.number, summary.entries,
-                      summary.next_update.timestamp() if summary.next_update else None, duration,
-                      failure_reason=reason, this_update=summary.this_update.timestamp(), **latch)
+    nexts = [m.next_update for m in parts] + ([summary.next_update.timestamp()] if summary.next_update else [])
+    return CrlMetrics(ca_name, False, summary.number, summary.entries, min(nexts) if nexts else None, duration,
+                      failure_reason=reason, this_update=summary.this_update.timestamp(), partitions=parts, **latch)
+
+
+def _published_partitions(der_path: Path) -> tuple[PartitionMetrics, ...]:
+    """The partition CRLs published beside the full CRL's path (``<stem>-p<i><ext>``), for a failed run's metrics:
+    what relying parties are still served. A file that does not parse is left out (its age shows in the others)."""
+    stem, dot, ext = der_path.name.rpartition(".")
+    pattern = re.compile(re.escape(f"{stem}-p") + r"(\d+)" + re.escape(f".{ext}") if dot and stem
+                         else re.escape(f"{der_path.name}-p") + r"(\d+)")
+    found = []
+    for path in sorted(der_path.parent.glob("*")) if der_path.parent.is_dir() else []:
+        m = pattern.fullmatch(path.name)
+        if not m:
+            continue
+        with contextlib.suppress(CeremonyError, OSError, ValueError):
+            published = read_published(path)
+            summary = published[1] if published else None
+            if summary is not None and summary.next_update is not None:
+                found.append(PartitionMetrics(int(m.group(1)), summary.number, summary.entries,
+                                              summary.this_update.timestamp(), summary.next_update.timestamp()))
+    return tuple(sorted(found, key=lambda m: m.partition))
 
 
 def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:
@@ -659,8 +893,17 @@ def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry
     """
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
-    published = read_published(Path(out) / publication_names(ca)[0])
-    prev = published[1] if published else None
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     with Registry.open(registry_path, timeout=registry_timeout) as registry:
-        return _due(prev, registry.count("revoked"), ca, now, force), prev
+        first: tuple[str | None, CrlSummary | None] | None = None
+        for tg in crl_targets(ca, ca_name, Path(out), registry, now):
+            published = read_published(tg.der_path)
+            prev = published[1] if published else None
+            count = registry.count("revoked") if tg.partition is None else registry.count_revoked_in(tg.partition)
+            reason = _due(prev, count, ca, now, force)
+            if first is None:
+                first = (reason, prev)
+            if reason is not None:
+                return (reason if tg.partition is None else f"{tg.label}: {reason}"), first[1]
+        assert first is not None
+        return first

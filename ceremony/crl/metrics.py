@@ -79,6 +79,17 @@ class _Text:
 
 
 @dataclass(frozen=True)
+class PartitionMetrics:
+    """One published partition CRL (label ``partition``: its index)."""
+
+    partition: int
+    number: int
+    entries: int
+    this_update: float  # epoch seconds
+    next_update: float
+
+
+@dataclass(frozen=True)
 class CrlMetrics:
     ca: str
     success: bool
@@ -98,6 +109,8 @@ class CrlMetrics:
     clock_synchronised: bool | None = None
     """What the kernel said about the clock during the run (None: not read)."""
     clock_max_error_seconds: float | None = None
+    partitions: tuple[PartitionMetrics, ...] = ()
+    """The partition CRLs (a CA with ``crl.partitions``); the CA-level nextUpdate is then the soonest of all."""
 
     def render(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -128,6 +141,15 @@ class CrlMetrics:
                   "run (the CRL's dates come from it), else 0.", [(ca, self.clock_synchronised)])
         out.gauge("x509_crl_clock_max_error_seconds", "The kernel's maximum clock error during the last run.",
                   [(ca, self.clock_max_error_seconds)])
+        parts = [({**ca, "partition": str(p.partition)}, p) for p in self.partitions]
+        out.gauge("x509_crl_partition_number", "CRL Number of a published partition CRL (its own sequence).",
+                  [(labels, p.number) for labels, p in parts])
+        out.gauge("x509_crl_partition_entries", "Revoked entries in a published partition CRL.",
+                  [(labels, p.entries) for labels, p in parts])
+        out.gauge("x509_crl_partition_this_update_seconds", "thisUpdate of a published partition CRL (epoch seconds).",
+                  [(labels, p.this_update) for labels, p in parts])
+        out.gauge("x509_crl_partition_next_update_seconds", "nextUpdate of a published partition CRL (epoch seconds).",
+                  [(labels, p.next_update) for labels, p in parts])
         return out.text()
 
 

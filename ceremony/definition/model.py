@@ -360,6 +360,11 @@ class Crl(_Strict):
     clock_skew: Duration = "5m"
     batch_count: int | None = Field(default=None, ge=1, le=40)
     """Root only: how many CRLs a root CRL ceremony pre-signs, ``interval`` apart."""
+    partitions: int | None = None
+    """Online CAs issuing end-entity certificates only: split the CRL into this many partition CRLs
+    (:data:`MIN_CRL_PARTITIONS` to :data:`MAX_CRL_PARTITIONS`). Each certificate issued afterwards names one
+    partition, chosen from its serial and recorded in the registry; the partition's URL is
+    :func:`partition_crl_url` of ``publication.crl_url`` (docs/crl.md, "Partitioned CRLs")."""
 
     @model_validator(mode="after")
     def _overlap(self) -> Crl:
@@ -743,6 +748,11 @@ class Definition(_Strict):
                 if ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
                     raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is longer than the "
                                      "Baseline Requirements allow (4.9.7)", "at most 365d")
+                if ca.crl.partitions is not None:
+                    raise _PathError(f"{base}.crl.partitions", "the offline root's CRLs are signed in batches at "
+                                     "root ceremonies and cover CA certificates only: they are not partitioned",
+                                     "leave crl.partitions out on the root; set it on an online subordinate CA "
+                                     "that issues end-entity certificates")
                 if ca.successor is not None:
                     self._check_successor(name, ca, ca.successor)
             else:
@@ -766,6 +776,8 @@ class Definition(_Strict):
                     raise _PathError(f"{base}.issuer", f"issuer {ca.issuer!r} has path_length 0")
                 if ca.crl.batch_count is not None:
                     raise _PathError(f"{base}.crl.batch_count", "CRL batches are for the offline root")
+                if ca.crl.partitions is not None:
+                    _check_partitions(base, ca)
                 if ca.profiles:
                     if ca.crl.lifetime_td > BR_EE_ISSUER_MAX_LIFETIME:
                         raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} exceeds the Baseline "
@@ -843,6 +855,63 @@ class Definition(_Strict):
         if name not in self.cas:
             raise DefinitionError(self_file(self), "cas", f"no CA named {name!r}", ", ".join(self.cas))
         return self.cas[name]
+
+
+#: Bounds of ``crl.partitions``: one partition is the full CRL; above the maximum each run signs and publishes more
+#: files than a publication is worth (at a million revocations 64 partitions are 750 kB each) and a relying party
+#: gains nothing more.
+MIN_CRL_PARTITIONS = 2
+
+
+MAX_CRL_PARTITIONS = 256
+
+
+def _check_partitions(base: str, ca: CA) -> None:
+    """``crl.partitions``: a whole number in bounds, on an online CA that issues end-entity certificates."""
+    n = ca.crl.partitions
+    allowed = f"a whole number from {MIN_CRL_PARTITIONS} to {MAX_CRL_PARTITIONS}, or leave it out (one full CRL)"
+    if isinstance(n, bool) or not isinstance(n, int) or not MIN_CRL_PARTITIONS <= n <= MAX_CRL_PARTITIONS:
+        raise _PathError(f"{base}.crl.partitions", f"{n!r} partitions", allowed)
+    if not ca.profiles:
+        raise _PathError(f"{base}.crl.partitions", "this CA issues no end-entity certificates (no profiles): "
+                         "partitioned CRLs are for a CA whose end-entity certificates name them",
+                         "leave crl.partitions out, or define the CA's profiles")
+    try:
+        partition_crl_url(ca.publication.crl_url, 0)
+    except ValueError as exc:
+        raise _PathError(f"{base}.publication.crl_url", str(exc), "a URL whose path ends with the CRL's file name") \
+            from None
+
+
+def partition_crl_url(crl_url: str, index: int) -> str:
+    """The URL of partition ``index`` (0-based): ``-p<index>`` before the extension of ``crl_url``'s last
+    path segment, or at its end without one: ``http://h/crl/qualified.crl`` → ``http://h/crl/qualified-p3.crl``.
+
+    The partition CRL is then a file next to the full CRL in the same publication directory, served by the same
+    web server rule, and a partition's URL is known from the full CRL's URL and the index alone.
+    """
+    u = urlparse(crl_url)
+    head, _, last = u.path.rpartition("/")
+    if not last or last in (".", "..") or u.query or u.fragment:
+        raise ValueError(f"crl_url {crl_url!r} must end with a file name (no query or fragment) to form the "
+                         "partition URLs from it, e.g. http://pki.example/crl/qualified.crl")
+    stem, dot, ext = last.rpartition(".")
+    name = f"{stem}-p{index}.{ext}" if dot and stem else f"{last}-p{index}"
+    return u._replace(path=f"{head}/{name}").geturl()
+
+
+def crl_partition_for(ca: CA, serial: int) -> int | None:
+    """The CRL partition a new certificate with this serial names: ``serial mod partitions`` (serials are 159
+    random bits from the HSM, so the partitions fill evenly); None when the CA does not partition (the full CRL).
+    Recorded in the registry at issuance: a later change of the count never moves an issued certificate."""
+    n = ca.crl.partitions
+    return None if n is None else serial % n
+
+
+def crl_url_for(ca: CA, partition: int | None) -> str:
+    """The URL of the CRL a certificate of ``partition`` names (None: the full CRL, ``publication.crl_url``)."""
+    url = ca.publication.crl_url
+    return url if partition is None else partition_crl_url(url, partition)
 
 
 class _PathError(ValueError):

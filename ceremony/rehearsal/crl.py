@@ -1,14 +1,18 @@
-"""Rehearsal stage: end-entity issuance, a revocation, the subordinate CRL job and a root CRL batch.
+"""Rehearsal stage: end-entity issuance, a revocation, partitioned CRLs, the subordinate CRL job and a root CRL batch.
 
 For each subordinate CA that has end-entity profiles: a registry under the rehearsal directory,
 one certificate per profile (throwaway subject key and CSR made here), the first one revoked
-(keyCompromise), then the CRL job exactly as the scheduler runs it. Then the root CRL batch
-ceremony with its transcript. Finally ``openssl verify -crl_check_all`` must accept the good
-certificate and reject the revoked one *as revoked*, with the published CRLs: the rehearsal
-fails otherwise.
+(keyCompromise). Then the CA turns CRL partitioning on (``crl.partitions:`` :data:`REHEARSAL_PARTITIONS`, as an
+operator would by editing the definition, unless it partitions already) and issues one more certificate per
+profile, each naming one partition CRL, the first of them revoked too. The CRL job then runs exactly as the
+scheduler runs it: it publishes the full CRL (the first certificates, issued before partitioning, still name it)
+and every partition CRL together. Then the root CRL batch ceremony with its transcript. Finally
+``openssl verify -crl_check_all`` with the CRL each certificate's distribution point names must accept the good
+certificates and reject the revoked ones *as revoked*: the rehearsal fails otherwise.
 
 Manifest kinds: ``end-entity-certificate`` (``status`` good/revoked), ``registry``,
-``subordinate-crl``, ``root-crl``.
+``subordinate-crl``, ``crl-partition`` (each current partition CRL, DER and PEM, with ``partition``: its index),
+``root-crl``.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ceremony.ca.registry import Registry, default_path
-from ceremony.ceremonies.issuance import issue_certificate, mark_revoked
+from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate, mark_revoked
 from ceremony.ceremonies.root_crl import root_crl_batch_ceremony
 from ceremony.common import child_process
 from ceremony.common.errors import VerificationError
 from ceremony.common.fileio import write_new
-from ceremony.crl.job import run_crl_job, write_job_metrics
-from ceremony.crl.metrics import CrlMetrics
+from ceremony.crl.job import metrics_for, run_crl_job, write_job_metrics
+from ceremony.definition.model import LoadedDefinition
 from ceremony.rehearsal.context import RehearsalContext
 from ceremony.transcript.recorder import ConsoleRecorder
 
@@ -57,6 +61,23 @@ def _csr(path: Path, kind: str) -> Path:
     return write_new(path, csr.public_bytes(serialization.Encoding.PEM))
 
 
+#: The partition count the rehearsal turns on for a CA whose definition does not partition its CRL: two keep the
+#: stage short and still show a certificate's status in its own partition only.
+REHEARSAL_PARTITIONS = 2
+
+
+def with_crl_partitions(defn: LoadedDefinition, ca_name: str, partitions: int) -> LoadedDefinition:
+    """The definition as it is after an operator sets ``cas.<ca>.crl.partitions`` (the rehearsal's file is left as it
+    is: the CP/CPS stage describes the definition the rehearsal was given)."""
+    model = defn.model
+    ca = model.cas[ca_name]
+    if ca.crl.partitions is not None:
+        return defn
+    crl = ca.crl.model_copy(update={"partitions": partitions})
+    cas = {**model.cas, ca_name: ca.model_copy(update={"crl": crl})}
+    return LoadedDefinition(model.model_copy(update={"cas": cas}), defn.path, defn.sha256)
+
+
 def _openssl_verify(ctx: RehearsalContext, ca_name: str, issuer: str, cert: Path, crls: list[Path]) -> tuple[int, str]:
     args = ["openssl", "verify", "-crl_check_all", "-CAfile", str(ctx.out / f"{issuer}.crt.pem"),
             "-untrusted", str(ctx.out / f"{ca_name}.crt.pem")]
@@ -71,37 +92,53 @@ def rehearse(ctx: RehearsalContext) -> None:
     defn = ctx.definition
     model = defn.model
     console_rec = ConsoleRecorder(rehearsal=True, console=ctx.console)
-    checks: list[tuple[str, str, Path, Path, str]] = []  # (ca, issuer, sub CRL PEM, certificate, expected)
+    # (ca, issuer, the CRL PEM the certificate's distribution point names, certificate, expected)
+    checks: list[tuple[str, str, Path, Path, str]] = []
     for ca_name, ca in model.cas.items():
         if ca.role != "subordinate" or not ca.profiles:
             continue
         assert ca.issuer is not None
         reg_path = default_path(ctx.out, ca_name)
+        partitioned = with_crl_partitions(defn, ca_name, REHEARSAL_PARTITIONS)
         issued = []
+        revoked = []
         with Registry.open(reg_path, create=True) as registry:
-            for profile_name, profile in ca.profiles.items():
-                csr = _csr(ctx.out / EE_DIR / f"{profile_name}.csr.pem", profile.kind)
-                issued.append(issue_certificate(
-                    defn, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
-                    issuer_cert_path=ctx.out / f"{ca_name}.crt.pem", rehearsal=True, interactive=False,
-                    manifest=ctx.manifest))
-            revoked = issued[0]
-            compromised = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-            registry.revoke(revoked.serial, "keyCompromise", invalidity_date=compromised)
-        mark_revoked(ctx.manifest, revoked.serial)
-        ctx.console.print(f"  revoked {revoked.serial_hex} (keyCompromise, invalid since "
-                          f"{compromised:%Y-%m-%d %H:%M}Z)")
+            # Before partitioning (when the definition does not partition), then after: one certificate per profile
+            # each time, the first revoked.
+            for stage, d, suffix in ((("before partitioning", defn, ""),) if partitioned is not defn else ()) + (
+                    ("partitioned", partitioned, "-partitioned"),):
+                made: list[IssuedCertificate] = []
+                for profile_name, profile in ca.profiles.items():
+                    csr = _csr(ctx.out / EE_DIR / f"{profile_name}{suffix}.csr.pem", profile.kind)
+                    made.append(issue_certificate(
+                        d, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
+                        issuer_cert_path=ctx.out / f"{ca_name}.crt.pem", rehearsal=True, interactive=False,
+                        manifest=ctx.manifest))
+                compromised = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+                registry.revoke(made[0].serial, "keyCompromise", invalidity_date=compromised)
+                mark_revoked(ctx.manifest, made[0].serial)
+                names = ", ".join("the full CRL" if one.crl_partition is None else f"partition {one.crl_partition}"
+                                  for one in made)
+                ctx.console.print(f"  {stage}: issued {len(made)} certificates naming {names}; revoked "
+                                  f"{made[0].serial_hex} (keyCompromise, invalid since {compromised:%Y-%m-%d %H:%M}Z)")
+                issued += made
+                revoked.append(made[0])
         ctx.manifest.add("registry", reg_path, "sqlite3", ca=ca_name)
-        result = run_crl_job(defn, ca_name, reg_path, ctx.out / CRL_DIR, ca_cert=ctx.out / f"{ca_name}.crt.pem",
-                             say=ctx.console.print)
-        write_job_metrics(ctx.out / "metrics", CrlMetrics(ca_name, True, result.number, result.entries,
-                                                          result.next_update.timestamp()))
-        for path, fmt in ((result.der_path, "der"), (result.pem_path, "pem")):
-            ctx.manifest.add("subordinate-crl", path, fmt, ca=ca_name, number=result.number,
-                             this_update=result.this_update.isoformat(), next_update=result.next_update.isoformat())
+        result = run_crl_job(partitioned, ca_name, reg_path, ctx.out / CRL_DIR,
+                             ca_cert=ctx.out / f"{ca_name}.crt.pem", say=ctx.console.print)
+        write_job_metrics(ctx.out / "metrics", metrics_for(result, ca_name, result.der_path, None))
+        crl_of: dict[int | None, Path] = {}
+        for one_crl in result.crls:
+            crl_of[one_crl.partition] = one_crl.pem_path
+            kind, extra = (("subordinate-crl", {}) if one_crl.partition is None
+                           else ("crl-partition", {"partition": one_crl.partition, "url": one_crl.url}))
+            for path, fmt in ((one_crl.der_path, "der"), (one_crl.pem_path, "pem")):
+                ctx.manifest.add(kind, path, fmt, ca=ca_name, number=one_crl.number,
+                                 this_update=one_crl.this_update.isoformat(),
+                                 next_update=one_crl.next_update.isoformat(), **extra)
         for one in issued:
-            checks.append((ca_name, ca.issuer, result.pem_path, one.pem_path,
-                           "revoked" if one is revoked else "good"))
+            checks.append((ca_name, ca.issuer, crl_of[one.crl_partition], one.pem_path,
+                           "revoked" if one in revoked else "good"))
     with ctx.recorder("root-crl-batch") as rec:
         batch = root_crl_batch_ceremony(defn, ctx.out, rec, rehearsal=True, interactive=False)
     in_force = batch.crls[0].pem_path  # the others start later (pre-signed)
@@ -110,6 +147,7 @@ def rehearse(ctx: RehearsalContext) -> None:
         ok = code == 0 if expected == "good" else (code != 0 and "certificate revoked" in output)
         lines = output.splitlines()
         shown = "OK" if code == 0 else next((line for line in lines if "lookup:" in line), lines[-1])
-        ctx.console.print(f"  openssl verify -crl_check_all {cert.name}: {shown} (expected: {expected})")
+        ctx.console.print(f"  openssl verify -crl_check_all {cert.name} with {sub_crl.name}: {shown} "
+                          f"(expected: {expected})")
         if not ok:
             raise VerificationError(f"openssl verify -crl_check_all does not treat {cert} as {expected}: {output}")

@@ -39,7 +39,7 @@ from cryptography.x509.oid import NameOID
 from pkilint.etsi.etsi_constants import CertificateType
 
 from ceremony.common.errors import RequestError
-from ceremony.definition.model import ALLOWED_RSA_BITS, CA, Profile
+from ceremony.definition.model import ALLOWED_RSA_BITS, CA, Profile, crl_partition_for, crl_url_for
 from ceremony.hsm.weak_keys import weak_key_problem
 from ceremony.x509.profiles import REHEARSAL_MARKER, Extension
 
@@ -297,7 +297,9 @@ EE_KEY_USAGE = x509.KeyUsage(
 
 
 def ee_extensions(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificate, public_key: Any,
-                  legislation: Sequence[str] = ()) -> list[Extension]:
+                  legislation: Sequence[str] = (), crl_partition: int | None = None) -> list[Extension]:
+    """The extensions of an end-entity certificate; its CRL distribution point is the full CRL, or partition
+    ``crl_partition`` (:func:`ceremony.definition.model.crl_partition_for`)."""
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return [
         Extension(x509.BasicConstraints(ca=False, path_length=None), True),
@@ -307,7 +309,7 @@ def ee_extensions(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificat
         Extension(x509.CertificatePolicies(
             [x509.PolicyInformation(x509.ObjectIdentifier(oid), None) for oid in profile.policy_oids]), False),
         Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-            full_name=[x509.UniformResourceIdentifier(issuing_ca.publication.crl_url)],
+            full_name=[x509.UniformResourceIdentifier(crl_url_for(issuing_ca, crl_partition))],
             relative_name=None, reasons=None, crl_issuer=None)]), False),
         Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
             x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
@@ -341,7 +343,8 @@ def ee_builder(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificate, 
          .serial_number(serial)
          .not_valid_before(not_before)
          .not_valid_after(not_after))
-    for ext in ee_extensions(profile, issuing_ca, issuer_cert, public_key, legislation):
+    partition = crl_partition_for(issuing_ca, serial)
+    for ext in ee_extensions(profile, issuing_ca, issuer_cert, public_key, legislation, partition):
         b = b.add_extension(ext.value, critical=ext.critical)
     return b
 
