@@ -32,6 +32,7 @@ from ceremony.common import child_process
 from ceremony.common.manifest import Manifest
 from ceremony.common.outputs import OutputSet
 from ceremony.common.pdf import render_pdf as html_to_pdf
+from ceremony.definition.model import documents_value
 from ceremony.policy import catalogue
 from ceremony.policy.facts import Facts, PolicyError, date_text, derive_facts, duration_text
 from ceremony.policy.outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
@@ -154,6 +155,9 @@ _FRENCH_VALUES = {
         "SHA-1 de la clé publique du sujet (RFC 5280 4.2.1.2, méthode 1), propre à chaque certificat",
     "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
     "only contains ca certs": "uniquement des certificats d'AC",
+    "entries kept after expiry, since ": "entrées conservées après expiration, depuis le ",
+    "(notBefore of the CA certificate)": "(notBefore du certificat de l'AC)",
+    "undecodable date": "date illisible",
     "only contains user certs": "uniquement des certificats d'abonnés",
     "token pkcs11:": "jeton pkcs11:",
     "token label": "jeton de libellé",
@@ -253,6 +257,7 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
             (lab["environment"], facts.environment)]
     lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
     lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
+    lines += ["", *approval_block(facts, lang)]
     lines += ["", f"## {lab['history']}", "", f"| {lab['date']} | {lab['version']} | {lab['changes']} | "
               f"{lab['approved']} | {lab['effective']} |", "| --- | --- | --- | --- | --- |"]
     for h in facts.documents.history:
@@ -261,6 +266,54 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
         lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} | "
                      f"{effective} |")
     return "\n".join(lines) + "\n"
+
+
+APPROVAL = {
+    "fr": {"title": "Approbation", "status": "Statut", "draft": "projet, non soumis au Comité",
+           "submitted": "soumis au Comité, non encore approuvé", "approved": "approuvé",
+           "intro": "Les valeurs suivantes attendent la confirmation du service juridique du {org} au regard des "
+                    "textes promulgués. Elles sont reproduites telles que la définition de l'IGC les donne ; le "
+                    "document ne peut pas être marqué approuvé tant qu'une seule reste sur cette liste.",
+           "none": "Toutes les valeurs juridiques citées (articles, montants, juridictions) ont été confirmées par "
+                   "le service juridique du {org}.",
+           "path": "Champ de la définition", "current": "Valeur actuelle (à confirmer)"},
+    "en": {"title": "Approval", "status": "Status", "draft": "draft, not submitted to the Comité",
+           "submitted": "submitted to the Comité, not yet approved", "approved": "approved",
+           "intro": "The following values await confirmation by the {org}'s legal service against the promulgated "
+                    "texts. They are reproduced as the PKI definition gives them; the document cannot be marked "
+                    "approved while any one remains on this list.",
+           "none": "Every legal value cited (articles, amounts, courts) has been confirmed by the {org}'s legal "
+                   "service.",
+           "path": "Definition field", "current": "Current value (to be confirmed)"},
+}
+
+
+def _confirmation_value(value: Any, lang: str) -> str:
+    """A value awaiting confirmation as the reader sees it: a bilingual text in this language, an amount
+    with its digits grouped, a mapping of articles as ``name: article``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:,}".replace(",", " ")
+    if hasattr(value, "fr") and hasattr(value, "en"):
+        return str(getattr(value, lang))
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def approval_block(facts: Facts, lang: str) -> list[str]:
+    """The front matter's approval block: the status, and each value the legal service has yet to confirm
+    (``documents.awaiting_confirmation``) with its current value, so that neither the Comité nor a reader
+    mistakes a placeholder article number or amount for the law."""
+    lab, docs = APPROVAL[lang], facts.documents
+    org = facts.organisation.short_name
+    lines = [f"## {lab['title']}", "", f"| {LABELS[lang]['field']} | {LABELS[lang]['value']} |", "| --- | --- |",
+             f"| {lab['status']} | {lab[docs.status]} |", ""]
+    if not docs.awaiting_confirmation:
+        return [*lines, lab["none"].format(org=org)]
+    lines += [lab["intro"].format(org=org), "", f"| {lab['path']} | {lab['current']} |", "| --- | --- |"]
+    for path in docs.awaiting_confirmation:
+        lines.append(f"| `documents.{path}` | {_cell(_confirmation_value(documents_value(docs, path), lang))} |")
+    return lines
 
 
 def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragment], doc: str, lang: str,
