@@ -252,12 +252,13 @@ def _build_fails(ceremonies: Path, tmp_path: Path, policy: Path, pattern: str) -
 
 def test_missing_fragment_names_the_section_and_directory(ceremonies: Path, tmp_path: Path,
                                                           policy_copy: Path) -> None:
-    path = policy_copy / "en" / "5-controls.md"
+    # 4.8.3: no requirement of the CP answers it and no template generates it; the CPS needs its fragment.
+    path = policy_copy / "en" / "4-life-cycle.md"
     text = path.read_text(encoding="utf-8")
-    path.write_text(re.sub(r"## 5\.3\.5\n[^#]*", "", text), encoding="utf-8")
+    path.write_text(re.sub(r"## 4\.8\.3\n[^#]*", "", text), encoding="utf-8")
     _build_fails(ceremonies, tmp_path, policy_copy,
-                 rf"{re.escape(str(policy_copy / 'en'))}: section 5.3.5 \(Job rotation frequency and sequence\): "
-                 r"no prose fragment for the CPS")
+                 rf"{re.escape(str(policy_copy / 'en'))}: section 4.8.3 \(Processing certificate modification "
+                 r"requests\): no prose fragment for the CPS")
 
 
 def test_fragment_for_a_section_rfc3647_lacks(ceremonies: Path, tmp_path: Path, policy_copy: Path) -> None:

@@ -20,13 +20,13 @@ from typing import Any
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ceremony.common.errors import CeremonyError
 from ceremony.common.fingerprints import colon_form
 from ceremony.common.manifest import MANIFEST_NAME
+from ceremony.crl import encoding as crlenc
 from ceremony.definition.model import (
     ALLOWED_CURVES,
     ALLOWED_RSA_BITS,
@@ -35,7 +35,6 @@ from ceremony.definition.model import (
     documents_value,
     parse_duration,
 )
-from ceremony.crl import encoding as crlenc
 from ceremony.hsm.signers import hash_for
 from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
@@ -535,9 +534,9 @@ def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehea
 EXPIRED_CERTS_ON_CRL = "2.5.29.60"
 
 
-_CRL_EXT_NAMES = {"2.5.29.60": "expiredCertsOnCRL", "2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber", "2.5.29.28":
-                  "issuingDistributionPoint", "2.5.29.27": "deltaCRLIndicator", "2.5.29.46": "freshestCRL",
-                  "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
+_CRL_EXT_NAMES = {"2.5.29.60": "expiredCertsOnCRL", "2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber",
+                  "2.5.29.28": "issuingDistributionPoint", "2.5.29.27": "deltaCRLIndicator",
+                  "2.5.29.46": "freshestCRL", "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
 
 
 def _idp_text(idp: x509.IssuingDistributionPoint) -> str:
@@ -563,7 +562,8 @@ def _crl_extension_rows(crl: x509.CertificateRevocationList, scope: str, ca: str
             value = _expired_certs_text(e.value)
         else:
             value = type(e.value).__name__
-        rows.append({"scope": scope, "ca": ca, "oid": oid, "name": _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid)),
+        name = _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid))
+        rows.append({"scope": scope, "ca": ca, "oid": oid, "name": name,
                      "critical": "yes" if e.critical else "no", "value": value})
     return rows
 
@@ -695,7 +695,8 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
     cas = [ca_facts(name, ca, out_dir, rehearsal) for name, ca in model.cas.items()]
     return Facts(environment=model.environment, rehearsal=rehearsal, organisation=model.organisation,
                  documents=model.documents, ceremony=model.ceremony, cas=cas,
-                 profiles=_profiles(defn, out_dir, manifest, rehearsal), crl_profile=_crl_profile(out_dir, manifest, cas),
+                 profiles=_profiles(defn, out_dir, manifest, rehearsal),
+                 crl_profile=_crl_profile(out_dir, manifest, cas),
                  scripts=_scripts(), transcripts=transcript_facts(out_dir),
                  transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
                  sealing_eku=str(model.ceremony.sealing_eku))

@@ -274,16 +274,16 @@ APPROVAL = {
            "intro": "Les valeurs suivantes attendent la confirmation du service juridique du {org} au regard des "
                     "textes promulgués. Elles sont reproduites telles que la définition de l'IGC les donne ; le "
                     "document ne peut pas être marqué approuvé tant qu'une seule reste sur cette liste.",
-           "none": "Toutes les valeurs juridiques citées (articles, montants, juridictions) ont été confirmées par "
-                   "le service juridique du {org}.",
+           "none": "Aucune valeur de la définition n'est marquée en attente de confirmation par le service "
+                   "juridique du {org} (`documents.awaiting_confirmation` est vide).",
            "path": "Champ de la définition", "current": "Valeur actuelle (à confirmer)"},
     "en": {"title": "Approval", "status": "Status", "draft": "draft, not submitted to the Comité",
            "submitted": "submitted to the Comité, not yet approved", "approved": "approved",
            "intro": "The following values await confirmation by the {org}'s legal service against the promulgated "
                     "texts. They are reproduced as the PKI definition gives them; the document cannot be marked "
                     "approved while any one remains on this list.",
-           "none": "Every legal value cited (articles, amounts, courts) has been confirmed by the {org}'s legal "
-                   "service.",
+           "none": "No value of the definition is marked as awaiting confirmation by the {org}'s legal service "
+                   "(`documents.awaiting_confirmation` is empty).",
            "path": "Definition field", "current": "Current value (to be confirmed)"},
 }
 
@@ -312,7 +312,10 @@ def approval_block(facts: Facts, lang: str) -> list[str]:
         return [*lines, lab["none"].format(org=org)]
     lines += [lab["intro"].format(org=org), "", f"| {lab['path']} | {lab['current']} |", "| --- | --- |"]
     for path in docs.awaiting_confirmation:
-        lines.append(f"| `documents.{path}` | {_cell(_confirmation_value(documents_value(docs, path), lang))} |")
+        value = _confirmation_value(documents_value(docs, path), lang)
+        if path == "legal.liability_cap":
+            value += f" {docs.legal.currency}"
+        lines.append(f"| `documents.{path}` | {_cell(value)} |")
     return lines
 
 
