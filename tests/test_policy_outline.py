@@ -252,7 +252,11 @@ def test_production_example_lists_the_values_awaiting_the_legal_service(producti
         {**d["history"][0], "decision": None}]),
      r"documents.status is 'approved' but the history line of version 1.0 \(documents.cp.version\) has no "
      r"decision"),
-], ids=["unconfirmed-values", "no-decision"])
+    (lambda d: d.update(status="approved", awaiting_confirmation=[], history=[
+        {**d["history"][0], "effective": d["history"][0]["date"]}]),
+     r"documents.status is 'approved' but version 1.0 takes effect on 2026-12-01 \(0 days after its date "
+     r"2026-12-01\); the CP \(9.10.1, 9.12.2\) requires at least documents.legal.notice_days \(30\) days"),
+], ids=["unconfirmed-values", "no-decision", "notice-period"])
 def test_approved_documents_with_unconfirmed_values_fail_build_and_check(production_out: Path, tmp_path: Path,
                                                                          change: Any, expected: str) -> None:
     """docs.build and docs.check both refuse an 'approved' status while a value awaits confirmation (or the

@@ -669,6 +669,12 @@ def approval_problems(defn: LoadedDefinition) -> None:
             raise PolicyError(f"{defn.path}: documents.status is 'approved' but the history line of version {version} "
                               f"(documents.{doc}.version) has no {'decision' if line.decision is None else 'effective'}"
                               "; an approved version states the approving body's decision and its effective date")
+        notice = docs.legal.notice_days if docs.legal else 0
+        days = (line.effective - line.date).days
+        if days < notice:
+            raise PolicyError(f"{defn.path}: documents.status is 'approved' but version {version} takes effect on "
+                              f"{line.effective} ({days} days after its date {line.date}); "
+                              f"the CP (9.10.1, 9.12.2) requires at least documents.legal.notice_days ({notice}) days")
 
 
 def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:

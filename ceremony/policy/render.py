@@ -49,7 +49,7 @@ NUMBERED_HEADING = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
 LABELS: dict[str, dict[str, str]] = {
     "fr": {"cp": "Politique de certification", "cps": "Déclaration des pratiques de certification",
            "field": "Champ", "value": "Valeur", "oid": "Identifiant d'objet (OID)", "version": "Version",
-           "date": "Date", "organisation": "Organisme", "approved": "Approuvé par",
+           "date": "Date", "organisation": "Organisme", "approved": "Organe d'approbation",
            "environment": "Environnement", "history": "Historique des versions",
            "changes": "Modifications", "toc": "Table des matières", "source": "Source Markdown (SHA-256)",
            "page": "Page", "effective": "Date d'effet", "decision": "Décision d'approbation",
@@ -59,7 +59,7 @@ LABELS: dict[str, dict[str, str]] = {
            "jetables ; il ne vaut pas pour la production.", "yes": "oui", "no": "non"},
     "en": {"cp": "Certificate Policy", "cps": "Certification Practice Statement", "field": "Field",
            "value": "Value", "oid": "Object identifier (OID)", "version": "Version", "date": "Date",
-           "organisation": "Organisation", "approved": "Approved by", "environment": "Environment",
+           "organisation": "Organisation", "approved": "Approving body", "environment": "Environment",
            "history": "Version history", "changes": "Changes", "toc": "Contents",
            "source": "Markdown source (SHA-256)", "page": "Page", "effective": "Effective date",
            "decision": "Approval decision", "pending": "awaiting approval", "authoritative": "Authoritative version",
