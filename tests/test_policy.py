@@ -214,7 +214,9 @@ def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path)
     (lambda d: d["documents"].update(repository_url="http://depot.example.ml/"), "2.1", "http://depot.example.ml/"),
     (lambda d: d["ceremony"].update(crypto_officer_quorum=3), "5.2.2", "3 opérateurs cryptographiques"),
     (lambda d: d["cas"]["root"]["backup"].update(threshold=3), "6.2.2", "3 de ses 3 dépositaires"),
-], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold"])
+    (lambda d: d["cas"]["qualified"]["profiles"]["qes-natural-person"].update(qc_pds_url="https://pds.example.ml/p.pdf"),
+     "7.1.8", "https://pds.example.ml/p.pdf"),
+], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold", "profile-pds-moved"])
 def test_check_names_the_section_of_each_changed_value(built: Path, tmp_path: Path, change: Callable[[dict], None],
                                                         section: str, new_text: str) -> None:
     definition = _changed_definition(built, tmp_path, change)

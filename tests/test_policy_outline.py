@@ -212,6 +212,16 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
     fr = cps_fr
     assert "QCP-l-qscd" in fr and "QcCClegislation « ML »" in by[("cp", "fr")]
     assert "Aucune cérémonie n'a encore été tenue" in fr  # no transcript in this output directory
+    # Chapter 7 comes from the engine itself: the issuance builder (QcCClegislation included), the subject
+    # checks of the issuance, and the CRL encoder with the options its two callers pass.
+    sections = split_sections(fr)
+    assert sections["7.1.2"].count("; QcCClegislation ML |") == 2
+    assert "| `eseal-legal-person` (cachet qualifié (personne morale)) | C, O, organizationIdentifier, CN |" in \
+        sections["7.1.4"]
+    assert "| issuingDistributionPoint | 2.5.29.28 | oui | uniquement des certificats d'AC |" in sections["7.2.2"]
+    assert re.search(r"\| expiredCertsOnCRL \| 2\.5\.29\.60 \| non \| entrées conservées après expiration, depuis "
+                     r"le 20\d\d-\d\d-\d\d 00:00:00 UTC", sections["7.2.2"])
+    assert "la présente Politique" not in fr and "this Certificate Policy" not in by[("cps", "en")]
 
 
 def test_the_glossary_refuses_what_issue_17_corrected() -> None:
