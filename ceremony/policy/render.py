@@ -172,25 +172,38 @@ _FRENCH_VALUES = {
 }
 
 
+# The engine's identifiers as an English reader of RFC 5280 and EN 319 412 names them.
+_ENGLISH_VALUES = {
+    "content_commitment": "nonRepudiation (contentCommitment)",
+    "digital_signature": "digitalSignature",
+    "key_encipherment": "keyEncipherment",
+    "data_encipherment": "dataEncipherment",
+    "key_agreement": "keyAgreement",
+    "key_cert_sign": "keyCertSign",
+    "crl_sign": "cRLSign",
+    "qualified-signature": "qualified signature (natural person)",
+    "qualified-seal": "qualified seal (legal person)",
+}
+
+
 @jinja2.pass_context
 def _tr(ctx: Any, value: Any) -> str:
     text = str(value)
-    if ctx["lang"] != "fr":
-        return text
-    for en, fr in _FRENCH_VALUES.items():
-        text = text.replace(en, fr)
+    for source, target in (_FRENCH_VALUES if ctx["lang"] == "fr" else _ENGLISH_VALUES).items():
+        text = text.replace(source, target)
     return text
 
 
 @jinja2.pass_context
 def _val(ctx: Any, value: Any) -> str:
     """An identifier of the definition or the engine (``crypto-officer``, ``content_commitment``,
-    ``required``) as a French table shows it, from the glossary's ``values``; English keeps it as is."""
+    ``required``) as a French table shows it, from the glossary's ``values``; English keeps it as is, except
+    key usages and profile kinds, which take their RFC 5280 / EN 319 412 names."""
     if isinstance(value, (list, tuple)):
         return ", ".join(_val(ctx, v) for v in value)
     text = str(value)
     if ctx["lang"] != "fr":
-        return text
+        return _ENGLISH_VALUES.get(text, text)
     return catalogue.glossary().values.get(text, text)
 
 
