@@ -450,3 +450,18 @@ def test_check_fails_on_a_practice_contradicting_the_definition(ceremonies: Path
     (policy_copy / "fr" / "zz-test.md").write_text(text, encoding="utf-8")
     problems = _all_problems(*_render(ceremonies, policy_copy))
     assert any(re.search(expected, p) for p in problems), problems
+
+
+def test_check_fails_when_the_issuance_code_changes_a_name_form(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chapter 7's subscriber name forms are read from the issuance checks themselves: if the code admitted
+    another attribute, docs.check would name the sections that state the old forms (7.1.4, 3.2.4)."""
+    import ceremony.policy.facts as facts
+
+    original = facts.subject_attributes
+    monkeypatch.setattr(facts, "subject_attributes",
+                        lambda kind: (original(kind)[0], [*original(kind)[1], "emailAddress"]))
+    with pytest.raises(PolicyError) as failure:
+        check_documents(load_definition(built / "pki.yml"), built)
+    message = str(failure.value)
+    assert "cps-1.0.fr.md: section 7.1.4 (Formes de noms)" in message and "emailAddress" in message
+    assert "cps-1.0.en.md: section 3.2.4" in message
