@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,19 @@ def test_approved_documents_with_unconfirmed_values_fail_build_and_check(product
     with pytest.raises(PolicyError, match=expected):
         build_documents(defn, out, PRODUCTION_EXAMPLE / "policy")
     assert tree(out) == before
+
+
+def test_docs_check_refuses_an_approved_production_definition_with_unconfirmed_law(production_out: Path,
+                                                                                   tmp_path: Path) -> None:
+    """As the operator runs it: exit 10 and one message naming the definition and what is unconfirmed."""
+    defn = _production_definition(tmp_path, lambda d: d.update(status="approved"))
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "invoke"), "docs.check", "--definition", str(defn.path),
+                             "--out", str(production_out), "--policy", str(PRODUCTION_EXAMPLE / "policy")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {defn.path}: documents.status is 'approved' but "
+                                    "documents.awaiting_confirmation still lists 7 value(s)")
+    assert "documents.legal.law.articles.provider_liability = 'article 64'" in result.stderr
 
 
 def test_approved_once_everything_is_confirmed(production_out: Path, tmp_path: Path) -> None:
