@@ -36,6 +36,7 @@ from ceremony.definition.model import (
     parse_duration,
 )
 from ceremony.hsm.signers import hash_for
+from ceremony.x509.certificates import serial_from_random
 from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
@@ -217,6 +218,9 @@ class Facts:
     sealing_eku: str = DEFAULT_SEALING_EKU
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
+    #: Random bits in a serial number, as :func:`ceremony.x509.certificates.serial_from_random` makes every
+    #: serial (CA, sealing and subscriber certificates) from 20 bytes of the issuing token's generator.
+    serial_bits: int = serial_from_random(b"\xff" * 20).bit_length()
 
     @property
     def root(self) -> CaFacts:
