@@ -305,7 +305,7 @@ def _confirmation_value(value: Any, lang: str) -> str:
     """A value awaiting confirmation as the reader sees it: a bilingual text in this language, an amount
     with its digits grouped, a mapping of articles as ``name: article``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:,}".replace(",", " ")
+        return f"{value:,}".replace(",", " ") if lang == "fr" else f"{value:,}"
     if hasattr(value, "fr") and hasattr(value, "en"):
         return str(getattr(value, lang))
     if isinstance(value, dict):
