@@ -309,3 +309,18 @@ def test_a_confirmation_path_that_names_nothing_is_refused(tmp_path: Path) -> No
     with pytest.raises(DefinitionError, match=r"awaiting_confirmation: 'legal.liability_capp' names no value of "
                                               r"'documents'"):
         _production_definition(tmp_path, lambda d: d.update(awaiting_confirmation=["legal.liability_capp"]))
+
+
+def test_a_production_cps_that_does_not_meet_a_requirement_fails(production_out: Path, tmp_path: Path) -> None:
+    """A conditional answer says plainly when the definition falls short (one Crypto Officer where the CP asks
+    for two); the check refuses such a production CPS, naming the section."""
+    data = yaml.safe_load((PRODUCTION_EXAMPLE / "pki.yml").read_text(encoding="utf-8"))
+    data["ceremony"]["crypto_officer_quorum"] = 1
+    path = tmp_path / "pki.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    facts, docs = render_all(load_definition(path), production_out, PRODUCTION_EXAMPLE / "policy")
+    cps = {d.lang: d.markdown for d in docs if d.doc == "cps"}
+    problems = claim_problems("cps.fr", cps["fr"], "fr", facts, "cps") + claim_problems("cps.en", cps["en"], "en",
+                                                                                        facts, "cps")
+    assert any(p.startswith("cps.fr: section 6.2.2: the CPS says it does not meet a requirement") for p in problems)
+    assert any(p.startswith("cps.en: section 6.2.2: the CPS says it does not meet a requirement") for p in problems)
