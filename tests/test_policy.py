@@ -214,7 +214,9 @@ def test_check_fails_after_the_crl_interval_changes(built: Path, tmp_path: Path)
     (lambda d: d["documents"].update(repository_url="http://depot.example.ml/"), "2.1", "http://depot.example.ml/"),
     (lambda d: d["ceremony"].update(crypto_officer_quorum=3), "5.2.2", "3 opérateurs cryptographiques"),
     (lambda d: d["cas"]["root"]["backup"].update(threshold=3), "6.2.2", "3 de ses 3 dépositaires"),
-], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold"])
+    (lambda d: d["cas"]["qualified"]["profiles"]["qes-natural-person"].update(qc_pds_url="https://pds.example.ml/p.pdf"),
+     "7.1.8", "https://pds.example.ml/p.pdf"),
+], ids=["crl-url-moved", "repository-moved", "quorum", "backup-threshold", "profile-pds-moved"])
 def test_check_names_the_section_of_each_changed_value(built: Path, tmp_path: Path, change: Callable[[dict], None],
                                                         section: str, new_text: str) -> None:
     definition = _changed_definition(built, tmp_path, change)
@@ -252,12 +254,13 @@ def _build_fails(ceremonies: Path, tmp_path: Path, policy: Path, pattern: str) -
 
 def test_missing_fragment_names_the_section_and_directory(ceremonies: Path, tmp_path: Path,
                                                           policy_copy: Path) -> None:
-    path = policy_copy / "en" / "5-controls.md"
+    # 4.8.3: no requirement of the CP answers it and no template generates it; the CPS needs its fragment.
+    path = policy_copy / "en" / "4-life-cycle.md"
     text = path.read_text(encoding="utf-8")
-    path.write_text(re.sub(r"## 5\.3\.5\n[^#]*", "", text), encoding="utf-8")
+    path.write_text(re.sub(r"## 4\.8\.3\n[^#]*", "", text), encoding="utf-8")
     _build_fails(ceremonies, tmp_path, policy_copy,
-                 rf"{re.escape(str(policy_copy / 'en'))}: section 5.3.5 \(Job rotation frequency and sequence\): "
-                 r"no prose fragment for the CPS")
+                 rf"{re.escape(str(policy_copy / 'en'))}: section 4.8.3 \(Processing certificate modification "
+                 r"requests\): no prose fragment for the CPS")
 
 
 def test_fragment_for_a_section_rfc3647_lacks(ceremonies: Path, tmp_path: Path, policy_copy: Path) -> None:
@@ -447,3 +450,18 @@ def test_check_fails_on_a_practice_contradicting_the_definition(ceremonies: Path
     (policy_copy / "fr" / "zz-test.md").write_text(text, encoding="utf-8")
     problems = _all_problems(*_render(ceremonies, policy_copy))
     assert any(re.search(expected, p) for p in problems), problems
+
+
+def test_check_fails_when_the_issuance_code_changes_a_name_form(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chapter 7's subscriber name forms are read from the issuance checks themselves: if the code admitted
+    another attribute, docs.check would name the sections that state the old forms (7.1.4, 3.2.4)."""
+    import ceremony.policy.facts as facts
+
+    original = facts.subject_attributes
+    monkeypatch.setattr(facts, "subject_attributes",
+                        lambda kind: (original(kind)[0], [*original(kind)[1], "emailAddress"]))
+    with pytest.raises(PolicyError) as failure:
+        check_documents(load_definition(built / "pki.yml"), built)
+    message = str(failure.value)
+    assert "cps-1.0.fr.md: section 7.1.4 (Formes de noms)" in message and "emailAddress" in message
+    assert "cps-1.0.en.md: section 3.2.4" in message

@@ -703,6 +703,42 @@ class Documents(_Strict):
     termination: Termination | None = None
     incidents: Incidents | None = None
     revocation: Revocation = Revocation()
+    status: Literal["draft", "submitted", "approved"] = "draft"
+    """Where the current versions stand: being written, submitted to the approving body, or approved by it.
+    The CP/CPS show it in their approval block; ``docs.build`` and ``docs.check`` refuse "approved" while
+    ``awaiting_confirmation`` still names a value (a document cannot be approved on unconfirmed law)."""
+    awaiting_confirmation: list[str] = Field(default_factory=list)
+    """Values the legal service has not yet confirmed against the promulgated texts, as paths under
+    ``documents`` (``legal.law.articles.provider_liability``, ``legal.liability_cap``, ``history.0.decision``):
+    the approval block of both documents lists each with its current value."""
+
+    @model_validator(mode="after")
+    def _confirmations_name_fields(self) -> Documents:
+        """Each path must name a value that exists, so that a typo cannot hide an unconfirmed one."""
+        for path in self.awaiting_confirmation:
+            if documents_value(self, path) is None:
+                raise ValueError(f"awaiting_confirmation: {path!r} names no value of 'documents' (write a path "
+                                 "such as 'legal.liability_cap', 'legal.law.articles.provider_liability' or "
+                                 "'history.0.decision')")
+        return self
+
+
+def documents_value(documents: Documents, path: str) -> Any:
+    """The value at ``path`` (dot-separated names, mapping keys or list indexes) under ``documents``; None
+    when the path names nothing."""
+    value: Any = documents
+    for part in path.split("."):
+        if isinstance(value, list):
+            value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
+        elif isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, BaseModel) and part in type(value).model_fields:
+            value = getattr(value, part)
+        else:
+            value = None
+        if value is None:
+            return None
+    return value
 
 
 class CeremonyRules(_Strict):

@@ -17,7 +17,9 @@ Checks, for each document (CP, CPS) and language (fr, en):
    (not "Aucune stipulation." / "Sans objet."), and every identifier the requirements cite is claimed;
 7. **practice against the definition and the code** — what the text says of the maximum revocation delay,
    of revoked entries after expiry and of the online CA's activation agrees with ``documents.revocation``,
-   the CRL code and the ``crl_signer`` role (:func:`claim_problems`);
+   the CRL code and the ``crl_signer`` role, and a production CPS never says that it does not meet a
+   requirement of the CP (the catalogue's conditional answers say so when the definition falls short)
+   (:func:`claim_problems`);
 8. **French** — no spelling the glossary refuses, and no English identifier as a value in a French table;
 9. the HTML is the rendering of the Markdown, the PDF's text layer carries the Markdown's SHA-256,
    and the manifest lists each file with its hash.
@@ -220,6 +222,11 @@ _PIN_NEVER_IN_FILE = {
 }
 
 
+#: What a conditional answer of the catalogue says when the definition does not meet its requirement.
+_NOT_MET = {"fr": re.compile(r"[^.]*ne satisfait pas à cette exigence"),
+            "en": re.compile(r"[^.]*does not meet this requirement")}
+
+
 def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> list[str]:
     """What the text states of revocation latency, retention after expiry and online activation, held to the
     definition (``documents.revocation``), the CRL code (entries kept after expiry) and the ``crl_signer``
@@ -244,6 +251,12 @@ def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> li
                     problems.append(f"{label}: section {n}: {m.group(0)!r} contradicts the online CA's activation: "
                                     f"the CRL job runs unattended {online.period('en')} with the PIN file "
                                     f"{online.pin_file} (mode {online.pin_file_mode}, role crl_signer)")
+    if doc == "cps" and not facts.rehearsal:
+        for n, text in sections.items():
+            for m in _NOT_MET[lang].finditer(text):
+                problems.append(f"{label}: section {n}: the CPS says it does not meet a requirement of the CP "
+                                f"({m.group(0)!r}); a production CPS must meet every requirement (change the practice "
+                                "or the definition, or the CP by a new version)")
     if doc == "cps" and online is not None:
         practice = sections.get("6.2.8", "")
         if online.pin_file not in practice or online.pin_file_mode not in practice:

@@ -21,12 +21,23 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ceremony.common.errors import CeremonyError
 from ceremony.common.fingerprints import colon_form
 from ceremony.common.manifest import MANIFEST_NAME
-from ceremony.definition.model import ALLOWED_CURVES, ALLOWED_RSA_BITS, CA, LoadedDefinition, parse_duration
+from ceremony.crl import encoding as crlenc
+from ceremony.definition.model import (
+    ALLOWED_CURVES,
+    ALLOWED_RSA_BITS,
+    CA,
+    LoadedDefinition,
+    documents_value,
+    parse_duration,
+)
+from ceremony.hsm.signers import hash_for
+from ceremony.x509.certificates import serial_from_random
+from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
 
@@ -161,6 +172,10 @@ class ProfileFacts:
     extensions: list[dict[str, str]]
     key_usage: list[str]
     pds: list[tuple[str, str]] = field(default_factory=list)  # (url, language) of every PDS, the first first
+    signature_algorithm: str = ""
+    signature_oid: str = ""
+    required_attributes: list[str] = field(default_factory=list)
+    allowed_attributes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -203,6 +218,9 @@ class Facts:
     sealing_eku: str = DEFAULT_SEALING_EKU
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
+    #: Random bits in a serial number, as :func:`ceremony.x509.certificates.serial_from_random` makes every
+    #: serial (CA, sealing and subscriber certificates) from 20 bytes of the issuing token's generator.
+    serial_bits: int = serial_from_random(b"\xff" * 20).bit_length()
 
     @property
     def root(self) -> CaFacts:
@@ -308,6 +326,7 @@ def describe_qc_statements(der: bytes) -> str:
 
 
 EE_SKI_TEXT = "SHA-1 of the subject public key (RFC 5280 4.2.1.2 method 1), per certificate"
+EE_AKI_TEXT = "= subjectKeyIdentifier of the issuing CA"
 
 
 def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = False) -> list[dict[str, str]]:
@@ -319,6 +338,8 @@ def describe_certificate_extensions(cert: x509.Certificate, end_entity: bool = F
             row.update(name="qcStatements", value=describe_qc_statements(ext.value.value))
         elif end_entity and row["oid"] == "2.5.29.14":
             row["value"] = EE_SKI_TEXT
+        elif end_entity and row["oid"] == "2.5.29.35":
+            row["value"] = EE_AKI_TEXT
     return rows
 
 
@@ -453,29 +474,34 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise PolicyError(f"{path}: unreadable manifest: {exc}") from None
 
 
-def _definition_profile_extensions(p: Any, ca: CA, ocsp_url: str | None) -> list[dict[str, str]]:
-    """What the EE issuance profile puts in a certificate, stated from the definition."""
-    qc_type = "esign (0.4.0.1862.1.6.1)" if p.kind == "qualified-signature" else "eseal (0.4.0.1862.1.6.2)"
-    # QCP-n-qscd (0.4.0.194112.1.2) and QCP-l-qscd (.1.3) put the key in a QSCD: QcSSCD.
-    sscd = "QcSSCD; " if {"0.4.0.194112.1.2", "0.4.0.194112.1.3"} & set(p.policy_oids) else ""
-    aia = f"caIssuers: {ca.publication.certificate_url}" + (f", OCSP: {ocsp_url}" if ocsp_url else "")
-    rows = [
-        ("2.5.29.19", "basicConstraints", "yes", "CA=False"),
-        ("2.5.29.15", "keyUsage", "yes", "content_commitment"),
-        ("2.5.29.35", "authorityKeyIdentifier", "no", "= subjectKeyIdentifier of the issuing CA"),
-        ("2.5.29.14", "subjectKeyIdentifier", "no", EE_SKI_TEXT),
-        ("2.5.29.32", "certificatePolicies", "no", ", ".join(p.policy_oids)),
-        ("2.5.29.31", "cRLDistributionPoints", "no", ca.publication.crl_url),
-        ("1.3.6.1.5.5.7.1.1", "authorityInfoAccess", "no", aia),
-        ("1.3.6.1.5.5.7.1.3", "qcStatements", "no",
-         f"QcCompliance; {sscd}QcType {qc_type}; QcPDS " + " ".join(f"{u} ({lang})" for u, lang in p.pds_locations)),
-    ]
-    return [{"oid": o, "name": n, "critical": c, "value": v} for o, n, c, v in rows]
+#: Signature algorithms by (key type, hash): what the issuing CA's key signs with (``hash_for``).
+_SIGNATURES = {("ec", "sha256"): ("ecdsa-with-SHA256", "1.2.840.10045.4.3.2"),
+               ("ec", "sha384"): ("ecdsa-with-SHA384", "1.2.840.10045.4.3.3"),
+               ("rsa", "sha256"): ("sha256WithRSAEncryption", "1.2.840.113549.1.1.11"),
+               ("rsa", "sha384"): ("sha384WithRSAEncryption", "1.2.840.113549.1.1.12")}
+
+
+def signature_of(public_key: Any) -> tuple[str, str]:
+    """(name, OID) of the signature a CA key of this type makes on the certificates it issues."""
+    family = "ec" if isinstance(public_key, ec.EllipticCurvePublicKey) else "rsa"
+    return _SIGNATURES.get((family, hash_for(public_key).name), ("?", "?"))
+
+
+def _engine_profile_certificate(p: Any, ca: CA, issuer_cert: x509.Certificate, country: str) -> x509.Certificate:
+    """A certificate the issuance code would make with this profile, on a throwaway key and subject:
+    the CPS reads the profile's extensions from the engine's own builder, so that the text is what the
+    issuance ceremony writes (QcCClegislation included), not a second description of it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "profile")])
+    now = issuer_cert.not_valid_before_utc
+    builder = ee_builder(p, ca, issuer_cert, subject, key.public_key(), 1, now, now + dt.timedelta(days=1),
+                         legislation_for(country))
+    return builder.sign(key, hash_for(key.public_key()))
 
 
 def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehearsal: bool) -> list[ProfileFacts]:
     ee_entries = [a for a in manifest.get("artifacts", []) if a.get("kind") == "end-entity-certificate"]
-    ocsp = defn.model.documents.ocsp_url if defn.model.documents else None
     result = []
     for ca_name, ca in defn.model.cas.items():
         for name, p in ca.profiles.items():
@@ -490,23 +516,31 @@ def _profiles(defn: LoadedDefinition, out: Path, manifest: dict[str, Any], rehea
                 if entry.get("profile") == name or oids == list(p.policy_oids):
                     cert = candidate
                     break
-            if cert is not None:
-                exts, ku, source = describe_certificate_extensions(cert, True), _key_usage(cert), "certificate"
-            else:
-                exts = _definition_profile_extensions(p, ca, ocsp)
-                ku, source = ["content_commitment"], "definition"
+            issuer_cert = load_certificate(out / f"{ca_name}.crt.pem")
+            source = "certificate"
+            if cert is None:
+                cert, source = _engine_profile_certificate(p, ca, issuer_cert, defn.model.organisation.country), \
+                    "definition"
+            exts, ku = describe_certificate_extensions(cert, True), _key_usage(cert)
+            sig_name, sig_oid = signature_of(issuer_cert.public_key())
+            required, allowed = subject_attributes(p.kind)
             result.append(ProfileFacts(name=name, issuer=ca_name,
                                        issuer_common_name=_cn(subject_name(ca.subject, rehearsal)), kind=p.kind,
                                        validity_days=p.validity_days,
                                        policy_oids=list(p.policy_oids), qc_pds_url=p.qc_pds_url,
                                        qc_pds_lang=p.qc_pds_lang, source=source, extensions=exts, key_usage=ku,
-                                       pds=p.pds_locations))
+                                       pds=p.pds_locations, signature_algorithm=sig_name, signature_oid=sig_oid,
+                                       required_attributes=required, allowed_attributes=allowed))
     return result
 
 
-_CRL_EXT_NAMES = {"2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber", "2.5.29.28":
-                  "issuingDistributionPoint", "2.5.29.27": "deltaCRLIndicator", "2.5.29.46": "freshestCRL",
-                  "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
+#: id-ce-expiredCertsOnCRL (X.509 (2019) 9.6.2.9), which ``ceremony/crl/encoding.py`` writes.
+EXPIRED_CERTS_ON_CRL = "2.5.29.60"
+
+
+_CRL_EXT_NAMES = {"2.5.29.60": "expiredCertsOnCRL", "2.5.29.35": "authorityKeyIdentifier", "2.5.29.20": "cRLNumber",
+                  "2.5.29.28": "issuingDistributionPoint", "2.5.29.27": "deltaCRLIndicator",
+                  "2.5.29.46": "freshestCRL", "1.3.6.1.5.5.7.1.1": "authorityInfoAccess"}
 
 
 def _idp_text(idp: x509.IssuingDistributionPoint) -> str:
@@ -518,9 +552,54 @@ def _idp_text(idp: x509.IssuingDistributionPoint) -> str:
     return ", ".join(parts) or "present"
 
 
-def _crl_profile(out: Path, manifest: dict[str, Any]) -> CrlProfileFacts:
+def _crl_extension_rows(crl: x509.CertificateRevocationList, scope: str, ca: str) -> list[dict[str, str]]:
+    rows = []
+    for e in crl.extensions:
+        oid = e.oid.dotted_string
+        if oid == "2.5.29.35":
+            value = "issuer's subjectKeyIdentifier"
+        elif oid == "2.5.29.20":
+            value = "monotonically increasing integer"
+        elif isinstance(e.value, x509.IssuingDistributionPoint):
+            value = _idp_text(e.value)
+        elif oid == EXPIRED_CERTS_ON_CRL:
+            value = _expired_certs_text(e.value)
+        else:
+            value = type(e.value).__name__
+        name = _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid))
+        rows.append({"scope": scope, "ca": ca, "oid": oid, "name": name,
+                     "critical": "yes" if e.critical else "no", "value": value})
+    return rows
+
+
+def _expired_certs_text(value: Any) -> str:
+    """ExpiredCertsOnCRL's GeneralizedTime (X.509 9.6.2.9): since when expired entries stay listed."""
+    der = getattr(value, "value", b"")
+    try:
+        when = dt.datetime.strptime(der[2:].decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=dt.UTC)
+    except (ValueError, UnicodeDecodeError):
+        return "entries kept after expiry (undecodable date: " + bytes(der).hex() + ")"
+    return f"entries kept after expiry, since {when:%Y-%m-%d %H:%M:%S} UTC (notBefore of the CA certificate)"
+
+
+def _engine_crl(ca: CaFacts, cert: x509.Certificate) -> x509.CertificateRevocationList:
+    """An empty CRL as the engine encodes it for this CA, signed by a throwaway key: the CPS reads the CRL
+    profile from the encoder itself until a real CRL exists. The root's CRLs are signed at root CRL
+    ceremonies with an IssuingDistributionPoint onlyContainsCACerts (``ceremonies/root_crl.py``); a
+    subordinate's by the CRL job with ExpiredCertsOnCRL at its certificate's notBefore (``crl/job.py``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    this_update = cert.not_valid_before_utc
+    root = ca.role == "root"
+    header = crlenc.CrlHeader(cert.subject, ski, 1, this_update, this_update + ca.crl.lifetime_td,
+                              only_ca_certs=root, expired_certs_on_crl=None if root else this_update)
+    der, _, _ = crlenc.build_crl(header, [], key)
+    return x509.load_der_x509_crl(der)
+
+
+def _crl_profile(out: Path, manifest: dict[str, Any], cas: list[CaFacts]) -> CrlProfileFacts:
     """From the first CRL the manifest lists of each kind (root, subordinate): a stable choice, since
-    later CRLs are added after it."""
+    later CRLs are added after it; before any CRL exists, from the engine's encoder (:func:`_engine_crl`)."""
     rows: list[dict[str, str]] = []
     files: list[str] = []
     for kind, label in (("root-crl", "root"), ("subordinate-crl", "subordinate")):
@@ -534,21 +613,13 @@ def _crl_profile(out: Path, manifest: dict[str, Any]) -> CrlProfileFacts:
             except ValueError:
                 continue
             files.append(entry["path"])
-            for e in crl.extensions:
-                oid = e.oid.dotted_string
-                value = ("issuer's subjectKeyIdentifier" if oid == "2.5.29.35" else
-                         "monotonically increasing integer" if oid == "2.5.29.20" else
-                         _idp_text(e.value) if isinstance(e.value, x509.IssuingDistributionPoint) else
-                         type(e.value).__name__)
-                rows.append({"scope": label, "ca": str(entry.get("ca", "root" if label == "root" else "")), "oid": oid,
-                             "name": _CRL_EXT_NAMES.get(oid, getattr(e.oid, "_name", oid)),
-                             "critical": "yes" if e.critical else "no", "value": value})
+            rows += _crl_extension_rows(crl, label, str(entry.get("ca", "root" if label == "root" else "")))
             break
     if not files:
-        rows = [{"scope": "all", "ca": "", "oid": "2.5.29.35", "name": "authorityKeyIdentifier", "critical": "no",
-                 "value": "issuer's subjectKeyIdentifier"},
-                {"scope": "all", "ca": "", "oid": "2.5.29.20", "name": "cRLNumber", "critical": "no",
-                 "value": "monotonically increasing integer"}]
+        for ca in cas:
+            cert = load_certificate(out / ca.certificate_file)
+            rows += _crl_extension_rows(_engine_crl(ca, cert), "root" if ca.role == "root" else "subordinate",
+                                        ca.name)
     return CrlProfileFacts(source="crl" if files else "definition", version=2, extensions=rows,
                            entry_extensions=["reasonCode", "invalidityDate"], files=files)
 
@@ -582,6 +653,34 @@ def _scripts() -> list[ScriptFacts]:
     return result
 
 
+def approval_problems(defn: LoadedDefinition) -> None:
+    """Refuse documents marked approved on values the legal service has not confirmed, or without the
+    approving body's decision and effective date in the history line of each current version: an approved
+    CP/CPS is one the Comité can cite, and it cannot cite "article 64 (to be confirmed)"."""
+    docs = defn.model.documents
+    if docs is None or docs.status != "approved":
+        return
+    if docs.awaiting_confirmation:
+        values = "; ".join(f"documents.{p} = {documents_value(docs, p)!r}" for p in docs.awaiting_confirmation)
+        raise PolicyError(f"{defn.path}: documents.status is 'approved' but documents.awaiting_confirmation still "
+                          f"lists {len(docs.awaiting_confirmation)} value(s) the legal service has not confirmed "
+                          f"({values}); confirm each and remove it from the list, or set documents.status to "
+                          "'draft' or 'submitted'")
+    for doc in ("cp", "cps"):
+        version = getattr(docs, doc).version
+        line = [h for h in docs.history if h.version == version][-1]
+        if line.decision is None or line.effective is None:
+            raise PolicyError(f"{defn.path}: documents.status is 'approved' but the history line of version {version} "
+                              f"(documents.{doc}.version) has no {'decision' if line.decision is None else 'effective'}"
+                              "; an approved version states the approving body's decision and its effective date")
+        notice = docs.legal.notice_days if docs.legal else 0
+        days = (line.effective - line.date).days
+        if days < notice:
+            raise PolicyError(f"{defn.path}: documents.status is 'approved' but version {version} takes effect on "
+                              f"{line.effective} ({days} days after its date {line.date}); "
+                              f"the CP (9.10.1, 9.12.2) requires at least documents.legal.notice_days ({notice}) days")
+
+
 def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
     """Everything the documents state, from the definition and the artifacts under ``out``."""
     out_dir = Path(out)
@@ -600,12 +699,14 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
         if getattr(model.documents, part) is None:
             raise PolicyError(f"{defn.path}: documents.{part}: missing; chapter 9 and sections 5.7 and 5.8 state "
                               "these values (see docs/policy.md, 'The definition's documents section')")
+    approval_problems(defn)
     manifest = read_manifest(out_dir)
     rehearsal = bool(manifest.get("rehearsal"))
     cas = [ca_facts(name, ca, out_dir, rehearsal) for name, ca in model.cas.items()]
     return Facts(environment=model.environment, rehearsal=rehearsal, organisation=model.organisation,
                  documents=model.documents, ceremony=model.ceremony, cas=cas,
-                 profiles=_profiles(defn, out_dir, manifest, rehearsal), crl_profile=_crl_profile(out_dir, manifest),
+                 profiles=_profiles(defn, out_dir, manifest, rehearsal),
+                 crl_profile=_crl_profile(out_dir, manifest, cas),
                  scripts=_scripts(), transcripts=transcript_facts(out_dir),
                  transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
                  sealing_eku=str(model.ceremony.sealing_eku))

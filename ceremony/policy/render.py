@@ -32,6 +32,7 @@ from ceremony.common import child_process
 from ceremony.common.manifest import Manifest
 from ceremony.common.outputs import OutputSet
 from ceremony.common.pdf import render_pdf as html_to_pdf
+from ceremony.definition.model import documents_value
 from ceremony.policy import catalogue
 from ceremony.policy.facts import Facts, PolicyError, date_text, derive_facts, duration_text
 from ceremony.policy.outline import BY_NUMBER, DOCUMENTS, LANGS, OUTLINE, has_children, no_stipulation
@@ -48,7 +49,7 @@ NUMBERED_HEADING = re.compile(r"^(#{1,6}) +([0-9]+(?:\.[0-9]+)*)\.? +(.+?)\s*$")
 LABELS: dict[str, dict[str, str]] = {
     "fr": {"cp": "Politique de certification", "cps": "Déclaration des pratiques de certification",
            "field": "Champ", "value": "Valeur", "oid": "Identifiant d'objet (OID)", "version": "Version",
-           "date": "Date", "organisation": "Organisme", "approved": "Approuvé par",
+           "date": "Date", "organisation": "Organisme", "approved": "Organe d'approbation",
            "environment": "Environnement", "history": "Historique des versions",
            "changes": "Modifications", "toc": "Table des matières", "source": "Source Markdown (SHA-256)",
            "page": "Page", "effective": "Date d'effet", "decision": "Décision d'approbation",
@@ -58,7 +59,7 @@ LABELS: dict[str, dict[str, str]] = {
            "jetables ; il ne vaut pas pour la production.", "yes": "oui", "no": "non"},
     "en": {"cp": "Certificate Policy", "cps": "Certification Practice Statement", "field": "Field",
            "value": "Value", "oid": "Object identifier (OID)", "version": "Version", "date": "Date",
-           "organisation": "Organisation", "approved": "Approved by", "environment": "Environment",
+           "organisation": "Organisation", "approved": "Approving body", "environment": "Environment",
            "history": "Version history", "changes": "Changes", "toc": "Contents",
            "source": "Markdown source (SHA-256)", "page": "Page", "effective": "Effective date",
            "decision": "Approval decision", "pending": "awaiting approval", "authoritative": "Authoritative version",
@@ -154,6 +155,9 @@ _FRENCH_VALUES = {
         "SHA-1 de la clé publique du sujet (RFC 5280 4.2.1.2, méthode 1), propre à chaque certificat",
     "= subjectKeyIdentifier of the issuing CA": "= subjectKeyIdentifier de l'AC émettrice",
     "only contains ca certs": "uniquement des certificats d'AC",
+    "entries kept after expiry, since ": "entrées conservées après expiration, depuis le ",
+    "(notBefore of the CA certificate)": "(notBefore du certificat de l'AC)",
+    "undecodable date": "date illisible",
     "only contains user certs": "uniquement des certificats d'abonnés",
     "token pkcs11:": "jeton pkcs11:",
     "token label": "jeton de libellé",
@@ -168,25 +172,38 @@ _FRENCH_VALUES = {
 }
 
 
+# The engine's identifiers as an English reader of RFC 5280 and EN 319 412 names them.
+_ENGLISH_VALUES = {
+    "content_commitment": "nonRepudiation (contentCommitment)",
+    "digital_signature": "digitalSignature",
+    "key_encipherment": "keyEncipherment",
+    "data_encipherment": "dataEncipherment",
+    "key_agreement": "keyAgreement",
+    "key_cert_sign": "keyCertSign",
+    "crl_sign": "cRLSign",
+    "qualified-signature": "qualified signature (natural person)",
+    "qualified-seal": "qualified seal (legal person)",
+}
+
+
 @jinja2.pass_context
 def _tr(ctx: Any, value: Any) -> str:
     text = str(value)
-    if ctx["lang"] != "fr":
-        return text
-    for en, fr in _FRENCH_VALUES.items():
-        text = text.replace(en, fr)
+    for source, target in (_FRENCH_VALUES if ctx["lang"] == "fr" else _ENGLISH_VALUES).items():
+        text = text.replace(source, target)
     return text
 
 
 @jinja2.pass_context
 def _val(ctx: Any, value: Any) -> str:
     """An identifier of the definition or the engine (``crypto-officer``, ``content_commitment``,
-    ``required``) as a French table shows it, from the glossary's ``values``; English keeps it as is."""
+    ``required``) as a French table shows it, from the glossary's ``values``; English keeps it as is, except
+    key usages and profile kinds, which take their RFC 5280 / EN 319 412 names."""
     if isinstance(value, (list, tuple)):
         return ", ".join(_val(ctx, v) for v in value)
     text = str(value)
     if ctx["lang"] != "fr":
-        return text
+        return _ENGLISH_VALUES.get(text, text)
     return catalogue.glossary().values.get(text, text)
 
 
@@ -253,6 +270,7 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
             (lab["environment"], facts.environment)]
     lines += [f"| {lab['field']} | {lab['value']} |", "| --- | --- |"]
     lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
+    lines += ["", *approval_block(facts, lang)]
     lines += ["", f"## {lab['history']}", "", f"| {lab['date']} | {lab['version']} | {lab['changes']} | "
               f"{lab['approved']} | {lab['effective']} |", "| --- | --- | --- | --- | --- |"]
     for h in facts.documents.history:
@@ -261,6 +279,57 @@ def front_matter(facts: Facts, doc: str, lang: str) -> str:
         lines.append(f"| {h.date.isoformat()} | {_cell(h.version)} | {_cell(changes)} | {_cell(h.approved_by)} | "
                      f"{effective} |")
     return "\n".join(lines) + "\n"
+
+
+APPROVAL = {
+    "fr": {"title": "Approbation", "status": "Statut", "draft": "projet, non soumis au Comité",
+           "submitted": "soumis au Comité, non encore approuvé", "approved": "approuvé",
+           "intro": "Les valeurs suivantes attendent la confirmation du service juridique du {org} au regard des "
+                    "textes promulgués. Elles sont reproduites telles que la définition de l'IGC les donne ; le "
+                    "document ne peut pas être marqué approuvé tant qu'une seule reste sur cette liste.",
+           "none": "Aucune valeur de la définition n'est marquée en attente de confirmation par le service "
+                   "juridique du {org} (`documents.awaiting_confirmation` est vide).",
+           "path": "Champ de la définition", "current": "Valeur actuelle (à confirmer)"},
+    "en": {"title": "Approval", "status": "Status", "draft": "draft, not submitted to the Comité",
+           "submitted": "submitted to the Comité, not yet approved", "approved": "approved",
+           "intro": "The following values await confirmation by the {org}'s legal service against the promulgated "
+                    "texts. They are reproduced as the PKI definition gives them; the document cannot be marked "
+                    "approved while any one remains on this list.",
+           "none": "No value of the definition is marked as awaiting confirmation by the {org}'s legal service "
+                   "(`documents.awaiting_confirmation` is empty).",
+           "path": "Definition field", "current": "Current value (to be confirmed)"},
+}
+
+
+def _confirmation_value(value: Any, lang: str) -> str:
+    """A value awaiting confirmation as the reader sees it: a bilingual text in this language, an amount
+    with its digits grouped, a mapping of articles as ``name: article``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:,}".replace(",", " ") if lang == "fr" else f"{value:,}"
+    if hasattr(value, "fr") and hasattr(value, "en"):
+        return str(getattr(value, lang))
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def approval_block(facts: Facts, lang: str) -> list[str]:
+    """The front matter's approval block: the status, and each value the legal service has yet to confirm
+    (``documents.awaiting_confirmation``) with its current value, so that neither the Comité nor a reader
+    mistakes a placeholder article number or amount for the law."""
+    lab, docs = APPROVAL[lang], facts.documents
+    org = facts.organisation.short_name
+    lines = [f"## {lab['title']}", "", f"| {LABELS[lang]['field']} | {LABELS[lang]['value']} |", "| --- | --- |",
+             f"| {lab['status']} | {lab[docs.status]} |", ""]
+    if not docs.awaiting_confirmation:
+        return [*lines, lab["none"].format(org=org)]
+    lines += [lab["intro"].format(org=org), "", f"| {lab['path']} | {lab['current']} |", "| --- | --- |"]
+    for path in docs.awaiting_confirmation:
+        value = _confirmation_value(documents_value(docs, path), lang)
+        if path == "legal.liability_cap":
+            value += f" {docs.legal.currency}"
+        lines.append(f"| `documents.{path}` | {_cell(value)} |")
+    return lines
 
 
 def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragment], doc: str, lang: str,

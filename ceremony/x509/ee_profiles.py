@@ -199,6 +199,12 @@ def _names(oids: Iterable[x509.ObjectIdentifier]) -> str:
     return ", ".join(_ATTRIBUTE_NAMES[o] for o in oids)
 
 
+def subject_attributes(kind: str) -> tuple[list[str], list[str]]:
+    """(required, allowed) subject attribute names of ``kind``, as :func:`check_subject` enforces them: the
+    CPS states these name forms (7.1.4) from here, so that the text cannot drift from the check."""
+    return [_ATTRIBUTE_NAMES[o] for o in _REQUIRED[kind]], [_ATTRIBUTE_NAMES[o] for o in _ALLOWED[kind]]
+
+
 def check_subject(subject: x509.Name, kind: str, source: str) -> None:
     """Refuse a CSR subject that the kind's ETSI profile does not allow, naming what is allowed."""
     allowed, required = _ALLOWED[kind], _REQUIRED[kind]
