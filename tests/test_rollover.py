@@ -212,11 +212,26 @@ def test_successor_root_and_both_cross_certificates(roll: Roll) -> None:
     assert exit_of(crosses[0], out, "root.crt.pem") == 0
     assert exit_of(crosses[1], out, "root.g2.crt.pem") == 0
     assert exit_of(out / "transcripts" / roll.new_root_transcript.name, out, "root.g2.crt.pem") == 0
+    # an auditor who trusts only the old root's fingerprint verifies them too, through the forward cross-certificate
+    assert exit_of(crosses[1], out, "root.crt.pem") == 0
+    assert exit_of(out / "transcripts" / roll.new_root_transcript.name, out, "root.crt.pem") == 0
     # the old root's key destruction names the old root's key, never its successor's (a later generation of the root)
     digest, certificates = key_certificates(out, "root")
     assert digest == spki_sha256(old.public_key()) and [p.name for p, _ in certificates] == ["root.crt.pem"]
     # the successor's keys sit on the old root's token beside the old root's, under their own labels
     assert {"root-2026", "root-2026-seal", "root-2026-g2", "root-2026-g2-seal"} <= roll.root_labels
+
+
+def test_without_the_forward_cross_certificate_the_old_root_anchors_nothing_of_the_successor(roll: Roll,
+                                                                                           tmp_path: Path) -> None:
+    """The old root's fingerprint reaches the successor's sealing keys only through the cross-certificate it signed:
+    without it (or with the reverse one alone) the successor's key ceremony is not anchored (exit 4)."""
+    out = tmp_path / "out"
+    shutil.copytree(roll.full, out)
+    for suffix in (".crt.pem", ".crt.der"):
+        (out / f"{FORWARD}{suffix}").unlink(missing_ok=True)
+    assert exit_of(out / "transcripts" / roll.new_root_transcript.name, out, "root.g2.crt.pem") == 0
+    assert exit_of(out / "transcripts" / roll.new_root_transcript.name, out, "root.crt.pem") == 4
 
 
 def chain_file(path: Path, *certs: Path) -> Path:

@@ -108,7 +108,12 @@ def refuse_taken_labels(session: Any, ca: CA, where: str = "") -> None:
     """A key label that exists is an error, never a reason to generate another key (DESIGN principle 3): refused
     for the CA key's label and the sealing key's, with the definition's field to change."""
     base = where or "the CA's hsm section"
-    for label, field in ((ca.hsm.key_label, "key_label"), (ca.hsm.sealing_label, "seal_label")):
+    labels = [(ca.hsm.key_label, "key_label")]
+    # The sealing key the token was born with (its initialisation ceremony's, named by the token's record, generated
+    # on the token) is the one this ceremony takes (generate_sealing_key): its label is not "taken".
+    if sealing_key_born_with_token(session, ca) is None:
+        labels.append((ca.hsm.sealing_label, "seal_label"))
+    for label, field in labels:
         found = objects_with_label(session, label)
         if found:
             raise HsmError(f"{base}.{field}: an object labelled {label!r} already exists on "

@@ -13,6 +13,11 @@ never certifies a sealing key, so no subscriber's certificate can seal), is not 
 has keyUsage digitalSignature alone and an extendedKeyUsage that names a purpose (the service's
 sealing OID; anyExtendedKeyUsage is refused). A seal by a CA key, the root's included, is not
 anchored: CA keys sign certificates and CRLs only (EN 319 411-1 GEN-6.5.3-03, CPS 6.1.7).
+
+After a root rollover the successor root certifies its own sealing keys. The old root's fingerprint still
+anchors them, through the forward cross-certificate the old root signed for the successor's key
+(:func:`successor_cross_certificates`): the path anchor -> cross-certificate -> sealing certificate is
+validated like any other.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
@@ -143,9 +149,11 @@ def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path,
     if not holders:
         return Anchoring(False, f"no certificate among the artifacts in {base} carries the sealing key (SPKI "
                                 f"SHA-256 {digest}): the transcript cannot be tied to the trust anchor yet")
+    crosses = successor_cross_certificates(anchor, candidates)
+    roots = [anchor.certificate.subject, *(c.subject for c in crosses)]
     reasons = []
     for path, cert in holders:
-        refused = not_a_sealing_certificate(cert, anchor)
+        refused = not_a_sealing_certificate(cert, roots)
         if refused:
             reasons.append(f"{_rel(path, base)}: {refused}")
             continue
@@ -158,7 +166,7 @@ def anchor_seal(seal_key: Any, anchor: TrustAnchor, candidates: list[tuple[Path,
                                         ee_policy=ExtensionPolicy.permit_all())
                     .build_client_verifier())
         try:
-            verified = verifier.verify(cert, [])
+            verified = verifier.verify(cert, crosses)
         except VerificationError as exc:
             reasons.append(f"{_rel(path, base)}: {exc}")
             continue
@@ -176,9 +184,38 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def not_a_sealing_certificate(cert: x509.Certificate, anchor: TrustAnchor) -> str:
-    """Why ``cert`` cannot vouch for a transcript seal ("" when it can): see the module's docstring."""
-    if cert.issuer != anchor.certificate.subject:
+def successor_cross_certificates(anchor: TrustAnchor,
+                                 candidates: list[tuple[Path, x509.Certificate]]) -> list[x509.Certificate]:
+    """The cross-certificates by which the anchor certified a successor root's key (root rollover, issue 18).
+
+    After a rollover the successor root certifies its own sealing keys; an auditor who trusts only the old root's
+    fingerprint still verifies those transcripts, through the cross-certificate the old root signed at a witnessed
+    ceremony. Only a CA certificate issued and signed by the anchor counts, and only when the key it certifies also
+    has its self-signed root certificate among the artifacts (the rollover's own output): a subordinate CA's
+    certificate never makes its holder a root that may certify sealing keys.
+    """
+    roots = {spki_sha256(c.public_key()): c for _, c in candidates if c.issuer == c.subject and _is_ca(c)}
+    found = []
+    for _, cert in candidates:
+        if cert.issuer != anchor.certificate.subject or cert.subject == anchor.certificate.subject or not _is_ca(cert):
+            continue
+        successor = roots.get(spki_sha256(cert.public_key()))
+        if successor is None or successor.subject != cert.subject:
+            continue
+        try:
+            cert.verify_directly_issued_by(anchor.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        found.append(cert)
+    return found
+
+
+def not_a_sealing_certificate(cert: x509.Certificate, roots: TrustAnchor | list[x509.Name]) -> str:
+    """Why ``cert`` cannot vouch for a transcript seal ("" when it can): see the module's docstring. ``roots``: the
+    anchor, or the names of the roots that may certify sealing keys (the anchor's and its cross-certified
+    successors')."""
+    names = [roots.certificate.subject] if isinstance(roots, TrustAnchor) else roots
+    if cert.issuer not in names:
         return "not issued by the root itself (only the root certifies transcript-sealing keys)"
     if _is_ca(cert):
         return "a CA certificate: CA keys sign certificates and CRLs only (CPS 6.1.7)"
