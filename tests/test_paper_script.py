@@ -29,6 +29,9 @@ if not INVOKE.exists():
     INVOKE = Path(sys.executable).parent / "invoke"
 
 
+# One worker for the module: split across the two xdist workers, each rendered every PDF once more (about 40 s).
+pytestmark = pytest.mark.xdist_group("paper-scripts")
+
 def _flat(text: str) -> str:
     return " ".join(text.split())
 

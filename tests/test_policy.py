@@ -34,7 +34,9 @@ from ceremony.policy.facts import PolicyError
 from ceremony.policy.outline import BY_NUMBER, OUTLINE
 from ceremony.policy.render import build_documents
 
-pytestmark = pytest.mark.hsm
+# One worker for the module: its fixtures (a rehearsal's CA ceremonies, the documents built) are module-scoped, and
+# split across the two xdist workers each built them once more (about 50 s each).
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("policy")]
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 TESTING_POLICY = REPO / "inventory" / "testing" / "policy"
 DOCS = [f"{doc}-1.0.{lang}.{ext}" for doc in ("cp", "cps") for lang in ("fr", "en") for ext in ("md", "html", "pdf")]
