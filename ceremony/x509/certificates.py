@@ -7,6 +7,7 @@ ask for. The builders returned here are signed by :mod:`ceremony.x509.lint` (lin
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from cryptography import x509
@@ -14,6 +15,8 @@ from cryptography import x509
 from ceremony.definition.model import CA
 from ceremony.x509.profiles import (
     Extension,
+    ocsp_signer_extensions,
+    ocsp_signer_subject,
     root_extensions,
     sealing_extensions,
     sealing_subject,
@@ -60,3 +63,18 @@ def sealing_builder(holder: CA, root: CA, root_cert: x509.Certificate, public_ke
     """The certificate the root gives the transcript-sealing key on ``holder``'s HSM, valid as long as that CA."""
     return _builder(subject_name(sealing_subject(holder.subject), rehearsal), root_cert.subject, public_key, serial,
                     holder, sealing_extensions(root, public_key, root_cert, eku))
+
+
+def ocsp_signer_builder(ca: CA, ca_cert: x509.Certificate, public_key: Any, serial: int, not_before: dt.datetime,
+                        not_after: dt.datetime, rehearsal: bool) -> x509.CertificateBuilder:
+    """The certificate a CA gives its delegated OCSP signer key: short-lived, from ``not_before`` to ``not_after``."""
+    b = (x509.CertificateBuilder()
+         .subject_name(subject_name(ocsp_signer_subject(ca.subject), rehearsal))
+         .issuer_name(ca_cert.subject)
+         .public_key(public_key)
+         .serial_number(serial)
+         .not_valid_before(not_before)
+         .not_valid_after(not_after))
+    for ext in ocsp_signer_extensions(public_key, ca_cert):
+        b = b.add_extension(ext.value, critical=ext.critical)
+    return b
