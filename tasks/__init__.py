@@ -19,6 +19,7 @@ from . import (
     hosts_tasks,
     hsm_tasks,
     lifecycle_tasks,
+    ocsp_tasks,
     offline_tasks,
     script_tasks,
 )
@@ -38,6 +39,7 @@ ns.add_collection(ca_tasks.ns, name="ca")
 ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
 ns.add_collection(crl_tasks.ns, name="crl")
+ns.add_collection(ocsp_tasks.ns, name="ocsp")
 ns.add_collection(bench_tasks.ns, name="bench")
 ns.add_collection(hsm_tasks.ns, name="hsm")
 

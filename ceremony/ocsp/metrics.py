@@ -71,3 +71,19 @@ def write_ocsp_metrics(directory: str | Path, metrics: OcspMetrics) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, metrics.render().encode(), mode=0o644)
     return path
+
+
+def signer_metrics_path(directory: Path, ca: str) -> Path:
+    return directory / f"ceremony_ocsp_signer_{ca}.prom"
+
+
+def write_signer_metrics(directory: str | Path, ca: str, not_after: float) -> Path:
+    """``ocsp_signer_certificate_not_after_seconds{ca}`` after the signer ceremony (or its "nothing to do" run):
+    the alert on the signer's expiry does not depend on the job running."""
+    path = signer_metrics_path(Path(directory), ca)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = "ocsp_signer_certificate_not_after_seconds"
+    text = (f"# HELP {name} notAfter of the latest OCSP signer certificate (epoch seconds).\n# TYPE {name} gauge\n"
+            f'{name}{{ca="{_escape(ca)}"}} {int(not_after)}\n')
+    replace_atomically(path, text.encode(), mode=0o644)
+    return path
