@@ -130,10 +130,10 @@ def _from_path(path: str) -> ocsp.OCSPRequest | None:
     """GET: the base64 request is the last part of the path, URL-encoded; base64 itself may hold ``/``, so every
     suffix after a ``/`` is tried, longest first (the URL's own path, ``/qualified``, is not base64 DER)."""
     text = unquote(path).lstrip("/")
-    candidates = [text] + [text[i + 1:] for i, c in enumerate(text) if c == "/"]
-    for candidate in candidates:
-        if not candidate:
-            continue
+    start = 0
+    while start < len(text):
+        candidate = text[start:]
+        start = text.find("/", start) + 1 or len(text)
         try:
             der = base64.b64decode(candidate, validate=True)
         except (binascii.Error, ValueError):
