@@ -21,6 +21,7 @@ from conftest import REHEARSAL_GROUP, REPO, base_definition_data, write_definiti
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID as AIA
 
 from ceremony.ca.registry import Registry
 from ceremony.common.errors import DefinitionError, VerificationError
@@ -29,6 +30,7 @@ from ceremony.ocsp.encoding import issuer_hashes, lint_response
 from ceremony.ocsp.job import run_ocsp_job
 from ceremony.ocsp.store import ResponseStore, StoreError
 from ceremony.rehearsal.ocsp import openssl_ocsp, responder
+from ceremony.x509.ee_profiles import authority_information_access
 
 
 def _definition(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> Path:
@@ -65,6 +67,19 @@ def test_definition_refuses_ocsp_on_the_offline_root(tmp_path: Path) -> None:
 
     with pytest.raises(DefinitionError, match=r"cas\.root\.ocsp.*root CRL batches"):
         load_definition(_definition(tmp_path, mutate))
+
+
+def test_aia_names_the_ocsp_url_only_when_the_issuing_ca_has_one(tmp_path: Path) -> None:
+    with_ocsp = load_definition(_definition(tmp_path, lambda data: None)).model.cas["qualified"]
+    aia = authority_information_access(with_ocsp)
+    assert [a.access_method for a in aia] == [AIA.OCSP, AIA.CA_ISSUERS]
+    assert aia[0].access_location.value == "http://ocsp.test.scse.ml/qualified"
+
+    def without(data: dict[str, Any]) -> None:
+        del data["cas"]["qualified"]["ocsp"]
+
+    plain = load_definition(_definition(tmp_path, without)).model.cas["qualified"]
+    assert [a.access_method for a in authority_information_access(plain)] == [AIA.CA_ISSUERS]
 
 
 def test_store_missing_or_corrupt_is_refused_never_recreated(tmp_path: Path) -> None:
@@ -252,4 +267,32 @@ def test_revocation_then_sign_changes_the_answer_and_bad_runs_change_nothing(
     with responder(store, out / "qualified.crt.pem", workers=1) as url:
         code, output = openssl_ocsp(url, out / "qualified.crt.pem", _cert(out, "good"), out / "root.crt.pem")
     assert code == 0 and ": revoked" in output and "Reason: superseded" in output, output
+
+
+@pytest.mark.hsm
+@pytest.mark.xdist_group(REHEARSAL_GROUP)
+def test_signer_renewal_is_a_recorded_ceremony_with_the_same_key(
+        copy_of_rehearsal: tuple[Path, dict[str, str]]) -> None:
+    out, env = copy_of_rehearsal
+    invoke = [str(Path(sys.executable).with_name("invoke")), "ocsp.signer", "--ca", "qualified", "--definition",
+              str(REPO / "inventory" / "testing" / "pki.yml"), "--out", str(out), "--rehearsal", "--metrics-dir",
+              str(out / "metrics")]
+    current = subprocess.run(invoke, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert current.returncode == 0 and "nothing to do" in current.stdout, current.stdout + current.stderr
+    assert not (out / "qualified.ocsp.g2.crt.pem").exists()
+    renewed = subprocess.run([*invoke, "--force"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert renewed.returncode == 0, renewed.stdout[-3000:] + renewed.stderr[-3000:]
+    first = x509.load_pem_x509_certificate((out / "qualified.ocsp.crt.pem").read_bytes())
+    second = x509.load_pem_x509_certificate((out / "qualified.ocsp.g2.crt.pem").read_bytes())
+    assert second.public_key() == first.public_key() and second.serial_number != first.serial_number
+    eku = second.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]
+    assert second.extensions.get_extension_for_class(x509.OCSPNoCheck).value is not None
+    kinds = [e for e in _entries(out, "ocsp-signer-certificate") if e.get("generation") == 2]
+    assert {e["format"] for e in kinds} == {"pem", "der"}
+    assert len(list((out / "transcripts").glob("ocsp-signer-certification*.jsonl"))) == 2
+    assert "ocsp_signer_certificate_not_after_seconds" in (out / "metrics" /
+                                                           "ceremony_ocsp_signer_qualified.prom").read_text()
+    after = _sign(out, env)
+    assert after.returncode == 0 and "signer qualified.ocsp.g2.crt.pem" in after.stdout, after.stderr
 

@@ -9,11 +9,13 @@ Order of a run, chosen so that a failure changes nothing:
 
 1. definition, CA certificate, signer certificate (issued by the CA, EKU OCSPSigning, and with at least one
    response validity left: a response never outlives its signer), the store (it must exist and read as this
-   CA's; with ``check`` SQLite's quick_check too), the registry — each refused with one message;
+   CA's; with ``check_store`` SQLite's quick_check too, which reads the whole file: for an operator's check, not
+   for every run of a gigabyte store), the registry — each refused with one message;
 2. the HSM: module, token, login and the signer key (the key of the signer certificate); one more read-only
    session per extra worker (the login is the token's, shared by every session of the process);
 3. the registry and the store are walked side by side in serial order (no list of a million certificates in
-   memory) and the work is queued; the first response of each status is linted with a throwaway key first;
+   memory) and the work is queued; a good and a revoked response are linted (pkilint, RFC 6960) with a throwaway
+   key like the signer's first, and the first signed response of each status after signing;
 4. worker threads sign (one PKCS#11 session each; python-pkcs11 releases the GIL in C_Sign), every response is
    parsed back with cryptography and its signature verified; the main thread writes them into one store
    transaction, committed only when every response of the run is signed and checked.
@@ -231,15 +233,17 @@ def _lint_shapes(context: ResponderContext, samples: dict[str, tuple[int, str, S
 def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
                  store_path: str | Path, *, ceremony_out: str | Path | None = None, ca_cert: str | Path | None = None,
                  signer_cert: str | Path | None = None, pin_file: str | None = None, interactive: bool = False,
-                 now: dt.datetime | None = None, workers: int | None = None, check_store: bool = True,
+                 now: dt.datetime | None = None, workers: int | None = None, check_store: bool = False,
                  registry_timeout: float = 10.0, say: Callable[[str], None] | None = None) -> OcspJobResult:
     """Sign every response that is missing, due for refresh or whose status changed (see the module docs)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca, ocsp = ocsp_ca(defn, ca_name)
-    out_dir = Path(ceremony_out) if ceremony_out is not None else defn.path.parent
     issuer_path = find_ca_certificate(defn, ca_name, ca_cert, ceremony_out)
+    # The signer certificates are where the signer ceremony wrote them: the ceremonies' output directory, else
+    # beside the CA certificate (where the role installs both on the CA host).
+    out_dir = Path(ceremony_out) if ceremony_out is not None else issuer_path.parent
     issuer = load_issuer_certificate(issuer_path, ca_name)
     signer = current_signer(out_dir, ca_name, issuer, signer_cert)
     moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
@@ -261,7 +265,9 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
         signed = 0
         if first is not None:
             t = time.perf_counter()
-            _lint_shapes(context, {first[2].name: first[:3]}, times, ca.lint, repr(ca_name))
+            revoked = Status(this_update, 1)  # keyCompromise: a response with every optional field present
+            _lint_shapes(context, {"good": (first[0], first[1], Status()), "revoked": (first[0], first[1], revoked)},
+                         times, ca.lint, repr(ca_name))
             timings["lint-before"] = time.perf_counter() - t
             t = time.perf_counter()
             signing = _Signing(context, keys, times)
