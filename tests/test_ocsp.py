@@ -271,6 +271,28 @@ def test_revocation_then_sign_changes_the_answer_and_bad_runs_change_nothing(
 
 @pytest.mark.hsm
 @pytest.mark.xdist_group(REHEARSAL_GROUP)
+def test_a_refused_pin_sets_the_latch_and_is_never_tried_again(copy_of_rehearsal: tuple[Path, dict[str, str]]) -> None:
+    out, env = copy_of_rehearsal
+    store = out / "ocsp" / "qualified.sqlite3"
+    before = _rows(store)
+    wrong = {**env, "CEREMONY_QUALIFIED_PIN": env["CEREMONY_QUALIFIED_PIN"] + "x"}
+    refused = _sign(out, wrong)
+    assert refused.returncode != 0 and "The PIN latch is set" in refused.stderr, refused.stderr
+    latch = out / "ocsp" / ".state" / "qualified.pin-failed"
+    assert latch.is_file()
+    metrics = (out / "metrics" / "ceremony_ocsp_qualified.prom").read_text()
+    assert 'reason="pin_incorrect"' in metrics
+    again = _sign(out, env)  # even with the right PIN: nobody tries until an operator clears the latch
+    assert again.returncode != 0 and "is not tried again" in again.stderr, again.stderr
+    assert _rows(store) == before
+    clear = subprocess.run([str(Path(sys.executable).with_name("ceremony-crl-sign")), "--clear-pin-latch", "--ca",
+                            "qualified", "--out", str(out / "ocsp")], capture_output=True, text=True, env=env)
+    assert clear.returncode == 0 and not latch.exists(), clear.stderr
+    assert _sign(out, env).returncode == 0
+
+
+@pytest.mark.hsm
+@pytest.mark.xdist_group(REHEARSAL_GROUP)
 def test_signer_renewal_is_a_recorded_ceremony_with_the_same_key(
         copy_of_rehearsal: tuple[Path, dict[str, str]]) -> None:
     out, env = copy_of_rehearsal

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="parallel PKCS#11 sessions (default: one per CPU)")
     p.add_argument("--metrics-dir", help="write ceremony_ocsp_<ca>.prom here (node-exporter textfile collector)")
     p.add_argument("--timings", action="store_true", help="also print the time of each step and the peak memory")
+    p.add_argument("--latch-dir", help="where the PIN latch lives, <dir>/.state/<ca>.pin-failed (default: the "
+                   "store's directory; give the CRL job's --out to share its latch: the same token, the same PIN)")
     p.add_argument("--check-store", action="store_true", help="run SQLite's quick_check on the store first (reads "
                    "the whole file; for an operator's check after a disk problem)")
     p.add_argument("--create-store", action="store_true", help="make the empty response store (once, at setup); "
@@ -78,7 +80,8 @@ def ocsp_sign_main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_ocsp_job(args.definition, args.ca, args.registry, args.store, ceremony_out=args.out,
                               ca_cert=args.ca_cert, signer_cert=args.signer_cert, pin_file=args.pin_file,
-                              workers=args.workers or None, check_store=args.check_store)
+                              workers=args.workers or None, check_store=args.check_store,
+                              latch_dir=args.latch_dir)
         print(result.summary())
         if args.timings:
             print(json.dumps({"seconds": {k: round(v, 3) for k, v in result.timings.items()},

@@ -51,10 +51,16 @@ from ceremony.common.errors import (
     VerificationError,
 )
 from ceremony.common.fingerprints import sha256_hex
-from ceremony.crl.job import find_ca_certificate
+from ceremony.crl.job import (
+    HealthCheckError,
+    find_ca_certificate,
+    pin_latch_path,
+    read_pin_latch,
+    set_pin_latch,
+)
 from ceremony.definition.model import CA, LoadedDefinition, Ocsp, load_definition
 from ceremony.hsm.keys import spki_sha256
-from ceremony.hsm.session import find_token, load_module, open_session, pin_source_for
+from ceremony.hsm.session import PinRejectedError, find_token, load_module, open_session, pin_source_for
 from ceremony.hsm.signers import signing_key
 from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, verify_response
 from ceremony.ocsp.metrics import OcspMetrics
@@ -118,13 +124,22 @@ def store_issuer_sha256(cert: x509.Certificate) -> str:
 
 @contextlib.contextmanager
 def signer_sessions(ca: CA, ocsp: Ocsp, signer: SignerCertificate, workers: int, pin_file: str | None,
-                    interactive: bool) -> Iterator[list[Any]]:
+                    interactive: bool, latch: Path | None = None, ca_name: str = "") -> Iterator[list[Any]]:
     """One signer key object per worker, each in its own session; the first session logs in.
 
-    Every failure is one :class:`HsmError` saying the HSM is unavailable and why, before anything is signed.
+    Every failure is one :class:`HsmError` saying the HSM is unavailable and why, before anything is signed. The
+    PIN latch of the CRL job (:func:`ceremony.crl.job.read_pin_latch`) is honoured and set the same way: the token's
+    PIN is the CA's, and a job that runs every few minutes must never walk the HSM into its PIN lockout.
     """
     label = ca.hsm.ocsp_signer_label(ocsp)
     where = ca.hsm.token.describe()
+    clear = f"ceremony-crl-sign --clear-pin-latch --ca {ca_name} --out {latch.parent.parent}" if latch else ""
+    if latch is not None:
+        found = read_pin_latch(latch)
+        if found is not None:
+            raise HealthCheckError("pin_latched", f"the PIN for {where} was refused by the token, latch "
+                                   f"{found.describe()}; it is not tried again until an operator corrects it and "
+                                   f"runs: {clear}; nothing was signed")
     source = pin_source_for(ca.hsm, pin_file, interactive)
     try:
         lib = load_module(ca.hsm.module)
@@ -135,6 +150,12 @@ def signer_sessions(ca: CA, ocsp: Ocsp, signer: SignerCertificate, workers: int,
     with contextlib.ExitStack() as stack:
         try:
             first = stack.enter_context(open_session(ca.hsm, source, rw=False))
+        except PinRejectedError as exc:
+            if latch is not None:
+                set_pin_latch(latch, ca, "CKR_PIN_LOCKED" if exc.locked else "CKR_PIN_INCORRECT", str(exc))
+            raise HealthCheckError("pin_locked" if exc.locked else "pin_incorrect",
+                                   f"{exc}. The PIN latch is set ({latch}): no run tries the PIN again until an "
+                                   f"operator corrects it and runs: {clear}; nothing was signed") from None
         except PinError:
             raise
         except HsmError as exc:
@@ -234,8 +255,13 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
                  store_path: str | Path, *, ceremony_out: str | Path | None = None, ca_cert: str | Path | None = None,
                  signer_cert: str | Path | None = None, pin_file: str | None = None, interactive: bool = False,
                  now: dt.datetime | None = None, workers: int | None = None, check_store: bool = False,
-                 registry_timeout: float = 10.0, say: Callable[[str], None] | None = None) -> OcspJobResult:
-    """Sign every response that is missing, due for refresh or whose status changed (see the module docs)."""
+                 registry_timeout: float = 10.0, say: Callable[[str], None] | None = None,
+                 latch_dir: str | Path | None = None) -> OcspJobResult:
+    """Sign every response that is missing, due for refresh or whose status changed (see the module docs).
+
+    ``latch_dir``: where the PIN latch lives (``<dir>/.state/<ca>.pin-failed``), default the store's directory;
+    give the CRL job's ``--out`` to share one latch with it (the same token, the same PIN).
+    """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
@@ -253,7 +279,9 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
     with ResponseStore.open(store_path, ca=ca_name, issuer_sha256=store_issuer_sha256(issuer),
                             check=check_store) as store, \
             Registry.open(registry_path, timeout=registry_timeout) as registry, \
-            signer_sessions(ca, ocsp, signer, workers, pin_file, interactive) as keys:
+            signer_sessions(ca, ocsp, signer, workers, pin_file, interactive,
+                            pin_latch_path(Path(latch_dir) if latch_dir else store_path.parent, ca_name),
+                            ca_name) as keys:
         timings["checks"] = time.perf_counter() - t0
         context = ResponderContext(issuer, signer.cert, ocsp.cert_id_hashes)
         produced = int(moment.timestamp())
@@ -370,6 +398,9 @@ _REASON_OF = ((PinError, "pin_source"), (DefinitionError, "definition"), (Regist
 
 def failure_reason(exc: BaseException) -> str:
     """The ``reason`` label of a failed run."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
     return next((label for cls, label in _REASON_OF if isinstance(exc, cls)), "unexpected")
 
 
