@@ -142,8 +142,10 @@ def test_openssl_and_ocsptool_agree(served: tuple[Path, str], status: str) -> No
 def test_pkilint_reports_nothing_on_the_sample_responses(served: tuple[Path, str]) -> None:
     out, _ = served
     samples = _entries(out, "ocsp-response")
-    assert {e["status"] for e in samples} == {"good", "revoked"}
-    assert all(e["issuer"] == "qualified" and e["format"] == "der" for e in samples)
+    assert sorted((e["issuer"], e["status"]) for e in samples) == [("qualified", "good"), ("qualified", "revoked"),
+                                                                    ("root", "good")]
+    assert all(e["format"] == "der" for e in samples)
+    assert _entries(out, "ocsp-signer-certificate")
     for entry in samples:
         der = (out / entry["path"]).read_bytes()
         assert [f for f in lint_response(der) if f.blocking] == []
@@ -152,7 +154,9 @@ def test_pkilint_reports_nothing_on_the_sample_responses(served: tuple[Path, str
         assert parsed.certificate_status.name.lower() == entry["status"]
         cutoff = next(e for e in parsed.single_extensions if e.oid.dotted_string == "1.3.6.1.5.5.7.48.1.6")
         assert cutoff is not None  # archiveCutoff = the CA certificate's notBefore (CSS-6.3.10-08)
-        assert len(parsed.certificates) == 1 and parsed.responder_key_hash is not None
+        # The delegated signer's certificate rides along; the root signs its own responses and sends none.
+        assert len(parsed.certificates) == (0 if entry["issuer"] == "root" else 1)
+        assert parsed.responder_key_hash is not None
 
 
 def _ask(url: str, request: bytes | None = None, path: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -318,3 +322,28 @@ def test_signer_renewal_is_a_recorded_ceremony_with_the_same_key(
     after = _sign(out, env)
     assert after.returncode == 0 and "signer qualified.ocsp.g2.crt.pem" in after.stdout, after.stderr
 
+
+
+@pytest.mark.hsm
+@pytest.mark.xdist_group(REHEARSAL_GROUP)
+def test_root_batch_pre_signs_the_subordinate_status_and_a_revocation_reaches_the_root_responder(
+        copy_of_rehearsal: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    out, env = copy_of_rehearsal
+    sub = x509.load_pem_x509_certificate((out / "qualified.crt.pem").read_bytes())
+    aia = sub.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert aia[0].access_method == AIA.OCSP and aia[0].access_location.value == "http://ocsp.test.scse.ml/root"
+    invoke = str(Path(sys.executable).with_name("invoke"))
+    definition = str(REPO / "inventory" / "testing" / "pki.yml")
+    batch = subprocess.run([invoke, "crl.root-batch", "--definition", definition, "--out", str(out), "--rehearsal",
+                            "--count", "1", "--revoke", str(out / "qualified.crt.pem")], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert batch.returncode == 0, batch.stdout[-3000:] + batch.stderr[-3000:]
+    pub = tmp_path / "pub"
+    published = subprocess.run([invoke, "crl.publish-root", "--definition", definition, "--batch-dir", str(out),
+                                "--out", str(pub)], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert published.returncode == 0, published.stdout + published.stderr
+    store = pub / "ocsp" / "root.sqlite3"
+    with responder(store, out / "root.crt.pem", workers=1) as url:
+        code, output = openssl_ocsp(url, out / "root.crt.pem", out / "qualified.crt.pem", out / "root.crt.pem")
+    assert code == 0 and "Response verify OK" in output and ": revoked" in output, output
+    assert "Reason: keyCompromise" in output, output

@@ -351,8 +351,12 @@ class Publication(_Strict):
 
     crl_url: str
     certificate_url: str
+    ocsp_url: str | None = None
+    """The offline root only: where its pre-signed responses for the certificates it issued are served (the root CRL
+    batch signs them; subordinate CA and sealing certificates carry this URL). An online CA has an ``ocsp`` section."""
 
     _check = field_validator("crl_url", "certificate_url")(classmethod(lambda cls, v: _http_url(v)))
+    _check_ocsp = field_validator("ocsp_url")(classmethod(lambda cls, v: v if v is None else _http_url(v)))
 
 
 class Crl(_Strict):
@@ -818,6 +822,9 @@ class Definition(_Strict):
                                          "at most 7d")
                 elif ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
                     raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is too long", "at most 365d")
+                if ca.publication.ocsp_url is not None:
+                    raise _PathError(f"{base}.publication.ocsp_url", "an online CA's OCSP service is its ocsp "
+                                     "section (responses signed by a delegated signer)", "cas.<ca>.ocsp.url")
                 if ca.ocsp is not None:
                     problems = ocsp_problems(ca.ocsp)
                     if problems:

@@ -134,10 +134,12 @@ class ResponderContext:
     archiveCutoff, the signature algorithm and the ``certs`` field holding the signer's certificate."""
 
     def __init__(self, issuer: x509.Certificate, signer: x509.Certificate, hashes: Sequence[str]) -> None:
+        """``signer`` is the delegated signer's certificate, or ``issuer`` itself when the CA key signs (the offline
+        root's responses): then ``certs`` is left out, the relying party has the CA certificate already."""
         self.issuer, self.signer, self.hashes = issuer, signer, tuple(hashes)
         self._cert_ids = {h: (HASH_ALGORITHMS[h], *issuer_hashes(issuer, h)) for h in self.hashes}
         self._responder_id = tlv(0xA2, tlv(0x04, responder_key_hash(signer)))
-        self._certs = tlv(0xA0, tlv(0x30, signer.public_bytes(serialization.Encoding.DER)))
+        self._certs = b"" if signer == issuer else tlv(0xA0, tlv(0x30, signer.public_bytes(serialization.Encoding.DER)))
         cutoff = encode_time(epoch(issuer.not_valid_before_utc), generalized=True)
         self._archive_cutoff = tlv(0xA1, tlv(0x30, tlv(0x30, OID_ARCHIVE_CUTOFF + tlv(0x04, cutoff))))
         self._alg_id, self._digest = signature_algorithm(signer.public_key())

@@ -5,8 +5,12 @@ response for every certificate of the registry, then the responder runs under gu
 length of one check: ``openssl ocsp`` must say good for each good end-entity certificate and revoked for the
 revoked one; the rehearsal fails otherwise. The store sits at ``ocsp/<ca>.sqlite3``.
 
+The root's responses (when the root has ``publication.ocsp_url``) were signed by the CRL stage's root batch: the
+store of the period in force is served the same way, and ``openssl ocsp`` must say good for each subordinate CA.
+
 Manifest kinds: ``ocsp-signer-certificate`` (by the ceremony), ``ocsp-store``, ``ocsp-response`` (a sample: one
-good and one revoked response per CA, format ``der``, with ``status``, ``serial`` (hex) and ``issuer``).
+good and one revoked response per online CA, one good response for the subordinate CA from the root, format
+``der``, with ``status``, ``serial`` (hex) and ``issuer``: ``root`` or the CA's name).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ceremony.ocsp.metrics import write_ocsp_metrics
 from ceremony.ocsp.responder import ISSUER_ENV, STORE_ENV
 from ceremony.ocsp.store import ResponseStore
 from ceremony.rehearsal.context import RehearsalContext
+from ceremony.x509.files import read_certificate
 
 OCSP_DIR = "ocsp"
 
@@ -79,10 +84,45 @@ def openssl_ocsp(url: str, issuer: Path, cert: Path, root: Path) -> tuple[int, s
     return run.returncode, (run.stdout + run.stderr).strip()
 
 
+def rehearse_root(ctx: RehearsalContext) -> None:
+    """The root's responses the CRL stage's root batch signed (when the root has ``publication.ocsp_url``): the store
+    of the CRL in force served by the responder, and ``openssl ocsp`` asked about each subordinate CA certificate."""
+    model = ctx.definition.model
+    root = model.root_name
+    if model.cas[root].publication.ocsp_url is None:
+        return
+    stores = sorted((ctx.out / "crl").glob("*.ocsp.sqlite3"), key=lambda p: int(p.name.split(".")[0].rsplit("-")[-1]))
+    if not stores:
+        raise VerificationError("the root CRL batch signed no OCSP responses although the root has an ocsp_url")
+    store = stores[0]  # the batch's first period is the one in force now
+    ctx.manifest.add("ocsp-store", store, "sqlite3", ca=root)
+    root_cert = ctx.out / f"{root}.crt.pem"
+    with responder(store, root_cert, workers=1) as url:
+        for name, ca in model.cas.items():
+            if ca.issuer != root:
+                continue
+            cert = ctx.out / f"{name}.crt.pem"
+            code, output = openssl_ocsp(url, root_cert, cert, root_cert)
+            ctx.console.print(f"  openssl ocsp {cert.name} (from the root): "
+                              f"{'good' if ': good' in output else output.splitlines()[-1]} (expected: good)")
+            if code != 0 or f"{cert}: good" not in output or "Response verify OK" not in output:
+                raise VerificationError(f"openssl ocsp does not report {cert} as good from the root: {output}")
+    with ResponseStore.open(store, read_only=True) as reader:
+        sub = next(n for n, c in model.cas.items() if c.issuer == root)
+        from_cert = read_certificate(ctx.out / f"{sub}.crt.pem")
+        found = reader.get(from_cert.serial_number, "sha256")
+        if found is None:
+            raise VerificationError(f"no root OCSP response stored for {sub}.crt.pem")
+        path = write_new(ctx.out / OCSP_DIR / f"{root}-{from_cert.serial_number:x}.good.ocsp.der", found.der)
+        ctx.manifest.add("ocsp-response", path, "der", status="good", serial=f"{from_cert.serial_number:x}",
+                         issuer="root")
+
+
 def rehearse(ctx: RehearsalContext) -> None:
     defn = ctx.definition
     model = defn.model
     ctx.manifest.reload()
+    rehearse_root(ctx)
     for ca_name, ca in model.cas.items():
         if ca.ocsp is None:
             continue

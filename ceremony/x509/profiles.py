@@ -104,12 +104,22 @@ def subordinate_extensions(ca: CA, issuer: CA, public_key: Any, issuer_cert: x50
     exts.append(Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(issuer.publication.crl_url)],
         relative_name=None, reasons=None, crl_issuer=None)]), False))
-    exts.append(Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-        x509.UniformResourceIdentifier(issuer.publication.certificate_url))]), False))
+    exts.append(Extension(issuer_access(issuer), False))
     if ca.name_constraints is not None:
         exts.append(Extension(_name_constraints(ca.name_constraints), True))
     return exts
+
+
+def issuer_access(issuer: CA) -> x509.AuthorityInformationAccess:
+    """AIA of a certificate the root issues: id-ad-ocsp when the root's responses are served
+    (``publication.ocsp_url``), then caIssuers."""
+    found = []
+    if issuer.publication.ocsp_url is not None:
+        found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                            x509.UniformResourceIdentifier(issuer.publication.ocsp_url)))
+    found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                        x509.UniformResourceIdentifier(issuer.publication.certificate_url)))
+    return x509.AuthorityInformationAccess(found)
 
 
 def describe_extensions(cert: x509.Certificate) -> list[dict[str, str]]:
@@ -164,9 +174,7 @@ def sealing_extensions(root: CA, public_key: Any, root_cert: x509.Certificate, e
         Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(root.publication.crl_url)],
             relative_name=None, reasons=None, crl_issuer=None)]), False),
-        Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-            x509.UniformResourceIdentifier(root.publication.certificate_url))]), False),
+        Extension(issuer_access(root), False),
     ]
 
 
