@@ -22,7 +22,7 @@ from ceremony.transcript.recorder import ConsoleRecorder
 pytestmark = pytest.mark.hsm
 
 STEPS_ONE_CRL = ["offline-check", "definition-check", "token-open", "crl-lint", "crl-sign", "crl-verify",
-                 "outputs-write", "fingerprint-read-aloud"]
+                 "ocsp-sign", "outputs-write", "fingerprint-read-aloud"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_batch_has_consecutive_numbers_and_overlapping_validity(pki: Pki, tmp_pa
     batch = root_crl_batch_ceremony(load_definition(pki.definition), out, rec, rehearsal=True, interactive=False,
                                     start=start)
     assert [c.number for c in batch.crls] == [1, 2, 3, 4]  # crl.batch_count: 4 in the testing definition
-    assert [s for s, _ in rec.steps] == STEPS_ONE_CRL[:3] + ["crl-lint", "crl-sign", "crl-verify"] * 4 \
+    assert [s for s, _ in rec.steps] == STEPS_ONE_CRL[:3] + ["crl-lint", "crl-sign", "crl-verify", "ocsp-sign"] * 4 \
         + STEPS_ONE_CRL[-2:]
     crls = [x509.load_der_x509_crl(c.der_path.read_bytes()) for c in batch.crls]
     assert crls[0].last_update_utc == start - dt.timedelta(minutes=5)
@@ -55,6 +55,7 @@ def test_batch_has_consecutive_numbers_and_overlapping_validity(pki: Pki, tmp_pa
         assert idp.critical and idp.value.only_contains_ca_certs
     kinds = [a["kind"] for a in rec.artifacts]
     assert kinds.count("root-crl") == 8
+    assert kinds.count("root-ocsp-store") == 4  # the root serves OCSP (publication.ocsp_url): one store a period
     # A second batch continues the numbering.
     again = root_crl_batch_ceremony(load_definition(pki.definition), out, ConsoleRecorder(rehearsal=True),
                                     rehearsal=True, interactive=False, start=start + dt.timedelta(days=365),
@@ -129,8 +130,8 @@ def test_invoke_root_batch_task(pki: Pki, tmp_path: Path) -> None:
     ok = subprocess.run([*invoke, "--count", "2"], cwd=REPO, capture_output=True, text=True, env=dict(os.environ))
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
     assert "root CRL 1:" in ok.stdout and "root CRL 2:" in ok.stdout
-    assert sorted(p.name for p in (out / "crl").iterdir()) == ["root-1.crl", "root-1.crl.pem", "root-2.crl",
-                                                               "root-2.crl.pem"]
+    assert sorted(p.name for p in (out / "crl").iterdir()) == ["root-1.crl", "root-1.crl.pem", "root-1.ocsp.sqlite3",
+                                                               "root-2.crl", "root-2.crl.pem", "root-2.ocsp.sqlite3"]
 
 
 def test_publish_root_crl_in_force(pki: Pki, tmp_path: Path) -> None:

@@ -142,8 +142,8 @@ def test_repeated_steps_are_printed_once_per_round(definition):
     signing = next(a for a in v["acts"] if a["id"] == "signing")
     rounds = [g for g in signing["groups"] if g["title"]]
     assert [g["title"] for g in rounds] == [f"Tour {r} sur 4" for r in range(1, 5)]  # crl.batch_count: 4
-    assert all([row["id"] for row in g["rows"]] == ["crl-lint", "crl-sign", "crl-verify"] for g in rounds)
-    assert "4.2 à 4.4" in signing["note"]
+    assert all([row["id"] for row in g["rows"]] == ["crl-lint", "crl-sign", "crl-verify", "ocsp-sign"] for g in rounds)
+    assert "4.2 à 4.5" in signing["note"]
 
 
 def test_same_inputs_give_the_same_bytes(rendered, definition):

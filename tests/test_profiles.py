@@ -67,7 +67,10 @@ def test_root_and_subordinate_profiles(model) -> None:  # type: ignore[no-untype
     cdp = sub.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert cdp[0].full_name[0].value == model.cas["root"].publication.crl_url
     aia = sub.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    assert aia[0].access_location.value == model.cas["root"].publication.certificate_url
+    # The root serves OCSP (publication.ocsp_url): id-ad-ocsp first, then caIssuers.
+    assert [a.access_location.value for a in aia] == [model.cas["root"].publication.ocsp_url,
+                                                      model.cas["root"].publication.certificate_url]
+    assert aia[0].access_method == x509.oid.AuthorityInformationAccessOID.OCSP
     policies = [p.policy_identifier.dotted_string for p in sub.extensions.get_extension_for_class(
         x509.CertificatePolicies).value]
     assert policies == model.cas["qualified"].policy_oids

@@ -110,7 +110,7 @@ def test_every_shipped_script_parses_with_the_engine_step_ids() -> None:
         "offline-check", "definition-check", "csr-verify", "token-open", "certificate-lint", "certificate-sign",
         "certificate-verify", "sealing-certificate", "outputs-write", "fingerprint-read-aloud"]
     crl = load_script("root-crl-batch")
-    assert [s.id for s in crl.steps if s.repeat] == ["crl-lint", "crl-sign", "crl-verify"]
+    assert [s.id for s in crl.steps if s.repeat] == ["crl-lint", "crl-sign", "crl-verify", "ocsp-sign"]
     backup = load_script("key-backup")
     assert [s.id for s in backup.steps][:3] == ["offline-check", "definition-check", "token-open"]
     assert backup.step("wrapping-key-trust").role == "security-officer"
@@ -181,8 +181,8 @@ def test_steps_never_performed_are_an_exception_before_the_seal(tmp_path: Path, 
 
 
 def test_repeated_crl_steps_follow_the_script(tmp_path: Path, definition: Any) -> None:
-    steps = ["offline-check", "definition-check", "token-open"] + ["crl-lint", "crl-sign", "crl-verify"] * 4 + [
-        "outputs-write", "fingerprint-read-aloud"]
+    rounds = ["crl-lint", "crl-sign", "crl-verify", "ocsp-sign"] * 4
+    steps = ["offline-check", "definition-check", "token-open", *rounds, "outputs-write", "fingerprint-read-aloud"]
     path, _ = soft_transcript(tmp_path / "out", definition, steps, script="root-crl-batch")
     assert not [r for r in records(path) if r["type"] == "exception"]
     assert verify(path).status == "intact"

@@ -58,9 +58,11 @@ from ceremony.crl import encoding as crlenc
 from ceremony.crl.checks import check_against_previous, summarise
 from ceremony.crl.job import publication_names
 from ceremony.crl.state import last_reserved, reserve, state_path
-from ceremony.definition.model import LoadedDefinition
+from ceremony.definition.model import OCSP_CERT_ID_HASHES, LoadedDefinition
+from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, verify_response
+from ceremony.ocsp.store import ResponseStore, Row
 from ceremony.transcript.recorder import Recorder, scripted_step
-from ceremony.x509.files import load_issuer_certificate
+from ceremony.x509.files import load_issuer_certificate, read_certificate
 from ceremony.x509.lint import enforce, throwaway_key_like
 
 CRL_DIR = "crl"
@@ -91,6 +93,32 @@ class RootCrlBatch:
     crls: list[RootCrl]
     revoked: list[int]
     registry: Path
+    ocsp_stores: list[Path] | None = None
+
+
+#: Manifest kinds of the certificates the root issues: the root answers OCSP for each of them.
+ROOT_ISSUED_KINDS = ("subordinate-certificate", "sealing-certificate")
+
+
+def ocsp_store_name(stem: str, number: int) -> str:
+    """``crl/<stem>-<number>.ocsp.sqlite3``: the root's pre-signed responses for the period of CRL ``number``."""
+    return f"{CRL_DIR}/{stem}-{number}.ocsp.sqlite3"
+
+
+def root_issued_certificates(out_dir: Path, manifest: Any, root_cert: x509.Certificate) -> list[x509.Certificate]:
+    """Every certificate the root issued that the output directory holds (subordinate CA certificates of every
+    generation, transcript-sealing certificates), by the manifest, each checked to be signed by the root."""
+    found: dict[int, x509.Certificate] = {}
+    for entry in manifest.artifacts:
+        if entry.get("kind") not in ROOT_ISSUED_KINDS or entry.get("format") != "pem":
+            continue
+        cert = read_certificate(out_dir / str(entry["path"]))
+        try:
+            cert.verify_directly_issued_by(root_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue  # a sealing certificate of a restored root token, say: not this root key's
+        found[cert.serial_number] = cert
+    return [found[s] for s in sorted(found)]
 
 
 def root_registry_path(out: Path, root_name: str) -> Path:
@@ -192,6 +220,12 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                          "next_update": (this_update + ca.crl.lifetime_td).isoformat()}
                 run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl", "root-crl", "der", **times)
                 run.plan(f"{CRL_DIR}/{stem}-{first + i}.crl.pem", "root-crl", "pem", **times)
+            ocsp_url = ca.publication.ocsp_url
+            issued = root_issued_certificates(out_dir, manifest, root_cert) if ocsp_url else []
+            if ocsp_url:
+                for i in range(n):
+                    run.plan(ocsp_store_name(stem, first + i), "root-ocsp-store", "sqlite3", number=first + i,
+                             responses=len(issued) * len(OCSP_CERT_ID_HASHES))
             registry_name = registry_path.relative_to(out_dir).as_posix()
             if pending or registry_path.exists():
                 run.plan(registry_name, "registry", "sqlite3", ca=name, _replace=True)
@@ -223,6 +257,8 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
             seal_key, seal_cert_path = sealing_key(recorder, session, name, ca, out_dir, cert_path.parent)
         alg_id, _ = crlenc.signature_algorithm(root_cert.public_key())
         signed: list[tuple[crlenc.CrlHeader, bytes]] = []
+        responses: list[list[Row]] = []
+        rows_now = {e[0]: e for e in entries}
         reserved = False
         for i in range(n):
             this_update = first_this_update + i * ca.crl.interval_td
@@ -265,6 +301,9 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                           "next_update": header.next_update.isoformat(), "entries": cnt,
                                           "sha256": sha256_hex(der)})
             signed.append((header, der))
+            with scripted_step(recorder, "ocsp-sign"):
+                responses.append(_sign_root_responses(recorder, key, root_cert, issued, rows_now, header, ocsp_url,
+                                                      ca.lint))
         with scripted_step(recorder, "outputs-write"):
             crls = []
             for header, der in signed:
@@ -273,6 +312,15 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 run.stage(base + ".pem", crlenc.pem_from_der(der))
                 crls.append(RootCrl(header.number, header.this_update, header.next_update, len(entries),
                                     out_dir / base, out_dir / (base + ".pem"), sha256_hex(der)))
+            stores = []
+            if ocsp_url:
+                root_sha = sha256_hex(root_cert.public_bytes(Encoding.DER))
+                for (header, _der), rows_of_period in zip(signed, responses, strict=True):
+                    staged = run.stage_file(ocsp_store_name(stem, header.number))
+                    with ResponseStore.create(staged, name, root_sha) as store:
+                        store.replace_all(rows_of_period)
+                        store.conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file to publish
+                    stores.append(out_dir / ocsp_store_name(stem, header.number))
             if pending:  # the revocations go into a copy of the registry, published with the CRLs
                 staged_registry = run.stage_file(registry_name)
                 if registry_path.exists():
@@ -288,7 +336,45 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                                             this_update=f"{header.this_update:%Y-%m-%d %H:%M:%SZ}",
                                             next_update=f"{header.next_update:%Y-%m-%d %H:%M:%SZ}"), der))
         run.seal(seal_key, seal_cert_path, "certificate")
-    return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path)
+    return RootCrlBatch(crls, [c.serial_number for c, _, _ in pending], registry_path, stores)
+
+
+def _sign_root_responses(recorder: Recorder, key: Any, root_cert: x509.Certificate, issued: list[x509.Certificate],
+                         revoked: dict[int, crlenc.RevokedRow], header: crlenc.CrlHeader, ocsp_url: str | None,
+                         allowances: Any) -> list[Row]:
+    """The step ocsp-sign of one period: a response signed by the root key for every certificate the root issued
+    and every CertID hash, with the CRL's thisUpdate and nextUpdate (the root's status changes only at a ceremony),
+    each parsed back and its signature verified; one good and one revoked response linted (pkilint, RFC 6960) with
+    a throwaway key first. Without ``publication.ocsp_url`` the root serves no OCSP: the step says so."""
+    if not ocsp_url:
+        recorder.say("OCSP: the root serves none (publication.ocsp_url is not set); no responses signed")
+        return []
+    context = ResponderContext(root_cert, root_cert, OCSP_CERT_ID_HASHES)
+    this_update, next_update = crlenc.epoch(header.this_update), crlenc.epoch(header.next_update)
+    produced = crlenc.epoch(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    times = (produced, this_update, next_update)
+    stand_in = throwaway_key_like(key.public_key())
+    for sample in (Status(), Status(this_update, 1)):
+        trial = context.sign(context.response_data(1, OCSP_CERT_ID_HASHES[0], sample, *times), stand_in)
+        enforce(lint_response(trial), allowances, f"the root's {sample.name} OCSP response")
+    rows: list[Row] = []
+    for cert in issued:
+        entry = revoked.get(cert.serial_number)
+        status = Status() if entry is None else Status(entry[1], entry[2])
+        for h in OCSP_CERT_ID_HASHES:
+            tbs = context.response_data(cert.serial_number, h, status, *times)
+            der = context.sign(tbs, key)
+            verify_response(der, tbs, root_cert.public_key(), cert.serial_number, status, this_update, next_update)
+            rows.append((cert.serial_number, h, status.name, der, this_update, next_update, status.fingerprint))
+        recorder.say(f"OCSP response for {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}): "
+                     f"{status.name}, {when(header.this_update)} to {when(header.next_update)}")
+    recorder.evidence("ocsp", {"crl": header.number, "responses": len(rows), "url": ocsp_url,
+                               "this_update": header.this_update.isoformat(),
+                               "next_update": header.next_update.isoformat(),
+                               "certificates": [{"serial": format(c.serial_number, "x"),
+                                                 "status": "good" if c.serial_number not in revoked else "revoked"}
+                                                for c in issued]})
+    return rows
 
 
 def copy_registry(source: Path, target: Path) -> None:
@@ -324,6 +410,11 @@ class RootPublication:
     entries: int = 0
 
 
+def root_ocsp_store(pub_dir: str | Path, root_name: str) -> Path:
+    """``<pub_dir>/ocsp/<root>.sqlite3``: the store the root's responder serves (``CEREMONY_OCSP_STORE``)."""
+    return Path(pub_dir) / "ocsp" / f"{root_name}.sqlite3"
+
+
 def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str | Path,
                      now: dt.datetime | None = None) -> RootPublication:
     """Publish the pre-signed root CRL in force: the highest-numbered one whose thisUpdate has passed.
@@ -352,6 +443,11 @@ def publish_root_crl(defn: LoadedDefinition, batch_dir: str | Path, pub_dir: str
                                summary.entries)
     if current is not None:
         check_against_previous(current, der, lambda s: None)
+    store = crl_dir / Path(ocsp_store_name(crl_file_stem(defn), summary.number)).name
+    if store.is_file():  # the root's responses for the same period, where the root responder reads them
+        published = root_ocsp_store(pub_dir, model.root_name)
+        published.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(published, store.read_bytes())
     replace_atomically(Path(pub_dir) / pem_name, crlenc.pem_from_der(der))
     replace_atomically(target, der)
     return RootPublication(summary.number, summary.this_update, summary.next_update, target, True, summary.entries)

@@ -104,9 +104,7 @@ def subordinate_extensions(ca: CA, issuer: CA, public_key: Any, issuer_cert: x50
     exts.append(Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(issuer.publication.crl_url)],
         relative_name=None, reasons=None, crl_issuer=None)]), False))
-    exts.append(Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-        x509.UniformResourceIdentifier(issuer.publication.certificate_url))]), False))
+    exts.append(Extension(issuer_access(issuer), False))
     if ca.name_constraints is not None:
         exts.append(Extension(_name_constraints(ca.name_constraints), True))
     return exts
@@ -139,6 +137,18 @@ def cross_extensions(issuer: CA, issuer_cert: x509.Certificate, subject_cert: x5
     if name_constraints is not None:
         exts.append(Extension(_name_constraints(name_constraints), True))
     return exts
+
+
+def issuer_access(issuer: CA) -> x509.AuthorityInformationAccess:
+    """AIA of a certificate the root issues: id-ad-ocsp when the root's responses are served
+    (``publication.ocsp_url``), then caIssuers."""
+    found = []
+    if issuer.publication.ocsp_url is not None:
+        found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                            x509.UniformResourceIdentifier(issuer.publication.ocsp_url)))
+    found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                        x509.UniformResourceIdentifier(issuer.publication.certificate_url)))
+    return x509.AuthorityInformationAccess(found)
 
 
 def describe_extensions(cert: x509.Certificate) -> list[dict[str, str]]:
@@ -193,7 +203,33 @@ def sealing_extensions(root: CA, public_key: Any, root_cert: x509.Certificate, e
         Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(root.publication.crl_url)],
             relative_name=None, reasons=None, crl_issuer=None)]), False),
-        Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-            x509.UniformResourceIdentifier(root.publication.certificate_url))]), False),
+        Extension(issuer_access(root), False),
+    ]
+
+
+#: What a delegated OCSP signer certificate's common name adds to its CA's (``<CA CN> OCSP``).
+OCSP_SIGNER_CN_SUFFIX = " OCSP"
+
+
+#: id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): a relying party does not check the signer certificate's status.
+OCSP_NOCHECK = x509.OCSPNoCheck()
+
+
+def ocsp_signer_subject(subject: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The signer certificate's subject: its CA's, with `` OCSP`` after the common name."""
+    return [{"CN": rdn["CN"] + OCSP_SIGNER_CN_SUFFIX} if "CN" in rdn else dict(rdn) for rdn in subject]
+
+
+def ocsp_signer_extensions(public_key: Any, ca_cert: x509.Certificate) -> list[Extension]:
+    """The delegated OCSP signer (RFC 6960 4.2.2.2, BR 7.1.2.8): not a CA, keyUsage digitalSignature only
+    (critical), EKU id-kp-OCSPSigning only, id-pkix-ocsp-nocheck, AKI = the CA's SKI, and SKI. No CRL
+    distribution point and no AIA: with nocheck nobody looks for its status, which is why it lives briefly."""
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return [
+        Extension(x509.BasicConstraints(ca=False, path_length=None), True),
+        Extension(SEALING_KEY_USAGE, True),
+        Extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+        Extension(OCSP_NOCHECK, False),
+        Extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        Extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False),
     ]
