@@ -20,6 +20,8 @@ APT_PACKAGES=(
   libharfbuzz-subset0                # WeasyPrint subsets fonts with HarfBuzz (fonttools fallback is ~10x slower)
   poppler-utils                      # pdftotext: tests read the PDFs' text layer
   yamllint
+  gnutls-bin                         # ocsptool: the second, independent OCSP client the tests ask the responder with
+  apache2-utils                      # ab: the load generator of invoke bench.ocsp (responder throughput, latency)
 )
 
 missing=()

@@ -10,6 +10,7 @@ from invoke import Collection
 from . import (
     audit_tasks,
     backup_tasks,
+    bench_ocsp_tasks,
     bench_tasks,
     ca_tasks,
     ceremony_tasks,
@@ -19,6 +20,7 @@ from . import (
     hosts_tasks,
     hsm_tasks,
     lifecycle_tasks,
+    ocsp_tasks,
     offline_tasks,
     script_tasks,
 )
@@ -39,7 +41,9 @@ ns.add_collection(ca_tasks.ns, name="ca")
 ns.add_collection(backup_tasks.ns, name="backup")
 ns.add_collection(audit_tasks.ns, name="audit")
 ns.add_collection(crl_tasks.ns, name="crl")
+ns.add_collection(ocsp_tasks.ns, name="ocsp")
 ns.add_collection(bench_tasks.ns, name="bench")
+bench_tasks.ns.add_task(bench_ocsp_tasks.ocsp)
 ns.add_collection(hsm_tasks.ns, name="hsm")
 
 

@@ -20,7 +20,7 @@ from conftest import REPO
 ENGINE = REPO / "ceremony"
 
 #: Packages from the bottom up: each may use the ones before it.
-ORDER = ("common", "definition", "hsm", "x509", "ca", "crl", "backup", "transcript", "policy", "ceremonies",
+ORDER = ("common", "definition", "hsm", "x509", "ca", "crl", "ocsp", "backup", "transcript", "policy", "ceremonies",
          "rehearsal")
 
 

@@ -172,7 +172,10 @@ def test_qualified_signature_certificate(hierarchy: tuple[LoadedDefinition, Path
     crldp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert crldp[0].full_name[0].value == "http://pki.test.scse.ml/crl/qualified.crl"
     aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    assert aia[0].access_location.value == "http://pki.test.scse.ml/certs/qualified.cer"
+    # The issuing CA has an OCSP service (cas.qualified.ocsp): id-ad-ocsp first, then caIssuers.
+    assert [(a.access_method, a.access_location.value) for a in aia] == [
+        (x509.oid.AuthorityInformationAccessOID.OCSP, "http://ocsp.test.scse.ml/qualified"),
+        (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, "http://pki.test.scse.ml/certs/qualified.cer")]
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == sub.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     qc = cert.extensions.get_extension_for_oid(QC_STATEMENTS_OID).value.value

@@ -528,6 +528,17 @@ class Registry:
         limit = _epoch(at)
         full = any(p is None and na > limit for p, na in rows)
         return full, sorted(p for p, na in rows if p is not None and na > limit)
+    def iter_status(self, batch: int = 65536) -> Iterator[tuple[int, int | None, int | None]]:
+        """Every certificate's status for the OCSP job: ``(serial, revoked_at | None, reason code | None)``,
+        ordered by serial (the order of the OCSP store, so both are walked side by side), streamed ``batch`` rows
+        at a time from one SELECT (one consistent snapshot)."""
+        frombytes = int.from_bytes
+        try:
+            cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates ORDER BY serial")
+            while chunk := cur.fetchmany(batch):
+                yield from [(frombytes(s, "big"), r, c) for s, r, c in chunk]
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading the certificates") from None
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ Layout (see ``inventory/testing/pki.yml`` for a commented example)::
     cas:
       <name>: {role: root|subordinate, issuer, subject: [{CN: ...}, ...], key, validity,
                path_length, policy_oids, name_constraints, publication, hsm, crl,
-               backup, profiles, lint, destruction,
+               ocsp, backup, profiles, lint, destruction,
                successor: {generation, subject, key, validity, hsm, ..., cross_certificate}}   # root only
 """
 
@@ -295,6 +295,10 @@ class Hsm(_Strict):
     def sealing_label(self) -> str:
         return self.seal_label or f"{self.key_label}-seal"
 
+    def ocsp_signer_label(self, ocsp: Ocsp) -> str:
+        """Label of the delegated OCSP signer's key on this token: ``ocsp.signer_label`` or ``<key_label>-ocsp``."""
+        return ocsp.signer_label or f"{self.key_label}-ocsp"
+
     @model_validator(mode="after")
     def _distinct_labels(self) -> Hsm:
         if self.sealing_label == self.key_label:
@@ -385,6 +389,113 @@ class Crl(_Strict):
     @property
     def clock_skew_td(self) -> dt.timedelta:
         return parse_duration(self.clock_skew)
+
+
+#: BR 4.9.10: an OCSP response's validity interval is at least eight hours and at most ten days.
+BR_OCSP_MIN_VALIDITY = dt.timedelta(hours=8)
+
+
+BR_OCSP_MAX_VALIDITY = dt.timedelta(days=10)
+
+
+#: BR 4.9.10: below 16 hours of validity a response is refreshed at half its validity; from 16 hours on, at least
+#: eight hours before its nextUpdate and at most four days after its thisUpdate.
+BR_OCSP_SHORT_VALIDITY = dt.timedelta(hours=16)
+
+
+BR_OCSP_REFRESH_BEFORE_NEXT = dt.timedelta(hours=8)
+
+
+BR_OCSP_MAX_REFRESH = dt.timedelta(days=4)
+
+
+#: A delegated OCSP signer certificate is short-lived (it carries id-pkix-ocsp-nocheck: nobody can check whether
+#: it was revoked, so its lifetime is the exposure).
+OCSP_SIGNER_MAX_VALIDITY = dt.timedelta(days=90)
+
+
+CertIdHash = Literal["sha1", "sha256"]
+
+
+OCSP_CERT_ID_HASHES: tuple[CertIdHash, ...] = ("sha1", "sha256")
+
+
+class Ocsp(_Strict):
+    """The OCSP service of an online CA: responses pre-signed by a delegated signer, served by a responder.
+
+    ``validity`` is nextUpdate - thisUpdate of every response, ``refresh`` how long after its thisUpdate a
+    response is signed again (both checked against BR 4.9.10 by the definition), ``signer_validity`` the
+    lifetime of the delegated signer's certificate, ``signer_label`` the signer key's label on the CA's token
+    (default ``<key_label>-ocsp``), ``cert_id_hashes`` the CertID hashes a response is stored under.
+    """
+
+    url: str
+    validity: Duration
+    refresh: Duration
+    signer_validity: Duration = "30d"
+    signer_label: Label | None = None
+    cert_id_hashes: list[CertIdHash] = Field(default_factory=lambda: list(OCSP_CERT_ID_HASHES),
+                                                           min_length=1)
+
+    _check = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+    @property
+    def validity_td(self) -> dt.timedelta:
+        return parse_duration(self.validity)
+
+    @property
+    def refresh_td(self) -> dt.timedelta:
+        return parse_duration(self.refresh)
+
+    @property
+    def signer_validity_td(self) -> dt.timedelta:
+        return parse_duration(self.signer_validity)
+
+    @field_validator("cert_id_hashes")
+    @classmethod
+    def _distinct_hashes(cls, v: list[CertIdHash]) -> list[CertIdHash]:
+        if len(set(v)) != len(v):
+            raise ValueError("each CertID hash once (allowed: sha1, sha256)")
+        return v
+
+
+def ocsp_problems(ocsp: Ocsp) -> list[tuple[str, str, str]]:
+    """``(field, problem, allowed)`` of every BR 4.9.10 limit ``ocsp`` breaks (empty: it keeps them all)."""
+    validity, refresh = ocsp.validity_td, ocsp.refresh_td
+    found = []
+    if validity < BR_OCSP_MIN_VALIDITY:
+        found.append(("validity", f"{ocsp.validity} is shorter than the Baseline Requirements allow (4.9.10)",
+                      "at least 8h"))
+    elif validity > BR_OCSP_MAX_VALIDITY:
+        found.append(("validity", f"{ocsp.validity} is longer than the Baseline Requirements allow (4.9.10)",
+                      "at most 10d"))
+    elif validity < BR_OCSP_SHORT_VALIDITY:
+        if refresh > validity / 2:
+            found.append(("refresh", f"{ocsp.refresh} is later than half of the validity {ocsp.validity} "
+                          "(BR 4.9.10, validity under 16 hours)", f"at most {_human(validity / 2)}"))
+    else:
+        latest = min(validity - BR_OCSP_REFRESH_BEFORE_NEXT, BR_OCSP_MAX_REFRESH)
+        if refresh > latest:
+            found.append(("refresh", f"{ocsp.refresh} is too late for a validity of {ocsp.validity} (BR 4.9.10: at "
+                          "least 8 hours before nextUpdate and at most 4 days after thisUpdate)",
+                          f"at most {_human(latest)}"))
+    if ocsp.signer_validity_td > OCSP_SIGNER_MAX_VALIDITY:
+        found.append(("signer_validity", f"{ocsp.signer_validity} is too long for a certificate nobody can check "
+                      "for revocation (id-pkix-ocsp-nocheck)", "at most 90d"))
+    elif ocsp.signer_validity_td < 3 * validity:
+        found.append(("signer_validity", f"{ocsp.signer_validity} is shorter than three response validities "
+                      f"({ocsp.validity}): every response must expire before its signer", f"at least "
+                      f"{_human(3 * validity)}"))
+    return found
+
+
+def _human(value: dt.timedelta) -> str:
+    """A duration in the definition's own notation (the largest unit that divides it)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class Backup(_Strict):
@@ -565,6 +676,8 @@ class CA(_Strict):
     publication: Publication
     hsm: Hsm
     crl: Crl
+    ocsp: Ocsp | None = None
+    """The OCSP service of an online CA (the offline root has none: its status comes from its CRL batches)."""
     backup: Backup = Backup()
     profiles: dict[Name, Profile] = Field(default_factory=dict)
     lint: list[LintAllowance] = Field(default_factory=list)
@@ -781,6 +894,10 @@ class Definition(_Strict):
                                      f"at most {self.limits.root_max_years} years")
                 if ca.profiles:
                     raise _PathError(f"{base}.profiles", "a root issues CA certificates only")
+                if ca.ocsp is not None:
+                    raise _PathError(f"{base}.ocsp", "the offline root has no OCSP service: the status of the "
+                                     "subordinate CA certificates comes from the root CRL batches",
+                                     "an ocsp section on an online (subordinate) CA only")
                 if ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
                     raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is longer than the "
                                      "Baseline Requirements allow (4.9.7)", "at most 365d")
@@ -825,6 +942,16 @@ class Definition(_Strict):
                                          "at most 7d")
                 elif ca.crl.lifetime_td > BR_CA_ONLY_MAX_LIFETIME:
                     raise _PathError(f"{base}.crl.lifetime", f"{ca.crl.lifetime} is too long", "at most 365d")
+                if ca.ocsp is not None:
+                    problems = ocsp_problems(ca.ocsp)
+                    if problems:
+                        fld, problem, allowed = problems[0]
+                        raise _PathError(f"{base}.ocsp.{fld}", problem, allowed)
+                    label = ca.hsm.ocsp_signer_label(ca.ocsp)
+                    if label in (ca.hsm.key_label, ca.hsm.sealing_label) or len(label) > 32:
+                        raise _PathError(f"{base}.ocsp.signer_label", f"{label!r} is the CA key's or the sealing "
+                                         "key's label, or longer than 32 characters",
+                                         "a label of its own, at most 32 characters")
         labels: dict[tuple[str, str, str], str] = {}
         for name, ca in self.cas.items():
             k = (ca.hsm.module, ca.hsm.token.describe(), ca.hsm.key_label)

@@ -8,15 +8,17 @@ from pathlib import Path
 
 from ceremony.common.display import text
 from ceremony.common.manifest import MANIFEST_NAME
-from ceremony.rehearsal import backup, crl, policy
+from ceremony.rehearsal import backup, crl, ocsp, policy
 from ceremony.rehearsal.ca import ca_ceremonies
 from ceremony.rehearsal.context import DEFAULT_DEFINITION, PINS_FILE, RehearsalContext, prepare
 
-#: The stages after the CA ceremonies, in order: CRLs first (they need the CA certificates), then key
+#: The stages after the CA ceremonies, in order: CRLs first (they need the CA certificates), OCSP (it needs the
+#: certificates the CRL stage issued and revoked), then key
 #: backup, then the CP/CPS (which describe all of it). Imported, not looked up by name: a stage that is
 #: missing breaks the import, it is never skipped.
 STAGES: list[tuple[str, Callable[[RehearsalContext], object]]] = [
     ("CRLs", crl.rehearse),
+    ("OCSP", ocsp.rehearse),
     ("key backup and restore", backup.rehearse),
     ("CP/CPS", policy.rehearse),
 ]

@@ -17,6 +17,8 @@ from ceremony.definition.model import CA, NameConstraints
 from ceremony.x509.profiles import (
     Extension,
     cross_extensions,
+    ocsp_signer_extensions,
+    ocsp_signer_subject,
     root_extensions,
     sealing_extensions,
     sealing_subject,
@@ -78,5 +80,20 @@ def cross_builder(issuer: CA, issuer_cert: x509.Certificate, subject_cert: x509.
          .not_valid_before(not_before)
          .not_valid_after(not_after))
     for ext in cross_extensions(issuer, issuer_cert, subject_cert, path_length, policy_oids, name_constraints):
+        b = b.add_extension(ext.value, critical=ext.critical)
+    return b
+
+
+def ocsp_signer_builder(ca: CA, ca_cert: x509.Certificate, public_key: Any, serial: int, not_before: dt.datetime,
+                        not_after: dt.datetime, rehearsal: bool) -> x509.CertificateBuilder:
+    """The certificate a CA gives its delegated OCSP signer key: short-lived, from ``not_before`` to ``not_after``."""
+    b = (x509.CertificateBuilder()
+         .subject_name(subject_name(ocsp_signer_subject(ca.subject), rehearsal))
+         .issuer_name(ca_cert.subject)
+         .public_key(public_key)
+         .serial_number(serial)
+         .not_valid_before(not_before)
+         .not_valid_after(not_after))
+    for ext in ocsp_signer_extensions(public_key, ca_cert):
         b = b.add_extension(ext.value, critical=ext.critical)
     return b

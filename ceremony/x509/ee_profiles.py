@@ -317,12 +317,24 @@ def ee_extensions(profile: Profile, issuing_ca: CA, issuer_cert: x509.Certificat
         Extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(crl_url_for(issuing_ca, crl_partition))],
             relative_name=None, reasons=None, crl_issuer=None)]), False),
-        Extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-            x509.UniformResourceIdentifier(issuing_ca.publication.certificate_url))]), False),
+        Extension(authority_information_access(issuing_ca), False),
         Extension(qc_statements(profile.kind, profile.qc_pds_url, profile.qc_pds_lang, legislation,
                                 uses_qscd(profile), profile.pds_locations[1:]), False),
     ]
+
+
+def authority_information_access(issuing_ca: CA) -> x509.AuthorityInformationAccess:
+    """id-ad-ocsp with the issuing CA's OCSP URL when it has an OCSP service (``cas.<ca>.ocsp``), then caIssuers.
+
+    A certificate keeps what it was issued with: changing the definition changes only later certificates.
+    """
+    found = []
+    if issuing_ca.ocsp is not None:
+        found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                            x509.UniformResourceIdentifier(issuing_ca.ocsp.url)))
+    found.append(x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                        x509.UniformResourceIdentifier(issuing_ca.publication.certificate_url)))
+    return x509.AuthorityInformationAccess(found)
 
 
 def validity_window(profile: Profile, issuer_cert: x509.Certificate, now: dt.datetime) -> tuple[dt.datetime,

@@ -197,3 +197,31 @@ def sealing_extensions(root: CA, public_key: Any, root_cert: x509.Certificate, e
             x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
             x509.UniformResourceIdentifier(root.publication.certificate_url))]), False),
     ]
+
+
+#: What a delegated OCSP signer certificate's common name adds to its CA's (``<CA CN> OCSP``).
+OCSP_SIGNER_CN_SUFFIX = " OCSP"
+
+
+#: id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): a relying party does not check the signer certificate's status.
+OCSP_NOCHECK = x509.OCSPNoCheck()
+
+
+def ocsp_signer_subject(subject: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The signer certificate's subject: its CA's, with `` OCSP`` after the common name."""
+    return [{"CN": rdn["CN"] + OCSP_SIGNER_CN_SUFFIX} if "CN" in rdn else dict(rdn) for rdn in subject]
+
+
+def ocsp_signer_extensions(public_key: Any, ca_cert: x509.Certificate) -> list[Extension]:
+    """The delegated OCSP signer (RFC 6960 4.2.2.2, BR 7.1.2.8): not a CA, keyUsage digitalSignature only
+    (critical), EKU id-kp-OCSPSigning only, id-pkix-ocsp-nocheck, AKI = the CA's SKI, and SKI. No CRL
+    distribution point and no AIA: with nocheck nobody looks for its status, which is why it lives briefly."""
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return [
+        Extension(x509.BasicConstraints(ca=False, path_length=None), True),
+        Extension(SEALING_KEY_USAGE, True),
+        Extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+        Extension(OCSP_NOCHECK, False),
+        Extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        Extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False),
+    ]

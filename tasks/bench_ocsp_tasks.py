@@ -1,0 +1,271 @@
+"""``invoke bench.ocsp --certificates N``: the OCSP pre-signing job and the responder, beside their ceilings.
+
+One run, figures side by side (issue 13, "Speed and scale"):
+
+* the HSM's raw signing rate: a plain python-pkcs11 loop of the job's mechanism (SHA-384 on the host, ``CKM_ECDSA``
+  on the digest, P-384 SoftHSM key), in as many sessions (threads) as the job's workers;
+* the job: the real ``ceremony-ocsp-sign`` in a fresh process (wall time, peak RSS) signing every response of a
+  registry of N certificates (1 % revoked) for the definition's CertID hashes; responses per second and the ratio to
+  the raw rate;
+* the responder under gunicorn (the documented command line) against loopback with ``ab`` (apache2-utils), a bounded
+  request count, beside the same gunicorn serving a static body of the same size (the ceiling).
+
+Setup (not timed): a root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies), the OCSP signer
+ceremony, the store. The machine's load average is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from invoke import Context, task
+
+from ._cli import operator_errors
+from .bench_tasks import REPO, measure
+
+_STATIC_APP = ("import os\n"
+               "BODY = open(os.environ['BENCH_STATIC_FILE'], 'rb').read()\n"
+               "def app(environ, start_response):\n"
+               "    start_response('200 OK', [('Content-Type', 'application/ocsp-response'),\n"
+               "                              ('Content-Length', str(len(BODY)))])\n"
+               "    return [BODY]\n")
+
+
+def _cas_setup(work: Path) -> dict[str, Path]:
+    """A root and a qualified CA (with the testing definition's ``ocsp``) on fresh SoftHSM tokens, by the rehearsal
+    ceremonies, and an empty registry."""
+    import yaml
+
+    from ceremony.ca.registry import Registry
+    from ceremony.ceremonies.root_key import root_ceremony
+    from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
+    from ceremony.common.display import make_console
+    from ceremony.definition.model import load_definition
+    from ceremony.hsm import softhsm
+    from ceremony.transcript.recorder import ConsoleRecorder
+
+    conf = softhsm.write_config(work / "hsm")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    data = yaml.safe_load((REPO / "inventory" / "testing" / "pki.yml").read_text(encoding="utf-8"))
+    data["cas"]["root"]["backup"] = {"mode": "none"}
+    for name, ca in data["cas"].items():
+        env = f"BENCH_PIN_{name.upper()}"
+        os.environ[env], os.environ[env + "_SO"] = softhsm.random_pin(), softhsm.random_pin()
+        softhsm.init_token(conf, f"bench-{name}", os.environ[env], os.environ[env + "_SO"])
+        ca["hsm"].update({"module": softhsm.softhsm_module(), "token": {"label": f"bench-{name}"}, "pin_env": env,
+                          "so_pin_env": env + "_SO"})
+    pki = work / "ca" / "pki.yml"
+    pki.parent.mkdir(parents=True)
+    pki.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    defn = load_definition(pki)
+    quiet = ConsoleRecorder(rehearsal=True, console=make_console(file=open(os.devnull, "w")))  # noqa: SIM115
+    out = pki.parent
+    root_ceremony(defn, out, quiet, rehearsal=True, interactive=False)
+    subordinate_key_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)
+    sign_subordinate_ceremony(defn, "qualified", out / "qualified.csr.pem", out, quiet, rehearsal=True,
+                              interactive=False)
+    Registry.open(work / "registry.sqlite3", create=True).close()
+    return {"definition": pki, "registry": work / "registry.sqlite3"}
+
+
+def _fill_registry(path: Path, n: int, seed: int = 2026) -> int:
+    """N good certificates, 1 % of them revoked; returns how many were revoked."""
+    from ceremony.ca.registry import CertRecord, Registry
+
+    rnd = random.Random(seed)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    serials: set[int] = set()
+    while len(serials) < n:
+        serials.add(rnd.getrandbits(159) | 1 << 120)
+    revoked = 0
+    with Registry.open(path) as reg:
+        reg.add_many(CertRecord(serial=s, subject="CN=bench", profile="qes-natural-person",
+                                not_before=now - dt.timedelta(days=30), not_after=now + dt.timedelta(days=1000),
+                                sha256="00" * 32, status="good") for s in sorted(serials))
+        for s in sorted(serials)[:: 100]:
+            reg.revoke(s, "keyCompromise")
+            revoked += 1
+    return revoked
+
+
+def _raw_rate(module: str, token_label: str, pin: str, key_label: str, threads: int, seconds: float) -> float:
+    """Signatures per second of a bare python-pkcs11 loop (digest on the host, CKM_ECDSA), ``threads`` sessions."""
+    import hashlib
+
+    import pkcs11
+    from pkcs11 import KeyType, Mechanism, ObjectClass
+
+    from ceremony.hsm.session import load_module
+
+    lib = load_module(module)
+    token = next(t for t in lib.get_tokens() if t.label.strip() == token_label)
+    first = token.open(user_pin=pin)
+    sessions = [first] + [token.open() for _ in range(threads - 1)]
+    counts = [0] * threads
+    digest = hashlib.sha384(b"x" * 200).digest()
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        key = sessions[i].get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=key_label)
+        while time.perf_counter() < stop:
+            key.sign(digest, mechanism=Mechanism.ECDSA)
+            counts[i] += 1
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    for s in reversed(sessions):
+        with contextlib.suppress(pkcs11.exceptions.PKCS11Error):
+            s.close()
+    return sum(counts) / elapsed
+
+
+def _ab(url: str, requests: int, concurrency: int) -> dict[str, float]:
+    run = subprocess.run(["ab", "-q", "-n", str(requests), "-c", str(concurrency), url], capture_output=True,
+                         text=True, timeout=300)
+    if run.returncode != 0:
+        raise SystemExit(f"error: ab failed: {run.stderr.strip() or run.stdout[-500:]}")
+    text = run.stdout
+    failed = int(re.search(r"Failed requests:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests per second:\s+([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+    pct = {int(m[0]): float(m[1]) for m in re.findall(r"^\s+(\d+)%\s+(\d+)", text, re.M)}
+    return {"requests_per_second": rps, "p50_ms": pct.get(50, 0.0), "p99_ms": pct.get(99, 0.0), "failed": failed}
+
+
+@contextlib.contextmanager
+def _gunicorn(app: str, env: dict[str, str], workers: int) -> Any:
+    from ceremony.rehearsal.ocsp import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), app], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def bench_ocsp(certificates: int, base: Path, requests: int, workers: int) -> dict[str, Any]:
+    import base64
+    import urllib.parse
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+
+    from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
+    from ceremony.common.display import make_console
+    from ceremony.definition.model import load_definition
+    from ceremony.ocsp.cli import create_store
+    from ceremony.ocsp.store import ResponseStore
+    from ceremony.transcript.recorder import ConsoleRecorder
+
+    t = time.perf_counter()
+    suite = _cas_setup(base)
+    defn = load_definition(suite["definition"])
+    out = suite["definition"].parent
+    quiet = ConsoleRecorder(rehearsal=True, console=make_console(file=open(os.devnull, "w")))  # noqa: SIM115
+    ocsp_signer_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)
+    revoked = _fill_registry(suite["registry"], certificates)
+    store = create_store(suite["definition"], "qualified", base / "ocsp.sqlite3", out)
+    setup = time.perf_counter() - t
+    ca = defn.model.cas["qualified"]
+    assert ca.ocsp is not None
+    raw = _raw_rate(ca.hsm.module, ca.hsm.token.label or "", os.environ[ca.hsm.pin_env or ""],
+                    ca.hsm.ocsp_signer_label(ca.ocsp), workers, 5.0)
+    cmd = [str(Path(sys.executable).parent / "ceremony-ocsp-sign"), "--definition", str(suite["definition"]),
+           "--ca", "qualified", "--registry", str(suite["registry"]), "--store", str(store), "--out", str(out),
+           "--workers", str(workers), "--timings"]
+    job = measure(cmd, env=dict(os.environ))
+    if job["rc"] != 0:
+        raise SystemExit(f"error: ceremony-ocsp-sign failed: {job['stderr'].strip()}")
+    responses = certificates * len(ca.ocsp.cert_id_hashes)
+    again = measure(cmd, env=dict(os.environ))  # nothing due: the cost of a scheduled run with no change
+    # The responder: one good certificate's SHA-1 request over GET, and the same gunicorn on a static body.
+    issuer = x509.load_pem_x509_certificate((out / "qualified.crt.pem").read_bytes())
+    with ResponseStore.open(store, read_only=True) as s:
+        serial, der = s.conn.execute("SELECT serial, der FROM responses WHERE status = 'good' AND hash = 'sha1' "
+                                     "LIMIT 1").fetchone()
+    from ceremony.ocsp.encoding import issuer_hashes
+
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    req = ocsp.OCSPRequestBuilder().add_certificate_by_hash(name_hash, key_hash, int.from_bytes(serial, "big"),
+                                                             hashes.SHA1()).build()
+    path = "/" + urllib.parse.quote(base64.b64encode(req.public_bytes(serialization.Encoding.DER)).decode(), safe="")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CEREMONY_OCSP_STORE": str(store),
+           "CEREMONY_OCSP_ISSUER": str(out / "qualified.crt.pem")}
+    with _gunicorn("ceremony.ocsp.responder:create_app()", env, 2) as url:
+        responder = _ab(url + path, requests, 8)
+    static = base / "static.der"
+    static.write_bytes(bytes(der))
+    (base / "bench_static_app.py").write_text(_STATIC_APP)
+    with _gunicorn("bench_static_app:app", {**env, "BENCH_STATIC_FILE": str(static), "PYTHONPATH": str(base)},
+                   2) as url:
+        ceiling = _ab(url + "/static.der", requests, 8)
+
+    def timings(run: dict[str, Any]) -> dict[str, Any]:
+        lines = run["stdout"].strip().splitlines()
+        return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+    return {"certificates": certificates, "revoked": revoked, "responses": responses, "workers": workers,
+            "setup_seconds": setup, "raw_signatures_per_second": raw, "job": job, "job_steps": timings(job),
+            "nothing_due": again, "responder": responder, "static": ceiling, "requests": requests,
+            "response_bytes": len(der), "load": os.getloadavg(), "cpus": os.cpu_count()}
+
+
+@task(help={"certificates": "certificates in the registry (default 10000; at most 1,000,000, and never above "
+                            "100,000 on a shared machine)",
+            "requests": "requests sent to the responder and to the static ceiling (default 5000)",
+            "workers": "PKCS#11 sessions of the job and of the raw loop (default: one per CPU)",
+            "json_out": "also write the results as JSON to this file"})
+@operator_errors
+def ocsp(c: Context, certificates: int = 10_000, requests: int = 5000, workers: int = 0,
+         json_out: str | None = None) -> None:
+    """Pre-sign OCSP responses for N certificates beside the raw HSM rate; the responder beside a static body."""
+    if not 1 <= certificates <= 1_000_000:
+        raise SystemExit(f"error: --certificates {certificates}: allowed from 1 to 1,000,000")
+    with tempfile.TemporaryDirectory(prefix="bench-ocsp-") as tmp:
+        r = bench_ocsp(certificates, Path(tmp), requests, workers or os.cpu_count() or 1)
+    job, raw = r["job"], r["raw_signatures_per_second"]
+    rate = r["responses"] / job["wall"]
+    print(f"OCSP: {r['certificates']:,} certificates ({r['revoked']:,} revoked), {r['responses']:,} responses "
+          f"({r['response_bytes']} bytes each); {r['workers']} PKCS#11 session(s); setup {r['setup_seconds']:.1f} s; "
+          f"load average {', '.join(f'{x:.2f}' for x in r['load'])} on {r['cpus']} CPUs")
+    print(f"{'raw python-pkcs11 CKM_ECDSA P-384':36}{raw:>10.0f} signatures/s")
+    print(f"{'ceremony-ocsp-sign (whole run)':36}{rate:>10.0f} responses/s  {job['wall']:.1f} s, peak RSS "
+          f"{job['maxrss_kb'] / 1024:.0f} MB, ratio to raw {rate / raw:.2f}")
+    print(f"{'ceremony-ocsp-sign, nothing due':36}{r['nothing_due']['wall']:>10.2f} s, peak RSS "
+          f"{r['nothing_due']['maxrss_kb'] / 1024:.0f} MB")
+    if r["job_steps"]:
+        print("job steps (s): " + ", ".join(f"{k} {v}" for k, v in r["job_steps"]["seconds"].items()))
+    for label, key in (("responder (gunicorn, 2 workers)", "responder"), ("static body (same gunicorn)", "static")):
+        x = r[key]
+        print(f"{label:36}{x['requests_per_second']:>10.0f} requests/s  p50 {x['p50_ms']:.0f} ms, p99 "
+              f"{x['p99_ms']:.0f} ms, failed {x['failed']} (ab -n {r['requests']} -c 8)")
+    if json_out:
+        Path(json_out).write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
