@@ -34,6 +34,7 @@ from ceremony.definition.model import (
     LoadedDefinition,
     documents_value,
     parse_duration,
+    partition_crl_url,
 )
 from ceremony.hsm.signers import hash_for
 from ceremony.x509.certificates import serial_from_random
@@ -109,6 +110,11 @@ class CaFacts:
     certificate_file: str
     seal_label: str = ""
     seal_certificate: SealCertificateFacts | None = None
+    #: The definition's ``ocsp`` section (``ceremony.definition.model.Ocsp``), None when the CA runs no OCSP
+    #: service: 4.9.9, 4.9.10, 4.10, 6.3.2, 7.1.2 and 7.3 state what it makes true.
+    ocsp: Any = None
+    #: ``crl.partitions``' URLs, partition ``i`` at index ``i`` (``<stem>-p<i>.crl``); empty without partitions.
+    partition_urls: list[str] = field(default_factory=list)
 
     @property
     def validity_years(self) -> str:
@@ -125,6 +131,25 @@ class SealCertificateFacts:
     serial: str
     fingerprint: str
     not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class SuccessorFacts:
+    """The root that succeeds the root in service (``cas.<root>.successor``): what 1.3.1, 5.6 and 7.1 state of
+    the rollover before and after its ceremonies (the definition's values; its certificate once it exists)."""
+
+    generation: int
+    common_name: str
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    same_token: bool
+    reverse: bool
+    policy_oids: list[str]
+    path_length: str
+    name_constraints: bool
+    certificate_file: str
+    fingerprint: str  # empty until the successor's key ceremony has written its certificate
 
 
 @dataclass(frozen=True)
@@ -215,6 +240,7 @@ class Facts:
     transcripts: list[TranscriptFacts] = field(default_factory=list)
     transcripts_dir: str = ""
     online: OnlineFacts | None = None
+    successor: SuccessorFacts | None = None
     sealing_eku: str = DEFAULT_SEALING_EKU
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
@@ -229,6 +255,21 @@ class Facts:
     @property
     def subordinates(self) -> list[CaFacts]:
         return [c for c in self.cas if c.role != "root"]
+
+    @property
+    def ocsp_cas(self) -> list[CaFacts]:
+        """The CAs with an OCSP service (``cas.*.ocsp``): none means the status is published by CRLs only."""
+        return [c for c in self.cas if c.ocsp is not None]
+
+    @property
+    def partitioned(self) -> list[CaFacts]:
+        """The CAs whose CRL is split into partitions (``cas.*.crl.partitions``)."""
+        return [c for c in self.cas if c.partition_urls]
+
+    @property
+    def split_pins(self) -> bool:
+        """Whether token initialisation splits a PIN into parts (a quorum above 1 of either officer role)."""
+        return self.ceremony.crypto_officer_quorum > 1 or self.ceremony.security_officer_quorum > 1
 
     @property
     def backups(self) -> list[CaFacts]:
@@ -398,7 +439,30 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         certificate_policies_critical=bool(cp and cp.critical),
         certificate_url=ca.publication.certificate_url, crl_url=ca.publication.crl_url, crl=ca.crl,
         backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
-        certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out))
+        certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out),
+        ocsp=ca.ocsp,
+        partition_urls=[partition_crl_url(ca.publication.crl_url, i) for i in range(ca.crl.partitions or 0)])
+
+
+def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> SuccessorFacts | None:
+    """The successor of ``root`` as the definition describes it, with its certificate's fingerprint once its key
+    ceremony wrote ``<root>.g<n>.crt.pem``."""
+    succ = root.successor
+    if succ is None:
+        return None
+    cross = succ.cross_certificate
+    subject, _ = _dn(subject_name(succ.subject, rehearsal))
+    path = out / f"{name}.g{succ.generation}.crt.pem"
+    fingerprint = ""
+    if path.is_file():
+        fingerprint = colon_form(hashlib.sha256(load_certificate(path).public_bytes(Encoding.DER)).hexdigest())
+    path_length = cross.path_length if cross.path_length is not None else succ.path_length
+    return SuccessorFacts(
+        generation=succ.generation, common_name=_cn(subject_name(succ.subject, rehearsal)), subject=subject,
+        not_before=succ.validity.not_before, not_after=succ.validity.not_after,
+        same_token=succ.hsm.module == root.hsm.module and succ.hsm.token == root.hsm.token, reverse=cross.reverse, policy_oids=list(cross.policy_oids),
+        path_length="none" if path_length is None else str(path_length),
+        name_constraints=cross.name_constraints is not None, certificate_file=path.name, fingerprint=fingerprint)
 
 
 def _seal_label(ca: CA) -> str:
@@ -709,6 +773,8 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
                  crl_profile=_crl_profile(out_dir, manifest, cas),
                  scripts=_scripts(), transcripts=transcript_facts(out_dir),
                  transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
+                 successor=next((successor_facts(n, ca, out_dir, rehearsal) for n, ca in model.cas.items()
+                                 if ca.role == "root" and ca.successor is not None), None),
                  sealing_eku=str(model.ceremony.sealing_eku))
 
 
