@@ -276,9 +276,10 @@ def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> li
                                 f"definition sets {', '.join(ocsp)}")
         if facts.ceremony.crypto_officer_quorum > 1 and n.startswith(("5.2", "6.2", "6.4")):
             for m in _WHOLE_PIN[lang].finditer(text):
-                problems.append(f"{label}: section {n}: {m.group(0)!r} describes a whole PIN known to or handed to each "
-                                f"officer, but ceremony.crypto_officer_quorum is {facts.ceremony.crypto_officer_quorum}: "
-                                "the token initialisation splits the user PIN into one part per Crypto Officer "
+                quorum = facts.ceremony.crypto_officer_quorum
+                problems.append(f"{label}: section {n}: {m.group(0)!r} describes a whole PIN known to or handed to "
+                                f"each officer, but ceremony.crypto_officer_quorum is {quorum}: the token "
+                                "initialisation splits the user PIN into one part per Crypto Officer "
                                 "(say which tokens keep a whole PIN: 'non partagé' / 'not split')")
     if doc == "cps" and not facts.rehearsal:
         for n, text in sections.items():

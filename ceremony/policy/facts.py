@@ -460,7 +460,8 @@ def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> Successo
     return SuccessorFacts(
         generation=succ.generation, common_name=_cn(subject_name(succ.subject, rehearsal)), subject=subject,
         not_before=succ.validity.not_before, not_after=succ.validity.not_after,
-        same_token=succ.hsm.module == root.hsm.module and succ.hsm.token == root.hsm.token, reverse=cross.reverse, policy_oids=list(cross.policy_oids),
+        same_token=succ.hsm.module == root.hsm.module and succ.hsm.token == root.hsm.token,
+        reverse=cross.reverse, policy_oids=list(cross.policy_oids),
         path_length="none" if path_length is None else str(path_length),
         name_constraints=cross.name_constraints is not None, certificate_file=path.name, fingerprint=fingerprint)
 
