@@ -39,7 +39,7 @@ from ceremony.policy.render import (
     section_differences,
     split_sections,
 )
-from ceremony.x509.certificates import root_builder, subordinate_builder
+from ceremony.x509.certificates import cross_builder, root_builder, subordinate_builder
 
 # The team's shared reference outline: beside the checkout, or where the team keeps it on this machine.
 _CANDIDATES = [REPO.parent / "shared" / "reference" / "rfc3647-outline.md",
@@ -473,3 +473,43 @@ def test_check_fails_on_text_contradicting_ocsp_or_split_pins(production_out: Pa
     facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, policy, ("cps.fr",))
     problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
     assert any(re.search(expected, p) for p in problems), problems
+
+
+def test_cps_lists_the_successor_and_the_cross_certificates_once_issued(tmp_path: Path) -> None:
+    """After the successor's key ceremony and the cross-certification, 1.3.1 gives the successor's and the
+    cross-certificate's fingerprints and 7.1.2 the cross-certificate's extensions as issued (here made with software
+    keys by the ceremony's own builders); a re-issued cross-certificate is then drift in 1.3.1 (serial,
+    fingerprint)."""
+    defn = _definition_with(tmp_path, _rollover_partitions_split_so)
+    out = tmp_path / "out"
+    out.mkdir()
+    certs = _production_certificates(defn, out)
+    root_ca, (root_cert, root_key) = defn.model.cas["root"], certs["root"]
+    succ = root_ca.successor
+    assert succ is not None
+    key2 = ec.generate_private_key(ec.SECP384R1())
+    succ_cert = root_builder(succ.as_ca(root_ca), key2.public_key(), 2000, rehearsal=False).sign(key2, hashes.SHA384())
+    (out / "root.g2.crt.pem").write_bytes(succ_cert.public_bytes(serialization.Encoding.PEM))
+
+    def cross(serial: int) -> x509.Certificate:
+        cert = cross_builder(root_ca, root_cert, succ_cert, serial, succ.validity.not_before,
+                             root_ca.validity.not_after, None, ["2.5.29.32.0"], None).sign(root_key, hashes.SHA384())
+        (out / "root.g2.by-g1.crt.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert
+
+    first = cross(2001)
+    facts, docs = _cps(defn, out, which=("cps.fr", "cps.en"))
+    fr = split_sections(docs["cps.fr"])
+    assert f"`{succ_cert.fingerprint(hashes.SHA256()).hex(':').upper()}`" in fr["1.3.1"]
+    assert f"`{first.fingerprint(hashes.SHA256()).hex(':').upper()}`" in fr["1.3.1"]
+    assert "- `root.g2.by-g1.crt.pem` : direct (l'ancienne racine certifie la nouvelle), numéro de série `7d1`" in \
+        fr["1.3.1"]
+    assert "Extensions du certificat croisé direct `root.g2.by-g1.crt.pem`, tel que délivré" in fr["7.1.2"]
+    assert "| certificatePolicies | 2.5.29.32 | non | 2.5.29.32.0 |" in fr["7.1.2"]
+    assert "sa cérémonie des clés n'a pas encore eu lieu" not in fr["1.3.1"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+    assert french_problems("cps.fr", docs["cps.fr"], "fr") == []
+    cross(2002)
+    _, again = _cps(defn, out, which=("cps.fr",))
+    changed = {line.split(" (")[0] for line in section_differences("cps", docs["cps.fr"], again["cps.fr"], "fr")}
+    assert changed == {"cps: section 1.3.1"}, changed

@@ -134,6 +134,19 @@ class SealCertificateFacts:
 
 
 @dataclass(frozen=True)
+class CrossCertificateFacts:
+    """A cross-certificate the cross-certification ceremony wrote (``<root>.g<subject>.by-g<issuer>.crt.pem``)."""
+
+    file: str
+    forward: bool  # the old root certifies the successor's key (else the reverse one)
+    serial: str
+    fingerprint: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    extensions: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
 class SuccessorFacts:
     """The root that succeeds the root in service (``cas.<root>.successor``): what 1.3.1, 5.6 and 7.1 state of
     the rollover before and after its ceremonies (the definition's values; its certificate once it exists)."""
@@ -150,6 +163,7 @@ class SuccessorFacts:
     name_constraints: bool
     certificate_file: str
     fingerprint: str  # empty until the successor's key ceremony has written its certificate
+    cross_certificates: list[CrossCertificateFacts] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -457,13 +471,25 @@ def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> Successo
     if path.is_file():
         fingerprint = colon_form(hashlib.sha256(load_certificate(path).public_bytes(Encoding.DER)).hexdigest())
     path_length = cross.path_length if cross.path_length is not None else succ.path_length
+    crosses = []
+    before = succ.generation - 1
+    for subject_gen, issuer_gen, forward in ((succ.generation, before, True), (before, succ.generation, False)):
+        cross_path = out / f"{name}.g{subject_gen}.by-g{issuer_gen}.crt.pem"
+        if cross_path.is_file():
+            cert = load_certificate(cross_path)
+            crosses.append(CrossCertificateFacts(
+                file=cross_path.name, forward=forward, serial=f"{cert.serial_number:x}",
+                fingerprint=colon_form(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()),
+                not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                extensions=describe_certificate_extensions(cert)))
     return SuccessorFacts(
         generation=succ.generation, common_name=_cn(subject_name(succ.subject, rehearsal)), subject=subject,
         not_before=succ.validity.not_before, not_after=succ.validity.not_after,
         same_token=succ.hsm.module == root.hsm.module and succ.hsm.token == root.hsm.token,
         reverse=cross.reverse, policy_oids=list(cross.policy_oids),
         path_length="none" if path_length is None else str(path_length),
-        name_constraints=cross.name_constraints is not None, certificate_file=path.name, fingerprint=fingerprint)
+        name_constraints=cross.name_constraints is not None, certificate_file=path.name, fingerprint=fingerprint,
+        cross_certificates=crosses)
 
 
 def _seal_label(ca: CA) -> str:
