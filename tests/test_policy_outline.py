@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ceremony.common.errors import DefinitionError
 from ceremony.definition.model import LoadedDefinition, load_definition
+from ceremony.ocsp.encoding import ResponderContext
 from ceremony.policy.check import (
     DEFAULT_VAGUE,
     check_documents,
@@ -39,7 +41,7 @@ from ceremony.policy.render import (
     section_differences,
     split_sections,
 )
-from ceremony.x509.certificates import cross_builder, root_builder, subordinate_builder
+from ceremony.x509.certificates import cross_builder, ocsp_signer_builder, root_builder, subordinate_builder
 
 # The team's shared reference outline: beside the checkout, or where the team keeps it on this machine.
 _CANDIDATES = [REPO.parent / "shared" / "reference" / "rfc3647-outline.md",
@@ -513,3 +515,39 @@ def test_cps_lists_the_successor_and_the_cross_certificates_once_issued(tmp_path
     _, again = _cps(defn, out, which=("cps.fr",))
     changed = {line.split(" (")[0] for line in section_differences("cps", docs["cps.fr"], again["cps.fr"], "fr")}
     assert changed == {"cps: section 1.3.1"}, changed
+
+
+def test_ocsp_profile_comes_from_the_signer_certificate_and_the_encoder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """7.3.1 describes the signer certificate the signer ceremony issued once it exists (here made by the
+    ceremony's own builder, signed by the CA key), and 7.3.2 the extensions of a response the job's encoder makes:
+    an encoder that stopped writing archiveCutoff is drift in 7.3.2 and a CPS that says it misses PC-7.3.2-a."""
+    defn = load_definition(PRODUCTION_EXAMPLE / "pki.yml")
+    out = tmp_path / "out"
+    out.mkdir()
+    certs = _production_certificates(defn, out)
+    ca, (ca_cert, ca_key) = defn.model.cas["qualified"], certs["qualified"]
+    signer_key = ec.generate_private_key(ec.SECP256R1())
+    start = ca_cert.not_valid_before_utc
+    signer = ocsp_signer_builder(ca, ca_cert, signer_key.public_key(), 3000, start, start + dt.timedelta(days=30),
+                                 rehearsal=False).sign(ca_key, hashes.SHA384())
+    (out / "qualified.ocsp.crt.pem").write_bytes(signer.public_bytes(serialization.Encoding.PEM))
+    facts, docs = _cps(defn, out, which=("cps.fr",))
+    fr = split_sections(docs["cps.fr"])
+    assert "(tel que délivré : `qualified.ocsp.crt.pem`)" in fr["7.3.1"]
+    assert "| extendedKeyUsage | 2.5.29.37 | non | id-kp-OCSPSigning |" in fr["7.3.1"]
+    assert "| id-pkix-ocsp-nocheck | 1.3.6.1.5.5.7.48.1.5 | non | NULL |" in fr["7.3.1"]
+    assert "archiveCutoff (1.3.6.1.5.5.7.48.1.6, non critique)" in fr["7.3.2"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+
+    class WithoutCutoff(ResponderContext):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self._archive_cutoff = b""
+
+    monkeypatch.setattr("ceremony.policy.facts.ResponderContext", WithoutCutoff)
+    facts, after = _cps(defn, out, which=("cps.fr",))
+    changed = section_differences("cps", docs["cps.fr"], after["cps.fr"], "fr")
+    assert any(line.startswith("cps: section 7.3.2 ") and "aucune" in line for line in changed), changed
+    assert any("section 7.3.2: the CPS says it does not meet a requirement" in p
+               for p in claim_problems("cps.fr", after["cps.fr"], "fr", facts, "cps"))

@@ -21,6 +21,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ceremony.common.errors import CeremonyError
@@ -37,7 +38,9 @@ from ceremony.definition.model import (
     partition_crl_url,
 )
 from ceremony.hsm.signers import hash_for
-from ceremony.x509.certificates import serial_from_random
+from ceremony.ocsp.encoding import ResponderContext, Status
+from ceremony.ocsp.signer import signer_generations
+from ceremony.x509.certificates import ocsp_signer_builder, serial_from_random
 from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
@@ -115,6 +118,7 @@ class CaFacts:
     ocsp: Any = None
     #: ``crl.partitions``' URLs, partition ``i`` at index ``i`` (``<stem>-p<i>.crl``); empty without partitions.
     partition_urls: list[str] = field(default_factory=list)
+    ocsp_profile: OcspProfileFacts | None = None
 
     @property
     def validity_years(self) -> str:
@@ -131,6 +135,22 @@ class SealCertificateFacts:
     serial: str
     fingerprint: str
     not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class OcspProfileFacts:
+    """The OCSP response and signer certificate profile of one CA, read from what the engine writes: a response the
+    job's own encoder (:class:`ceremony.ocsp.encoding.ResponderContext`) makes, parsed back with cryptography, and
+    the signer certificate the signer ceremony issued (``<ca>.ocsp[.g<n>].crt.pem``, the latest generation), else one
+    the ceremony's builder makes on a throwaway key. A change of the encoder or of the profile is then drift."""
+
+    source: str  # "certificate" (the signer ceremony has run) or "definition"
+    signer_file: str
+    signer_extensions: list[dict[str, str]]
+    responder_id: str  # "byKey" or "byName"
+    response_extensions: list[dict[str, str]]
+    single_extensions: list[dict[str, str]]
+    certs: int
 
 
 @dataclass(frozen=True)
@@ -454,8 +474,57 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         certificate_url=ca.publication.certificate_url, crl_url=ca.publication.crl_url, crl=ca.crl,
         backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
         certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out),
-        ocsp=ca.ocsp,
+        ocsp=ca.ocsp, ocsp_profile=ocsp_profile(name, ca, cert, out, rehearsal) if ca.ocsp is not None else None,
         partition_urls=[partition_crl_url(ca.publication.crl_url, i) for i in range(ca.crl.partitions or 0)])
+
+
+_OCSP_EXT_NAMES = {"1.3.6.1.5.5.7.48.1.6": "archiveCutoff", "1.3.6.1.5.5.7.48.1.2": "nonce",
+                   "1.3.6.1.5.5.7.48.1.3": "crlID", "1.3.6.1.5.5.7.48.1.4": "acceptableResponses"}
+
+
+_EKU_NAMES = {"1.3.6.1.5.5.7.3.9": "id-kp-OCSPSigning"}
+_KU_NAMES = {"digital_signature": "digitalSignature", "content_commitment": "contentCommitment",
+             "key_encipherment": "keyEncipherment", "data_encipherment": "dataEncipherment",
+             "key_agreement": "keyAgreement", "key_cert_sign": "keyCertSign", "crl_sign": "cRLSign"}
+
+
+def _ocsp_extension_rows(extensions: x509.Extensions) -> list[dict[str, str]]:
+    return [{"oid": e.oid.dotted_string, "name": _OCSP_EXT_NAMES.get(e.oid.dotted_string, e.oid.dotted_string),
+             "critical": "yes" if e.critical else "no"} for e in extensions]
+
+
+def ocsp_profile(name: str, ca: CA, ca_cert: x509.Certificate, out: Path, rehearsal: bool) -> OcspProfileFacts:
+    """:class:`OcspProfileFacts` of CA ``name`` (which has an ``ocsp`` section)."""
+    assert ca.ocsp is not None
+    generations = signer_generations(out, name)
+    if generations:
+        path = generations[max(generations)]
+        signer, source, signer_file = load_certificate(path), "certificate", path.name
+    else:
+        throwaway = ec.generate_private_key(ec.SECP256R1())
+        start = ca_cert.not_valid_before_utc
+        signer = ocsp_signer_builder(ca, ca_cert, throwaway.public_key(), 1, start, start + ca.ocsp.signer_validity_td,
+                                     rehearsal).sign(throwaway, hash_for(throwaway.public_key()))
+        source, signer_file = "definition", ""
+    context = ResponderContext(ca_cert, signer, ca.ocsp.cert_id_hashes)
+    now = int(ca_cert.not_valid_before_utc.timestamp())
+    tbs = context.response_data(1, ca.ocsp.cert_id_hashes[0], Status(), now, now,
+                                now + int(ca.ocsp.validity_td.total_seconds()))
+    # Signed with a throwaway key: the profile is read, the signature is not what is described.
+    response = x509_ocsp.load_der_ocsp_response(context.sign(tbs, ec.generate_private_key(ec.SECP256R1())))
+    rows = describe_certificate_extensions(signer, end_entity=True)
+    for row, ext in zip(rows, signer.extensions, strict=True):
+        if isinstance(ext.value, x509.ExtendedKeyUsage):
+            row["value"] = ", ".join(_EKU_NAMES.get(u.dotted_string, u.dotted_string) for u in ext.value)
+        elif isinstance(ext.value, x509.OCSPNoCheck):
+            row.update(name="id-pkix-ocsp-nocheck", value="NULL")
+        elif isinstance(ext.value, x509.KeyUsage):
+            row["value"] = ", ".join(_KU_NAMES[k] for k in _key_usage(signer))
+    return OcspProfileFacts(
+        source=source, signer_file=signer_file, signer_extensions=rows,
+        responder_id="byKey" if response.responder_key_hash is not None else "byName",
+        response_extensions=_ocsp_extension_rows(response.extensions),
+        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates))
 
 
 def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> SuccessorFacts | None:
