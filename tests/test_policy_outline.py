@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ceremony.common.errors import DefinitionError
 from ceremony.definition.model import LoadedDefinition, load_definition
+from ceremony.ocsp.encoding import ResponderContext
 from ceremony.policy.check import (
     DEFAULT_VAGUE,
     check_documents,
@@ -27,10 +30,18 @@ from ceremony.policy.check import (
     vague_problems,
     vague_wording,
 )
-from ceremony.policy.facts import PolicyError, duration_text
+from ceremony.policy.facts import PolicyError, derive_facts, duration_text
 from ceremony.policy.outline import BY_NUMBER, OUTLINE, has_children, no_stipulation
-from ceremony.policy.render import build_documents, render_all, split_sections
-from ceremony.x509.certificates import root_builder, subordinate_builder
+from ceremony.policy.render import (
+    build_documents,
+    jinja_env,
+    load_fragments,
+    render_all,
+    render_markdown,
+    section_differences,
+    split_sections,
+)
+from ceremony.x509.certificates import cross_builder, ocsp_signer_builder, root_builder, subordinate_builder
 
 # The team's shared reference outline: beside the checkout, or where the team keeps it on this machine.
 _CANDIDATES = [REPO.parent / "shared" / "reference" / "rfc3647-outline.md",
@@ -200,9 +211,9 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
     # Issue 17: the CP states requirements in every chapter where a qualified CA has obligations, the CPS
     # never leaves a practice unstated, and the contradictions the issue lists are gone.
     cp_fr, cps_fr = by[("cp", "fr")], by[("cps", "fr")]
-    # Only the OCSP sections (issue 13: no OCSP service yet) leave the policy silent.
+    # No leaf section of the policy is silent: the OCSP sections (4.9.10, 7.3) have requirements since OCSP exists.
     silent = [n for n, text in split_sections(cp_fr).items() if text.strip().endswith("\nAucune stipulation.")]
-    assert silent == ["4.9.10", "7.3.1", "7.3.2"] and "\nAucune stipulation.\n" not in cps_fr
+    assert silent == [] and "\nAucune stipulation.\n" not in cps_fr
     for chapter in ("4", "5", "6", "9"):
         assert len(re.findall(rf"\*\*\[PC-{chapter}\.", cp_fr)) >= 15, chapter
     assert "Autorité de Certification Racine du Mali 2026" in cps_fr and "Signature Électronique" in cps_fr
@@ -324,3 +335,219 @@ def test_a_production_cps_that_does_not_meet_a_requirement_fails(production_out:
                                                                                         facts, "cps")
     assert any(p.startswith("cps.fr: section 6.2.2: the CPS says it does not meet a requirement") for p in problems)
     assert any(p.startswith("cps.en: section 6.2.2: the CPS says it does not meet a requirement") for p in problems)
+
+
+def _definition_with(tmp_path: Path, change: Any, name: str = "pki.yml") -> LoadedDefinition:
+    """The production example's definition with ``change`` applied to the whole of it."""
+    data = yaml.safe_load((PRODUCTION_EXAMPLE / "pki.yml").read_text(encoding="utf-8"))
+    change(data)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return load_definition(path)
+
+
+def _cps(defn: LoadedDefinition, out: Path, policy: Path = PRODUCTION_EXAMPLE / "policy",
+         which: tuple[str, ...] = ("cp.fr", "cp.en", "cps.fr", "cps.en")) -> tuple[Any, dict[str, str]]:
+    """The Markdown of the documents named in ``which`` (``<doc>.<lang>``), as ``render_all`` makes it, without
+    the HTML (a third of the rendering time) or the documents a test does not read."""
+    facts, env, docs = derive_facts(defn, out), jinja_env(), {}
+    for label in which:
+        doc, lang = label.split(".")
+        docs[label] = render_markdown(facts, load_fragments(policy, lang), doc, lang, policy, env)
+    return facts, docs
+
+
+@pytest.fixture(scope="module")
+def production_docs(production_out: Path) -> dict[str, str]:
+    """The production example's four documents, rendered once for the module (no PDF)."""
+    return _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out)[1]
+
+
+def _semantic_problems(facts: Any, docs: dict[str, str]) -> list[str]:
+    problems = []
+    for label, md in docs.items():
+        doc, lang = label.split(".")
+        problems += claim_problems(label, md, lang, facts, doc) + french_problems(label, md, lang)
+        problems += outline_problems(label, md, lang)
+    for lang in ("fr", "en"):
+        problems += requirement_problems(f"cp.{lang}", docs[f"cp.{lang}"], f"cps.{lang}", docs[f"cps.{lang}"])
+        problems += etsi_problems(f"cps.{lang}", docs[f"cps.{lang}"], lang)
+    return problems
+
+
+def _rollover_partitions_split_so(d: dict) -> None:
+    """Every capability the production example leaves off: a successor root on the same HSM under new labels with
+    both cross-certificates, 4 partition CRLs, and a Security Officer PIN split in 2."""
+    d["ceremony"]["security_officer_quorum"] = 2
+    d["cas"]["qualified"]["crl"]["partitions"] = 4
+    root = d["cas"]["root"]
+    root["successor"] = {
+        "generation": 2,
+        "subject": [{"C": "ML"}, {"O": "Service de Certification et de Signature Électronique"},
+                    {"CN": "Autorité de Certification Racine du Mali 2036"}],
+        "key": {"algorithm": "ecdsa", "curve": "P-384"},
+        "validity": {"not_before": "2036-12-01T00:00:00Z", "not_after": "2056-12-01T00:00:00Z"},
+        "hsm": {**root["hsm"], "key_label": "scse-root-2036"},
+        "cross_certificate": {"reverse": True},
+    }
+
+
+def test_cps_states_what_ocsp_and_split_pins_make_true(production_docs: dict[str, str]) -> None:
+    """Issue 17 item 6: the production example runs OCSP on its qualified CA and splits the Crypto Officers' PIN;
+    the CPS says so where RFC 3647 asks (4.9.9, 4.9.10, 4.10, 6.3.2, 7.3, 5.2.2, 6.2.2, 6.4) with the definition's
+    values, and the CP has requirements in the OCSP sections it used to leave silent."""
+    docs = production_docs
+    ocsp = load_definition(PRODUCTION_EXAMPLE / "pki.yml").model.cas["qualified"].ocsp
+    assert ocsp is not None
+    fr, en = split_sections(docs["cps.fr"]), split_sections(docs["cps.en"])
+    assert f"| {ocsp.url} | 4 jours | 2 jours | SHA-1, SHA-256 |" in fr["4.9.9"]
+    assert "archiveCutoff" in fr["4.9.9"] and "`unauthorized`, jamais « good »" in fr["4.9.9"]
+    assert "never \"good\"" in en["4.9.9"] and "Not applicable" not in en["4.9.10"] + en["7.3.1"] + en["7.3.2"]
+    assert "| `responderID` | byKey" in fr["7.3.1"] and "id-pkix-ocsp-nocheck" in fr["7.3.1"]
+    assert "valide 30 jours" in fr["6.3.2"] and ocsp.url in fr["4.10.1"] and ocsp.url in fr["2.2"]
+    assert f"OCSP: {ocsp.url}" in fr["7.1.2"]  # the AIA of the engine's own end-entity certificate
+    for n in ("4.9.10", "7.3.1", "7.3.2"):
+        assert f"**[PC-{n}-a]**" in split_sections(docs["cp.fr"])[n]
+    # Split knowledge: no whole PIN handed over in sealed envelopes for a split token; 6.4.3 says what is missing.
+    assert "fait de 2 parts, une par opérateur cryptographique" in fr["6.2.2"] and "HKDF-SHA256" in fr["6.2.2"]
+    assert "nul ne le génère ni ne le remet" in fr["6.4.1"] and "au moins 8 caractères" in fr["6.4.1"]
+    assert "Aucune cérémonie ne change encore en place le code PIN partagé" in fr["6.4.3"]
+    assert "| Initialisation d'un jeton d'AC" in fr["5.2.2"] and "no one holds both officer roles" in en["5.2.2"]
+    assert "NSS softokn" in fr["6.2.1"] and "badkeys" in fr["6.1.1"]
+
+
+def test_cps_states_what_partitions_and_a_successor_root_make_true(production_out: Path, tmp_path: Path) -> None:
+    """With partitioned CRLs, a successor root and a split Security Officer PIN in the definition, the documents
+    name the partition URLs, the cross-certificates and the SO parts, and pass every semantic check."""
+    defn = _definition_with(tmp_path, _rollover_partitions_split_so)
+    facts, docs = _cps(defn, production_out)
+    assert _semantic_problems(facts, docs) == []
+    fr, en = split_sections(docs["cps.fr"]), split_sections(docs["cps.en"])
+    p0, p3 = "http://pki.scse.gouv.ml/crl/qualifiee-2026-p0.crl", "http://pki.scse.gouv.ml/crl/qualifiee-2026-p3.crl"
+    for n in ("2.2", "4.9.7", "4.10.1"):
+        assert p0 in fr[n] and p3 in fr[n], n
+    assert "numéro de série mod 4" in fr["4.9.7"] and "serial mod 4" in en["7.1.2"]
+    assert "issuingDistributionPoint **critique**" in fr["7.2.2"] and "own CRL number sequence" in en["7.2.2"]
+    assert "Autorité de Certification Racine du Mali 2036" in fr["1.3.1"] and "dans les deux sens" in fr["1.3.1"]
+    assert "sa cérémonie des clés n'a pas encore eu lieu" in fr["1.3.1"] and "on the same HSM under new labels" in \
+        en["5.6"]
+    assert "**Certificats croisés**" in fr["7.1.2"] and "anyPolicy (2.5.29.32.0)" in fr["7.1.2"]
+    assert "aucune extKeyUsage" in fr["7.1.2"] and "[PC-5.6-b]** La racine qui succédera" in fr["5.6"]
+    assert "2 parts, une par responsable de sécurité du HSM" in fr["6.2.2"]
+
+
+@pytest.mark.parametrize(("change", "section", "new_text"), [
+    (lambda d: d["cas"]["qualified"]["ocsp"].update(validity="3d"), "4.9.9", "3 jours"),
+    (lambda d: d["cas"]["qualified"]["ocsp"].update(url="http://ocsp.example.ml/q"), "7.1.2", "http://ocsp.example.ml/q"),
+    (lambda d: d["cas"]["qualified"]["ocsp"].update(signer_validity="20d"), "6.3.2", "20 jours"),
+    (lambda d: d["cas"]["qualified"].pop("ocsp"), "4.9.9", "Aucun service de vérification en ligne"),
+    (lambda d: d["cas"]["qualified"]["crl"].update(partitions=2), "2.2", "qualifiee-2026-p0.crl"),
+    (lambda d: d["ceremony"].update(security_officer_quorum=3), "5.2.2", "3 responsables de sécurité du HSM"),
+    (lambda d: d["ceremony"].update(crypto_officer_quorum=1), "6.4.1", "remis sous pli scellé"),
+    (_rollover_partitions_split_so, "1.3.1", "Racine du Mali 2036"),
+], ids=["ocsp-validity", "ocsp-url", "ocsp-signer-validity", "ocsp-removed", "partitions", "so-quorum",
+        "co-quorum-1", "successor"])
+def test_drift_names_the_section_of_each_capability_fact(production_out: Path, production_docs: dict[str, str],
+                                                         tmp_path: Path, change: Any, section: str,
+                                                         new_text: str) -> None:
+    """Each fact a capability adds comes from the definition: changing it makes the drift check (the documents
+    rendered again, compared section by section) name the section with the new value."""
+    before = production_docs
+    _, after = _cps(_definition_with(tmp_path, change), production_out, which=("cps.fr",))
+    lines = [line for line in section_differences("cps-1.0.fr.md", before["cps.fr"], after["cps.fr"], "fr")
+             if f"section {section} " in line]
+    assert lines and any(new_text in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("fragment", "expected"), [
+    ("## 4.9.11 [cps]\nAucun service OCSP n'est offert.\n",
+     r"cps\.fr: section 4\.9\.11: .*says no OCSP service is offered, but the definition sets cas\.qualified\.ocsp"),
+    ("## 6.4.1 [cps]\nLes codes PIN des jetons d'AC sont générés aléatoirement et remis sous pli scellé.\n",
+     r"cps\.fr: section 6\.4\.1: .*describes a whole PIN .* ceremony\.crypto_officer_quorum is 2"),
+    ("## 5.2.2 [cps]\nUn code PIN unique est connu de chacun des opérateurs.\n",
+     r"cps\.fr: section 5\.2\.2: .*describes a whole PIN"),
+], ids=["ocsp-said-absent", "pin-generated-whole", "pin-known-to-each"])
+def test_check_fails_on_text_contradicting_ocsp_or_split_pins(production_out: Path, tmp_path: Path, fragment: str,
+                                                              expected: str) -> None:
+    policy = tmp_path / "policy"
+    shutil.copytree(PRODUCTION_EXAMPLE / "policy", policy)
+    (policy / "fr" / "zz-test.md").write_text(fragment, encoding="utf-8")
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, policy, ("cps.fr",))
+    problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
+    assert any(re.search(expected, p) for p in problems), problems
+
+
+def test_cps_lists_the_successor_and_the_cross_certificates_once_issued(tmp_path: Path) -> None:
+    """After the successor's key ceremony and the cross-certification, 1.3.1 gives the successor's and the
+    cross-certificate's fingerprints and 7.1.2 the cross-certificate's extensions as issued (here made with software
+    keys by the ceremony's own builders); a re-issued cross-certificate is then drift in 1.3.1 (serial,
+    fingerprint)."""
+    defn = _definition_with(tmp_path, _rollover_partitions_split_so)
+    out = tmp_path / "out"
+    out.mkdir()
+    certs = _production_certificates(defn, out)
+    root_ca, (root_cert, root_key) = defn.model.cas["root"], certs["root"]
+    succ = root_ca.successor
+    assert succ is not None
+    key2 = ec.generate_private_key(ec.SECP384R1())
+    succ_cert = root_builder(succ.as_ca(root_ca), key2.public_key(), 2000, rehearsal=False).sign(key2, hashes.SHA384())
+    (out / "root.g2.crt.pem").write_bytes(succ_cert.public_bytes(serialization.Encoding.PEM))
+
+    def cross(serial: int) -> x509.Certificate:
+        cert = cross_builder(root_ca, root_cert, succ_cert, serial, succ.validity.not_before,
+                             root_ca.validity.not_after, None, ["2.5.29.32.0"], None).sign(root_key, hashes.SHA384())
+        (out / "root.g2.by-g1.crt.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert
+
+    first = cross(2001)
+    facts, docs = _cps(defn, out, which=("cps.fr", "cps.en"))
+    fr = split_sections(docs["cps.fr"])
+    assert f"`{succ_cert.fingerprint(hashes.SHA256()).hex(':').upper()}`" in fr["1.3.1"]
+    assert f"`{first.fingerprint(hashes.SHA256()).hex(':').upper()}`" in fr["1.3.1"]
+    assert "- `root.g2.by-g1.crt.pem` : direct (l'ancienne racine certifie la nouvelle), numéro de série `7d1`" in \
+        fr["1.3.1"]
+    assert "Extensions du certificat croisé direct `root.g2.by-g1.crt.pem`, tel que délivré" in fr["7.1.2"]
+    assert "| certificatePolicies | 2.5.29.32 | non | 2.5.29.32.0 |" in fr["7.1.2"]
+    assert "sa cérémonie des clés n'a pas encore eu lieu" not in fr["1.3.1"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+    assert french_problems("cps.fr", docs["cps.fr"], "fr") == []
+    cross(2002)
+    _, again = _cps(defn, out, which=("cps.fr",))
+    changed = {line.split(" (")[0] for line in section_differences("cps", docs["cps.fr"], again["cps.fr"], "fr")}
+    assert changed == {"cps: section 1.3.1"}, changed
+
+
+def test_ocsp_profile_comes_from_the_signer_certificate_and_the_encoder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """7.3.1 describes the signer certificate the signer ceremony issued once it exists (here made by the
+    ceremony's own builder, signed by the CA key), and 7.3.2 the extensions of a response the job's encoder makes:
+    an encoder that stopped writing archiveCutoff is drift in 7.3.2 and a CPS that says it misses PC-7.3.2-a."""
+    defn = load_definition(PRODUCTION_EXAMPLE / "pki.yml")
+    out = tmp_path / "out"
+    out.mkdir()
+    certs = _production_certificates(defn, out)
+    ca, (ca_cert, ca_key) = defn.model.cas["qualified"], certs["qualified"]
+    signer_key = ec.generate_private_key(ec.SECP256R1())
+    start = ca_cert.not_valid_before_utc
+    signer = ocsp_signer_builder(ca, ca_cert, signer_key.public_key(), 3000, start, start + dt.timedelta(days=30),
+                                 rehearsal=False).sign(ca_key, hashes.SHA384())
+    (out / "qualified.ocsp.crt.pem").write_bytes(signer.public_bytes(serialization.Encoding.PEM))
+    facts, docs = _cps(defn, out, which=("cps.fr",))
+    fr = split_sections(docs["cps.fr"])
+    assert "(tel que délivré : `qualified.ocsp.crt.pem`)" in fr["7.3.1"]
+    assert "| extendedKeyUsage | 2.5.29.37 | non | id-kp-OCSPSigning |" in fr["7.3.1"]
+    assert "| id-pkix-ocsp-nocheck | 1.3.6.1.5.5.7.48.1.5 | non | NULL |" in fr["7.3.1"]
+    assert "archiveCutoff (1.3.6.1.5.5.7.48.1.6, non critique)" in fr["7.3.2"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+
+    class WithoutCutoff(ResponderContext):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self._archive_cutoff = b""
+
+    monkeypatch.setattr("ceremony.policy.facts.ResponderContext", WithoutCutoff)
+    facts, after = _cps(defn, out, which=("cps.fr",))
+    changed = section_differences("cps", docs["cps.fr"], after["cps.fr"], "fr")
+    assert any(line.startswith("cps: section 7.3.2 ") and "aucune" in line for line in changed), changed
+    assert any("section 7.3.2: the CPS says it does not meet a requirement" in p
+               for p in claim_problems("cps.fr", after["cps.fr"], "fr", facts, "cps"))

@@ -15,7 +15,10 @@ The first run generates the key and writes ``<ca>.ocsp.crt.pem``/``.der``; a ren
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +40,16 @@ from ceremony.ceremonies.steps import (
     sealing_key,
     when,
 )
-from ceremony.common.errors import HsmError, RequestError
+from ceremony.common.errors import CeremonyError, HsmError, RequestError
 from ceremony.common.fingerprints import announce
-from ceremony.definition.model import CA, LoadedDefinition, Ocsp
+from ceremony.definition.model import CA, LoadedDefinition, Ocsp, load_definition
 from ceremony.hsm.keys import generate_key, key_evidence, spki_sha256
 from ceremony.hsm.session import key_id, objects_with_label
 from ceremony.hsm.signers import signing_key
+from ceremony.ocsp.metrics import write_signer_metrics
 from ceremony.ocsp.signer import renewal_margin, signer_file_name, signer_generations
 from ceremony.transcript.recorder import Recorder, scripted_step
+from ceremony.transcript.recording import recorded
 from ceremony.x509.certificates import ocsp_signer_builder
 from ceremony.x509.files import load_issuer_certificate, read_certificate
 
@@ -189,3 +194,55 @@ def ocsp_signer_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
     return SignerResult(ca_name, plan.generation, outputs_of(run), cert.not_valid_after_utc, spki_sha256(public),
                         new_key)
 
+
+
+def _signer_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ceremony-ocsp-signer",
+                                description="Issue the delegated OCSP signer certificate of an online CA on its host, "
+                                            "or renew it when it is due (a recorded ceremony: transcript under "
+                                            "OUT/transcripts/); otherwise say there is nothing to do. Run daily by "
+                                            "a timer, and once at provisioning.")
+    p.add_argument("--definition", required=True, help="the PKI definition (pki.yml)")
+    p.add_argument("--ca", required=True, help="name of the online CA in the definition")
+    p.add_argument("--out", required=True, help="the CA's output directory: <ca>.crt.pem, the sealing certificate, "
+                   "the signer certificates <ca>.ocsp[.g<n>].crt.pem and transcripts/")
+    p.add_argument("--pin-file", help="file (mode 0600) holding the user PIN of the CA's token")
+    p.add_argument("--answers", help="the sign-in sheet and confirmations (YAML); required outside a rehearsal")
+    p.add_argument("--metrics-dir", help="write ceremony_ocsp_signer_<ca>.prom here (the signer's expiry)")
+    p.add_argument("--force", action="store_true", help="renew now, even before the renewal margin")
+    return p
+
+
+def signer_main(argv: Sequence[str] | None = None) -> int:
+    """``ceremony-ocsp-signer``: the unattended form of ``invoke ocsp.signer`` for the CA host's daily timer.
+
+    The same ceremony and transcript as at the terminal; a rehearsal unless the definition is a production one,
+    where the sign-in sheet (``--answers``) is required as for every ceremony run without a person at the keyboard.
+    """
+    args = _signer_parser().parse_args(argv)
+    try:
+        defn = load_definition(args.definition)
+        rehearsal = defn.model.environment != "production"
+        out_dir = Path(args.out)
+        plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force)
+        if not plan.due:
+            print(f"{args.ca}: {plan.reason}; nothing to do")
+            if args.metrics_dir and plan.current_not_after is not None:
+                write_signer_metrics(args.metrics_dir, args.ca, plan.current_not_after.timestamp())
+            return 0
+        if not rehearsal and not args.answers:
+            raise RequestError(f"{args.ca}: {plan.reason}; a production OCSP signer ceremony needs --answers (the "
+                               "sign-in sheet, docs/transcripts.md); nothing was done")
+        with recorded(SCRIPT, defn, out_dir, rehearsal=rehearsal, answers=Path(args.answers) if args.answers else None,
+                      reports=False) as rec:
+            result = ocsp_signer_ceremony(defn, args.ca, out_dir, rec, rehearsal=rehearsal, pin_file=args.pin_file,
+                                          interactive=False, force=args.force)
+        print(f"{args.ca}: OCSP signer certificate generation {result.generation} valid until "
+              f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}; "
+              f"transcript {rec.path}")
+        if args.metrics_dir:
+            write_signer_metrics(args.metrics_dir, args.ca, result.not_after.timestamp())
+    except CeremonyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -222,15 +222,32 @@ _PIN_NEVER_IN_FILE = {
 }
 
 
+_NO_OCSP = {
+    "fr": re.compile(r"aucun service (?:de vérification en ligne[^.|]*?|OCSP )n'est (?:encore )?(?:proposé|offert)",
+                     re.IGNORECASE),
+    "en": re.compile(r"no (?:online status checking \(OCSP\) |on-line status checking \(OCSP\) |OCSP )service is "
+                     r"(?:yet )?offered", re.IGNORECASE),
+}
+#: A CA token's PIN described as generated whole and handed over, or known to each officer, while the definition's
+#: quorum splits it into parts (token initialisation, docs/lifecycle.md); "non partagé" / "not split" is the
+#: qualifier that makes such a sentence true of the tokens that keep a whole PIN (the online CA's).
+_WHOLE_PIN = {
+    "fr": re.compile(r"codes? PIN des jetons(?! non partagés)[^.|]*\bsont générés aléatoirement"
+                     r"|code PIN unique est connu de chacun", re.IGNORECASE),
+    "en": re.compile(r"\btoken PINs are generated at random|single PIN is known to each", re.IGNORECASE),
+}
+
+
 #: What a conditional answer of the catalogue says when the definition does not meet its requirement.
 _NOT_MET = {"fr": re.compile(r"[^.]*ne satisfait pas à cette exigence"),
             "en": re.compile(r"[^.]*does not meet this requirement")}
 
 
 def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> list[str]:
-    """What the text states of revocation latency, retention after expiry and online activation, held to the
-    definition (``documents.revocation``), the CRL code (entries kept after expiry) and the ``crl_signer``
-    role (an hourly job with a 0600 PIN file). Each finding names the section and the sentence."""
+    """What the text states of revocation latency, retention after expiry, online activation, the OCSP service and
+    the PINs, held to the definition (``documents.revocation``, ``cas.*.ocsp``, ``ceremony.crypto_officer_quorum``),
+    the CRL code (entries kept after expiry) and the ``crl_signer`` role (an hourly job with a 0600 PIN file). Each
+    finding names the section and the sentence."""
     problems = []
     limit = facts.documents.revocation.max_hours
     online = facts.online
@@ -251,6 +268,19 @@ def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> li
                     problems.append(f"{label}: section {n}: {m.group(0)!r} contradicts the online CA's activation: "
                                     f"the CRL job runs unattended {online.period('en')} with the PIN file "
                                     f"{online.pin_file} (mode {online.pin_file_mode}, role crl_signer)")
+    ocsp = [f"cas.{c.name}.ocsp ({c.ocsp.url})" for c in facts.ocsp_cas]
+    for n, text in sections.items():
+        if ocsp:
+            for m in _NO_OCSP[lang].finditer(text):
+                problems.append(f"{label}: section {n}: {m.group(0)!r} says no OCSP service is offered, but the "
+                                f"definition sets {', '.join(ocsp)}")
+        if facts.ceremony.crypto_officer_quorum > 1 and n.startswith(("5.2", "6.2", "6.4")):
+            for m in _WHOLE_PIN[lang].finditer(text):
+                quorum = facts.ceremony.crypto_officer_quorum
+                problems.append(f"{label}: section {n}: {m.group(0)!r} describes a whole PIN known to or handed to "
+                                f"each officer, but ceremony.crypto_officer_quorum is {quorum}: the token "
+                                "initialisation splits the user PIN into one part per Crypto Officer "
+                                "(say which tokens keep a whole PIN: 'non partagé' / 'not split')")
     if doc == "cps" and not facts.rehearsal:
         for n, text in sections.items():
             for m in _NOT_MET[lang].finditer(text):

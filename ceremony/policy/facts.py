@@ -21,6 +21,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ceremony.common.errors import CeremonyError
@@ -34,9 +35,12 @@ from ceremony.definition.model import (
     LoadedDefinition,
     documents_value,
     parse_duration,
+    partition_crl_url,
 )
 from ceremony.hsm.signers import hash_for
-from ceremony.x509.certificates import serial_from_random
+from ceremony.ocsp.encoding import ResponderContext, Status
+from ceremony.ocsp.signer import signer_generations
+from ceremony.x509.certificates import ocsp_signer_builder, serial_from_random
 from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
@@ -109,6 +113,12 @@ class CaFacts:
     certificate_file: str
     seal_label: str = ""
     seal_certificate: SealCertificateFacts | None = None
+    #: The definition's ``ocsp`` section (``ceremony.definition.model.Ocsp``), None when the CA runs no OCSP
+    #: service: 4.9.9, 4.9.10, 4.10, 6.3.2, 7.1.2 and 7.3 state what it makes true.
+    ocsp: Any = None
+    #: ``crl.partitions``' URLs, partition ``i`` at index ``i`` (``<stem>-p<i>.crl``); empty without partitions.
+    partition_urls: list[str] = field(default_factory=list)
+    ocsp_profile: OcspProfileFacts | None = None
 
     @property
     def validity_years(self) -> str:
@@ -125,6 +135,55 @@ class SealCertificateFacts:
     serial: str
     fingerprint: str
     not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class OcspProfileFacts:
+    """The OCSP response and signer certificate profile of one CA, read from what the engine writes: a response the
+    job's own encoder (:class:`ceremony.ocsp.encoding.ResponderContext`) makes, parsed back with cryptography, and
+    the signer certificate the signer ceremony issued (``<ca>.ocsp[.g<n>].crt.pem``, the latest generation), else one
+    the ceremony's builder makes on a throwaway key. A change of the encoder or of the profile is then drift."""
+
+    source: str  # "certificate" (the signer ceremony has run) or "definition"
+    signer_file: str
+    signer_extensions: list[dict[str, str]]
+    responder_id: str  # "byKey" or "byName"
+    response_extensions: list[dict[str, str]]
+    single_extensions: list[dict[str, str]]
+    certs: int
+
+
+@dataclass(frozen=True)
+class CrossCertificateFacts:
+    """A cross-certificate the cross-certification ceremony wrote (``<root>.g<subject>.by-g<issuer>.crt.pem``)."""
+
+    file: str
+    forward: bool  # the old root certifies the successor's key (else the reverse one)
+    serial: str
+    fingerprint: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    extensions: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SuccessorFacts:
+    """The root that succeeds the root in service (``cas.<root>.successor``): what 1.3.1, 5.6 and 7.1 state of
+    the rollover before and after its ceremonies (the definition's values; its certificate once it exists)."""
+
+    generation: int
+    common_name: str
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    same_token: bool
+    reverse: bool
+    policy_oids: list[str]
+    path_length: str
+    name_constraints: bool
+    certificate_file: str
+    fingerprint: str  # empty until the successor's key ceremony has written its certificate
+    cross_certificates: list[CrossCertificateFacts] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -215,6 +274,7 @@ class Facts:
     transcripts: list[TranscriptFacts] = field(default_factory=list)
     transcripts_dir: str = ""
     online: OnlineFacts | None = None
+    successor: SuccessorFacts | None = None
     sealing_eku: str = DEFAULT_SEALING_EKU
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
@@ -229,6 +289,21 @@ class Facts:
     @property
     def subordinates(self) -> list[CaFacts]:
         return [c for c in self.cas if c.role != "root"]
+
+    @property
+    def ocsp_cas(self) -> list[CaFacts]:
+        """The CAs with an OCSP service (``cas.*.ocsp``): none means the status is published by CRLs only."""
+        return [c for c in self.cas if c.ocsp is not None]
+
+    @property
+    def partitioned(self) -> list[CaFacts]:
+        """The CAs whose CRL is split into partitions (``cas.*.crl.partitions``)."""
+        return [c for c in self.cas if c.partition_urls]
+
+    @property
+    def split_pins(self) -> bool:
+        """Whether token initialisation splits a PIN into parts (a quorum above 1 of either officer role)."""
+        return self.ceremony.crypto_officer_quorum > 1 or self.ceremony.security_officer_quorum > 1
 
     @property
     def backups(self) -> list[CaFacts]:
@@ -398,7 +473,92 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         certificate_policies_critical=bool(cp and cp.critical),
         certificate_url=ca.publication.certificate_url, crl_url=ca.publication.crl_url, crl=ca.crl,
         backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
-        certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out))
+        certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out),
+        ocsp=ca.ocsp, ocsp_profile=ocsp_profile(name, ca, cert, out, rehearsal) if ca.ocsp is not None else None,
+        partition_urls=[partition_crl_url(ca.publication.crl_url, i) for i in range(ca.crl.partitions or 0)])
+
+
+_OCSP_EXT_NAMES = {"1.3.6.1.5.5.7.48.1.6": "archiveCutoff", "1.3.6.1.5.5.7.48.1.2": "nonce",
+                   "1.3.6.1.5.5.7.48.1.3": "crlID", "1.3.6.1.5.5.7.48.1.4": "acceptableResponses"}
+
+
+_EKU_NAMES = {"1.3.6.1.5.5.7.3.9": "id-kp-OCSPSigning"}
+_KU_NAMES = {"digital_signature": "digitalSignature", "content_commitment": "contentCommitment",
+             "key_encipherment": "keyEncipherment", "data_encipherment": "dataEncipherment",
+             "key_agreement": "keyAgreement", "key_cert_sign": "keyCertSign", "crl_sign": "cRLSign"}
+
+
+def _ocsp_extension_rows(extensions: x509.Extensions) -> list[dict[str, str]]:
+    return [{"oid": e.oid.dotted_string, "name": _OCSP_EXT_NAMES.get(e.oid.dotted_string, e.oid.dotted_string),
+             "critical": "yes" if e.critical else "no"} for e in extensions]
+
+
+def ocsp_profile(name: str, ca: CA, ca_cert: x509.Certificate, out: Path, rehearsal: bool) -> OcspProfileFacts:
+    """:class:`OcspProfileFacts` of CA ``name`` (which has an ``ocsp`` section)."""
+    assert ca.ocsp is not None
+    generations = signer_generations(out, name)
+    if generations:
+        path = generations[max(generations)]
+        signer, source, signer_file = load_certificate(path), "certificate", path.name
+    else:
+        throwaway = ec.generate_private_key(ec.SECP256R1())
+        start = ca_cert.not_valid_before_utc
+        signer = ocsp_signer_builder(ca, ca_cert, throwaway.public_key(), 1, start, start + ca.ocsp.signer_validity_td,
+                                     rehearsal).sign(throwaway, hash_for(throwaway.public_key()))
+        source, signer_file = "definition", ""
+    context = ResponderContext(ca_cert, signer, ca.ocsp.cert_id_hashes)
+    now = int(ca_cert.not_valid_before_utc.timestamp())
+    tbs = context.response_data(1, ca.ocsp.cert_id_hashes[0], Status(), now, now,
+                                now + int(ca.ocsp.validity_td.total_seconds()))
+    # Signed with a throwaway key: the profile is read, the signature is not what is described.
+    response = x509_ocsp.load_der_ocsp_response(context.sign(tbs, ec.generate_private_key(ec.SECP256R1())))
+    rows = describe_certificate_extensions(signer, end_entity=True)
+    for row, ext in zip(rows, signer.extensions, strict=True):
+        if isinstance(ext.value, x509.ExtendedKeyUsage):
+            row["value"] = ", ".join(_EKU_NAMES.get(u.dotted_string, u.dotted_string) for u in ext.value)
+        elif isinstance(ext.value, x509.OCSPNoCheck):
+            row.update(name="id-pkix-ocsp-nocheck", value="NULL")
+        elif isinstance(ext.value, x509.KeyUsage):
+            row["value"] = ", ".join(_KU_NAMES[k] for k in _key_usage(signer))
+    return OcspProfileFacts(
+        source=source, signer_file=signer_file, signer_extensions=rows,
+        responder_id="byKey" if response.responder_key_hash is not None else "byName",
+        response_extensions=_ocsp_extension_rows(response.extensions),
+        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates))
+
+
+def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> SuccessorFacts | None:
+    """The successor of ``root`` as the definition describes it, with its certificate's fingerprint once its key
+    ceremony wrote ``<root>.g<n>.crt.pem``."""
+    succ = root.successor
+    if succ is None:
+        return None
+    cross = succ.cross_certificate
+    subject, _ = _dn(subject_name(succ.subject, rehearsal))
+    path = out / f"{name}.g{succ.generation}.crt.pem"
+    fingerprint = ""
+    if path.is_file():
+        fingerprint = colon_form(hashlib.sha256(load_certificate(path).public_bytes(Encoding.DER)).hexdigest())
+    path_length = cross.path_length if cross.path_length is not None else succ.path_length
+    crosses = []
+    before = succ.generation - 1
+    for subject_gen, issuer_gen, forward in ((succ.generation, before, True), (before, succ.generation, False)):
+        cross_path = out / f"{name}.g{subject_gen}.by-g{issuer_gen}.crt.pem"
+        if cross_path.is_file():
+            cert = load_certificate(cross_path)
+            crosses.append(CrossCertificateFacts(
+                file=cross_path.name, forward=forward, serial=f"{cert.serial_number:x}",
+                fingerprint=colon_form(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()),
+                not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                extensions=describe_certificate_extensions(cert)))
+    return SuccessorFacts(
+        generation=succ.generation, common_name=_cn(subject_name(succ.subject, rehearsal)), subject=subject,
+        not_before=succ.validity.not_before, not_after=succ.validity.not_after,
+        same_token=succ.hsm.module == root.hsm.module and succ.hsm.token == root.hsm.token,
+        reverse=cross.reverse, policy_oids=list(cross.policy_oids),
+        path_length="none" if path_length is None else str(path_length),
+        name_constraints=cross.name_constraints is not None, certificate_file=path.name, fingerprint=fingerprint,
+        cross_certificates=crosses)
 
 
 def _seal_label(ca: CA) -> str:
@@ -709,6 +869,8 @@ def derive_facts(defn: LoadedDefinition, out: str | Path) -> Facts:
                  crl_profile=_crl_profile(out_dir, manifest, cas),
                  scripts=_scripts(), transcripts=transcript_facts(out_dir),
                  transcripts_dir=str(out_dir / TRANSCRIPTS_DIR), online=online_facts(),
+                 successor=next((successor_facts(n, ca, out_dir, rehearsal) for n, ca in model.cas.items()
+                                 if ca.role == "root" and ca.successor is not None), None),
                  sealing_eku=str(model.ceremony.sealing_eku))
 
 
