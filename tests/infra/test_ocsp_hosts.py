@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from .conftest import Lab, PlaybookRun
-from .test_publication import run_unit
+from .test_publication import publish_everywhere, run_unit
 
 pytestmark = pytest.mark.infra
 
@@ -248,6 +248,10 @@ def test_good_then_revoked_on_both_publishers_through_nginx(issued: dict[str, ob
         out = ask_until(lab, name, revoked, tmp, "revoked")
         assert status_of(out, revoked) == "revoked" and "Reason: keyCompromise" in out, out
         assert status_of(ask(lab, name, good, tmp), good) == "good"
+    # The CRL job and the CRL pulls too, as their timers would: the hosts stay as a playbook run leaves them.
+    crl = cron_command(lab.host("subca"), f"ceremony-crl-sign-{CA}")
+    assert as_ca(lab, crl).rc == 0
+    assert all(r.rc == 0 for results in publish_everywhere(lab) for r in results)
     # GET with the base64 request in the path, through nginx, as RFC 6960 A.1 allows.
     cert = x509.load_pem_x509_certificate(revoked.read_bytes())
     issuer = x509.load_pem_x509_certificate((lab.exchange / f"{CA}.crt.pem").read_bytes())
