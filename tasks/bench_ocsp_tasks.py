@@ -33,7 +33,7 @@ from typing import Any
 from invoke import Context, task
 
 from ._cli import operator_errors
-from .bench_tasks import REPO, measure
+from .bench_tasks import bench_hierarchy, measure
 
 _STATIC_APP = ("import os\n"
                "BODY = open(os.environ['BENCH_STATIC_FILE'], 'rb').read()\n"
@@ -44,39 +44,10 @@ _STATIC_APP = ("import os\n"
 
 
 def _cas_setup(work: Path) -> dict[str, Path]:
-    """A root and a qualified CA (with the testing definition's ``ocsp``) on fresh SoftHSM tokens, by the rehearsal
-    ceremonies, and an empty registry."""
-    import yaml
-
+    """The benchmarks' hierarchy (with the testing definition's ``ocsp``) and an empty registry."""
     from ceremony.ca.registry import Registry
-    from ceremony.ceremonies.root_key import root_ceremony
-    from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
-    from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
-    from ceremony.common.display import make_console
-    from ceremony.definition.model import load_definition
-    from ceremony.hsm import softhsm
-    from ceremony.transcript.recorder import ConsoleRecorder
 
-    conf = softhsm.write_config(work / "hsm")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    data = yaml.safe_load((REPO / "inventory" / "testing" / "pki.yml").read_text(encoding="utf-8"))
-    data["cas"]["root"]["backup"] = {"mode": "none"}
-    for name, ca in data["cas"].items():
-        env = f"BENCH_PIN_{name.upper()}"
-        os.environ[env], os.environ[env + "_SO"] = softhsm.random_pin(), softhsm.random_pin()
-        softhsm.init_token(conf, f"bench-{name}", os.environ[env], os.environ[env + "_SO"])
-        ca["hsm"].update({"module": softhsm.softhsm_module(), "token": {"label": f"bench-{name}"}, "pin_env": env,
-                          "so_pin_env": env + "_SO"})
-    pki = work / "ca" / "pki.yml"
-    pki.parent.mkdir(parents=True)
-    pki.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    defn = load_definition(pki)
-    quiet = ConsoleRecorder(rehearsal=True, console=make_console(file=open(os.devnull, "w")))  # noqa: SIM115
-    out = pki.parent
-    root_ceremony(defn, out, quiet, rehearsal=True, interactive=False)
-    subordinate_key_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)
-    sign_subordinate_ceremony(defn, "qualified", out / "qualified.csr.pem", out, quiet, rehearsal=True,
-                              interactive=False)
+    pki = bench_hierarchy(work)
     Registry.open(work / "registry.sqlite3", create=True).close()
     return {"definition": pki, "registry": work / "registry.sqlite3"}
 

@@ -70,8 +70,9 @@ def revocation_set(n: int, now: int, seed: int = 2026) -> list[tuple[int, int, i
     return rows
 
 
-def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
-    """A root and a qualified CA on fresh SoftHSM tokens (rehearsal ceremonies) and a filled registry."""
+def bench_hierarchy(work: Path) -> Path:
+    """A root and a qualified CA on fresh SoftHSM tokens, made by the rehearsal ceremonies from the testing
+    definition (root backups off): the benchmarks' issuer. Returns the definition written under ``work/ca``."""
     import yaml
 
     from ceremony.ceremonies.root_key import root_ceremony
@@ -103,6 +104,12 @@ def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, 
     subordinate_key_ceremony(defn, "qualified", out, quiet, rehearsal=True, interactive=False)
     sign_subordinate_ceremony(defn, "qualified", out / "qualified.csr.pem", out, quiet, rehearsal=True,
                               interactive=False)
+    return pki
+
+
+def _suite_setup(work: Path, rows: list[tuple[int, int, int | None, int | None, int]]) -> dict[str, Any]:
+    """The benchmarks' hierarchy (:func:`bench_hierarchy`) and a registry filled with ``rows``."""
+    pki = bench_hierarchy(work)
     registry = work / "registry.sqlite3"
     _add_revoked(registry, rows, create=True)
     import sqlite3
