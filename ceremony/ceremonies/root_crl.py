@@ -30,7 +30,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ceremony.ca.registry import CertRecord, Registry, parse_reason
@@ -59,6 +58,7 @@ from ceremony.crl.checks import check_against_previous, summarise
 from ceremony.crl.job import publication_names
 from ceremony.crl.state import last_reserved, reserve, state_path
 from ceremony.definition.model import OCSP_CERT_ID_HASHES, LoadedDefinition
+from ceremony.hsm.signers import verify_signature
 from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, verify_response
 from ceremony.ocsp.store import ResponseStore, Row
 from ceremony.transcript.recorder import Recorder, scripted_step
@@ -148,15 +148,11 @@ def _check_revocation(rev: Revocation, root_cert: x509.Certificate) -> tuple[x50
     code = parse_reason(rev.reason)
     if cert.issuer != root_cert.subject:
         raise VerificationError(f"{rev.certificate}: not issued by this root (issuer {cert.issuer.rfc4514_string()})")
-    public = root_cert.public_key()
-    digest = cert.signature_hash_algorithm
     try:
-        if isinstance(public, ec.EllipticCurvePublicKey) and digest is not None:
-            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(digest))
-        elif isinstance(public, rsa.RSAPublicKey) and digest is not None:
-            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), digest)
-        else:
-            raise VerificationError(f"{rev.certificate}: signed with an algorithm the suite does not use")
+        verify_signature(root_cert.public_key(), cert.signature, cert.tbs_certificate_bytes,
+                         cert.signature_hash_algorithm)
+    except TypeError:
+        raise VerificationError(f"{rev.certificate}: signed with an algorithm the suite does not use") from None
     except InvalidSignature:
         raise VerificationError(f"{rev.certificate}: its signature does not verify with the root key") from None
     return cert, code

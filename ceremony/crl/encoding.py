@@ -40,7 +40,7 @@ from pkilint.pkix import crl as pk_crl
 from pkilint.pkix import extension, name
 
 from ceremony.common.errors import LintError, VerificationError
-from ceremony.hsm.signers import hash_for
+from ceremony.hsm.signers import hash_for, verify_signature
 from ceremony.x509.lint import enforce, findings_from_results, throwaway_key_like
 
 #: One revoked entry as the registry yields it: ``(serial, revoked_at, reason_code | None,
@@ -397,11 +397,8 @@ def verify_crl(der: bytes, tbs: bytes | bytearray | memoryview, issuer_public_ke
         raise VerificationError(f"the signed CRL does not parse: {exc}") from None
     _, h = signature_algorithm(issuer_public_key)
     try:
-        if isinstance(issuer_public_key, ec.EllipticCurvePublicKey):
-            issuer_public_key.verify(crl.signature, tbs, ec.ECDSA(h))
-        else:
-            issuer_public_key.verify(crl.signature, tbs, padding.PKCS1v15(), h)
-    except InvalidSignature:
+        verify_signature(issuer_public_key, crl.signature, bytes(tbs), h)
+    except (InvalidSignature, TypeError):
         raise VerificationError("the CRL signature made by the HSM does not verify with the CA's public key") \
             from None
     problems = []

@@ -173,3 +173,19 @@ def hash_for(key: Any) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
+
+
+def verify_signature(public_key: Any, signature: bytes, data: bytes, digest: hashes.HashAlgorithm | None) -> None:
+    """Check a signature the way the suite's keys make them (ECDSA, or RSA PKCS#1 v1.5) over ``data``.
+
+    Raises ``cryptography.exceptions.InvalidSignature`` when it does not verify, ``TypeError`` for another key type or
+    no hash: every signed object the suite reads back (CRL, OCSP response, certificate) is checked through here.
+    """
+    if digest is None:
+        raise TypeError("no signature hash algorithm")
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(digest))
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(signature, data, padding.PKCS1v15(), digest)
+    else:
+        raise TypeError(f"unsupported key type {type(public_key).__name__}")

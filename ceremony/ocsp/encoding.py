@@ -33,6 +33,7 @@ from pkilint.pkix import ocsp as pk_ocsp
 
 from ceremony.common.errors import VerificationError
 from ceremony.crl.encoding import der_integer, encode_time, epoch, signature_algorithm, tlv
+from ceremony.hsm.signers import verify_signature
 from ceremony.x509.lint import Finding, findings_from_results
 
 #: CertID hash algorithms: AlgorithmIdentifier DER (parameters NULL, as OpenSSL and GnuTLS send them) by name.
@@ -183,11 +184,8 @@ def verify_response(der: bytes, tbs: bytes, signer_public_key: Any, serial: int,
         raise VerificationError("the signed OCSP response does not carry the ResponseData that was encoded")
     _, digest = signature_algorithm(signer_public_key)
     try:
-        if isinstance(signer_public_key, ec.EllipticCurvePublicKey):
-            signer_public_key.verify(parsed.signature, tbs, ec.ECDSA(digest))
-        else:
-            signer_public_key.verify(parsed.signature, tbs, padding.PKCS1v15(), digest)
-    except InvalidSignature:
+        verify_signature(signer_public_key, parsed.signature, tbs, digest)
+    except (InvalidSignature, TypeError):
         raise VerificationError("the OCSP response signature made by the HSM does not verify with the signer "
                                 "certificate's key") from None
     expected = ocsp.OCSPCertStatus.GOOD if status.revoked_at is None else ocsp.OCSPCertStatus.REVOKED

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ceremony.common.errors import CeremonyError
+from ceremony.hsm.signers import verify_signature
 from ceremony.ocsp.job import store_issuer_sha256
 from ceremony.ocsp.store import ResponseStore, StoreError
 from ceremony.x509.files import read_certificate
@@ -118,14 +118,10 @@ def _verify_sample(der: bytes, serial: int, ca_cert: x509.Certificate, where: Pa
     if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
         raise StoreError(f"{where}: the certificate that signed serial {serial:x}'s response is no OCSP signer")
     key = signer.public_key()
-    digest = response.signature_hash_algorithm
     try:
-        if isinstance(key, ec.EllipticCurvePublicKey) and digest is not None:
-            key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(digest))
-        elif isinstance(key, rsa.RSAPublicKey) and digest is not None:
-            key.verify(response.signature, response.tbs_response_bytes, padding.PKCS1v15(), digest)
-        else:
-            raise StoreError(f"{where}: unsupported OCSP signer key {type(key).__name__}")
+        verify_signature(key, response.signature, response.tbs_response_bytes, response.signature_hash_algorithm)
+    except TypeError as exc:
+        raise StoreError(f"{where}: the response for serial {serial:x} cannot be checked: {exc}") from None
     except InvalidSignature:
         raise StoreError(f"{where}: the signature of the response for serial {serial:x} does not verify") from None
 
