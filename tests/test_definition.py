@@ -164,3 +164,14 @@ def test_durations() -> None:
     assert parse_duration("7d").days == 7 and parse_duration("24h").total_seconds() == 86400
     with pytest.raises(ValueError):
         parse_duration("1w")
+
+
+def test_an_unknown_ca_asked_for_after_loading_names_the_operators_file(tmp_path: Path) -> None:
+    """A CA name from the command line is checked after the file loaded: the refusal still names that file."""
+    path = tmp_path / "envs" / "pki.yml"
+    path.parent.mkdir()
+    write_definition(path, copy.deepcopy(base_definition_data()))
+    model = load_definition(path).model
+    with pytest.raises(DefinitionError) as info:
+        model.ca("qualifed")
+    assert str(path) in str(info.value) and "no CA named 'qualifed'" in str(info.value)

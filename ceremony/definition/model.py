@@ -40,6 +40,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -877,6 +878,9 @@ class Definition(_Strict):
     documents: Documents | None = None
     ceremony: CeremonyRules = CeremonyRules()
     cas: dict[Name, CA] = Field(min_length=1)
+    #: The file the definition was read from (set by :func:`load_definition`), so that a refusal found after
+    #: loading (an unknown CA asked for on the command line) names the operator's file, not a generic name.
+    _source: str = PrivateAttr(default="pki.yml")
 
     @model_validator(mode="after")
     def _hierarchy(self) -> Definition:
@@ -1104,8 +1108,8 @@ class LoadedDefinition:
         return getattr(self.model, item)
 
 
-def self_file(_: Definition) -> str:
-    return "pki.yml"
+def self_file(definition: Definition) -> str:
+    return definition._source
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -1278,4 +1282,5 @@ def load_definition(path: str | Path) -> LoadedDefinition:
         model = Definition.model_validate(data)
     except ValidationError as exc:
         raise _format_validation_error(file, root, exc) from None
+    model._source = file
     return LoadedDefinition(model, p, hashlib.sha256(raw).hexdigest())
