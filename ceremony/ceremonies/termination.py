@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ceremony.ca.registry import Registry, default_path, parse_reason
-from ceremony.ceremonies.root_crl import copy_registry
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     issuer_key,
@@ -256,7 +256,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                                    "was changed")
         with scripted_step(recorder, "registry-revoke"):
             staged_registry = run.stage_file(registry_name)
-            copy_registry(inputs.registry_path, staged_registry)
+            online_copy(inputs.registry_path, staged_registry)
             with Registry.open(staged_registry) as registry:
                 for serial, _ in inputs.to_revoke:
                     if not registry.revoke(serial, decision.reason, now=moment):
@@ -364,6 +364,23 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
     return TerminationResult(ca_name, [s for s, _ in inputs.to_revoke], number, count, out_dir / crl_name,
                              out_dir / archive_name(ca_name), archive_sha,
                              out_dir / ocsp_name if inputs.signer is not None else None, len(rows))
+
+
+def online_copy(source: Path, target: Path) -> None:
+    """A consistent copy of the live registry by SQLite's online backup. The source is opened read-write although
+    nothing writes to it: the last connection to close then checkpoints and removes its ``-wal`` and ``-shm``
+    files, where a read-only one would leave them beside the registry the run later replaces."""
+    src = sqlite3.connect(source, timeout=10.0)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise RegistryError(f"{source}: cannot copy the registry ({exc}); nothing was changed") from None
+    finally:
+        src.close()
 
 
 def _kind_of(manifest: Any, rel: str) -> str:
