@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
 from cryptography import x509
-from cryptography.x509 import ocsp
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from ceremony.ca.registry import Registry, default_path
@@ -275,7 +275,7 @@ def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path
     # a decision dated in the future, the root, an unknown reason: each refused by name
     future = copy.deepcopy(setup.data)
     future["cas"][CA]["termination"] = {**DECISION, "decided": dt.date.today() + dt.timedelta(days=2)}
-    with pytest.raises(DefinitionError, match="termination.decided"):
+    with pytest.raises(DefinitionError, match=r"termination\.decided"):
         terminate_ceremony(load_definition(write_definition(tmp_path / "future.yml", future)), CA, out, console(),
                            rehearsal=True, interactive=False)
     root = copy.deepcopy(setup.data)
@@ -285,7 +285,7 @@ def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path
                            rehearsal=True, interactive=False)
     reason = copy.deepcopy(setup.data)
     reason["cas"][CA]["termination"] = {**DECISION, "reason": "certificateHold"}
-    with pytest.raises(DefinitionError, match="termination.reason"):
+    with pytest.raises(DefinitionError, match=r"termination\.reason"):
         load_definition(write_definition(tmp_path / "reason.yml", reason))
     assert state(setup, out) == before
 
