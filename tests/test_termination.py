@@ -38,7 +38,7 @@ from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.termination import terminate_ceremony
 from ceremony.common.display import make_console
-from ceremony.common.errors import DefinitionError
+from ceremony.common.errors import DefinitionError, OutputError, VerificationError
 from ceremony.crl.job import run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import softhsm
@@ -234,8 +234,12 @@ def test_termination_revokes_signs_the_final_crl_and_archives(setup: Setup, tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     kinds = {e["kind"] for e in manifest["artifacts"]}
     assert {"final-crl", "termination-archive", "final-ocsp-store"} <= kinds
+    # no CRL follows the final one: the CRL job refuses, even forced
+    with pytest.raises(VerificationError, match="final CRL"):
+        run_crl_job(defn, CA, default_path(out, CA), out / "crl", ceremony_out=out, force=True)
+    assert (out / "crl" / "qualified.crl").read_bytes() == der
     # a second termination is refused: the published CRL is final already
-    with pytest.raises(Exception, match="final CRL already"):
+    with pytest.raises(OutputError, match="final CRL already"):
         terminate_ceremony(defn, CA, out, console(), rehearsal=True, interactive=False)
 
 

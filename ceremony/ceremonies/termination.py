@@ -78,7 +78,7 @@ from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, veri
 from ceremony.ocsp.job import store_issuer_sha256
 from ceremony.ocsp.signer import SignerCertificate, current_signer
 from ceremony.ocsp.store import ResponseStore, Row
-from ceremony.transcript.archive import FINAL_NEXT_UPDATE, directory_members, verify_archive, write_archive
+from ceremony.transcript.archive import directory_members, verify_archive, write_archive
 from ceremony.transcript.recorder import Recorder, scripted_step
 from ceremony.x509.lint import enforce, throwaway_key_like
 
@@ -176,7 +176,7 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
                 to_revoke.append((rec.serial, rec.subject))
     crl_dir = out_dir / CRL_DIR
     published = read_published(crl_dir / der_name)
-    if published is not None and published[1].next_update == FINAL_NEXT_UPDATE:
+    if published is not None and published[1].next_update == crlenc.FINAL_NEXT_UPDATE:
         raise OutputError(f"{crl_dir / der_name}: the published CRL of {ca_name!r} is a final CRL already (nextUpdate "
                           "99991231235959Z): the CA was terminated")
     check_not_ahead(state_path(crl_dir, ca_name), published[1].number if published else 0, crl_dir / der_name)
@@ -273,7 +273,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         number = max(prev_number, last_reserved(state)) + 1
         this_update = crlenc.this_update_covering(moment, max((e[1] for e in entries), default=None))
-        header = crlenc.CrlHeader(cert.subject, ski, number, this_update, FINAL_NEXT_UPDATE,
+        header = crlenc.CrlHeader(cert.subject, ski, number, this_update, crlenc.FINAL_NEXT_UPDATE,
                                   expired_certs_on_crl=cert.not_valid_before_utc)
         allowances = [*ca.lint, FINAL_CRL_ALLOWANCE]
         what = f"the final CRL of {ca_name!r}"

@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from ceremony.common.errors import OutputError
+from ceremony.crl.encoding import FINAL_NEXT_UPDATE
 from ceremony.hsm.signers import verify_signature
 from ceremony.transcript.anchor import AnchorError, load_anchor
 from ceremony.transcript.audit import verify as verify_transcript
@@ -56,8 +57,7 @@ MANIFEST_MEMBER = "manifest.json"
 #: The ceremonies' output directory is archived under this folder.
 OUT_PREFIX = "out"
 
-#: The nextUpdate of a CA's last CRL (RFC 5280 5.1.2.6: a CA that will issue no more CRLs), as GeneralizedTime.
-FINAL_NEXT_UPDATE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+#: The DER of the final CRL's nextUpdate (:data:`ceremony.crl.encoding.FINAL_NEXT_UPDATE`), GeneralizedTime.
 FINAL_NEXT_UPDATE_DER = b"\x18\x0f99991231235959Z"
 
 #: Exit codes of ``audit.verify-archive``: 0 verified, 1 a finding, 64 no usable trust anchor.
