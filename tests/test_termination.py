@@ -48,6 +48,7 @@ from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
 from ceremony.transcript.archive import MANIFEST_MEMBER, verify_archive
 from ceremony.transcript.audit import verify
+from ceremony.transcript.ledger import table_lines, verify_directory
 from ceremony.transcript.recorder import ConsoleRecorder
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("termination")]
@@ -313,8 +314,15 @@ def test_ctrl_c_in_a_step_leaves_nothing_half_written(setup: Setup, tmp_path: Pa
         {k: v for k, v in before[0].items() if k != number_state}
     assert after[1:] == before[1:]
     assert not [p for p in out.iterdir() if p.name.startswith(".run-")]
-    # the termination then runs to the end, with the next CRL number
+    # the termination then runs to the end through the task, with the next CRL number; the whole directory verifies
     monkeypatch.undo()
-    result = terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True,
-                                interactive=False)
-    assert verify_archive(result.archive, str(out / "root.crt.pem"), rehearsal=True).exit_code == 0
+    done = invoke("ceremony.terminate", "--ca", CA, "--definition", str(setup.decided), "--out", str(out),
+                  "--rehearsal")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "audit.verify-archive" in done.stdout  # the next step the summary names
+    archive = out / "termination" / f"{CA}.termination-archive.tar"
+    assert verify_archive(archive, str(out / "root.crt.pem"), rehearsal=True).exit_code == 0
+    crl = x509.load_der_x509_crl((out / "crl" / "qualified.crl").read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3  # 1 published, 2 burned
+    directory = verify_directory(out, load_anchor(str(out / "root.crt.pem"), out), rehearsal=True)
+    assert directory.exit_code == 0, table_lines(directory)
