@@ -1,10 +1,12 @@
 """The life-cycle ceremonies: token initialisation, subordinate renewal (same key), sealing-key certification, key
-destruction, root rollover (the successor root's key ceremony, the cross-certification), CA termination.
+destruction, root rollover (the successor root's key ceremony, the cross-certification), CA termination, split-PIN
+change.
 
 Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
 transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
 ``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key``, ``ceremony.destroy-key``,
-``ceremony.new-root``, ``ceremony.cross-certify`` and ``ceremony.terminate``. PINs and PIN parts are never arguments.
+``ceremony.new-root``, ``ceremony.cross-certify``, ``ceremony.terminate`` and ``ceremony.change-pin``. PINs and PIN
+parts are never arguments.
 """
 
 from __future__ import annotations
@@ -222,4 +224,27 @@ def terminate(c: Context, ca: str, env: str | None = None, definition: str | Non
           f"({result.crl_entries} entries) {result.crl_der}; archive {result.archive} "
           f"(SHA-256 {result.archive_sha256})")
     show_summary("ca-termination", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="change-pin", help={**HELP, "ca": "the CA whose token's split user PIN is changed",
+                               "token": "the token's label (default: the token the definition names)",
+                               "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def change_pin(c: Context, ca: str, token: str | None = None, env: str | None = None, definition: str | None = None,
+               out: str | None = None, rehearsal: bool = False, answers: str | None = None,
+               lang: str | None = None) -> None:
+    """Change a token's split user PIN: the officers its record names enter their current parts, then new ones."""
+    from ceremony.ceremonies.pin_change import pin_change_ceremony
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "pin-change", out_dir, rehearsal, lang, ca=ca)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("pin-change", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = pin_change_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token)  # type: ignore
+    print(f"token {result.token!r}: user PIN changed; parts of {', '.join(result.officers)}; report {result.report}")
+    show_summary("pin-change", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))
