@@ -227,7 +227,8 @@ def terminate(c: Context, ca: str, env: str | None = None, definition: str | Non
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
-@task(name="change-pin", help={**HELP, "ca": "the CA whose token's split user PIN is changed",
+@task(name="change-pin", help={**{k: v for k, v in HELP.items() if k != "pin_file"},  # parts, never a PIN file
+                               "ca": "the CA whose token's split user PIN is changed",
                                "token": "the token's label (default: the token the definition names)",
                                "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
