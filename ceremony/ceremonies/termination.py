@@ -66,7 +66,7 @@ from ceremony.ceremonies.steps import (
 )
 from ceremony.common.errors import DefinitionError, HsmError, OutputError, RegistryError, VerificationError
 from ceremony.common.fileio import sha256_file
-from ceremony.common.fingerprints import announce, sha256_hex
+from ceremony.common.fingerprints import announce, announce_digest, sha256_hex
 from ceremony.crl import encoding as crlenc
 from ceremony.crl.checks import check_against_previous
 from ceremony.crl.job import load_issuer, publication_names, read_published
@@ -326,7 +326,8 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
             if own is not None:
                 with contextlib.suppress(ValueError):
                     skip.add(Path(own).resolve().relative_to(out_dir.resolve()).as_posix())
-            members = [(rel, path, _kind_of(manifest, rel)) for rel, path in directory_members(out_dir, skip)]
+            kinds = {str(e.get("path")): str(e.get("kind")) for e in manifest.artifacts}
+            members = [(rel, path, _kind_of(kinds, rel)) for rel, path in directory_members(out_dir, skip)]
             members += [(p.filename, p.staged, p.kind) for p in run.planned.values()
                         if p.staged is not None and p.kind != "termination-archive"]
             members.sort(key=lambda m: m[0])
@@ -359,7 +360,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
             run.record()
         with scripted_step(recorder, "fingerprint-read-aloud"):
             recorder.say(announce(f"Final CRL {number} of {ca_name} (nextUpdate 99991231235959Z)", der))
-            recorder.say(announce(f"Termination archive {archive_name(ca_name)}", archive_path.read_bytes()))
+            recorder.say(announce_digest(f"Termination archive {archive_name(ca_name)}", archive_sha))
         run.seal(seal_key, seal_cert_path, "certificate")
     return TerminationResult(ca_name, [s for s, _ in inputs.to_revoke], number, count, out_dir / crl_name,
                              out_dir / archive_name(ca_name), archive_sha,
@@ -383,14 +384,11 @@ def online_copy(source: Path, target: Path) -> None:
         src.close()
 
 
-def _kind_of(manifest: Any, rel: str) -> str:
+def _kind_of(kinds: dict[str, str], rel: str) -> str:
     """The kind the output directory's manifest gives a file (transcripts and unlisted files get a plain name)."""
     if rel.startswith("transcripts/") and rel.endswith(".jsonl"):
         return "transcript"
-    for entry in manifest.artifacts:
-        if entry.get("path") == rel:
-            return str(entry.get("kind"))
-    return "manifest" if rel == "manifest.json" else "file"
+    return kinds.get(rel) or ("manifest" if rel == "manifest.json" else "file")
 
 
 def _final_responses(recorder: Recorder, key: Any, ca_cert: x509.Certificate, signer: SignerCertificate,
