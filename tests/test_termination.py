@@ -288,6 +288,13 @@ def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path
     with pytest.raises(DefinitionError, match="is the root"):
         terminate_ceremony(load_definition(write_definition(tmp_path / "root.yml", root)), "root", out, console(),
                            rehearsal=True, interactive=False)
+    # no published CRL where the CRL job publishes, or a publication directory outside the output directory
+    with pytest.raises(OutputError, match="no published CRL"):
+        terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False,
+                           crl_dir=out / "elsewhere")
+    with pytest.raises(OutputError, match="inside the output directory"):
+        terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False,
+                           crl_dir=tmp_path / "published")
     reason = copy.deepcopy(setup.data)
     reason["cas"][CA]["termination"] = {**DECISION, "reason": "certificateHold"}
     with pytest.raises(DefinitionError, match=r"termination\.reason"):

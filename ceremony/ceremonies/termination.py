@@ -85,7 +85,8 @@ from ceremony.x509.lint import enforce, throwaway_key_like
 #: Where the termination's own outputs go: ``termination/<ca>/``.
 TERMINATION_DIR = "termination"
 
-#: The CRL publication directory the CRL job uses by default (``invoke crl.sign``: ``OUT/crl``).
+#: The CRL publication directory the CRL job uses by default (``invoke crl.sign``: ``OUT/crl``); another one inside
+#: the output directory is named with ``crl_dir``.
 CRL_DIR = "crl"
 
 #: The pkilint finding a final CRL must make (CA/Browser Forum BR 7.2: nextUpdate within 10 days), accepted for the
@@ -118,8 +119,9 @@ class TerminationInputs:
     cert: x509.Certificate
     registry_path: Path
     to_revoke: list[tuple[int, str]]  # (serial, subject) of every unexpired certificate still good
-    published: tuple[bytes, Any] | None
+    published: tuple[bytes, Any]
     der_name: str
+    crl_dir: str  # the publication directory, relative to the output directory
     signer: SignerCertificate | None
 
 
@@ -132,7 +134,8 @@ def archive_name(ca_name: str) -> str:
     return f"{TERMINATION_DIR}/{ca_name}.termination-archive.tar"
 
 
-def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.datetime) -> TerminationInputs:
+def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.datetime,
+                       crl_dir: str | Path | None = None) -> TerminationInputs:
     """Every check that needs no token, in the order the refusals are worth reading (see the module's docstring)."""
     model = defn.model
     ca = model.ca(ca_name)
@@ -174,12 +177,23 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
         for rec in registry.list():
             if rec.status == "good" and rec.not_after > now:
                 to_revoke.append((rec.serial, rec.subject))
-    crl_dir = out_dir / CRL_DIR
-    published = read_published(crl_dir / der_name)
-    if published is not None and published[1].next_update == crlenc.FINAL_NEXT_UPDATE:
-        raise OutputError(f"{crl_dir / der_name}: the published CRL of {ca_name!r} is a final CRL already (nextUpdate "
-                          "99991231235959Z): the CA was terminated")
-    check_not_ahead(state_path(crl_dir, ca_name), published[1].number if published else 0, crl_dir / der_name)
+    publication = out_dir / CRL_DIR if crl_dir is None else Path(crl_dir)
+    try:
+        crl_rel = publication.resolve().relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        raise OutputError(f"{publication}: the CRL publication directory must be inside the output directory "
+                          f"{out_dir} (the final CRL takes the published one's place there, in the same output set); "
+                          "copy the publication directory, its .state/ included, under it and name it with "
+                          "--crl-dir") from None
+    published = read_published(publication / der_name)
+    if published is None:
+        raise OutputError(f"{publication / der_name}: no published CRL of {ca_name!r} there; the final CRL follows the "
+                          "last one published (its number, its entries). Give the CRL job's publication directory "
+                          f"with --crl-dir (default {out_dir / CRL_DIR}); nothing was changed")
+    if published[1].next_update == crlenc.FINAL_NEXT_UPDATE:
+        raise OutputError(f"{publication / der_name}: the published CRL of {ca_name!r} is a final CRL already "
+                          "(nextUpdate 99991231235959Z): the CA was terminated")
+    check_not_ahead(state_path(publication, ca_name), published[1].number, publication / der_name)
     signer = None
     if ca.ocsp is not None:
         signer = current_signer(out_dir, ca_name, issuer.cert)
@@ -187,14 +201,17 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
             raise VerificationError(f"{signer.path}: the OCSP signer certificate expired on "
                                     f"{when(signer.cert.not_valid_after_utc)}; renew it first (invoke ocsp.signer "
                                     f"--ca {ca_name}), so that the final responses have a signer")
-    return TerminationInputs(ca, cert_path, issuer.cert, registry_path, to_revoke, published, der_name, signer)
+    return TerminationInputs(ca, cert_path, issuer.cert, registry_path, to_revoke, published, der_name, crl_rel,
+                             signer)
 
 
 def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
                        rehearsal: bool, pin_file: str | None = None, interactive: bool = True,
-                       trust: str | Path | None = None, now: dt.datetime | None = None) -> TerminationResult:
+                       trust: str | Path | None = None, crl_dir: str | Path | None = None,
+                       now: dt.datetime | None = None) -> TerminationResult:
     """Terminate subordinate CA ``ca_name`` (see the module's docstring). ``trust``: the root certificate the
-    archive's transcripts are verified against (default ``OUT/<root>.crt.pem``)."""
+    archive's transcripts are verified against (default ``OUT/<root>.crt.pem``); ``crl_dir``: the CRL job's
+    publication directory, inside ``out`` (default ``OUT/crl``)."""
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
@@ -202,13 +219,13 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
     folder = termination_dir(ca_name)
     with CeremonyRun(out_dir, manifest, recorder, "ca-termination") as run:
         with scripted_step(recorder, "definition-check"):
-            inputs = termination_inputs(defn, ca_name, out_dir, moment)
+            inputs = termination_inputs(defn, ca_name, out_dir, moment, crl_dir)
             ca, cert = inputs.ca, inputs.cert
             decision = ca.termination
             assert decision is not None
             code = parse_reason(decision.reason)
-            prev_number = inputs.published[1].number if inputs.published else 0
-            state = state_path(out_dir / CRL_DIR, ca_name)
+            prev_number = inputs.published[1].number
+            state = state_path(out_dir / inputs.crl_dir, ca_name)
             stem = inputs.der_name[:-4] if inputs.der_name.endswith(".crl") else inputs.der_name
             crl_name = f"{folder}/{stem}-final.crl"
             ocsp_name = f"{folder}/{ca_name}-final.ocsp.sqlite3"
@@ -216,9 +233,9 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
             times = {"this_update": moment.isoformat(), "next_update": "9999-12-31T23:59:59+00:00"}
             run.plan(crl_name, "final-crl", "der", ca=ca_name, **times)
             run.plan(crl_name + ".pem", "final-crl", "pem", ca=ca_name, **times)
-            run.plan(f"{CRL_DIR}/{inputs.der_name}", "final-crl", "der", ca=ca_name, published=True, _replace=True,
-                     **times)
-            run.plan(f"{CRL_DIR}/{inputs.der_name}.pem", "final-crl", "pem", ca=ca_name, published=True,
+            run.plan(f"{inputs.crl_dir}/{inputs.der_name}", "final-crl", "der", ca=ca_name, published=True,
+                     _replace=True, **times)
+            run.plan(f"{inputs.crl_dir}/{inputs.der_name}.pem", "final-crl", "pem", ca=ca_name, published=True,
                      _replace=True, **times)
             if inputs.signer is not None:
                 run.plan(ocsp_name, "final-ocsp-store", "sqlite3", ca=ca_name)
@@ -297,8 +314,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
             crlenc.verify_crl(der, tbs, cert.public_key(), header, count, [e[0] for e in entries])
             after = crlenc.lint_crl(der)
             enforce(after, allowances, what + " (after signing)")
-            if inputs.published is not None:
-                check_against_previous(inputs.published[0], der, lambda s: None, inputs.published[1])
+            check_against_previous(inputs.published[0], der, lambda s: None, inputs.published[1])
             recorder.evidence("crl", {"number": number, "this_update": this_update.isoformat(),
                                       "next_update": "99991231235959Z", "entries": count, "final": True,
                                       "sha256": sha256_hex(der)})
@@ -313,8 +329,8 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
         with scripted_step(recorder, "archive-write"):
             run.stage(crl_name, der)
             run.stage(crl_name + ".pem", crlenc.pem_from_der(der))
-            run.stage(f"{CRL_DIR}/{inputs.der_name}", der)
-            run.stage(f"{CRL_DIR}/{inputs.der_name}.pem", crlenc.pem_from_der(der))
+            run.stage(f"{inputs.crl_dir}/{inputs.der_name}", der)
+            run.stage(f"{inputs.crl_dir}/{inputs.der_name}.pem", crlenc.pem_from_der(der))
             if inputs.signer is not None:
                 staged_store = run.stage_file(ocsp_name)
                 with ResponseStore.create(staged_store, ca_name, store_issuer_sha256(cert)) as store:
