@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -246,8 +248,9 @@ def test_termination_revokes_signs_the_final_crl_and_archives(setup: Setup, tmp_
 
 def test_a_byte_changed_in_the_archive_names_the_member(setup: Setup, tmp_path: Path) -> None:
     out = copy_of(setup, tmp_path)
-    result = terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True,
-                                interactive=False)
+    defn = load_definition(setup.decided)
+    with recorded(defn, "ca-termination", out) as rec:
+        result = terminate_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
     tampered = tmp_path / "tampered.tar"
     shutil.copy(result.archive, tampered)
     with tarfile.open(tampered) as tar:
@@ -264,6 +267,29 @@ def test_a_byte_changed_in_the_archive_names_the_member(setup: Setup, tmp_path: 
     assert task.returncode == 1 and f"member out/{CA}.crt.pem: SHA-256" in task.stdout
     # without an anchor nothing passes
     assert verify_archive(result.archive, None, rehearsal=True).exit_code == 64
+    # a member rewritten with its manifest line passes the archive's own check, not the termination's transcript,
+    # which recorded the archive's SHA-256
+    rewritten = tmp_path / "rewritten.tar"
+    with tarfile.open(result.archive) as src, tarfile.open(rewritten, "w", format=tarfile.PAX_FORMAT) as dst:
+        manifest = json.loads(src.extractfile(MANIFEST_MEMBER).read())  # type: ignore[union-attr]
+        changed, target = b"a note added after the ceremony\n", "out/crl/qualified.crl.pem"  # no transcript's artifact
+        for entry in manifest["members"]:
+            if entry["path"] == target:
+                data = src.extractfile(entry["path"]).read() + changed  # type: ignore[union-attr]
+                entry["sha256"], entry["size"] = hashlib.sha256(data).hexdigest(), len(data)
+        for member in src.getmembers():
+            body = json.dumps(manifest).encode() if member.name == MANIFEST_MEMBER else \
+                src.extractfile(member).read() + (changed if member.name == target else b"")  # type: ignore
+            member.size = len(body)
+            dst.addfile(member, io.BytesIO(body))
+    passed = verify_archive(rewritten, str(out / "root.crt.pem"), rehearsal=True)
+    assert passed.exit_code == 0, passed.problems
+    anchor = load_anchor(str(out / "root.crt.pem"), out)
+    assert verify(rec.path, out, trust=anchor, rehearsal=True).exit_code == 0
+    shutil.copy(rewritten, result.archive)
+    audit = verify(rec.path, out, trust=anchor, rehearsal=True)
+    assert audit.exit_code == 1 and any("termination-archive.tar changed after the ceremony" in str(p)
+                                        for p in audit.problems)
 
 
 def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path) -> None:
