@@ -230,25 +230,30 @@ def terminate(c: Context, ca: str, env: str | None = None, definition: str | Non
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 
 
-@task(name="change-pin", help={**{k: v for k, v in HELP.items() if k != "pin_file"},  # parts, never a PIN file
-                               "ca": "the CA whose token's split user PIN is changed",
+@task(name="change-pin", help={**HELP, "ca": "the CA whose token's split PIN is changed",
                                "token": "the token's label (default: the token the definition names)",
+                               "pin": "which PIN: user (default) or so",
                                "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
-def change_pin(c: Context, ca: str, token: str | None = None, env: str | None = None, definition: str | None = None,
-               out: str | None = None, rehearsal: bool = False, answers: str | None = None,
-               lang: str | None = None) -> None:
-    """Change a token's split user PIN: the officers its record names enter their current parts, then new ones."""
+def change_pin(c: Context, ca: str, token: str | None = None, pin: str = "user", env: str | None = None,
+               definition: str | None = None, out: str | None = None, pin_file: str | None = None,
+               rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """Change a token's split PIN: the officers its record names enter their current parts, then new ones."""
     from ceremony.ceremonies.pin_change import pin_change_ceremony
+    from ceremony.common.errors import RequestError
     from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    if pin not in ("user", "so"):
+        raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
     out_dir = _out(env, out, defn)
-    report = preflight_or_stop(defn, "pin-change", out_dir, rehearsal, lang, ca=ca)
+    report = preflight_or_stop(defn, "pin-change", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("pin-change", defn, out_dir, rehearsal, answers, report, lang) as rec:
-        result = pin_change_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token)  # type: ignore
-    print(f"token {result.token!r}: user PIN changed; parts of {', '.join(result.officers)}; report {result.report}")
+        result = pin_change_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token,  # type: ignore
+                                     pin=pin, pin_file=pin_file)
+    print(f"token {result.token!r}: {result.pin} PIN changed; parts of {', '.join(result.officers)}; report "
+          f"{result.report}")
     show_summary("pin-change", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

@@ -38,11 +38,12 @@ from ceremony.hsm.session import (
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
 from ceremony.transcript.audit import verify
-from ceremony.transcript.participants import REHEARSAL_OFFICERS
+from ceremony.transcript.participants import REHEARSAL_OFFICERS, REHEARSAL_PEOPLE, REHEARSAL_SECURITY_OFFICERS
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("pin-change")]
 INVOKE = str(REPO / ".venv" / "bin" / "invoke")
 CO = [f"{name} (rehearsal)" for name in REHEARSAL_OFFICERS[:2]]
+SO = [f"{REHEARSAL_PEOPLE['security-officer']} (rehearsal)", f"{REHEARSAL_SECURITY_OFFICERS[0]} (rehearsal)"]
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Setup:
     user_env: str
     parts: list[str]
     out: Path
+    so_env: str
+    so_parts: list[str]
 
 
 def quiet() -> Any:
@@ -68,28 +71,29 @@ def recorded(defn: LoadedDefinition, script: str, out: Path) -> Any:
 
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    """The root token initialised at its ceremony with a user PIN split between two Crypto Officers (a single SO PIN),
-    then the root key ceremony on it, which certifies the token's sealing key."""
+    """The root token initialised at its ceremony with a user PIN split between two Crypto Officers and an SO PIN
+    between two HSM Security Officers, then the root key ceremony on it, which certifies the token's sealing key."""
     suffix = secrets.token_hex(4)
     label = f"t-pin-{suffix}"
     user_env, so_env = f"TEST_PC_PIN_{suffix.upper()}", f"TEST_PC_SO_PIN_{suffix.upper()}"
-    monkeypatch.setenv(so_env, softhsm.random_pin())
     data = copy.deepcopy(base_definition_data())
-    data["ceremony"]["security_officer_quorum"] = 1
+    data["ceremony"]["security_officer_quorum"] = 2
     data["cas"]["root"]["hsm"].update(module=softhsm.softhsm_module(), token={"label": label}, pin_env=user_env,
                                       so_pin_env=so_env)
     data["cas"]["root"]["backup"] = {"mode": "none"}
     defn = load_definition(write_definition(tmp_path / "pki.yml", data))
-    parts = [part(), part()]
+    parts, so_parts = [part(), part()], [part(), part()]
     pins.hold_parts(user_env, list(zip(CO, parts, strict=True)))
+    pins.hold_parts(so_env, list(zip(SO, so_parts, strict=True)))
     out = tmp_path / "out"
     with recorded(defn, "token-initialisation", out) as rec:
         token_init_ceremony(defn, "root", out, rec, rehearsal=True, interactive=False)
     with recorded(defn, "root-key-generation", out) as rec:
         root_ceremony(defn, out, rec, rehearsal=True, interactive=False)
-    yield Setup(defn, label, user_env, parts, out)
-    pins.release_parts(user_env)
-    pins.release_parts(new_parts_variable(user_env))
+    yield Setup(defn, label, user_env, parts, out, so_env, so_parts)
+    for name in (user_env, so_env):
+        pins.release_parts(name)
+        pins.release_parts(new_parts_variable(name))
 
 
 def token(label: str) -> Any:
@@ -153,6 +157,27 @@ def test_after_the_change_the_old_parts_fail_and_the_new_ones_open_the_token(set
     assert not opens_with(setup, new) and opens_with(setup, newer)
     record = read_token_record(token(setup.label))
     assert record is not None and len(record["pin_changes"]) == 2
+
+
+def test_the_security_officers_change_their_parts_of_the_so_pin(setup: Setup) -> None:
+    """The SO PIN's parts change; the user PIN (the Crypto Officers' parts) is untouched and opens the session that
+    seals the transcript."""
+    new = [part(), part()]
+    pins.hold_parts(setup.so_env, list(zip(SO, setup.so_parts, strict=True)))
+    pins.hold_parts(new_parts_variable(setup.so_env), list(zip(SO, new, strict=True)))
+    pins.hold_parts(setup.user_env, list(zip(CO, setup.parts, strict=True)))
+    with recorded(setup.defn, "pin-change", setup.out) as rec:
+        result = pin_change_ceremony(setup.defn, "root", setup.out, rec, rehearsal=True, interactive=False, pin="so")
+    assert result.pin == "so" and result.officers == tuple(SO)
+    with pytest.raises(p11e.PinIncorrect):
+        token(setup.label).open(rw=True, so_pin=pins.combine_parts(setup.so_parts, setup.label, "so"))
+    with token(setup.label).open(rw=True, so_pin=pins.combine_parts(new, setup.label, "so")):
+        pass
+    assert opens_with(setup, setup.parts)
+    record = read_token_record(token(setup.label))
+    assert record is not None and [(c["pin"], c["by"]) for c in record["pin_changes"]] == [("so", SO)]
+    assert verify(rec.path, setup.out, trust=load_anchor(str(setup.out / "root.crt.pem"), setup.out),
+                  rehearsal=True).exit_code == 0
 
 
 def test_bad_parts_leave_the_token_as_it_was(setup: Setup, tmp_path: Path) -> None:
