@@ -7,7 +7,9 @@ PIN, wrong current parts, a token whose PIN is not split) leaves the token as it
 from __future__ import annotations
 
 import copy
+import io
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_definition
 from pkcs11 import exceptions as p11e
@@ -205,3 +208,33 @@ def test_bad_parts_leave_the_token_as_it_was(setup: Setup, tmp_path: Path) -> No
     with recorded(defn, "pin-change", tmp_path / "single") as rec, \
             pytest.raises(RequestError, match="user PIN is not split"):
         pin_change_ceremony(defn, "root", tmp_path / "single", rec, rehearsal=True, interactive=False)
+
+
+def test_the_officers_type_current_and_new_parts_unseen_at_a_terminal(setup: Setup) -> None:
+    """``invoke ceremony.change-pin`` under a pseudo-terminal as the officers use it: each types their current part,
+    then a new part twice, none echoed; afterwards the token opens with the new parts only."""
+    for name in (setup.user_env, setup.so_env):
+        pins.release_parts(name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CEREMONY_", "TEST_PC_"))}
+    env |= {"SOFTHSM2_CONF": str(SOFTHSM_CONF), "LANG": "C.UTF-8", "COLUMNS": "200"}
+    new = [part(), part()]
+    child = pexpect.spawn(INVOKE, ["ceremony.change-pin", "--definition", str(setup.defn.path), "--ca", "root",
+                                   "--out", str(setup.out), "--rehearsal"], cwd=str(REPO), env=env, encoding="utf-8",
+                          timeout=120)
+    child.logfile_read = seen = io.StringIO()  # everything the terminal showed
+    for name, value in zip(CO, setup.parts, strict=True):
+        child.expect(f"part of {re.escape(name)} \\(Crypto Officer\\), not shown: ")
+        child.sendline(value)
+    for name, value in zip(CO, new, strict=True):
+        child.expect(f"part of {re.escape(name)} \\(Crypto Officer\\), not shown: ")
+        child.sendline(value)
+        child.expect(f"the same part again, {re.escape(name)}: ")
+        child.sendline(value)
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = seen.getvalue()
+    assert child.exitstatus == 0, screen[-3000:]
+    assert "user PIN changed" in screen
+    assert not [s for s in [*setup.parts, *new] if s in screen]
+    rescan(softhsm.softhsm_module())
+    assert not opens_with(setup, setup.parts) and opens_with(setup, new)
