@@ -314,6 +314,13 @@ def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path
     with pytest.raises(DefinitionError, match="is the root"):
         terminate_ceremony(load_definition(write_definition(tmp_path / "root.yml", root)), "root", out, console(),
                            rehearsal=True, interactive=False)
+    # share files left in the output directory: the archive never holds a secret
+    share = out / "backup" / f"{CA}.share-1-awa.txt"
+    share.parent.mkdir()
+    share.write_text("a share page")
+    with pytest.raises(OutputError, match="share files are still there"):
+        terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False)
+    shutil.rmtree(share.parent)
     # no published CRL where the CRL job publishes, or a publication directory outside the output directory
     with pytest.raises(OutputError, match="no published CRL"):
         terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False,

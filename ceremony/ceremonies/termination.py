@@ -50,6 +50,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ceremony.backup.format import BACKUP_DIR
 from ceremony.ca.registry import Registry, default_path, parse_reason
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
@@ -158,6 +159,13 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
         raise DefinitionError(str(defn.path), f"cas.{ca_name}.crl.partitions", "a partitioned CA's termination "
                               "(one final CRL per partition) is not supported yet", "a CA without crl.partitions")
     der_name, _ = publication_names(ca)
+    shares = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / BACKUP_DIR).glob("*.share-*")
+                    if p.is_file())
+    if shares:
+        raise OutputError(f"{out_dir / BACKUP_DIR}: share files are still there ({', '.join(shares)}); the archive "
+                          "never holds a secret, and the key-backup transcript verifies only once each page is handed "
+                          "over and its file shredded (docs/key-backup.md). Hand them over and shred them, recording "
+                          "it in the answers file's share_custody, then terminate; nothing was changed")
     cert_path = out_dir / f"{ca_name}.crt.pem"
     if not cert_path.is_file():
         raise OutputError(f"{cert_path}: the certificate of {ca_name!r} is not in the output directory; the "
