@@ -15,6 +15,11 @@ nothing passes, but a failing file keeps its own code.
 transcript, the ledger, the manifest or a report; 6 an attestation; 7 the continuity of the bags (a bag
 opened with another serial than the one it was resealed with); 64 no usable anchor.
 
+``audit.verify-archive`` checks a CA's termination archive (docs/lifecycle.md, "CA termination"): 0 when every
+member's SHA-256 matches its manifest, the final CRL verifies under the CA certificate with nextUpdate
+99991231235959Z and every transcript in it verifies against the anchor; 1 otherwise, the member named; 64 no usable
+anchor.
+
 ``audit.attest`` signs a transcript's final head with the auditor's own OpenSSH key (``ssh-keygen -Y sign``,
 namespace ``ceremony-transcript``) and lists the message and the signature in the manifest.
 """
@@ -88,6 +93,22 @@ def verify_all(c: Context, directory: str, trust: str | None = None, rehearsal: 
         sys.exit(result.exit_code)
 
 
+@task(name="verify-archive",
+      help={"archive": "a CA's termination archive (OUT/termination/<ca>.termination-archive.tar)",
+            "trust": "the trust anchor: the root certificate file or its SHA-256 fingerprint (required)",
+            "rehearsal": "accept rehearsal transcripts (without it a rehearsal never passes)"})
+@operator_errors
+def verify_archive(c: Context, archive: str, trust: str | None = None, rehearsal: bool = False) -> None:
+    """Verify a termination archive offline: every member's SHA-256 against its manifest, the final CRL under the
+    CA certificate (nextUpdate 99991231235959Z), every transcript in it against the trust anchor."""
+    from ceremony.transcript.archive import verify_archive as check_archive
+
+    result = check_archive(Path(archive), trust, rehearsal=rehearsal)
+    print("\n".join(result.lines()))
+    if result.exit_code != 0:
+        sys.exit(result.exit_code)
+
+
 @task(help={"transcript": "the sealed transcript (.jsonl) to attest, after verifying it",
             "key": "your OpenSSH private key file (e.g. ~/.ssh/id_ed25519); ssh-keygen asks its passphrase",
             "signer": "your name as it appears in the attestation (quote it)"})
@@ -124,5 +145,6 @@ def report(c: Context, transcript: str, lang: str | None = None, out: str | None
 ns = Collection()
 ns.add_task(verify)
 ns.add_task(verify_all)
+ns.add_task(verify_archive)
 ns.add_task(attest)
 ns.add_task(report)

@@ -1,10 +1,12 @@
 """The life-cycle ceremonies: token initialisation, subordinate renewal (same key), sealing-key certification, key
-destruction, root rollover (the successor root's key ceremony, the cross-certification).
+destruction, root rollover (the successor root's key ceremony, the cross-certification), CA termination, split-PIN
+change.
 
 Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
 transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
 ``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key``, ``ceremony.destroy-key``,
-``ceremony.new-root`` and ``ceremony.cross-certify``. PINs and PIN parts are never arguments.
+``ceremony.new-root``, ``ceremony.cross-certify``, ``ceremony.terminate`` and ``ceremony.change-pin``. PINs and PIN
+parts are never arguments.
 """
 
 from __future__ import annotations
@@ -195,4 +197,63 @@ def cross_certify(c: Context, env: str | None = None, definition: str | None = N
                                               reverse=reverse, pin_file=pin_file)
     print(f"{result.certificate}: cross-certificate for the key {result.subject_spki_sha256}")
     show_summary(CROSS, defn, out_dir, before, getattr(rec, "path", None), rehearsal, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(help={**HELP, "ca": "the subordinate CA to terminate (cas.<ca>.termination records the decision)",
+            "trust": "the root certificate the archive's transcripts are verified against (default OUT/<root>.crt.pem)",
+            "crl_dir": "the CRL job's publication directory, inside OUT (default OUT/crl): the final CRL follows the "
+                       "CRL published there and takes its place",
+            "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def terminate(c: Context, ca: str, env: str | None = None, definition: str | None = None, out: str | None = None,
+              trust: str | None = None, crl_dir: str | None = None, pin_file: str | None = None,
+              rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """Terminate a subordinate CA: revoke what it issued, sign its final CRL and OCSP responses, write and verify
+    its archive (OUT/termination/<ca>.termination-archive.tar)."""
+    from ceremony.ceremonies.termination import terminate_ceremony, termination_inputs
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    # bad input is refused before anyone signs in
+    termination_inputs(defn, ca, out_dir, dt.datetime.now(dt.UTC), crl_dir)  # type: ignore[arg-type]
+    report = preflight_or_stop(defn, "ca-termination", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("ca-termination", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = terminate_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,  # type: ignore
+                                    trust=trust, crl_dir=crl_dir)
+    print(f"{ca!r} terminated: {len(result.revoked)} certificate(s) revoked; final CRL {result.crl_number} "
+          f"({result.crl_entries} entries) {result.crl_der}; archive {result.archive} "
+          f"(SHA-256 {result.archive_sha256})")
+    show_summary("ca-termination", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="change-pin", help={**HELP, "ca": "the CA whose token's split PIN is changed",
+                               "token": "the token's label (default: the token the definition names)",
+                               "pin": "which PIN: user (default) or so",
+                               "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def change_pin(c: Context, ca: str, token: str | None = None, pin: str = "user", env: str | None = None,
+               definition: str | None = None, out: str | None = None, pin_file: str | None = None,
+               rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """Change a token's split PIN: the officers its record names enter their current parts, then new ones."""
+    from ceremony.ceremonies.pin_change import pin_change_ceremony
+    from ceremony.common.errors import RequestError
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    if pin not in ("user", "so"):
+        raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
+    out_dir = _out(env, out, defn)
+    report = preflight_or_stop(defn, "pin-change", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record("pin-change", defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = pin_change_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token,  # type: ignore
+                                     pin=pin, pin_file=pin_file)
+    print(f"token {result.token!r}: {result.pin} PIN changed; parts of {', '.join(result.officers)}; report "
+          f"{result.report}")
+    show_summary("pin-change", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

@@ -157,6 +157,12 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         signer = defn.model.cas[ca_name].issuer or root if ceremony == "subordinate-renewal" else root
         return Plan(True, (Need(ca_name if ceremony == "key-destruction" else signer, "present"),))
+    # A CA termination signs the last CRL with the CA key on the CA's token, its host disconnected for it
+    # (ceremony/ceremonies/termination.py); a PIN change logs in on the CA's token (ceremony/ceremonies/pin_change.py).
+    if ceremony in ("ca-termination", "pin-change"):
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        return Plan(True, (Need(ca_name, "present"),))
     # A token initialisation is held offline (the PIN parts are typed at the workstation); its token does not exist
     # yet, so the ceremony's own definition-check finds the blank slot (or refuses a label already initialised).
     if ceremony == "token-initialisation":
@@ -182,7 +188,7 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
                          "subordinate-renewal, sealing-certification, key-destruction, token-initialisation, "
-                         "new-root-key-generation, cross-certification)")
+                         "new-root-key-generation, cross-certification, ca-termination, pin-change)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,

@@ -32,6 +32,10 @@ def read_aloud(hex_digest: str, groups_per_line: int = 4) -> list[str]:
 
 def announce(title: str, der: bytes) -> str:
     """The block shown at the fingerprint step of a ceremony."""
-    digest = sha256_hex(der)
+    return announce_digest(title, sha256_hex(der))
+
+
+def announce_digest(title: str, digest: str) -> str:
+    """:func:`announce` for a SHA-256 computed already (a file too large to hold in memory: an archive)."""
     body = "\n".join("    " + line for line in read_aloud(digest))
     return f"{title}\n  SHA-256 (read aloud, line by line):\n{body}\n  OpenSSL form: {colon_form(digest)}"

@@ -497,6 +497,9 @@ _LIFECYCLE: dict[str, dict[str, str]] = {
         "n_sealing_certified": "the transcripts this key sealed are now anchored; check the whole directory with",
         "n_destroyed": "keep the destruction report and the transcript with the archive; check the whole directory "
                        "with",
+        "n_pin_changed": "from now on the token opens with the new parts only; check the directory with",
+        "n_terminated": "publish the final CRL (crl/) and install the final OCSP store; the auditor verifies the "
+                        "archive with their own anchor before the key-destruction ceremony (ceremony.destroy-key):",
     },
     "fr": {
         "l_seal_anchors": "  procès-verbaux scellés par cette clé, ancrés une fois la clé certifiée : {files}",
@@ -524,6 +527,10 @@ _LIFECYCLE: dict[str, dict[str, str]] = {
                                "répertoire avec",
         "n_destroyed": "conserver le rapport de destruction et le procès-verbal avec l'archive ; vérifier tout le "
                        "répertoire avec",
+        "n_pin_changed": "le jeton ne s'ouvre désormais qu'avec les parts nouvelles ; vérifier le répertoire avec",
+        "n_terminated": "publier la dernière LCR (crl/) et installer le dernier magasin OCSP ; l'auditeur vérifie "
+                        "l'archive avec sa propre ancre avant la cérémonie de destruction de clé "
+                        "(ceremony.destroy-key) :",
     },
 }
 

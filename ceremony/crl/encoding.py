@@ -50,6 +50,10 @@ RevokedRow = tuple[int, int, int | None, int | None, int]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
+#: The nextUpdate of a CA's last CRL (RFC 5280 5.1.2.6: a CA that will issue no more CRLs), GeneralizedTime
+#: 99991231235959Z; the CA termination ceremony signs it, and no CRL may follow it.
+FINAL_NEXT_UPDATE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
 
 _UTCTIME_LIMIT = dt.datetime(2050, 1, 1, tzinfo=dt.UTC)
 

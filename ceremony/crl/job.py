@@ -671,6 +671,11 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         # Everything each target needs is read (and refused when bad) before anything is signed.
         published = [read_published(tg.der_path) for tg in targets]
         prevs = [p[1] if p else None for p in published]
+        for tg, prev in zip(targets, prevs, strict=True):  # the CA was terminated: no CRL follows its last one
+            if prev is not None and prev.next_update == crlenc.FINAL_NEXT_UPDATE:
+                raise VerificationError(f"{tg.der_path}: the published CRL is the final CRL of {ca_name!r} (nextUpdate "
+                                        "99991231235959Z, signed at its termination); no CRL follows it, nothing was "
+                                        "signed; disable this job's timer")
         reserved = [check_not_ahead(tg.state, prev.number if prev else 0, tg.der_path)
                     for tg, prev in zip(targets, prevs, strict=True)]
         reasons = [_due(prev, registry.count("revoked") if tg.partition is None

@@ -17,6 +17,7 @@ Layout (see ``inventory/testing/pki.yml`` for a commented example)::
       <name>: {role: root|subordinate, issuer, subject: [{CN: ...}, ...], key, validity,
                path_length, policy_oids, name_constraints, publication, hsm, crl,
                ocsp, backup, profiles, lint, destruction,
+               termination: {decided, reference, successor_body, reason},
                successor: {generation, subject, key, validity, hsm, ..., cross_certificate}}   # root only
 """
 
@@ -603,6 +604,25 @@ class KeyDestruction(_Strict):
     spki_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+class CaTermination(_Strict):
+    """The recorded decision to terminate this CA (RFC 3647 5.8, ETSI EN 319 401 7.12; ``ceremony.terminate``).
+
+    Termination revokes every unexpired certificate the CA issued and signs its last CRL: it cannot be undone, so
+    the ceremony refuses unless the definition, which the witnesses and the auditor read, names the decision: when
+    it was taken, its reference (who decided), and the body that keeps the archive and the last CRL afterwards.
+    The CP/CPS (5.8) state it when it is set.
+    """
+
+    decided: dt.date
+    reference: str = Field(min_length=10, max_length=400, description="the decision's reference and who took it")
+    successor_body: str = Field(min_length=3, max_length=400,
+                                description="the body that keeps the archive and the last CRL published")
+    reason: Literal["cessationOfOperation", "superseded", "affiliationChanged", "privilegeWithdrawn",
+                    "keyCompromise"] = "cessationOfOperation"
+    """The reason code of the revocations the termination records (RFC 5280 5.3.1; the CA/Browser Forum's allowlist
+    for CRLs, BR 7.2.2): cessationOfOperation unless the decision says otherwise."""
+
+
 Subject = list[dict[str, str]]
 
 
@@ -688,6 +708,8 @@ class CA(_Strict):
     lint: list[LintAllowance] = Field(default_factory=list)
     destruction: KeyDestruction | None = None
     """Set only to destroy this CA's key while its certificates are still valid (ceremony.destroy-key)."""
+    termination: CaTermination | None = None
+    """Set only to terminate this CA (ceremony.terminate): its last revocations, last CRL and archive."""
     successor: Successor | None = None
     """On the root only: the root that will succeed it (ceremony.new-root, ceremony.cross-certify)."""
 

@@ -72,6 +72,8 @@ BACKUP, RESTORE, ISSUANCE, CRL_JOB = "key-backup", "key-restore", "issuance", "c
 #: key as the root key ceremony does; the others sign with the root key.
 TOKEN_INIT, NEW_ROOT, CROSS = "token-initialisation", "new-root-key-generation", "cross-certification"
 ROOT_LIFECYCLE_SIGNS = (NEW_ROOT, CROSS, "sealing-certification", "subordinate-renewal")
+#: A subordinate's termination signs its last CRL with the CA key.
+TERMINATION = "ca-termination"
 
 #: ``Capability.ceremonies`` for what every ceremony on the token needs (each seals its transcript).
 EVERY_CEREMONY: tuple[str, ...] = ()
@@ -148,7 +150,8 @@ def capabilities(ca: CA) -> list[Capability]:
     """Everything the ceremonies ask of this CA's token, from the definition."""
     root = ca.role == "root"
     keygen = (ROOT_KEY, NEW_ROOT) if root else (SUB_KEY,)
-    signs = (ROOT_KEY, SUB_SIGN, ROOT_CRL, *ROOT_LIFECYCLE_SIGNS) if root else (SUB_KEY, ISSUANCE, CRL_JOB)
+    signs = (ROOT_KEY, SUB_SIGN, ROOT_CRL, *ROOT_LIFECYCLE_SIGNS) if root else (SUB_KEY, ISSUANCE, CRL_JOB,
+                                                                                 TERMINATION)
     caps = [
         _keygen(ca.key, keygen, f"the CA key ({ca.key.describe()}) is generated on the token"),
         _keygen(SEALING_KEY, (*keygen, RESTORE, TOKEN_INIT),

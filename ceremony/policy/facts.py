@@ -119,6 +119,9 @@ class CaFacts:
     #: ``crl.partitions``' URLs, partition ``i`` at index ``i`` (``<stem>-p<i>.crl``); empty without partitions.
     partition_urls: list[str] = field(default_factory=list)
     ocsp_profile: OcspProfileFacts | None = None
+    #: The definition's recorded termination decision (``cas.<ca>.termination``), None while the CA operates: 5.8
+    #: states it (when it was decided, its reference, the body that keeps the archive and the last CRL).
+    termination: Any = None
 
     @property
     def validity_years(self) -> str:
@@ -289,6 +292,11 @@ class Facts:
     @property
     def subordinates(self) -> list[CaFacts]:
         return [c for c in self.cas if c.role != "root"]
+
+    @property
+    def terminations(self) -> list[CaFacts]:
+        """The CAs whose termination the definition records (5.8 names each decision)."""
+        return [c for c in self.cas if c.termination is not None]
 
     @property
     def ocsp_cas(self) -> list[CaFacts]:
@@ -475,7 +483,8 @@ def ca_facts(name: str, ca: CA, out: Path, rehearsal: bool) -> CaFacts:
         backup=ca.backup, hsm_module=Path(ca.hsm.module).name, hsm_token=ca.hsm.token.describe(),
         certificate_file=path.name, seal_label=_seal_label(ca), seal_certificate=_seal_certificate(name, out),
         ocsp=ca.ocsp, ocsp_profile=ocsp_profile(name, ca, cert, out, rehearsal) if ca.ocsp is not None else None,
-        partition_urls=[partition_crl_url(ca.publication.crl_url, i) for i in range(ca.crl.partitions or 0)])
+        partition_urls=[partition_crl_url(ca.publication.crl_url, i) for i in range(ca.crl.partitions or 0)],
+        termination=ca.termination)
 
 
 _OCSP_EXT_NAMES = {"1.3.6.1.5.5.7.48.1.6": "archiveCutoff", "1.3.6.1.5.5.7.48.1.2": "nonce",

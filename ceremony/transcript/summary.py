@@ -38,7 +38,8 @@ from ceremony.x509.files import read_public_object
 
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
-              "key-destruction", "token-initialisation", "new-root-key-generation", "cross-certification")
+              "key-destruction", "token-initialisation", "new-root-key-generation", "cross-certification",
+              "ca-termination", "pin-change")
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,14 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
         key = "n_sealing_certified" if ceremony == "sealing-certification" else "n_destroyed"
         return [NextStep(say(lang, key), _command("audit.verify-all", str(out_dir), tail=tail))]
+    if ceremony == "ca-termination":  # the auditor verifies the archive before the key is destroyed
+        assert ca is not None
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        archive = out_dir / "termination" / f"{ca}.termination-archive.tar"
+        return [NextStep(say(lang, "n_terminated"), _command("audit.verify-archive", str(archive), tail=tail))]
+    if ceremony == "pin-change":  # the next login on the token takes the new parts
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        return [NextStep(say(lang, "n_pin_changed"), _command("audit.verify-all", str(out_dir), tail=tail))]
     if ceremony == "token-initialisation":  # the CA's key ceremony on the new token, which takes its sealing key
         assert ca is not None
         if ca == root:
