@@ -934,7 +934,7 @@ def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None
                                         c.next_update.timestamp()) for c in result.partitions)
         full = result.full
         if full is None:  # only partitions: the CA-level times are the soonest to expire (what the alerts watch)
-            first = min(result.partitions, key=lambda c: c.next_update)
+            first = min(result.crls, key=lambda c: c.next_update)  # earlier keys' CRLs included
             return CrlMetrics(ca_name, True, None, sum(c.entries for c in result.partitions),
                               first.next_update.timestamp(), duration, this_update=first.this_update.timestamp(),
                               partitions=signed, **latch)
