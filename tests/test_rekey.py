@@ -29,6 +29,7 @@ from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import AuthorityInformationAccessOID as AIA
 from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, ObjectClass
 
@@ -43,16 +44,20 @@ from ceremony.ca.generations import (
 )
 from ceremony.ca.registry import CertRecord, Registry
 from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate
+from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
 from ceremony.ceremonies.rekey import REKEY_CERTIFY, REKEY_KEY, certify_rekey_ceremony, rekey_key_ceremony
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.common.display import make_console
-from ceremony.common.errors import HsmError, OutputError, RegistryError, RequestError
+from ceremony.common.errors import CeremonyError, HsmError, OutputError, RegistryError, RequestError
 from ceremony.crl.job import crl_targets, run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import softhsm
 from ceremony.hsm.session import open_session, pin_source_for
+from ceremony.ocsp.job import run_ocsp_job, store_issuer_sha256
+from ceremony.ocsp.store import ResponseStore
+from ceremony.rehearsal.ocsp import openssl_ocsp, responder
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
 from ceremony.transcript.audit import verify
@@ -127,7 +132,7 @@ def no_later_keys(request: pytest.FixtureRequest) -> Iterator[None]:
     hsm = Hsm(module=tok.module, token=TokenRef(label=tok.label), key_label="x", pin_env=tok.pin_env)
     with open_session(hsm, pin_source_for(hsm, interactive=False)) as session:
         for obj in list(session.get_objects()):
-            if str(obj[Attribute.LABEL]).startswith(f"{base}.g"):
+            if str(obj[Attribute.LABEL]).startswith(f"{base}.g") or str(obj[Attribute.LABEL]) == f"{base}-ocsp":
                 obj.destroy()
 
 
@@ -253,6 +258,11 @@ def test_rekey_then_each_generation_verifies_with_its_own_crl(hierarchy: Hierarc
     assert {c.issuer_generation for c in new} == {2}
     url = defn.model.cas[CA].publication.crl_url
     assert dp_urls(old[0].pem_path) == [url] and dp_urls(new[0].pem_path) == [generation_url(url, 2)]
+    aia = {(a.access_method.dotted_string, a.access_location.value) for a in x509.load_pem_x509_certificate(
+        new[0].pem_path.read_bytes()).extensions.get_extension_for_class(x509.AuthorityInformationAccess).value}
+    publication, ocsp = defn.model.cas[CA].publication, defn.model.cas[CA].ocsp
+    assert ocsp is not None and aia == {(AIA.CA_ISSUERS.dotted_string, generation_url(publication.certificate_url, 2)),
+                                        (AIA.OCSP.dotted_string, generation_url(ocsp.url, 2))}
     for c in new:
         leaf = x509.load_pem_x509_certificate(c.pem_path.read_bytes())
         leaf.verify_directly_issued_by(g2)
@@ -342,6 +352,45 @@ def test_partitions_compose_per_generation(hierarchy: Hierarchy, tmp_path: Path)
                            (two, out / f"{CA}.g2.crt.pem", pub / f"{CA}.g2-p{two.crl_partition}.crl.pem")):
         bad = openssl_verify(out, sub, crl, cert.pem_path)
         assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
+
+
+def test_ocsp_answers_each_generation_with_the_signer_its_key_certified(hierarchy: Hierarchy,
+                                                                        tmp_path: Path) -> None:
+    out = copy_of(hierarchy, tmp_path)
+    defn = load_definition(hierarchy.definition)
+    registry = out / f"{CA}-registry.sqlite3"
+    before = issue(defn, out, registry, "Ocsp Before")
+    rekey(defn, out)
+    after = issue(defn, out, registry, "Ocsp After")
+    with Registry.open(registry) as reg:
+        reg.revoke(after.serial, "keyCompromise")
+    g1, g2 = out / f"{CA}.crt.pem", out / f"{CA}.g2.crt.pem"
+    # the current generation's signer by default, the first key's when its certificate is named
+    with recorded(defn, "ocsp-signer-certification", out) as rec:
+        new_signer = ocsp_signer_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
+    with recorded(defn, "ocsp-signer-certification", out) as rec:
+        old_signer = ocsp_signer_ceremony(defn, CA, out, rec, rehearsal=True, ca_cert_path=g1, interactive=False)
+    assert sorted(new_signer.files) == [f"{CA}.g2.ocsp.crt.der", f"{CA}.g2.ocsp.crt.pem"]
+    assert sorted(old_signer.files) == [f"{CA}.ocsp.crt.der", f"{CA}.ocsp.crt.pem"]
+    base = defn.model.cas[CA].hsm.key_label
+    assert {f"{base}-ocsp", f"{base}.g2-ocsp"} <= {label for label, _ in objects(hierarchy.tokens[CA])}
+    x509.load_pem_x509_certificate((out / f"{CA}.g2.ocsp.crt.pem").read_bytes()).verify_directly_issued_by(
+        x509.load_pem_x509_certificate(g2.read_bytes()))
+    stores = {}
+    for cert in (g1, g2):
+        stores[cert] = tmp_path / f"{cert.stem}.sqlite3"
+        ResponseStore.create(stores[cert], CA, store_issuer_sha256(x509.load_pem_x509_certificate(cert.read_bytes())))
+        job = run_ocsp_job(defn, CA, registry, stores[cert], ceremony_out=out, ca_cert=cert)
+        assert job.stored == len(defn.model.cas[CA].ocsp.cert_id_hashes)  # its own generation's certificate only
+    assert run_ocsp_job(defn, CA, registry, stores[g2], ceremony_out=out, ca_cert=g2).signer.name == \
+        f"{CA}.g2.ocsp.crt.pem"
+    for cert, issuer, status in ((after, g2, "revoked"), (before, g1, "good")):
+        with responder(stores[issuer], issuer, workers=1) as url:
+            code, output = openssl_ocsp(url, issuer, cert.pem_path, out / "root.crt.pem")
+        assert code == 0 and "Response verify OK" in output and f"{cert.pem_path}: {status}" in output, output
+    # the first key's store refuses the second key's certificate (a store is bound to its issuer certificate)
+    with pytest.raises(CeremonyError, match="made for the CA certificate with SHA-256"):
+        run_ocsp_job(defn, CA, registry, stores[g1], ceremony_out=out, ca_cert=g2)
 
 
 # --- bad input: one message, nothing changed -----------------------------------------------------------------------
@@ -463,4 +512,6 @@ def test_generation_names(tmp_path: Path) -> None:
     view = ca_for_generation(ca, 2)
     assert view.hsm.key_label == f"{ca.hsm.key_label}.g2" and view.hsm.sealing_label == ca.hsm.sealing_label
     assert view.publication.certificate_url == generation_url(ca.publication.certificate_url, 2)
+    assert view.ocsp is not None and ca.ocsp is not None and view.ocsp.url == generation_url(ca.ocsp.url, 2)
+    assert view.hsm.ocsp_signer_label(view.ocsp) == f"{ca.hsm.key_label}.g2-ocsp"
     assert ca_for_generation(ca, 1) is ca

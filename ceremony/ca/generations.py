@@ -72,7 +72,11 @@ def ca_for_generation(ca: CA, key_generation: int) -> CA:
     """The CA as key generation ``key_generation`` acts: its key label, CRL URL and certificate URL (module docs).
 
     The sealing key and every other setting are the CA's own: a re-key replaces the CA key, not the token's
-    transcript-sealing key (which signs no certificate and no CRL)."""
+    transcript-sealing key (which signs no certificate and no CRL). The delegated OCSP signer of key generation m
+    (certified by that key) has a label of its own: ``<key_label>.g<m>-ocsp``, or ``<ocsp.signer_label>.g<m>``
+    when the definition names the signer's label; its responses are served at the generation's OCSP URL (``.g<m>``
+    after the URL's last segment, as for the CRL), from a store of its own: a store and a responder are bound to
+    one CA certificate."""
     if key_generation == 1:
         return ca
     hsm = ca.hsm.model_copy(update={"key_label": key_label_for(ca.hsm.key_label, key_generation),
@@ -80,7 +84,30 @@ def ca_for_generation(ca: CA, key_generation: int) -> CA:
     publication = ca.publication.model_copy(update={
         "crl_url": generation_url(ca.publication.crl_url, key_generation),
         "certificate_url": generation_url(ca.publication.certificate_url, key_generation)})
-    return ca.model_copy(update={"hsm": hsm, "publication": publication})
+    update: dict[str, object] = {"hsm": hsm, "publication": publication}
+    if ca.ocsp is not None:
+        ocsp: dict[str, object] = {"url": generation_url(ca.ocsp.url, key_generation)}
+        if ca.ocsp.signer_label is not None:
+            ocsp["signer_label"] = key_label_for(ca.ocsp.signer_label, key_generation)
+        update["ocsp"] = ca.ocsp.model_copy(update=ocsp)
+    return ca.model_copy(update=update)
+
+
+def generation_stem(ca_name: str, key_generation: int) -> str:
+    """The file stem of what belongs to key generation ``m``: ``<ca>`` for the first key, ``<ca>.g<m>`` after a
+    re-key (its CRL number state, its OCSP signer's certificates ``<ca>.g<m>.ocsp.crt.pem``)."""
+    return ca_name if key_generation == 1 else f"{ca_name}.g{key_generation}"
+
+
+def key_of(directory: Path, ca_name: str, cert: x509.Certificate) -> tuple[int, tuple[int, ...] | None]:
+    """The key generation of ``cert`` among the CA's certificates in ``directory`` and the issuer generations that
+    key certified (None: the CA has had one key, every certificate of the registry is that key's). A certificate
+    found under another name is the first key's."""
+    gens = issuer_generations(directory, ca_name)
+    found = generation_of(gens, cert)
+    if found is None or len({g.key_generation for g in gens}) == 1:
+        return 1 if found is None else found.key_generation, None
+    return found.key_generation, tuple(g.generation for g in gens if g.key_generation == found.key_generation)
 
 
 @dataclass(frozen=True)

@@ -589,13 +589,20 @@ class Registry:
         return [r[0] for r in self._query("SELECT DISTINCT issuer_generation FROM certificates INDEXED BY "
                                           "certificates_generation_expiry ORDER BY issuer_generation")]
 
-    def iter_status(self, batch: int = 65536) -> Iterator[tuple[int, int | None, int | None]]:
+    def iter_status(self, batch: int = 65536, generations: Collection[int] | None = None
+                    ) -> Iterator[tuple[int, int | None, int | None]]:
         """Every certificate's status for the OCSP job: ``(serial, revoked_at | None, reason code | None)``,
         ordered by serial (the order of the OCSP store, so both are walked side by side), streamed ``batch`` rows
-        at a time from one SELECT (one consistent snapshot)."""
+        at a time from one SELECT (one consistent snapshot). ``generations``: only the certificates issued under
+        those issuer generations (one key's, after a re-key)."""
         frombytes = int.from_bytes
         try:
-            cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates ORDER BY serial")
+            if generations is None:
+                cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates ORDER BY serial")
+            else:
+                gens = sorted(set(generations))
+                cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates WHERE issuer_generation "
+                                         f"IN ({', '.join('?' * len(gens))}) ORDER BY serial", tuple(gens))
             while chunk := cur.fetchmany(batch):
                 yield from [(frombytes(s, "big"), r, c) for s, r, c in chunk]
         except sqlite3.Error as exc:
