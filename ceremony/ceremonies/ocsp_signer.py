@@ -232,6 +232,9 @@ def _signer_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", help="the sign-in sheet and confirmations (YAML); required outside a rehearsal")
     p.add_argument("--metrics-dir", help="write ceremony_ocsp_signer_<ca>.prom here (the signer's expiry)")
     p.add_argument("--force", action="store_true", help="renew now, even before the renewal margin")
+    p.add_argument("--ca-cert", help="the CA certificate whose key certifies the signer (default: the CA's current "
+                   "generation, OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem); after a re-key, "
+                   "OUT/<ca>.crt.pem renews the first key's signer")
     return p
 
 
@@ -246,7 +249,9 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
         defn = load_definition(args.definition)
         rehearsal = defn.model.environment != "production"
         out_dir = Path(args.out)
-        plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force)
+        ca_cert = Path(args.ca_cert) if args.ca_cert else None
+        plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force,
+                           signer_stem(out_dir, args.ca, ca_cert))
         if not plan.due:
             print(f"{args.ca}: {plan.reason}; nothing to do")
             if args.metrics_dir and plan.current_not_after is not None:
@@ -258,7 +263,7 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
         with recorded(SCRIPT, defn, out_dir, rehearsal=rehearsal, answers=Path(args.answers) if args.answers else None,
                       reports=False) as rec:
             result = ocsp_signer_ceremony(defn, args.ca, out_dir, rec, rehearsal=rehearsal, pin_file=args.pin_file,
-                                          interactive=False, force=args.force)
+                                          interactive=False, force=args.force, ca_cert_path=ca_cert)
         print(f"{args.ca}: OCSP signer certificate generation {result.generation} valid until "
               f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}; "
               f"transcript {rec.path}")
