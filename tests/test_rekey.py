@@ -51,7 +51,8 @@ from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.common.display import make_console
 from ceremony.common.errors import CeremonyError, HsmError, OutputError, RegistryError, RequestError
-from ceremony.crl.job import crl_targets, run_crl_job
+from ceremony.crl.checks import summarise
+from ceremony.crl.job import crl_targets, due_reason, run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import softhsm
 from ceremony.hsm.session import open_session, pin_source_for
@@ -304,8 +305,12 @@ def test_rekey_then_each_generation_verifies_with_its_own_crl(hierarchy: Hierarc
 
     # each generation has its own number sequence and previous-CRL check
     assert run_crl_job(defn, CA, registry, pub, ceremony_out=out).signed is False
+    assert due_reason(defn, CA, registry, pub, ceremony_out=out) == (None, summarise(crl2))
     with Registry.open(registry) as reg:
         reg.revoke(old[1].serial, "cessationOfOperation")
+    # the Ansible module's check mode says which CRL is due (the first key's, one revocation more)
+    assert due_reason(defn, CA, registry, pub, ceremony_out=out)[0] == \
+        "the full CRL of key generation 1: revocations changed (1 → 2)"
     again = run_crl_job(defn, CA, registry, pub, ceremony_out=out)
     assert again.signed and [(c.generation, c.number, c.entries) for c in again.crls] == [(2, 2, 1), (1, 2, 2)]
     assert (pub / ".state" / f"{CA}.crlnumber").is_file() and (pub / ".state" / f"{CA}.g2.crlnumber").is_file()

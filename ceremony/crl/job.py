@@ -990,24 +990,33 @@ def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:
 
 def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
                out: str | Path, *, now: dt.datetime | None = None, force: bool = False,
-               registry_timeout: float = 10.0) -> tuple[str | None, CrlSummary | None]:
+               registry_timeout: float = 10.0, ca_cert: str | Path | None = None,
+               ceremony_out: str | Path | None = None) -> tuple[str | None, CrlSummary | None]:
     """Why a run would sign now (None: it would not), and the published CRL's summary.
 
     Touches neither the token nor the publication directory: the Ansible module's check mode
-    reports with it what the job would do.
+    reports with it what the job would do. The CA certificate (found as the job finds it) tells which keys sign
+    CRLs after a re-key; without one, every certificate counts toward the first key's CRLs (the run itself then
+    refuses the missing certificate with its message).
     """
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    try:
+        issuer: Issuer | None = load_issuer(find_ca_certificate(defn, ca_name, ca_cert, ceremony_out), ca_name)
+    except OutputError:
+        issuer = None
     with Registry.open(registry_path, timeout=registry_timeout) as registry:
+        gens = job_generations(issuer, ca_name, registry) if issuer is not None else None
         first: tuple[str | None, CrlSummary | None] | None = None
-        for tg in crl_targets(ca, ca_name, Path(out), registry, now):
+        for tg in crl_targets(ca, ca_name, Path(out), registry, now, gens):
             published = read_published(tg.der_path)
             prev = published[1] if published else None
             reason = _due(prev, tg.revoked_count(registry), ca, now, force)
             if first is None:
                 first = (reason, prev)
             if reason is not None:
-                return (reason if tg.partition is None else f"{tg.label}: {reason}"), first[1]
+                return (reason if tg.partition is None and tg.generations is None else f"{tg.label}: {reason}"), \
+                    first[1]
         assert first is not None
         return first
