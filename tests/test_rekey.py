@@ -46,6 +46,7 @@ from ceremony.ca.registry import CertRecord, Registry
 from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate
 from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
 from ceremony.ceremonies.rekey import REKEY_CERTIFY, REKEY_KEY, certify_rekey_ceremony, rekey_key_ceremony
+from ceremony.ceremonies.renewal import renewal_ceremony
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
@@ -331,6 +332,37 @@ def test_generation_one_crls_stop_when_its_certificates_expire(hierarchy: Hierar
         after = [(t.generation, t.partition) for t in crl_targets(defn.model.cas[CA], CA, out, reg,
                                                                     first.not_after + dt.timedelta(seconds=1), gens)]
     assert before == [(2, None), (1, None)] and after == [(2, None)]
+
+
+def test_a_renewal_after_the_rekey_recertifies_the_new_key(hierarchy: Hierarchy, tmp_path: Path) -> None:
+    """Generation 3 renews generation 2's key: issuance signs with it, its certificates are on generation 2's CRL."""
+    out = copy_of(hierarchy, tmp_path)
+    defn = load_definition(hierarchy.definition)
+    registry = out / f"{CA}-registry.sqlite3"
+    first = issue(defn, out, registry, "First Key")
+    rekey(defn, out)
+    data = copy.deepcopy(hierarchy.data)
+    data["cas"][CA]["validity"]["not_after"] = "2040-01-01T00:00:00Z"
+    later = load_definition(write_definition(tmp_path / "pki-later.yml", data))
+    with recorded(later, "subordinate-renewal", out) as rec:
+        renewed = renewal_ceremony(later, CA, out, rec, rehearsal=True, interactive=False)
+    assert renewed.generation == 3 and audit_exit(rec.path, out) == 0
+    assert [(g.generation, g.key_generation, g.key) for g in issuer_generations(out, CA)] == [
+        (1, 1, "same"), (2, 2, "new"), (3, 2, "same")]
+    third = issue(later, out, registry, "Renewed Key")
+    assert third.issuer_generation == 3
+    x509.load_pem_x509_certificate(third.pem_path.read_bytes()).verify_directly_issued_by(
+        x509.load_pem_x509_certificate((out / f"{CA}.g3.crt.pem").read_bytes()))
+    with Registry.open(registry) as reg:
+        reg.revoke(third.serial, "superseded")
+        reg.revoke(first.serial, "superseded")
+    pub = tmp_path / "pub"
+    result = run_crl_job(later, CA, registry, pub, ceremony_out=out)
+    assert [(c.generation, c.der_path.name, c.entries) for c in result.crls] == [(2, f"{CA}.g2.crl", 1),
+                                                                                 (1, f"{CA}.crl", 1)]
+    for sub in (out / f"{CA}.g2.crt.pem", out / f"{CA}.g3.crt.pem"):  # same key and name: either chain
+        bad = openssl_verify(out, sub, pub / f"{CA}.g2.crl.pem", third.pem_path)
+        assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
 
 
 def test_partitions_compose_per_generation(hierarchy: Hierarchy, tmp_path: Path) -> None:
