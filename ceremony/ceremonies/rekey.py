@@ -146,11 +146,11 @@ def rekey_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
     lang = lang_of(recorder)
     ca = defn.model.ca(ca_name)
     out_dir, manifest = prepare_out(out, rehearsal)
-    plan = rekey_plan(defn, ca_name, out_dir)
-    view = ca_for_generation(ca, plan.generation)
-    n = plan.generation
     with CeremonyRun(out_dir, manifest, recorder, REKEY_KEY) as run:
         with scripted_step(recorder, "definition-check"):
+            plan = rekey_plan(defn, ca_name, out_dir)
+            view = ca_for_generation(ca, plan.generation)
+            n = plan.generation
             run.plan(plan.name("csr.pem"), "subordinate-csr", "pem", generation=n, key="new")
             run.plan(plan.name("csr.der"), "subordinate-csr", "der", generation=n, key="new")
             run.plan(plan.name("pub.pem"), "subordinate-public-key", "pem", generation=n, key="new")
