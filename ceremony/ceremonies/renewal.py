@@ -21,14 +21,13 @@ key ceremony wrote it (``<ca>.g<m>.pub.pem``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from ceremony.ca.generations import generation_stem, key_of
+from ceremony.ca.generations import certificate_generations, generation_stem, key_of
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -63,8 +62,6 @@ from ceremony.x509.certificates import subordinate_builder
 from ceremony.x509.files import load_issuer_certificate, read_certificate, read_public_key
 from ceremony.x509.lint import lint_before_signing
 
-_GENERATION = re.compile(r"\.g(?P<n>[0-9]+)\.crt\.pem$")
-
 
 @dataclass(frozen=True)
 class RenewalResult:
@@ -76,15 +73,9 @@ class RenewalResult:
 
 
 def generations(out_dir: Path, ca_name: str) -> dict[int, Path]:
-    """The CA's certificates in ``out_dir`` by generation: ``<ca>.crt.pem`` is 1, ``<ca>.g<n>.crt.pem`` is n."""
-    found: dict[int, Path] = {}
-    if (out_dir / f"{ca_name}.crt.pem").is_file():
-        found[1] = out_dir / f"{ca_name}.crt.pem"
-    for path in out_dir.glob(f"{ca_name}.g*.crt.pem"):
-        match = _GENERATION.search(path.name)
-        if match and path.name == f"{ca_name}.g{int(match['n'])}.crt.pem" and int(match["n"]) >= 2:
-            found[int(match["n"])] = path
-    return dict(sorted(found.items()))
+    """The CA's certificates in ``out_dir`` by generation: ``<ca>.crt.pem`` is 1, ``<ca>.g<n>.crt.pem`` is n
+    (:func:`ceremony.ca.generations.certificate_generations`)."""
+    return certificate_generations(out_dir, ca_name)
 
 
 def current_generation(out_dir: Path, ca_name: str) -> tuple[int, Path]:
