@@ -31,7 +31,8 @@ ceremony_tasks.ns.add_task(script_tasks.script)
 ceremony_tasks.ns.add_task(offline_tasks.offline_check, name="offline-check")
 for _lifecycle in (lifecycle_tasks.renew_subordinate, lifecycle_tasks.certify_sealing_key, lifecycle_tasks.destroy_key,
                    lifecycle_tasks.init_token, lifecycle_tasks.new_root, lifecycle_tasks.cross_certify,
-                   lifecycle_tasks.terminate, lifecycle_tasks.change_pin):
+                   lifecycle_tasks.terminate, lifecycle_tasks.change_pin,
+                   lifecycle_tasks.rekey_subordinate, lifecycle_tasks.certify_rekey):
     ceremony_tasks.ns.add_task(_lifecycle)
 ns.add_task(ceremony_tasks.rehearse)
 ns.add_task(dev_tasks.test)

@@ -33,7 +33,8 @@ def _paths(env: str, definition: str | None, out: str | None, ca: str, registry:
 
 @task(help={**HELP, "profile": "end-entity profile name from the CA's 'profiles:' in the definition",
             "csr": "the subscriber's certificate signing request (PEM or DER)",
-            "issuer_cert": "the issuing CA's certificate (default: OUT/<ca>.crt.pem)",
+            "issuer_cert": "the issuing CA's certificate (default: its current generation, OUT/<ca>.g<n>.crt.pem "
+                           "of the highest n, else OUT/<ca>.crt.pem)",
             "new_registry": "create the registry if it does not exist yet (first issuance only)",
             "pin_file": "read the PIN from this file (mode 0600) instead of the environment or a prompt",
             "rehearsal": "mark everything as a rehearsal (CN '(REHEARSAL)'; rehearsal output directory)"})
@@ -43,6 +44,7 @@ def issue(c: Context, profile: str, csr: str, ca: str = "qualified", env: str = 
           issuer_cert: str | None = None, new_registry: bool = False, pin_file: str | None = None,
           rehearsal: bool = False) -> None:
     """Issue an end-entity certificate from a CSR, signed by the subordinate CA's HSM key, and register it."""
+    from ceremony.ca.generations import current_certificate_path
     from ceremony.ca.registry import Registry
     from ceremony.ceremonies.issuance import issue_certificate
     from ceremony.common.manifest import Manifest
@@ -54,7 +56,8 @@ def issue(c: Context, profile: str, csr: str, ca: str = "qualified", env: str = 
     manifest = Manifest(out_dir, rehearsal)  # refuses to mix rehearsal and production outputs
     with Registry.open(reg_path, create=new_registry) as reg:
         issued = issue_certificate(defn, ca, profile, Path(csr), out_dir, reg, ConsoleRecorder(rehearsal=rehearsal),
-                                   issuer_cert_path=Path(issuer_cert) if issuer_cert else out_dir / f"{ca}.crt.pem",
+                                   issuer_cert_path=Path(issuer_cert) if issuer_cert
+                                   else current_certificate_path(out_dir, ca),
                                    rehearsal=rehearsal, pin_file=pin_file, manifest=manifest)
     print(f"issued {issued.serial_hex} {issued.subject} ({profile}, until {issued.not_after:%Y-%m-%d}): "
           f"{issued.pem_path} {issued.der_path}")

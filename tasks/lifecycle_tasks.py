@@ -1,12 +1,12 @@
-"""The life-cycle ceremonies: token initialisation, subordinate renewal (same key), sealing-key certification, key
-destruction, root rollover (the successor root's key ceremony, the cross-certification), CA termination, split-PIN
-change.
+"""The life-cycle ceremonies: token initialisation, subordinate renewal (same key) and re-key (new key), sealing-key
+certification, key destruction, root rollover (the successor root's key ceremony, the cross-certification), CA
+termination, split-PIN change.
 
 Thin, as the other ceremony tasks: resolve the definition and output directory, run the pre-flight, record the
 transcript, call the engine, print the summary. They join the ``ceremony`` namespace (``tasks/__init__.py``) as
 ``ceremony.init-token``, ``ceremony.renew-subordinate``, ``ceremony.certify-sealing-key``, ``ceremony.destroy-key``,
-``ceremony.new-root``, ``ceremony.cross-certify``, ``ceremony.terminate`` and ``ceremony.change-pin``. PINs and PIN
-parts are never arguments.
+``ceremony.new-root``, ``ceremony.cross-certify``, ``ceremony.rekey-subordinate``, ``ceremony.certify-rekey``,
+``ceremony.terminate`` and ``ceremony.change-pin``. PINs and PIN parts are never arguments.
 """
 
 from __future__ import annotations
@@ -256,4 +256,53 @@ def change_pin(c: Context, ca: str, token: str | None = None, pin: str = "user",
     print(f"token {result.token!r}: {result.pin} PIN changed; parts of {', '.join(result.officers)}; report "
           f"{result.report}")
     show_summary("pin-change", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="rekey-subordinate", help={**HELP, "ca": "name of the subordinate CA that gets a new key",
+                                      "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def rekey_subordinate(c: Context, ca: str, env: str | None = None, definition: str | None = None,
+                      out: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
+                      answers: str | None = None, lang: str | None = None) -> None:
+    """At the subordinate's host: the next generation's key on its token (<key_label>.g<n>), OUT/<ca>.g<n>.csr.pem."""
+    from ceremony.ceremonies.rekey import REKEY_KEY, rekey_key_ceremony, rekey_plan
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    rekey_plan(defn, ca, out_dir)  # type: ignore[arg-type]  # bad input is refused before anyone signs in
+    report = preflight_or_stop(defn, REKEY_KEY, out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record(REKEY_KEY, defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = rekey_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal,  # type: ignore[arg-type]
+                                    pin_file=pin_file)
+    print(f"{ca}: key of generation {result.generation} generated under {result.key_label!r} "
+          f"({result.key_spki_sha256})")
+    show_summary(REKEY_KEY, defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
+                 definition=definition, out=out, lang=getattr(rec, "lang", "en"))
+
+
+@task(name="certify-rekey", help={**HELP, "ca": "name of the subordinate CA whose new key is certified",
+                                  "csr": "the re-key's CSR (default: OUT/<ca>.g<n>.csr.pem, n the next generation)",
+                                  "issuer_cert": "the issuer's certificate (default: OUT/<issuer>.crt.pem)",
+                                  "answers": ANSWERS_HELP, "lang": LANG_HELP})
+@operator_errors
+def certify_rekey(c: Context, ca: str, csr: str | None = None, env: str | None = None, definition: str | None = None,
+                  out: str | None = None, issuer_cert: str | None = None, pin_file: str | None = None,
+                  rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
+    """At the offline root: certify a subordinate's re-key CSR as OUT/<ca>.g<n>.crt.pem (new key, new serial)."""
+    from ceremony.ceremonies.rekey import REKEY_CERTIFY, certify_rekey_ceremony, rekey_csr_inputs
+    from ceremony.transcript.summary import manifest_snapshot, show_summary
+
+    defn = _load(env, definition, rehearsal)
+    out_dir = _out(env, out, defn)
+    rekey_csr_inputs(defn, ca, out_dir, csr, rehearsal)  # type: ignore[arg-type]  # refused before the sign-in
+    report = preflight_or_stop(defn, REKEY_CERTIFY, out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
+    before = manifest_snapshot(out_dir, rehearsal)
+    with _record(REKEY_CERTIFY, defn, out_dir, rehearsal, answers, report, lang) as rec:
+        result = certify_rekey_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal,  # type: ignore[arg-type]
+                                        csr_path=csr, issuer_cert_path=issuer_cert, pin_file=pin_file)
+    print(f"{ca}: generation {result.generation} certified for the new key {result.key_spki_sha256}")
+    show_summary(REKEY_CERTIFY, defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

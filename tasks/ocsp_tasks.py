@@ -56,20 +56,24 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
 @task(help={**HELP, "ca": "the online CA whose OCSP signer is certified",
             "force": "renew now even when the signer certificate is not within its renewal margin",
             "metrics_dir": "also write ceremony_ocsp_signer_<ca>.prom (the signer certificate's expiry) here",
+            "ca_cert": "the CA certificate whose key certifies the signer (default: the current generation, "
+                       "OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem)",
             "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def signer(c: Context, ca: str, env: str | None = None, definition: str | None = None, out: str | None = None,
            pin_file: str | None = None, rehearsal: bool = False, force: bool = False, metrics_dir: str | None = None,
-           answers: str | None = None, lang: str | None = None) -> None:
+           answers: str | None = None, lang: str | None = None, ca_cert: str | None = None) -> None:
     """Issue the delegated OCSP signer certificate of an online CA, or renew it when it is due (a ceremony)."""
     import datetime as dt
 
-    from ceremony.ceremonies.ocsp_signer import SCRIPT, ocsp_signer_ceremony, signer_plan
+    from ceremony.ceremonies.ocsp_signer import SCRIPT, ocsp_signer_ceremony, signer_plan, signer_stem
     from ceremony.ocsp.metrics import write_signer_metrics
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
-    plan = signer_plan(defn, ca, out_dir, dt.datetime.now(dt.UTC), force)  # type: ignore[arg-type]
+    cert = Path(ca_cert) if ca_cert else None
+    plan = signer_plan(defn, ca, out_dir, dt.datetime.now(dt.UTC), force,  # type: ignore[arg-type]
+                       signer_stem(out_dir, ca, cert))
     if not plan.due:
         print(f"{ca}: {plan.reason}; nothing to do")
         if metrics_dir and plan.current_not_after is not None:
@@ -77,7 +81,7 @@ def signer(c: Context, ca: str, env: str | None = None, definition: str | None =
         return
     with _record(SCRIPT, defn, out_dir, rehearsal, answers, None, lang) as rec:
         result = ocsp_signer_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,  # type: ignore
-                                      force=force)
+                                      force=force, ca_cert_path=cert)
     print(f"{ca}: OCSP signer certificate generation {result.generation} valid until "
           f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}")
     if metrics_dir:

@@ -321,6 +321,12 @@ def test_refused_without_a_decision_nothing_changes(setup: Setup, tmp_path: Path
     with pytest.raises(OutputError, match="share files are still there"):
         terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False)
     shutil.rmtree(share.parent)
+    # a re-keyed CA (a generation-2 certificate of another key): one final CRL per key is not built, refused
+    rekeyed = out / f"{CA}.g2.crt.pem"
+    shutil.copyfile(out / "root.crt.pem", rekeyed)
+    with pytest.raises(OutputError, match="has been re-keyed"):
+        terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False)
+    rekeyed.unlink()
     # no published CRL where the CRL job publishes, or a publication directory outside the output directory
     with pytest.raises(OutputError, match="no published CRL"):
         terminate_ceremony(load_definition(setup.decided), CA, out, console(), rehearsal=True, interactive=False,

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +72,10 @@ class CertRecord:
     invalidity_date: datetime | None = None
     crl_partition: int | None = None
     """The CRL partition the certificate's CRL distribution point names; None: the full CRL."""
+    issuer_generation: int = 1
+    """The generation of the CA certificate it was issued under (1: ``<ca>.crt.pem``; n: ``<ca>.g<n>.crt.pem``),
+    recorded at issuance and never changed: its CRL is the one signed by that generation's key
+    (:mod:`ceremony.ca.generations`)."""
 
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to version i + 1.
@@ -105,6 +109,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX certificates_partition_crl ON certificates (crl_partition, crl_entry) WHERE crl_entry IS NOT NULL;
     CREATE INDEX certificates_partition_expiry ON certificates (crl_partition, not_after);
     """,
+    # v3: the issuer generation of each certificate (issue 18, re-key): which generation of the CA's certificate it
+    # was issued under, hence which key's CRL lists it. Every certificate issued before is generation 1 (the only
+    # one there was). The CRL job reads one key's revocations (and its partitions') by one index scan each, and finds
+    # which generations still have unexpired certificates by one lookup per (generation, partition).
+    """
+    ALTER TABLE certificates ADD COLUMN issuer_generation INTEGER NOT NULL DEFAULT 1 CHECK (issuer_generation >= 1);
+    CREATE INDEX certificates_generation_crl ON certificates (issuer_generation, crl_partition, crl_entry)
+        WHERE crl_entry IS NOT NULL;
+    CREATE INDEX certificates_generation_expiry ON certificates (issuer_generation, crl_partition, not_after);
+    """,
 )
 
 
@@ -120,7 +134,7 @@ NO_DATE = -(1 << 63)
 
 
 _COLUMNS = ("serial, subject, profile, not_before, not_after, sha256, status, revoked_at, reason, invalidity_date, "
-            "crl_partition")
+            "crl_partition, issuer_generation")
 
 
 def stored_schema_version(path: Path | str) -> int | None:
@@ -203,13 +217,13 @@ def parse_invalidity_date(text: str) -> datetime:
 
 
 def _record(row: tuple) -> CertRecord:
-    serial, subject, profile, nb, na, sha, status, rat, reason, inv, part = row[:11]
+    serial, subject, profile, nb, na, sha, status, rat, reason, inv, part, gen = row[:12]
     return CertRecord(
         serial=int.from_bytes(serial, "big"), subject=subject, profile=profile,
         not_before=datetime.fromtimestamp(nb, UTC), not_after=datetime.fromtimestamp(na, UTC),
         sha256=sha, status=status, revoked_at=_from_epoch(rat),
         reason=None if reason is None else REASON_NAMES.get(reason, str(reason)),
-        invalidity_date=_from_epoch(inv), crl_partition=part)
+        invalidity_date=_from_epoch(inv), crl_partition=part, issuer_generation=gen)
 
 
 def _row(rec: CertRecord) -> tuple:
@@ -227,12 +241,16 @@ def _row(rec: CertRecord) -> tuple:
     if part is not None and (isinstance(part, bool) or not isinstance(part, int) or part < 0):
         raise RegistryError(f"certificate {hexs}: CRL partition {part!r} is not allowed (allowed: a partition "
                             "index from 0, or none for the full CRL)")
+    gen = rec.issuer_generation
+    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
+        raise RegistryError(f"certificate {hexs}: issuer generation {gen!r} is not allowed (allowed: 1 for "
+                            "<ca>.crt.pem, n for <ca>.g<n>.crt.pem)")
     if rec.status == "good":
         if rec.revoked_at or rec.reason or rec.invalidity_date:
             raise RegistryError(f"certificate {hexs}: a good certificate has no revocation time, reason "
                                 "or invalidity date")
         return (blob, rec.subject, rec.profile, _epoch(rec.not_before), _epoch(rec.not_after), sha,
-                "good", None, None, None, part, None)
+                "good", None, None, None, part, gen, None)
     if rec.revoked_at is None or rec.reason is None:
         raise RegistryError(f"certificate {hexs}: a revoked certificate needs a revocation time and a reason")
     code = parse_reason(rec.reason)
@@ -240,7 +258,7 @@ def _row(rec: CertRecord) -> tuple:
     if inv is not None and inv > _epoch(rec.revoked_at):
         raise RegistryError(f"certificate {hexs}: invalidity date is later than the revocation time")
     return (blob, rec.subject, rec.profile, _epoch(rec.not_before), _epoch(rec.not_after), sha,
-            "revoked", _epoch(rec.revoked_at), code, inv, part,
+            "revoked", _epoch(rec.revoked_at), code, inv, part, gen,
             _crl_entry(blob, _epoch(rec.revoked_at), code, inv, _epoch(rec.not_after)))
 
 
@@ -373,7 +391,7 @@ class Registry:
             raise self._error(exc, doing) from None
         try:
             conn.executemany(f"INSERT INTO certificates ({_COLUMNS}, crl_entry) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
@@ -490,16 +508,28 @@ class Registry:
             yield from [(frombytes(s, "big"), r, c or None, None if i == NO_DATE else i, n)
                         for s, r, c, i, n in CRL_ENTRY.iter_unpack(packed)]
 
-    def iter_revoked_packed(self, batch: int = 65536, partition: int | None = None) -> Iterator[bytes]:
+    def iter_revoked_packed(self, batch: int = 65536, partition: int | None = None,
+                            generations: Collection[int] | None = None) -> Iterator[bytes]:
         """The revocations as concatenated :data:`CRL_ENTRY` records, ordered by serial, ``batch`` at a time.
 
         The cheapest form there is (45 bytes an entry, no Python object per value), for an encoder that
         unpacks with ``CRL_ENTRY.iter_unpack``. ``reason`` 0 means unspecified; ``NO_DATE`` no
         invalidity date. ``partition``: only the certificates that name that CRL partition (one scan of its
-        own index); None: every revocation (the full CRL).
+        own index); None: every revocation (the full CRL). ``generations``: only the certificates issued under
+        those issuer generations (one key's CRL after a re-key); None: whatever the generation.
         """
         try:
-            if partition is None:
+            if generations is not None:
+                gens = sorted(set(generations))
+                marks = ", ".join("?" * len(gens))
+                where = "crl_entry IS NOT NULL AND issuer_generation IN (" + marks + ")"
+                args: tuple = tuple(gens)
+                if partition is not None:
+                    where += " AND crl_partition = ?"
+                    args += (partition,)
+                cur = self._conn.execute("SELECT crl_entry FROM certificates INDEXED BY certificates_generation_crl "
+                                         f"WHERE {where} ORDER BY crl_entry", args)
+            elif partition is None:
                 cur = self._conn.execute("SELECT crl_entry FROM certificates INDEXED BY certificates_crl "
                                          "WHERE crl_entry IS NOT NULL ORDER BY crl_entry")
             else:
@@ -516,6 +546,17 @@ class Registry:
         return self._query("SELECT count(*) FROM certificates INDEXED BY certificates_partition_crl "
                            "WHERE crl_entry IS NOT NULL AND crl_partition = ?", (partition,))[0][0]
 
+    def count_revoked_of(self, generations: Collection[int], partition: int | None = None) -> int:
+        """Revocations of the certificates issued under ``generations`` (and naming ``partition`` when given)."""
+        gens = sorted(set(generations))
+        sql = ("SELECT count(*) FROM certificates INDEXED BY certificates_generation_crl WHERE crl_entry IS NOT NULL "
+               f"AND issuer_generation IN ({', '.join('?' * len(gens))})")
+        args: tuple = tuple(gens)
+        if partition is not None:
+            sql += " AND crl_partition = ?"
+            args += (partition,)
+        return self._query(sql, args)[0][0]
+
     def crl_scopes_named(self, at: datetime) -> tuple[bool, builtins.list[int]]:
         """Which CRLs certificates valid at ``at`` (not yet expired) name: ``(the full CRL?, partitions)``.
 
@@ -528,13 +569,48 @@ class Registry:
         limit = _epoch(at)
         full = any(p is None and na > limit for p, na in rows)
         return full, sorted(p for p, na in rows if p is not None and na > limit)
-    def iter_status(self, batch: int = 65536) -> Iterator[tuple[int, int | None, int | None]]:
+
+    def crl_scopes_by_generation(self, at: datetime) -> dict[int, tuple[bool, builtins.list[int]]]:
+        """:meth:`crl_scopes_named` for each issuer generation that has a certificate valid at ``at``:
+        ``{generation: (the full CRL?, partitions)}``. One pass over the (generation, partition, expiry) index, no
+        table row read (about 35 ms for 200,000 certificates here); the CRL job asks only after a re-key."""
+        rows = self._query("SELECT issuer_generation, crl_partition, max(not_after) FROM certificates INDEXED BY "
+                           "certificates_generation_expiry GROUP BY issuer_generation, crl_partition")
+        limit = _epoch(at)
+        scopes: dict[int, tuple[bool, builtins.list[int]]] = {}
+        for gen, part, na in rows:
+            if na <= limit:
+                continue
+            full, parts = scopes.get(gen, (False, []))
+            scopes[gen] = (full or part is None, sorted(parts + ([] if part is None else [part])))
+        return dict(sorted(scopes.items()))
+
+    def issuer_generations(self) -> builtins.list[int]:
+        """Every issuer generation the registry names (expired certificates included): one index seek per
+        generation, not a scan of a million rows (the CRL job asks on every run)."""
+        found: builtins.list[int] = []
+        while True:
+            after = found[-1] if found else 0
+            row = self._query("SELECT min(issuer_generation) FROM certificates INDEXED BY "
+                              "certificates_generation_expiry WHERE issuer_generation > ?", (after,))
+            if row[0][0] is None:
+                return found
+            found.append(int(row[0][0]))
+
+    def iter_status(self, batch: int = 65536, generations: Collection[int] | None = None
+                    ) -> Iterator[tuple[int, int | None, int | None]]:
         """Every certificate's status for the OCSP job: ``(serial, revoked_at | None, reason code | None)``,
         ordered by serial (the order of the OCSP store, so both are walked side by side), streamed ``batch`` rows
-        at a time from one SELECT (one consistent snapshot)."""
+        at a time from one SELECT (one consistent snapshot). ``generations``: only the certificates issued under
+        those issuer generations (one key's, after a re-key)."""
         frombytes = int.from_bytes
         try:
-            cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates ORDER BY serial")
+            if generations is None:
+                cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates ORDER BY serial")
+            else:
+                gens = sorted(set(generations))
+                cur = self._conn.execute("SELECT serial, revoked_at, reason FROM certificates WHERE issuer_generation "
+                                         f"IN ({', '.join('?' * len(gens))}) ORDER BY serial", tuple(gens))
             while chunk := cur.fetchmany(batch):
                 yield from [(frombytes(s, "big"), r, c) for s, r, c in chunk]
         except sqlite3.Error as exc:

@@ -24,6 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ceremony.ca.generations import IssuerGeneration, ca_for_generation, generation_of, issuer_generations
 from ceremony.ca.registry import CertRecord, Registry
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.common.errors import DefinitionError, HsmError, OutputError, RequestError
@@ -74,6 +75,8 @@ class IssuedCertificate:
     not_after: dt.datetime | None = None
     crl_partition: int | None = None
     """The CRL partition its distribution point names (None: the full CRL)."""
+    issuer_generation: int = 1
+    """The generation of the CA certificate it was issued under (:mod:`ceremony.ca.generations`)."""
 
     @property
     def serial_hex(self) -> str:
@@ -114,6 +117,22 @@ def _check_issuer_cert(cert: x509.Certificate, ca_name: str, ca: CA, path: Path,
         raise OutputError(f"{path}: not a CA certificate")
 
 
+def current_generation_of(issuer_cert: x509.Certificate, path: Path, ca_name: str) -> IssuerGeneration:
+    """Which generation of the CA's certificate ``issuer_cert`` is, among those beside it; refused unless it is the
+    current one (issuance signs with the current generation's key: after a re-key the earlier key signs only CRLs
+    and OCSP responses for what it issued). A certificate under another file name is the CA's only generation."""
+    gens = issuer_generations(path.parent, ca_name)
+    found = generation_of(gens, issuer_cert)
+    if found is None:
+        return IssuerGeneration(1, 1, path, issuer_cert, spki_sha256(issuer_cert.public_key()))
+    latest = gens[-1]
+    if found.generation != latest.generation:
+        raise OutputError(f"{path}: generation {found.generation} of the certificate of {ca_name!r}; the current "
+                          f"generation is {latest.generation} ({latest.path}): issuance signs with the current "
+                          f"generation's key (allowed: --issuer-cert {latest.path}); nothing was signed")
+    return found
+
+
 def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_path: Path, out_dir: Path,
                       registry: Registry, recorder: Recorder, *, issuer_cert_path: Path, rehearsal: bool,
                       pin_file: str | None = None, interactive: bool = True, manifest: Manifest | None = None,
@@ -134,6 +153,8 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
     with recorder.step("definition-check", "Check the profile, the issuer certificate and the CSR"):
         issuer_cert = load_issuer_certificate(issuer_cert_path, ca_name)
         _check_issuer_cert(issuer_cert, ca_name, ca, issuer_cert_path, rehearsal)
+        generation = current_generation_of(issuer_cert, issuer_cert_path, ca_name)
+        ca = ca_for_generation(ca, generation.key_generation)  # its key label, CRL and certificate URLs
         csr = load_csr(csr_path)
         if not csr.is_signature_valid:
             raise RequestError(f"{csr_path}: the CSR signature does not verify: no proof of possession of the key")
@@ -150,6 +171,7 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
         lint_before_signing(builder_for(1), issuer_cert.public_key(), ca.lint, f"{what} profile", etsi=True,
                             etsi_type=etsi_type)
         recorder.evidence("request", {"csr": str(csr_path), "subject": subject_text(csr.subject),
+                                      "issuer_generation": generation.generation, "key_label": ca.hsm.key_label,
                                       "ignored_extensions": _requested_extensions(csr),
                                       "spki_sha256": spki_sha256(public), "profile": profile, "kind": prof.kind,
                                       "etsi_type": etsi_type.name, "signature": "valid (proof of possession)"})
@@ -187,7 +209,8 @@ def issue_certificate(defn: LoadedDefinition, ca_name: str, profile: str, csr_pa
                 "serial": format(serial, "x"), "profile": profile, "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(), "sha256": sha256_hex(der)})
         with recorder.step("outputs-write", "Register the certificate, write it (PEM and DER)"):
-            issued = _register_and_stage(cert, profile, out_dir, registry, run, crl_partition_for(ca, serial))
+            issued = _register_and_stage(cert, profile, out_dir, registry, run, crl_partition_for(ca, serial),
+                                         generation.generation)
         with recorder.step("fingerprint-read-aloud", "Read the certificate fingerprint aloud"):
             recorder.say(announce(f"Certificate {serial:x} of {subject_text(cert.subject)}", der))
         # Issuance keeps no sealed transcript (its record is the registry and the console): the CA key signs the
@@ -239,7 +262,8 @@ def _fresh_serial(session: Any, registry: Registry) -> int:
 
 
 def _register_and_stage(cert: x509.Certificate, profile: str, out_dir: Path, registry: Registry,
-                        run: CeremonyRun, crl_partition: int | None = None) -> IssuedCertificate:
+                        run: CeremonyRun, crl_partition: int | None = None,
+                        issuer_generation: int = 1) -> IssuedCertificate:
     """Register the signed certificate, then stage its files for the run's publication.
 
     ``crl_partition`` is the CRL partition its distribution point names (None: the full CRL), recorded with it
@@ -255,14 +279,15 @@ def _register_and_stage(cert: x509.Certificate, profile: str, out_dir: Path, reg
     digest = sha256_hex(der)
     record = CertRecord(serial=serial, subject=subject_text(cert.subject), profile=profile,
                         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                        sha256=digest, status="good", crl_partition=crl_partition)
+                        sha256=digest, status="good", crl_partition=crl_partition,
+                        issuer_generation=issuer_generation)
     registry.add(record)
     run.stage(pem_name, cert.public_bytes(PEM))
     run.stage(der_name, der)
     run.record()
     return IssuedCertificate(serial=serial, pem_path=out_dir / pem_name, der_path=out_dir / der_name, sha256=digest,
                              subject=record.subject, profile=profile, not_after=record.not_after,
-                             crl_partition=crl_partition)
+                             crl_partition=crl_partition, issuer_generation=issuer_generation)
 
 
 def mark_revoked(manifest: Manifest, serial: int) -> int:

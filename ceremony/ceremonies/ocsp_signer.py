@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from ceremony.ca.generations import ca_for_generation, current_certificate_path, generation_stem, key_of
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -74,12 +75,13 @@ class SignerPlan:
 
 
 def signer_plan(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.datetime,
-                force: bool = False) -> SignerPlan:
-    """Whether a signer certificate is due: none yet, the latest one within the renewal margin, or ``force``."""
+                force: bool = False, stem: str | None = None) -> SignerPlan:
+    """Whether a signer certificate is due: none yet, the latest one within the renewal margin, or ``force``.
+    ``stem``: the signer's file stem, ``<ca>`` or, for a re-keyed CA's later key, ``<ca>.g<m>``."""
     ca = defn.model.ca(ca_name)
     if ca.ocsp is None:
         raise RequestError(f"{defn.path}: cas.{ca_name} has no ocsp section: no OCSP signer to certify")
-    found = signer_generations(out_dir, ca_name)
+    found = signer_generations(out_dir, stem or signer_stem(out_dir, ca_name))
     if not found:
         return SignerPlan(1, "no OCSP signer certificate yet", None, None)
     latest = max(found)
@@ -92,6 +94,16 @@ def signer_plan(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.dat
                           f"({renewal_margin(ca.ocsp)})", found[latest], end)
     return SignerPlan(0, f"{found[latest].name} is valid until {when(end)}; renewal falls due "
                       f"{when(end - renewal_margin(ca.ocsp))}", found[latest], end)
+
+
+def signer_stem(out_dir: Path, ca_name: str, cert_path: Path | None = None) -> str:
+    """The file stem of the signer certified by the key of ``cert_path`` (default: the CA's current certificate):
+    ``<ca>``, or ``<ca>.g<m>`` for key generation m after a re-key (:mod:`ceremony.ca.generations`)."""
+    path = cert_path or current_certificate_path(out_dir, ca_name)
+    if not path.is_file():
+        return ca_name
+    key_generation, _ = key_of(path.parent, ca_name, read_certificate(path, f"the certificate of {ca_name!r}"))
+    return generation_stem(ca_name, key_generation)
 
 
 @dataclass(frozen=True)
@@ -117,25 +129,35 @@ def ocsp_signer_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
                          rehearsal: bool, ca_cert_path: str | Path | None = None, pin_file: str | None = None,
                          interactive: bool = True, force: bool = False,
                          now: dt.datetime | None = None) -> SignerResult:
-    """Issue (first run) or renew the delegated OCSP signer certificate of ``ca_name``."""
+    """Issue (first run) or renew the delegated OCSP signer certificate of ``ca_name``.
+
+    The signer is certified by the key of the CA certificate ``ca_cert_path`` (default: the CA's current generation,
+    :func:`~ceremony.ca.generations.current_certificate_path`). After a re-key, each key that answers OCSP has its
+    own signer (:func:`~ceremony.ca.generations.ca_for_generation`: label ``<key_label>.g<m>-ocsp``, files
+    ``<ca>.g<m>.ocsp.crt.pem``); a certificate is answered for by the signer its issuing key certified."""
     model = defn.model
     ca: CA = model.ca(ca_name)
     out_dir, manifest = prepare_out(out, rehearsal)
     moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    cert_path = Path(ca_cert_path) if ca_cert_path else out_dir / f"{ca_name}.crt.pem"
+    cert_path = Path(ca_cert_path) if ca_cert_path else current_certificate_path(out_dir, ca_name)
     with CeremonyRun(out_dir, manifest, recorder, SCRIPT) as run:
         with scripted_step(recorder, "definition-check"):
-            plan = signer_plan(defn, ca_name, out_dir, moment, force)
+            ca_cert = load_issuer_certificate(cert_path, ca_name)
+            key_generation, _ = key_of(cert_path.parent, ca_name, ca_cert)
+            stem = generation_stem(ca_name, key_generation)
+            ca = ca_for_generation(ca, key_generation)
+            plan = signer_plan(defn, ca_name, out_dir, moment, force, stem)
             if not plan.due:
                 raise RequestError(f"the OCSP signer certificate of {ca_name!r} is current: {plan.reason}; nothing "
                                    "to do (--force renews it now)")
             assert ca.ocsp is not None
             ocsp = ca.ocsp
-            ca_cert = load_issuer_certificate(cert_path, ca_name)
             not_before, not_after = _signer_window(ocsp, ca_cert, moment)
-            pem = signer_file_name(ca_name, plan.generation)
+            pem = signer_file_name(stem, plan.generation)
             der = pem[: -len(".pem")] + ".der"
-            extra = {"generation": plan.generation, "ca": ca_name}
+            extra: dict[str, object] = {"generation": plan.generation, "ca": ca_name}
+            if key_generation != 1:
+                extra["key_generation"] = key_generation
             run.plan(pem, ARTIFACT_KIND, "pem", **extra)
             run.plan(der, ARTIFACT_KIND, "der", **extra)
             run.check()
@@ -210,6 +232,9 @@ def _signer_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", help="the sign-in sheet and confirmations (YAML); required outside a rehearsal")
     p.add_argument("--metrics-dir", help="write ceremony_ocsp_signer_<ca>.prom here (the signer's expiry)")
     p.add_argument("--force", action="store_true", help="renew now, even before the renewal margin")
+    p.add_argument("--ca-cert", help="the CA certificate whose key certifies the signer (default: the CA's current "
+                   "generation, OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem); after a re-key, "
+                   "OUT/<ca>.crt.pem renews the first key's signer")
     return p
 
 
@@ -224,7 +249,9 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
         defn = load_definition(args.definition)
         rehearsal = defn.model.environment != "production"
         out_dir = Path(args.out)
-        plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force)
+        ca_cert = Path(args.ca_cert) if args.ca_cert else None
+        plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force,
+                           signer_stem(out_dir, args.ca, ca_cert))
         if not plan.due:
             print(f"{args.ca}: {plan.reason}; nothing to do")
             if args.metrics_dir and plan.current_not_after is not None:
@@ -236,7 +263,7 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
         with recorded(SCRIPT, defn, out_dir, rehearsal=rehearsal, answers=Path(args.answers) if args.answers else None,
                       reports=False) as rec:
             result = ocsp_signer_ceremony(defn, args.ca, out_dir, rec, rehearsal=rehearsal, pin_file=args.pin_file,
-                                          interactive=False, force=args.force)
+                                          interactive=False, force=args.force, ca_cert_path=ca_cert)
         print(f"{args.ca}: OCSP signer certificate generation {result.generation} valid until "
               f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}; "
               f"transcript {rec.path}")

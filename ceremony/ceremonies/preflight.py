@@ -24,6 +24,7 @@ import yaml
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from ceremony.ca.generations import certificate_generations, key_label_for
 from ceremony.ceremonies.addendum import checked_recordings, recorded_transcript
 from ceremony.ceremonies.offline import check_offline
 from ceremony.common.errors import CeremonyError
@@ -163,6 +164,14 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         if not ca_name or ca_name not in defn.model.cas:
             raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
         return Plan(True, (Need(ca_name, "present"),))
+    # Re-key (ceremony/ceremonies/rekey.py): at the subordinate's host its token with its key and certified sealing key
+    # (the new generation's label is checked free by check_rekey_label); at the offline root the issuer's key.
+    if ceremony in ("subordinate-rekey", "subordinate-rekey-certification"):
+        if not ca_name or ca_name not in defn.model.cas:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        if ceremony == "subordinate-rekey":
+            return Plan(False, (Need(ca_name, "present"),))
+        return Plan(True, (Need(defn.model.cas[ca_name].issuer or root, "present"),))
     # A token initialisation is held offline (the PIN parts are typed at the workstation); its token does not exist
     # yet, so the ceremony's own definition-check finds the blank slot (or refuses a label already initialised).
     if ceremony == "token-initialisation":
@@ -188,7 +197,8 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
     raise PreflightError(f"{ceremony!r} is not a ceremony (allowed: root-key-generation, subordinate-key-generation, "
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
                          "subordinate-renewal, sealing-certification, key-destruction, token-initialisation, "
-                         "new-root-key-generation, cross-certification, ca-termination, pin-change)")
+                         "new-root-key-generation, cross-certification, ca-termination, pin-change, "
+                         "subordinate-rekey, subordinate-rekey-certification)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -461,6 +471,20 @@ def _check_label(ca_name: str, ca: CA, need: str, source: PinSource, label: str,
     return found, spki
 
 
+def check_rekey_label(ca_name: str, ca: CA, source: PinSource, out: Path) -> list[Finding]:
+    """The label of the next generation's key (``<key_label>.g<n>``, n from the CA's certificates in ``out``) is free
+    on the token: a label that exists is refused before anyone signs in, as the ceremony refuses it before
+    generating anything."""
+    gens = certificate_generations(out, ca_name)
+    if not gens:
+        return [Finding(f"certificate of {ca_name!r}", False, f"no {ca_name}.crt.pem in {out}",
+                        "bring the CA's certificates of every generation into this --out")]
+    n = max(gens) + 1
+    label = key_label_for(ca.hsm.key_label, n)
+    found, _ = _check_label(ca_name, ca, "absent", source, label, "key_label", f"key of generation {n} {label!r}")
+    return found[1:]  # the login finding is there once already
+
+
 def check_no_rehearsal_objects(ca_name: str, ca: CA, source: PinSource) -> list[Finding]:
     """Production only: a token a rehearsal used (a key pair with the rehearsal CKA_ID prefix) is refused.
 
@@ -693,6 +717,8 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
         if token.ok and pin.ok:
             sealing = None if ceremony == "key-restore" else (need.key, out)
             report.findings.extend(check_login_and_key(need.ca, ca_def, need.key, source, sealing))
+            if ceremony == "subordinate-rekey":
+                report.findings.extend(check_rekey_label(need.ca, ca_def, source, out))
             if not rehearsal:
                 report.findings.extend(check_no_rehearsal_objects(need.ca, ca_def, source))
             if pin_sources is not None:

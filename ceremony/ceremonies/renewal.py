@@ -15,18 +15,19 @@ with its new certificate proves anyway. Because the key and the subject are the 
 the CA signed verify under either generation (same issuer name, same authority key identifier).
 
 Re-key (a new key on the token, its own certificate, the old key signing CRLs for what it issued) is a
-different ceremony: it needs issuer generations in the registry and in the CRL job (docs/lifecycle.md).
+different ceremony (:mod:`ceremony.ceremonies.rekey`). A renewal after a re-key re-certifies the re-key's key, as its
+key ceremony wrote it (``<ca>.g<m>.pub.pem``).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from ceremony.ca.generations import certificate_generations, generation_stem, key_of
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -61,8 +62,6 @@ from ceremony.x509.certificates import subordinate_builder
 from ceremony.x509.files import load_issuer_certificate, read_certificate, read_public_key
 from ceremony.x509.lint import lint_before_signing
 
-_GENERATION = re.compile(r"\.g(?P<n>[0-9]+)\.crt\.pem$")
-
 
 @dataclass(frozen=True)
 class RenewalResult:
@@ -74,15 +73,9 @@ class RenewalResult:
 
 
 def generations(out_dir: Path, ca_name: str) -> dict[int, Path]:
-    """The CA's certificates in ``out_dir`` by generation: ``<ca>.crt.pem`` is 1, ``<ca>.g<n>.crt.pem`` is n."""
-    found: dict[int, Path] = {}
-    if (out_dir / f"{ca_name}.crt.pem").is_file():
-        found[1] = out_dir / f"{ca_name}.crt.pem"
-    for path in out_dir.glob(f"{ca_name}.g*.crt.pem"):
-        match = _GENERATION.search(path.name)
-        if match and path.name == f"{ca_name}.g{int(match['n'])}.crt.pem" and int(match["n"]) >= 2:
-            found[int(match["n"])] = path
-    return dict(sorted(found.items()))
+    """The CA's certificates in ``out_dir`` by generation: ``<ca>.crt.pem`` is 1, ``<ca>.g<n>.crt.pem`` is n
+    (:func:`ceremony.ca.generations.certificate_generations`)."""
+    return certificate_generations(out_dir, ca_name)
 
 
 def current_generation(out_dir: Path, ca_name: str) -> tuple[int, Path]:
@@ -129,8 +122,18 @@ def renewal_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path) -> tuple
         raise RequestError(f"{defn.path}: cas.{ca_name}.validity.not_after ({when(ca.validity.not_after)}) does not "
                            f"extend {current_path} (valid until {when(current.not_valid_after_utc)}); a renewal gives "
                            "a later end: change the definition first")
-    digest = check_same_key(ca_name, ca.spki_sha256, current, current_path, out_dir / f"{ca_name}.pub.pem")
+    pub_path, pin = key_ceremony_public_key(out_dir, ca_name, current, ca.spki_sha256)
+    digest = check_same_key(ca_name, pin, current, current_path, pub_path)
     return previous, current_path, current, digest
+
+
+def key_ceremony_public_key(out_dir: Path, ca_name: str, current: x509.Certificate,
+                            pin: str | None) -> tuple[Path, str | None]:
+    """The public key the current key's ceremony wrote, and the pin that applies to it: ``<ca>.pub.pem`` and
+    ``cas.<ca>.spki_sha256`` for the first key; after a re-key at generation m, ``<ca>.g<m>.pub.pem`` (the re-key's
+    key ceremony, :mod:`ceremony.ceremonies.rekey`) and no pin (the definition's pin names the first key)."""
+    key_generation, _ = key_of(out_dir, ca_name, current)
+    return out_dir / f"{generation_stem(ca_name, key_generation)}.pub.pem", pin if key_generation == 1 else None
 
 
 def renewal_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *, rehearsal: bool,
@@ -169,8 +172,8 @@ def renewal_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, reco
             except (ValueError, TypeError, InvalidSignature) as exc:
                 raise RequestError(f"{current_path}: not issued by {issuer_path} ({exc or type(exc).__name__})") \
                     from None
-            pub_path = out_dir / f"{ca_name}.pub.pem"
-            digest = check_same_key(ca_name, ca.spki_sha256, current, current_path, pub_path)
+            pub_path, pin = key_ceremony_public_key(out_dir, ca_name, current, ca.spki_sha256)
+            digest = check_same_key(ca_name, pin, current, current_path, pub_path)
             recorder.evidence("certificate", {**certificate_evidence(current), "path": current_path.name,
                                               "generation": previous, "role": "current"})
             recorder.evidence("public-key", {"path": pub_path.name, "sha256": sha256_file(pub_path),

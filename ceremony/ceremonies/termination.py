@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ceremony.backup.format import BACKUP_DIR
+from ceremony.ca.generations import issuer_generations
 from ceremony.ca.registry import Registry, default_path, parse_reason
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
@@ -158,6 +159,11 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
     if ca.crl.partitions is not None:
         raise DefinitionError(str(defn.path), f"cas.{ca_name}.crl.partitions", "a partitioned CA's termination "
                               "(one final CRL per partition) is not supported yet", "a CA without crl.partitions")
+    keys = sorted({g.key_generation for g in issuer_generations(out_dir, ca_name)})
+    if len(keys) > 1:
+        raise OutputError(f"{out_dir}: {ca_name!r} has been re-keyed (keys of generations "
+                          f"{', '.join(map(str, keys))}): its termination needs a final CRL signed by each key, which "
+                          "is not supported yet (docs/lifecycle.md, 'CA termination'); nothing was changed")
     der_name, _ = publication_names(ca)
     shares = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / BACKUP_DIR).glob("*.share-*")
                     if p.is_file())

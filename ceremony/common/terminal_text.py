@@ -625,3 +625,38 @@ _TOKENS: dict[str, dict[str, str]] = {
 
 for _lang in LANGS:
     _TEXT[_lang].update(_TOKENS[_lang])
+
+
+# Subordinate re-key (ceremony/ceremonies/rekey.py): the new key at the subordinate's host, its certificate at the root.
+_REKEY: dict[str, dict[str, str]] = {
+    "en": {
+        "k_rekey_plan": "  current certificate: {path} (generation {generation}); this ceremony generates the key of "
+                        "generation {generation_next} on {token} under the label {label}; the current key {old_label} "
+                        "stays and keeps signing the CRLs of what it issued",
+        "k_rekey_key": "Public key of {ca}, generation {generation} (SPKI)",
+        "k_certify_plan": "  current certificate: {path} (generation {generation}, valid until {end}); this ceremony "
+                          "certifies the new key of generation {generation_next}",
+        "k_new_key": "  new key: {fingerprint}, the key of none of {generations}",
+        "k_rekey_cert": "Certificate of {ca}, generation {generation} (new key): {subject}",
+        "n_rekey_csr": "carry {csr} to the offline root; the root certifies it with",
+        "n_rekeyed": "carry {cert} to the host of {ca}: issuance signs with the new key from now on, the earlier key "
+                     "keeps signing the CRLs of what it issued; sign the CRLs with",
+    },
+    "fr": {
+        "k_rekey_plan": "  certificat en cours : {path} (génération {generation}) ; cette cérémonie génère la clé de "
+                        "la génération {generation_next} sur {token} sous le libellé {label} ; la clé en cours "
+                        "{old_label} reste et continue de signer les CRL de ce qu'elle a émis",
+        "k_rekey_key": "Clé publique de {ca}, génération {generation} (SPKI)",
+        "k_certify_plan": "  certificat en cours : {path} (génération {generation}, valide jusqu'au {end}) ; cette "
+                          "cérémonie certifie la nouvelle clé de la génération {generation_next}",
+        "k_new_key": "  nouvelle clé : {fingerprint}, la clé d'aucun de {generations}",
+        "k_rekey_cert": "Certificat de {ca}, génération {generation} (nouvelle clé) : {subject}",
+        "n_rekey_csr": "porter {csr} à la racine hors ligne ; la racine la certifie avec",
+        "n_rekeyed": "porter {cert} sur l'hôte de {ca} : l'émission signe désormais avec la nouvelle clé, la clé "
+                     "précédente continue de signer les CRL de ce qu'elle a émis ; signer les CRL avec",
+    },
+}
+
+
+for _lang in LANGS:
+    _TEXT[_lang].update(_REKEY[_lang])

@@ -61,6 +61,7 @@ from urllib.parse import urlparse
 
 from cryptography import x509
 
+from ceremony.ca.generations import IssuerGeneration, ca_for_generation, generation_of, issuer_generations
 from ceremony.ca.registry import CRL_ENTRY, NO_DATE, Registry
 from ceremony.common.clock import ClockPolicy, ClockStatus, check_clock
 from ceremony.common.errors import (
@@ -120,14 +121,30 @@ class CrlJobResult:
 
     @property
     def partitions(self) -> tuple[CrlOutput, ...]:
-        return tuple(c for c in self.crls if c.partition is not None)
+        """The current key's partition CRLs."""
+        return tuple(c for c in self.current if c.partition is not None)
 
     @property
     def full(self) -> CrlOutput | None:
         """The full CRL (None: the CA partitions and no unexpired certificate names the full CRL any more)."""
-        return next((c for c in self.crls if c.partition is None), None)
+        return next((c for c in self.current if c.partition is None), None)
+
+    @property
+    def current(self) -> tuple[CrlOutput, ...]:
+        """The CRLs signed by the CA's current key (the first output's generation)."""
+        return tuple(c for c in self.crls if c.generation == self.crls[0].generation) if self.crls else ()
+
+    @property
+    def earlier(self) -> tuple[CrlOutput, ...]:
+        """The CRLs of earlier keys (after a re-key), for what they issued that has not expired yet."""
+        return tuple(c for c in self.crls if c not in self.current)
 
     def summary(self) -> str:
+        earlier = "".join(f"; key generation {c.generation}: {c.der_path.name} #{c.number} ({c.entries} entries)"
+                          for c in self.earlier)
+        return self._summary() + earlier
+
+    def _summary(self) -> str:
         verb = "signed and published" if self.signed else "is current; nothing signed"
         if not self.partitions:
             return (f"CRL {self.number} of {self.ca!r} {verb} ({self.entries} entries, thisUpdate "
@@ -332,7 +349,17 @@ def clear_pin_latch(out: str | Path, ca_name: str) -> PinLatch | None:
 @contextlib.contextmanager
 def checked_token(ca: CA, issuer: Issuer, latch_path: Path, pin_file: str | None = None,
                   interactive: bool = False, clear_command: str | None = None) -> Iterator[Any]:
-    """Check what signing needs, in order, and yield the CA's signing key with its session open.
+    """Check what signing needs (:func:`checked_keys`) and yield the CA's signing key with its session open."""
+    with checked_keys(ca, [(ca.hsm.key_label, issuer)], latch_path, pin_file, interactive, clear_command) as keys:
+        yield keys[0]
+
+
+@contextlib.contextmanager
+def checked_keys(ca: CA, wanted: list[tuple[str, Issuer]], latch_path: Path, pin_file: str | None = None,
+                 interactive: bool = False, clear_command: str | None = None) -> Iterator[list[Any]]:
+    """Check what signing needs, in order, and yield the signing keys ``wanted`` (label, the certificate the key
+    must be the key of: one per key generation that signs a CRL, :mod:`ceremony.ca.generations`) with their
+    session open.
 
     The PIN latch, the PIN source (a 0600 file owned by this user, or the variable set), the module,
     the token, the login, the key (present, and the key of the CA certificate). Each failure is a
@@ -374,14 +401,17 @@ def checked_token(ca: CA, issuer: Issuer, latch_path: Path, pin_file: str | None
             raise HealthCheckError("pin_source", str(exc)) from None
         except HsmError as exc:
             raise HealthCheckError("login", str(exc)) from None
-        try:
-            key = signing_key(session, ca.hsm.key_label)
-        except HsmError as exc:
-            raise HealthCheckError("key_missing", f"{token}: {exc}") from None
-        if spki_sha256(key.public_key()) != spki_sha256(issuer.public_key):
-            raise HealthCheckError("key_mismatch", f"the key {ca.hsm.key_label!r} on {token} is not the key of the "
-                                                   f"CA certificate {issuer.path}")
-        yield key
+        keys = []
+        for label, issuer in wanted:
+            try:
+                key = signing_key(session, label)
+            except HsmError as exc:
+                raise HealthCheckError("key_missing", f"{token}: {exc}") from None
+            if spki_sha256(key.public_key()) != spki_sha256(issuer.public_key):
+                raise HealthCheckError("key_mismatch", f"the key {label!r} on {token} is not the key of the "
+                                                       f"CA certificate {issuer.path}")
+            keys.append(key)
+        yield keys
 
 
 _REASON_OF = ((PinError, "pin_source"), (DefinitionError, "definition"), (RegistryError, "registry"),
@@ -437,13 +467,16 @@ def _registry_lookup(registry: Any) -> Callable[[int], dt.datetime | None]:
     return lookup
 
 
-def _encode_from_registry(registry: Registry, out: bytearray,
-                          partition: int | None = None) -> tuple[int, list[crlenc.RevokedRow], int | None]:
-    """Stream the registry's packed revocation records (all, or one partition's) into ``out``.
+def _encode_from_registry(registry: Registry, out: bytearray, partition: int | None = None,
+                          generations: tuple[int, ...] | None = None
+                          ) -> tuple[int, list[crlenc.RevokedRow], int | None]:
+    """Stream the registry's packed revocation records (all, or one partition's; of every issuer generation, or
+    of ``generations``: one key's) into ``out``.
 
     Returns the count, a structural sample and the latest revocationDate written (epoch seconds).
     """
-    return crlenc.encode_revoked_packed(registry.iter_revoked_packed(partition=partition), out, CRL_ENTRY, NO_DATE)
+    packed = registry.iter_revoked_packed(partition=partition, generations=generations)
+    return crlenc.encode_revoked_packed(packed, out, CRL_ENTRY, NO_DATE)
 
 
 class StagedPublication:
@@ -510,17 +543,31 @@ class StagedPublication:
 
 @dataclass(frozen=True)
 class CrlTarget:
-    """One CRL the job signs: the full CRL (``partition`` None) or one partition CRL."""
+    """One CRL the job signs: the full CRL (``partition`` None) or one partition CRL, of one key generation."""
 
     partition: int | None
     url: str
     der_path: Path
     pem_path: Path
     state: Path
+    generation: int = 1
+    """The key generation whose key signs it (:mod:`ceremony.ca.generations`)."""
+    generations: tuple[int, ...] | None = None
+    """The issuer generations whose certificates it lists (None: every certificate, the CA has one key)."""
+    key_label: str = ""
+    issuer: Issuer | None = None
+    """The certificate that names the signing key (None: the CA certificate the job found)."""
 
     @property
     def label(self) -> str:
-        return "the full CRL" if self.partition is None else f"partition {self.partition}"
+        scope = "the full CRL" if self.partition is None else f"partition {self.partition}"
+        return scope if self.generations is None else f"{scope} of key generation {self.generation}"
+
+    def revoked_count(self, registry: Registry) -> int:
+        """How many revocations this CRL lists now (to tell whether it is due)."""
+        if self.generations is not None:
+            return registry.count_revoked_of(self.generations, self.partition)
+        return registry.count("revoked") if self.partition is None else registry.count_revoked_in(self.partition)
 
 
 @dataclass(frozen=True)
@@ -535,28 +582,83 @@ class CrlOutput:
     der_path: Path
     pem_path: Path
     url: str
+    generation: int = 1
+    """The key generation whose key signed it."""
 
 
-def crl_targets(ca: CA, ca_name: str, out_dir: Path, registry: Registry, now: dt.datetime) -> list[CrlTarget]:
-    """The CRLs a run signs, the full CRL first, then the partitions in order (see docs/crl.md).
+def crl_targets(ca: CA, ca_name: str, out_dir: Path, registry: Registry, now: dt.datetime,
+                gens: list[IssuerGeneration] | None = None) -> list[CrlTarget]:
+    """The CRLs a run signs: the current key's, the full CRL first, then the partitions in order, then those of
+    every earlier key that still has unexpired certificates (see docs/crl.md).
 
     The full CRL while the CA does not partition, or while an unexpired certificate names it (issued before
     partitioning); partitions ``0..N-1`` of the definition, and every other partition an unexpired
-    certificate still names (issued before the count was lowered).
+    certificate still names (issued before the count was lowered). ``gens``: the CA's certificate generations
+    (:func:`~ceremony.ca.generations.issuer_generations`); after a re-key each key signs the CRLs of what was issued
+    under its certificates, at its generation's URLs, with number sequences of its own. An earlier key's CRLs are
+    only those an unexpired certificate names: it issues nothing new.
     """
-    full_named, named = registry.crl_scopes_named(now)
-    count = ca.crl.partitions
-    partitions = sorted(set(range(count or 0)) | set(named))
-    targets = []
-    if count is None or full_named:
-        der_name, pem_name = publication_names(ca)
-        targets.append(CrlTarget(None, ca.publication.crl_url, out_dir / der_name, out_dir / pem_name,
-                                 state_path(out_dir, ca_name)))
-    for p in partitions:
-        url = crl_url_for(ca, p)
-        name = os.path.basename(urlparse(url).path)
-        targets.append(CrlTarget(p, url, out_dir / name, out_dir / (name + ".pem"), state_path(out_dir, ca_name, p)))
+    keys = sorted({g.key_generation for g in gens or []}) or [1]
+    if len(keys) == 1:
+        full_named, named = registry.crl_scopes_named(now)
+        first = gens[0] if gens else None
+        return _key_targets(ca, ca_name, out_dir, keys[0], None, full_named, named, True,
+                            None if first is None else Issuer(first.cert, first.path))
+    assert gens is not None
+    scopes = registry.crl_scopes_by_generation(now)
+    current = gens[-1].key_generation
+    targets: list[CrlTarget] = []
+    for m in [current] + [k for k in keys if k != current]:
+        members = tuple(g.generation for g in gens if g.key_generation == m)
+        found = [scopes[g] for g in members if g in scopes]
+        if m != current and not found:
+            continue  # every certificate of this key has expired: its last CRL stays as published
+        full_named = any(f for f, _ in found)
+        named = sorted({p for _, parts in found for p in parts})
+        first = next(g for g in gens if g.key_generation == m)
+        targets += _key_targets(ca, ca_name, out_dir, m, members, full_named, named, m == current,
+                                Issuer(first.cert, first.path))
     return targets
+
+
+def _key_targets(ca: CA, ca_name: str, out_dir: Path, key_generation: int, members: tuple[int, ...] | None,
+                 full_named: bool, named: list[int], current: bool, issuer: Issuer | None) -> list[CrlTarget]:
+    """The CRLs of one key (:func:`crl_targets`)."""
+    view = ca_for_generation(ca, key_generation)
+    stem = ca_name if key_generation == 1 else f"{ca_name}.g{key_generation}"
+    count = ca.crl.partitions
+    partitions = sorted((set(range(count or 0)) if current else set()) | set(named))
+    targets = []
+    common = {"generation": key_generation, "generations": members, "key_label": view.hsm.key_label,
+              "issuer": issuer}
+    if (count is None and current) or full_named:
+        der_name, pem_name = publication_names(view)
+        targets.append(CrlTarget(None, view.publication.crl_url, out_dir / der_name, out_dir / pem_name,
+                                 state_path(out_dir, stem), **common))  # type: ignore[arg-type]
+    for p in partitions:
+        url = crl_url_for(view, p)
+        name = os.path.basename(urlparse(url).path)
+        targets.append(CrlTarget(p, url, out_dir / name, out_dir / (name + ".pem"), state_path(out_dir, stem, p),
+                                 **common))  # type: ignore[arg-type]
+    return targets
+
+
+def job_generations(issuer: Issuer, ca_name: str, registry: Registry) -> list[IssuerGeneration]:
+    """The CA's certificate generations beside the certificate the job found (``<ca>.crt.pem``,
+    ``<ca>.g<n>.crt.pem``), refused when the registry names an issuer generation none of them is: that key's CRL
+    could not be signed. A certificate found under another name is the CA's only generation."""
+    gens = issuer_generations(issuer.path.parent, ca_name)
+    if generation_of(gens, issuer.cert) is None:
+        gens = [IssuerGeneration(1, 1, issuer.path, issuer.cert, spki_sha256(issuer.public_key))]
+    missing = sorted(set(registry.issuer_generations()) - {g.generation for g in gens})
+    if missing:
+        raise OutputError(f"{registry.path}: certificates were issued under generation(s) "
+                          f"{', '.join(map(str, missing))} of {ca_name!r}, but {issuer.path.parent} holds no "
+                          f"{', '.join(f'{ca_name}.g{n}.crt.pem' for n in missing)}; their CRL cannot be signed: "
+                          "bring the CA's certificates of every generation beside its first; nothing was signed")
+    for g in gens:
+        load_issuer(g.path, ca_name)  # every generation may sign CRLs (CA, cRLSign)
+    return gens
 
 
 def journal_path(out: Path, ca_name: str) -> Path:
@@ -658,15 +760,17 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     with Registry.open(registry_path, timeout=registry_timeout) as registry, job_lock(out_dir, ca_name), \
             contextlib.ExitStack() as token_stack:
-        targets = crl_targets(ca, ca_name, out_dir, registry, now)
+        targets = crl_targets(ca, ca_name, out_dir, registry, now, job_generations(issuer, ca_name, registry))
         _recover_publication(out_dir, ca_name)
         _remove_stale_temporaries(out_dir, tuple(n for t in targets for n in (t.der_path.name, t.pem_path.name)))
         # Every run, due or not: the clock that dates the CRL (before anything opens the token).
         clock_seen = check_clock(clock, "nothing was signed", clock_status)
         # Every run, due or not: PIN latch, PIN source, module, token, login, key (see checked_token).
         t = time.perf_counter()
-        key = token_stack.enter_context(checked_token(ca, issuer, pin_latch_path(out_dir, ca_name), pin_file,
-                                                      interactive, clear_pin_latch_command(ca_name, out_dir)))
+        signers = list({tg.key_label or ca.hsm.key_label: tg.issuer or issuer for tg in targets}.items())
+        found = token_stack.enter_context(checked_keys(ca, signers, pin_latch_path(out_dir, ca_name), pin_file,
+                                                       interactive, clear_pin_latch_command(ca_name, out_dir)))
+        keys = {label: (key, signer) for (label, signer), key in zip(signers, found, strict=True)}
         timings["token-check"] = time.perf_counter() - t
         # Everything each target needs is read (and refused when bad) before anything is signed.
         published = [read_published(tg.der_path) for tg in targets]
@@ -678,13 +782,12 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
                                         "signed; disable this job's timer")
         reserved = [check_not_ahead(tg.state, prev.number if prev else 0, tg.der_path)
                     for tg, prev in zip(targets, prevs, strict=True)]
-        reasons = [_due(prev, registry.count("revoked") if tg.partition is None
-                        else registry.count_revoked_in(tg.partition), ca, now, force)
+        reasons = [_due(prev, tg.revoked_count(registry), ca, now, force)
                    for tg, prev in zip(targets, prevs, strict=True)]
         due = [(tg, r) for tg, r in zip(targets, reasons, strict=True) if r is not None]
         if not due:
             outputs = tuple(CrlOutput(tg.partition, prev.number, prev.entries, prev.this_update, prev.next_update,
-                                      tg.der_path, tg.pem_path, tg.url)
+                                      tg.der_path, tg.pem_path, tg.url, tg.generation)
                             for tg, prev in zip(targets, prevs, strict=True)
                             if prev is not None and prev.next_update is not None)
             timings["total"] = time.perf_counter() - t0
@@ -695,14 +798,15 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
             if prev is not None and now < prev.this_update:
                 raise VerificationError(f"the clock is behind the published CRL {tg.der_path} (thisUpdate "
                                         f"{prev.this_update}); check the time on this host; nothing was signed")
-        alg_id, _ = crlenc.signature_algorithm(issuer.public_key)
         outputs_signed: list[CrlOutput] = []
         staged_all: list[StagedPublication] = []
         with contextlib.ExitStack() as staging:
             for i, (tg, pub, prev, last) in enumerate(zip(targets, published, prevs, reserved, strict=True)):
                 if i:
                     _kill_hook("between-partitions")
-                staged, output = _sign_target(tg, pub, prev, last, ca, ca_name, issuer, key, registry, alg_id, now,
+                key, signer = keys[tg.key_label or ca.hsm.key_label]
+                alg_id, _ = crlenc.signature_algorithm(signer.public_key)
+                staged, output = _sign_target(tg, pub, prev, last, ca, ca_name, signer, key, registry, alg_id, now,
                                               registry_path, timings, peak_mb, staging)
                 staged_all.append(staged)
                 outputs_signed.append(output)
@@ -733,7 +837,7 @@ def _sign_target(tg: CrlTarget, published: tuple[bytes, CrlSummary] | None, prev
     number = max(last_reserved_number, prev.number if prev else 0) + 1
     t = time.perf_counter()
     entries = bytearray()
-    count, sample, latest = _encode_from_registry(registry, entries, tg.partition)
+    count, sample, latest = _encode_from_registry(registry, entries, tg.partition, tg.generations)
     # thisUpdate is set back by the clock skew, but never before the published CRL's thisUpdate nor
     # before a revocation the CRL lists (revoke, then sign at once).
     floor = max(now - ca.crl.clock_skew_td, prev.this_update) if prev is not None else now - ca.crl.clock_skew_td
@@ -752,7 +856,7 @@ def _sign_target(tg: CrlTarget, published: tuple[bytes, CrlSummary] | None, prev
     peak_mb["read+encode"] = _peak_mb()
 
     t = time.perf_counter()
-    what = f"the CRL of {ca_name!r}" + ("" if tg.partition is None else f" (partition {tg.partition})")
+    what = f"the CRL of {ca_name!r}" + ("" if tg.partition is None and tg.generations is None else f" ({tg.label})")
     full_lint = count <= crlenc.LINT_FULL_MAX
     if full_lint:
         trial = crlenc.sign_tbs(tbs, alg_id, throwaway_key_like(issuer.public_key))
@@ -800,7 +904,8 @@ def _sign_target(tg: CrlTarget, published: tuple[bytes, CrlSummary] | None, prev
             raise VerificationError(f"{tg.der_path} ({tg.label}): {exc}") from None
     _add(timings, "previous-check", time.perf_counter() - t)
     peak_mb["previous-check"] = _peak_mb()
-    return staged, CrlOutput(tg.partition, number, count, this_update, next_update, tg.der_path, tg.pem_path, tg.url)
+    return staged, CrlOutput(tg.partition, number, count, this_update, next_update, tg.der_path, tg.pem_path, tg.url,
+                             tg.generation)
 
 
 def _result(ca_name: str, signed: bool, outputs: tuple[CrlOutput, ...], reason: str, timings: dict[str, float],
@@ -834,7 +939,7 @@ def metrics_for(result: CrlJobResult | None, ca_name: str, der_path: Path | None
                                         c.next_update.timestamp()) for c in result.partitions)
         full = result.full
         if full is None:  # only partitions: the CA-level times are the soonest to expire (what the alerts watch)
-            first = min(result.partitions, key=lambda c: c.next_update)
+            first = min(result.crls, key=lambda c: c.next_update)  # earlier keys' CRLs included
             return CrlMetrics(ca_name, True, None, sum(c.entries for c in result.partitions),
                               first.next_update.timestamp(), duration, this_update=first.this_update.timestamp(),
                               partitions=signed, **latch)
@@ -890,25 +995,33 @@ def write_job_metrics(metrics_dir: str | Path, metrics: CrlMetrics) -> None:
 
 def due_reason(definition: str | Path | LoadedDefinition, ca_name: str, registry_path: str | Path,
                out: str | Path, *, now: dt.datetime | None = None, force: bool = False,
-               registry_timeout: float = 10.0) -> tuple[str | None, CrlSummary | None]:
+               registry_timeout: float = 10.0, ca_cert: str | Path | None = None,
+               ceremony_out: str | Path | None = None) -> tuple[str | None, CrlSummary | None]:
     """Why a run would sign now (None: it would not), and the published CRL's summary.
 
     Touches neither the token nor the publication directory: the Ansible module's check mode
-    reports with it what the job would do.
+    reports with it what the job would do. The CA certificate (found as the job finds it) tells which keys sign
+    CRLs after a re-key; without one, every certificate counts toward the first key's CRLs (the run itself then
+    refuses the missing certificate with its message).
     """
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca = job_ca(defn, ca_name)
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    try:
+        issuer: Issuer | None = load_issuer(find_ca_certificate(defn, ca_name, ca_cert, ceremony_out), ca_name)
+    except OutputError:
+        issuer = None
     with Registry.open(registry_path, timeout=registry_timeout) as registry:
+        gens = job_generations(issuer, ca_name, registry) if issuer is not None else None
         first: tuple[str | None, CrlSummary | None] | None = None
-        for tg in crl_targets(ca, ca_name, Path(out), registry, now):
+        for tg in crl_targets(ca, ca_name, Path(out), registry, now, gens):
             published = read_published(tg.der_path)
             prev = published[1] if published else None
-            count = registry.count("revoked") if tg.partition is None else registry.count_revoked_in(tg.partition)
-            reason = _due(prev, count, ca, now, force)
+            reason = _due(prev, tg.revoked_count(registry), ca, now, force)
             if first is None:
                 first = (reason, prev)
             if reason is not None:
-                return (reason if tg.partition is None else f"{tg.label}: {reason}"), first[1]
+                return (reason if tg.partition is None and tg.generations is None else f"{tg.label}: {reason}"), \
+                    first[1]
         assert first is not None
         return first

@@ -74,6 +74,9 @@ TOKEN_INIT, NEW_ROOT, CROSS = "token-initialisation", "new-root-key-generation",
 ROOT_LIFECYCLE_SIGNS = (NEW_ROOT, CROSS, "sealing-certification", "subordinate-renewal")
 #: A subordinate's termination signs its last CRL with the CA key.
 TERMINATION = "ca-termination"
+#: Re-key (ceremony/ceremonies/rekey.py): the subordinate's token generates the next generation's key and signs its
+#: CSR; the root signs its certificate.
+SUB_REKEY, REKEY_CERTIFY = "subordinate-rekey", "subordinate-rekey-certification"
 
 #: ``Capability.ceremonies`` for what every ceremony on the token needs (each seals its transcript).
 EVERY_CEREMONY: tuple[str, ...] = ()
@@ -150,10 +153,11 @@ def capabilities(ca: CA) -> list[Capability]:
     """Everything the ceremonies ask of this CA's token, from the definition."""
     root = ca.role == "root"
     keygen = (ROOT_KEY, NEW_ROOT) if root else (SUB_KEY,)
-    signs = (ROOT_KEY, SUB_SIGN, ROOT_CRL, *ROOT_LIFECYCLE_SIGNS) if root else (SUB_KEY, ISSUANCE, CRL_JOB,
-                                                                                 TERMINATION)
+    signs = ((ROOT_KEY, SUB_SIGN, ROOT_CRL, *ROOT_LIFECYCLE_SIGNS, REKEY_CERTIFY) if root
+             else (SUB_KEY, SUB_REKEY, ISSUANCE, CRL_JOB, TERMINATION))
     caps = [
-        _keygen(ca.key, keygen, f"the CA key ({ca.key.describe()}) is generated on the token"),
+        _keygen(ca.key, keygen if root else (*keygen, SUB_REKEY),
+                f"the CA key ({ca.key.describe()}) is generated on the token"),
         _keygen(SEALING_KEY, (*keygen, RESTORE, TOKEN_INIT),
                 "the transcript-sealing key (ECDSA P-384) is generated on the token"),
         _sign(ca.key, signs, "the CA key signs " + ("the root certificate, subordinate certificates and CRLs" if root

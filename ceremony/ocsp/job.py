@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pkcs11 import exceptions as p11e
 
+from ceremony.ca.generations import ca_for_generation, generation_stem, key_of
 from ceremony.ca.registry import Registry
 from ceremony.common.errors import (
     CeremonyError,
@@ -187,12 +188,13 @@ def _close(session: Any) -> None:
 
 
 def _work(registry: Registry, store_path: Path, hashes: tuple[str, ...], now: int,
-          refresh: int) -> Iterator[tuple[int, str, Status, str]]:
-    """``(serial, hash, status, reason)`` of every response to sign, walking registry and store in serial order."""
+          refresh: int, generations: tuple[int, ...] | None = None) -> Iterator[tuple[int, str, Status, str]]:
+    """``(serial, hash, status, reason)`` of every response to sign, walking registry and store in serial order
+    (the certificates of the issuer ``generations`` only, when given: one key's after a re-key)."""
     with ResponseStore.open(store_path, read_only=True) as reader:
         stored = reader.states()
         current = next(stored, None)
-        for serial, revoked_at, reason in registry.iter_status():
+        for serial, revoked_at, reason in registry.iter_status(generations=generations):
             status = Status(revoked_at, reason)
             have: dict[str, tuple[str, int]] = {}
             while current is not None and current[0] <= serial:
@@ -271,7 +273,12 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
     # beside the CA certificate (where the role installs both on the CA host).
     out_dir = Path(ceremony_out) if ceremony_out is not None else issuer_path.parent
     issuer = load_issuer_certificate(issuer_path, ca_name)
-    signer = current_signer(out_dir, ca_name, issuer, signer_cert)
+    # After a re-key each key answers for what it issued, with the signer it certified, into a store of its own
+    # (bound to its certificate): the CA certificate given (--ca-cert) says which key (ceremony.ca.generations).
+    key_generation, generations = key_of(issuer_path.parent, ca_name, issuer)
+    ca = ca_for_generation(ca, key_generation)
+    ocsp = ca.ocsp or ocsp
+    signer = current_signer(out_dir, generation_stem(ca_name, key_generation), issuer, signer_cert)
     moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     check_signer_time(signer, ocsp, moment, ca_name)
     store_path = Path(store_path)
@@ -288,7 +295,8 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
         this_update = produced - int(ca.crl.clock_skew_td.total_seconds())
         times = (produced, this_update, this_update + int(ocsp.validity_td.total_seconds()))
         reasons: dict[str, int] = {}
-        work = _work(registry, store_path, tuple(ocsp.cert_id_hashes), produced, int(ocsp.refresh_td.total_seconds()))
+        work = _work(registry, store_path, tuple(ocsp.cert_id_hashes), produced, int(ocsp.refresh_td.total_seconds()),
+                     generations)
         first = next(work, None)
         signed = 0
         if first is not None:

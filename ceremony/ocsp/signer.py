@@ -20,7 +20,8 @@ from ceremony.common.errors import VerificationError
 from ceremony.definition.model import Ocsp
 from ceremony.x509.files import read_certificate
 
-_GENERATION = re.compile(r"^(?P<ca>[a-z][a-z0-9-]*)\.ocsp(?:\.g(?P<n>[0-9]+))?\.crt\.pem$")
+#: ``<ca>`` or, for the signer of a re-keyed CA's key generation m (:mod:`ceremony.ca.generations`), ``<ca>.g<m>``.
+_GENERATION = re.compile(r"^(?P<ca>[a-z][a-z0-9-]*(?:\.g[0-9]+)?)\.ocsp(?:\.g(?P<n>[0-9]+))?\.crt\.pem$")
 
 
 def signer_file_name(ca_name: str, generation: int) -> str:

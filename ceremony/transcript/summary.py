@@ -39,7 +39,8 @@ from ceremony.x509.files import read_public_object
 CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-signing", "root-crl-batch",
               "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
               "key-destruction", "token-initialisation", "new-root-key-generation", "cross-certification",
-              "ca-termination", "pin-change")
+              "ca-termination", "pin-change",
+              "subordinate-rekey", "subordinate-rekey-certification")
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,15 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         latest = max(out_dir.glob(f"{ca}.g*.crt.pem"), key=lambda p: (len(p.name), p.name), default=None)
         cert = latest or out_dir / f"{ca}.crt.pem"
         return [NextStep(say(lang, "n_renewed", cert=cert, ca=repr(ca)),
+                         _command("crl.sign", "--ca", ca, *_options(defn, env, definition, None, False)))]
+    if ceremony == "subordinate-rekey":
+        assert ca is not None
+        csr = max(out_dir.glob(f"{ca}.g*.csr.pem"), key=lambda p: (len(p.name), p.name), default=out_dir)
+        return [NextStep(say(lang, "n_rekey_csr", csr=csr), _command("ceremony.certify-rekey", "--ca", ca, *opts))]
+    if ceremony == "subordinate-rekey-certification":
+        assert ca is not None
+        cert = max(out_dir.glob(f"{ca}.g*.crt.pem"), key=lambda p: (len(p.name), p.name), default=out_dir)
+        return [NextStep(say(lang, "n_rekeyed", cert=cert, ca=repr(ca)),
                          _command("crl.sign", "--ca", ca, *_options(defn, env, definition, None, False)))]
     if ceremony in ("sealing-certification", "key-destruction"):
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")

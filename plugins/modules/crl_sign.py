@@ -149,7 +149,7 @@ def run(module: AnsibleModule) -> None:
     defn, ca = load_ca(module, p["definition"], p["ca"])
     prepare_environment(module)
     try:
-        reason, before = due_reason(defn, p["ca"], p["registry"], p["out"], force=p["force"])
+        reason, before = due_reason(defn, p["ca"], p["registry"], p["out"], force=p["force"], ca_cert=p["ca_cert"])
     except CeremonyError as exc:
         fail_on_engine_error(module, exc)
     predicted = {"published": True, "number": (before.number if before else 0) + 1}
