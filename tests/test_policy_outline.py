@@ -149,7 +149,7 @@ def test_shipped_fragments_cover_every_section_without_generated_text(env: str, 
         covered = (s.number, "cps") in fragments or (s.number, None) in fragments or s.number in answered
         assert covered, (env, lang, s.number)
     texts = " ".join(f.text for f in fragments.values())
-    assert "Loi n°2013-015" in texts and "Loi n°2016-012" in texts and "Décret n°2019-0037/P-RM" in texts
+    assert "Loi n°2016-012" in texts and "Décret n°2019-0037/P-RM" in texts
 
 
 PRODUCTION_EXAMPLE = REPO / "inventory" / "production.example"
@@ -234,6 +234,8 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
     assert re.search(r"\| expiredCertsOnCRL \| 2\.5\.29\.60 \| non \| entrées conservées après expiration, depuis "
                      r"le 20\d\d-\d\d-\d\d 00:00:00 UTC", sections["7.2.2"])
     assert "la présente Politique" not in fr and "this Certificate Policy" not in by[("cps", "en")]
+    # The data protection law is the definition's (documents.legal.other_texts), no longer a fragment's copy.
+    assert "conformément à la Loi n°2013-015 du 21 mai 2013" in sections["9.4.1"]
 
 
 def test_the_glossary_refuses_what_issue_17_corrected() -> None:
@@ -551,3 +553,61 @@ def test_ocsp_profile_comes_from_the_signer_certificate_and_the_encoder(tmp_path
     assert any(line.startswith("cps: section 7.3.2 ") and "aucune" in line for line in changed), changed
     assert any("section 7.3.2: the CPS says it does not meet a requirement" in p
                for p in claim_problems("cps.fr", after["cps.fr"], "fr", facts, "cps"))
+
+
+#: The answers that only introduced the fragment after them ("Les mesures sont décrites ci-dessous.") until
+#: issue 17's last item: each now states the practice itself, from the facts where the facts hold it.
+FORMER_POINTER_ANSWERS = (
+    "1.4.2-a 2.4-a 3.2.2-a 3.2.3-a 3.2.5-a 3.4-a 4.1.1-a 4.2.2-a 4.2.3-a 4.3.2-a 4.4.1-a 4.7.1-a 4.9.3-a 5.1.1-a 5.1.2-a "
+    "5.1.3-a 5.1.4-a 5.1.5-a 5.1.7-a 5.1.8-a 5.2.1-a 5.3.1-a 5.3.2-a 5.3.3-a 5.3.4-a 5.3.6-a 5.3.7-a 5.4.2-a 5.4.5-a "
+    "5.4.8-a 5.5.1-a 5.5.2-a 5.5.5-a 5.6-a 5.7.2-a 6.1.3-a 6.2.10-a 6.2.7-a 6.2.9-a 6.4.2-a 6.5.1-a 6.6.2-a 6.6.3-a "
+    "6.7-a 8.1-a 8.3-a 8.4-a 8.5-a 8.6-a 9.1.5-a 9.11-a 9.16.2-a 9.3.1-a 9.4.1-a 9.4.2-a 9.4.4-a 9.4.5-a 9.4.6-a "
+    "9.6.2-a").split()
+_POINTER = re.compile(r"ci-dessous|indiqu[ée]e?s? ci-après|\b(?:described|given|listed|detailed|specified|stated|named|is|"
+                      r"are) below\b|\(below\)|\bSee below\b", re.IGNORECASE)
+
+
+def test_no_cps_answer_only_points_at_the_text_below(production_docs: dict[str, str]) -> None:
+    """Issue 17: a CPS answer states the practice; it never just announces the fragment that follows. The 59
+    answers that did now say, in both languages, something an assessor can check (at least 12 words each)."""
+    from ceremony.policy.catalogue import requirements
+
+    for req in requirements():
+        for lang, text in req.answer.items():
+            assert not _POINTER.search(text), (req.id, lang, text)
+    assert len(FORMER_POINTER_ANSWERS) == 59
+    for lang in ("fr", "en"):
+        md = production_docs[f"cps.{lang}"]
+        for rid in FORMER_POINTER_ANSWERS:
+            m = re.search(rf"^- \*\*\[PC-{re.escape(rid)}\]\*\* (.+)$", md, flags=re.MULTILINE)
+            assert m, (rid, lang)
+            words = re.findall(r"\w+", m.group(1))
+            assert len(words) >= 12, (rid, lang, m.group(1))
+
+
+def test_cps_answers_carry_the_facts_they_name(production_docs: dict[str, str]) -> None:
+    """Answers built from the facts: the registry backups of the subordinate_ca role, the clock bound of the CRL
+    job, the CA keys' PKCS#11 attributes by backup mode, the scripts' versions."""
+    from ceremony.common.clock import DEFAULT_MAX_ERROR_SECONDS
+    from ceremony.policy.facts import registry_backup_facts
+
+    fr, en = split_sections(production_docs["cps.fr"]), split_sections(production_docs["cps.en"])
+    backup = registry_backup_facts()
+    assert f"les {backup.keep} dernières y sont gardées" in fr["5.1.8"]
+    assert f"the last {backup.keep} are kept there" in en["5.1.8"]
+    assert f"dépasse {DEFAULT_MAX_ERROR_SECONDS:g} s" in fr["5.5.5"]
+    assert "CKA_WRAP_WITH_TRUSTED" in en["6.2.7"] and "Autorité de Certification Racine du Mali 2026" in en["6.2.7"]
+    assert "`root-key-generation` 2" in fr["5.3.4"]
+    assert "/etc/ceremony/<ca>.pin" in en["6.4.2"] and "0600" in en["6.4.2"]
+
+
+def test_registry_backup_facts_refuse_a_bad_keep(tmp_path: Path) -> None:
+    from ceremony.policy.facts import registry_backup_facts
+
+    defaults = tmp_path / "main.yml"
+    defaults.write_text("subordinate_ca_registry_backup_keep: many\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"main\.yml: subordinate_ca_registry_backup_keep is 'many'.*positive integer"):
+        registry_backup_facts(defaults)
+    defaults.write_text("subordinate_ca_registry_backup_keep: 12\nsubordinate_ca_registry_backup_on_calendar: daily\n",
+                        encoding="utf-8")
+    assert registry_backup_facts(defaults).keep == 12

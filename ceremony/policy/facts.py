@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from ceremony.common.clock import DEFAULT_MAX_ERROR_SECONDS
 from ceremony.common.errors import CeremonyError
 from ceremony.common.fingerprints import colon_form
 from ceremony.common.manifest import MANIFEST_NAME
@@ -48,6 +49,7 @@ from ceremony.x509.profiles import describe_extensions, subject_name
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
 CRL_SIGNER_DEFAULTS = REPO_DIR / "roles" / "crl_signer" / "defaults" / "main.yml"
+SUBORDINATE_CA_DEFAULTS = REPO_DIR / "roles" / "subordinate_ca" / "defaults" / "main.yml"
 
 #: The registry lists every revoked certificate in every CRL, expired or not
 #: (:meth:`ceremony.ca.registry.Registry.revoked_rows` has no expiry filter, and the previous-CRL check
@@ -216,6 +218,15 @@ class OnlineFacts:
 
 
 @dataclass(frozen=True)
+class RegistryBackupFacts:
+    """How often the ``subordinate_ca`` role backs up an online CA's registry, and how many backups it keeps
+    on the host (5.1.8 states both; a change of the role's defaults is drift)."""
+
+    schedule: str
+    keep: int
+
+
+@dataclass(frozen=True)
 class ProfileFacts:
     """An end-entity certificate profile: from a real issued certificate when the rehearsal made one."""
 
@@ -276,6 +287,10 @@ class Facts:
     online: OnlineFacts | None = None
     successor: SuccessorFacts | None = None
     sealing_eku: str = DEFAULT_SEALING_EKU
+    registry_backup: RegistryBackupFacts = field(default_factory=lambda: registry_backup_facts())
+    #: The largest clock error (seconds) at which the CRL job and the publisher still sign or publish
+    #: (:data:`ceremony.common.clock.DEFAULT_MAX_ERROR_SECONDS`): 5.5.5 states it.
+    clock_max_error: str = f"{DEFAULT_MAX_ERROR_SECONDS:g}"
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
     #: Random bits in a serial number, as :func:`ceremony.x509.certificates.serial_from_random` makes every
@@ -622,6 +637,23 @@ def online_facts(defaults: Path = CRL_SIGNER_DEFAULTS) -> OnlineFacts:
     return OnlineFacts(schedule=schedule, period_hours=_CALENDAR_HOURS[schedule],
                        pin_file=pin_file.replace("{{ crl_signer_ca }}", "<ca>"), pin_file_mode=PIN_FILE_MODE,
                        expired_entries_kept=EXPIRED_ENTRIES_KEPT)
+
+
+def registry_backup_facts(defaults: Path = SUBORDINATE_CA_DEFAULTS) -> RegistryBackupFacts:
+    """The registry backup timer and retention from the role that installs them (its defaults file)."""
+    schedule, keep = "hourly", 48
+    if defaults.is_file():
+        try:
+            data = yaml.safe_load(defaults.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{defaults}: malformed YAML: {exc}") from None
+        schedule = str(data.get("subordinate_ca_registry_backup_on_calendar", schedule))
+        keep_value = data.get("subordinate_ca_registry_backup_keep", keep)
+        if not isinstance(keep_value, int) or isinstance(keep_value, bool) or keep_value < 1:
+            raise PolicyError(f"{defaults}: subordinate_ca_registry_backup_keep is {keep_value!r}; the CPS (5.1.8) "
+                              "states how many registry backups the host keeps: a positive integer")
+        keep = keep_value
+    return RegistryBackupFacts(schedule=schedule, keep=keep)
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
