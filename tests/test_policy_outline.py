@@ -403,8 +403,8 @@ def test_cps_states_what_ocsp_and_split_pins_make_true(production_docs: dict[str
     assert ocsp is not None
     fr, en = split_sections(docs["cps.fr"]), split_sections(docs["cps.en"])
     assert f"| {ocsp.url} | 4 jours | 2 jours | SHA-1, SHA-256 |" in fr["4.9.9"]
-    assert "archiveCutoff" in fr["4.9.9"] and "`unauthorized`, jamais « good »" in fr["4.9.9"]
-    assert "never \"good\"" in en["4.9.9"] and "Not applicable" not in en["4.9.10"] + en["7.3.1"] + en["7.3.2"]
+    assert "archiveCutoff" in fr["4.9.9"] and "ne répond donc jamais « good »" in fr["4.9.9"]
+    assert "never answers \"good\"" in en["4.9.9"] and "Not applicable" not in en["4.9.10"] + en["7.3.1"] + en["7.3.2"]
     assert "| `responderID` | byKey" in fr["7.3.1"] and "id-pkix-ocsp-nocheck" in fr["7.3.1"]
     assert "valide 30 jours" in fr["6.3.2"] and ocsp.url in fr["4.10.1"] and ocsp.url in fr["2.2"]
     assert f"OCSP: {ocsp.url}" in fr["7.1.2"]  # the AIA of the engine's own end-entity certificate
@@ -558,13 +558,15 @@ def test_ocsp_profile_comes_from_the_signer_certificate_and_the_encoder(tmp_path
 #: The answers that only introduced the fragment after them ("Les mesures sont décrites ci-dessous.") until
 #: issue 17's last item: each now states the practice itself, from the facts where the facts hold it.
 FORMER_POINTER_ANSWERS = (
-    "1.4.2-a 2.4-a 3.2.2-a 3.2.3-a 3.2.5-a 3.4-a 4.1.1-a 4.2.2-a 4.2.3-a 4.3.2-a 4.4.1-a 4.7.1-a 4.9.3-a 5.1.1-a 5.1.2-a "
-    "5.1.3-a 5.1.4-a 5.1.5-a 5.1.7-a 5.1.8-a 5.2.1-a 5.3.1-a 5.3.2-a 5.3.3-a 5.3.4-a 5.3.6-a 5.3.7-a 5.4.2-a 5.4.5-a "
-    "5.4.8-a 5.5.1-a 5.5.2-a 5.5.5-a 5.6-a 5.7.2-a 6.1.3-a 6.2.10-a 6.2.7-a 6.2.9-a 6.4.2-a 6.5.1-a 6.6.2-a 6.6.3-a "
-    "6.7-a 8.1-a 8.3-a 8.4-a 8.5-a 8.6-a 9.1.5-a 9.11-a 9.16.2-a 9.3.1-a 9.4.1-a 9.4.2-a 9.4.4-a 9.4.5-a 9.4.6-a "
-    "9.6.2-a").split()
-_POINTER = re.compile(r"ci-dessous|indiqu[ée]e?s? ci-après|\b(?:described|given|listed|detailed|specified|stated|named|is|"
-                      r"are) below\b|\(below\)|\bSee below\b", re.IGNORECASE)
+    "1.4.2-a", "2.4-a", "3.2.2-a", "3.2.3-a", "3.2.5-a", "3.4-a", "4.1.1-a", "4.2.2-a", "4.2.3-a", "4.3.2-a",
+    "4.4.1-a", "4.7.1-a", "4.9.3-a", "5.1.1-a", "5.1.2-a", "5.1.3-a", "5.1.4-a", "5.1.5-a", "5.1.7-a", "5.1.8-a",
+    "5.2.1-a", "5.3.1-a", "5.3.2-a", "5.3.3-a", "5.3.4-a", "5.3.6-a", "5.3.7-a", "5.4.2-a", "5.4.5-a", "5.4.8-a",
+    "5.5.1-a", "5.5.2-a", "5.5.5-a", "5.6-a", "5.7.2-a", "6.1.3-a", "6.2.10-a", "6.2.7-a", "6.2.9-a", "6.4.2-a",
+    "6.5.1-a", "6.6.2-a", "6.6.3-a", "6.7-a", "8.1-a", "8.3-a", "8.4-a", "8.5-a", "8.6-a", "9.1.5-a", "9.11-a",
+    "9.16.2-a", "9.3.1-a", "9.4.1-a", "9.4.2-a", "9.4.4-a", "9.4.5-a", "9.4.6-a", "9.6.2-a",
+)
+_POINTER = re.compile(r"ci-dessous|indiqu[ée]e?s? ci-après|\b(?:described|given|listed|detailed|specified|stated|"
+                      r"named|is|are) below\b|\(below\)|\bSee below\b", re.IGNORECASE)
 
 
 def test_no_cps_answer_only_points_at_the_text_below(production_docs: dict[str, str]) -> None:
@@ -606,8 +608,90 @@ def test_registry_backup_facts_refuse_a_bad_keep(tmp_path: Path) -> None:
 
     defaults = tmp_path / "main.yml"
     defaults.write_text("subordinate_ca_registry_backup_keep: many\n", encoding="utf-8")
-    with pytest.raises(PolicyError, match=r"main\.yml: subordinate_ca_registry_backup_keep is 'many'.*positive integer"):
+    with pytest.raises(PolicyError, match=r"subordinate_ca_registry_backup_keep is 'many'.*positive integer"):
         registry_backup_facts(defaults)
     defaults.write_text("subordinate_ca_registry_backup_keep: 12\nsubordinate_ca_registry_backup_on_calendar: daily\n",
                         encoding="utf-8")
     assert registry_backup_facts(defaults).keep == 12
+
+
+def test_ocsp_behaviour_is_what_the_responder_and_the_job_do(production_docs: dict[str, str]) -> None:
+    """4.9.9 and 4.9.10 state the responder's answers, its caching headers and the job's re-signing rule as the
+    engine shows them: the responder run on a throwaway store, the job's RESIGN_REASONS, the roles' timers."""
+    fr, en = split_sections(production_docs["cps.fr"]), split_sections(production_docs["cps.en"])
+    assert "| numéro de série sans réponse enregistrée (jamais délivré par l'AC) | `unauthorized` |" in fr["4.9.9"]
+    assert "| stored response past its nextUpdate (signing job late) | `tryLater` |" in en["4.9.9"]
+    assert "| unreadable request | `malformedRequest` |" in en["4.9.9"]
+    assert ("`Cache-Control: max-age=<seconds left until nextUpdate>, public, no-transform, must-revalidate`, "
+            "`Last-Modified` (its thisUpdate), `Expires` (its nextUpdate) and an `ETag`") in en["4.9.9"]
+    assert "An error response carries `Cache-Control: no-store`." in en["4.9.9"]
+    assert "run every 5 minutes" in en["4.9.9"] and "the certificate's status in the registry differs" in en["4.9.9"]
+    assert "never answers \"good\" for a certificate whose status the CA has not signed" in en["4.9.9"]
+    assert "seulement une réponse d'état `unauthorized`, `tryLater` ou `malformedRequest`" in fr["4.9.10"]
+
+
+def test_drift_names_4_9_9_when_the_responder_changes(production_out: Path, production_docs: dict[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A responder that answers a stale response otherwise (here internalError instead of tryLater) makes the
+    documents built before it wrong: the drift check names 4.9.9 and 4.9.10 with the new answer."""
+    from ceremony.ocsp import encoding, responder
+
+    monkeypatch.setattr(responder, "TRY_LATER", encoding.INTERNAL_ERROR)
+    _, after = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.en",))
+    lines = section_differences("cps-1.0.en.md", production_docs["cps.en"], after["cps.en"], "en")
+    assert any("section 4.9.9 " in line and "internalError" in line for line in lines), lines
+    assert any("section 4.9.10 " in line for line in lines), lines
+
+
+def test_a_responder_saying_good_for_an_unknown_serial_fails_the_production_check(
+        production_out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store lookup that answers the first stored response for any serial (a responder bug): the observed answer
+    for a serial never issued is then "good", PC-4.9.9-b's answer says the CPS does not meet it, and a production
+    check fails naming section 4.9.9."""
+    from ceremony.ocsp.store import ResponseStore
+
+    original = ResponseStore.get
+    monkeypatch.setattr(ResponseStore, "get", lambda self, serial, name: original(self, 1, name))
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.fr",))
+    assert facts.ocsp_cas[0].ocsp_profile.behaviour.answers.unknown_serial == "good"
+    assert "jamais « good »" not in split_sections(docs["cps.fr"])["4.9.9"]
+    problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
+    assert any(re.search(r"section 4\.9\.9: the CPS says it does not meet a requirement", p) for p in problems), \
+        problems
+
+
+def test_a_resigning_reason_the_cps_does_not_describe_stops_the_build(production_out: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceremony.ocsp import job
+
+    monkeypatch.setattr(job, "RESIGN_REASONS", (*job.RESIGN_REASONS, "signer renewed"))
+    with pytest.raises(PolicyError, match=r"RESIGN_REASONS\) signs again for 'signer renewed', which the CPS does "
+                                          r"not describe: add its wording to RESIGN_TEXT"):
+        derive_facts(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out)
+
+
+def test_a_schedule_the_cps_cannot_state_is_refused(tmp_path: Path) -> None:
+    from ceremony.policy.ocsp_behaviour import calendar_minutes
+
+    assert calendar_minutes("*:0/5", tmp_path, "k") == 5 and calendar_minutes("hourly", tmp_path, "k") == 60
+    with pytest.raises(PolicyError, match=r"ocsp_signer_on_calendar is 'Mon \*-\*-\* 00:00'; the CPS states it as a"):
+        calendar_minutes("Mon *-*-* 00:00", tmp_path, "ocsp_signer_on_calendar")
+
+
+@pytest.mark.parametrize(("fragment", "expected"), [
+    ("## 4.9.11 [cps]\nLes réponses OCSP pré-signées sont valides 7 jours.\n",
+     r"cps\.fr: section 4\.9\.11: .*states a validity of the OCSP responses that no CA of the definition gives them "
+     r"\(cas\.qualified\.ocsp\.validity: 4d\)"),
+], ids=["ocsp-validity-stated-wrong"])
+def test_check_fails_on_a_stated_ocsp_validity_the_definition_does_not_give(production_out: Path, tmp_path: Path,
+                                                                            fragment: str, expected: str) -> None:
+    policy = tmp_path / "policy"
+    shutil.copytree(PRODUCTION_EXAMPLE / "policy", policy)
+    (policy / "fr" / "zz-test.md").write_text(fragment, encoding="utf-8")
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, policy, ("cps.fr",))
+    problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
+    assert any(re.search(expected, p) for p in problems), problems
+    # The shipped text states the definition's validity and passes.
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.fr",))
+    assert "réponses pré-signées valides 4 jours" in docs["cps.fr"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []

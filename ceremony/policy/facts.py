@@ -25,7 +25,6 @@ from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ceremony.common.clock import DEFAULT_MAX_ERROR_SECONDS
-from ceremony.common.errors import CeremonyError
 from ceremony.common.fingerprints import colon_form
 from ceremony.common.manifest import MANIFEST_NAME
 from ceremony.crl import encoding as crlenc
@@ -41,6 +40,8 @@ from ceremony.definition.model import (
 from ceremony.hsm.signers import hash_for
 from ceremony.ocsp.encoding import ResponderContext, Status
 from ceremony.ocsp.signer import signer_generations
+from ceremony.policy.errors import PolicyError
+from ceremony.policy.ocsp_behaviour import OcspBehaviourFacts, ocsp_behaviour
 from ceremony.x509.certificates import ocsp_signer_builder, serial_from_random
 from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
@@ -70,12 +71,6 @@ _CALENDAR_HOURS = {"hourly": 1, "daily": 24}
 _ATTR_SHORT = {"2.5.4.6": "C", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN", "2.5.4.7": "L",
                "2.5.4.8": "ST", "2.5.4.97": "organizationIdentifier", "2.5.4.5": "serialNumber",
                "0.9.2342.19200300.100.1.25": "DC"}
-
-
-class PolicyError(CeremonyError):
-    """The CP/CPS cannot be built or checked: a missing input, a bad fragment, or drift."""
-
-    exit_code = 10
 
 
 @dataclass(frozen=True)
@@ -153,6 +148,9 @@ class OcspProfileFacts:
     response_extensions: list[dict[str, str]]
     single_extensions: list[dict[str, str]]
     certs: int
+    #: What the responder answers and when the job signs again, observed on the engine
+    #: (:mod:`ceremony.policy.ocsp_behaviour`): 4.9.9 and 4.9.10 are written from it.
+    behaviour: OcspBehaviourFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -539,7 +537,9 @@ def ocsp_profile(name: str, ca: CA, ca_cert: x509.Certificate, out: Path, rehear
         source=source, signer_file=signer_file, signer_extensions=rows,
         responder_id="byKey" if response.responder_key_hash is not None else "byName",
         response_extensions=_ocsp_extension_rows(response.extensions),
-        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates))
+        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates),
+        behaviour=ocsp_behaviour(ca_cert, signer, list(ca.ocsp.cert_id_hashes),
+                                 int(ca.ocsp.validity_td.total_seconds())))
 
 
 def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> SuccessorFacts | None:
