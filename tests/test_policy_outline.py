@@ -695,3 +695,54 @@ def test_check_fails_on_a_stated_ocsp_validity_the_definition_does_not_give(prod
     facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.fr",))
     assert "réponses pré-signées valides 4 jours" in docs["cps.fr"]
     assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+
+
+def test_etsi_annex_claims_the_ocsp_clauses_only_with_ocsp(production_out: Path, production_docs: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    """Issue 17: the EN 319 411-1 clauses of the status services (CSS-6.3.10-03, -06, -08, -09, -09A, -10) are claimed,
+    each with the CPS section that addresses it; a definition without OCSP makes none of the OCSP-only claims."""
+    from ceremony.policy import catalogue
+
+    annex = production_docs["cps.en"].split("# Annex A")[1]
+    for cid, section in (("CSS-6.3.10-03", "2.4"), ("CSS-6.3.10-06", "4.9.9"), ("CSS-6.3.10-08", "4.9.9"),
+                         ("CSS-6.3.10-09", "4.9.10"), ("CSS-6.3.10-09A", "4.9.10"), ("CSS-6.3.10-10", "4.10.3")):
+        assert re.search(rf"\| ETSI EN 319 411-1 \| {re.escape(cid)} \| [^|]+ \| {re.escape(section)} ", annex), cid
+    # Both parts number a CSS-6.3.10-08: each is claimed for its own standard.
+    assert "| ETSI EN 319 411-2 | CSS-6.3.10-08 |" in annex
+    ocsp_only = [c.id for c in catalogue.etsi_map().claims if c.requires == "ocsp"]
+    assert ocsp_only
+    facts, docs = _cps(_definition_with(tmp_path, lambda d: d["cas"]["qualified"].pop("ocsp")), production_out,
+                       which=("cps.fr", "cps.en"))
+    annex = docs["cps.en"].split("# Annex A")[1]
+    assert not any(f"| {cid} |" in annex for cid in ocsp_only)
+    assert "| CSS-6.3.10-03 |" in annex  # integrity of status information: the CRLs are signed too
+    assert etsi_problems("cps.en", docs["cps.en"], "en", facts) == []
+
+
+def test_check_fails_on_an_ocsp_claim_without_a_section(production_out: Path, production_docs: dict[str, str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceremony.policy import catalogue
+
+    m = catalogue.etsi_map()
+    claims = (*m.claims, catalogue.EtsiClaim("CSS-6.3.10-07", "EN 319 411-1", "", {"fr": "x", "en": "x"}, "ocsp"),
+              catalogue.EtsiClaim("CSS-6.3.10-11", "EN 319 411-1", "4.9", {"fr": "x", "en": "x"}, "ocsp"))
+    monkeypatch.setattr(catalogue, "etsi_map", lambda: catalogue.EtsiMap(m.editions, claims))
+    problems = etsi_problems("cps.fr", production_docs["cps.fr"], "fr")
+    assert any("CSS-6.3.10-07 (EN 319 411-1) is claimed without a CPS section" in p for p in problems), problems
+    assert any("CSS-6.3.10-11 (EN 319 411-1): section 4.9 has subsections" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("claims", "message"), [
+    ([{"id": "CSS-6.3.10-06", "standard": "EN 319 411-1", "section": "4.9.9", "requires": "crl", "fr": "x", "en": "x"}],
+     r"etsi-map\.yml: claims\[0\] \(CSS-6\.3\.10-06\): requires 'crl'; allowed: ocsp"),
+    ([{"id": "CSS-6.3.10-08", "standard": "EN 319 411-1", "section": "4.9.9", "fr": "x", "en": "x"},
+      {"id": "CSS-6.3.10-08", "standard": "EN 319 411-1", "section": "4.9.9", "fr": "y", "en": "y"}],
+     r"etsi-map\.yml: claims\[1\] \(CSS-6\.3\.10-08\): claimed twice for EN 319 411-1"),
+], ids=["unknown-capability", "same-standard-twice"])
+def test_etsi_map_refuses_a_bad_claim(claims: list[dict[str, str]], message: str) -> None:
+    from ceremony.policy import catalogue
+
+    with pytest.raises(PolicyError, match=message):
+        catalogue.parse_etsi_map({"editions": {}, "claims": claims})
+    same_id_two_standards = [{**claims[0], "requires": ""}, {**claims[0], "standard": "EN 319 411-2", "requires": ""}]
+    assert len(catalogue.parse_etsi_map({"claims": same_id_two_standards}).claims) == 2

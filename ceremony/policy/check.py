@@ -168,13 +168,16 @@ def requirement_problems(cp_label: str, cp_md: str, cps_label: str, cps_md: str)
 _EMPTY_PRACTICE = re.compile(r"^\s*(Aucune stipulation|Sans objet|No stipulation|Not applicable)\b[^\n]*\s*$")
 
 
-def etsi_problems(cps_label: str, cps_md: str, lang: str) -> list[str]:
-    """Each claimed ETSI requirement points at a section the CPS fills with a practice."""
+def etsi_problems(cps_label: str, cps_md: str, lang: str, facts: Facts | None = None) -> list[str]:
+    """Each claimed ETSI requirement points at a section the CPS fills with a practice (a claim that needs a
+    capability the definition lacks, OCSP, is not made and not checked)."""
     problems = []
     cps = _sections(cps_md)
     m = catalogue.etsi_map()
     claimed = {c.id for c in m.claims}
     for c in m.claims:
+        if not c.applies(facts):
+            continue
         if not c.section:
             problems.append(f"{catalogue.ETSI_MAP_FILE}: {c.id} ({c.standard}) is claimed without a CPS section")
         elif c.section not in BY_NUMBER:
@@ -403,7 +406,7 @@ def check_documents(defn: Any, out: str | Path, policy_dir: Path | None = None) 
     for lang in LANGS:
         if ("cp", lang) in texts and ("cps", lang) in texts:
             problems += requirement_problems(*texts[("cp", lang)], *texts[("cps", lang)])
-            problems += etsi_problems(*texts[("cps", lang)], lang)
+            problems += etsi_problems(*texts[("cps", lang)], lang, facts)
     if problems:
         raise PolicyError(f"the CP/CPS under {out_dir / DOCS_DIR} fail {len(problems)} check(s):\n  "
                           + "\n  ".join(problems))
