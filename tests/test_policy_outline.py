@@ -746,3 +746,20 @@ def test_etsi_map_refuses_a_bad_claim(claims: list[dict[str, str]], message: str
         catalogue.parse_etsi_map({"editions": {}, "claims": claims})
     same_id_two_standards = [{**claims[0], "requires": ""}, {**claims[0], "standard": "EN 319 411-2", "requires": ""}]
     assert len(catalogue.parse_etsi_map({"claims": same_id_two_standards}).claims) == 2
+
+
+def test_the_cps_states_how_the_issuance_enforces_no_pseudonym(production_docs: dict[str, str],
+                                                               production_out: Path) -> None:
+    """PC-3.1.3-a (no pseudonym) is enforced by the issuance's subject check (ceremony.x509.ee_profiles), and the CPS
+    says so from the same constant: were the software to admit pseudonyms, the answer would say the CPS does not meet
+    the requirement and a production check would fail."""
+    fr = split_sections(production_docs["cps.fr"])
+    assert "refuse, avant toute signature, une demande dont le sujet porte l'attribut pseudonym" in fr["3.1.3"]
+    row = next(line for line in fr["7.1.4"].splitlines() if line.startswith("| `qes-natural-person`"))
+    assert "le logiciel refuse un pseudonyme" in fr["7.1.4"] and "givenName, surname" in row and "pseudonym" not in row
+    facts = derive_facts(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out)
+    facts.pseudonym_allowed = True
+    policy = PRODUCTION_EXAMPLE / "policy"
+    md = render_markdown(facts, load_fragments(policy, "fr"), "cps", "fr", policy, jinja_env())
+    problems = claim_problems("cps.fr", md, "fr", facts, "cps")
+    assert any("section 3.1.3: the CPS says it does not meet a requirement" in p for p in problems), problems

@@ -43,7 +43,7 @@ from ceremony.ocsp.signer import signer_generations
 from ceremony.policy.errors import PolicyError
 from ceremony.policy.ocsp_behaviour import OcspBehaviourFacts, ocsp_behaviour
 from ceremony.x509.certificates import ocsp_signer_builder, serial_from_random
-from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
+from ceremony.x509.ee_profiles import PSEUDONYM_ALLOWED, ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
 
@@ -286,6 +286,9 @@ class Facts:
     successor: SuccessorFacts | None = None
     sealing_eku: str = DEFAULT_SEALING_EKU
     registry_backup: RegistryBackupFacts = field(default_factory=lambda: registry_backup_facts())
+    #: Whether the issuance admits a pseudonym in a natural person's subject (:data:`ceremony.x509.ee_profiles.
+    #: PSEUDONYM_ALLOWED`): the CP forbids it (PC-3.1.3-a), the CPS says how the software enforces it.
+    pseudonym_allowed: bool = PSEUDONYM_ALLOWED
     #: The largest clock error (seconds) at which the CRL job and the publisher still sign or publish
     #: (:data:`ceremony.common.clock.DEFAULT_MAX_ERROR_SECONDS`): 5.5.5 states it.
     clock_max_error: str = f"{DEFAULT_MAX_ERROR_SECONDS:g}"
