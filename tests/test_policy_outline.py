@@ -763,3 +763,17 @@ def test_the_cps_states_how_the_issuance_enforces_no_pseudonym(production_docs: 
     md = render_markdown(facts, load_fragments(policy, "fr"), "cps", "fr", policy, jinja_env())
     problems = claim_problems("cps.fr", md, "fr", facts, "cps")
     assert any("section 3.1.3: the CPS says it does not meet a requirement" in p for p in problems), problems
+
+
+def test_check_fails_on_a_cp_that_is_the_cps_or_carries_a_deployment_fact(production_docs: dict[str, str]) -> None:
+    """RFC 3647 keeps the policy (what is required) apart from the practice (how this CA meets it): a CP whose body
+    is the CPS's, or a CP carrying a certificate fingerprint, fails; the production example's pair passes."""
+    cp, cps = production_docs["cp.en"], production_docs["cps.en"]
+    assert requirement_problems("cp", cp, "cps", cps) == []
+    same = requirement_problems("cp", cps, "cps", cps)
+    assert any("the CP's body is the CPS's: RFC 3647 separates requirements from practices" in p for p in same), same
+    fingerprint = ":".join(["AB"] * 32)
+    heading = "### 1.3.1 Certification authorities\n"
+    leaked = cp.replace(heading, f"{heading}\n`{fingerprint}`\n")
+    problems = requirement_problems("cp", leaked, "cps", cps)
+    assert any("cp: section 1.3.1: a certificate fingerprint is a deployment fact" in p for p in problems), problems
