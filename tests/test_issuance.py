@@ -37,6 +37,7 @@ from ceremony.x509.ee_profiles import (
     etsi_certificate_type,
     legislation_for,
     qc_statements_der,
+    subject_attributes,
 )
 from ceremony.x509.lint import lint_certificate
 
@@ -264,7 +265,7 @@ def test_root_does_not_issue_end_entities(issue: Issue, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("subject", "needles"), [
     (x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ML"), x509.NameAttribute(NameOID.COMMON_NAME, "Awa")]),
-     ("givenName and/or surname, or a pseudonym",)),
+     ("needs givenName and/or surname (EN 319 412-2",)),
     (x509.Name([x509.NameAttribute(NameOID.GIVEN_NAME, "Awa"), x509.NameAttribute(NameOID.COMMON_NAME, "Awa")]),
      ("lacks C", "required: C, CN")),
     (x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ML"), x509.NameAttribute(NameOID.GIVEN_NAME, "A"),
@@ -385,8 +386,19 @@ def test_legislation_only_outside_the_eu() -> None:
 def test_pseudonym_with_names_is_refused() -> None:
     subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ML"), x509.NameAttribute(NameOID.GIVEN_NAME, "A"),
                          x509.NameAttribute(NameOID.PSEUDONYM, "P"), x509.NameAttribute(NameOID.COMMON_NAME, "A")])
-    with pytest.raises(RequestError, match="pseudonym is not allowed"):
+    with pytest.raises(RequestError, match=r"carries a pseudonym, which the Certificate Policy forbids"):
         check_subject(subject, "qualified-signature", "x.csr")
+
+
+def test_a_pseudonym_is_refused_before_anything_is_signed(issue: Issue, tmp_path: Path) -> None:
+    """The CP (PC-3.1.3-a) forbids pseudonyms in qualified certificates, which EN 319 412-2 would allow in place of
+    givenName/surname: the issuance refuses the request, naming the requirement; nothing is written or registered."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ML"), x509.NameAttribute(NameOID.PSEUDONYM, "Awa K"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "Awa K")])
+    csr = write_csr(tmp_path / "a.csr", subject)
+    _refused(tmp_path, RequestError, lambda: issue("qes-natural-person", csr), str(csr), "pseudonym",
+             "PC-3.1.3-a", "allowed: C, givenName, surname, serialNumber")
+    assert "pseudonym" not in subject_attributes("qualified-signature")[1]
 
 
 def test_rehearsal_stage_piece(tmp_path: Path) -> None:

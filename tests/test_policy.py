@@ -468,3 +468,23 @@ def test_check_fails_when_the_issuance_code_changes_a_name_form(built: Path, mon
     message = str(failure.value)
     assert "cps-1.0.fr.md: section 7.1.4 (Formes de noms)" in message and "emailAddress" in message
     assert "cps-1.0.en.md: section 3.2.4" in message
+
+
+def test_docs_check_fails_when_the_ocsp_responder_or_job_changes(built: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built documents state what the responder answers and when the job signs again; a responder that answered
+    a stale response otherwise, or a job with one more reason to sign, makes docs.check fail naming 4.9.9."""
+    from ceremony.ocsp import encoding, job, responder
+
+    out = _copy(built, tmp_path / "out")
+    with monkeypatch.context() as m:
+        m.setattr(responder, "TRY_LATER", encoding.INTERNAL_ERROR)
+        with pytest.raises(PolicyError, match=r"cps-1\.0\.en\.md: section 4\.9\.9 \(.*\): the document says .*tryLater"
+                                              r".* but the definition, the certificates and the fragments now give "
+                                              r".*internalError"):
+            check_documents(load_definition(out / "pki.yml"), out)
+    with monkeypatch.context() as m:
+        m.setattr(job, "RESIGN_REASONS", (*job.RESIGN_REASONS, "signer renewed"))
+        with pytest.raises(PolicyError, match=r"signs again for 'signer renewed', which the CPS does not describe"):
+            check_documents(load_definition(out / "pki.yml"), out)
+    check_documents(load_definition(out / "pki.yml"), out)  # the code as it is: the documents are true

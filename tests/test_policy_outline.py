@@ -149,7 +149,7 @@ def test_shipped_fragments_cover_every_section_without_generated_text(env: str, 
         covered = (s.number, "cps") in fragments or (s.number, None) in fragments or s.number in answered
         assert covered, (env, lang, s.number)
     texts = " ".join(f.text for f in fragments.values())
-    assert "Loi n°2013-015" in texts and "Loi n°2016-012" in texts and "Décret n°2019-0037/P-RM" in texts
+    assert "Loi n°2016-012" in texts and "Décret n°2019-0037/P-RM" in texts
 
 
 PRODUCTION_EXAMPLE = REPO / "inventory" / "production.example"
@@ -234,6 +234,8 @@ def test_production_example_documents_render_complete(tmp_path: Path) -> None:
     assert re.search(r"\| expiredCertsOnCRL \| 2\.5\.29\.60 \| non \| entrées conservées après expiration, depuis "
                      r"le 20\d\d-\d\d-\d\d 00:00:00 UTC", sections["7.2.2"])
     assert "la présente Politique" not in fr and "this Certificate Policy" not in by[("cps", "en")]
+    # The data protection law is the definition's (documents.legal.other_texts), no longer a fragment's copy.
+    assert "conformément à la Loi n°2013-015 du 21 mai 2013" in sections["9.4.1"]
 
 
 def test_the_glossary_refuses_what_issue_17_corrected() -> None:
@@ -401,8 +403,8 @@ def test_cps_states_what_ocsp_and_split_pins_make_true(production_docs: dict[str
     assert ocsp is not None
     fr, en = split_sections(docs["cps.fr"]), split_sections(docs["cps.en"])
     assert f"| {ocsp.url} | 4 jours | 2 jours | SHA-1, SHA-256 |" in fr["4.9.9"]
-    assert "archiveCutoff" in fr["4.9.9"] and "`unauthorized`, jamais « good »" in fr["4.9.9"]
-    assert "never \"good\"" in en["4.9.9"] and "Not applicable" not in en["4.9.10"] + en["7.3.1"] + en["7.3.2"]
+    assert "archiveCutoff" in fr["4.9.9"] and "ne répond donc jamais « good »" in fr["4.9.9"]
+    assert "never answers \"good\"" in en["4.9.9"] and "Not applicable" not in en["4.9.10"] + en["7.3.1"] + en["7.3.2"]
     assert "| `responderID` | byKey" in fr["7.3.1"] and "id-pkix-ocsp-nocheck" in fr["7.3.1"]
     assert "valide 30 jours" in fr["6.3.2"] and ocsp.url in fr["4.10.1"] and ocsp.url in fr["2.2"]
     assert f"OCSP: {ocsp.url}" in fr["7.1.2"]  # the AIA of the engine's own end-entity certificate
@@ -551,3 +553,227 @@ def test_ocsp_profile_comes_from_the_signer_certificate_and_the_encoder(tmp_path
     assert any(line.startswith("cps: section 7.3.2 ") and "aucune" in line for line in changed), changed
     assert any("section 7.3.2: the CPS says it does not meet a requirement" in p
                for p in claim_problems("cps.fr", after["cps.fr"], "fr", facts, "cps"))
+
+
+#: The answers that only introduced the fragment after them ("Les mesures sont décrites ci-dessous.") until
+#: issue 17's last item: each now states the practice itself, from the facts where the facts hold it.
+FORMER_POINTER_ANSWERS = (
+    "1.4.2-a", "2.4-a", "3.2.2-a", "3.2.3-a", "3.2.5-a", "3.4-a", "4.1.1-a", "4.2.2-a", "4.2.3-a", "4.3.2-a",
+    "4.4.1-a", "4.7.1-a", "4.9.3-a", "5.1.1-a", "5.1.2-a", "5.1.3-a", "5.1.4-a", "5.1.5-a", "5.1.7-a", "5.1.8-a",
+    "5.2.1-a", "5.3.1-a", "5.3.2-a", "5.3.3-a", "5.3.4-a", "5.3.6-a", "5.3.7-a", "5.4.2-a", "5.4.5-a", "5.4.8-a",
+    "5.5.1-a", "5.5.2-a", "5.5.5-a", "5.6-a", "5.7.2-a", "6.1.3-a", "6.2.10-a", "6.2.7-a", "6.2.9-a", "6.4.2-a",
+    "6.5.1-a", "6.6.2-a", "6.6.3-a", "6.7-a", "8.1-a", "8.3-a", "8.4-a", "8.5-a", "8.6-a", "9.1.5-a", "9.11-a",
+    "9.16.2-a", "9.3.1-a", "9.4.1-a", "9.4.2-a", "9.4.4-a", "9.4.5-a", "9.4.6-a", "9.6.2-a",
+)
+_POINTER = re.compile(r"ci-dessous|indiqu[ée]e?s? ci-après|\b(?:described|given|listed|detailed|specified|stated|"
+                      r"named|is|are) below\b|\(below\)|\bSee below\b", re.IGNORECASE)
+
+
+def test_no_cps_answer_only_points_at_the_text_below(production_docs: dict[str, str]) -> None:
+    """Issue 17: a CPS answer states the practice; it never just announces the fragment that follows. The 59
+    answers that did now say, in both languages, something an assessor can check (at least 12 words each)."""
+    from ceremony.policy.catalogue import requirements
+
+    for req in requirements():
+        for lang, text in req.answer.items():
+            assert not _POINTER.search(text), (req.id, lang, text)
+    assert len(FORMER_POINTER_ANSWERS) == 59
+    for lang in ("fr", "en"):
+        md = production_docs[f"cps.{lang}"]
+        for rid in FORMER_POINTER_ANSWERS:
+            m = re.search(rf"^- \*\*\[PC-{re.escape(rid)}\]\*\* (.+)$", md, flags=re.MULTILINE)
+            assert m, (rid, lang)
+            words = re.findall(r"\w+", m.group(1))
+            assert len(words) >= 12, (rid, lang, m.group(1))
+
+
+def test_cps_answers_carry_the_facts_they_name(production_docs: dict[str, str]) -> None:
+    """Answers built from the facts: the registry backups of the subordinate_ca role, the clock bound of the CRL
+    job, the CA keys' PKCS#11 attributes by backup mode, the scripts' versions."""
+    from ceremony.common.clock import DEFAULT_MAX_ERROR_SECONDS
+    from ceremony.policy.facts import registry_backup_facts
+
+    fr, en = split_sections(production_docs["cps.fr"]), split_sections(production_docs["cps.en"])
+    backup = registry_backup_facts()
+    assert f"les {backup.keep} dernières y sont gardées" in fr["5.1.8"]
+    assert f"the last {backup.keep} are kept there" in en["5.1.8"]
+    assert f"dépasse {DEFAULT_MAX_ERROR_SECONDS:g} s" in fr["5.5.5"]
+    assert "CKA_WRAP_WITH_TRUSTED" in en["6.2.7"] and "Autorité de Certification Racine du Mali 2026" in en["6.2.7"]
+    assert "`root-key-generation` 2" in fr["5.3.4"]
+    assert "/etc/ceremony/<ca>.pin" in en["6.4.2"] and "0600" in en["6.4.2"]
+
+
+def test_registry_backup_facts_refuse_a_bad_keep(tmp_path: Path) -> None:
+    from ceremony.policy.facts import registry_backup_facts
+
+    defaults = tmp_path / "main.yml"
+    defaults.write_text("subordinate_ca_registry_backup_keep: many\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"subordinate_ca_registry_backup_keep is 'many'.*positive integer"):
+        registry_backup_facts(defaults)
+    defaults.write_text("subordinate_ca_registry_backup_keep: 12\nsubordinate_ca_registry_backup_on_calendar: daily\n",
+                        encoding="utf-8")
+    assert registry_backup_facts(defaults).keep == 12
+
+
+def test_ocsp_behaviour_is_what_the_responder_and_the_job_do(production_docs: dict[str, str]) -> None:
+    """4.9.9 and 4.9.10 state the responder's answers, its caching headers and the job's re-signing rule as the
+    engine shows them: the responder run on a throwaway store, the job's RESIGN_REASONS, the roles' timers."""
+    fr, en = split_sections(production_docs["cps.fr"]), split_sections(production_docs["cps.en"])
+    assert "| numéro de série sans réponse enregistrée (jamais délivré par l'AC) | `unauthorized` |" in fr["4.9.9"]
+    assert "| stored response past its nextUpdate (signing job late) | `tryLater` |" in en["4.9.9"]
+    assert "| unreadable request | `malformedRequest` |" in en["4.9.9"]
+    assert ("`Cache-Control: max-age=<seconds left until nextUpdate>, public, no-transform, must-revalidate`, "
+            "`Last-Modified` (its thisUpdate), `Expires` (its nextUpdate) and an `ETag`") in en["4.9.9"]
+    assert "An error response carries `Cache-Control: no-store`." in en["4.9.9"]
+    assert "run every 5 minutes" in en["4.9.9"] and "the certificate's status in the registry differs" in en["4.9.9"]
+    assert "never answers \"good\" for a certificate whose status the CA has not signed" in en["4.9.9"]
+    assert "seulement une réponse d'état `unauthorized`, `tryLater` ou `malformedRequest`" in fr["4.9.10"]
+
+
+def test_drift_names_4_9_9_when_the_responder_changes(production_out: Path, production_docs: dict[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A responder that answers a stale response otherwise (here internalError instead of tryLater) makes the
+    documents built before it wrong: the drift check names 4.9.9 and 4.9.10 with the new answer."""
+    from ceremony.ocsp import encoding, responder
+
+    monkeypatch.setattr(responder, "TRY_LATER", encoding.INTERNAL_ERROR)
+    _, after = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.en",))
+    lines = section_differences("cps-1.0.en.md", production_docs["cps.en"], after["cps.en"], "en")
+    assert any("section 4.9.9 " in line and "internalError" in line for line in lines), lines
+    assert any("section 4.9.10 " in line for line in lines), lines
+
+
+def test_a_responder_saying_good_for_an_unknown_serial_fails_the_production_check(
+        production_out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store lookup that answers the first stored response for any serial (a responder bug): the observed answer
+    for a serial never issued is then "good", PC-4.9.9-b's answer says the CPS does not meet it, and a production
+    check fails naming section 4.9.9."""
+    from ceremony.ocsp.store import ResponseStore
+
+    original = ResponseStore.get
+    monkeypatch.setattr(ResponseStore, "get", lambda self, serial, name: original(self, 1, name))
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.fr",))
+    assert facts.ocsp_cas[0].ocsp_profile.behaviour.answers.unknown_serial == "good"
+    assert "jamais « good »" not in split_sections(docs["cps.fr"])["4.9.9"]
+    problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
+    assert any(re.search(r"section 4\.9\.9: the CPS says it does not meet a requirement", p) for p in problems), \
+        problems
+
+
+def test_a_resigning_reason_the_cps_does_not_describe_stops_the_build(production_out: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceremony.ocsp import job
+
+    monkeypatch.setattr(job, "RESIGN_REASONS", (*job.RESIGN_REASONS, "signer renewed"))
+    with pytest.raises(PolicyError, match=r"RESIGN_REASONS\) signs again for 'signer renewed', which the CPS does "
+                                          r"not describe: add its wording to RESIGN_TEXT"):
+        derive_facts(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out)
+
+
+def test_a_schedule_the_cps_cannot_state_is_refused(tmp_path: Path) -> None:
+    from ceremony.policy.ocsp_behaviour import calendar_minutes
+
+    assert calendar_minutes("*:0/5", tmp_path, "k") == 5 and calendar_minutes("hourly", tmp_path, "k") == 60
+    with pytest.raises(PolicyError, match=r"ocsp_signer_on_calendar is 'Mon \*-\*-\* 00:00'; the CPS states it as a"):
+        calendar_minutes("Mon *-*-* 00:00", tmp_path, "ocsp_signer_on_calendar")
+
+
+@pytest.mark.parametrize(("fragment", "expected"), [
+    ("## 4.9.11 [cps]\nLes réponses OCSP pré-signées sont valides 7 jours.\n",
+     r"cps\.fr: section 4\.9\.11: .*states a validity of the OCSP responses that no CA of the definition gives them "
+     r"\(cas\.qualified\.ocsp\.validity: 4d\)"),
+], ids=["ocsp-validity-stated-wrong"])
+def test_check_fails_on_a_stated_ocsp_validity_the_definition_does_not_give(production_out: Path, tmp_path: Path,
+                                                                            fragment: str, expected: str) -> None:
+    policy = tmp_path / "policy"
+    shutil.copytree(PRODUCTION_EXAMPLE / "policy", policy)
+    (policy / "fr" / "zz-test.md").write_text(fragment, encoding="utf-8")
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, policy, ("cps.fr",))
+    problems = claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps")
+    assert any(re.search(expected, p) for p in problems), problems
+    # The shipped text states the definition's validity and passes.
+    facts, docs = _cps(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out, which=("cps.fr",))
+    assert "réponses pré-signées valides 4 jours" in docs["cps.fr"]
+    assert claim_problems("cps.fr", docs["cps.fr"], "fr", facts, "cps") == []
+
+
+def test_etsi_annex_claims_the_ocsp_clauses_only_with_ocsp(production_out: Path, production_docs: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    """Issue 17: the EN 319 411-1 clauses of the status services (CSS-6.3.10-03, -06, -08, -09, -09A, -10) are claimed,
+    each with the CPS section that addresses it; a definition without OCSP makes none of the OCSP-only claims."""
+    from ceremony.policy import catalogue
+
+    annex = production_docs["cps.en"].split("# Annex A")[1]
+    for cid, section in (("CSS-6.3.10-03", "2.4"), ("CSS-6.3.10-06", "4.9.9"), ("CSS-6.3.10-08", "4.9.9"),
+                         ("CSS-6.3.10-09", "4.9.10"), ("CSS-6.3.10-09A", "4.9.10"), ("CSS-6.3.10-10", "4.10.3")):
+        assert re.search(rf"\| ETSI EN 319 411-1 \| {re.escape(cid)} \| [^|]+ \| {re.escape(section)} ", annex), cid
+    # Both parts number a CSS-6.3.10-08: each is claimed for its own standard.
+    assert "| ETSI EN 319 411-2 | CSS-6.3.10-08 |" in annex
+    ocsp_only = [c.id for c in catalogue.etsi_map().claims if c.requires == "ocsp"]
+    assert ocsp_only
+    facts, docs = _cps(_definition_with(tmp_path, lambda d: d["cas"]["qualified"].pop("ocsp")), production_out,
+                       which=("cps.fr", "cps.en"))
+    annex = docs["cps.en"].split("# Annex A")[1]
+    assert not any(f"| {cid} |" in annex for cid in ocsp_only)
+    assert "| CSS-6.3.10-03 |" in annex  # integrity of status information: the CRLs are signed too
+    assert etsi_problems("cps.en", docs["cps.en"], "en", facts) == []
+
+
+def test_check_fails_on_an_ocsp_claim_without_a_section(production_out: Path, production_docs: dict[str, str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceremony.policy import catalogue
+
+    m = catalogue.etsi_map()
+    claims = (*m.claims, catalogue.EtsiClaim("CSS-6.3.10-07", "EN 319 411-1", "", {"fr": "x", "en": "x"}, "ocsp"),
+              catalogue.EtsiClaim("CSS-6.3.10-11", "EN 319 411-1", "4.9", {"fr": "x", "en": "x"}, "ocsp"))
+    monkeypatch.setattr(catalogue, "etsi_map", lambda: catalogue.EtsiMap(m.editions, claims))
+    problems = etsi_problems("cps.fr", production_docs["cps.fr"], "fr")
+    assert any("CSS-6.3.10-07 (EN 319 411-1) is claimed without a CPS section" in p for p in problems), problems
+    assert any("CSS-6.3.10-11 (EN 319 411-1): section 4.9 has subsections" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("claims", "message"), [
+    ([{"id": "CSS-6.3.10-06", "standard": "EN 319 411-1", "section": "4.9.9", "requires": "crl", "fr": "x", "en": "x"}],
+     r"etsi-map\.yml: claims\[0\] \(CSS-6\.3\.10-06\): requires 'crl'; allowed: ocsp"),
+    ([{"id": "CSS-6.3.10-08", "standard": "EN 319 411-1", "section": "4.9.9", "fr": "x", "en": "x"},
+      {"id": "CSS-6.3.10-08", "standard": "EN 319 411-1", "section": "4.9.9", "fr": "y", "en": "y"}],
+     r"etsi-map\.yml: claims\[1\] \(CSS-6\.3\.10-08\): claimed twice for EN 319 411-1"),
+], ids=["unknown-capability", "same-standard-twice"])
+def test_etsi_map_refuses_a_bad_claim(claims: list[dict[str, str]], message: str) -> None:
+    from ceremony.policy import catalogue
+
+    with pytest.raises(PolicyError, match=message):
+        catalogue.parse_etsi_map({"editions": {}, "claims": claims})
+    same_id_two_standards = [{**claims[0], "requires": ""}, {**claims[0], "standard": "EN 319 411-2", "requires": ""}]
+    assert len(catalogue.parse_etsi_map({"claims": same_id_two_standards}).claims) == 2
+
+
+def test_the_cps_states_how_the_issuance_enforces_no_pseudonym(production_docs: dict[str, str],
+                                                               production_out: Path) -> None:
+    """PC-3.1.3-a (no pseudonym) is enforced by the issuance's subject check (ceremony.x509.ee_profiles), and the CPS
+    says so from the same constant: were the software to admit pseudonyms, the answer would say the CPS does not meet
+    the requirement and a production check would fail."""
+    fr = split_sections(production_docs["cps.fr"])
+    assert "refuse, avant toute signature, une demande dont le sujet porte l'attribut pseudonym" in fr["3.1.3"]
+    row = next(line for line in fr["7.1.4"].splitlines() if line.startswith("| `qes-natural-person`"))
+    assert "le logiciel refuse un pseudonyme" in fr["7.1.4"] and "givenName, surname" in row and "pseudonym" not in row
+    facts = derive_facts(load_definition(PRODUCTION_EXAMPLE / "pki.yml"), production_out)
+    facts.pseudonym_allowed = True
+    policy = PRODUCTION_EXAMPLE / "policy"
+    md = render_markdown(facts, load_fragments(policy, "fr"), "cps", "fr", policy, jinja_env())
+    problems = claim_problems("cps.fr", md, "fr", facts, "cps")
+    assert any("section 3.1.3: the CPS says it does not meet a requirement" in p for p in problems), problems
+
+
+def test_check_fails_on_a_cp_that_is_the_cps_or_carries_a_deployment_fact(production_docs: dict[str, str]) -> None:
+    """RFC 3647 keeps the policy (what is required) apart from the practice (how this CA meets it): a CP whose body
+    is the CPS's, or a CP carrying a certificate fingerprint, fails; the production example's pair passes."""
+    cp, cps = production_docs["cp.en"], production_docs["cps.en"]
+    assert requirement_problems("cp", cp, "cps", cps) == []
+    same = requirement_problems("cp", cps, "cps", cps)
+    assert any("the CP's body is the CPS's: RFC 3647 separates requirements from practices" in p for p in same), same
+    fingerprint = ":".join(["AB"] * 32)
+    heading = "### 1.3.1 Certification authorities\n"
+    leaked = cp.replace(heading, f"{heading}\n`{fingerprint}`\n")
+    problems = requirement_problems("cp", leaked, "cps", cps)
+    assert any("cp: section 1.3.1: a certificate fingerprint is a deployment fact" in p for p in problems), problems

@@ -187,6 +187,14 @@ def _close(session: Any) -> None:
         session.close()
 
 
+#: Why a run signs a response, in the order a run checks them: none is stored for the certificate and hash, the
+#: certificate's status differs from the stored response's, or the stored response reached its refresh point
+#: (``ocsp.refresh`` after its thisUpdate). Nothing else makes the job sign: the CPS (4.9.9) is generated from this
+#: tuple, and a reason it does not know stops the documents' build.
+RESIGN_REASONS: tuple[str, ...] = ("new", "status changed", "refresh")
+NEW, STATUS_CHANGED, REFRESH = RESIGN_REASONS
+
+
 def _work(registry: Registry, store_path: Path, hashes: tuple[str, ...], now: int,
           refresh: int, generations: tuple[int, ...] | None = None) -> Iterator[tuple[int, str, Status, str]]:
     """``(serial, hash, status, reason)`` of every response to sign, walking registry and store in serial order
@@ -204,11 +212,11 @@ def _work(registry: Registry, store_path: Path, hashes: tuple[str, ...], now: in
             for h in hashes:
                 found = have.get(h)
                 if found is None:
-                    yield serial, h, status, "new"
+                    yield serial, h, status, NEW
                 elif found[0] != status.fingerprint:
-                    yield serial, h, status, "status changed"
+                    yield serial, h, status, STATUS_CHANGED
                 elif now >= found[1] + refresh:
-                    yield serial, h, status, "refresh"
+                    yield serial, h, status, REFRESH
 
 
 class _Signing:

@@ -66,6 +66,19 @@ class EtsiClaim:
     standard: str
     section: str
     text: dict[str, str]
+    #: A capability the claim holds only with: ``ocsp`` (a CA of the definition has an ``ocsp`` section); empty for
+    #: a claim that always holds. A claim whose capability is absent is neither in the annex nor checked.
+    requires: str = ""
+
+    def applies(self, facts: Any) -> bool:
+        """Whether the definition behind ``facts`` makes this claim (None: every claim, for a check without facts)."""
+        if not self.requires or facts is None:
+            return True
+        return bool(facts.ocsp_cas)
+
+
+#: What ``requires`` may name.
+CLAIM_CAPABILITIES = ("ocsp",)
 
 
 @dataclass(frozen=True)
@@ -154,18 +167,23 @@ def parse_etsi_map(data: Any, path: Path = ETSI_MAP_FILE) -> EtsiMap:
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise PolicyError(f"{path}: must hold 'editions' and a 'claims' list")
     claims = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for i, entry in enumerate(data["claims"]):
         where = f"claims[{i}]"
         if not isinstance(entry, dict):
             raise PolicyError(f"{path}: {where}: must be a mapping")
         cid = _text(path, where, entry, "id")
-        if cid in seen:
-            raise PolicyError(f"{path}: {where} ({cid}): claimed twice")
-        seen.add(cid)
-        claims.append(EtsiClaim(id=cid, standard=_text(path, where, entry, "standard"),
-                                section=str(entry.get("section") or ""),
-                                text={lang: _text(path, f"{where} ({cid})", entry, lang) for lang in LANGS}))
+        standard = _text(path, where, entry, "standard")
+        if (standard, cid) in seen:
+            raise PolicyError(f"{path}: {where} ({cid}): claimed twice for {standard}")
+        seen.add((standard, cid))
+        requires = str(entry.get("requires") or "")
+        if requires and requires not in CLAIM_CAPABILITIES:
+            raise PolicyError(f"{path}: {where} ({cid}): requires {requires!r}; allowed: "
+                              f"{', '.join(CLAIM_CAPABILITIES)} (or nothing, for a claim that always holds)")
+        claims.append(EtsiClaim(id=cid, standard=standard, section=str(entry.get("section") or ""),
+                                text={lang: _text(path, f"{where} ({cid})", entry, lang) for lang in LANGS},
+                                requires=requires))
     editions = data.get("editions") or {}
     return EtsiMap(editions={str(k): str(v) for k, v in editions.items()}, claims=tuple(claims))
 

@@ -16,10 +16,10 @@ Checks, for each document (CP, CPS) and language (fr, en):
 6. **ETSI map** — every claimed requirement names a section of RFC 3647 that the CPS fills with a practice
    (not "Aucune stipulation." / "Sans objet."), and every identifier the requirements cite is claimed;
 7. **practice against the definition and the code** — what the text says of the maximum revocation delay,
-   of revoked entries after expiry and of the online CA's activation agrees with ``documents.revocation``,
-   the CRL code and the ``crl_signer`` role, and a production CPS never says that it does not meet a
-   requirement of the CP (the catalogue's conditional answers say so when the definition falls short)
-   (:func:`claim_problems`);
+   of revoked entries after expiry, of the online CA's activation and of the OCSP responses' validity agrees with
+   ``documents.revocation``, the CRL code, the ``crl_signer`` role and ``cas.*.ocsp``, and a production CPS never
+   says that it does not meet a requirement of the CP (the catalogue's conditional answers say so when the
+   definition or the code falls short) (:func:`claim_problems`);
 8. **French** — no spelling the glossary refuses, and no English identifier as a value in a French table;
 9. the HTML is the rendering of the Markdown, the PDF's text layer carries the Markdown's SHA-256,
    and the manifest lists each file with its hash.
@@ -168,13 +168,16 @@ def requirement_problems(cp_label: str, cp_md: str, cps_label: str, cps_md: str)
 _EMPTY_PRACTICE = re.compile(r"^\s*(Aucune stipulation|Sans objet|No stipulation|Not applicable)\b[^\n]*\s*$")
 
 
-def etsi_problems(cps_label: str, cps_md: str, lang: str) -> list[str]:
-    """Each claimed ETSI requirement points at a section the CPS fills with a practice."""
+def etsi_problems(cps_label: str, cps_md: str, lang: str, facts: Facts | None = None) -> list[str]:
+    """Each claimed ETSI requirement points at a section the CPS fills with a practice (a claim that needs a
+    capability the definition lacks, OCSP, is not made and not checked)."""
     problems = []
     cps = _sections(cps_md)
     m = catalogue.etsi_map()
     claimed = {c.id for c in m.claims}
     for c in m.claims:
+        if not c.applies(facts):
+            continue
         if not c.section:
             problems.append(f"{catalogue.ETSI_MAP_FILE}: {c.id} ({c.standard}) is claimed without a CPS section")
         elif c.section not in BY_NUMBER:
@@ -238,6 +241,15 @@ _WHOLE_PIN = {
 }
 
 
+#: A stated validity of the OCSP responses ("réponses pré-signées valides 4 jours", "OCSP responses valid for 4 days"):
+#: it must be the ``ocsp.validity`` of a CA of the definition.
+_OCSP_VALIDITY = {
+    "fr": re.compile(r"réponses?\b[^.|]*?(?:OCSP|pré-signées?)[^.|]*?\bvalides?\s+(?:pendant\s+)?" + _DURATION["fr"],
+                     re.IGNORECASE),
+    "en": re.compile(r"(?:OCSP|pre-signed) responses?\b[^.|]*?\bvalid\s+(?:for\s+)?" + _DURATION["en"], re.IGNORECASE),
+}
+
+
 #: What a conditional answer of the catalogue says when the definition does not meet its requirement.
 _NOT_MET = {"fr": re.compile(r"[^.]*ne satisfait pas à cette exigence"),
             "en": re.compile(r"[^.]*does not meet this requirement")}
@@ -269,6 +281,14 @@ def claim_problems(label: str, md: str, lang: str, facts: Facts, doc: str) -> li
                                     f"the CRL job runs unattended {online.period('en')} with the PIN file "
                                     f"{online.pin_file} (mode {online.pin_file_mode}, role crl_signer)")
     ocsp = [f"cas.{c.name}.ocsp ({c.ocsp.url})" for c in facts.ocsp_cas]
+    validities = {c.ocsp.validity_td.total_seconds() / 3600: f"cas.{c.name}.ocsp.validity: {c.ocsp.validity}"
+                  for c in facts.ocsp_cas} if doc == "cps" else {}  # the CP states the limits, not the value
+    for n, text in sections.items():
+        for m in _OCSP_VALIDITY[lang].finditer(text) if validities else ():
+            hours = int(m.group(1)) * _UNIT_HOURS[m.group(2).rstrip("s")]
+            if hours not in validities:
+                problems.append(f"{label}: section {n}: {m.group(0)!r} states a validity of the OCSP responses that "
+                                f"no CA of the definition gives them ({'; '.join(validities.values())})")
     for n, text in sections.items():
         if ocsp:
             for m in _NO_OCSP[lang].finditer(text):
@@ -386,7 +406,7 @@ def check_documents(defn: Any, out: str | Path, policy_dir: Path | None = None) 
     for lang in LANGS:
         if ("cp", lang) in texts and ("cps", lang) in texts:
             problems += requirement_problems(*texts[("cp", lang)], *texts[("cps", lang)])
-            problems += etsi_problems(*texts[("cps", lang)], lang)
+            problems += etsi_problems(*texts[("cps", lang)], lang, facts)
     if problems:
         raise PolicyError(f"the CP/CPS under {out_dir / DOCS_DIR} fail {len(problems)} check(s):\n  "
                           + "\n  ".join(problems))

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from ceremony.common.errors import CeremonyError
+from ceremony.common.clock import DEFAULT_MAX_ERROR_SECONDS
 from ceremony.common.fingerprints import colon_form
 from ceremony.common.manifest import MANIFEST_NAME
 from ceremony.crl import encoding as crlenc
@@ -40,14 +40,17 @@ from ceremony.definition.model import (
 from ceremony.hsm.signers import hash_for
 from ceremony.ocsp.encoding import ResponderContext, Status
 from ceremony.ocsp.signer import signer_generations
+from ceremony.policy.errors import PolicyError
+from ceremony.policy.ocsp_behaviour import OcspBehaviourFacts, ocsp_behaviour
 from ceremony.x509.certificates import ocsp_signer_builder, serial_from_random
-from ceremony.x509.ee_profiles import ee_builder, legislation_for, subject_attributes
+from ceremony.x509.ee_profiles import PSEUDONYM_ALLOWED, ee_builder, legislation_for, subject_attributes
 from ceremony.x509.files import read_certificate
 from ceremony.x509.profiles import describe_extensions, subject_name
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
 CRL_SIGNER_DEFAULTS = REPO_DIR / "roles" / "crl_signer" / "defaults" / "main.yml"
+SUBORDINATE_CA_DEFAULTS = REPO_DIR / "roles" / "subordinate_ca" / "defaults" / "main.yml"
 
 #: The registry lists every revoked certificate in every CRL, expired or not
 #: (:meth:`ceremony.ca.registry.Registry.revoked_rows` has no expiry filter, and the previous-CRL check
@@ -68,12 +71,6 @@ _CALENDAR_HOURS = {"hourly": 1, "daily": 24}
 _ATTR_SHORT = {"2.5.4.6": "C", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN", "2.5.4.7": "L",
                "2.5.4.8": "ST", "2.5.4.97": "organizationIdentifier", "2.5.4.5": "serialNumber",
                "0.9.2342.19200300.100.1.25": "DC"}
-
-
-class PolicyError(CeremonyError):
-    """The CP/CPS cannot be built or checked: a missing input, a bad fragment, or drift."""
-
-    exit_code = 10
 
 
 @dataclass(frozen=True)
@@ -154,6 +151,9 @@ class OcspProfileFacts:
     response_extensions: list[dict[str, str]]
     single_extensions: list[dict[str, str]]
     certs: int
+    #: What the responder answers and when the job signs again, observed on the engine
+    #: (:mod:`ceremony.policy.ocsp_behaviour`): 4.9.9 and 4.9.10 are written from it.
+    behaviour: OcspBehaviourFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,15 @@ class OnlineFacts:
 
 
 @dataclass(frozen=True)
+class RegistryBackupFacts:
+    """How often the ``subordinate_ca`` role backs up an online CA's registry, and how many backups it keeps
+    on the host (5.1.8 states both; a change of the role's defaults is drift)."""
+
+    schedule: str
+    keep: int
+
+
+@dataclass(frozen=True)
 class ProfileFacts:
     """An end-entity certificate profile: from a real issued certificate when the rehearsal made one."""
 
@@ -279,6 +288,13 @@ class Facts:
     online: OnlineFacts | None = None
     successor: SuccessorFacts | None = None
     sealing_eku: str = DEFAULT_SEALING_EKU
+    registry_backup: RegistryBackupFacts = field(default_factory=lambda: registry_backup_facts())
+    #: Whether the issuance admits a pseudonym in a natural person's subject (:data:`ceremony.x509.ee_profiles.
+    #: PSEUDONYM_ALLOWED`): the CP forbids it (PC-3.1.3-a), the CPS says how the software enforces it.
+    pseudonym_allowed: bool = PSEUDONYM_ALLOWED
+    #: The largest clock error (seconds) at which the CRL job and the publisher still sign or publish
+    #: (:data:`ceremony.common.clock.DEFAULT_MAX_ERROR_SECONDS`): 5.5.5 states it.
+    clock_max_error: str = f"{DEFAULT_MAX_ERROR_SECONDS:g}"
     allowed_curves: tuple[str, ...] = ALLOWED_CURVES
     allowed_rsa_bits: tuple[int, ...] = ALLOWED_RSA_BITS
     #: Random bits in a serial number, as :func:`ceremony.x509.certificates.serial_from_random` makes every
@@ -533,7 +549,9 @@ def ocsp_profile(name: str, ca: CA, ca_cert: x509.Certificate, out: Path, rehear
         source=source, signer_file=signer_file, signer_extensions=rows,
         responder_id="byKey" if response.responder_key_hash is not None else "byName",
         response_extensions=_ocsp_extension_rows(response.extensions),
-        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates))
+        single_extensions=_ocsp_extension_rows(response.single_extensions), certs=len(response.certificates),
+        behaviour=ocsp_behaviour(ca_cert, signer, list(ca.ocsp.cert_id_hashes),
+                                 int(ca.ocsp.validity_td.total_seconds())))
 
 
 def successor_facts(name: str, root: CA, out: Path, rehearsal: bool) -> SuccessorFacts | None:
@@ -631,6 +649,23 @@ def online_facts(defaults: Path = CRL_SIGNER_DEFAULTS) -> OnlineFacts:
     return OnlineFacts(schedule=schedule, period_hours=_CALENDAR_HOURS[schedule],
                        pin_file=pin_file.replace("{{ crl_signer_ca }}", "<ca>"), pin_file_mode=PIN_FILE_MODE,
                        expired_entries_kept=EXPIRED_ENTRIES_KEPT)
+
+
+def registry_backup_facts(defaults: Path = SUBORDINATE_CA_DEFAULTS) -> RegistryBackupFacts:
+    """The registry backup timer and retention from the role that installs them (its defaults file)."""
+    schedule, keep = "hourly", 48
+    if defaults.is_file():
+        try:
+            data = yaml.safe_load(defaults.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{defaults}: malformed YAML: {exc}") from None
+        schedule = str(data.get("subordinate_ca_registry_backup_on_calendar", schedule))
+        keep_value = data.get("subordinate_ca_registry_backup_keep", keep)
+        if not isinstance(keep_value, int) or isinstance(keep_value, bool) or keep_value < 1:
+            raise PolicyError(f"{defaults}: subordinate_ca_registry_backup_keep is {keep_value!r}; the CPS (5.1.8) "
+                              "states how many registry backups the host keeps: a positive integer")
+        keep = keep_value
+    return RegistryBackupFacts(schedule=schedule, keep=keep)
 
 
 def read_manifest(out: Path) -> dict[str, Any]:

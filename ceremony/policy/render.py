@@ -401,7 +401,7 @@ def render_markdown(facts: Facts, fragments: dict[tuple[str, str | None], Fragme
         if body:
             parts.append("\n\n".join(body) + "\n")
     if doc == "cps":
-        parts.append(etsi_annex(lang))
+        parts.append(etsi_annex(lang, facts))
     return "\n".join(parts)
 
 
@@ -425,11 +425,12 @@ _ANNEX_HEAD = {"fr": ("Norme", "Exigence", "Objet (paraphrase)", "Section de la 
                "en": ("Standard", "Requirement", "Subject (paraphrase)", "CPS section")}
 
 
-def etsi_annex(lang: str) -> str:
+def etsi_annex(lang: str, facts: Facts | None = None) -> str:
     """The CPS's annex: each ETSI requirement claimed, paraphrased, with the section addressing it.
 
     The heading is not numbered, so the RFC 3647 outline check leaves it alone; the drift check sees it
-    as part of section 9.17's text."""
+    as part of section 9.17's text. A claim that holds only with a capability the definition lacks (``requires:
+    ocsp`` without a CA offering OCSP) is left out."""
     m = catalogue.etsi_map()
     editions = ", ".join(f"ETSI {k} {v}" for k, v in m.editions.items())
     intro = (f"Éditions : {editions}. Les objets sont des paraphrases du Service ; le texte des exigences est "
@@ -439,6 +440,8 @@ def etsi_annex(lang: str) -> str:
     head = _ANNEX_HEAD[lang]
     lines = [f"# {ANNEX_TITLE[lang]}", "", intro, "", f"| {' | '.join(head)} |", "| --- | --- | --- | --- |"]
     for c in m.claims:
+        if not c.applies(facts):
+            continue
         title = BY_NUMBER[c.section].title(lang) if c.section in BY_NUMBER else ""
         lines.append(f"| ETSI {_cell(c.standard)} | {_cell(c.id)} | {_cell(c.text[lang])} | "
                      f"{_cell(c.section)} {_cell(title)} |")

@@ -162,6 +162,12 @@ def uses_qscd(profile: Profile) -> bool:
 _GIVEN, _SURNAME, _PSEUDONYM = NameOID.GIVEN_NAME, NameOID.SURNAME, NameOID.PSEUDONYM
 
 
+#: Whether a natural person's subject may carry a pseudonym in place of givenName/surname. EN 319 412-2 (NAT-4.2.4-1)
+#: would allow one; the suite's Certificate Policy does not (PC-3.1.3-a: qualified certificates carry no pseudonym),
+#: so the issuance refuses it before anything is signed, and the CPS (3.1.3, 7.1.4) states the rule from here.
+PSEUDONYM_ALLOWED = False
+
+
 _ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
     NameOID.COUNTRY_NAME: "C", NameOID.COMMON_NAME: "CN", _GIVEN: "givenName", _SURNAME: "surname",
     _PSEUDONYM: "pseudonym", NameOID.SERIAL_NUMBER: "serialNumber", NameOID.TITLE: "title",
@@ -173,8 +179,8 @@ _ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
 
 _ALLOWED: dict[str, tuple[x509.ObjectIdentifier, ...]] = {
     # EN 319 412-2 §4.2.4 (natural person) and §5 of EN 319 412-1 (identifiers in serialNumber).
-    "qualified-signature": (NameOID.COUNTRY_NAME, _GIVEN, _SURNAME, _PSEUDONYM, NameOID.SERIAL_NUMBER,
-                            NameOID.COMMON_NAME, NameOID.TITLE, NameOID.ORGANIZATION_NAME,
+    "qualified-signature": (NameOID.COUNTRY_NAME, _GIVEN, _SURNAME, *((_PSEUDONYM,) if PSEUDONYM_ALLOWED else ()),
+                            NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME, NameOID.TITLE, NameOID.ORGANIZATION_NAME,
                             NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.ORGANIZATION_IDENTIFIER,
                             NameOID.LOCALITY_NAME, NameOID.STATE_OR_PROVINCE_NAME),
     # EN 319 412-3 §4.2.1 (legal person).
@@ -214,6 +220,11 @@ def check_subject(subject: x509.Name, kind: str, source: str) -> None:
             raise RequestError(f"{source}: the CSR subject has a multi-valued RDN; one attribute per RDN is "
                                "allowed")
         attr = next(iter(rdn))
+        if attr.oid == _PSEUDONYM and kind == "qualified-signature" and not PSEUDONYM_ALLOWED:
+            raise RequestError(f"{source}: the CSR subject carries a pseudonym, which the Certificate Policy forbids "
+                               "in qualified certificates (PC-3.1.3-a); the subject names the person by givenName "
+                               "and/or surname as on the identity document (allowed: "
+                               f"{_names(allowed)})")
         if attr.oid not in allowed:
             raise RequestError(f"{source}: the CSR subject has attribute {attr.oid.dotted_string} "
                                f"({getattr(attr.oid, '_name', '?')}), not allowed in a {kind} certificate "
@@ -235,8 +246,8 @@ def check_subject(subject: x509.Name, kind: str, source: str) -> None:
     if kind == "qualified-signature":
         names = _GIVEN in counts or _SURNAME in counts
         if not names and _PSEUDONYM not in counts:
-            raise RequestError(f"{source}: a natural person's subject needs givenName and/or surname, or a "
-                               "pseudonym (EN 319 412-2 NAT-4.2.4-1)")
+            raise RequestError(f"{source}: a natural person's subject needs givenName and/or surname"
+                               f"{', or a pseudonym' if PSEUDONYM_ALLOWED else ''} (EN 319 412-2 NAT-4.2.4-1)")
         if names and _PSEUDONYM in counts:
             raise RequestError(f"{source}: a pseudonym is not allowed together with givenName/surname "
                                "(EN 319 412-2 NAT-4.2.4-4)")
