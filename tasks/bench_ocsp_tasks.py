@@ -77,8 +77,11 @@ def _fill_registry(path: Path, n: int, seed: int = 2026) -> int:
     return revoked
 
 
-def _raw_rate(module: str, token_label: str, pin: str, key_label: str, threads: int, seconds: float) -> float:
-    """Signatures per second of a bare python-pkcs11 loop (digest on the host, CKM_ECDSA), ``threads`` sessions."""
+def _raw_rate(module: str, token_label: str, pin: str, key_label: str, threads: int, seconds: float
+              ) -> tuple[float, float]:
+    """Signatures per second of a bare python-pkcs11 loop (digest on the host, CKM_ECDSA), ``threads`` sessions, and
+    the CPU seconds one signature took (this process's CPU time over the loop: SoftHSM signs in the calling thread).
+    The CPU figure hardly moves with the machine's load, the rate does."""
     import hashlib
 
     import pkcs11
@@ -100,17 +103,17 @@ def _raw_rate(module: str, token_label: str, pin: str, key_label: str, threads: 
             key.sign(digest, mechanism=Mechanism.ECDSA)
             counts[i] += 1
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     for s in reversed(sessions):
         with contextlib.suppress(pkcs11.exceptions.PKCS11Error):
             s.close()
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, cpu / max(1, sum(counts))
 
 
 def _ab(url: str, requests: int, concurrency: int) -> dict[str, float]:
@@ -242,7 +245,7 @@ def bench_ocsp(certificates: int, base: Path, requests: int, workers: int, verif
     assert ca.ocsp is not None
     raw_args = (ca.hsm.module, ca.hsm.token.label or "", os.environ[ca.hsm.pin_env or ""],
                 ca.hsm.ocsp_signer_label(ca.ocsp), workers, 5.0)
-    raw_before = _raw_rate(*raw_args)
+    raw_before, cpu_before = _raw_rate(*raw_args)
     cmd = [str(Path(sys.executable).parent / "ceremony-ocsp-sign"), "--definition", str(suite["definition"]),
            "--ca", "qualified", "--registry", str(suite["registry"]), "--store", str(store), "--out", str(out),
            "--workers", str(workers), "--timings", *(["--verify-all"] if verify_all else [])]
@@ -252,7 +255,7 @@ def bench_ocsp(certificates: int, base: Path, requests: int, workers: int, verif
     responses = certificates * len(ca.ocsp.cert_id_hashes)
     # The raw rate again right after the job: on a shared machine the load changes within a minute, and the ratio is
     # taken to the mean of the two measurements that frame the job.
-    raw_after = _raw_rate(*raw_args)
+    raw_after, cpu_after = _raw_rate(*raw_args)
     raw = (raw_before + raw_after) / 2
     again = measure(cmd, env=dict(os.environ))  # nothing due: the cost of a scheduled run with no change
     # The responder: one good certificate's SHA-1 request over GET, and the same gunicorn on a static body.
@@ -287,7 +290,8 @@ def bench_ocsp(certificates: int, base: Path, requests: int, workers: int, verif
 
     return {"certificates": certificates, "revoked": revoked, "responses": responses, "workers": workers,
             "setup_seconds": setup, "raw_signatures_per_second": raw,
-            "raw_before": raw_before, "raw_after": raw_after, "job": job, "job_steps": timings(job),
+            "raw_before": raw_before, "raw_after": raw_after, "raw_cpu_per_signature": (cpu_before + cpu_after) / 2,
+            "job": job, "job_steps": timings(job),
             "nothing_due": again, "responder": responder, "static": ceiling, "nginx": nginx, "requests": requests,
             "response_bytes": len(der), "load_before": load_before, "load": os.getloadavg(), "cpus": os.cpu_count(),
             "verify_all": verify_all, "verified": _verified(job)}
@@ -323,6 +327,9 @@ def ocsp(c: Context, certificates: int = 10_000, requests: int = 5000, workers: 
           f"before and {r['raw_after']:.0f} after the job, 5 s each)")
     print(f"{'ceremony-ocsp-sign (whole run)':36}{rate:>10.0f} responses/s  {job['wall']:.1f} s, peak RSS "
           f"{job['maxrss_kb'] / 1024:.0f} MB, ratio to raw {rate / raw:.2f}")
+    job_cpu = job["cpu"] / r["responses"]
+    print(f"{'':36}CPU per response {job_cpu * 1e6:.0f} µs (raw: {r['raw_cpu_per_signature'] * 1e6:.0f} µs a "
+          f"signature): CPU ratio {r['raw_cpu_per_signature'] / job_cpu:.2f}, the figure the load moves least")
     print(f"{'':36}signatures verified: {r['verified']} of {r['responses']:,} "
           f"({'--verify-all' if r['verify_all'] else 'sampled'}; every response parsed back)")
     print(f"{'ceremony-ocsp-sign, nothing due':36}{r['nothing_due']['wall']:>10.2f} s, peak RSS "
