@@ -153,6 +153,12 @@ def test_openssl_and_ocsptool_agree(served: tuple[Path, str], status: str) -> No
     assert code == 0 and "Response verify OK" in output and f"{cert}: {status}" in output, output
     if status == "revoked":
         assert "Reason: keyCompromise" in output, output
+    # With the nonce openssl sends by default: the pre-signed response carries none, openssl says so and verifies it.
+    nonce = subprocess.run(["openssl", "ocsp", "-issuer", str(out / "qualified.crt.pem"), "-cert", str(cert), "-url",
+                            url, "-CAfile", str(out / "root.crt.pem")], capture_output=True, text=True, timeout=30)
+    assert nonce.returncode == 0 and f"{cert}: {status}" in nonce.stdout, nonce.stdout + nonce.stderr
+    assert "WARNING: no nonce in response" in nonce.stdout + nonce.stderr
+    assert "Response verify OK" in nonce.stdout + nonce.stderr
     gnutls = subprocess.run(["ocsptool", f"--ask={url}", "--load-cert", str(cert), "--load-issuer",
                              str(out / "qualified.crt.pem"), "--load-trust", str(out / "qualified.crt.pem"),
                              "--no-nonce"], capture_output=True, text=True, timeout=30)
