@@ -247,7 +247,7 @@ class NonceWatch:
     def add(self, r: int | None, serial: int) -> None:
         if r is None:  # not an ECDSA signature: check_response refused it already
             return
-        r &= (1 << 96) - 1  # 96 bits tell nonces apart (a false alarm about once in 10^19 runs) in half the memory
+        r &= (1 << 96) - 1  # 96 bits tell nonces apart (a false alarm under once in 10^18 runs) in half the memory
         with self.lock:
             if r in self.current or r in self.previous:
                 raise VerificationError(f"the HSM signed the OCSP response for {serial:x} with a nonce it had already "
