@@ -22,6 +22,7 @@ APT_PACKAGES=(
   yamllint
   gnutls-bin                         # ocsptool: the second, independent OCSP client the tests ask the responder with
   apache2-utils                      # ab: the load generator of invoke bench.ocsp (responder throughput, latency)
+  nginx-light                        # invoke bench.ocsp's static-file ceiling (its own loopback config per run; the distribution's service is not used)
 )
 
 missing=()

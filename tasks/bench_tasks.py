@@ -40,6 +40,7 @@ _WRAPPER = ("import json, resource, subprocess, sys, time\n"
             "wall = time.perf_counter() - t\n"
             "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
             "print(json.dumps({'rc': p.returncode, 'wall': wall, 'maxrss_kb': ru.ru_maxrss, "
+            "'cpu': ru.ru_utime + ru.ru_stime, "
             "'stdout': p.stdout.decode(errors='replace')[-2000:], "
             "'stderr': p.stderr.decode(errors='replace')[-2000:]}))\n")
 # Reasons in the generated set (RFC 5280 codes; None = unspecified, no reasonCode): the BR 7.2.2 set
@@ -49,7 +50,8 @@ _OPENSSL_REASONS = {1: "keyCompromise", 3: "affiliationChanged", 4: "superseded"
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``argv`` in a fresh wrapper process: its wall time and peak RSS, nobody else's."""
+    """Run ``argv`` in a fresh wrapper process: its wall time, CPU time (user + system) and peak RSS, nobody
+    else's."""
     out = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], capture_output=True, text=True, env=env,
                          check=True)
     return json.loads(out.stdout)

@@ -20,17 +20,19 @@ from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _definition, _load, _
             "store": "the CA's OCSP response store (default OUT/ocsp/<ca>.sqlite3)", "pin_file": HELP["pin_file"],
             "workers": "parallel PKCS#11 sessions (default: one per CPU)",
             "metrics_dir": "also write ceremony_ocsp_<ca>.prom here",
-            "create_store": "make the empty response store first (once, at setup)"})
+            "create_store": "make the empty response store first (once, at setup)",
+            "verify_all": "verify every response's signature (default: each session's first, every revocation and "
+                          "one in eight of the rest; every response is parsed back either way)"})
 @operator_errors
 def sign(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
          registry: str | None = None, store: str | None = None, pin_file: str | None = None, workers: int = 0,
-         metrics_dir: str | None = None, create_store: bool = False) -> None:
+         metrics_dir: str | None = None, create_store: bool = False, verify_all: bool = False) -> None:
     """Pre-sign the OCSP responses that are missing, due for refresh or whose status changed."""
     import time
 
     from ceremony.ca.registry import default_path
     from ceremony.ocsp.cli import create_store as make_store
-    from ceremony.ocsp.job import metrics_for, run_ocsp_job
+    from ceremony.ocsp.job import VERIFY_RATE, metrics_for, run_ocsp_job
     from ceremony.ocsp.metrics import write_ocsp_metrics
 
     base = Path(out or f"out/{env}")
@@ -42,7 +44,8 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
     error: BaseException | None = None
     try:
         result = run_ocsp_job(_definition(env, definition), ca, registry or default_path(base, ca), store_path,
-                              ceremony_out=base, pin_file=pin_file, interactive=True, workers=workers or None)
+                              ceremony_out=base, pin_file=pin_file, interactive=True, workers=workers or None,
+                              verify_rate=1.0 if verify_all else VERIFY_RATE)
         print(result.summary())
     except BaseException as exc:
         error = exc

@@ -25,9 +25,11 @@ from cryptography.x509.oid import AuthorityInformationAccessOID as AIA
 
 from ceremony.ca.registry import Registry
 from ceremony.common.errors import DefinitionError, VerificationError
+from ceremony.crl.encoding import tlv
 from ceremony.definition.model import load_definition
 from ceremony.ocsp.encoding import issuer_hashes, lint_response
 from ceremony.ocsp.job import run_ocsp_job
+from ceremony.ocsp.responder import parse_request
 from ceremony.ocsp.store import ResponseStore, StoreError
 from ceremony.rehearsal.ocsp import openssl_ocsp, responder
 from ceremony.x509.ee_profiles import authority_information_access
@@ -99,6 +101,27 @@ def test_store_missing_or_corrupt_is_refused_never_recreated(tmp_path: Path) -> 
         ResponseStore.open(tmp_path / "s.sqlite3", ca="other")
 
 
+def _twice(der: bytes) -> bytes:
+    """The same OCSP request naming its certificate twice (two Request entries in requestList)."""
+    def inside(tlv_bytes: bytes) -> bytes:  # the content of the first TLV (short or long length form)
+        n = tlv_bytes[1] & 0x7F if tlv_bytes[1] & 0x80 else 0
+        length = int.from_bytes(tlv_bytes[2:2 + n], "big") if n else tlv_bytes[1]
+        return tlv_bytes[2 + n:2 + n + length]
+
+    request = inside(inside(inside(der)))  # OCSPRequest > TBSRequest > requestList > the one Request
+    return tlv(0x30, tlv(0x30, tlv(0x30, request * 2)))
+
+
+def test_a_request_for_several_certificates_is_malformed_and_a_nonce_is_no_obstacle() -> None:
+    """Every response is pre-signed for one CertID: a request naming two certificates cannot be answered (the
+    responder sends malformedRequest for what parse_request refuses); a nonce is an extension the responder ignores."""
+    one = ocsp.OCSPRequestBuilder().add_certificate_by_hash(b"\x01" * 20, b"\x02" * 20, 5, hashes.SHA1())
+    der = one.build().public_bytes(serialization.Encoding.DER)
+    assert parse_request(der) is not None and parse_request(_twice(der)) is None
+    nonce = one.add_extension(x509.OCSPNonce(os.urandom(16)), critical=False).build()
+    assert parse_request(nonce.public_bytes(serialization.Encoding.DER)) is not None
+
+
 # --- on the session's rehearsal ------------------------------------------------------------------------------
 
 def _entries(out: Path, kind: str) -> list[dict[str, Any]]:
@@ -130,6 +153,12 @@ def test_openssl_and_ocsptool_agree(served: tuple[Path, str], status: str) -> No
     assert code == 0 and "Response verify OK" in output and f"{cert}: {status}" in output, output
     if status == "revoked":
         assert "Reason: keyCompromise" in output, output
+    # With the nonce openssl sends by default: the pre-signed response carries none, openssl says so and verifies it.
+    nonce = subprocess.run(["openssl", "ocsp", "-issuer", str(out / "qualified.crt.pem"), "-cert", str(cert), "-url",
+                            url, "-CAfile", str(out / "root.crt.pem")], capture_output=True, text=True, timeout=30)
+    assert nonce.returncode == 0 and f"{cert}: {status}" in nonce.stdout, nonce.stdout + nonce.stderr
+    assert "WARNING: no nonce in response" in nonce.stdout + nonce.stderr
+    assert "Response verify OK" in nonce.stdout + nonce.stderr
     gnutls = subprocess.run(["ocsptool", f"--ask={url}", "--load-cert", str(cert), "--load-issuer",
                              str(out / "qualified.crt.pem"), "--load-trust", str(out / "qualified.crt.pem"),
                              "--no-nonce"], capture_output=True, text=True, timeout=30)
@@ -203,6 +232,10 @@ def test_wire_statuses_and_caching_headers(served: tuple[Path, str]) -> None:
     body, _ = _ask(url, path="/qualified/" + base64.b64encode(b"\x30\x03\x02\x01\x01").decode())
     assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     body, _ = _ask(url, b"garbage")
+    assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    # Two certificates in one request: every response is pre-signed for one CertID (malformedRequest, not a 500).
+    req = ocsp.OCSPRequestBuilder().add_certificate(good, issuer, hashes.SHA256()).build()
+    body, _ = _ask(url, _twice(req.public_bytes(serialization.Encoding.DER)))
     assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 

@@ -20,7 +20,7 @@ from ceremony.common import crash_log
 from ceremony.common.errors import CeremonyError
 from ceremony.crl.job import find_ca_certificate
 from ceremony.definition.model import load_definition
-from ceremony.ocsp.job import metrics_for, ocsp_ca, run_ocsp_job, store_issuer_sha256
+from ceremony.ocsp.job import VERIFY_RATE, metrics_for, ocsp_ca, run_ocsp_job, store_issuer_sha256
 from ceremony.ocsp.metrics import write_ocsp_metrics
 from ceremony.ocsp.store import ResponseStore
 from ceremony.x509.files import load_issuer_certificate
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                    "store's directory; give the CRL job's --out to share its latch: the same token, the same PIN)")
     p.add_argument("--check-store", action="store_true", help="run SQLite's quick_check on the store first (reads "
                    "the whole file; for an operator's check after a disk problem)")
+    p.add_argument("--verify-all", action="store_true", help="verify the signature of every response (default: "
+                   "each session's first, every revocation and one in eight of the rest, drawn at random; every "
+                   "response is parsed back and compared either way). Costs about half a P-384 signature each")
     p.add_argument("--create-store", action="store_true", help="make the empty response store (once, at setup); "
                    "signs nothing")
     return p
@@ -81,7 +84,7 @@ def ocsp_sign_main(argv: Sequence[str] | None = None) -> int:
         result = run_ocsp_job(args.definition, args.ca, args.registry, args.store, ceremony_out=args.out,
                               ca_cert=args.ca_cert, signer_cert=args.signer_cert, pin_file=args.pin_file,
                               workers=args.workers or None, check_store=args.check_store,
-                              latch_dir=args.latch_dir)
+                              latch_dir=args.latch_dir, verify_rate=1.0 if args.verify_all else VERIFY_RATE)
         print(result.summary())
         if args.timings:
             print(json.dumps({"seconds": {k: round(v, 3) for k, v in result.timings.items()},

@@ -17,8 +17,10 @@ Order of a run, chosen so that a failure changes nothing:
    memory) and the work is queued; a good and a revoked response are linted (pkilint, RFC 6960) with a throwaway
    key like the signer's first, and the first signed response of each status after signing;
 4. worker threads sign (one PKCS#11 session each; python-pkcs11 releases the GIL in C_Sign), every response is
-   parsed back with cryptography and its signature verified; the main thread writes them into one store
-   transaction, committed only when every response of the run is signed and checked.
+   parsed back with cryptography and compared with what was encoded, no ECDSA nonce may repeat, and the signature
+   is verified for each session's first response, every revocation and a random share of the rest (all of them
+   with ``verify_rate=1``, ``--verify-all``); the main thread writes them into one store transaction, committed
+   only when every response of the run is signed and checked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import datetime as dt
 import os
 import queue
+import random
 import resource
 import threading
 import time
@@ -37,6 +40,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import exceptions as p11e
 
 from ceremony.ca.generations import ca_for_generation, generation_stem, key_of
@@ -63,7 +67,14 @@ from ceremony.definition.model import CA, LoadedDefinition, Ocsp, load_definitio
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import PinRejectedError, find_token, load_module, open_session, pin_source_for
 from ceremony.hsm.signers import signing_key
-from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, verify_response
+from ceremony.ocsp.encoding import (
+    ResponderContext,
+    Status,
+    check_response,
+    ecdsa_r,
+    lint_response,
+    verify_response,
+)
 from ceremony.ocsp.metrics import OcspMetrics
 from ceremony.ocsp.signer import SignerCertificate, current_signer
 from ceremony.ocsp.store import ResponseStore, Row, StoreError
@@ -72,6 +83,15 @@ from ceremony.x509.lint import enforce, throwaway_key_like
 
 #: Responses handed to a worker at once: large enough that the queues cost nothing, small enough to share well.
 CHUNK = 256
+
+
+#: The share of responses whose signature the job verifies beyond those it always verifies (each session's first,
+#: every revocation): docs/ocsp.md, "What is verified". ``--verify-all`` (``verify_rate=1``) verifies every one.
+VERIFY_RATE = 0.125
+
+
+#: ECDSA ``r`` values remembered per generation to catch a nonce used twice (:class:`NonceWatch`).
+NONCE_WINDOW = 16384
 
 
 @dataclass(frozen=True)
@@ -86,10 +106,13 @@ class OcspJobResult:
     workers: int
     timings: dict[str, float] = field(default_factory=dict)
     peak_mb: float = 0.0
+    verified: int = 0
+    """Signatures of this run verified with the signer's key (every response was parsed back and compared)."""
 
     def summary(self) -> str:
         why = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items())) or "nothing due"
-        return (f"OCSP {self.ca!r}: {self.signed} response(s) signed ({why}), {self.stored} stored; signer "
+        checked = f", {self.verified} signature(s) verified" if self.signed else ""
+        return (f"OCSP {self.ca!r}: {self.signed} response(s) signed ({why}){checked}, {self.stored} stored; signer "
                 f"{self.signer.name} valid until {self.signer_not_after:%Y-%m-%dT%H:%M:%SZ}")
 
 
@@ -219,20 +242,61 @@ def _work(registry: Registry, store_path: Path, hashes: tuple[str, ...], now: in
                     yield serial, h, status, REFRESH
 
 
-class _Signing:
-    """Worker threads that sign chunks of work and hand back store rows; the first error stops them all."""
+class NonceWatch:
+    """The ECDSA ``r`` values of the last signatures of a run (every worker's): one seen twice means the HSM used a
+    nonce twice, and two published signatures with one nonce give the signer key away; the run fails and neither is
+    stored. Bounded (two generations of ``window`` values, about 4 MB) so that memory does not grow with the run;
+    a failing random generator repeats itself soon, not once in a hundred thousand signatures."""
 
-    def __init__(self, context: ResponderContext, keys: list[Any], times: tuple[int, int, int]) -> None:
+    def __init__(self, window: int = NONCE_WINDOW) -> None:
+        self.window = window
+        self.current: set[int] = set()
+        self.previous: set[int] = set()
+        self.lock = threading.Lock()
+
+    def add(self, r: int | None, serial: int) -> None:
+        if r is None:  # not an ECDSA signature: check_response refused it already
+            return
+        r &= (1 << 96) - 1  # 96 bits tell nonces apart (a false alarm under once in 10^18 runs) in half the memory
+        with self.lock:
+            if r in self.current or r in self.previous:
+                raise VerificationError(f"the HSM signed the OCSP response for {serial:x} with a nonce it had already "
+                                        "used (the same ECDSA r twice): its random generator is failing; nothing "
+                                        "of this run is stored, do not sign with this HSM until it is examined")
+            self.current.add(r)
+            if len(self.current) >= self.window:
+                self.previous, self.current = self.current, set()
+
+
+class _Signing:
+    """Worker threads that sign chunks of work and hand back store rows; the first error stops them all.
+
+    Every response is parsed back and compared with what was encoded (:func:`check_response`); its signature is
+    verified with the signer certificate's key (:func:`verify_response`) when it is the first of its worker's
+    session, when it states a revocation, and otherwise with probability ``verify_rate`` (drawn from a generator
+    seeded by the operating system: an HSM cannot know which signatures are checked). See docs/ocsp.md, "What is
+    verified", for why that is enough and ``--verify-all`` for every signature.
+    """
+
+    def __init__(self, context: ResponderContext, keys: list[Any], times: tuple[int, int, int],
+                 verify_rate: float = 1.0) -> None:
         self.context = context
         self.times = times
+        self.verify_rate = verify_rate
         self.todo: queue.Queue[list[tuple[int, str, Status]] | None] = queue.Queue(maxsize=4 * len(keys))
         self.done: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=4 * len(keys))
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(key,), daemon=True) for key in keys]
+        self.nonces = NonceWatch()
+        self.verified = [0] * len(keys)
+        self.threads = [threading.Thread(target=self._run, args=(i, key), daemon=True) for i, key in enumerate(keys)]
 
-    def _run(self, key: Any) -> None:
+    def _run(self, index: int, key: Any) -> None:
         produced, this_update, next_update = self.times
         public = self.context.signer.public_key()
+        ecdsa = isinstance(public, ec.EllipticCurvePublicKey)
+        draw = random.Random(os.urandom(32)).random  # seeded by the OS, unknown to the HSM; no syscall per draw
+        rate = self.verify_rate
+        verified = 0
         try:
             while not self.stop.is_set():
                 chunk = self.todo.get()
@@ -242,8 +306,15 @@ class _Signing:
                 for serial, h, status in chunk:
                     tbs = self.context.response_data(serial, h, status, produced, this_update, next_update)
                     der = self.context.sign(tbs, key)
-                    verify_response(der, tbs, public, serial, status, this_update, next_update)
+                    if verified == 0 or status.revoked_at is not None or rate >= 1.0 or draw() < rate:
+                        parsed = verify_response(der, tbs, public, serial, status, this_update, next_update)
+                        verified += 1
+                    else:
+                        parsed = check_response(der, tbs, public, serial, status, this_update, next_update)
+                    if ecdsa:
+                        self.nonces.add(ecdsa_r(parsed.signature), serial)
                     rows.append((serial, h, status.name, der, this_update, next_update, status.fingerprint))
+                self.verified[index] = verified
                 self.done.put(rows)
         except BaseException as exc:
             self.stop.set()
@@ -266,12 +337,15 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
                  signer_cert: str | Path | None = None, pin_file: str | None = None, interactive: bool = False,
                  now: dt.datetime | None = None, workers: int | None = None, check_store: bool = False,
                  registry_timeout: float = 10.0, say: Callable[[str], None] | None = None,
-                 latch_dir: str | Path | None = None) -> OcspJobResult:
+                 latch_dir: str | Path | None = None, verify_rate: float = VERIFY_RATE) -> OcspJobResult:
     """Sign every response that is missing, due for refresh or whose status changed (see the module docs).
 
     ``latch_dir``: where the PIN latch lives (``<dir>/.state/<ca>.pin-failed``), default the store's directory;
-    give the CRL job's ``--out`` to share one latch with it (the same token, the same PIN).
+    give the CRL job's ``--out`` to share one latch with it (the same token, the same PIN). ``verify_rate``: the
+    share of the responses, beyond each session's first and every revocation, whose signature is verified (1: all).
     """
+    if not 0.0 <= verify_rate <= 1.0:
+        raise ValueError(f"verify_rate {verify_rate}: allowed from 0 to 1")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
@@ -306,7 +380,7 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
         work = _work(registry, store_path, tuple(ocsp.cert_id_hashes), produced, int(ocsp.refresh_td.total_seconds()),
                      generations)
         first = next(work, None)
-        signed = 0
+        signed = verified = 0
         if first is not None:
             t = time.perf_counter()
             revoked = Status(this_update, 1)  # keyCompromise: a response with every optional field present
@@ -314,7 +388,7 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
                          times, ca.lint, repr(ca_name))
             timings["lint-before"] = time.perf_counter() - t
             t = time.perf_counter()
-            signing = _Signing(context, keys, times)
+            signing = _Signing(context, keys, times, verify_rate)
             linted_after: set[str] = set()
 
             def feed() -> None:
@@ -380,10 +454,11 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
             if failure:
                 raise failure[0]
             timings["sign+store"] = time.perf_counter() - t
+            verified = sum(signing.verified)
         stored, oldest = store.count(), store.oldest_this_update()
     timings["total"] = time.perf_counter() - t0
     result = OcspJobResult(ca_name, signed, stored, reasons, signer.path, signer.cert.not_valid_after_utc, oldest,
-                           len(keys), timings, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                           len(keys), timings, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, verified)
     if say:
         say(result.summary())
     return result

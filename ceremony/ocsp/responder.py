@@ -119,10 +119,12 @@ class Responder:
 
 
 def parse_request(der: bytes) -> ocsp.OCSPRequest | None:
-    """The request, or None for anything that is not exactly one OCSP request."""
+    """The request, or None for anything that is not exactly one OCSP request. cryptography refuses a request
+    naming several certificates with NotImplementedError: that too is a request this responder cannot answer
+    (``malformedRequest``), never a server error."""
     try:
         return ocsp.load_der_ocsp_request(der)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, NotImplementedError):
         return None
 
 
