@@ -79,12 +79,14 @@ class RehearsalContext:
         return user_env, so_env
 
     @contextlib.contextmanager
-    def recorder(self, script_name: str) -> Iterator[Recorder]:
-        """The record of one ceremony: its transcript, listed in the manifest with its reports."""
-        n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
+    def recorder(self, script_name: str, definition: LoadedDefinition | None = None) -> Iterator[Recorder]:
+        """The record of one ceremony: its transcript, listed in the manifest with its reports. ``definition``: the
+        copy the ceremony runs with when the operator changed it for that ceremony (a later validity, a successor
+        root, a destruction decision), which the transcript then names; default the rehearsal's own."""
+        n = sum(1 for p in self.transcripts if p.name.rsplit("-", 1)[0] == script_name) + 1
         path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
-        with recorded(script_name, self.definition, self.out, rehearsal=True, console=self.console, numbered=path,
-                      manifest=self.manifest) as rec:
+        with recorded(script_name, definition or self.definition, self.out, rehearsal=True, console=self.console,
+                      numbered=path, manifest=self.manifest) as rec:
             yield rec
         self.transcripts.append(path)
         if final_head(path) is not None:
