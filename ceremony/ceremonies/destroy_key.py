@@ -22,7 +22,8 @@ order of the script ``key-destruction``:
    answers file's ``share_custody``. The wrapped backup file stays in the output directory as the archive's record
    of what was destroyed (its transcript and the manifest name it): it is inert, since its wrapping key existed
    only as those shares; its copies on removable media are destroyed with the media (``backup-destroyed``).
-7. ``outputs-write``: a destruction report (JSON) repeating the facts for whoever reads the directory.
+7. ``outputs-write``: a destruction report (JSON) repeating the facts for whoever reads the directory, and the
+   definition used (its ``destruction`` decision) kept as ``pki.<hash>.yml`` when it is not ``pki.yml``.
 
 The transcript is sealed by a transcript-sealing key, never by a CA key. The seal comes after the destruction, so
 it cannot be made by a sealing key destroyed in step 4: then the root token's sealing key seals (the root token
@@ -53,6 +54,7 @@ from ceremony.ceremonies.renewal import generations
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     certificate_evidence,
+    keep_definition,
     lang_of,
     login,
     offline_check_step,
@@ -376,6 +378,8 @@ def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
                     "sealed_by": {"ca": sealer_name, "token": sealer.hsm.token.describe(),
                                   "certificate": seal_cert.name}}
             run.stage(report, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
+            # The definition that allowed it (its ``destruction`` decision) stays beside pki.yml as pki.<hash>.yml.
+            keep_definition(defn, run)
             run.record()
         run.seal(seal_key, seal_cert, "certificate")
     return DestructionResult(ca_name, digest, names, out_dir / report, shredded, seal_cert.name)

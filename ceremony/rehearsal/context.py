@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -77,6 +78,18 @@ class RehearsalContext:
         softhsm.init_token(self.softhsm_conf, label, self.pins[user_env], self.pins[so_env])
         _write_pins(self)
         return user_env, so_env
+
+    def hold_split_pin(self, user_env: str, so_env: str, officers: list[str]) -> None:
+        """Parts of a split user PIN, one per officer (random), and a whole SO PIN, handed to this process
+        (``pins.hold_parts``/``pins.hold``) for a token the token initialisation ceremony makes; the pins file lists
+        the parts as ``<user_env>_PART_<n>``, the variables an unattended run reads them from."""
+        entries = [(officer, secrets.token_urlsafe(12)) for officer in officers]
+        pins.hold_parts(user_env, entries)
+        for n, (_, part) in enumerate(entries, start=1):
+            self.pins[pins.part_variable(user_env, n)] = part
+        self.pins[so_env] = os.environ.get(so_env) or softhsm.random_pin()
+        pins.hold(so_env, self.pins[so_env])
+        _write_pins(self)
 
     @contextlib.contextmanager
     def recorder(self, script_name: str, definition: LoadedDefinition | None = None) -> Iterator[Recorder]:

@@ -23,8 +23,8 @@ transcript:
    unless the definition records the decision. The rehearsal records it (``cas.<ca>.destruction`` with that key's
    SPKI SHA-256) in its definition copy, kept as ``pki.<hash>.yml``, and all CRL checks are made BEFORE.
 
-Definition copies are written to a temporary directory and loaded from there; each ceremony keeps the copy it used
-as ``OUT/pki.<hash>.yml`` (ceremony.ceremonies.steps.keep_definition), which each transcript names by hash.
+Definition copies are written as ``OUT/pki.<hash>.yml``, the name under which each ceremony keeps the definition it
+used (ceremony.ceremonies.steps.keep_definition), and loaded from there: each transcript names that file.
 Manifest kinds the stage adds itself: ``end-entity-certificate``/``end-entity-csr`` as the CRL stage,
 ``subordinate-crl`` and ``crl-partition`` with ``generation`` (the key generation that signed them); the
 ceremonies add theirs (``subordinate-certificate`` with ``generation``/``key``, ``subordinate-csr``,
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import tempfile
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,13 +56,17 @@ from ceremony.ceremonies.rekey import certify_rekey_ceremony, rekey_key_ceremony
 from ceremony.ceremonies.renewal import renewal_ceremony
 from ceremony.ceremonies.rollover import cross_certification_ceremony, new_root_ceremony
 from ceremony.ceremonies.sealing_certification import pending_sealing_csrs, sealing_certification_ceremony
+from ceremony.ceremonies.steps import definition_copy_name
+from ceremony.ceremonies.token_init import token_init_ceremony
 from ceremony.common import child_process
 from ceremony.common.errors import VerificationError
+from ceremony.common.fileio import write_new
 from ceremony.crl.job import run_crl_job
 from ceremony.definition.model import LoadedDefinition, load_definition
 from ceremony.hsm.keys import spki_sha256
 from ceremony.rehearsal.context import RehearsalContext
 from ceremony.rehearsal.crl import CRL_DIR, EE_DIR, REHEARSAL_PARTITIONS, _csr, with_crl_partitions
+from ceremony.transcript.participants import REHEARSAL_OFFICERS
 from ceremony.transcript.recorder import ConsoleRecorder
 
 #: Where the stage writes the chain files it hands to ``certtool --verify-chain`` (kept: an auditor reruns them).
@@ -89,31 +93,39 @@ def subordinate_of(ctx: RehearsalContext) -> str | None:
                 None)
 
 
-def definition_copy(ctx: RehearsalContext, folder: Path, name: str,
-                    change: Callable[[dict[str, Any]], None]) -> LoadedDefinition:
-    """The rehearsal's definition as the operator edits it for a later ceremony, written under ``folder``."""
+def definition_copy(ctx: RehearsalContext, change: Callable[[dict[str, Any]], None]) -> LoadedDefinition:
+    """The rehearsal's definition as the operator edits it for a later ceremony, written where the ceremony keeps the
+    definition it used: ``OUT/pki.<hash>.yml`` (each transcript names that file and its hash)."""
     data = yaml.safe_load(ctx.definition.path.read_text(encoding="utf-8"))
     change(data)
-    path = folder / f"{name}.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode("utf-8")
+    path = ctx.out / definition_copy_name(hashlib.sha256(body).hexdigest())
+    if not path.exists():
+        write_new(path, body)
     return load_definition(path)
 
 
-def successor_data(root: dict[str, Any]) -> dict[str, Any]:
-    """The successor root the rehearsal rolls over to: on the root's token under labels of its own, a name of its
-    own, starting half a year after the root (the definition check wants a later start) and ending as much later;
-    the reverse cross-certificate asked."""
+def successor_data(root: dict[str, Any], token: dict[str, Any] | None) -> dict[str, Any]:
+    """The successor root the rehearsal rolls over to: a name of its own, starting half a year after the root (the
+    definition check wants a later start) and ending as much later, the reverse cross-certificate asked; on ``token``
+    (an ``hsm`` section: a token of its own) or, when None, on the root's token under labels of its own."""
     validity = root["validity"]
     shift = dt.timedelta(days=182)
     subject = [{k: (f"{v} G2" if k == "CN" else v) for k, v in rdn.items()} for rdn in root["subject"]]
     publication = {k: v.replace(".crl", "-g2.crl").replace(".cer", "-g2.cer")
                    for k, v in root["publication"].items() if k in ("crl_url", "certificate_url")}
+    hsm = {**copy.deepcopy(root["hsm"]), "key_label": root["hsm"]["key_label"] + "-g2", **(token or {})}
     return {"generation": 2, "subject": subject, "key": copy.deepcopy(root["key"]),
             "validity": {"not_before": _when(validity["not_before"]) + shift,
                          "not_after": _when(validity["not_after"]) + shift},
-            "publication": publication, "hsm": {**copy.deepcopy(root["hsm"]), "key_label": root["hsm"]["key_label"] +
-                                                "-g2"},
-            "cross_certificate": {"reverse": True}}
+            "publication": publication, "hsm": hsm, "cross_certificate": {"reverse": True}}
+
+
+def successor_token(root: dict[str, Any]) -> dict[str, Any]:
+    """The successor's own token (SoftHSM): ``<root token label>-g2``, its PINs under variables of its own."""
+    label = f"{root['hsm']['token']['label']}-g2"[:32]
+    stem = "CEREMONY_" + label.upper().replace("-", "_")
+    return {"token": {"label": label}, "pin_env": stem + "_PIN", "so_pin_env": stem + "_SO_PIN"}
 
 
 def _when(value: Any) -> dt.datetime:
@@ -222,109 +234,122 @@ def rehearse(ctx: RehearsalContext) -> LifeCycleResult | None:
     model = ctx.definition.model
     root = model.root_name
     ca = model.cas[ca_name]
-    with tempfile.TemporaryDirectory(prefix="rehearsal-definitions-") as tmp:
-        folder = Path(tmp)
-        # 1. sealing keys a restore left uncertified
-        for name, other in model.cas.items():
-            if other.role == "subordinate" and pending_sealing_csrs(ctx.out, name):
-                with ctx.recorder("sealing-certification") as rec:
-                    sealing_certification_ceremony(ctx.definition, name, ctx.out, rec, rehearsal=True,
-                                                   interactive=False)
-        if not any(pending_sealing_csrs(ctx.out, n) for n, o in model.cas.items() if o.role == "subordinate"):
-            ctx.console.print("  every sealing key is certified (the rehearsal's restore is the root's, whose key "
-                              "certified its new sealing key at once): no sealing-key certification to hold")
+    # 1. sealing keys a restore left uncertified
+    for name, other in model.cas.items():
+        if other.role == "subordinate" and pending_sealing_csrs(ctx.out, name):
+            with ctx.recorder("sealing-certification") as rec:
+                sealing_certification_ceremony(ctx.definition, name, ctx.out, rec, rehearsal=True,
+                                               interactive=False)
+    if not any(pending_sealing_csrs(ctx.out, n) for n, o in model.cas.items() if o.role == "subordinate"):
+        ctx.console.print("  every sealing key is certified (the rehearsal's restore is the root's, whose key "
+                          "certified its new sealing key at once): no sealing-key certification to hold")
 
-        # 2. renewal, same key: the operator extends the validity in the definition
-        later_end = _when(ca.validity.not_after) + RENEWAL_EXTENSION
+    # 2. renewal, same key: the operator extends the validity in the definition
+    later_end = _when(ca.validity.not_after) + RENEWAL_EXTENSION
 
-        def renew(data: dict[str, Any]) -> None:
-            data["cas"][ca_name]["validity"]["not_after"] = later_end
+    def renew(data: dict[str, Any]) -> None:
+        data["cas"][ca_name]["validity"]["not_after"] = later_end
 
-        renewed = definition_copy(ctx, folder, "renewal", renew)
-        with ctx.recorder("subordinate-renewal", definition=renewed) as rec:
-            renewal = renewal_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
-        ctx.console.print(f"  renewed: generation {renewal.generation} of {ca_name!r}, same key, until "
-                          f"{later_end:%Y-%m-%d}")
+    renewed = definition_copy(ctx, renew)
+    with ctx.recorder("subordinate-renewal", definition=renewed) as rec:
+        renewal = renewal_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
+    ctx.console.print(f"  renewed: generation {renewal.generation} of {ca_name!r}, same key, until "
+                      f"{later_end:%Y-%m-%d}")
 
-        # 3. re-key
-        old_key = issuer_generations(ctx.out, ca_name)[-1].key_generation
-        with ctx.recorder("subordinate-rekey", definition=renewed) as rec:
-            rekeyed = rekey_key_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
-        with ctx.recorder("subordinate-rekey-certification", definition=renewed) as rec:
-            certify_rekey_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
-        new_key = rekeyed.generation
-        ctx.console.print(f"  re-keyed: generation {new_key} of {ca_name!r} under key label {rekeyed.key_label!r}")
+    # 3. re-key
+    old_key = issuer_generations(ctx.out, ca_name)[-1].key_generation
+    with ctx.recorder("subordinate-rekey", definition=renewed) as rec:
+        rekeyed = rekey_key_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
+    with ctx.recorder("subordinate-rekey-certification", definition=renewed) as rec:
+        certify_rekey_ceremony(renewed, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
+    new_key = rekeyed.generation
+    ctx.console.print(f"  re-keyed: generation {new_key} of {ca_name!r} under key label {rekeyed.key_label!r}")
 
-        # 4. issuance under the new key, revocations under both, the CRL job signing each key's CRLs, the checks
-        partitioned = with_crl_partitions(renewed, ca_name, REHEARSAL_PARTITIONS)
-        reg_path = default_path(ctx.out, ca_name)
-        console_rec = ConsoleRecorder(rehearsal=True, console=ctx.console)
-        with Registry.open(reg_path) as registry:
-            made: list[IssuedCertificate] = []
-            for profile_name, profile in ca.profiles.items():
-                csr = _csr(ctx.out / EE_DIR / f"{profile_name}-g{new_key}.csr.pem", profile.kind)
-                ctx.manifest.add("end-entity-csr", csr, "pem")
-                made.append(issue_certificate(
-                    partitioned, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
-                    issuer_cert_path=current_certificate_path(ctx.out, ca_name), rehearsal=True, interactive=False,
-                    manifest=ctx.manifest))
-            registry.revoke(made[0].serial, "keyCompromise")
-            mark_revoked(ctx.manifest, made[0].serial)
-            moving = next(r for r in registry if r.issuer_generation == old_key and r.status == "good")
-            registry.revoke(moving.serial, "superseded")
-            mark_revoked(ctx.manifest, moving.serial)
-        ctx.console.print(f"  issued {len(made)} certificates under key generation {new_key}, revoked "
-                          f"{made[0].serial_hex} (keyCompromise); revoked {moving.serial:x} of key generation "
-                          f"{old_key} (superseded)")
-        ctx.manifest.add("registry", reg_path, "sqlite3", ca=ca_name)
-        result = run_crl_job(partitioned, ca_name, reg_path, ctx.out / CRL_DIR, ceremony_out=ctx.out,
-                             say=ctx.console.print)
-        signed_by = sorted({c.generation for c in result.crls})
-        if signed_by != sorted({old_key, new_key}):
-            raise VerificationError(f"the CRL job signed with key generation(s) {signed_by}, not with both keys "
-                                    f"({old_key} and {new_key}): each key signs the CRLs of what it issued")
-        for one in result.crls:
-            kind, extra = (("subordinate-crl", {}) if one.partition is None
-                           else ("crl-partition", {"partition": one.partition, "url": one.url}))
-            for path, fmt in ((one.der_path, "der"), (one.pem_path, "pem")):
-                ctx.manifest.add(kind, path, fmt, ca=ca_name, number=one.number, generation=one.generation,
-                                 this_update=one.this_update.isoformat(), next_update=one.next_update.isoformat(),
-                                 **extra)
-        checked = check_end_entities(ctx, ca_name, root)
-        ctx.console.print(f"  {checked} end-entity certificates of both keys verified, each with its own key's CRL")
+    # 4. issuance under the new key, revocations under both, the CRL job signing each key's CRLs, the checks
+    partitioned = with_crl_partitions(renewed, ca_name, REHEARSAL_PARTITIONS)
+    reg_path = default_path(ctx.out, ca_name)
+    console_rec = ConsoleRecorder(rehearsal=True, console=ctx.console)
+    with Registry.open(reg_path) as registry:
+        made: list[IssuedCertificate] = []
+        for profile_name, profile in ca.profiles.items():
+            csr = _csr(ctx.out / EE_DIR / f"{profile_name}-g{new_key}.csr.pem", profile.kind)
+            ctx.manifest.add("end-entity-csr", csr, "pem")
+            made.append(issue_certificate(
+                partitioned, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
+                issuer_cert_path=current_certificate_path(ctx.out, ca_name), rehearsal=True, interactive=False,
+                manifest=ctx.manifest))
+        registry.revoke(made[0].serial, "keyCompromise")
+        mark_revoked(ctx.manifest, made[0].serial)
+        moving = next(r for r in registry if r.issuer_generation == old_key and r.status == "good")
+        registry.revoke(moving.serial, "superseded")
+        mark_revoked(ctx.manifest, moving.serial)
+    ctx.console.print(f"  issued {len(made)} certificates under key generation {new_key}, revoked "
+                      f"{made[0].serial_hex} (keyCompromise); revoked {moving.serial:x} of key generation "
+                      f"{old_key} (superseded)")
+    ctx.manifest.add("registry", reg_path, "sqlite3", ca=ca_name)
+    result = run_crl_job(partitioned, ca_name, reg_path, ctx.out / CRL_DIR, ceremony_out=ctx.out,
+                         say=ctx.console.print)
+    signed_by = sorted({c.generation for c in result.crls})
+    if signed_by != sorted({old_key, new_key}):
+        raise VerificationError(f"the CRL job signed with key generation(s) {signed_by}, not with both keys "
+                                f"({old_key} and {new_key}): each key signs the CRLs of what it issued")
+    for one in result.crls:
+        kind, extra = (("subordinate-crl", {}) if one.partition is None
+                       else ("crl-partition", {"partition": one.partition, "url": one.url}))
+        for path, fmt in ((one.der_path, "der"), (one.pem_path, "pem")):
+            ctx.manifest.add(kind, path, fmt, ca=ca_name, number=one.number, generation=one.generation,
+                             this_update=one.this_update.isoformat(), next_update=one.next_update.isoformat(),
+                             **extra)
+    checked = check_end_entities(ctx, ca_name, root)
+    ctx.console.print(f"  {checked} end-entity certificates of both keys verified, each with its own key's CRL")
 
-        # 5. root rollover with cross-certificates
-        def roll(data: dict[str, Any]) -> None:
-            renew(data)
-            data["cas"][root]["successor"] = successor_data(data["cas"][root])
+    # 5. root rollover with cross-certificates. On SoftHSM the successor gets a token of its own, initialised at
+    # the token initialisation ceremony with a split user PIN (the Crypto Officers' parts, held by this process): no
+    # job reads the successor's PIN unattended, so nothing stops its split. Its key ceremony then takes the sealing
+    # key the token was born with. (NSS softokn has no C_InitToken for a new token: the root's token there.)
+    own = successor_token(yaml.safe_load(ctx.definition.path.read_text(encoding="utf-8"))["cas"][root]) \
+        if ctx.hsm == "softhsm" else None
 
-        rolled = definition_copy(ctx, folder, "rollover", roll)
-        with ctx.recorder("new-root-key-generation", definition=rolled) as rec:
-            new_root_ceremony(rolled, ctx.out, rec, rehearsal=True, interactive=False)
-        for reverse in (False, True):
-            with ctx.recorder("cross-certification", definition=rolled) as rec:
-                cross_certification_ceremony(rolled, ctx.out, rec, rehearsal=True, reverse=reverse,
-                                             interactive=False)
-        check_cross_chains(ctx, root, made[1].pem_path, current_certificate_path(ctx.out, ca_name))
+    def roll(data: dict[str, Any]) -> None:
+        renew(data)
+        data["cas"][root]["successor"] = successor_data(data["cas"][root], own)
 
-        # 6. last: the old subordinate key, with the decision its valid certificates require recorded
-        old_cert = next(g for g in issuer_generations(ctx.out, ca_name) if g.key_generation == old_key).cert
-        digest = spki_sha256(old_cert.public_key())
+    rolled = definition_copy(ctx, roll)
+    stem, successor = rolled.model.successor_root() or ("", None)
+    assert successor is not None
+    if own is not None:
+        quorum = rolled.model.ceremony.crypto_officer_quorum
+        officers = [f"{name} (rehearsal)" for name in REHEARSAL_OFFICERS[:quorum]]
+        ctx.hold_split_pin(str(successor.hsm.pin_env), str(successor.hsm.so_pin_env), officers)
+        with ctx.recorder("token-initialisation", definition=rolled) as rec:
+            init = token_init_ceremony(rolled, stem, ctx.out, rec, rehearsal=True, interactive=False)
+        ctx.console.print(f"  token {init.label!r} initialised for {stem!r}: user PIN of {len(init.user_officers)} "
+                          f"parts ({', '.join(init.user_officers)})", markup=False, emoji=False)
+    with ctx.recorder("new-root-key-generation", definition=rolled) as rec:
+        new_root_ceremony(rolled, ctx.out, rec, rehearsal=True, interactive=False)
+    for reverse in (False, True):
+        with ctx.recorder("cross-certification", definition=rolled) as rec:
+            cross_certification_ceremony(rolled, ctx.out, rec, rehearsal=True, reverse=reverse, interactive=False)
+    check_cross_chains(ctx, root, made[1].pem_path, current_certificate_path(ctx.out, ca_name))
 
-        def decide(data: dict[str, Any]) -> None:
-            roll(data)
-            data["cas"][ca_name]["destruction"] = {
-                "decision": "Décision de répétition n°1 : la clé de la génération 1 est retirée après le "
-                            "renouvellement de clé (REHEARSAL)",
-                "date": dt.datetime.now(dt.UTC).date(), "spki_sha256": digest}
+    # 6. last: the old subordinate key, with the decision its valid certificates require recorded
+    old_cert = next(g for g in issuer_generations(ctx.out, ca_name) if g.key_generation == old_key).cert
+    digest = spki_sha256(old_cert.public_key())
 
-        decided = definition_copy(ctx, folder, "destruction", decide)
-        with ctx.recorder("key-destruction", definition=decided) as rec:
-            destroyed = destroy_key_ceremony(decided, ca_name, ctx.out, rec, rehearsal=True, interactive=False,
-                                             key_generation=old_key)
-        ctx.console.print(f"  key generation {old_key} of {ca_name!r} ({destroyed.spki_sha256[:16]}…) destroyed on "
-                          f"{', '.join(destroyed.tokens)}; report {destroyed.report.relative_to(ctx.out)}",
-                          markup=False, emoji=False)
+    def decide(data: dict[str, Any]) -> None:
+        roll(data)
+        data["cas"][ca_name]["destruction"] = {
+            "decision": "Décision de répétition n°1 : la clé de la génération 1 est retirée après le "
+                        "renouvellement de clé (REHEARSAL)",
+            "date": dt.datetime.now(dt.UTC).date(), "spki_sha256": digest}
+
+    decided = definition_copy(ctx, decide)
+    with ctx.recorder("key-destruction", definition=decided) as rec:
+        destroyed = destroy_key_ceremony(decided, ca_name, ctx.out, rec, rehearsal=True, interactive=False,
+                                         key_generation=old_key)
+    ctx.console.print(f"  key generation {old_key} of {ca_name!r} ({destroyed.spki_sha256[:16]}…) destroyed on "
+                      f"{', '.join(destroyed.tokens)}; report {destroyed.report.relative_to(ctx.out)}",
+                      markup=False, emoji=False)
     seconds = time.monotonic() - started
     ctx.console.print(f"life-cycle stage: {seconds:.1f} s")
     return LifeCycleResult(ca_name, old_key, new_key, destroyed.spki_sha256, seconds)
