@@ -14,10 +14,13 @@ transcript:
    same run, a CRL with each key, each at its own URL and number sequence. Then every end-entity certificate of the
    rehearsal is checked with ``openssl verify -crl_check_all`` against the CRL its distribution point names (each
    key's own) and with GnuTLS ``certtool --verify-chain``: the rehearsal fails on any mismatch;
-5. root rollover: a definition copy adds ``cas.<root>.successor`` (the successor on the root's token under labels
-   of its own), then the successor's key ceremony and the cross-certification both ways; both cross-signed chains
-   are checked (an end-entity certificate of the new key from the successor's anchor through the reverse
-   cross-certificate, the successor's sealing certificate from the old root through the forward one);
+5. root rollover: a definition copy adds ``cas.<root>.successor``. On SoftHSM the successor has a token of its own,
+   initialised at the token initialisation ceremony with the user PIN split between the Crypto Officers (their
+   parts held by this process, ``pins.hold_parts``, and listed in the rehearsal's PIN file); its key ceremony takes
+   the sealing key the token was born with. On NSS softokn (no C_InitToken for a new token) it sits on the root's
+   token under labels of its own. Then the cross-certification both ways, and both cross-signed chains are checked
+   (an end-entity certificate of the new key from the successor's anchor through the reverse cross-certificate, the
+   successor's sealing certificate from the old root through the forward one);
 6. last, destruction of the OLD subordinate key (key generation 1). Its certificates are still valid, and it keeps
    signing CRLs for what it issued until they expire: destroying it now ends those CRLs, so the ceremony refuses
    unless the definition records the decision. The rehearsal records it (``cas.<ca>.destruction`` with that key's
@@ -29,7 +32,8 @@ Manifest kinds the stage adds itself: ``end-entity-certificate``/``end-entity-cs
 ``subordinate-crl`` and ``crl-partition`` with ``generation`` (the key generation that signed them); the
 ceremonies add theirs (``subordinate-certificate`` with ``generation``/``key``, ``subordinate-csr``,
 ``subordinate-public-key``, ``new-root-certificate``, ``new-root-public-key``, ``cross-certificate`` with
-``subject``/``issuer``, ``key-destruction-report``, one ``transcript`` per ceremony).
+``subject``/``issuer``, ``token-initialisation-report``, ``sealing-public-key``, ``key-destruction-report``,
+``pki-definition``, one ``transcript`` per ceremony).
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from ceremony.ca.generations import current_certificate_path, issuer_generations
+from ceremony.ca.generations import current_certificate_path, generation_stem, issuer_generations
 from ceremony.ca.registry import Registry, default_path
 from ceremony.ceremonies.destroy_key import destroy_key_ceremony
 from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate, mark_revoked
+from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
 from ceremony.ceremonies.rekey import certify_rekey_ceremony, rekey_key_ceremony
 from ceremony.ceremonies.renewal import renewal_ceremony
 from ceremony.ceremonies.rollover import cross_certification_ceremony, new_root_ceremony
@@ -64,8 +69,11 @@ from ceremony.common.fileio import write_new
 from ceremony.crl.job import run_crl_job
 from ceremony.definition.model import LoadedDefinition, load_definition
 from ceremony.hsm.keys import spki_sha256
+from ceremony.ocsp.cli import create_store
+from ceremony.ocsp.job import run_ocsp_job
 from ceremony.rehearsal.context import RehearsalContext
 from ceremony.rehearsal.crl import CRL_DIR, EE_DIR, REHEARSAL_PARTITIONS, _csr, with_crl_partitions
+from ceremony.rehearsal.ocsp import OCSP_DIR
 from ceremony.transcript.participants import REHEARSAL_OFFICERS
 from ceremony.transcript.recorder import ConsoleRecorder
 
@@ -225,6 +233,27 @@ def check_cross_chains(ctx: RehearsalContext, root: str, ee: Path, sub: Path) ->
                                     f"{gnutls_out}")
 
 
+def ocsp_after_rekey(ctx: RehearsalContext, defn: LoadedDefinition, ca_name: str, old_key: int, new_key: int) -> None:
+    """OCSP after the re-key (docs/ocsp.md, "After a subordinate re-key"): the first key's store gets the new
+    revocation from its job (its delegated signer, not the CA key, signs: it answers after the CA key is destroyed);
+    the new key gets its own delegated signer at the signer ceremony, its own store and its first job run."""
+    registry = default_path(ctx.out, ca_name)
+    old_cert = next(g.path for g in issuer_generations(ctx.out, ca_name) if g.generation == old_key)
+    first = run_ocsp_job(defn, ca_name, registry, ctx.out / OCSP_DIR / f"{ca_name}.sqlite3", ceremony_out=ctx.out,
+                         ca_cert=old_cert, say=ctx.console.print)
+    with ctx.recorder("ocsp-signer-certification", definition=defn) as rec:
+        signer = ocsp_signer_ceremony(defn, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
+    new_cert = current_certificate_path(ctx.out, ca_name)
+    store = create_store(defn.path, ca_name, ctx.out / OCSP_DIR / f"{generation_stem(ca_name, new_key)}.sqlite3",
+                         ctx.out, ca_cert=new_cert)
+    second = run_ocsp_job(defn, ca_name, registry, store, ceremony_out=ctx.out, ca_cert=new_cert,
+                          say=ctx.console.print)
+    ctx.manifest.add("ocsp-store", store, "sqlite3", ca=ca_name, key_generation=new_key)
+    ctx.console.print(f"  OCSP: key generation {old_key}'s store {first.signed} response(s) signed; key generation "
+                      f"{new_key}: signer {second.signer.name} (generation {signer.generation}) certified, "
+                      f"store {store.name}, {second.signed} response(s) signed", markup=False, emoji=False)
+
+
 def rehearse(ctx: RehearsalContext) -> LifeCycleResult | None:
     started = time.monotonic()
     ca_name = subordinate_of(ctx)
@@ -300,6 +329,8 @@ def rehearse(ctx: RehearsalContext) -> LifeCycleResult | None:
             ctx.manifest.add(kind, path, fmt, ca=ca_name, number=one.number, generation=one.generation,
                              this_update=one.this_update.isoformat(), next_update=one.next_update.isoformat(),
                              **extra)
+    if ca.ocsp is not None:
+        ocsp_after_rekey(ctx, renewed, ca_name, old_key, new_key)
     checked = check_end_entities(ctx, ca_name, root)
     ctx.console.print(f"  {checked} end-entity certificates of both keys verified, each with its own key's CRL")
 
