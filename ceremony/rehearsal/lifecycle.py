@@ -239,8 +239,10 @@ def ocsp_after_rekey(ctx: RehearsalContext, defn: LoadedDefinition, ca_name: str
     the new key gets its own delegated signer at the signer ceremony, its own store and its first job run."""
     registry = default_path(ctx.out, ca_name)
     old_cert = next(g.path for g in issuer_generations(ctx.out, ca_name) if g.generation == old_key)
-    first = run_ocsp_job(defn, ca_name, registry, ctx.out / OCSP_DIR / f"{ca_name}.sqlite3", ceremony_out=ctx.out,
-                         ca_cert=old_cert, say=ctx.console.print)
+    first_store = ctx.out / OCSP_DIR / f"{ca_name}.sqlite3"
+    first = run_ocsp_job(defn, ca_name, registry, first_store, ceremony_out=ctx.out, ca_cert=old_cert,
+                         say=ctx.console.print)
+    ctx.manifest.add("ocsp-store", first_store, "sqlite3", ca=ca_name)  # its new responses: listed as it is now
     with ctx.recorder("ocsp-signer-certification", definition=defn) as rec:
         signer = ocsp_signer_ceremony(defn, ca_name, ctx.out, rec, rehearsal=True, interactive=False)
     new_cert = current_certificate_path(ctx.out, ca_name)
