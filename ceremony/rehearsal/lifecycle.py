@@ -13,8 +13,8 @@ transcript:
    the first key revoked too (superseded: its subscriber moves to the new key), so that the CRL job signs, in the
    same run, a CRL with each key, each at its own URL and number sequence. OCSP follows: the first key's job again,
    and for the new key its delegated signer (signer ceremony), its store and its job. Then every end-entity
-   certificate of the rehearsal is checked with ``openssl verify -crl_check_all`` against the CRL its distribution point names (each
-   key's own) and with GnuTLS ``certtool --verify-chain``: the rehearsal fails on any mismatch;
+   certificate of the rehearsal is checked with ``openssl verify -crl_check_all`` against the CRL its distribution
+   point names (each key's own) and with GnuTLS ``certtool --verify-chain``: the rehearsal fails on any mismatch;
 5. root rollover: a definition copy adds ``cas.<root>.successor``. On SoftHSM the successor has a token of its own,
    initialised at the token initialisation ceremony with the user PIN split between the Crypto Officers (their
    parts held by this process, ``pins.hold_parts``, and listed in the rehearsal's PIN file); its key ceremony takes
