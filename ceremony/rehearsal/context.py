@@ -80,10 +80,12 @@ class RehearsalContext:
         return user_env, so_env
 
     def hold_split_pin(self, user_env: str, so_env: str, officers: list[str]) -> None:
-        """Parts of a split user PIN, one per officer (random), and a whole SO PIN, handed to this process
-        (``pins.hold_parts``/``pins.hold``) for a token the token initialisation ceremony makes; the pins file lists
-        the parts as ``<user_env>_PART_<n>``, the variables an unattended run reads them from."""
-        entries = [(officer, secrets.token_urlsafe(12)) for officer in officers]
+        """Parts of a split user PIN, one per officer (``<user_env>_PART_<n>`` when set, else random), and a whole
+        SO PIN, handed to this process (``pins.hold_parts``/``pins.hold``) for a token the token initialisation
+        ceremony makes; the pins file lists the parts as ``<user_env>_PART_<n>``, the variables an unattended run
+        reads them from. Nobody is given the PIN they make."""
+        entries = [(officer, os.environ.get(pins.part_variable(user_env, n)) or secrets.token_urlsafe(12))
+                   for n, officer in enumerate(officers, start=1)]
         pins.hold_parts(user_env, entries)
         for n, (_, part) in enumerate(entries, start=1):
             self.pins[pins.part_variable(user_env, n)] = part
