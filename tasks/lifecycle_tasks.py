@@ -85,17 +85,21 @@ def certify_sealing_key(c: Context, ca: str, csr: str | None = None, env: str | 
     "destroy_sealing_key": "destroy the token's transcript-sealing key too; the root token's sealing key then seals",
     "seal_token": "with --destroy-sealing-key of the root: the other root token (a restored one) whose sealing key "
                   "seals",
+    "key_generation": "which key of a re-keyed CA: the generation whose certificate first held it (1: the key of the "
+                      "key ceremony, n: the re-key's <key_label>.g<n>); required once the CA has had two keys",
     "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def destroy_key(c: Context, ca: str, token: list[str] | None = None, env: str | None = None,
                 definition: str | None = None, out: str | None = None, destroy_sealing_key: bool = False,
                 seal_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
-                answers: str | None = None, lang: str | None = None) -> None:
+                answers: str | None = None, lang: str | None = None, key_generation: str | None = None) -> None:
     """Destroy a CA key on the tokens that hold it, with listings before and after, its shares shredded."""
+    from ceremony.ca.generations import key_label_for
     from ceremony.ceremonies.destroy_key import (
         destroy_key_ceremony,
-        key_certificates,
+        destruction_key,
         on_token,
+        parse_key_generation,
         refuse_valid_certificates,
     )
     from ceremony.definition.model import LoadedDefinition
@@ -105,18 +109,22 @@ def destroy_key(c: Context, ca: str, token: list[str] | None = None, env: str | 
     model = defn.model  # type: ignore[attr-defined]
     held = model.ca(ca)  # an unknown CA is refused before anyone signs in
     out_dir = _out(env, out, defn)
-    digest, certs = key_certificates(out_dir, ca)  # bad input is refused before anyone signs in
+    wanted = parse_key_generation(key_generation)
+    # bad input is refused before anyone signs in
+    generation, digest, certs = destruction_key(out_dir, ca, wanted)
     refuse_valid_certificates(defn, ca, digest, certs, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
-    checked = defn
-    if token:  # the pre-flight looks at the first token named, as the ceremony will
-        cas = {**model.cas, ca: on_token(held, token[0])}
-        checked = LoadedDefinition(model.model_copy(update={"cas": cas}), defn.path, defn.sha256)  # type: ignore
+    # the pre-flight looks at the first token named and at the key's own label, as the ceremony will
+    looked_at = on_token(held, token[0] if token else None)
+    looked_at = looked_at.model_copy(update={"hsm": looked_at.hsm.model_copy(update={
+        "key_label": key_label_for(held.hsm.key_label, generation), "seal_label": held.hsm.sealing_label})})
+    cas = {**model.cas, ca: looked_at}
+    checked = LoadedDefinition(model.model_copy(update={"cas": cas}), defn.path, defn.sha256)  # type: ignore
     report = preflight_or_stop(checked, "key-destruction", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("key-destruction", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = destroy_key_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, tokens=token or [],
                                       destroy_sealing_key=destroy_sealing_key, seal_token=seal_token,
-                                      pin_file=pin_file)
+                                      pin_file=pin_file, key_generation=wanted)
     print(f"key {result.spki_sha256} of {ca!r} destroyed on {', '.join(result.tokens)}; report {result.report}")
     show_summary("key-destruction", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))

@@ -255,12 +255,17 @@ def copy_of_rehearsal(full_rehearsal: tuple[Path, Any], tmp_path: Path) -> tuple
     return out, env
 
 
-def _sign(out: Path, env: dict[str, str], definition: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _sign(out: Path, env: dict[str, str], definition: Path | None = None,
+          stem: str = "qualified") -> subprocess.CompletedProcess[str]:
+    """The OCSP job on the store of ``stem``'s key: the first key's (``qualified``) or, after the rehearsal's re-key,
+    the new key's (``qualified.g3``, with its CA certificate)."""
     return subprocess.run([str(Path(sys.executable).with_name("ceremony-ocsp-sign")), "--definition",
                            str(definition or REPO / "inventory" / "testing" / "pki.yml"), "--ca", "qualified",
                            "--registry", str(out / "qualified-registry.sqlite3"), "--store",
-                           str(out / "ocsp" / "qualified.sqlite3"), "--out", str(out), "--metrics-dir",
-                           str(out / "metrics"), "--timings"], capture_output=True, text=True, timeout=120, env=env)
+                           str(out / "ocsp" / f"{stem}.sqlite3"), "--out", str(out), "--metrics-dir",
+                           str(out / "metrics"), "--timings",
+                           *(("--ca-cert", str(out / f"{stem}.crt.pem")) if stem != "qualified" else ())],
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def _rows(store: Path) -> list[tuple[Any, ...]]:
@@ -332,28 +337,33 @@ def test_a_refused_pin_sets_the_latch_and_is_never_tried_again(copy_of_rehearsal
 @pytest.mark.xdist_group(REHEARSAL_GROUP)
 def test_signer_renewal_is_a_recorded_ceremony_with_the_same_key(
         copy_of_rehearsal: tuple[Path, dict[str, str]]) -> None:
+    """The rehearsal ends re-keyed (its life-cycle stage): the current key is generation 3, whose signer the stage
+    certified (``qualified.g3.ocsp.crt.pem``); renewing it keeps its key."""
     out, env = copy_of_rehearsal
+    stem = "qualified.g3"
     invoke = [str(Path(sys.executable).with_name("invoke")), "ocsp.signer", "--ca", "qualified", "--definition",
               str(REPO / "inventory" / "testing" / "pki.yml"), "--out", str(out), "--rehearsal", "--metrics-dir",
               str(out / "metrics")]
     current = subprocess.run(invoke, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert current.returncode == 0 and "nothing to do" in current.stdout, current.stdout + current.stderr
-    assert not (out / "qualified.ocsp.g2.crt.pem").exists()
+    assert not (out / f"{stem}.ocsp.g2.crt.pem").exists()
+    before = len(list((out / "transcripts").glob("ocsp-signer-certification*.jsonl")))
     renewed = subprocess.run([*invoke, "--force"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert renewed.returncode == 0, renewed.stdout[-3000:] + renewed.stderr[-3000:]
-    first = x509.load_pem_x509_certificate((out / "qualified.ocsp.crt.pem").read_bytes())
-    second = x509.load_pem_x509_certificate((out / "qualified.ocsp.g2.crt.pem").read_bytes())
+    first = x509.load_pem_x509_certificate((out / f"{stem}.ocsp.crt.pem").read_bytes())
+    second = x509.load_pem_x509_certificate((out / f"{stem}.ocsp.g2.crt.pem").read_bytes())
     assert second.public_key() == first.public_key() and second.serial_number != first.serial_number
     eku = second.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]
     assert second.extensions.get_extension_for_class(x509.OCSPNoCheck).value is not None
-    kinds = [e for e in _entries(out, "ocsp-signer-certificate") if e.get("generation") == 2]
+    kinds = [e for e in _entries(out, "ocsp-signer-certificate") if e.get("generation") == 2
+             and e["path"].startswith(f"{stem}.")]
     assert {e["format"] for e in kinds} == {"pem", "der"}
-    assert len(list((out / "transcripts").glob("ocsp-signer-certification*.jsonl"))) == 2
+    assert len(list((out / "transcripts").glob("ocsp-signer-certification*.jsonl"))) == before + 1
     assert "ocsp_signer_certificate_not_after_seconds" in (out / "metrics" /
                                                            "ceremony_ocsp_signer_qualified.prom").read_text()
-    after = _sign(out, env)
-    assert after.returncode == 0 and "signer qualified.ocsp.g2.crt.pem" in after.stdout, after.stderr
+    after = _sign(out, env, stem=stem)
+    assert after.returncode == 0 and f"signer {stem}.ocsp.g2.crt.pem" in after.stdout, after.stdout + after.stderr
 
 
 

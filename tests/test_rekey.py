@@ -43,6 +43,7 @@ from ceremony.ca.generations import (
     key_label_for,
 )
 from ceremony.ca.registry import CertRecord, Registry
+from ceremony.ceremonies.destroy_key import destroy_key_ceremony
 from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate
 from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
 from ceremony.ceremonies.rekey import REKEY_CERTIFY, REKEY_KEY, certify_rekey_ceremony, rekey_key_ceremony
@@ -56,6 +57,7 @@ from ceremony.crl.checks import summarise
 from ceremony.crl.job import crl_targets, due_reason, run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import softhsm
+from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import open_session, pin_source_for
 from ceremony.ocsp.job import run_ocsp_job, store_issuer_sha256
 from ceremony.ocsp.store import ResponseStore
@@ -556,3 +558,43 @@ def test_generation_names(tmp_path: Path) -> None:
     assert view.ocsp is not None and ca.ocsp is not None and view.ocsp.url == generation_url(ca.ocsp.url, 2)
     assert view.hsm.ocsp_signer_label(view.ocsp) == f"{ca.hsm.key_label}.g2-ocsp"
     assert ca_for_generation(ca, 1) is ca
+
+
+def test_destroying_a_key_of_a_rekeyed_ca_names_its_key_generation(hierarchy: Hierarchy, tmp_path: Path) -> None:
+    """A re-keyed CA holds two keys: ``ceremony.destroy-key`` destroys none of them without ``--key-generation``
+    (one message, nothing changed), refuses a number that names no key, and destroys exactly the key named (here
+    the re-key's, so that the module's first key stays for the other tests); the other key stays on the token."""
+    out = copy_of(hierarchy, tmp_path)
+    defn = load_definition(hierarchy.definition)
+    rekey(defn, out)
+    g2_digest = spki_sha256(x509.load_pem_x509_certificate((out / f"{CA}.g2.crt.pem").read_bytes()).public_key())
+    data = copy.deepcopy(hierarchy.data)
+    data["cas"][CA]["destruction"] = {"decision": "Décision n°9 du Comité", "date": dt.date(2030, 1, 1),
+                                      "spki_sha256": g2_digest}
+    decided = write_definition(tmp_path / "decided.yml", data)
+    snapshot = state(hierarchy, out)
+    base = defn.model.cas[CA].hsm.key_label
+    for extra, message in (((), "has had 2 keys (key generations 1, 2, re-keyed): name the one to destroy with "
+                                "--key-generation (allowed: 1, 2)"),
+                           (("--key-generation", "3"), "--key-generation 3: not a key generation of 'qualified' "
+                                                       "('qualified' has no certificate of generation 3"),
+                           (("--key-generation", "two"), "--key-generation 'two': not a key generation (allowed: a "
+                                                         "whole number from 1")):
+        refused = invoke("ceremony.destroy-key", "--ca", CA, "--definition", str(decided), "--out", str(out),
+                         "--rehearsal", *extra)
+        assert refused.returncode != 0 and len(errors_of(refused)) == 1, refused.stderr
+        assert message in errors_of(refused)[0] and "Sign-in" not in refused.stdout
+        assert state(hierarchy, out) == snapshot
+    with pytest.raises(RequestError, match="name the one to destroy with --key-generation"):
+        destroy_key_ceremony(load_definition(decided), CA, out, console(), rehearsal=True, interactive=False)
+    assert state(hierarchy, out) == snapshot
+    with recorded(load_definition(decided), "key-destruction", out) as rec:
+        result = destroy_key_ceremony(load_definition(decided), CA, out, rec, rehearsal=True, interactive=False,
+                                      key_generation=2)
+    assert result.spki_sha256 == g2_digest
+    labels = {label for label, _ in objects(hierarchy.tokens[CA])}
+    assert base in labels and f"{base}.g2" not in labels
+    report = json.loads(result.report.read_text())
+    assert (report["key_generation"], report["key_label"], report["certificates"]) == (2, f"{base}.g2",
+                                                                                      [f"{CA}.g2.crt.pem"])
+    assert audit_exit(rec.path, out) == 0

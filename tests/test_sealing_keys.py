@@ -129,8 +129,13 @@ def test_the_rehearsal_seals_every_transcript_with_a_sealing_key(full_rehearsal:
     sealing = {p.name: c for p, c in certificates_in(out) if ".seal." in p.name and p.name.endswith(".crt.pem")}
     assert {"root.seal.crt.pem", "qualified.seal.crt.pem"} <= set(sealing)
     root = x509.load_pem_x509_certificate((out / "root.crt.pem").read_bytes())
+    # the rehearsal's successor root (life-cycle stage) certifies its own sealing key; the root reaches it through
+    # the forward cross-certificate (docs/lifecycle.md, "Verifying after a rollover")
+    successor = x509.load_pem_x509_certificate((out / "root.g2.crt.pem").read_bytes())
+    forward = x509.load_pem_x509_certificate((out / "root.g2.by-g1.crt.pem").read_bytes())
+    assert forward.issuer == root.subject and forward.public_key() == successor.public_key()
     for name, cert in sealing.items():
-        assert cert.issuer == root.subject, name
+        assert cert.issuer == (successor if name.startswith("root.g2.") else root).subject, name
         assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
         assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign

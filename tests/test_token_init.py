@@ -28,6 +28,7 @@ from pkcs11 import Attribute
 from pkcs11 import exceptions as p11e
 
 from ceremony.ceremonies import token_init
+from ceremony.ceremonies.preflight import PreflightError, run_preflight
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.token_init import find_target, token_init_ceremony
 from ceremony.common.display import make_console
@@ -338,3 +339,24 @@ def test_a_failure_after_initialisation_undoes_what_the_run_created(setup: Setup
     assert {p for p in tree(out) if "transcripts" not in p} == set()
     written = next((out / "transcripts").glob("token-initialisation-*.jsonl")).read_text(encoding="utf-8")
     assert '"token-initialised"' in written
+
+
+def test_the_successor_roots_token_is_named_by_its_stem(setup: Setup, tmp_path: Path) -> None:
+    """A successor root (root rollover) has no entry under ``cas``: its token is initialised as ``--ca <root>.g<n>``
+    (the rehearsal's life-cycle stage does so); any other name is refused with the names allowed, nothing done."""
+    data = copy.deepcopy(base_definition_data())
+    root = data["cas"]["root"]
+    root["hsm"].update(module=softhsm.softhsm_module(), token={"label": setup.label})
+    root["successor"] = {"generation": 2, "subject": [{"C": "ML"}, {"CN": "SCSE Test Root CA 2026 G2"}],
+                         "key": {"algorithm": "ecdsa", "curve": "P-384"},
+                         "validity": {"not_before": "2026-06-01T00:00:00Z", "not_after": "2046-06-01T00:00:00Z"},
+                         "hsm": {**root["hsm"], "token": {"label": setup.label + "-g2"}, "key_label": "root-g2"},
+                         "cross_certificate": {"reverse": True}}
+    defn = load_definition(write_definition(tmp_path / "successor.yml", data))
+    target = find_target(defn, "root.g2", None, False)
+    assert target.label == setup.label + "-g2" and target.existing is None
+    run_preflight(defn, "token-initialisation", tmp_path / "out", rehearsal=True, ca="root.g2",
+                  interactive=False).raise_if_failed()
+    with pytest.raises(PreflightError, match=r"needs --ca NAME \(one of: root, qualified, root\.g2\)"):
+        run_preflight(defn, "token-initialisation", tmp_path / "out", rehearsal=True, ca="root.g3", interactive=False)
+    assert not (tmp_path / "out").exists()

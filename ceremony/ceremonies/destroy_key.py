@@ -22,7 +22,8 @@ order of the script ``key-destruction``:
    answers file's ``share_custody``. The wrapped backup file stays in the output directory as the archive's record
    of what was destroyed (its transcript and the manifest name it): it is inert, since its wrapping key existed
    only as those shares; its copies on removable media are destroyed with the media (``backup-destroyed``).
-7. ``outputs-write``: a destruction report (JSON) repeating the facts for whoever reads the directory.
+7. ``outputs-write``: a destruction report (JSON) repeating the facts for whoever reads the directory, and the
+   definition used (its ``destruction`` decision) kept as ``pki.<hash>.yml`` when it is not ``pki.yml``.
 
 The transcript is sealed by a transcript-sealing key, never by a CA key. The seal comes after the destruction, so
 it cannot be made by a sealing key destroyed in step 4: then the root token's sealing key seals (the root token
@@ -48,10 +49,12 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from ceremony.backup.format import BACKUP_DIR, load_backup
+from ceremony.ca.generations import key_label_for
 from ceremony.ceremonies.renewal import generations
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     certificate_evidence,
+    keep_definition,
     lang_of,
     login,
     offline_check_step,
@@ -95,18 +98,58 @@ def on_token(ca: CA, label: str | None) -> CA:
     return ca.model_copy(update={"hsm": ca.hsm.model_copy(update={"token": TokenRef(label=label)})})
 
 
-def key_certificates(out_dir: Path, ca_name: str) -> tuple[str, list[tuple[Path, x509.Certificate]]]:
-    """The key the CA's certificates name (the latest generation's) and every certificate of that key here."""
+def key_certificates(out_dir: Path, ca_name: str,
+                     key_generation: int | None = None) -> tuple[str, list[tuple[Path, x509.Certificate]]]:
+    """The key to destroy (its SPKI SHA-256) and every certificate of that key here (see :func:`destruction_key`)."""
+    _, digest, certs = destruction_key(out_dir, ca_name, key_generation)
+    return digest, certs
+
+
+def parse_key_generation(value: str | int | None) -> int | None:
+    """``--key-generation`` as given on the command line: a whole number from 1, or None when not given."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise RequestError(f"--key-generation {value!r}: not a key generation (allowed: a whole number from 1, the "
+                           "generation whose certificate first held the key)")
+    return int(text)
+
+
+def destruction_key(out_dir: Path, ca_name: str,
+                    key_generation: int | None = None) -> tuple[int, str, list[tuple[Path, x509.Certificate]]]:
+    """(key generation, SPKI SHA-256, the certificates of that key here) of the key to destroy.
+
+    A key is named by its key generation: the generation whose certificate first held it (ceremony.ca.generations;
+    its label on the token is ``<key_label>`` for 1, ``<key_label>.g<m>`` for a re-key's). A CA that has had one
+    key needs no number. A re-keyed CA holds several keys, and destroying the wrong one cannot be undone, so the
+    key generation must then be named (``--key-generation``): never a guess, never "the latest"."""
     found = generations(out_dir, ca_name)
     if not found:
         raise RequestError(f"{out_dir / f'{ca_name}.crt.pem'}: no certificate of {ca_name!r} here; the key to "
                            "destroy is named by its certificates (give the CA's output directory with --out)")
-    certs = [(p, read_certificate(p, f"the certificate of {ca_name!r}")) for p in found.values()]
+    certs = [(n, p, read_certificate(p, f"the certificate of {ca_name!r}")) for n, p in found.items()]
     # A root's later generation may be its successor (root rollover, <root>.g<n>.crt.pem): another name and another
     # key, a CA of its own. The CA's certificates are those under the name of its first generation.
-    certs = [(p, c) for p, c in certs if c.subject == certs[0][1].subject]
-    digest = spki_sha256(certs[-1][1].public_key())
-    return digest, [(p, c) for p, c in certs if spki_sha256(c.public_key()) == digest]
+    certs = [(n, p, c) for n, p, c in certs if c.subject == certs[0][2].subject]
+    first_of: dict[str, int] = {}
+    for n, _, c in certs:
+        first_of.setdefault(spki_sha256(c.public_key()), n)
+    keys = {n: digest for digest, n in first_of.items()}
+    allowed = ", ".join(str(n) for n in sorted(keys))
+    if key_generation is None:
+        if len(keys) > 1:
+            raise RequestError(f"{ca_name!r} has had {len(keys)} keys (key generations {allowed}, re-keyed): name the "
+                               f"one to destroy with --key-generation (allowed: {allowed})")
+        key_generation = next(iter(keys))
+    if key_generation not in keys:
+        renewed = next((first_of[spki_sha256(c.public_key())] for n, _, c in certs if n == key_generation), None)
+        why = (f"generation {key_generation} renewed the key of generation {renewed}" if renewed is not None
+               else f"{ca_name!r} has no certificate of generation {key_generation} in {out_dir}")
+        raise RequestError(f"--key-generation {key_generation}: not a key generation of {ca_name!r} ({why}); "
+                           f"allowed: {allowed}")
+    digest = keys[key_generation]
+    return key_generation, digest, [(p, c) for _, p, c in certs if spki_sha256(c.public_key()) == digest]
 
 
 def refuse_valid_certificates(defn: LoadedDefinition, ca_name: str, digest: str,
@@ -194,8 +237,9 @@ def people(recorder: Recorder) -> tuple[str, str]:
 def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
                          rehearsal: bool, tokens: Sequence[str] = (), destroy_sealing_key: bool = False,
                          seal_token: str | None = None, pin_file: str | None = None, interactive: bool = True,
-                         now: dt.datetime | None = None) -> DestructionResult:
-    """Destroy the key of ``ca_name`` on ``tokens`` (default: the token the definition names)."""
+                         now: dt.datetime | None = None, key_generation: int | None = None) -> DestructionResult:
+    """Destroy the key of ``ca_name`` on ``tokens`` (default: the token the definition names); ``key_generation``
+    names which key of a re-keyed CA (:func:`destruction_key`)."""
     lang = lang_of(recorder)
     model = defn.model
     ca = model.ca(ca_name)
@@ -208,7 +252,8 @@ def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
     moment = now or dt.datetime.now(dt.UTC)
     with CeremonyRun(out_dir, manifest, recorder, "key-destruction") as run:
         with scripted_step(recorder, "definition-check"):
-            digest, certs = key_certificates(out_dir, ca_name)
+            generation, digest, certs = destruction_key(out_dir, ca_name, key_generation)
+            key_label = key_label_for(ca.hsm.key_label, generation)
             decision = refuse_valid_certificates(defn, ca_name, digest, certs, moment)
             sealer = on_token(model.cas[root_name], seal_token) if destroy_sealing_key else holders[0]
             sealer_name = root_name if destroy_sealing_key else ca_name
@@ -235,7 +280,8 @@ def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
             tell(recorder, "l_destroy_sealer", ca=repr(sealer_name), token=sealer.hsm.token.describe())
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
-                                             "tokens": names, "destroy_sealing_key": destroy_sealing_key})
+                                             "tokens": names, "destroy_sealing_key": destroy_sealing_key,
+                                             "key_generation": generation, "key_label": key_label})
         with scripted_step(recorder, "token-open"):
             sessions = []
             found: list[tuple[str, list[Any], str]] = []  # (token, objects to destroy, what)
@@ -247,13 +293,13 @@ def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
                 recorder.evidence("token-objects", {"token": holder.hsm.token.describe(), "stage": "before",
                                                     "objects": listing})
                 tell(recorder, "l_listing", token=holder.hsm.token.describe(), n=len(listing))
-                objects, id_hex, on_token_digest = key_pair(session, ca.hsm.key_label, holder.hsm.token.describe())
+                objects, id_hex, on_token_digest = key_pair(session, key_label, holder.hsm.token.describe())
                 if on_token_digest != digest:
-                    raise HsmError(f"{holder.hsm.token.describe()}: the key labelled {ca.hsm.key_label!r} is "
+                    raise HsmError(f"{holder.hsm.token.describe()}: the key labelled {key_label!r} is "
                                    f"{on_token_digest}, not the key of {certs[-1][0].name} ({digest}); nothing was "
                                    "destroyed")
                 found.append((holder.hsm.token.describe(), objects, "ca-key"))
-                tell(recorder, "l_key_present", label=repr(ca.hsm.key_label), id=id_hex,
+                tell(recorder, "l_key_present", label=repr(key_label), id=id_hex,
                      token=holder.hsm.token.describe())
                 if destroy_sealing_key:
                     seal_objects, _, seal_digest = key_pair(session, ca.hsm.sealing_label,
@@ -324,13 +370,16 @@ def destroy_key_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, 
                 tell(recorder, "l_no_backup")
         with scripted_step(recorder, "outputs-write"):
             body = {"format": "ceremony-key-destruction/1", "rehearsal": rehearsal, "ca": ca_name,
-                    "key_spki_sha256": digest, "time": moment.isoformat(), "decision": decision,
+                    "key_spki_sha256": digest, "key_generation": generation, "key_label": key_label,
+                    "time": moment.isoformat(), "decision": decision,
                     "certificates": [p.name for p, _ in certs], "destroyed": destroyed,
                     "after": {t: len(rows) for t, rows in after.items()},
                     "backups": [p.relative_to(out_dir).as_posix() for p in backups], "shares_shredded": shredded,
                     "sealed_by": {"ca": sealer_name, "token": sealer.hsm.token.describe(),
                                   "certificate": seal_cert.name}}
             run.stage(report, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
+            # The definition that allowed it (its ``destruction`` decision) stays beside pki.yml as pki.<hash>.yml.
+            keep_definition(defn, run)
             run.record()
         run.seal(seal_key, seal_cert, "certificate")
     return DestructionResult(ca_name, digest, names, out_dir / report, shredded, seal_cert.name)

@@ -174,9 +174,12 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         return Plan(True, (Need(defn.model.cas[ca_name].issuer or root, "present"),))
     # A token initialisation is held offline (the PIN parts are typed at the workstation); its token does not exist
     # yet, so the ceremony's own definition-check finds the blank slot (or refuses a label already initialised).
+    # The successor root (root rollover) is named by the stem of its files, <root>.g<n>: its own token is initialised
+    # before its key ceremony as any CA's.
     if ceremony == "token-initialisation":
-        if not ca_name or ca_name not in defn.model.cas:
-            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        named = [*defn.model.cas, *[s[0] for s in (defn.model.successor_root(),) if s is not None]]
+        if not ca_name or ca_name not in named:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(named)})")
         return Plan(True, ())
     # Root rollover (ceremony/ceremonies/rollover.py): the successor's token needs its labels free; a
     # cross-certification needs the issuing root's key, the old root's (forward, --ca ROOT) or the successor's

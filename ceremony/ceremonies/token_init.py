@@ -127,7 +127,7 @@ def on_label(ca: CA, label: str) -> CA:
 def find_target(defn: LoadedDefinition, ca_name: str, token: str | None, reinitialise: bool) -> Target:
     """The token and slot to initialise, refusing, before anyone signs in and with the token unchanged, a label
     already initialised (unless ``reinitialise``), a missing blank slot, a definition that names no label."""
-    ca = defn.model.ca(ca_name)
+    ca = defn.model.ca_or_successor(ca_name)  # a successor root (root rollover) by its stem, <root>.g<n>
     label = token or ca.hsm.token.label
     if not label:
         raise RequestError(f"{defn.path}: cas.{ca_name}.hsm.token names the token by "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,13 +79,29 @@ class RehearsalContext:
         _write_pins(self)
         return user_env, so_env
 
+    def hold_split_pin(self, user_env: str, so_env: str, officers: list[str]) -> None:
+        """Parts of a split user PIN, one per officer (``<user_env>_PART_<n>`` when set, else random), and a whole
+        SO PIN, handed to this process (``pins.hold_parts``/``pins.hold``) for a token the token initialisation
+        ceremony makes; the pins file lists the parts as ``<user_env>_PART_<n>``, the variables an unattended run
+        reads them from. Nobody is given the PIN they make."""
+        entries = [(officer, os.environ.get(pins.part_variable(user_env, n)) or secrets.token_urlsafe(12))
+                   for n, officer in enumerate(officers, start=1)]
+        pins.hold_parts(user_env, entries)
+        for n, (_, part) in enumerate(entries, start=1):
+            self.pins[pins.part_variable(user_env, n)] = part
+        self.pins[so_env] = os.environ.get(so_env) or softhsm.random_pin()
+        pins.hold(so_env, self.pins[so_env])
+        _write_pins(self)
+
     @contextlib.contextmanager
-    def recorder(self, script_name: str) -> Iterator[Recorder]:
-        """The record of one ceremony: its transcript, listed in the manifest with its reports."""
-        n = sum(1 for p in self.transcripts if p.name.startswith(script_name)) + 1
+    def recorder(self, script_name: str, definition: LoadedDefinition | None = None) -> Iterator[Recorder]:
+        """The record of one ceremony: its transcript, listed in the manifest with its reports. ``definition``: the
+        copy the ceremony runs with when the operator changed it for that ceremony (a later validity, a successor
+        root, a destruction decision), which the transcript then names; default the rehearsal's own."""
+        n = sum(1 for p in self.transcripts if p.name.rsplit("-", 1)[0] == script_name) + 1
         path = self.out / "transcripts" / f"{script_name}-{n}.jsonl"
-        with recorded(script_name, self.definition, self.out, rehearsal=True, console=self.console, numbered=path,
-                      manifest=self.manifest) as rec:
+        with recorded(script_name, definition or self.definition, self.out, rehearsal=True, console=self.console,
+                      numbered=path, manifest=self.manifest) as rec:
             yield rec
         self.transcripts.append(path)
         if final_head(path) is not None:

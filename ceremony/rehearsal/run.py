@@ -8,18 +8,21 @@ from pathlib import Path
 
 from ceremony.common.display import text
 from ceremony.common.manifest import MANIFEST_NAME
-from ceremony.rehearsal import backup, crl, ocsp, policy
+from ceremony.rehearsal import backup, crl, lifecycle, ocsp, policy
 from ceremony.rehearsal.ca import ca_ceremonies
 from ceremony.rehearsal.context import DEFAULT_DEFINITION, PINS_FILE, RehearsalContext, prepare
 
 #: The stages after the CA ceremonies, in order: CRLs first (they need the CA certificates), OCSP (it needs the
 #: certificates the CRL stage issued and revoked), then key
-#: backup, then the CP/CPS (which describe all of it). Imported, not looked up by name: a stage that is
+#: backup, then the life cycle (ceremony/rehearsal/lifecycle.py: it re-keys the subordinate, rolls the root over and
+#: destroys the old key, so it comes after every stage that uses the first key), then the CP/CPS (which describe all
+#: of it, every ceremony held included). Imported, not looked up by name: a stage that is
 #: missing breaks the import, it is never skipped.
 STAGES: list[tuple[str, Callable[[RehearsalContext], object]]] = [
     ("CRLs", crl.rehearse),
     ("OCSP", ocsp.rehearse),
     ("key backup and restore", backup.rehearse),
+    ("life cycle: renewal, re-key, root rollover, key destruction", lifecycle.rehearse),
     ("CP/CPS", policy.rehearse),
 ]
 
