@@ -203,6 +203,12 @@ def test_units_verify_and_cron_runs_the_same_commands(converged: PlaybookRun, la
         # The init script starts the same command line, as the same user, with the same environment.
         init = host.file(f"/etc/init.d/ceremony-ocsp-{CA}").content_string
         assert gunicorn.split(" ", 1)[1] in init and f"CEREMONY_OCSP_STORE={SERVED}" in init
+        # Enabled at boot without systemd: update-rc.d's start links in the runlevels of the script's header.
+        links = host.run("ls /etc/rc2.d /etc/rc3.d /etc/rc4.d /etc/rc5.d /etc/rc0.d /etc/rc6.d").stdout.split()
+        assert sum(bool(re.fullmatch(rf"S\d\dceremony-ocsp-{CA}", n)) for n in links) == 4, (name, links)
+        assert sum(bool(re.fullmatch(rf"K\d\dceremony-ocsp-{CA}", n)) for n in links) == 2, (name, links)
+        assert host.file(f"/etc/rc2.d/{next(n for n in links if n.startswith('S') and n.endswith(CA))}").linked_to \
+            == f"/etc/init.d/ceremony-ocsp-{CA}"
 
 
 def cron_command(host, cron_file: str) -> str:  # host: testinfra.host.Host
