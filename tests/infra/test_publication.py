@@ -5,7 +5,9 @@ then each publisher runs its pull unit's commands as the timer would (rsync over
 publisher's own key, restricted on the signer to ``rrsync -ro`` of the CRL directory, then
 ``ceremony-crl-publish``); the client namespace fetches the CRL from both publishers. The test
 hosts have no systemd as PID 1: every unit is checked with ``systemd-analyze verify`` and its
-``ExecStart`` lines are run directly, as its ``User=``.
+``ExecStart`` lines are run directly, as its ``User=``. Last, partitioning is turned on in the CA host's definition
+(as an operator would; the testing ``pki.yml`` stays without partitions, which the rehearsal and the unit tests
+rely on) and a revocation in one partition is followed to both publishers and the probe.
 """
 
 from __future__ import annotations
