@@ -15,8 +15,9 @@ at a partition URL says it covers that partition (its issuing distribution point
 ``x509_crl_partition_number`` of the same partition. The full CRL of a partitioning CA is published only while an
 unexpired certificate names it; a 404 there is then reported as "not published", not as a failure.
 
-A CA with an ``ocsp`` section: :func:`probe_ocsp` POSTs an OCSP request for a certificate the CA issued (the
-monitoring role gives the CA's OCSP signer certificate) to ``ocsp.url`` through each publisher and checks the
+A CA with an ``ocsp`` section: :func:`probe_ocsp` POSTs an OCSP request for a certificate the CA issued and recorded
+(``--ocsp-cert``; the monitoring role's ``monitoring_crl_probe_ocsp_cert``: the responders answer only for what the
+registry holds, so not for the OCSP signer certificate itself) to ``ocsp.url`` through each publisher and checks the
 answer as a relying party does: status successful, the single response is for the certificate asked about, its
 signature verifies with the responder certificate carried in it, which the CA issued for OCSP signing (or with the
 CA's own key), and it is in force. Metrics ``x509_ocsp_probe_*`` in the same file.
