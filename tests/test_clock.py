@@ -234,6 +234,16 @@ def test_the_publisher_refuses_and_the_served_crl_stays(tmp_path: Path, capsys: 
     assert crl_publish.main(["--crl", str(newer), *args, *_refusing_flags()]) == ClockError.exit_code
     err = capsys.readouterr().err
     assert err.startswith("error: the clock of this host ") and err.count("\n") == 1
+    # With partitions (--crl-url): one refusal for the whole pull, before any file of it is read.
+    (tmp_path / "qualified-p0.crl").write_bytes(b"never read")
+    incoming = tmp_path / "qualified.crl"
+    incoming.write_bytes(newer.read_bytes())
+    assert crl_publish.main(["--crl", str(incoming), "--crl-url", "http://pki.test.scse.ml/crl/qualified.crl", *args,
+                             *_refusing_flags()]) == ClockError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("error: the clock of this host ") and err.count("\n") == 1
+    assert f"nothing was published from {tmp_path}" in err
+    assert sorted(p.name for p in served.parent.iterdir()) == ["qualified.crl"]
     batch = tmp_path / "batch"
     batch.mkdir()
     (batch / "qualified-2.crl").write_bytes(newer.read_bytes())

@@ -44,10 +44,11 @@ class Ca:
 
     def crl(self, number: int, serials: tuple[int, ...] = (), this_update: dt.datetime | None = None,
             lifetime: dt.timedelta = dt.timedelta(days=7), key: ec.EllipticCurvePrivateKey | None = None,
-            issuer: x509.Name | None = None, aki: bytes | None = None, only_ca: bool = False) -> bytes:
+            issuer: x509.Name | None = None, aki: bytes | None = None, only_ca: bool = False,
+            partition_url: str | None = None) -> bytes:
         start = this_update or NOW - dt.timedelta(minutes=5)
         header = crlenc.CrlHeader(issuer or self.name, aki or self.ski, number, start, start + lifetime,
-                                  only_ca_certs=only_ca)
+                                  only_ca_certs=only_ca, partition_url=partition_url)
         rows = [(s, int((start - dt.timedelta(hours=1)).timestamp()), 1, None, 2_000_000_000) for s in serials]
         der, _, _ = crlenc.build_crl(header, rows, key or self.key)
         return der
@@ -192,3 +193,137 @@ def test_a_missing_ca_certificate_is_one_clear_error(ca: Ca, served: Path, tmp_p
     with pytest.raises(OutputError, match="the CA certificate is not there"):
         crl_publish.publish(ca.crl(1), "x.crl", tmp_path / "nope.pem", served)
     assert not served.exists()
+
+
+CRL_URL = "http://pki.test.scse.ml/crl/qualified.crl"
+
+
+def part_url(index: int) -> str:
+    return f"http://pki.test.scse.ml/crl/qualified-p{index}.crl"
+
+
+def pull(incoming: Path, files: dict[str, bytes]) -> None:
+    """What the pull's rsync leaves in the incoming directory."""
+    incoming.mkdir(exist_ok=True)
+    for name, der in files.items():
+        (incoming / name).write_bytes(der)
+
+
+def served_state(directory: Path) -> dict[str, tuple[bytes, float]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime) for p in sorted(directory.iterdir())}
+
+
+def test_every_partition_pulled_is_verified_and_served_beside_the_full_crl(ca: Ca, served: Path,
+                                                                        tmp_path: Path) -> None:
+    incoming, etag_map = tmp_path / "incoming", tmp_path / "crl-etag.map"
+    pull(incoming, {"qualified.crl": ca.crl(4, serials=(6, 7)),
+                    "qualified-p0.crl": ca.crl(1, serials=(6,), partition_url=part_url(0)),
+                    "qualified-p1.crl": ca.crl(1, serials=(7,), partition_url=part_url(1)),
+                    "other-p0.crl": ca.crl(1, partition_url="http://pki.test.scse.ml/crl/other-p0.crl"),
+                    "qualified-p01.crl": b"not ours", ".qualified-p2.crl.tmp": b"temporary"})
+    outcomes = crl_publish.publish_partitioned(incoming / "qualified.crl", CRL_URL, ca.cert_path, served, now=NOW,
+                                               etag_map=etag_map)
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert [(o.publication.path.name, o.publication.number, o.publication.changed)  # type: ignore[union-attr]
+            for o in outcomes] == [("qualified.crl", 4, True), ("qualified-p0.crl", 1, True),
+                                   ("qualified-p1.crl", 1, True)]
+    assert sorted(p.name for p in served.parent.iterdir()) == ["qualified-p0.crl", "qualified-p1.crl",
+                                                                "qualified.crl"]
+    for name in ("qualified-p0.crl", "qualified-p1.crl"):
+        der = (served.parent / name).read_bytes()
+        assert der == (incoming / name).read_bytes()
+        assert (served.parent / name).stat().st_mtime == x509.load_der_x509_crl(der).last_update_utc.timestamp()
+        assert f"/crl/{name}|" in etag_map.read_text()
+    # A partition that appears later (a certificate issued after the count was raised names it) is served by
+    # the next pull, and the others are "nothing to do".
+    pull(incoming, {"qualified-p2.crl": ca.crl(1, partition_url=part_url(2))})
+    again = crl_publish.publish_partitioned(incoming / "qualified.crl", CRL_URL, ca.cert_path, served, now=NOW,
+                                            etag_map=etag_map)
+    assert [(o.publication.path.name, o.publication.changed) for o in again] == [  # type: ignore[union-attr]
+        ("qualified.crl", False), ("qualified-p0.crl", False), ("qualified-p1.crl", False),
+        ("qualified-p2.crl", True)]
+
+
+def test_without_a_full_crl_on_the_signer_the_partitions_are_still_served(ca: Ca, served: Path,
+                                                                         tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    pull(incoming, {"qualified-p0.crl": ca.crl(1, partition_url=part_url(0))})
+    outcomes = crl_publish.publish_partitioned(incoming / "qualified.crl", CRL_URL, ca.cert_path, served, now=NOW)
+    assert [(o.source.name, o.error) for o in outcomes] == [("qualified-p0.crl", None)]
+    assert not served.exists()
+    nothing = crl_publish.publish_partitioned(tmp_path / "empty" / "qualified.crl", CRL_URL, ca.cert_path, served,
+                                              now=NOW)
+    assert len(nothing) == 1 and isinstance(nothing[0].error, OutputError) and "no CRL there" in str(nothing[0].error)
+
+
+@pytest.mark.parametrize(("name", "make", "needle"), [
+    # another partition's CRL under this partition's name: its scope is not this URL
+    ("qualified-p1.crl", lambda ca: ca.crl(2, partition_url=part_url(0)),
+     f"its issuing distribution point names {part_url(0)}, not {part_url(1)} where it would be served (partition 1)"),
+    # the full CRL served as a partition
+    ("qualified-p1.crl", lambda ca: ca.crl(2), f"it has no issuing distribution point (a full CRL), but {part_url(1)} "
+                                               "is the URL of partition 1"),
+    # a partition CRL served as the full CRL
+    ("qualified.crl", lambda ca: ca.crl(9, serials=(6, 7), partition_url=part_url(0)),
+     f"it has an issuing distribution point naming {part_url(0)} (a partition CRL), but {CRL_URL} is the full CRL's"),
+    ("qualified-p1.crl", lambda ca: _tampered_partition(ca), "the signature does not verify"),
+    ("qualified-p1.crl", lambda ca: ca.crl(1, partition_url=part_url(1)), "CRL Number 1 is lower than the served "
+                                                                          "CRL's 2"),
+    ("qualified-p1.crl", lambda ca: ca.crl(2, serials=(8,), partition_url=part_url(1)),
+     "CRL Number 2 is already served with other content"),
+])
+def test_a_wrong_scope_or_bad_partition_is_refused_and_the_rest_is_served(ca: Ca, served: Path, tmp_path: Path,
+                                                                        name: str, make, needle: str) -> None:
+    incoming, etag_map = tmp_path / "incoming", tmp_path / "crl-etag.map"
+    pull(incoming, {"qualified.crl": ca.crl(4, serials=(6, 7)),
+                    "qualified-p0.crl": ca.crl(1, serials=(6,), partition_url=part_url(0)),
+                    "qualified-p1.crl": ca.crl(2, serials=(7,), partition_url=part_url(1))})
+    crl_publish.publish_partitioned(incoming / "qualified.crl", CRL_URL, ca.cert_path, served, now=NOW,
+                                    etag_map=etag_map)
+    before = served_state(served.parent)
+    map_before = etag_map.read_bytes()
+    # The next pull brings the bad file and a new CRL for partition 0.
+    new_p0 = ca.crl(2, serials=(6, 10), partition_url=part_url(0))
+    pull(incoming, {name: make(ca), "qualified-p0.crl": new_p0})
+    outcomes = crl_publish.publish_partitioned(incoming / "qualified.crl", CRL_URL, ca.cert_path, served, now=NOW,
+                                               etag_map=etag_map)
+    refused = [o for o in outcomes if o.error is not None]
+    assert len(refused) == 1 and refused[0].source.name == name
+    message = str(refused[0].error)
+    assert needle in message and "\n" not in message, message
+    kept = {"qualified.crl": 4, "qualified-p1.crl": 2}[name]
+    assert message.startswith(f"{incoming / name} refused: ") and message.endswith(f"CRL {kept} stays served")
+    after = served_state(served.parent)
+    assert after[name] == before[name]  # the served one stays, with its time
+    assert after["qualified-p0.crl"][0] == new_p0  # the good one of the same pull is served all the same
+    assert etag_map.read_bytes() != map_before
+
+
+def _tampered_partition(ca: Ca) -> bytes:
+    der = bytearray(ca.crl(3, serials=(7,), partition_url=part_url(1)))
+    der[-5] ^= 0x01
+    return bytes(der)
+
+
+def test_the_cli_publishes_partitions_with_crl_url_one_line_each(ca: Ca, served: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    incoming = tmp_path / "incoming"
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    pull(incoming, {"qualified.crl": ca.crl(1, this_update=now),
+                    "qualified-p0.crl": ca.crl(1, this_update=now, partition_url=part_url(0)),
+                    "qualified-p1.crl": ca.crl(1, this_update=now, partition_url=part_url(0))})
+    args = ["--crl", str(incoming / "qualified.crl"), "--crl-url", CRL_URL, "--ca-cert", str(ca.cert_path),
+            "--served", str(served), "--etag-map", str(tmp_path / "map")]
+    assert crl_publish.main(args) == VerificationError.exit_code
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [line for line in out.out.splitlines() if " CRL 1 installed " in line]
+    assert len(out.out.splitlines()) == 2 and out.err.count("\n") == 1
+    assert out.err.startswith(f"error: {incoming / 'qualified-p1.crl'} refused: its issuing distribution point "
+                              f"names {part_url(0)}")
+    assert out.err.endswith("nothing is served\n") and not (served.parent / "qualified-p1.crl").exists()
+    # The served name must be the URL's: a mismatch is one clear error before anything is read.
+    assert crl_publish.main([*args[:-4], "--served", str(served.parent / "other.crl")]) == OutputError.exit_code
+    assert "must be named as the last segment of --crl-url" in capsys.readouterr().err
+    assert crl_publish.main(["--batch-dir", str(tmp_path), "--crl-url", CRL_URL, "--ca-cert", str(ca.cert_path),
+                             "--served", str(served)]) == OutputError.exit_code
+    assert "--crl-url goes with --crl" in capsys.readouterr().err

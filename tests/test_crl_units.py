@@ -22,8 +22,9 @@ from conftest import REPO
 VENV = Path(sys.executable).parent
 
 
-def render(tmp_path: Path, extra: dict[str, object]) -> Path:
-    """Render both roles' unit templates with their defaults (and ``extra``) into ``tmp_path/units``."""
+def render(tmp_path: Path, extra: dict[str, object], ca: dict[str, object] | None = None) -> Path:
+    """Render both roles' unit templates with their defaults (and ``extra``) into ``tmp_path/units``; ``ca``: more
+    of the CA's definition (crl, ocsp)."""
     out = tmp_path / "units"
     out.mkdir()
     templates = [("crl_signer", "ceremony-crl-sign.service.j2", "ceremony-crl-sign@qualified.service"),
@@ -44,7 +45,7 @@ def render(tmp_path: Path, extra: dict[str, object]) -> Path:
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     crl_url = yaml.safe_load((REPO / "inventory/testing/pki.yml").read_text())["cas"]["qualified"]["publication"][
         "crl_url"]
-    pki = {"cas": {"qualified": {"publication": {"crl_url": crl_url}}}}  # the part of the definition the roles read
+    pki = {"cas": {"qualified": {"publication": {"crl_url": crl_url}, **(ca or {})}}}  # what the roles read
     (tmp_path / "extra.json").write_text(json.dumps({"crl_signer_ca": "qualified", "pki": pki, **extra}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "PATH": f"{VENV}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
@@ -119,3 +120,72 @@ def test_units_on_a_real_hsm_have_no_softhsm_group_or_path(tmp_path: Path) -> No
                            "crl_signer_hsm_read_write_paths": ["/var/lib/vendor-hsm"]})
     sign = directives(units / "ceremony-crl-sign@qualified.service")
     assert sign["SupplementaryGroups"] == ["hsmusers"] and "/var/lib/vendor-hsm" in sign["ReadWritePaths"][0]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_the_probe_follows_the_partition_count_and_the_ocsp_url_of_the_definition(tmp_path: Path) -> None:
+    ca = {"crl": {"interval": "24h", "lifetime": "7d", "partitions": 16},
+          "ocsp": {"url": "http://ocsp.test.scse.ml/qualified"}}
+    units = render(tmp_path, {**EXECUTABLES, "monitoring_crl_probe_publishers": ["203.0.113.14", "203.0.113.18"],
+                              "monitoring_crl_probe_ocsp_cert": "/var/lib/ceremony/qualified/probe.crt.pem"}, ca)
+    check = verify(units)
+    assert check.returncode == 0 and check.stderr.strip() == "", check.stderr
+    probe = directives(units / "ceremony-crl-probe@qualified.service")["ExecStart"][0]
+    assert probe.endswith(" --metrics-dir /var/lib/prometheus/node-exporter --publisher 203.0.113.14 --publisher "
+                          "203.0.113.18 --partitions 16 --ocsp-url http://ocsp.test.scse.ml/qualified --ocsp-cert "
+                          "/var/lib/ceremony-probe/qualified.ocsp-probe.crt.pem"), probe
+    cron = json.loads((units / "cron.json").read_text())["probe"]
+    assert cron == probe + " --syslog"
+    # Without a certificate to ask about, the OCSP responder is left out; without partitions, the count.
+    other = tmp_path / "plain"
+    other.mkdir()
+    plain = directives(render(other, EXECUTABLES, {"ocsp": {"url": "http://ocsp.test.scse.ml/qualified"}}) /
+                       "ceremony-crl-probe@qualified.service")["ExecStart"][0]
+    assert plain.endswith(" --metrics-dir /var/lib/prometheus/node-exporter"), plain
+
+
+def test_the_pull_takes_the_crl_and_every_partition_crl_through_rrsync_and_nothing_else(tmp_path: Path) -> None:
+    """The pull unit's rsync command line as the role renders it, run against ``rrsync -ro`` (what the signer's
+    forced command is) over a stand-in for ssh: the full CRL and every ``<stem>-p<i>.crl`` arrive, a partition file
+    added later comes with the next pull, and nothing else of the signer's directory does."""
+    rrsync = shutil.which("rrsync")
+    if rrsync is None:
+        pytest.skip("rrsync missing (Debian's rsync package ships it)")
+    play = [{
+        "name": "Render the pull unit", "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(REPO / "roles/crl_publisher" / d / "main.yml") for d in ("defaults", "vars")],
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(REPO / "roles/crl_publisher/templates/ceremony-crl-pull.service.j2"),
+            "dest": str(tmp_path / "pull.service"), "mode": "0644"}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    source = {"ca": "qualified", "crl": "qualified.crl", "url": "http://pki.test.scse.ml/crl/qualified.crl",
+              "host": "subca", "address": "203.0.113.2", "user": "crl-sync"}
+    (tmp_path / "extra.json").write_text(json.dumps({"source": source, "crl_publisher_incoming": str(tmp_path / "in")}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{VENV}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    proc = subprocess.run([str(VENV / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'extra.json'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pull, publish = directives(tmp_path / "pull.service")["ExecStart"]
+    assert "--crl-url http://pki.test.scse.ml/crl/qualified.crl" in publish
+    signer = tmp_path / "signer"
+    (signer / ".state").mkdir(parents=True)
+    for name in ("qualified.crl", "qualified-p0.crl", "qualified-p1.crl", "qualified.crl.pem", "other.crl",
+                 "qualified.ocsp.sqlite3", ".state/qualified.crlnumber", ".qualified-p2.crl.tmp"):
+        (signer / name).write_text(name)
+    ssh = tmp_path / "ssh"
+    ssh.write_text(f"#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND=\"$*\" exec {rrsync} -ro {signer}\n")
+    ssh.chmod(0o755)
+    (tmp_path / "in").mkdir()
+    argv = pull.split()
+    assert argv[0] == "/usr/bin/rsync"
+
+    def run_pull() -> list[str]:
+        done = subprocess.run([argv[0], "-e", str(ssh), *argv[1:]], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return sorted(p.name for p in (tmp_path / "in").iterdir())
+
+    assert run_pull() == ["qualified-p0.crl", "qualified-p1.crl", "qualified.crl"]
+    (signer / "qualified-p7.crl").write_text("a partition named later")
+    assert run_pull() == ["qualified-p0.crl", "qualified-p1.crl", "qualified-p7.crl", "qualified.crl"]

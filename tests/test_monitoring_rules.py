@@ -55,11 +55,12 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def test_promtool_checks_the_rules_as_the_role_renders_them(rules_file: Path) -> None:
     check = promtool("check", "rules", str(rules_file))
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout
+    assert "SUCCESS: 14 rules found" in check.stdout
     names = [r["alert"] for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
     assert names == ["CrlJobLastRunFailed", "CrlPinLatchSet", "CrlJobNotRunning", "CrlLastSuccessTooOld",
                      "CrlExpiresSoon", "CrlExpiresVerySoon", "ClockNotSynchronised", "CrlPublishedOlderThanSigned",
-                     "CrlProbeFailed", "CrlProbeNotRunning", "CrlServedExpiresSoon", "OcspSignerCertificateExpiring"]
+                     "CrlPartitionPublishedOlderThanSigned", "CrlProbeFailed", "CrlProbeNotRunning",
+                     "CrlServedExpiresSoon", "OcspProbeFailed", "OcspSignerCertificateExpiring"]
     doc = (REPO / "docs" / "monitoring.md").read_text()
     assert all(f"`{name}`" in doc for name in names), "every alert is explained in docs/monitoring.md"
 
@@ -242,7 +243,8 @@ def test_publication_alerts_from_the_probe(tmp_path: Path, rules_file: Path) -> 
             "exp_annotations": {
                 "summary": "Relying parties cannot get a valid CRL of CA qualified from 203.0.113.14",
                 "description": "http://pki.test.scse.ml/crl/qualified.crl from 203.0.113.14: reason signature "
-                               "(HTTP status, content type, not a CRL, another issuer, signature, expired). Run "
+                               "(HTTP status, content type, not a CRL, another issuer, signature, expired, scope: "
+                               "another partition's CRL or the full one at a partition URL). Run "
                                "ceremony-crl-probe by hand for the message."}}]},
         {"eval_time": "20m", "alertname": "CrlProbeNotRunning", "exp_alerts": []},
         {"eval_time": "4h", "alertname": "CrlServedExpiresSoon", "exp_alerts": [{
@@ -274,6 +276,59 @@ def test_ocsp_signer_alert_waits_for_ocsp_metrics_and_fires_on_them(tmp_path: Pa
                  "description": "Issue the responder a new delegated signing certificate before this one expires, "
                                 "or its responses stop verifying."}}]}]},
     ]
+    result = run_tests(tmp_path, rules_file, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_partition_crls_are_compared_with_their_own_partition_number(tmp_path: Path, rules_file: Path) -> None:
+    """The signer is at CRL 5 (full), 2 (partition 0) and 3 (partition 1). A publisher serves partition 0's CRL 2:
+    no alert, though 2 is below the full CRL's 5; it still serves partition 1's CRL 2: that one alerts."""
+    p0 = {**PROBE, "url": "http://pki.test.scse.ml/crl/qualified-p0.crl", "partition": "0"}
+    p1 = {**PROBE, "url": "http://pki.test.scse.ml/crl/qualified-p1.crl", "partition": "1"}
+    inputs = [series("x509_crl_number", "5x300", **JOB),
+              series("x509_crl_partition_number", "2x300", **JOB, partition="0"),
+              series("x509_crl_partition_number", "3x300", **JOB, partition="1"),
+              series("x509_crl_probe_number", "5x300", **PROBE),
+              series("x509_crl_probe_number", "2x300", **p0),
+              series("x509_crl_probe_number", "2x300", **p1)]
+    older = {k: v for k, v in p1.items() if k in ("ca", "url", "publisher", "partition")}
+    tests = [{"interval": "1m", "input_series": inputs, "alert_rule_test": [
+        {"eval_time": "125m", "alertname": "CrlPublishedOlderThanSigned", "exp_alerts": []},
+        {"eval_time": "60m", "alertname": "CrlPartitionPublishedOlderThanSigned", "exp_alerts": []},
+        {"eval_time": "125m", "alertname": "CrlPartitionPublishedOlderThanSigned", "exp_alerts": [{
+            "exp_labels": {**older, "severity": "warning"},
+            "exp_annotations": {
+                "summary": f"{PROBE['publisher']} serves CRL 2 of partition 1 of CA qualified, older than the one "
+                           "signed",
+                "description": f"The signer published CRL 3 of partition 1 but {p1['url']} from {PROBE['publisher']} "
+                               "still serves 2: the pull does not bring the partition CRLs to it, or it refuses them "
+                               "(journalctl -u ceremony-crl-pull-<ca>). Relying parties whose certificates name this "
+                               "partition do not see the latest revocations."}}]},
+    ]}]
+    result = run_tests(tmp_path, rules_file, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_ocsp_probe_alert_fires_after_the_delay_with_its_reason(tmp_path: Path, rules_file: Path) -> None:
+    good = {"ca": "qualified", "url": "http://ocsp.test.scse.ml/qualified", "publisher": "203.0.113.14",
+            "instance": "subca:9100", "job": "node"}
+    bad = {**good, "publisher": "203.0.113.18"}
+    inputs = [series("x509_ocsp_probe_success", "1x60", **good),
+              series("x509_ocsp_probe_success", "0x60", **bad),
+              series("x509_ocsp_probe_failure", "1x60", **bad, reason="signature")]
+    tests = [{"interval": "1m", "input_series": inputs, "alert_rule_test": [
+        {"eval_time": "10m", "alertname": "OcspProbeFailed", "exp_alerts": []},
+        {"eval_time": "16m", "alertname": "OcspProbeFailed", "exp_alerts": [{
+            "exp_labels": {**bad, "severity": "warning"},
+            "exp_annotations": {
+                "summary": "Relying parties cannot get a valid OCSP response of CA qualified from 203.0.113.18",
+                "description": "http://ocsp.test.scse.ml/qualified from 203.0.113.18: reason signature (connect, "
+                               "HTTP status, not an OCSP response, response status, mismatch, signature, expired, "
+                               "content type). Run ceremony-crl-probe by hand for the message; docs/ocsp.md, "
+                               "\"On the hosts\"."}}]},
+    ]}]
     result = run_tests(tmp_path, rules_file, tests)
     assert result.returncode == 0, result.stdout + result.stderr
 

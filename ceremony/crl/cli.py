@@ -146,6 +146,11 @@ def _probe_parser() -> argparse.ArgumentParser:
                    help="connect to this address (host or host:port) instead of resolving the URL's host; the URL's "
                         "host is still sent as Host. Repeat it for every publication server")
     p.add_argument("--ca-cert", help="the CA certificate (PEM or DER; default as for ceremony-crl-sign)")
+    p.add_argument("--partitions", type=int, help="the CA's crl.partitions: also probe partition URLs 0 … N-1 formed "
+                   "from the URL (default: the definition's; none without --definition)")
+    p.add_argument("--ocsp-url", help="the CA's ocsp.url (default: the definition's)")
+    p.add_argument("--ocsp-cert", help="a certificate the CA issued (e.g. its OCSP signer certificate): ask the OCSP "
+                   "responder about it and check the answer; without it the responder is not probed")
     p.add_argument("--metrics-dir", help="write ceremony_crl_probe_<ca>.prom here (node-exporter textfile collector)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for each fetch (default 10)")
     p.add_argument("--syslog", action="store_true",
@@ -158,13 +163,16 @@ def crl_probe_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.definition is None and (args.url is None or args.ca_cert is None):
         parser.error("give --definition, or both --url and --ca-cert")
+    if args.partitions is not None and not 0 <= args.partitions <= 256:
+        parser.error(f"--partitions {args.partitions}: allowed 0 to 256 (the definition's crl.partitions)")
 
     said: list[str] = []
     errors: list[str] = []
     code = 0
     try:
         results = probe_all(args.ca, definition=args.definition, url=args.url, publishers=args.publisher,
-                            ca_cert=args.ca_cert, metrics_dir=args.metrics_dir, timeout=args.timeout)
+                            ca_cert=args.ca_cert, metrics_dir=args.metrics_dir, timeout=args.timeout,
+                            partitions=args.partitions, ocsp_url=args.ocsp_url, ocsp_cert=args.ocsp_cert)
         for r in results:
             (said if r.success else errors).append(r.message)
         code = 0 if all(r.success for r in results) else 1

@@ -207,9 +207,16 @@ class ProbeResult:
     message: str = ""
     duration_seconds: float | None = None
     size_bytes: int | None = None
+    partition: int | None = None
+    """A partition CRL's index (label ``partition``, as on the job's ``x509_crl_partition_*``); None: the full CRL."""
+    kind: str = "crl"
+    """``crl``, or ``ocsp`` for an answer of the CA's OCSP responder (metrics ``x509_ocsp_probe_*``)."""
 
     def labels(self) -> dict[str, str]:
-        return {"ca": self.ca, "url": self.url, "publisher": self.publisher}
+        labels = {"ca": self.ca, "url": self.url, "publisher": self.publisher}
+        if self.partition is not None:
+            labels["partition"] = str(self.partition)
+        return labels
 
 
 @dataclass(frozen=True)
@@ -220,7 +227,8 @@ class ProbeMetrics:
     def render(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         out = _Text()
-        rs = self.results
+        rs = [r for r in self.results if r.kind == "crl"]
+        os_ = [r for r in self.results if r.kind == "ocsp"]
         out.gauge("x509_crl_probe_success", "1 if the published CRL was fetched, parsed, signed by the CA and "
                   "not expired.", [(r.labels(), r.success) for r in rs])
         out.gauge("x509_crl_probe_timestamp_seconds", "When the probe ran (epoch seconds).",
@@ -239,6 +247,24 @@ class ProbeMetrics:
         out.gauge("x509_crl_probe_size_bytes", "Size of the fetched CRL.", [(r.labels(), r.size_bytes) for r in rs])
         out.gauge("x509_crl_probe_duration_seconds", "Duration of the fetch and checks.",
                   [(r.labels(), r.duration_seconds) for r in rs])
+        if os_:
+            out.gauge("x509_ocsp_probe_success", "1 if the OCSP responder answered successful with a response for the "
+                      "certificate asked about, signed for the CA and in force.",
+                      [(r.labels(), r.success) for r in os_])
+            out.gauge("x509_ocsp_probe_timestamp_seconds", "When the probe asked (epoch seconds).",
+                      [(r.labels(), now) for r in os_])
+            out.gauge("x509_ocsp_probe_http_status", "HTTP status of the OCSP request (0: no response).",
+                      [(r.labels(), r.http_status) for r in os_])
+            out.gauge("x509_ocsp_probe_failure", "1 for the reason the OCSP probe failed.",
+                      [({**r.labels(), "reason": r.failure_reason or "connect"}, 1) for r in os_ if not r.success])
+            out.gauge("x509_ocsp_probe_signature_ok", "1 if the response's signature verifies for the CA.",
+                      [(r.labels(), r.signature_ok) for r in os_])
+            out.gauge("x509_ocsp_probe_this_update_seconds", "thisUpdate of the response (epoch seconds).",
+                      [(r.labels(), r.this_update) for r in os_])
+            out.gauge("x509_ocsp_probe_next_update_seconds", "nextUpdate of the response (epoch seconds).",
+                      [(r.labels(), r.next_update) for r in os_])
+            out.gauge("x509_ocsp_probe_duration_seconds", "Duration of the request and checks.",
+                      [(r.labels(), r.duration_seconds) for r in os_])
         return out.text()
 
 

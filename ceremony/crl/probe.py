@@ -7,6 +7,20 @@ publication server, with the URL's host name as ``Host``), and checks: HTTP stat
 signature verifies with the CA certificate's key, nextUpdate not passed. The metrics
 (``x509_crl_probe_*``, :class:`ceremony.crl.metrics.ProbeMetrics`) carry the fetched CRL's number,
 thisUpdate and nextUpdate, so an alert can compare them with the signer's ``x509_crl_number``.
+
+A CA with ``crl.partitions: N`` publishes N more CRLs; the probe fetches each partition URL too
+(:func:`ceremony.definition.model.partition_crl_url`, indexes 0 … N−1) and checks, besides the above, that the CRL
+at a partition URL says it covers that partition (its issuing distribution point names the URL) and that the CRL at
+``crl_url`` has none. Their metrics carry ``partition="<i>"``, so an alert compares each with the signer's
+``x509_crl_partition_number`` of the same partition. The full CRL of a partitioning CA is published only while an
+unexpired certificate names it; a 404 there is then reported as "not published", not as a failure.
+
+A CA with an ``ocsp`` section: :func:`probe_ocsp` POSTs an OCSP request for a certificate the CA issued and recorded
+(``--ocsp-cert``; the monitoring role's ``monitoring_crl_probe_ocsp_cert``: the responders answer only for what the
+registry holds, so not for the OCSP signer certificate itself) to ``ocsp.url`` through each publisher and checks the
+answer as a relying party does: status successful, the single response is for the certificate asked about, its
+signature verifies with the responder certificate carried in it, which the CA issued for OCSP signing (or with the
+CA's own key), and it is in force. Metrics ``x509_ocsp_probe_*`` in the same file.
 """
 
 from __future__ import annotations
@@ -19,14 +33,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ceremony.common.errors import DefinitionError, OutputError
 from ceremony.crl.job import find_ca_certificate
 from ceremony.crl.metrics import ProbeMetrics, ProbeResult, write_probe_metrics
-from ceremony.definition.model import load_definition
+from ceremony.definition.model import load_definition, partition_crl_url
+from ceremony.hsm.signers import verify_signature
 from ceremony.x509.files import read_certificate
 
 CRL_CONTENT_TYPE = "application/pkix-crl"
+OCSP_REQUEST_TYPE = "application/ocsp-request"
+OCSP_RESPONSE_TYPE = "application/ocsp-response"
 
 
 #: A national CRL with a million entries is about 48 MB; anything far larger is not a CRL of this suite.
@@ -50,8 +71,9 @@ def _split_address(address: str, default_port: int) -> tuple[str, int]:
     return address, default_port
 
 
-def _fetch(url: str, publisher: str | None, timeout: float) -> tuple[int, str, bytes]:
-    """``(status, content type, body)``; OSError/HTTPException for no answer."""
+def _fetch(url: str, publisher: str | None, timeout: float, body: bytes | None = None,
+           accept: str = CRL_CONTENT_TYPE) -> tuple[int, str, bytes]:
+    """``(status, content type, body)``: a GET, or with ``body`` an OCSP POST; OSError/HTTPException for no answer."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
@@ -63,11 +85,14 @@ def _fetch(url: str, publisher: str | None, timeout: float) -> tuple[int, str, b
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        conn.putrequest("GET" if body is None else "POST", path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", parts.netloc)
         conn.putheader("User-Agent", "ceremony-crl-probe")
-        conn.putheader("Accept", CRL_CONTENT_TYPE)
-        conn.endheaders()
+        conn.putheader("Accept", accept)
+        if body is not None:
+            conn.putheader("Content-Type", OCSP_REQUEST_TYPE)
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
         response = conn.getresponse()
         body = response.read(MAX_CRL_BYTES + 1)
         content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
@@ -76,16 +101,31 @@ def _fetch(url: str, publisher: str | None, timeout: float) -> tuple[int, str, b
         conn.close()
 
 
+def _idp_urls(crl: x509.CertificateRevocationList) -> list[str] | None:
+    """The URLs the CRL's issuing distribution point names; None without one (a full CRL)."""
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return None
+    return [n.value for n in idp.full_name or () if isinstance(n, x509.UniformResourceIdentifier)]
+
+
 def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | None = None, timeout: float = 10.0,
-              now: dt.datetime | None = None) -> ProbeResult:
-    """Fetch and check one CRL; never raises for what the server returns (it is reported in the result)."""
+              now: dt.datetime | None = None, partition: int | None = None,
+              partitioned: bool = False) -> ProbeResult:
+    """Fetch and check one CRL; never raises for what the server returns (it is reported in the result).
+
+    ``partition``: the URL is that partition's (its CRL must name it in its issuing distribution point);
+    ``partitioned``: the CA partitions, so its full CRL (``partition`` None) may be absent (404) and, when served,
+    must have no issuing distribution point. Without either, the scope is not checked (as before partitions).
+    """
     start = time.monotonic()
     where = f"{url}" + (f" from {publisher}" if publisher else "")
     label = publisher or "dns"
 
     def result(success: bool, message: str, **kw: object) -> ProbeResult:
         prefix = "" if success else "error: "
-        return ProbeResult(ca, url, label, success, message=prefix + message,
+        return ProbeResult(ca, url, label, success, message=prefix + message, partition=partition,
                            duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
 
     try:
@@ -95,6 +135,9 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
         if isinstance(exc, socket.timeout | TimeoutError):
             text = f"no answer within {timeout:g} s"
         return result(False, f"{where}: cannot fetch the CRL: {text}", failure_reason="connect")
+    if status == 404 and partitioned and partition is None:
+        return result(True, f"{where}: the full CRL is not published (HTTP 404; the CA partitions, and the job "
+                            "publishes the full CRL only while an unexpired certificate names it)", http_status=status)
     if status != 200:
         return result(False, f"{where}: HTTP status {status}", failure_reason="http_status", http_status=status)
     if len(body) > MAX_CRL_BYTES:
@@ -128,6 +171,17 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
     if next_update is not None and next_update <= now:
         return result(False, f"{where}: CRL {number} expired at {next_update:%Y-%m-%dT%H:%M:%SZ}",
                       failure_reason="expired", signature_ok=True, **facts)
+    if partition is not None or partitioned:
+        named = _idp_urls(crl)
+        if partition is not None and named != [url]:
+            what = "no issuing distribution point (a full CRL)" if named is None else \
+                f"an issuing distribution point naming {', '.join(named) or 'no URL'}"
+            return result(False, f"{where}: CRL {number} has {what}, not this partition's URL",
+                          failure_reason="scope", signature_ok=True, **facts)
+        if partition is None and named is not None:
+            return result(False, f"{where}: CRL {number} is a partition CRL (its issuing distribution point names "
+                                 f"{', '.join(named) or 'no URL'}), served at the full CRL's URL",
+                          failure_reason="scope", signature_ok=True, **facts)
     if content_type != CRL_CONTENT_TYPE:
         return result(False, f"{where}: CRL {number} served as {content_type or 'no Content-Type'!r}, not "
                              f"{CRL_CONTENT_TYPE}", failure_reason="content_type", signature_ok=True, **facts)
@@ -136,10 +190,101 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
                   if next_update else f"{where}: CRL {number} of {ca!r}, signature OK", signature_ok=True, **facts)
 
 
+def probe_ocsp(ca: str, url: str, ca_cert: x509.Certificate, subject: x509.Certificate, *,
+               publisher: str | None = None, timeout: float = 10.0, now: dt.datetime | None = None,
+               tolerance: dt.timedelta = dt.timedelta(minutes=5)) -> ProbeResult:
+    """Ask the OCSP responder about ``subject`` (issued by the CA) and check the answer (module docstring)."""
+    start = time.monotonic()
+    where = f"OCSP {url}" + (f" from {publisher}" if publisher else "")
+    serial = f"{subject.serial_number:x}"
+
+    def result(success: bool, message: str, **kw: object) -> ProbeResult:
+        prefix = "" if success else "error: "
+        return ProbeResult(ca, url, publisher or "dns", success, message=prefix + message, kind="ocsp",
+                           duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
+
+    request = ocsp.OCSPRequestBuilder().add_certificate(subject, ca_cert, hashes.SHA1()).build()
+    try:
+        status, content_type, body = _fetch(url, publisher, timeout, request.public_bytes(serialization.Encoding.DER),
+                                            OCSP_RESPONSE_TYPE)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        if isinstance(exc, socket.timeout | TimeoutError):
+            text = f"no answer within {timeout:g} s"
+        return result(False, f"{where}: cannot reach the responder: {text}", failure_reason="connect")
+    if status != 200:
+        return result(False, f"{where}: HTTP status {status}", failure_reason="http_status", http_status=status)
+    try:
+        response = ocsp.load_der_ocsp_response(body)
+    except ValueError:
+        return result(False, f"{where}: the body ({len(body)} bytes) is not an OCSP response", failure_reason="parse",
+                      http_status=status, size_bytes=len(body))
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return result(False, f"{where}: serial {serial}: response status {response.response_status.name.lower()}",
+                      failure_reason="response_status", http_status=status, size_bytes=len(body))
+    facts: dict[str, object] = {"http_status": status, "size_bytes": len(body),
+                                "this_update": response.this_update_utc.timestamp(),
+                                "next_update": response.next_update_utc.timestamp() if response.next_update_utc
+                                else None}
+    asked = (subject.serial_number, request.issuer_key_hash, request.issuer_name_hash)
+    if (response.serial_number, response.issuer_key_hash, response.issuer_name_hash) != asked:
+        return result(False, f"{where}: the response is for serial {response.serial_number:x}, not the serial "
+                             f"{serial} asked about", failure_reason="mismatch", **facts)
+    problem = _ocsp_signature_problem(response, ca_cert)
+    if problem:
+        return result(False, f"{where}: serial {serial}: {problem}", failure_reason="signature", signature_ok=False,
+                      **facts)
+    at = now or dt.datetime.now(dt.UTC)
+    if response.this_update_utc > at + tolerance:
+        return result(False, f"{where}: serial {serial}: thisUpdate {response.this_update_utc:%Y-%m-%dT%H:%M:%SZ} is "
+                             "in the future", failure_reason="expired", signature_ok=True, **facts)
+    if response.next_update_utc is None or response.next_update_utc <= at:
+        return result(False, f"{where}: serial {serial}: the response has expired", failure_reason="expired",
+                      signature_ok=True, **facts)
+    if content_type != OCSP_RESPONSE_TYPE:
+        return result(False, f"{where}: served as {content_type or 'no Content-Type'!r}, not {OCSP_RESPONSE_TYPE}",
+                      failure_reason="content_type", signature_ok=True, **facts)
+    return result(True, f"{where}: serial {serial} {response.certificate_status.name.lower()}, thisUpdate "
+                        f"{response.this_update_utc:%Y-%m-%dT%H:%M:%SZ}, nextUpdate "
+                        f"{response.next_update_utc:%Y-%m-%dT%H:%M:%SZ}, signature OK", signature_ok=True, **facts)
+
+
+def _ocsp_signature_problem(response: ocsp.OCSPResponse, ca_cert: x509.Certificate) -> str | None:
+    """None when the response is signed by the CA or by a responder certificate the CA issued for OCSP signing."""
+    signer_key = ca_cert.public_key()
+    if response.certificates:
+        responder = response.certificates[0]
+        if responder.issuer != ca_cert.subject:
+            return f"the responder certificate is issued by {responder.issuer.rfc4514_string()}, not by the CA"
+        try:
+            verify_signature(ca_cert.public_key(), responder.signature, responder.tbs_certificate_bytes,
+                             responder.signature_hash_algorithm)
+        except (InvalidSignature, TypeError):
+            return "the responder certificate's signature does not verify with the CA certificate"
+        try:
+            usages = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usages = None
+        if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+            return "the responder certificate is not for OCSP signing (no id-kp-OCSPSigning)"
+        signer_key = responder.public_key()
+    try:
+        verify_signature(signer_key, response.signature, response.tbs_response_bytes,
+                         response.signature_hash_algorithm)
+    except (InvalidSignature, TypeError):
+        return "the response's signature does not verify"
+    return None
+
+
 def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None = None,
               publishers: list[str] | None = None, ca_cert: str | Path | None = None,
-              metrics_dir: str | Path | None = None, timeout: float = 10.0) -> list[ProbeResult]:
-    """Probe the CA's CRL URL through each publisher (or through DNS) and write the metrics file."""
+              metrics_dir: str | Path | None = None, timeout: float = 10.0, partitions: int | None = None,
+              ocsp_url: str | None = None, ocsp_cert: str | Path | None = None) -> list[ProbeResult]:
+    """Probe the CA's CRL URL, its partition URLs and its OCSP URL through each publisher (or DNS); write metrics.
+
+    With ``definition``, the URL, the partition count and the OCSP URL default to the CA's; the OCSP responder is
+    probed only with ``ocsp_cert`` (a certificate the CA issued, to ask about).
+    """
     cert_path: Path
     if definition is not None:
 
@@ -147,14 +292,24 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
         if ca not in defn.model.cas:
             raise DefinitionError(str(definition), f"cas.{ca}", "no such CA",
                                   ", ".join(sorted(defn.model.cas)))
-        url = url or defn.model.cas[ca].publication.crl_url
+        model = defn.model.cas[ca]
+        url = url or model.publication.crl_url
+        partitions = partitions if partitions is not None else model.crl.partitions
+        ocsp_url = ocsp_url or (model.ocsp.url if model.ocsp is not None else None)
         cert_path = find_ca_certificate(defn, ca, ca_cert)
     else:
         assert url is not None and ca_cert is not None
         cert_path = Path(ca_cert)
     cert = load_ca_certificate(cert_path)
+    subject = read_certificate(ocsp_cert, "the certificate to ask the OCSP responder about") \
+        if ocsp_cert is not None and ocsp_url else None
+    count = partitions or 0
+    targets: list[tuple[str, int | None]] = [(url, None)] + [(partition_crl_url(url, i), i) for i in range(count)]
     through: list[str | None] = list(publishers) if publishers else [None]  # None: the URL's own host (DNS)
-    results = [probe_crl(ca, url, cert, publisher=p, timeout=timeout) for p in through]
+    results = [probe_crl(ca, u, cert, publisher=p, timeout=timeout, partition=i, partitioned=count > 0)
+               for u, i in targets for p in through]
+    if subject is not None and ocsp_url:
+        results += [probe_ocsp(ca, ocsp_url, cert, subject, publisher=p, timeout=timeout) for p in through]
     if metrics_dir is not None:
         try:
             Path(metrics_dir).mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,16 @@ in force by it, so a publisher with a wrong clock would serve a CRL too early or
 A refused CRL leaves the served file, its time and the map exactly as they were; the command
 prints one line ``error: ...`` and exits non-zero (8 for a CRL that fails a check, 4 for a file
 that cannot be read or written).
+
+Partitioned CRLs (docs/crl.md, "Partitioned CRLs"): given the CA's ``crl_url`` (``--crl-url``), a run publishes the
+full CRL and every partition CRL ``<stem>-p<i>.crl`` pulled beside it (:func:`publish_partitioned`), each one
+exactly as above and independently of the others (its own served file, its own number sequence), plus its
+*scope*: a partition CRL's issuing distribution point must name the URL it is served at
+(:func:`ceremony.definition.model.partition_crl_url` of ``crl_url`` and its index) and the full CRL must have none.
+A relying party that fetched partition 3's URL must never get another partition's CRL or the full one: both would
+claim a scope the URL does not. The partition files are found in the pulled directory, not listed anywhere, so a
+partition that appears later (a certificate issued after the count was raised names it) is served by the next
+pull without anything being reconfigured.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import email.utils
 import fcntl
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +71,7 @@ from ceremony.common.fileio import replace_atomically
 from ceremony.crl import encoding as crlenc
 from ceremony.crl.checks import CrlSummary, check_against_previous, summarise
 from ceremony.crl.job import Issuer, load_issuer, read_published
+from ceremony.definition.model import partition_crl_url
 
 #: How far thisUpdate may be ahead of this host's clock (the signer already sets thisUpdate back
 #: by its clock skew allowance; this only absorbs the publisher's own clock being a little behind).
@@ -93,6 +105,45 @@ class Publication:
                 f"sha256 {self.sha256})")
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Where a CRL is served and so what it must claim to cover: the full CRL (``partition`` None: no issuing
+    distribution point) or one partition (an issuing distribution point naming exactly ``url``)."""
+
+    url: str
+    partition: int | None = None
+
+    def describe(self) -> str:
+        return "the full CRL" if self.partition is None else f"partition {self.partition}"
+
+
+def check_scope(crl: x509.CertificateRevocationList, scope: Scope) -> None:
+    """The CRL's issuing distribution point matches where it is served (module docstring)."""
+    try:
+        idp: x509.IssuingDistributionPoint | None = crl.extensions.get_extension_for_class(
+            x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        idp = None
+    if scope.partition is None:
+        if idp is not None:
+            names = _idp_urls(idp)
+            named = f" naming {', '.join(names)}" if names else ""
+            raise VerificationError(f"it has an issuing distribution point{named} (a partition CRL), but "
+                                    f"{scope.url} is the full CRL's URL")
+        return
+    if idp is None:
+        raise VerificationError(f"it has no issuing distribution point (a full CRL), but {scope.url} is the URL of "
+                                f"{scope.describe()}")
+    names = _idp_urls(idp)
+    if names != [scope.url]:
+        raise VerificationError(f"its issuing distribution point names {', '.join(names) or 'no URL'}, not "
+                                f"{scope.url} where it would be served ({scope.describe()})")
+
+
+def _idp_urls(idp: x509.IssuingDistributionPoint) -> list[str]:
+    return [n.value for n in idp.full_name or () if isinstance(n, x509.UniformResourceIdentifier)]
+
+
 def http_date(when: dt.datetime | float) -> str:
     """The HTTP date nginx sends as Last-Modified for a file with this modification time."""
     seconds = when.timestamp() if isinstance(when, dt.datetime) else when
@@ -119,8 +170,11 @@ def _check_signature(der: bytes, crl: x509.CertificateRevocationList, issuer: Is
 
 
 def verify_for_publication(der: bytes, issuer: Issuer, served: tuple[bytes, CrlSummary] | None, *,
-                           now: dt.datetime, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE) -> CrlSummary:
-    """Every check of the module docstring; returns the CRL's summary or raises VerificationError."""
+                           now: dt.datetime, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE,
+                           scope: Scope | None = None) -> CrlSummary:
+    """Every check of the module docstring; returns the CRL's summary or raises VerificationError.
+
+    ``scope``: where the CRL is to be served (None: not checked, e.g. the root's ARLs)."""
     try:
         crl = x509.load_der_x509_crl(der)
         summary = summarise(crl)
@@ -131,6 +185,8 @@ def verify_for_publication(der: bytes, issuer: Issuer, served: tuple[bytes, CrlS
         raise VerificationError(f"its issuer {crl.issuer.rfc4514_string()} is not the subject of {issuer.path}")
     if summary.authority_key_id != issuer.key_id:
         raise VerificationError(f"its authority key identifier is not the subject key identifier of {issuer.path}")
+    if scope is not None:
+        check_scope(crl, scope)
     if summary.this_update > now + tolerance:
         raise VerificationError(f"its thisUpdate {summary.this_update:%Y-%m-%dT%H:%M:%SZ} is in the future "
                                 f"(clock here {now:%Y-%m-%dT%H:%M:%SZ}); check the clocks")
@@ -218,11 +274,12 @@ def load_trust_anchor(ca_cert: str | Path) -> Issuer:
 def publish(der: bytes, source: str, ca_cert: str | Path, served_path: str | Path, *,
             now: dt.datetime | None = None, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE,
             etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX,
-            clock: ClockPolicy | None = None, clock_status: ClockStatus | None = None) -> Publication:
+            clock: ClockPolicy | None = None, clock_status: ClockStatus | None = None,
+            scope: Scope | None = None) -> Publication:
     """Verify ``der`` (read from ``source``, named in messages) and serve it at ``served_path``.
 
     ``clock``: the host's requirement on its clock (None: not checked); ``clock_status``: the state
-    to judge instead of the kernel's (tests).
+    to judge instead of the kernel's (tests); ``scope``: what the CRL must cover to be served there.
     """
     served_path = Path(served_path)
     check_clock(clock, f"nothing was published from {source}", clock_status)
@@ -231,7 +288,7 @@ def publish(der: bytes, source: str, ca_cert: str | Path, served_path: str | Pat
     with served_lock(served_path.parent):
         served = read_published(served_path)
         try:
-            summary = verify_for_publication(der, issuer, served, now=at, tolerance=tolerance)
+            summary = verify_for_publication(der, issuer, served, now=at, tolerance=tolerance, scope=scope)
         except VerificationError as exc:
             kept = f"CRL {served[1].number} stays served" if served else "nothing is served"
             raise VerificationError(f"{source} refused: {exc}; {served_path}: {kept}") from None
@@ -239,6 +296,68 @@ def publish(der: bytes, source: str, ca_cert: str | Path, served_path: str | Pat
         map_changed = write_etag_map(served_path.parent, Path(etag_map), url_prefix) if etag_map else False
     return Publication(served_path, summary.number, summary.this_update, summary.next_update,
                        hashlib.sha256(der).hexdigest(), changed, map_changed)
+
+
+#: A partition CRL's file name: ``<stem>-p<index>.crl`` (index without leading zeros, as the job writes it).
+PARTITION_NAME = re.compile(r"(?P<stem>.+)-p(?P<index>0|[1-9][0-9]{0,2})\.crl")
+
+
+def pulled_partitions(directory: Path, stem: str) -> list[tuple[int, Path]]:
+    """The partition CRLs ``<stem>-p<i>.crl`` in ``directory``, by index (dot files, temporaries, skipped)."""
+    found = []
+    for path in directory.glob(f"{stem}-p*.crl"):
+        m = PARTITION_NAME.fullmatch(path.name)
+        if m and m.group("stem") == stem and path.is_file():
+            found.append((int(m.group("index")), path))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One CRL of a partitioned publication: what was served, or why it was refused (the others go on)."""
+
+    source: Path
+    publication: Publication | None = None
+    error: CeremonyError | None = None
+
+
+def publish_partitioned(crl: str | Path, crl_url: str, ca_cert: str | Path, served_path: str | Path, *,
+                        now: dt.datetime | None = None, tolerance: dt.timedelta = DEFAULT_CLOCK_TOLERANCE,
+                        etag_map: str | Path | None = None, url_prefix: str = DEFAULT_URL_PREFIX,
+                        clock: ClockPolicy | None = None, clock_status: ClockStatus | None = None) -> list[Outcome]:
+    """The full CRL ``crl`` and every partition CRL pulled beside it, each verified and served on its own.
+
+    Each CRL is served at the file name its URL gives (``partition_crl_url(crl_url, i)``) next to
+    ``served_path``, with its scope checked. One refused CRL never holds back the others: a revocation in
+    partition 2 is served even if partition 5's file is damaged (that one is reported, and its served CRL stays).
+    The full CRL may be missing when partitions are there (the signer publishes it only while a certificate
+    names it); with neither, nothing was pulled and that is an error.
+    """
+    crl, served_path = Path(crl), Path(served_path)
+    base = crl_url.rstrip()
+    served_name = base.rpartition("/")[2]
+    if served_path.name != served_name:
+        raise OutputError(f"{served_path}: the served file must be named as the last segment of --crl-url "
+                          f"{base!r} ({served_name})")
+    clock_status = check_clock(clock, f"nothing was published from {crl.parent}", clock_status)
+    stem = served_name[:-4] if served_name.endswith(".crl") else served_name
+    partitions = pulled_partitions(crl.parent, stem)
+    outcomes: list[Outcome] = []
+    targets: list[tuple[Path, Path, Scope]] = []
+    if crl.is_file() or not partitions:
+        targets.append((crl, served_path, Scope(base)))
+    for index, path in partitions:
+        url = partition_crl_url(base, index)
+        targets.append((path, served_path.parent / url.rpartition("/")[2], Scope(url, index)))
+    for source, target, scope in targets:
+        try:
+            result = publish(read_candidate(source), str(source), ca_cert, target, now=now, tolerance=tolerance,
+                             etag_map=etag_map, url_prefix=url_prefix, clock=clock, clock_status=clock_status,
+                             scope=scope)
+            outcomes.append(Outcome(source, publication=result))
+        except CeremonyError as exc:
+            outcomes.append(Outcome(source, error=exc))
+    return outcomes
 
 
 def read_candidate(path: str | Path) -> bytes:
@@ -308,6 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-cert", required=True, help="the certificate of the CA that signs this CRL (PEM or DER), "
                    "installed on this host")
     p.add_argument("--served", required=True, help="the served file, e.g. /var/www/pki/crl/qualified.crl")
+    p.add_argument("--crl-url", help="the CA's crl_url (its definition's publication.crl_url): check that the CRL "
+                   "is the full CRL, and publish every partition CRL <stem>-p<i>.crl pulled beside --crl too, each "
+                   "checked to name the URL it is served at (docs/crl.md, Partitioned CRLs)")
     p.add_argument("--etag-map", help="nginx map include to regenerate (ETag = SHA-256 of each served CRL)")
     p.add_argument("--url-prefix", default=DEFAULT_URL_PREFIX,
                    help=f"URL path of the served directory in the map (default {DEFAULT_URL_PREFIX})")
@@ -317,12 +439,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report(outcomes: list[Outcome]) -> int:
+    """One line per CRL (the served ones on stdout, the refused ones on stderr); the worst exit status."""
+    status = 0
+    for outcome in outcomes:
+        if outcome.publication is not None:
+            print(outcome.publication.summary())
+        elif outcome.error is not None:
+            print(f"error: {outcome.error}", file=sys.stderr)
+            status = max(status, outcome.error.exit_code)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tolerance = dt.timedelta(seconds=max(0, args.clock_tolerance))
 
     try:
         clock = resolve_policy(args.require_clock_sync, args.max_clock_error, args.clock_config)
+        if args.crl and args.crl_url:
+            return _report(publish_partitioned(args.crl, args.crl_url, args.ca_cert, args.served, tolerance=tolerance,
+                                               etag_map=args.etag_map, url_prefix=args.url_prefix, clock=clock))
+        if args.crl_url:
+            raise OutputError("--crl-url goes with --crl (the root's CRLs of --batch-dir are not partitioned)")
         if args.crl:
             result = publish(read_candidate(args.crl), args.crl, args.ca_cert, args.served, tolerance=tolerance,
                              etag_map=args.etag_map, url_prefix=args.url_prefix, clock=clock)

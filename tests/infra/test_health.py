@@ -7,7 +7,7 @@ alert rules installed on the host, fed those very samples, fire (``promtool test
 controller). The cron entry's command sends the same line to syslog (a listener on the host's
 ``/dev/log``) and keeps the exit status. The file is restored and the next run recovers. A wrong PIN
 sets the latch, which holds until the documented command clears it. The published CRL is probed
-over HTTP from the relying party's namespace with the probe installed on the host. The hosts have no
+over HTTP by the probe installed on the CA host, run as its cron entry is. The hosts have no
 systemd as PID 1: units are checked with ``systemd-analyze verify`` and their commands run directly.
 """
 
@@ -282,30 +282,37 @@ def test_a_wrong_pin_latches_until_the_documented_command_clears_it(converged: P
     assert host.file(PIN_FILE).sha256sum == saved
 
 
+#: The publishers as the CA host reaches them (inventory/testing/host_vars/subca.yml: monitoring_crl_probe_publishers).
+PROBE_PUBLISHERS = ("203.0.113.14", "203.0.113.18")
+
+
+def probe_cron_command(host: Any) -> tuple[str, str]:
+    """``(user, command)`` of the probe's cron entry, exactly as installed."""
+    line = host.file(f"/etc/cron.d/ceremony-crl-probe-{CA}").content_string.strip().splitlines()[-1]
+    fields = line.split(None, 6)
+    return fields[5], fields[6]
+
+
 def test_the_installed_probe_checks_what_relying_parties_get(converged: PlaybookRun, lab: Lab) -> None:
-    """The probe as installed on the CA host, run from the client namespace against every publisher."""
-    root = lab.th.host_root("subca")
+    """The probe's cron entry, run on the CA host as it is installed (its user, its command line: the publishers'
+    addresses come from the inventory, none is added here): every publisher answers with a valid CRL."""
     host = lab.host("subca")
-    publishers = list(getattr(lab.th, "PUBLISHERS_FROM_CLIENT", {"publisher": lab.th.PUBLISHER_FROM_CLIENT}).values())
-    _, probe_command = unit_command(host, PROBE_UNIT + ".service")
-    args = probe_command.split()
-    at = args.index("--metrics-dir")
-    out = root / "tmp" / "probe-metrics"
-    shutil.rmtree(out, ignore_errors=True)
-    args[at + 1] = "/tmp/probe-metrics"
-    for address in publishers:
-        args += ["--publisher", address]
-    proc = subprocess.run(["ip", "netns", "exec", lab.th.CLIENT_NS, "/usr/sbin/chroot", str(root), *args],
-                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, capture_output=True, text=True,
-                          timeout=120)
-    try:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        samples = parse_prom((out / f"ceremony_crl_probe_{CA}.prom").read_text())
-        signed = value(metrics(lab), "x509_crl_number", ca=CA)
-        for address in publishers:
-            assert value(samples, "x509_crl_probe_success", publisher=address) == 1
-            assert value(samples, "x509_crl_probe_http_status", publisher=address) == 200
-            assert value(samples, "x509_crl_probe_signature_ok", publisher=address) == 1
-            assert value(samples, "x509_crl_probe_number", publisher=address) <= signed
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    user, command = probe_cron_command(host)
+    assert user == "ceremony-probe" and command.endswith(" --syslog")
+    assert [a for a in command.split() if a in PROBE_PUBLISHERS] == list(PROBE_PUBLISHERS), command
+    prom = f"/var/lib/prometheus/node-exporter/ceremony_crl_probe_{CA}.prom"
+    host.run("rm -f %s", prom)
+    with syslog_listener(lab) as logged:
+        proc = host.run("su -s /bin/sh %s -c %s", user, command)
+    assert proc.rc == 0, proc.stdout + proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == len(PROBE_PUBLISHERS) and proc.stderr.strip() == "", proc.stdout
+    assert sum(f"ceremony-crl-probe@{CA}" in m for m in logged) == len(PROBE_PUBLISHERS), logged
+    samples = parse_prom(host.file(prom).content_string)
+    signed = value(metrics(lab), "x509_crl_number", ca=CA)
+    assert signed is not None
+    for address in PROBE_PUBLISHERS:
+        assert value(samples, "x509_crl_probe_success", publisher=address) == 1
+        assert value(samples, "x509_crl_probe_http_status", publisher=address) == 200
+        assert value(samples, "x509_crl_probe_signature_ok", publisher=address) == 1
+        number = value(samples, "x509_crl_probe_number", publisher=address)
+        assert number is not None and number <= signed

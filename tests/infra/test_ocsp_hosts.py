@@ -203,6 +203,12 @@ def test_units_verify_and_cron_runs_the_same_commands(converged: PlaybookRun, la
         # The init script starts the same command line, as the same user, with the same environment.
         init = host.file(f"/etc/init.d/ceremony-ocsp-{CA}").content_string
         assert gunicorn.split(" ", 1)[1] in init and f"CEREMONY_OCSP_STORE={SERVED}" in init
+        # Enabled at boot without systemd: update-rc.d's start links in the runlevels of the script's header.
+        links = host.run("ls /etc/rc2.d /etc/rc3.d /etc/rc4.d /etc/rc5.d /etc/rc0.d /etc/rc6.d").stdout.split()
+        assert sum(bool(re.fullmatch(rf"S\d\dceremony-ocsp-{CA}", n)) for n in links) == 4, (name, links)
+        assert sum(bool(re.fullmatch(rf"K\d\dceremony-ocsp-{CA}", n)) for n in links) == 2, (name, links)
+        assert host.file(f"/etc/rc2.d/{next(n for n in links if n.startswith('S') and n.endswith(CA))}").linked_to \
+            == f"/etc/init.d/ceremony-ocsp-{CA}"
 
 
 def cron_command(host, cron_file: str) -> str:  # host: testinfra.host.Host
@@ -266,6 +272,30 @@ def test_good_then_revoked_on_both_publishers_through_nginx(issued: dict[str, ob
     answer = ocsp.load_der_ocsp_response(body.read_bytes())
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED and answer.serial_number == cert.serial_number
     assert good_serial != revoked_serial
+
+
+def test_the_probe_asks_both_responders_as_a_relying_party(issued: dict[str, object], lab: Lab) -> None:
+    """The probe's cron command as installed on the CA host, with the OCSP URL and a certificate the CA issued (what
+    monitoring_crl_probe_ocsp_cert adds): each publisher's responder answers, signed for the CA, in force."""
+    certs = issued["certs"]
+    assert isinstance(certs, list)
+    serial_hex, good = certs[0]
+    subca = lab.host("subca")
+    copy = lab.th.host_root("subca") / "tmp" / "ocsp-probe.crt.pem"
+    copy.write_bytes(good.read_bytes())
+    copy.chmod(0o644)
+    line = subca.file(f"/etc/cron.d/ceremony-crl-probe-{CA}").content_string.strip().splitlines()[-1]
+    user, command = line.split(None, 6)[5:]
+    url = f"http://{OCSP_HOST}{OCSP_PATH}"
+    run = subca.run("su -s /bin/sh %s -c %s", user, f"{command} --ocsp-url {url} --ocsp-cert /tmp/ocsp-probe.crt.pem")
+    assert run.rc == 0, run.stdout + run.stderr
+    answers = [x for x in run.stdout.splitlines() if x.startswith(f"OCSP {url} from ")]
+    assert len(answers) == 2 and all(f"serial {int(serial_hex, 16):x} " in x and "signature OK" in x
+                                     for x in answers), run.stdout
+    text = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_crl_probe_{CA}.prom").content_string
+    for address in ("203.0.113.14", "203.0.113.18"):
+        assert f'x509_ocsp_probe_success{{ca="{CA}",url="{url}",publisher="{address}"}} 1' in text, text
+    copy.unlink()
 
 
 def test_a_corrupt_or_foreign_snapshot_is_refused_and_the_served_store_stays(issued: dict[str, object],

@@ -5,7 +5,9 @@ then each publisher runs its pull unit's commands as the timer would (rsync over
 publisher's own key, restricted on the signer to ``rrsync -ro`` of the CRL directory, then
 ``ceremony-crl-publish``); the client namespace fetches the CRL from both publishers. The test
 hosts have no systemd as PID 1: every unit is checked with ``systemd-analyze verify`` and its
-``ExecStart`` lines are run directly, as its ``User=``.
+``ExecStart`` lines are run directly, as its ``User=``. Last, partitioning is turned on in the CA host's definition
+(as an operator would; the testing ``pki.yml`` stays without partitions, which the rehearsal and the unit tests
+rely on) and a revocation in one partition is followed to both publishers and the probe.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -312,3 +315,120 @@ def test_the_root_crl_in_force_is_served_from_both_publishers(revoked: dict[str,
     check = openssl("crl", "-inform", "DER", "-in", str(root_crl), "-noout", "-CAfile",
                     str(lab.exchange / "root.crt.pem"), "-verify")
     assert check.returncode == 0 and "verify OK" in check.stdout + check.stderr
+
+
+DEFINITION = "/etc/ceremony/pki.yml"
+PARTITIONS = 2
+PROBE_PUBLISHERS = ("203.0.113.14", "203.0.113.18")  # monitoring_crl_probe_publishers of the testing inventory
+
+
+def test_partition_crls_reach_both_publishers_checked_and_the_probe_sees_them(revoked: dict[str, object],
+                                                                             lab: Lab) -> None:
+    """An operator turns partitioning on (crl.partitions: 2 in the CA host's definition; no playbook runs after it):
+    a certificate issued then names one partition CRL; revoked, the job signs the full CRL and both partitions, each
+    publisher's pull unit brings every partition file (none was there before) and serves it after its checks; a
+    relying party gets the partition CRL its certificate names from both publishers, alike, and openssl rejects the
+    certificate with it. A damaged partition CRL and one of the other partition's scope under its name are refused,
+    the served one kept. The probe's cron command, with the partition count, sees every URL on both publishers."""
+    tmp = revoked["tmp"]
+    assert isinstance(tmp, Path)
+    subca = lab.host("subca")
+    definition = lab.th.host_root("subca") / DEFINITION.lstrip("/")
+    original = definition.read_text()
+    assert original.count("      interval: 24h\n") == 1 and "partitions:" not in original
+    signed_dir = lab.th.host_root("subca") / SIGNED_CRL.lstrip("/").rpartition("/")[0]
+    saved: dict[str, bytes] = {}
+    try:
+        definition.write_text(original.replace("      interval: 24h\n", f"      interval: 24h\n"
+                                                                         f"      partitions: {PARTITIONS}\n"))
+        work = subca.check_output("mktemp -d /tmp/ee.XXXXXX")
+        subca.check_output("chown %s %s", CA_USER, work)
+        script = f"{work}/issue.py"
+        (lab.th.host_root("subca") / script.lstrip("/")).write_text(ISSUE_AND_REVOKE)
+        issue = subca.run("su -s /bin/sh %s -c %s", CA_USER,
+                          f"SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf {SUITE_PYTHON} {script} {work}")
+        assert issue.rc == 0, issue.stdout[-3000:] + issue.stderr[-3000:]
+        serial_hex, pem_path = issue.stdout.strip().splitlines()[-1].split()[1:]
+        serial = int(serial_hex, 16)
+        part = serial % PARTITIONS
+        ee = tmp / "ee-partitioned.pem"
+        ee.write_text(subca.file(pem_path).content_string)
+        dp = x509.load_pem_x509_certificate(ee.read_bytes()).extensions.get_extension_for_class(
+            x509.CRLDistributionPoints).value[0].full_name[0].value
+        assert dp == f"http://pki.test.scse.ml/crl/{CA}-p{part}.crl"
+        # The signer's job as its cron entry runs it: the full CRL and every partition, together.
+        cron = subca.file(f"/etc/cron.d/ceremony-crl-sign-{CA}").content_string.strip().splitlines()[-1]
+        job = subca.run("su -s /bin/sh %s -c %s", CA_USER, cron.split(f" {CA_USER} ", 1)[1])
+        assert job.rc == 0 and "signed and published" in job.stdout, job.stdout + job.stderr
+        names = [f"{CA}-p{i}.crl" for i in range(PARTITIONS)]
+        assert all((signed_dir / n).is_file() for n in names)
+        # Each publisher's timer, unchanged since provisioning: the new files come with the pull.
+        for name, results in zip(PUBLISHERS, publish_everywhere(lab), strict=True):
+            assert [r.rc for r in results] == [0, 0], (name, [r.stdout + r.stderr for r in results])
+            lines = results[1].stdout.splitlines()
+            for n in names:
+                assert any(x.startswith(f"{SERVED}/{n}: CRL ") and " installed " in x for x in lines), lines
+        answers = fetch_both(lab, f"/crl/{CA}-p{part}.crl", tmp)
+        assert_alike_and_validated(answers)
+        crl = crl_of(answers[0].body)
+        assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+        assert idp.critical and [n.value for n in idp.value.full_name] == [dp]
+        served = tmp / "partition.crl"
+        served.write_bytes(answers[0].body)
+        pem = tmp / "partition.crl.pem"
+        assert openssl("crl", "-inform", "DER", "-in", str(served), "-out", str(pem)).returncode == 0
+        verdict = openssl("verify", "-crl_check", "-CAfile", str(lab.exchange / "root.crt.pem"), "-untrusted",
+                          str(lab.exchange / f"{CA}.crt.pem"), "-CRLfile", str(pem), str(ee))
+        assert verdict.returncode != 0 and "certificate revoked" in verdict.stdout + verdict.stderr, verdict.stdout
+        # The other partition's CRL does not answer for this certificate: another scope.
+        other = tmp / "other.crl"
+        other.write_bytes(fetch(lab, "publisher", f"/crl/{CA}-p{1 - part}.crl", tmp).body)
+        other_pem = tmp / "other.crl.pem"
+        assert openssl("crl", "-inform", "DER", "-in", str(other), "-out", str(other_pem)).returncode == 0
+        scope = openssl("verify", "-crl_check", "-CAfile", str(lab.exchange / "root.crt.pem"), "-untrusted",
+                        str(lab.exchange / f"{CA}.crt.pem"), "-CRLfile", str(other_pem), str(ee))
+        assert scope.returncode != 0 and "certificate revoked" not in scope.stdout + scope.stderr
+        # A damaged partition CRL, then the other partition's CRL under this one's name: refused by both, kept.
+        target = signed_dir / f"{CA}-p{part}.crl"
+        saved = {n: (signed_dir / n).read_bytes() for n in names}
+        number = number_of(answers[0].body)
+        damaged = bytearray(saved[target.name])
+        damaged[-3] ^= 1
+        for bad, needle in ((bytes(damaged), "the signature does not verify"),
+                            (saved[f"{CA}-p{1 - part}.crl"], "its issuing distribution point names")):
+            stage = target.with_name(".bad")
+            stage.write_bytes(bad)
+            stage.chmod(0o644)
+            stage.replace(target)
+            os.utime(target, (time.time() + 5, time.time() + 5))  # rsync --times: a new file to fetch
+            for name, results in zip(PUBLISHERS, publish_everywhere(lab), strict=True):
+                pull, refusal = results
+                assert pull.rc == 0, pull.stderr
+                assert refusal.rc == 8, (name, refusal.stdout, refusal.stderr)
+                lines = refusal.stderr.strip().splitlines()
+                assert len(lines) == 1 and f"{CA}-p{part}.crl refused: " in lines[0] and needle in lines[0] and \
+                    lines[0].endswith(f"CRL {number} stays served"), lines
+                assert "already served; nothing changed" in refusal.stdout  # the others are still checked
+            assert [a.body for a in fetch_both(lab, f"/crl/{CA}-p{part}.crl", tmp)] == [answers[0].body] * 2
+        target.write_bytes(saved[target.name])
+        os.utime(target, (time.time() + 10, time.time() + 10))
+        for results in publish_everywhere(lab):
+            assert [r.rc for r in results] == [0, 0] and "installed" not in results[1].stdout, results[1].stdout
+        # The probe's cron command as installed, with the partition count the definition now has.
+        line = subca.file(f"/etc/cron.d/ceremony-crl-probe-{CA}").content_string.strip().splitlines()[-1]
+        probe_user, probe = line.split(None, 6)[5:]
+        prom = f"/var/lib/prometheus/node-exporter/ceremony_crl_probe_{CA}.prom"
+        result = subca.run("su -s /bin/sh %s -c %s", probe_user, f"{probe} --partitions {PARTITIONS}")
+        assert result.rc == 0, result.stdout + result.stderr
+        text = subca.file(prom).content_string
+        for publisher in PROBE_PUBLISHERS:
+            for i in range(PARTITIONS):
+                assert (f'x509_crl_probe_success{{ca="{CA}",url="http://pki.test.scse.ml/crl/{CA}-p{i}.crl",'
+                        f'publisher="{publisher}",partition="{i}"}} 1') in text, text
+            assert f'x509_crl_probe_success{{ca="{CA}",url="http://pki.test.scse.ml/crl/{CA}.crl",' \
+                   f'publisher="{publisher}"}} 1' in text, text
+    finally:
+        definition.write_text(original)
+        for n, der in saved.items():
+            (signed_dir / n).write_bytes(der)
