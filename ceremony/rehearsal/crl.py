@@ -54,7 +54,7 @@ def rehearsal_subject(kind: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs])
 
 
-def _csr(path: Path, kind: str) -> Path:
+def subscriber_csr(path: Path, kind: str) -> Path:
     """A throwaway subject key (kept nowhere) and its CSR: in real life the subscriber's device makes both."""
     key = ec.generate_private_key(ec.SECP256R1())
     csr = x509.CertificateSigningRequestBuilder().subject_name(rehearsal_subject(kind)).sign(key, hashes.SHA256())
@@ -109,7 +109,7 @@ def rehearse(ctx: RehearsalContext) -> None:
                     ("partitioned", partitioned, "-partitioned"),):
                 made: list[IssuedCertificate] = []
                 for profile_name, profile in ca.profiles.items():
-                    csr = _csr(ctx.out / EE_DIR / f"{profile_name}{suffix}.csr.pem", profile.kind)
+                    csr = subscriber_csr(ctx.out / EE_DIR / f"{profile_name}{suffix}.csr.pem", profile.kind)
                     made.append(issue_certificate(
                         d, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
                         issuer_cert_path=ctx.out / f"{ca_name}.crt.pem", rehearsal=True, interactive=False,

@@ -73,7 +73,7 @@ from ceremony.hsm.keys import spki_sha256
 from ceremony.ocsp.cli import create_store
 from ceremony.ocsp.job import run_ocsp_job
 from ceremony.rehearsal.context import RehearsalContext
-from ceremony.rehearsal.crl import CRL_DIR, EE_DIR, REHEARSAL_PARTITIONS, _csr, with_crl_partitions
+from ceremony.rehearsal.crl import CRL_DIR, EE_DIR, REHEARSAL_PARTITIONS, subscriber_csr, with_crl_partitions
 from ceremony.rehearsal.ocsp import OCSP_DIR
 from ceremony.transcript.participants import REHEARSAL_OFFICERS
 from ceremony.transcript.recorder import ConsoleRecorder
@@ -304,7 +304,7 @@ def rehearse(ctx: RehearsalContext) -> LifeCycleResult | None:
     with Registry.open(reg_path) as registry:
         made: list[IssuedCertificate] = []
         for profile_name, profile in ca.profiles.items():
-            csr = _csr(ctx.out / EE_DIR / f"{profile_name}-g{new_key}.csr.pem", profile.kind)
+            csr = subscriber_csr(ctx.out / EE_DIR / f"{profile_name}-g{new_key}.csr.pem", profile.kind)
             ctx.manifest.add("end-entity-csr", csr, "pem")
             made.append(issue_certificate(
                 partitioned, ca_name, profile_name, csr, ctx.out / EE_DIR, registry, console_rec,
