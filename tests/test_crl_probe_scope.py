@@ -310,7 +310,11 @@ def test_after_a_rekey_each_key_generation_is_probed_under_its_own_certificate(p
     got = run()
     assert [(u, ok) for u, ok, _ in got] == [(url2, True), (URL, True)], got
     assert "CRL 1 of 'qualified'" in got[0][2] and "CRL 5 of 'qualified'" in got[1][2]
-    assert prom(tmp_path)[key("x509_crl_probe_number", url2, address)] == 1
+    samples = prom(tmp_path)
+    # the current key's CRL unlabelled (the alerts compare it with the job's x509_crl_number), the earlier key's
+    # labelled key="earlier"
+    assert samples[key("x509_crl_probe_number", url2, address)] == 1
+    assert samples[key("x509_crl_probe_number", URL, address, key="earlier")] == 5
 
     # The first key's CRL expired or gone: no longer published, not a failure; the metrics say which.
     state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, pki.key, 6, expired=True))

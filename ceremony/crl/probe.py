@@ -140,7 +140,7 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
     def result(success: bool, message: str, **kw: object) -> ProbeResult:
         prefix = "" if success else "error: "
         return ProbeResult(ca, url, label, success, message=prefix + message, partition=partition,
-                           duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
+                           earlier_key=retired, duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
 
     try:
         status, content_type, body = _fetch(url, publisher, timeout)
