@@ -373,7 +373,7 @@ def publish_partitioned(crl: str | Path, crl_url: str, ca_cert: str | Path, serv
     for source, target, scope, cert in targets:
         try:
             if isinstance(cert, CeremonyError):
-                raise VerificationError(f"{source} refused: {cert}; {target}: nothing new is served") from None
+                raise VerificationError(f"{source} refused: {cert}; {target}: what is served there stays") from None
             result = publish(read_candidate(source), str(source), cert, target, now=now, tolerance=tolerance,
                              etag_map=etag_map, url_prefix=url_prefix, clock=clock, clock_status=clock_status,
                              scope=scope)
