@@ -279,3 +279,62 @@ def test_partitions_out_of_range_are_refused_by_the_command(capsys: pytest.Captu
     with pytest.raises(SystemExit) as exit_:
         crl_probe_main(["--ca", CA, "--url", URL, "--ca-cert", "x.pem", "--partitions", "257"])
     assert exit_.value.code == 2 and "--partitions 257: allowed 0 to 256" in capsys.readouterr().err
+
+
+def _crl_of(name: x509.Name, key: ec.EllipticCurvePrivateKey, number: int, *, expired: bool = False) -> bytes:
+    start = NOW - dt.timedelta(days=10 if expired else 0, minutes=5)
+    header = crlenc.CrlHeader(name, x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest, number,
+                              start, start + dt.timedelta(days=7))
+    der, _, _ = crlenc.build_crl(header, [], key)
+    return der
+
+
+def test_after_a_rekey_each_key_generation_is_probed_under_its_own_certificate(pki: Pki, site: tuple[Site, str],
+                                                                               tmp_path: Path) -> None:
+    """With ``qualified.g2.crt.pem`` (a new key) installed beside ``qualified.crt.pem``, the probe fetches
+    ``qualified.g2.crl`` too and verifies it under generation 2's key; the current key is probed strictly, the earlier
+    key's CRL may be gone or expired (its certificates have), but never signed by another key."""
+    state, address = site
+    key2 = ec.generate_private_key(ec.SECP384R1())
+    g2 = _cert("Test Qualified CA", pki.name, pki.key, key2, ca=True)
+    (tmp_path / "qualified.g2.crt.pem").write_bytes(g2.public_bytes(serialization.Encoding.PEM))
+    url2 = "http://pki.test.scse.ml/crl/qualified.g2.crl"
+    state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", pki.crl(5))
+    state.routes["/crl/qualified.g2.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, key2, 1))
+
+    def run() -> list[tuple[str, bool, str]]:
+        return [(r.url, r.success, r.message) for r in probe_all(CA, url=URL, ca_cert=pki.cert_path,
+                                                                 publishers=[address], metrics_dir=tmp_path,
+                                                                 timeout=5)]
+
+    got = run()
+    assert [(u, ok) for u, ok, _ in got] == [(url2, True), (URL, True)], got
+    assert "CRL 1 of 'qualified'" in got[0][2] and "CRL 5 of 'qualified'" in got[1][2]
+    samples = prom(tmp_path)
+    # the current key's CRL unlabelled (the alerts compare it with the job's x509_crl_number), the earlier key's
+    # labelled key="earlier"
+    assert samples[key("x509_crl_probe_number", url2, address)] == 1
+    assert samples[key("x509_crl_probe_number", URL, address, key="earlier")] == 5
+
+    # The first key's CRL expired or gone: no longer published, not a failure; the metrics say which.
+    state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, pki.key, 6, expired=True))
+    got = run()
+    assert got[1][1] and "CRL 6 expired at" in got[1][2] and "no longer published" in got[1][2], got
+    del state.routes["/crl/qualified.crl"]
+    got = run()
+    assert got[1][1] and "not published (HTTP 404" in got[1][2], got
+
+    # The current key's CRL signed by the first key, or missing, or expired: failures.
+    state.routes["/crl/qualified.g2.crl"] = (200, "application/pkix-crl", pki.crl(7))
+    got = run()
+    assert not got[0][1] and "CRL 7: the signature does not verify with the CA certificate" in got[0][2], got
+    state.routes["/crl/qualified.g2.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, key2, 2, expired=True))
+    got = run()
+    assert not got[0][1] and "CRL 2 expired at" in got[0][2], got
+    del state.routes["/crl/qualified.g2.crl"]
+    got = run()
+    assert not got[0][1] and "HTTP status 404" in got[0][2], got
+    # and the first key's CRL signed by the second key is refused too
+    state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, key2, 8))
+    got = run()
+    assert not got[1][1] and "CRL 8: the signature does not verify" in got[1][2], got

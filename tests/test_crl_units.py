@@ -147,7 +147,9 @@ def test_the_probe_follows_the_partition_count_and_the_ocsp_url_of_the_definitio
 def test_the_pull_takes_the_crl_and_every_partition_crl_through_rrsync_and_nothing_else(tmp_path: Path) -> None:
     """The pull unit's rsync command line as the role renders it, run against ``rrsync -ro`` (what the signer's
     forced command is) over a stand-in for ssh: the full CRL and every ``<stem>-p<i>.crl`` arrive, a partition file
-    added later comes with the next pull, and nothing else of the signer's directory does."""
+    added later comes with the next pull, so do a later key generation's ``<stem>.g<m>.crl`` and
+    ``<stem>.g<m>-p<i>.crl`` after a re-key (the signer's job writes them there), and nothing else of the signer's
+    directory does."""
     rrsync = shutil.which("rrsync")
     if rrsync is None:
         pytest.skip("rrsync missing (Debian's rsync package ships it)")
@@ -189,3 +191,9 @@ def test_the_pull_takes_the_crl_and_every_partition_crl_through_rrsync_and_nothi
     assert run_pull() == ["qualified-p0.crl", "qualified-p1.crl", "qualified.crl"]
     (signer / "qualified-p7.crl").write_text("a partition named later")
     assert run_pull() == ["qualified-p0.crl", "qualified-p1.crl", "qualified-p7.crl", "qualified.crl"]
+    # After a re-key: the second key's CRLs come, not its PEM copies, certificates, states or another CA's.
+    for name in ("qualified.g2.crl", "qualified.g2-p0.crl", "qualified.g2-p3.crl", "qualified.g2.crl.pem",
+                 "qualified.g2.crt.pem", ".state/qualified.g2.crlnumber", "other.g2.crl", ".qualified.g2.crl.tmp"):
+        (signer / name).write_text(name)
+    assert run_pull() == ["qualified-p0.crl", "qualified-p1.crl", "qualified-p7.crl", "qualified.crl",
+                          "qualified.g2-p0.crl", "qualified.g2-p3.crl", "qualified.g2.crl"]

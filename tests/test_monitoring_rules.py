@@ -337,3 +337,36 @@ def test_thresholds_come_from_the_role_variables() -> None:
     text = render_rules(monitoring_alert_crl_expiry_warning_hours=96, monitoring_alert_last_success_hours=12)
     assert "x509_crl_next_update_seconds - time() < 96 * 3600" in text
     assert "x509_crl_last_success_timestamp_seconds > 12 * 3600" in text
+
+
+@needs_promtool
+def test_an_earlier_keys_crl_is_not_compared_with_the_current_keys_number(tmp_path: Path, rules_file: Path) -> None:
+    """After a re-key the job's headline x509_crl_number is the current key's (its own sequence, here 9); the first
+    key's CRL (label key="earlier", at 4, near expiry: it is no longer re-signed) raises neither the "older than
+    signed" alert nor the served-expiry one; the current key's CRL served at 8 does."""
+    earlier = {**PROBE, "key": "earlier"}
+    current = {**PROBE, "url": "http://pki.test.scse.ml/crl/qualified.g2.crl"}
+    inputs = [series("x509_crl_number", "9x300", **JOB),
+              series("x509_crl_probe_number", "4x300", **earlier),
+              series("x509_crl_probe_number", "8x300", **current),
+              series("x509_crl_probe_next_update_seconds", f"{H}x300", **earlier),
+              series("x509_crl_probe_next_update_seconds", f"{7 * 24 * H}x300", **current)]
+    older = {k: v for k, v in current.items() if k in ("ca", "url", "publisher")}
+    tests = [{"interval": "1m", "input_series": inputs, "alert_rule_test": [
+        {"eval_time": "125m", "alertname": "CrlPublishedOlderThanSigned", "exp_alerts": [{
+            "exp_labels": {**older, "severity": "warning"},
+            "exp_annotations": annotations_of_rendered(rules_file, "CrlPublishedOlderThanSigned", older, 9, 8)}]},
+        {"eval_time": "4h", "alertname": "CrlServedExpiresSoon", "exp_alerts": []},
+    ]}]
+    result = run_tests(tmp_path, rules_file, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def annotations_of_rendered(rules_file: Path, name: str, labels: dict[str, str], signed: int,
+                            served: int) -> dict[str, str]:
+    """The annotations of CrlPublishedOlderThanSigned as promtool renders them for ``labels``."""
+    assert name == "CrlPublishedOlderThanSigned"
+    return {"summary": f"{labels['publisher']} serves CRL {served} of CA {labels['ca']}, older than the one signed",
+            "description": f"The signer published CRL {signed} but {labels['url']} from {labels['publisher']} still "
+                           f"serves {served}: the publication (pull or push) is not reaching it. Relying parties do "
+                           "not see the latest revocations."}

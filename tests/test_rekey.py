@@ -53,6 +53,7 @@ from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.common.display import make_console
 from ceremony.common.errors import CeremonyError, HsmError, OutputError, RegistryError, RequestError
+from ceremony.crl import publish as crl_publish
 from ceremony.crl.checks import summarise
 from ceremony.crl.job import crl_targets, due_reason, run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
@@ -391,6 +392,82 @@ def test_partitions_compose_per_generation(hierarchy: Hierarchy, tmp_path: Path)
                            (two, out / f"{CA}.g2.crt.pem", pub / f"{CA}.g2-p{two.crl_partition}.crl.pem")):
         bad = openssl_verify(out, sub, crl, cert.pem_path)
         assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
+
+
+def _publisher_tree(pub: Path, files: dict[str, str]) -> Path:
+    """A publisher's pulled directory with ``files`` (name there → name in the signer's ``pub``)."""
+    incoming = pub.parent / "incoming"
+    incoming.mkdir(exist_ok=True)
+    for name, signed in files.items():
+        shutil.copyfile(pub / signed, incoming / name)
+    return incoming
+
+
+def test_the_publisher_verifies_each_generation_crl_under_its_own_certificate(hierarchy: Hierarchy,
+                                                                             tmp_path: Path) -> None:
+    """``ceremony-crl-publish --crl-url`` serves every key generation's CRLs and partitions the signer's job made,
+    each verified under the certificate of its key installed in the trust directory; a generation CRL signed by
+    another key, or one whose certificate is not installed, is refused and everything served stays as it was."""
+    out = copy_of(hierarchy, tmp_path)
+    data = copy.deepcopy(hierarchy.data)
+    data["cas"][CA]["crl"]["partitions"] = 2
+    defn = load_definition(write_definition(tmp_path / "pki-partitioned.yml", data))
+    registry = out / f"{CA}-registry.sqlite3"
+    one = issue(defn, out, registry, "Published Before")
+    rekey(load_definition(hierarchy.definition), out)
+    two = issue(defn, out, registry, "Published After")
+    with Registry.open(registry) as reg:
+        reg.revoke(one.serial, "superseded")
+        reg.revoke(two.serial, "superseded")
+    pub = tmp_path / "pub"
+    run_crl_job(defn, CA, registry, pub, ceremony_out=out)
+    signed = sorted(p.name for p in pub.iterdir() if p.name.endswith(".crl"))
+    p1 = f"{CA}-p{one.crl_partition}.crl"
+    assert signed == sorted([p1, f"{CA}.g2-p0.crl", f"{CA}.g2-p1.crl"])
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    shutil.copyfile(out / f"{CA}.crt.pem", trust / f"{CA}.crt.pem")
+    served = tmp_path / "www" / "crl"
+    served.mkdir(parents=True)
+    url = defn.model.cas[CA].publication.crl_url
+    incoming = _publisher_tree(pub, {name: name for name in signed})
+    etag = tmp_path / "etag.map"
+
+    def run() -> list[crl_publish.Outcome]:
+        return crl_publish.publish_partitioned(incoming / f"{CA}.crl", url, trust / f"{CA}.crt.pem",
+                                               served / f"{CA}.crl", etag_map=etag)
+
+    # The second key's certificate is not installed yet: the first key's partition is served, the others refused.
+    outcomes = run()
+    assert sorted(p.name for p in served.iterdir()) == [p1]
+    refused = [str(o.error) for o in outcomes if o.error is not None]
+    assert len(refused) == 2 and all(f"no certificate of key generation 2 is installed beside {trust}" in e
+                                     for e in refused), refused
+
+    shutil.copyfile(out / f"{CA}.g2.crt.pem", trust / f"{CA}.g2.crt.pem")
+    outcomes = run()
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert sorted(p.name for p in served.iterdir()) == signed
+    for name in signed:
+        assert (served / name).read_bytes() == (pub / name).read_bytes()
+    assert f"/crl/{CA}.g2-p0.crl|" in etag.read_text()
+
+    # A generation-2 name carrying a CRL the first key signed (with the right scope URL it could not have): refused
+    # by the signature under generation 2's certificate; what is served stays.
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime) for p in served.iterdir()}
+    (incoming / f"{CA}.g2-p0.crl").write_bytes((pub / p1).read_bytes())
+    outcomes = run()
+    errors = [str(o.error) for o in outcomes if o.error is not None]
+    assert len(errors) == 1 and f"{CA}.g2-p0.crl refused: the signature does not verify with the key of " \
+        f"{trust / f'{CA}.g2.crt.pem'}" in errors[0], errors
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime) for p in served.iterdir()} == before
+    # and the first key's name carrying the second key's CRL: refused under the first key's certificate
+    shutil.copyfile(pub / f"{CA}.g2-p0.crl", incoming / f"{CA}.g2-p0.crl")
+    (incoming / p1).write_bytes((pub / f"{CA}.g2-p1.crl").read_bytes())
+    errors = [str(o.error) for o in run() if o.error is not None]
+    assert len(errors) == 1 and f"{p1} refused: the signature does not verify with the key of " \
+        f"{trust / f'{CA}.crt.pem'}" in errors[0], errors
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime) for p in served.iterdir()} == before
 
 
 def test_ocsp_answers_each_generation_with_the_signer_its_key_certified(hierarchy: Hierarchy,

@@ -211,11 +211,17 @@ class ProbeResult:
     """A partition CRL's index (label ``partition``, as on the job's ``x509_crl_partition_*``); None: the full CRL."""
     kind: str = "crl"
     """``crl``, or ``ocsp`` for an answer of the CA's OCSP responder (metrics ``x509_ocsp_probe_*``)."""
+    earlier_key: bool = False
+    """A CRL of an earlier key of a re-keyed CA (label ``key="earlier"``): its numbers are not the job's headline
+    ``x509_crl_number`` (the current key's), so the alerts comparing the two, and the expiry warning (the job's own
+    ``x509_crl_next_update_seconds`` covers every key's CRLs), leave it out."""
 
     def labels(self) -> dict[str, str]:
         labels = {"ca": self.ca, "url": self.url, "publisher": self.publisher}
         if self.partition is not None:
             labels["partition"] = str(self.partition)
+        if self.earlier_key:
+            labels["key"] = "earlier"
         return labels
 
 

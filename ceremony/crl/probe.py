@@ -21,6 +21,17 @@ registry holds, so not for the OCSP signer certificate itself) to ``ocsp.url`` t
 answer as a relying party does: status successful, the single response is for the certificate asked about, its
 signature verifies with the responder certificate carried in it, which the CA issued for OCSP signing (or with the
 CA's own key), and it is in force. Metrics ``x509_ocsp_probe_*`` in the same file.
+
+After a subordinate re-key (docs/lifecycle.md, "Subordinate re-key") the probe learns the CA's keys from the
+certificates installed beside ``--ca-cert`` (``<ca>.crt.pem``, ``<ca>.g<n>.crt.pem``: the monitoring role copies them
+from the CA's directory) and probes each key generation m's URLs (:func:`ceremony.ca.generations.generation_url`:
+``<stem>.g<m>.crl`` and its partitions) under that key's certificate. Why the installed certificates and not the
+signer's state: the probe runs unprivileged and reads neither the registry nor the job's state, and which keys exist
+is a fact the certificates carry. The *current* key (the highest generation's) always publishes and is probed
+strictly. An earlier key's CRLs are signed only while a certificate it issued is unexpired, which the probe cannot
+see: for an earlier key a 404 or an expired CRL that verifies is reported as "no longer published" (success, its
+metrics still carry the CRL's numbers); everything else (no answer, wrong signature, scope, Content-Type) fails as
+for the current key. A job that stops signing a key too early is the job's own alert (``x509_crl_last_run_success``).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ceremony.ca.generations import generation_url, issuer_generations
 from ceremony.common.errors import DefinitionError, OutputError
 from ceremony.crl.job import find_ca_certificate
 from ceremony.crl.metrics import ProbeMetrics, ProbeResult, write_probe_metrics
@@ -112,12 +124,14 @@ def _idp_urls(crl: x509.CertificateRevocationList) -> list[str] | None:
 
 def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | None = None, timeout: float = 10.0,
               now: dt.datetime | None = None, partition: int | None = None,
-              partitioned: bool = False) -> ProbeResult:
+              partitioned: bool = False, retired: bool = False) -> ProbeResult:
     """Fetch and check one CRL; never raises for what the server returns (it is reported in the result).
 
     ``partition``: the URL is that partition's (its CRL must name it in its issuing distribution point);
     ``partitioned``: the CA partitions, so its full CRL (``partition`` None) may be absent (404) and, when served,
     must have no issuing distribution point. Without either, the scope is not checked (as before partitions).
+    ``retired``: the CRL of an earlier key after a re-key (module docstring): a 404, or an expired CRL that
+    verifies, is "no longer published", not a failure.
     """
     start = time.monotonic()
     where = f"{url}" + (f" from {publisher}" if publisher else "")
@@ -126,7 +140,7 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
     def result(success: bool, message: str, **kw: object) -> ProbeResult:
         prefix = "" if success else "error: "
         return ProbeResult(ca, url, label, success, message=prefix + message, partition=partition,
-                           duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
+                           earlier_key=retired, duration_seconds=round(time.monotonic() - start, 3), **kw)  # type: ignore[arg-type]
 
     try:
         status, content_type, body = _fetch(url, publisher, timeout)
@@ -135,6 +149,9 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
         if isinstance(exc, socket.timeout | TimeoutError):
             text = f"no answer within {timeout:g} s"
         return result(False, f"{where}: cannot fetch the CRL: {text}", failure_reason="connect")
+    if status == 404 and retired:
+        return result(True, f"{where}: not published (HTTP 404; an earlier key's CRLs are signed only while a "
+                            "certificate it issued is unexpired)", http_status=status)
     if status == 404 and partitioned and partition is None:
         return result(True, f"{where}: the full CRL is not published (HTTP 404; the CA partitions, and the job "
                             "publishes the full CRL only while an unexpired certificate names it)", http_status=status)
@@ -168,6 +185,10 @@ def probe_crl(ca: str, url: str, ca_cert: x509.Certificate, *, publisher: str | 
         return result(False, f"{where}: CRL {number}: the signature does not verify with the CA certificate",
                       failure_reason="signature", signature_ok=False, **facts)
     now = now or dt.datetime.now(dt.UTC)
+    if next_update is not None and next_update <= now and retired:
+        return result(True, f"{where}: CRL {number} expired at {next_update:%Y-%m-%dT%H:%M:%SZ}: no longer published "
+                            "(an earlier key's CRLs are signed only while a certificate it issued is unexpired)",
+                      signature_ok=True, **facts)
     if next_update is not None and next_update <= now:
         return result(False, f"{where}: CRL {number} expired at {next_update:%Y-%m-%dT%H:%M:%SZ}",
                       failure_reason="expired", signature_ok=True, **facts)
@@ -276,6 +297,19 @@ def _ocsp_signature_problem(response: ocsp.OCSPResponse, ca_cert: x509.Certifica
     return None
 
 
+def key_certificates(cert_path: Path, ca: str, cert: x509.Certificate) -> dict[int, x509.Certificate]:
+    """Key generation → the certificate its CRLs verify under: the first holding each key among ``<ca>.crt.pem``
+    and the ``<ca>.g<n>.crt.pem`` beside ``cert_path`` (module docstring); just ``{1: cert}`` when ``cert_path`` is
+    not ``<ca>.crt.pem`` or nothing is beside it. A gap in the numbering is refused (which key signed what could
+    not be told)."""
+    if cert_path.name != f"{ca}.crt.pem":
+        return {1: cert}
+    keys: dict[int, x509.Certificate] = {}
+    for g in issuer_generations(cert_path.parent, ca):
+        keys.setdefault(g.key_generation, g.cert)
+    return keys or {1: cert}
+
+
 def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None = None,
               publishers: list[str] | None = None, ca_cert: str | Path | None = None,
               metrics_dir: str | Path | None = None, timeout: float = 10.0, partitions: int | None = None,
@@ -304,10 +338,17 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
     subject = read_certificate(ocsp_cert, "the certificate to ask the OCSP responder about") \
         if ocsp_cert is not None and ocsp_url else None
     count = partitions or 0
-    targets: list[tuple[str, int | None]] = [(url, None)] + [(partition_crl_url(url, i), i) for i in range(count)]
+    keys = key_certificates(cert_path, ca, cert)
+    current = max(keys)
+    # (URL, partition, the key's certificate, an earlier key's), the current key first
+    targets: list[tuple[str, int | None, x509.Certificate, bool]] = []
+    for m in sorted(keys, key=lambda k: (k != current, k)):
+        base = generation_url(url, m)
+        targets += [(base, None, keys[m], m != current)]
+        targets += [(partition_crl_url(base, i), i, keys[m], m != current) for i in range(count)]
     through: list[str | None] = list(publishers) if publishers else [None]  # None: the URL's own host (DNS)
-    results = [probe_crl(ca, u, cert, publisher=p, timeout=timeout, partition=i, partitioned=count > 0)
-               for u, i in targets for p in through]
+    results = [probe_crl(ca, u, c, publisher=p, timeout=timeout, partition=i, partitioned=count > 0, retired=r)
+               for u, i, c, r in targets for p in through]
     if subject is not None and ocsp_url:
         results += [probe_ocsp(ca, ocsp_url, cert, subject, publisher=p, timeout=timeout) for p in through]
     if metrics_dir is not None:

@@ -43,6 +43,14 @@ A relying party that fetched partition 3's URL must never get another partition'
 claim a scope the URL does not. The partition files are found in the pulled directory, not listed anywhere, so a
 partition that appears later (a certificate issued after the count was raised names it) is served by the next
 pull without anything being reconfigured.
+
+Key generations (docs/lifecycle.md, "Re-key"): after a subordinate re-key the signer also signs, per key generation
+``m >= 2`` that has unexpired certificates, ``<stem>.g<m>.crl`` and its partitions ``<stem>.g<m>-p<i>.crl``
+(:func:`ceremony.ca.generations.generation_url`). A run with ``--crl-url`` publishes those found in the pulled
+directory too, each verified under the certificate of *that* key generation, installed beside ``--ca-cert`` in the
+publisher's trust directory as the ceremonies name it (``<ca>.crt.pem`` generation 1, ``<ca>.g<n>.crt.pem``): the
+first certificate that holds key generation m's key, the one the signer's job signs with. A generation CRL signed by
+another key, or one whose key generation has no certificate installed here, is refused and the rest is served.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from ceremony.ca.generations import generation_url, issuer_generations
 from ceremony.common import crash_log
 from ceremony.common.clock import ClockPolicy, ClockStatus, add_clock_arguments, check_clock, resolve_policy
 from ceremony.common.errors import CeremonyError, OutputError, VerificationError
@@ -341,23 +350,79 @@ def publish_partitioned(crl: str | Path, crl_url: str, ca_cert: str | Path, serv
                           f"{base!r} ({served_name})")
     clock_status = check_clock(clock, f"nothing was published from {crl.parent}", clock_status)
     stem = served_name[:-4] if served_name.endswith(".crl") else served_name
-    partitions = pulled_partitions(crl.parent, stem)
+    later = pulled_generations(crl.parent, stem)
     outcomes: list[Outcome] = []
-    targets: list[tuple[Path, Path, Scope]] = []
-    if crl.is_file() or not partitions:
-        targets.append((crl, served_path, Scope(base)))
-    for index, path in partitions:
-        url = partition_crl_url(base, index)
-        targets.append((path, served_path.parent / url.rpartition("/")[2], Scope(url, index)))
-    for source, target, scope in targets:
+    # (pulled file, served file, scope, the CA certificate to verify it under, or the reason there is none)
+    targets: list[tuple[Path, Path, Scope, Path | CeremonyError]] = []
+    first = _scopes(crl, served_path, base, stem, ca_cert=Path(ca_cert), nothing_ok=bool(later))
+    targets += first
+    if later:
         try:
-            result = publish(read_candidate(source), str(source), ca_cert, target, now=now, tolerance=tolerance,
+            anchors: dict[int, Path] | CeremonyError = generation_anchors(Path(ca_cert))
+        except CeremonyError as exc:
+            anchors = exc
+        for m in sorted(later):
+            url = generation_url(base, m)
+            name = url.rpartition("/")[2]
+            anchor: Path | CeremonyError = anchors if isinstance(anchors, CeremonyError) else anchors.get(m) or \
+                OutputError(f"no certificate of key generation {m} is installed beside {ca_cert} (a "
+                            "<ca>.g<n>.crt.pem holding that key); run playbooks/publish.yml once the re-key's "
+                            "certificate is in the controller's exchange directory")
+            targets += _scopes(crl.parent / name, served_path.parent / name, url, name[:-4] if name.endswith(".crl")
+                               else name, ca_cert=anchor, nothing_ok=True)
+    for source, target, scope, cert in targets:
+        try:
+            if isinstance(cert, CeremonyError):
+                raise VerificationError(f"{source} refused: {cert}; {target}: what is served there stays") from None
+            result = publish(read_candidate(source), str(source), cert, target, now=now, tolerance=tolerance,
                              etag_map=etag_map, url_prefix=url_prefix, clock=clock, clock_status=clock_status,
                              scope=scope)
             outcomes.append(Outcome(source, publication=result))
         except CeremonyError as exc:
             outcomes.append(Outcome(source, error=exc))
     return outcomes
+
+
+def _scopes(crl: Path, served_path: Path, base: str, stem: str, *, ca_cert: Path | CeremonyError,
+            nothing_ok: bool) -> list[tuple[Path, Path, Scope, Path | CeremonyError]]:
+    """One key's CRLs in the pulled directory: its full CRL (also when nothing of it was pulled, unless
+    ``nothing_ok``: then reading it reports the failed transfer) and its partitions."""
+    partitions = pulled_partitions(crl.parent, stem)
+    found: list[tuple[Path, Path, Scope, Path | CeremonyError]] = []
+    if crl.is_file() or not (partitions or nothing_ok):
+        found.append((crl, served_path, Scope(base), ca_cert))
+    for index, path in partitions:
+        url = partition_crl_url(base, index)
+        found.append((path, served_path.parent / url.rpartition("/")[2], Scope(url, index), ca_cert))
+    return found
+
+
+#: A later key generation's CRL: ``<stem>.g<m>.crl`` or ``<stem>.g<m>-p<i>.crl`` (m >= 2, no leading zeros).
+GENERATION_NAME = re.compile(r"(?P<stem>.+)\.g(?P<m>[2-9]|[1-9][0-9]+)(?:-p(?:0|[1-9][0-9]{0,2}))?\.crl")
+
+
+def pulled_generations(directory: Path, stem: str) -> set[int]:
+    """The key generations ``m >= 2`` with a CRL or partition CRL of ``stem`` in ``directory``."""
+    found = set()
+    for path in directory.glob(f"{stem}.g*.crl"):
+        m = GENERATION_NAME.fullmatch(path.name)
+        if m and m.group("stem") == stem and path.is_file():
+            found.add(int(m.group("m")))
+    return found
+
+
+def generation_anchors(ca_cert: Path) -> dict[int, Path]:
+    """Key generation → the certificate its CRLs are verified under: the first certificate holding that key
+    among ``<ca>.crt.pem`` (``ca_cert``) and the ``<ca>.g<n>.crt.pem`` beside it (what the CRL job signs with)."""
+    name = ca_cert.name
+    if not name.endswith(".crt.pem"):
+        raise OutputError(f"{ca_cert}: the CA certificate must be named <ca>.crt.pem for the certificates of its "
+                          "later key generations (<ca>.g<n>.crt.pem) to be found beside it")
+    gens = issuer_generations(ca_cert.parent, name[:-len(".crt.pem")])
+    anchors: dict[int, Path] = {}
+    for g in gens:
+        anchors.setdefault(g.key_generation, g.path)
+    return anchors
 
 
 def read_candidate(path: str | Path) -> bytes:
