@@ -484,8 +484,31 @@ def check_rekey_label(ca_name: str, ca: CA, source: PinSource, out: Path) -> lis
                         "bring the CA's certificates of every generation into this --out")]
     n = max(gens) + 1
     label = key_label_for(ca.hsm.key_label, n)
-    found, _ = _check_label(ca_name, ca, "absent", source, label, "key_label", f"key of generation {n} {label!r}")
+    found, spki = _check_label(ca_name, ca, "absent", source, label, "key_label", f"key of generation {n} {label!r}")
+    awaiting = _rekey_awaiting_certification(out, ca_name, n, spki)
+    if awaiting is not None and not found[-1].ok:
+        # A completed re-key whose CSR has not come back certified: the generic advice (remove what an interrupted
+        # run left) would have the Crypto Officer destroy a good key whose CSR is on its way to the root.
+        found[-1] = Finding(found[-1].check, False,
+                            f"generation {n}'s key exists already: an earlier re-key generated it and wrote "
+                            f"{awaiting} (SPKI SHA-256 {spki}), which has no certificate {ca_name}.g{n}.crt.pem yet",
+                            f"carry {awaiting.name} and {ca_name}.g{n}.pub.pem to the offline root and certify the key "
+                            f"there (invoke ceremony.certify-rekey --ca {ca_name} --env ENV), then bring "
+                            f"{ca_name}.g{n}.crt.pem into {out}; a second re-key is not needed and this key must not "
+                            "be removed")
     return found[1:]  # the login finding is there once already
+
+
+def _rekey_awaiting_certification(out: Path, ca_name: str, n: int, spki: str | None) -> Path | None:
+    """The re-key CSR in ``out`` for generation ``n`` whose key is the token's key under that generation's label."""
+    csr_path = out / f"{ca_name}.g{n}.csr.pem"
+    if spki is None or not csr_path.is_file():
+        return None
+    try:
+        matches = spki_sha256(load_csr(csr_path).public_key()) == spki
+    except CeremonyError:
+        return None
+    return csr_path if matches else None
 
 
 def check_no_rehearsal_objects(ca_name: str, ca: CA, source: PinSource) -> list[Finding]:

@@ -1,7 +1,8 @@
 """The production path, walked in order on one operator checkout, as the README and the docs write it.
 
 root key ceremony → subordinate key → signing at the root → root CRL batch → key backup → key restore
-→ issuance → revocation → CRL → CP/CPS; each step checked with independent tools (openssl,
+→ issuance → revocation → CRL → re-key (Ctrl-C once) → its certification at the root → issuance and
+CRLs under both keys → CP/CPS; each step checked with independent tools (openssl,
 pkcs11-tool) and the auditor's own command (``invoke audit.verify``).
 
 The tests of this module run in file order and build on each other (one workspace per module); a
@@ -157,6 +158,7 @@ def test_documented_commands() -> None:
     """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
     for prefix in ("invoke ceremony.check", "invoke ceremony.offline-check", "invoke ceremony.preflight ",
                    "invoke ceremony.script ", "invoke ceremony.root ", "invoke ceremony.subordinate-key ",
+                   REKEY, CERTIFY_REKEY,
                    "invoke ceremony.sign-subordinate ", "invoke crl.root-batch", "invoke backup.create ",
                    "invoke backup.restore ", "invoke ca.issue ", "invoke ca.revoke ", "invoke ca.list",
                    "invoke crl.sign ", "invoke audit.verify "):
@@ -513,6 +515,152 @@ def test_crl_is_not_dated_before_its_revocations(workspace: Workspace, state: di
     crl = x509.load_pem_x509_crl(state["crl"].read_bytes())
     late = [format(r.serial_number, "x") for r in crl if r.revocation_date_utc > crl.last_update_utc]
     assert not late, f"thisUpdate {crl.last_update_utc:%H:%M:%SZ} precedes the revocation of {late}"
+
+
+# --- 4. the life cycle: re-key (interrupted once), certification at the root, both keys in service -----------
+
+REKEY = "invoke ceremony.rekey-subordinate "
+CERTIFY_REKEY = "invoke ceremony.certify-rekey "
+
+
+def _current_step(term: Terminal) -> str:
+    steps = re.findall(r"^▶ .*\((?P<id>[a-z0-9-]+) ?;", term.screen, re.M)
+    return steps[-1] if steps else ""
+
+
+def test_rekey_interrupted_with_ctrl_c(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The operator presses Ctrl-C at the step after the new key exists: the run stops, the new key is removed
+    from the token (an object of the run), no output is written, and the transcript says the run did not end."""
+    need(state, "crl")
+    ws = workspace
+    pressed: list[str] = []
+
+    def ctrl_c(prompt: Any, term: Terminal) -> bool:
+        if prompt.kind == "witness" and _current_step(term) == "csr-sign" and not pressed:
+            pressed.append(_current_step(term))
+            return True
+        return False
+
+    record = ("production/transcripts/", "production/manifest.json")  # the run's record, and only it
+    with unchanged(ws, allow=lambda p: p.startswith(record)) as before:
+        term = ws.run(documented(REKEY), Operator(interrupt=ctrl_c), check=False)
+    assert pressed, "the walk never reached csr-sign: " + term.describe()
+    assert term.exit_status != 0 and "Traceback" not in term.screen, term.describe()
+    assert not list(ws.out.glob("qualified.g2.*")), sorted(p.name for p in ws.out.glob("qualified.g2.*"))
+    assert ws.token_objects("qualified") == before.objects["qualified"], "the interrupted re-key left its key"
+    written = sorted(set(ws.snapshot().files) - set(before.files))
+    interrupted = [p for p in written if p.endswith(".jsonl")]
+    assert len(interrupted) == 1 and all(p.startswith(interrupted[0].removesuffix(".jsonl")) for p in written), \
+        written
+    transcript = "out/" + interrupted[0]
+    close = json.loads((ws.root / transcript).read_text(encoding="utf-8").splitlines()[-1])
+    assert close["type"] == "close" and close["status"] == "interrupted", close
+    # The manifest gained the interrupted run's transcript and its reports, nothing else.
+    added = [a for a in ws.manifest()["artifacts"] if a not in before.manifest["artifacts"]]
+    assert sorted("production/" + a["path"] for a in added) == written, added
+    assert {a["kind"] for a in added} == {"transcript", "transcript-report"}, added
+    state["rekey-interrupted"] = transcript
+
+
+def test_rekey_at_the_subordinate(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The README's re-key, run again after the Ctrl-C: the new key under `<key_label>.g2` beside the old one,
+    its CSR verifies, the key fingerprint on screen is the public key file's, the transcript is anchored."""
+    need(state, "rekey-interrupted")
+    ws = workspace
+    term = ws.run(documented(REKEY), Operator(acknowledge_interrupted=True))
+    keep_screen(state, "rekey", term)
+    csr = ws.out / "qualified.g2.csr.pem"
+    assert csr.is_file() and (ws.out / "qualified.g2.pub.pem").is_file(), term.describe()
+    proc = openssl("req", "-in", "out/production/qualified.g2.csr.pem", "-noout", "-verify", cwd=ws.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert colon((ws.out / "qualified.g2.pub.der").read_bytes()) in openssl_forms(term), term.describe()
+    label = ws.key_label("qualified")
+    private = sorted(o for o in ws.token_objects("qualified") if "Private Key Object" in o)
+    assert f"Private Key Object label:      {label}" in private
+    assert f"Private Key Object label:      {label}.g2" in private, private
+    check_summary(ws, term)
+    transcript = transcript_of(term)
+    assert listed(ws, transcript)
+    audit_verify(ws, transcript)
+    # The interrupted run's transcript is what it is: not sealed, never "intact".
+    audit = ws.run(f"invoke audit.verify {state['rekey-interrupted']} --artifacts out/production "
+                   "--trust out/production/root.crt.pem", check=False)
+    assert audit.exit_status not in (0, 1) and "Traceback" not in audit.screen, audit.describe()
+    state["rekey"] = transcript
+
+
+def test_rekey_refused_twice(workspace: Workspace, state: dict[str, Any]) -> None:
+    """A second re-key before the first is certified would make generation 2 again: refused before anyone signs in,
+    nothing changed, and the operator is told to certify the waiting CSR (the key must stay)."""
+    need(state, "rekey")
+    ws = workspace
+    with unchanged(ws):
+        term = ws.run(documented(REKEY), check=False)
+    assert term.exit_status != 0 and not term.prompts and "Traceback" not in term.screen, term.describe()
+    # It says what the key is waiting for, and never advises removing it (that advice is for an interrupted run's
+    # leftovers; this key's CSR is on its way to the root).
+    assert "qualified.g2.csr.pem" in term.screen and "invoke ceremony.certify-rekey --ca qualified" in term.screen, \
+        term.describe()
+    assert "--delete-object" not in term.screen, term.describe()
+
+
+def test_certify_rekey_at_the_root(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "rekey")
+    ws = workspace
+    term = ws.run(documented(CERTIFY_REKEY))
+    keep_screen(state, "certify-rekey", term)
+    cert = ws.out / "qualified.g2.crt.pem"
+    assert cert.is_file(), term.describe()
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.g2.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0 and proc.stdout.strip() == "qualified.g2.crt.pem: OK", proc.stdout + proc.stderr
+    new = x509.load_pem_x509_certificate(cert.read_bytes())
+    old = x509.load_pem_x509_certificate((ws.out / "qualified.crt.pem").read_bytes())
+    assert new.subject == old.subject and new.public_key() != old.public_key()
+    assert new.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
+        == (ws.out / "qualified.g2.pub.der").read_bytes()
+    assert openssl_fingerprint(cert) in openssl_forms(term), term.describe()
+    entry = listed(ws, "qualified.g2.crt.pem")
+    assert entry and entry[0].get("generation") == 2 and entry[0].get("key") == "new", entry
+    check_summary(ws, term)
+    audit_verify(ws, transcript_of(term))
+    state["certify-rekey"] = transcript_of(term)
+
+
+def test_issue_and_crl_after_the_rekey(workspace: Workspace, state: dict[str, Any]) -> None:
+    """Issuance now signs with the new key; the CRL job signs one CRL per key, each at its own file, and each
+    certificate is checked by openssl against the CRL of the key that issued it."""
+    need(state, "certify-rekey", "issued")
+    ws = workspace
+    csr = ws.root / "requests" / "moussa-traore.csr.pem"
+    proc = openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", "moussa-traore.key.pem", "-out", csr.name, "-utf8",
+                   "-subj", "/C=ML/GN=Moussa/SN=Traore/serialNumber=IDCML-0123456790/CN=Moussa Traore",
+                   cwd=csr.parent)
+    assert proc.returncode == 0, proc.stderr
+    term = ws.run(fill(documented("invoke ca.issue "), ("FILE", "requests/moussa-traore.csr.pem"),
+                       ("…", "--env production")))
+    m = re.search(r"^issued ([0-9a-f]+) .*: (\S+) (\S+)$", term.screen, re.M)
+    assert m, term.describe()
+    pem = m.group(2)
+    chain = ("-CAfile", "out/production/root.crt.pem", "-untrusted")
+    assert openssl("verify", *chain, "out/production/qualified.g2.crt.pem", pem, cwd=ws.root).returncode == 0
+    refused = openssl("verify", *chain, "out/production/qualified.crt.pem", pem, cwd=ws.root)
+    assert refused.returncode != 0, "a certificate of the new key verified under the old key's certificate"
+    term = ws.run(fill(documented("invoke crl.sign "), ("…", "--env production")))
+    m = re.search(r"^CRL (\d+) of 'qualified' signed and published \((\d+) entries.*\): (\S+).*"
+                  r"; key generation 1: (\S+) #(\d+) \((\d+) entries\)", term.screen, re.M)
+    assert m, term.describe()
+    new_crl, old_crl = ws.root / m.group(3), ws.root / m.group(3).replace(Path(m.group(3)).name, m.group(4))
+    assert new_crl.is_file() and old_crl.is_file(), (new_crl, old_crl)
+    assert new_crl != old_crl and m.group(2) == "0" and m.group(6) == "1", term.describe()
+    good = openssl("verify", "-crl_check", *chain, "out/production/qualified.g2.crt.pem", "-CRLfile",
+                   f"{new_crl.relative_to(ws.root)}.pem", pem, cwd=ws.root)
+    assert good.returncode == 0, good.stdout + good.stderr
+    _, first = state["issued"]
+    revoked = openssl("verify", "-crl_check", *chain, "out/production/qualified.crt.pem", "-CRLfile",
+                      f"{old_crl.relative_to(ws.root)}.pem", first, cwd=ws.root)
+    assert "certificate revoked" in revoked.stdout + revoked.stderr, revoked.stdout + revoked.stderr
+    state["rekeyed-crls"] = (new_crl, old_crl)
 
 
 def test_policy_documents(workspace: Workspace, state: dict[str, Any]) -> None:
