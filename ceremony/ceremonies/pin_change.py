@@ -161,7 +161,8 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
                                              "token": label, "pin": pin, "officers": list(split.officers)})
         people = signed_in(recorder, PART_ROLES[pin])
         with scripted_step(recorder, "old-pin-parts"):
-            old_source = replace(pin_source_for(hsm, None, interactive, so=so), signed_in=tuple(people))
+            old_source = replace(pin_source_for(hsm, None, interactive, so=so), signed_in=tuple(people),
+                                 lang=recorder.lang)
             old_pin, old_by = split_pin(split, old_source, people)
             recorder.evidence("pin-parts", {"pin": pin, "token": label, "stage": "current",
                                             "entered_by": list(old_by), "origin": parts_origin(old_source),
@@ -169,7 +170,8 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             recorder.say(f"Current parts entered by {', '.join(old_by)}")
         with scripted_step(recorder, "new-pin-parts"):
             new_source = PinSource(env=new_parts_variable(hsm.so_pin_env if so else hsm.pin_env),
-                                   interactive=interactive, signed_in=tuple(people))
+                                   interactive=interactive, signed_in=tuple(people), lang=recorder.lang,
+                                   so=so)
             new_pin, new_by = split_pin(SplitPin(pin, label, split.officers), new_source, people, confirm=True)
             if new_pin == old_pin:
                 raise PinError(f"the new parts of {split.describe()} make the same PIN as the current ones: each "

@@ -324,7 +324,8 @@ def login(recorder: Recorder, stack: contextlib.ExitStack, hsm: Any, pin_file: s
     """Log in for the ceremony, saying to the room where the PIN comes from (never the PIN): a variable, a
     file, or typed at the prompt by a Crypto Officer; a mistyped PIN is asked again with the token's
     remaining-attempts warnings."""
-    source = replace(pin_source_for(hsm, pin_file, interactive), signed_in=tuple(signed_in(recorder, "crypto-officer")))
+    source = replace(pin_source_for(hsm, pin_file, interactive), signed_in=tuple(signed_in(recorder, "crypto-officer")),
+                     lang=recorder.lang)
     split = pin_split(find_token(load_module(hsm.module), hsm.token), "user")
     if split is not None:  # split knowledge: the officers the token's record names enter their parts
         tell(recorder, "t_pin_parts", token=hsm.token.describe(), officers=", ".join(split.officers))

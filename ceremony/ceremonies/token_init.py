@@ -128,11 +128,11 @@ def find_target(defn: LoadedDefinition, ca_name: str, token: str | None, reiniti
     """The token and slot to initialise, refusing, before anyone signs in and with the token unchanged, a label
     already initialised (unless ``reinitialise``), a missing blank slot, a definition that names no label."""
     ca = defn.model.ca_or_successor(ca_name)  # a successor root (root rollover) by its stem, <root>.g<n>
-    label = token or ca.hsm.token.label
+    label = token or ca.hsm.token.initial_label()
     if not label:
         raise RequestError(f"{defn.path}: cas.{ca_name}.hsm.token names the token by "
-                           f"{'serial' if ca.hsm.token.serial else 'URI'}; a token is initialised with a label: give "
-                           "--token LABEL (the label the definition will name)")
+                           f"{'serial' if ca.hsm.token.serial else 'a URI without a token= attribute'}; a token is "
+                           "initialised with a label: give --token LABEL (the label the definition will name)")
     if len(label.encode("utf-8")) > 32:
         raise RequestError(f"token label {label!r}: longer than 32 bytes (allowed: 1 to 32 bytes, CK_TOKEN_INFO)")
     rescan(ca.hsm.module)  # SoftHSM lists a new blank slot only after C_Initialize
@@ -174,7 +174,7 @@ def _pin(recorder: Recorder, target: Target, which: str, quorum: int, source: Pi
     token's record names (``current``: the SO PIN of a token re-initialised), or one PIN from its usual source."""
     role = PART_ROLES[which]
     people = _people(recorder, role)
-    source = replace(source, signed_in=tuple(people))
+    source = replace(source, signed_in=tuple(people), lang=recorder.lang)
     if current is not None or quorum > 1:
         split = current or SplitPin(which, target.label)
         tell(recorder, "t_parts_ask", pin=split.describe(), n=len(current.officers) if current else quorum,

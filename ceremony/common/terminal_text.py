@@ -660,3 +660,35 @@ _REKEY: dict[str, dict[str, str]] = {
 
 for _lang in LANGS:
     _TEXT[_lang].update(_REKEY[_lang])
+
+
+# The PIN prompts (ceremony/hsm/pins.py): a PIN, or an officer's part of a split PIN, typed unseen. In the room's
+# language like every other question, so that no officer types a secret in answer to words they do not read.
+_PINS: dict[str, dict[str, str]] = {
+    "en": {
+        "pin_user_q": "user PIN for {token}",
+        "pin_so_q": "Security Officer PIN for {token}",
+        "part_who_q": "{role} entering part {n} of {k} of {pin} (name as signed in)",
+        "part_q": "part of {name} ({role}), not shown",
+        "part_again_q": "the same part again, {name}",
+        "role_user": "Crypto Officer",
+        "role_so": "HSM Security Officer",
+        "pin_user": "the user PIN of token {token}",
+        "pin_so": "the Security Officer PIN of token {token}",
+    },
+    "fr": {
+        "pin_user_q": "PIN utilisateur de {token}",
+        "pin_so_q": "PIN du responsable de sécurité de {token}",
+        "part_who_q": "{role} qui saisit la part {n} sur {k} du {pin} (nom tel qu'émargé)",
+        "part_q": "part de {name} ({role}), non affichée",
+        "part_again_q": "la même part une seconde fois, {name}",
+        "role_user": "officier cryptographique",
+        "role_so": "responsable de sécurité du HSM",
+        "pin_user": "PIN utilisateur du jeton {token}",
+        "pin_so": "PIN du responsable de sécurité du jeton {token}",
+    },
+}
+
+
+for _lang in LANGS:
+    _TEXT[_lang].update(_PINS[_lang])

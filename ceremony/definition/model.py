@@ -270,6 +270,14 @@ class TokenRef(_Strict):
             parse_token_uri(self.uri)
         return self
 
+    def initial_label(self) -> str | None:
+        """The label a token initialisation gives this token: ``label``, or the ``token`` attribute of the URI (the
+        URI's other attributes, such as the model or serial, are the HSM's own and match once it is initialised);
+        None when only a serial names it."""
+        if self.label is not None:
+            return self.label
+        return parse_token_uri(self.uri).get("token") if self.uri is not None else None
+
     def describe(self) -> str:
         if self.label is not None:
             return f"token label {self.label!r}"

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ceremony.common.errors import PinError
+from ceremony.common.terminal_text import say
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class PinSource:
     signed_in: tuple[str, ...] = ()
     """Who signed in with the role that holds the parts of a split PIN (names only; empty without a sign-in, as
     in the CRL job: then the token's record alone says whose parts are asked for)."""
+    lang: str = "en"
+    """The room's language: the prompts are asked in it (a ceremony sets its terminal's; a job keeps English)."""
+    so: bool = False
+    """The Security Officer's PIN rather than the user PIN (only the prompt's words depend on it)."""
 
     def describe(self) -> str:
         parts = []
@@ -120,7 +125,8 @@ def get_pin(source: PinSource) -> str:
     if value:
         return value
     if source.interactive and source.prompt and sys.stdin is not None and sys.stdin.isatty():
-        value = getpass.getpass(f"{source.prompt}: ")
+        value = getpass.getpass(say(source.lang, "pin_so_q" if source.so else "pin_user_q", token=source.prompt)
+                                + ": ")
         if not value:
             raise PinError(f"no PIN entered for {source.prompt}")
         return value
@@ -237,7 +243,7 @@ def _entries(split: SplitPin, source: PinSource, candidates: Sequence[str], quor
              confirm: bool) -> list[PartEntry]:
     """The entries as given: from this process, the environment, or typed at the prompt (never echoed)."""
     origin = parts_origin(source)
-    role = PART_ROLE_NAMES[split.pin]
+    role = say(source.lang, f"role_{split.pin}")
     if origin == "held":
         return list(_HELD_PARTS[source.env or ""])
     if origin == "env":
@@ -254,9 +260,11 @@ def _entries(split: SplitPin, source: PinSource, candidates: Sequence[str], quor
             if split.officers:
                 officer = split.officers[n - 1]
             else:
-                officer = input(f"{role} entering part {n} of {quorum} of {split.describe()} (name as signed in): ")
-            part = getpass.getpass(f"part of {officer.strip()} ({role}), not shown: ")
-            if confirm and part and getpass.getpass(f"the same part again, {officer.strip()}: ") != part:
+                pin = say(source.lang, f"pin_{split.pin}", token=repr(split.label))
+                officer = input(say(source.lang, "part_who_q", role=role, n=n, k=quorum, pin=pin) + ": ")
+            part = getpass.getpass(say(source.lang, "part_q", name=officer.strip(), role=role) + ": ")
+            if confirm and part and getpass.getpass(say(source.lang, "part_again_q", name=officer.strip()) + ": ") \
+                    != part:
                 raise PinError(f"{officer.strip()}: the two entries of the part differ; nothing was done, start the "
                                "step again")
             entries.append(PartEntry(officer.strip(), part))

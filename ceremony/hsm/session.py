@@ -335,9 +335,7 @@ def token_evidence(module_path: str, lib: P11Lib, token: Any) -> TokenEvidence:
 def pin_source_for(hsm: Hsm, pin_file: str | None = None, interactive: bool = True,
                    so: bool = False) -> PinSource:
     env = hsm.so_pin_env if so else hsm.pin_env
-    who = "Security Officer PIN" if so else "user PIN"
-    return PinSource(env=env, file=pin_file, interactive=interactive,
-                     prompt=f"{who} for {hsm.token.describe()}")
+    return PinSource(env=env, file=pin_file, interactive=interactive, prompt=hsm.token.describe(), so=so)
 
 
 class PinRejectedError(HsmError):
@@ -398,8 +396,9 @@ def open_session(hsm: Hsm, pin: PinSource, rw: bool = True, so: bool = False,
             if origin == "parts":
                 assert split is not None
                 raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (combined from the parts of "
-                                       f"{', '.join(split.officers)}): one of the parts is not the one entered at the "
-                                       f"token initialisation.{state} Each attempt uses up one of the token's tries",
+                                       f"{', '.join(split.officers)}): one of the parts is not the current one (set "
+                                       f"at the token initialisation or at the last PIN change).{state} Each attempt "
+                                       "uses up one of the token's tries",
                                        locked=any("LOCKED" in w for w in warnings)) from None
             if origin != "prompt" or attempt == PIN_PROMPTS or any("LOCKED" in w for w in warnings):
                 raise PinRejectedError(f"wrong PIN for {hsm.token.describe()} (from {origin_text(pin, origin)}).{state}"

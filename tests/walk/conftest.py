@@ -39,7 +39,7 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,12 @@ _PROMPT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "failure_note": ("failure_note", ("name",)),
     "witness": ("witness_q", ("n", "title")),   # asked as "<witness>: <question>"
     "head": ("head_q", ()),                      # idem
+    # PINs and the parts of a split PIN, typed unseen (ceremony/hsm/pins.py)
+    "pin": ("pin_user_q", ("token",)),
+    "so_pin": ("pin_so_q", ("token",)),
+    "part_who": ("part_who_q", ("role", "n", "k", "pin")),
+    "part": ("part_q", ("name", "role")),
+    "part_again": ("part_again_q", ("name",)),
 }
 def terminal_texts() -> tuple[tuple[str, ...], Callable[..., str], dict[str, str]]:
     """(languages, say(lang, key, **values), the 'yes' answer per language), from the engine."""
@@ -121,9 +127,8 @@ def _build_prompts() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
             if kind in ("witness", "head"):
                 body = f"(?P<who>.+?): (?P<question>{body})"
             table.append((kind, lang, re.compile("^" + body + _SUFFIX)))
-    # a PIN asked at the terminal: the engine's getpass (never expected: PINs come from the environment),
-    # or pkcs11-tool's own prompt
-    table.append(("pin", "", re.compile(r"^(?:Please enter User PIN|(?:user|Security Officer) PIN for .+):\s*$")))
+    # pkcs11-tool's own PIN prompt
+    table.append(("pin", "", re.compile(r"^Please enter User PIN:\s*$")))
     # any other yes/no question, so that a new confirmation is recorded rather than missed
     table.append(("confirm", "", re.compile(r"^(?P<who>.+?): (?P<question>.+\S) ?\[(?P<yes>[^/\]]+)/[^\]]+\]"
                                             + r"(?: \([^()]*\))?:\s*$")))
@@ -315,8 +320,11 @@ class Operator:
             return yes if self.acknowledge_interrupted else no
         if k == "failure_note":
             return ""
-        if k == "pin":
+        if k in ("pin", "so_pin"):
             raise AssertionError("a PIN was prompted for, though the definition's PIN variable is set:\n"
+                                 + term.tail(10))
+        if k in ("part_who", "part", "part_again"):
+            raise AssertionError("a part of a split PIN was asked for, and this operator has none planned:\n"
                                  + term.tail(10))
         raise AssertionError(f"no answer planned for the {k} prompt:\n" + term.tail(15))
 
@@ -565,7 +573,9 @@ def adapt_definition(example: str, module: str) -> tuple[str, dict[str, str], di
     return text, labels, pin_env, edits
 
 
-def make_workspace(base: Path) -> Workspace:
+def make_workspace(base: Path, blank: Sequence[str] = ()) -> Workspace:
+    """``blank``: CAs whose token is left uninitialised (a new HSM, for the token initialisation ceremony), with no
+    user PIN variable set (its PIN will be made of the Crypto Officers' parts); their SO PIN variable is set."""
     from ceremony.hsm import softhsm
 
     root = base / "checkout"
@@ -582,9 +592,11 @@ def make_workspace(base: Path) -> Workspace:
     tokens: dict[str, tuple[str, str]] = {}
     for name, ca in data["cas"].items():
         user, so = softhsm.random_pin(), softhsm.random_pin()
-        pins[ca["hsm"]["pin_env"]] = user
         if ca["hsm"].get("so_pin_env"):
             pins[ca["hsm"]["so_pin_env"]] = so
+        if name in blank:
+            continue
+        pins[ca["hsm"]["pin_env"]] = user
         tokens[labels[name]] = (user, so)
     conf = softhsm.write_config(base / "hsm")
     init_tokens(conf, module, tokens)
