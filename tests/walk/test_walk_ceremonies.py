@@ -1,9 +1,9 @@
 """The production path, walked in order on one operator checkout, as the README and the docs write it.
 
 root key ceremony → subordinate key → signing at the root → root CRL batch → key backup → key restore
-→ issuance → revocation → CRL → re-key (Ctrl-C once) → its certification at the root → issuance and
-CRLs under both keys → CP/CPS; each step checked with independent tools (openssl,
-pkcs11-tool) and the auditor's own command (``invoke audit.verify``).
+→ issuance → revocation → CRL → renewal (tried first without the new validity) → re-key (Ctrl-C once) → its
+certification at the root → issuance and CRLs under both keys → CP/CPS; each step checked with independent tools
+(openssl, pkcs11-tool) and the auditor's own command (``invoke audit.verify``).
 
 The tests of this module run in file order and build on each other (one workspace per module); a
 step whose predecessor did not leave what it needs is skipped, naming what is missing.
@@ -158,7 +158,7 @@ def test_documented_commands() -> None:
     """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
     for prefix in ("invoke ceremony.check", "invoke ceremony.offline-check", "invoke ceremony.preflight ",
                    "invoke ceremony.script ", "invoke ceremony.root ", "invoke ceremony.subordinate-key ",
-                   REKEY, CERTIFY_REKEY,
+                   RENEW, REKEY, CERTIFY_REKEY,
                    "invoke ceremony.sign-subordinate ", "invoke crl.root-batch", "invoke backup.create ",
                    "invoke backup.restore ", "invoke ca.issue ", "invoke ca.revoke ", "invoke ca.list",
                    "invoke crl.sign ", "invoke audit.verify "):
@@ -528,10 +528,54 @@ def _current_step(term: Terminal) -> str:
     return steps[-1] if steps else ""
 
 
+RENEW = "invoke ceremony.renew-subordinate "
+
+
+def test_renewal_at_the_root(workspace: Workspace, state: dict[str, Any]) -> None:
+    """README: extend `cas.qualified.validity` in the definition first, then renew at the root. Tried first without
+    the extension (the mistake): refused, nothing written. Then generation 2: the same key, a new serial and the
+    new end, accepted by openssl under the root."""
+    need(state, "crl")
+    ws = workspace
+    with unchanged(ws):
+        term = ws.run(documented(RENEW), check=False)
+    assert term.exit_status != 0 and not term.prompts and "Traceback" not in term.screen, term.describe()
+    assert "validity" in term.screen, term.describe()
+    pki = ws.root / "inventory" / "production" / "pki.yml"
+    text = pki.read_text(encoding="utf-8")
+    # The new validity starts today and lasts as long as production.example's limits allow (12 years for a
+    # subordinate): a few days past the current certificate, which began on 2026-12-01.
+    validity = definition(ws)["cas"]["qualified"]["validity"]  # YAML reads the timestamps as datetimes
+    lines = [f"not_before: {validity['not_before']:%Y-%m-%dT%H:%M:%SZ}",
+             f"not_after: {validity['not_after']:%Y-%m-%dT%H:%M:%SZ}"]
+    head, block = text.split("\n  qualified:\n", 1)  # the CA's own block: the root's validity stays
+    assert all(block.count(line) == 1 for line in lines), f"{lines} are not once each in cas.qualified"
+    start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    later = start.replace(year=start.year + 12) - dt.timedelta(days=1)
+    assert later > validity["not_after"], "the walk runs too close to 2026-12-01 to renew for longer"
+    block = block.replace(lines[0], f"not_before: {start:%Y-%m-%dT%H:%M:%SZ}").replace(
+        lines[1], f"not_after: {later:%Y-%m-%dT%H:%M:%SZ}")
+    pki.write_text(head + "\n  qualified:\n" + block, encoding="utf-8")
+    term = ws.run(documented(RENEW))
+    keep_screen(state, "renew", term)
+    cert = ws.out / "qualified.g2.crt.pem"
+    assert cert.is_file(), term.describe()
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.g2.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    renewed = x509.load_pem_x509_certificate(cert.read_bytes())
+    first = x509.load_pem_x509_certificate((ws.out / "qualified.crt.pem").read_bytes())
+    assert renewed.public_key() == first.public_key() and renewed.serial_number != first.serial_number
+    assert renewed.not_valid_after_utc == later, renewed.not_valid_after_utc
+    entry = listed(ws, "qualified.g2.crt.pem")
+    assert entry and entry[0].get("generation") == 2 and entry[0].get("key") == "same", entry
+    audit_verify(ws, transcript_of(term))
+    state["renewed"] = transcript_of(term)
+
+
 def test_rekey_interrupted_with_ctrl_c(workspace: Workspace, state: dict[str, Any]) -> None:
     """The operator presses Ctrl-C at the step after the new key exists: the run stops, the new key is removed
     from the token (an object of the run), no output is written, and the transcript says the run did not end."""
-    need(state, "crl")
+    need(state, "renewed")
     ws = workspace
     pressed: list[str] = []
 
@@ -546,7 +590,7 @@ def test_rekey_interrupted_with_ctrl_c(workspace: Workspace, state: dict[str, An
         term = ws.run(documented(REKEY), Operator(interrupt=ctrl_c), check=False)
     assert pressed, "the walk never reached csr-sign: " + term.describe()
     assert term.exit_status != 0 and "Traceback" not in term.screen, term.describe()
-    assert not list(ws.out.glob("qualified.g2.*")), sorted(p.name for p in ws.out.glob("qualified.g2.*"))
+    assert not list(ws.out.glob("qualified.g3.*")), sorted(p.name for p in ws.out.glob("qualified.g3.*"))
     assert ws.token_objects("qualified") == before.objects["qualified"], "the interrupted re-key left its key"
     written = sorted(set(ws.snapshot().files) - set(before.files))
     interrupted = [p for p in written if p.endswith(".jsonl")]
@@ -563,21 +607,21 @@ def test_rekey_interrupted_with_ctrl_c(workspace: Workspace, state: dict[str, An
 
 
 def test_rekey_at_the_subordinate(workspace: Workspace, state: dict[str, Any]) -> None:
-    """The README's re-key, run again after the Ctrl-C: the new key under `<key_label>.g2` beside the old one,
+    """The README's re-key, run again after the Ctrl-C: the new key under `<key_label>.g3` beside the old one,
     its CSR verifies, the key fingerprint on screen is the public key file's, the transcript is anchored."""
     need(state, "rekey-interrupted")
     ws = workspace
     term = ws.run(documented(REKEY), Operator(acknowledge_interrupted=True))
     keep_screen(state, "rekey", term)
-    csr = ws.out / "qualified.g2.csr.pem"
-    assert csr.is_file() and (ws.out / "qualified.g2.pub.pem").is_file(), term.describe()
-    proc = openssl("req", "-in", "out/production/qualified.g2.csr.pem", "-noout", "-verify", cwd=ws.root)
+    csr = ws.out / "qualified.g3.csr.pem"
+    assert csr.is_file() and (ws.out / "qualified.g3.pub.pem").is_file(), term.describe()
+    proc = openssl("req", "-in", "out/production/qualified.g3.csr.pem", "-noout", "-verify", cwd=ws.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert colon((ws.out / "qualified.g2.pub.der").read_bytes()) in openssl_forms(term), term.describe()
+    assert colon((ws.out / "qualified.g3.pub.der").read_bytes()) in openssl_forms(term), term.describe()
     label = ws.key_label("qualified")
     private = sorted(o for o in ws.token_objects("qualified") if "Private Key Object" in o)
     assert f"Private Key Object label:      {label}" in private
-    assert f"Private Key Object label:      {label}.g2" in private, private
+    assert f"Private Key Object label:      {label}.g3" in private, private
     check_summary(ws, term)
     transcript = transcript_of(term)
     assert listed(ws, transcript)
@@ -590,7 +634,7 @@ def test_rekey_at_the_subordinate(workspace: Workspace, state: dict[str, Any]) -
 
 
 def test_rekey_refused_twice(workspace: Workspace, state: dict[str, Any]) -> None:
-    """A second re-key before the first is certified would make generation 2 again: refused before anyone signs in,
+    """A second re-key before the first is certified would make generation 3 again: refused before anyone signs in,
     nothing changed, and the operator is told to certify the waiting CSR (the key must stay)."""
     need(state, "rekey")
     ws = workspace
@@ -599,7 +643,7 @@ def test_rekey_refused_twice(workspace: Workspace, state: dict[str, Any]) -> Non
     assert term.exit_status != 0 and not term.prompts and "Traceback" not in term.screen, term.describe()
     # It says what the key is waiting for, and never advises removing it (that advice is for an interrupted run's
     # leftovers; this key's CSR is on its way to the root).
-    assert "qualified.g2.csr.pem" in term.screen and "invoke ceremony.certify-rekey --ca qualified" in term.screen, \
+    assert "qualified.g3.csr.pem" in term.screen and "invoke ceremony.certify-rekey --ca qualified" in term.screen, \
         term.describe()
     assert "--delete-object" not in term.screen, term.describe()
 
@@ -609,18 +653,18 @@ def test_certify_rekey_at_the_root(workspace: Workspace, state: dict[str, Any]) 
     ws = workspace
     term = ws.run(documented(CERTIFY_REKEY))
     keep_screen(state, "certify-rekey", term)
-    cert = ws.out / "qualified.g2.crt.pem"
+    cert = ws.out / "qualified.g3.crt.pem"
     assert cert.is_file(), term.describe()
-    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.g2.crt.pem", cwd=ws.out)
-    assert proc.returncode == 0 and proc.stdout.strip() == "qualified.g2.crt.pem: OK", proc.stdout + proc.stderr
+    proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.g3.crt.pem", cwd=ws.out)
+    assert proc.returncode == 0 and proc.stdout.strip() == "qualified.g3.crt.pem: OK", proc.stdout + proc.stderr
     new = x509.load_pem_x509_certificate(cert.read_bytes())
     old = x509.load_pem_x509_certificate((ws.out / "qualified.crt.pem").read_bytes())
     assert new.subject == old.subject and new.public_key() != old.public_key()
     assert new.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
-        == (ws.out / "qualified.g2.pub.der").read_bytes()
+        == (ws.out / "qualified.g3.pub.der").read_bytes()
     assert openssl_fingerprint(cert) in openssl_forms(term), term.describe()
-    entry = listed(ws, "qualified.g2.crt.pem")
-    assert entry and entry[0].get("generation") == 2 and entry[0].get("key") == "new", entry
+    entry = listed(ws, "qualified.g3.crt.pem")
+    assert entry and entry[0].get("generation") == 3 and entry[0].get("key") == "new", entry
     check_summary(ws, term)
     audit_verify(ws, transcript_of(term))
     state["certify-rekey"] = transcript_of(term)
@@ -643,7 +687,7 @@ def test_issue_and_crl_after_the_rekey(workspace: Workspace, state: dict[str, An
     assert m, term.describe()
     pem = m.group(2)
     chain = ("-CAfile", "out/production/root.crt.pem", "-untrusted")
-    assert openssl("verify", *chain, "out/production/qualified.g2.crt.pem", pem, cwd=ws.root).returncode == 0
+    assert openssl("verify", *chain, "out/production/qualified.g3.crt.pem", pem, cwd=ws.root).returncode == 0
     refused = openssl("verify", *chain, "out/production/qualified.crt.pem", pem, cwd=ws.root)
     assert refused.returncode != 0, "a certificate of the new key verified under the old key's certificate"
     term = ws.run(fill(documented("invoke crl.sign "), ("…", "--env production")))
@@ -653,7 +697,7 @@ def test_issue_and_crl_after_the_rekey(workspace: Workspace, state: dict[str, An
     new_crl, old_crl = ws.root / m.group(3), ws.root / m.group(3).replace(Path(m.group(3)).name, m.group(4))
     assert new_crl.is_file() and old_crl.is_file(), (new_crl, old_crl)
     assert new_crl != old_crl and m.group(2) == "0" and m.group(6) == "1", term.describe()
-    good = openssl("verify", "-crl_check", *chain, "out/production/qualified.g2.crt.pem", "-CRLfile",
+    good = openssl("verify", "-crl_check", *chain, "out/production/qualified.g3.crt.pem", "-CRLfile",
                    f"{new_crl.relative_to(ws.root)}.pem", pem, cwd=ws.root)
     assert good.returncode == 0, good.stdout + good.stderr
     _, first = state["issued"]
