@@ -41,6 +41,7 @@ from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.termination import terminate_ceremony
+from ceremony.common import outputs
 from ceremony.common.display import make_console
 from ceremony.common.errors import DefinitionError, HsmError, OutputError, VerificationError
 from ceremony.crl.job import run_crl_job
@@ -468,11 +469,9 @@ def test_a_partitioned_ca_gets_a_final_crl_per_partition_and_its_full_crl(setup:
     assert {e.get("partition") for e in manifest["artifacts"] if e["kind"] == "final-crl"} == {None, 0, 1}
 
 
-def test_the_ca_hosts_layout_registry_and_crl_directory_beside_the_ca_directory(setup: Setup, tmp_path: Path) -> None:
-    """As installed (roles subordinate_ca, crl_signer): the CA's directory holds its certificates and transcripts,
-    the registry is the one /etc/ceremony/<ca>.conf names and the CRL job publishes in a directory of its own. The
-    final CRL and the revoked registry are outputs under termination/<ca>/ and replace the live files after the
-    seal."""
+def host_layout(setup: Setup, tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A copy of the output directory laid out as on the CA host: the registry at the path the host's configuration
+    names, the CRL job's publication directory beside the CA's directory. Returns (out, var, etc, registry)."""
     out = copy_of(setup, tmp_path)
     var = tmp_path / "var"
     (var / "registry").mkdir(parents=True)
@@ -482,6 +481,15 @@ def test_the_ca_hosts_layout_registry_and_crl_directory_beside_the_ca_directory(
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / f"{CA}.conf").write_text(f"[registry]\nca = {CA}\npath = {live_registry}\n")
+    return out, var, etc, live_registry
+
+
+def test_the_ca_hosts_layout_registry_and_crl_directory_beside_the_ca_directory(setup: Setup, tmp_path: Path) -> None:
+    """As installed (roles subordinate_ca, crl_signer): the CA's directory holds its certificates and transcripts,
+    the registry is the one /etc/ceremony/<ca>.conf names and the CRL job publishes in a directory of its own. The
+    final CRL and the revoked registry are outputs under termination/<ca>/ and replace the live files after the
+    seal."""
+    out, var, etc, live_registry = host_layout(setup, tmp_path)
     rows_before = registry_rows_at(live_registry)
     defn = load_definition(setup.decided)
     with recorded(defn, "ca-termination", out) as rec:
@@ -655,3 +663,35 @@ def test_a_key_gone_from_the_token_is_refused_by_generation(rekeyed: Setup, tmp_
         relabel(moved, label)
     assert state(rekeyed, out) == before
     assert not [p for p in out.iterdir() if p.name.startswith(".run-")]
+
+
+def test_interrupted_after_the_seal_the_next_ceremony_replaces_the_live_files(setup: Setup, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the commit, before the live registry and CRL are replaced (the first copy outside the output
+    directory): the ceremony happened, so the next ceremony in the directory rolls the publication forward, copies
+    included, before anything else (here a second termination, then refused: the CRL is final)."""
+    out, var, etc, live_registry = host_layout(setup, tmp_path)
+    registry_before, crl_before = live_registry.read_bytes(), (var / "crl" / "qualified.crl").read_bytes()
+    defn = load_definition(setup.decided)
+
+    def killed(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "_copy_over", killed)
+    with pytest.raises(KeyboardInterrupt):
+        terminate_ceremony(defn, CA, out, console(), rehearsal=True, interactive=False, crl_dir=var / "crl",
+                           config_dir=etc)
+    assert live_registry.read_bytes() == registry_before
+    assert (var / "crl" / "qualified.crl").read_bytes() == crl_before
+    assert [p for p in out.iterdir() if p.name.startswith(".run-")]  # committed, not yet fully published
+    final = out / "termination" / CA / "qualified-final.crl"
+    assert final.is_file()
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="final CRL already"):
+        terminate_ceremony(defn, CA, out, console(), rehearsal=True, interactive=False, crl_dir=var / "crl",
+                           config_dir=etc)
+    assert (var / "crl" / "qualified.crl").read_bytes() == final.read_bytes()
+    assert live_registry.read_bytes() == (out / "termination" / CA / f"{CA}-registry.sqlite3").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".run-")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(1 for e in manifest["artifacts"] if e["kind"] == "termination-archive") == 1

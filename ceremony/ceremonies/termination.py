@@ -366,9 +366,9 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                         continue
                     run.plan(fc.name, "final-crl", "der", **extra)
                     run.plan(fc.name + ".pem", "final-crl", "pem", **extra)
-                    run.plan(f"{inputs.crl_rel}/{tg.der_path.name}", "final-crl", "der", published=True,
+                    run.plan(_under(inputs.crl_rel, tg.der_path.name), "final-crl", "der", published=True,
                              _replace=True, **extra)
-                    run.plan(f"{inputs.crl_rel}/{tg.pem_path.name}", "final-crl", "pem", published=True,
+                    run.plan(_under(inputs.crl_rel, tg.pem_path.name), "final-crl", "pem", published=True,
                              _replace=True, **extra)
                 if fk.signer is not None:
                     run.plan(_ocsp_name(folder, ca_name, fk.generation), "final-ocsp-store", "sqlite3", ca=ca_name,
@@ -464,8 +464,8 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                 run.stage(fc.name, fc.der)
                 run.stage(fc.name + ".pem", crlenc.pem_from_der(fc.der))
                 if inputs.crl_rel is not None:
-                    run.stage(f"{inputs.crl_rel}/{fc.target.der_path.name}", fc.der)
-                    run.stage(f"{inputs.crl_rel}/{fc.target.pem_path.name}", crlenc.pem_from_der(fc.der))
+                    run.stage(_under(inputs.crl_rel, fc.target.der_path.name), fc.der)
+                    run.stage(_under(inputs.crl_rel, fc.target.pem_path.name), crlenc.pem_from_der(fc.der))
             for fk in inputs.keys:
                 if fk.generation in rows:
                     staged_store = run.stage_file(_ocsp_name(folder, ca_name, fk.generation))
@@ -530,6 +530,12 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
     return TerminationResult(ca_name, [s for s, _ in inputs.to_revoke], head.number, head.entries, head.path,
                              out_dir / archive_name(ca_name), archive_sha, stores_out[0] if stores_out else None,
                              sum(len(r) for r in rows.values()), results, stores_out)
+
+
+def _under(folder: str, name: str) -> str:
+    """``name`` in ``folder`` (relative to the output directory; ``.``: the output directory itself), as the output
+    set and the archive name it: no ``./`` in a member's name."""
+    return name if folder in ("", ".") else f"{folder}/{name}"
 
 
 def _ocsp_name(folder: str, ca_name: str, key_generation: int) -> str:
