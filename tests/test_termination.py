@@ -43,12 +43,12 @@ from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.ceremonies.termination import terminate_ceremony
 from ceremony.common import outputs
 from ceremony.common.display import make_console
-from ceremony.common.errors import DefinitionError, HsmError, OutputError, VerificationError
+from ceremony.common.errors import DefinitionError, HsmError, OutputError, RegistryError, VerificationError
 from ceremony.crl.job import run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
 from ceremony.hsm import softhsm
 from ceremony.hsm.session import open_session, pin_source_for
-from ceremony.ocsp.job import run_ocsp_job
+from ceremony.ocsp.job import run_ocsp_job, store_issuer_sha256
 from ceremony.ocsp.store import ResponseStore
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
@@ -492,9 +492,30 @@ def test_the_ca_hosts_layout_registry_and_crl_directory_beside_the_ca_directory(
     out, var, etc, live_registry = host_layout(setup, tmp_path)
     rows_before = registry_rows_at(live_registry)
     defn = load_definition(setup.decided)
+    live_store = var / "ocsp" / f"{CA}.sqlite3"  # the OCSP job's store (role ocsp_signer), made and filled by the job
+    cert = x509.load_pem_x509_certificate((out / f"{CA}.crt.pem").read_bytes())
+    ResponseStore.create(live_store, CA, store_issuer_sha256(cert)).close()
+    run_ocsp_job(defn, CA, live_registry, live_store, ceremony_out=out, workers=1)
+    # a store of another CA, or one open in the job (a -wal beside it): refused before anything happens
+    other = var / "ocsp" / "other.sqlite3"
+    ResponseStore.create(other, "another-ca", store_issuer_sha256(cert)).close()
+    with pytest.raises(OutputError, match="belongs to CA 'another-ca'"):
+        terminate_ceremony(defn, CA, out, console(), rehearsal=True, interactive=False, crl_dir=var / "crl",
+                           config_dir=etc, ocsp_store=other)
+    wal = live_store.with_name(live_store.name + "-wal")
+    wal.write_bytes(b"frames")
+    with pytest.raises(RegistryError, match="the OCSP store is open in another process"):
+        terminate_ceremony(defn, CA, out, console(), rehearsal=True, interactive=False, crl_dir=var / "crl",
+                           config_dir=etc, ocsp_store=live_store)
+    wal.unlink()
     with recorded(defn, "ca-termination", out) as rec:
         result = terminate_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False, crl_dir=var / "crl",
-                                    config_dir=etc)
+                                    config_dir=etc, ocsp_store=live_store)
+    assert result.ocsp_store is not None and live_store.read_bytes() == result.ocsp_store.read_bytes()
+    with pytest.raises(VerificationError, match="the OCSP store holds the final responses"):
+        run_ocsp_job(defn, CA, live_registry, live_store, ceremony_out=out, workers=1)
+    assert live_store.read_bytes() == result.ocsp_store.read_bytes()
+    assert sorted(p.name for p in live_store.parent.iterdir()) == ["other.sqlite3", f"{CA}.sqlite3"]  # no side file
     assert result.crl_der == out / "termination" / CA / "qualified-final.crl"
     assert (var / "crl" / "qualified.crl").read_bytes() == result.crl_der.read_bytes()
     assert (var / "crl" / "qualified.crl.pem").read_bytes() == (out / "termination" / CA /

@@ -40,7 +40,9 @@ job's publication directory are found there (``OUT/<ca>-registry.sqlite3``, ``OU
 ``crl_dir``): on the CA host they sit beside the CA's directory (role ``subordinate_ca``: the registry at the path
 ``/etc/ceremony/<ca>.conf`` gives, ``/var/lib/ceremony/registry/registry.sqlite3`` by default; role ``crl_signer``:
 ``/var/lib/ceremony/crl``). Outside the output directory the registry's revoked copy and the final CRLs are outputs
-under ``termination/<ca>/`` that replace the live files at publication (the output set's ``_also``), after the seal.
+under ``termination/<ca>/`` that replace the live files at publication (the output set's ``_also``), after the seal;
+so does the current key's final OCSP store over the OCSP job's store when ``ocsp_store`` names it (role
+``ocsp_signer``: ``/var/lib/ceremony/ocsp/<ca>.sqlite3``), after which the job refuses to run.
 
 The key is not destroyed here. Destruction cannot be undone, and until the final CRLs are seen at their URLs and the
 auditor has verified the archive with the anchor they bring, the CA keys are the only keys that could sign a
@@ -191,6 +193,9 @@ class TerminationInputs:
     """The registry relative to the output directory; None: outside it."""
     keys: tuple[FinalKey, ...]
     """Every key that signs final CRLs, the current key first."""
+    ocsp_store: Path | None = None
+    """The OCSP job's live store (the CA host's, role ``ocsp_signer``), replaced by the current key's final store
+    after the seal; None: the final store is only written under ``termination/<ca>/``."""
 
     @property
     def signer(self) -> SignerCertificate | None:
@@ -238,7 +243,7 @@ def _inside(path: Path, out_dir: Path) -> str | None:
 
 def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.datetime,
                        crl_dir: str | Path | None = None, registry: str | Path | None = None,
-                       config_dir: Path = CONFIG_DIR) -> TerminationInputs:
+                       config_dir: Path = CONFIG_DIR, ocsp_store: str | Path | None = None) -> TerminationInputs:
     """Every check that needs no token, in the order the refusals are worth reading (see the module's docstring)."""
     model = defn.model
     ca = model.ca(ca_name)
@@ -275,11 +280,8 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
                             "what it lists and archives it. Give it with --registry PATH (on the CA host: the path "
                             f"in {config_dir / (ca_name + '.conf')}, /var/lib/ceremony/registry/registry.sqlite3 by "
                             "default); nothing was changed")
-    for side in ("-wal", "-shm"):
-        other = registry_path.with_name(registry_path.name + side)
-        if other.exists() and other.stat().st_size:
-            raise RegistryError(f"{other}: the registry is open in another process (issuance, the CRL or OCSP job): "
-                                "stop the CA's services and timers first; nothing was changed")
+    _refuse_open(registry_path, "the registry", "issuance, the CRL or OCSP job")
+    live_store = None if ocsp_store is None else _live_store(defn, ca, ca_name, Path(ocsp_store))
     publication = out_dir / CRL_DIR if crl_dir is None else Path(crl_dir)
     to_revoke = []
     with Registry.open(registry_path) as reg:
@@ -310,7 +312,33 @@ def termination_inputs(defn: LoadedDefinition, ca_name: str, out_dir: Path, now:
                                         + "), so that the final responses have a signer")
         keys.append(FinalKey(m, first.path, first.cert, view, members, unexpired, signer, tuple(crls)))
     return TerminationInputs(ca, cert_path, issuer.cert, registry_path, to_revoke, publication,
-                             _inside(publication, out_dir), _inside(registry_path, out_dir), tuple(keys))
+                             _inside(publication, out_dir), _inside(registry_path, out_dir), tuple(keys), live_store)
+
+
+def _refuse_open(path: Path, what: str, users: str) -> None:
+    """Refuse a database another process has open (a non-empty ``-wal`` or ``-shm`` beside it): its copy would miss
+    what that process writes, and a file replaced under an open WAL would be corrupted by it."""
+    for side in ("-wal", "-shm"):
+        other = path.with_name(path.name + side)
+        if other.exists() and other.stat().st_size:
+            raise RegistryError(f"{other}: {what} is open in another process ({users}): stop the CA's services and "
+                                "timers first; nothing was changed")
+
+
+def _live_store(defn: LoadedDefinition, ca: CA, ca_name: str, path: Path) -> Path:
+    """The OCSP job's store named with ``--ocsp-store``: this CA's, closed, not final already."""
+    if ca.ocsp is None:
+        raise DefinitionError(str(defn.path), f"cas.{ca_name}.ocsp", f"not set, but an OCSP store was given ({path})"
+                              ": a CA without an OCSP service has no store to replace", "no --ocsp-store")
+    _refuse_open(path, "the OCSP store", "the OCSP job")
+    # Opened read-write although nothing is written, as the registry's copy is (online_copy): the last connection
+    # to close removes the -wal and -shm files, where a read-only one would leave them beside the file replaced.
+    with ResponseStore.open(path, ca=ca_name) as store:
+        final = store.final
+    if final is not None:
+        raise OutputError(f"{path}: the OCSP store of {ca_name!r} holds final responses already (written {final}): "
+                          "the CA was terminated")
+    return path
 
 
 def _final_crl(target: CrlTarget, ca_name: str, folder: str) -> FinalCrl:
@@ -333,11 +361,12 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                        rehearsal: bool, pin_file: str | None = None, interactive: bool = True,
                        trust: str | Path | None = None, crl_dir: str | Path | None = None,
                        registry: str | Path | None = None, now: dt.datetime | None = None,
-                       config_dir: Path = CONFIG_DIR) -> TerminationResult:
+                       config_dir: Path = CONFIG_DIR, ocsp_store: str | Path | None = None) -> TerminationResult:
     """Terminate subordinate CA ``ca_name`` (see the module's docstring). ``trust``: the root certificate the
     archive's transcripts are verified against (default ``OUT/<root>.crt.pem``); ``crl_dir``: the CRL job's
     publication directory (default ``OUT/crl``); ``registry``: the CA's registry (default
-    :func:`registry_location`)."""
+    :func:`registry_location`); ``ocsp_store``: the OCSP job's store, replaced by the current key's final store after
+    the seal (the CA host: role ``ocsp_signer``, ``/var/lib/ceremony/ocsp/<ca>.sqlite3``)."""
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
     moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
@@ -345,7 +374,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
     folder = termination_dir(ca_name)
     with CeremonyRun(out_dir, manifest, recorder, "ca-termination") as run:
         with scripted_step(recorder, "definition-check"):
-            inputs = termination_inputs(defn, ca_name, out_dir, moment, crl_dir, registry, config_dir)
+            inputs = termination_inputs(defn, ca_name, out_dir, moment, crl_dir, registry, config_dir, ocsp_store)
             ca = inputs.ca
             decision = ca.termination
             assert decision is not None
@@ -371,8 +400,9 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                     run.plan(_under(inputs.crl_rel, tg.pem_path.name), "final-crl", "pem", published=True,
                              _replace=True, **extra)
                 if fk.signer is not None:
+                    live = [inputs.ocsp_store] if inputs.ocsp_store is not None and fk is inputs.keys[0] else []
                     run.plan(_ocsp_name(folder, ca_name, fk.generation), "final-ocsp-store", "sqlite3", ca=ca_name,
-                             **({"generation": fk.generation} if multi else {}))
+                             _also=live, **({"generation": fk.generation} if multi else {}))
             if inputs.registry_rel is None:
                 registry_name = f"{folder}/{ca_name}-registry.sqlite3"
                 run.plan(registry_name, "registry", "sqlite3", ca=ca_name, _also=[inputs.registry_path])
