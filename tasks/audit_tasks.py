@@ -16,9 +16,9 @@ transcript, the ledger, the manifest or a report; 6 an attestation; 7 the contin
 opened with another serial than the one it was resealed with); 64 no usable anchor.
 
 ``audit.verify-archive`` checks a CA's termination archive (docs/lifecycle.md, "CA termination"): 0 when every
-member's SHA-256 matches its manifest, the final CRL verifies under the CA certificate with nextUpdate
-99991231235959Z and every transcript in it verifies against the anchor; 1 otherwise, the member named; 64 no usable
-anchor.
+member's SHA-256 matches its manifest, every final CRL (each partition, each key after a re-key) verifies under the
+CA certificate of its key with nextUpdate 99991231235959Z and every transcript in it verifies against the anchor; 1
+otherwise, the member named; 64 no usable anchor.
 
 ``audit.attest`` signs a transcript's final head with the auditor's own OpenSSH key (``ssh-keygen -Y sign``,
 namespace ``ceremony-transcript``) and lists the message and the signature in the manifest.
@@ -99,8 +99,9 @@ def verify_all(c: Context, directory: str, trust: str | None = None, rehearsal: 
             "rehearsal": "accept rehearsal transcripts (without it a rehearsal never passes)"})
 @operator_errors
 def verify_archive(c: Context, archive: str, trust: str | None = None, rehearsal: bool = False) -> None:
-    """Verify a termination archive offline: every member's SHA-256 against its manifest, the final CRL under the
-    CA certificate (nextUpdate 99991231235959Z), every transcript in it against the trust anchor."""
+    """Verify a termination archive offline: every member's SHA-256 against its manifest, every final CRL (each
+    partition, each key) under the CA certificate of its key (nextUpdate 99991231235959Z), every transcript in it
+    against the trust anchor."""
     from ceremony.transcript.archive import verify_archive as check_archive
 
     result = check_archive(Path(archive), trust, rehearsal=rehearsal)

@@ -210,30 +210,37 @@ def cross_certify(c: Context, env: str | None = None, definition: str | None = N
 
 @task(help={**HELP, "ca": "the subordinate CA to terminate (cas.<ca>.termination records the decision)",
             "trust": "the root certificate the archive's transcripts are verified against (default OUT/<root>.crt.pem)",
-            "crl_dir": "the CRL job's publication directory, inside OUT (default OUT/crl): the final CRL follows the "
-                       "CRL published there and takes its place",
+            "crl_dir": "the CRL job's publication directory (default OUT/crl; on the CA host /var/lib/ceremony/crl): "
+                       "each final CRL follows the CRL published there and takes its place",
+            "registry": "the CA's registry (default OUT/<ca>-registry.sqlite3, else the path in "
+                        "/etc/ceremony/<ca>.conf on the CA host)",
+            "ocsp_store": "the OCSP job's store, replaced by the final one after the seal (on the CA host "
+                          "/var/lib/ceremony/ocsp/<ca>.sqlite3); without it the final store is only written to "
+                          "OUT/termination/<ca>/",
             "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def terminate(c: Context, ca: str, env: str | None = None, definition: str | None = None, out: str | None = None,
-              trust: str | None = None, crl_dir: str | None = None, pin_file: str | None = None,
-              rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
-    """Terminate a subordinate CA: revoke what it issued, sign its final CRL and OCSP responses, write and verify
-    its archive (OUT/termination/<ca>.termination-archive.tar)."""
+              trust: str | None = None, crl_dir: str | None = None, registry: str | None = None,
+              ocsp_store: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
+              answers: str | None = None, lang: str | None = None) -> None:
+    """Terminate a subordinate CA: revoke what it issued, sign its final CRLs (every partition, every key) and OCSP
+    responses, write and verify its archive (OUT/termination/<ca>.termination-archive.tar)."""
     from ceremony.ceremonies.termination import terminate_ceremony, termination_inputs
     from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     # bad input is refused before anyone signs in
-    termination_inputs(defn, ca, out_dir, dt.datetime.now(dt.UTC), crl_dir)  # type: ignore[arg-type]
+    termination_inputs(defn, ca, out_dir, dt.datetime.now(dt.UTC), crl_dir, registry,  # type: ignore[arg-type]
+                       ocsp_store=ocsp_store)
     report = preflight_or_stop(defn, "ca-termination", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("ca-termination", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = terminate_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,  # type: ignore
-                                    trust=trust, crl_dir=crl_dir)
-    print(f"{ca!r} terminated: {len(result.revoked)} certificate(s) revoked; final CRL {result.crl_number} "
-          f"({result.crl_entries} entries) {result.crl_der}; archive {result.archive} "
-          f"(SHA-256 {result.archive_sha256})")
+                                    trust=trust, crl_dir=crl_dir, registry=registry, ocsp_store=ocsp_store)
+    crls = "; ".join(f"{c.path} #{c.number} ({c.entries} entries)" for c in result.crls)
+    print(f"{ca!r} terminated: {len(result.revoked)} certificate(s) revoked; final CRL(s) {crls}; archive "
+          f"{result.archive} (SHA-256 {result.archive_sha256})")
     show_summary("ca-termination", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,
                  definition=definition, out=out, lang=getattr(rec, "lang", "en"))
 

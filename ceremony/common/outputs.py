@@ -139,7 +139,11 @@ class OutputSet:
     # --- planning and staging --------------------------------------------------------------------------
     def plan(self, filename: str, kind: str, fmt: str, **extra: Any) -> Path:
         """Name an output. ``_replace=True`` marks a file whose purpose is to be replaced at publication
-        (a registry kept next to the outputs); every other output is new and never overwrites a file."""
+        (a registry kept next to the outputs); every other output is new and never overwrites a file.
+        ``_also=[absolute paths]``: files outside the output directory that are replaced by a copy of this output
+        at publication, after it is in place (a CA host's registry and CRL publication directory live beside the
+        ceremonies' directory, not in it); the copy is written beside each target, fsynced and renamed over it, so
+        a reader sees the old file or the new one, and a publication rolled forward after a crash copies again."""
         self.planned[filename] = Planned(filename, kind, fmt, dict(extra))
         return self.out / filename
 
@@ -227,6 +231,7 @@ class OutputSet:
                             "sha256": sha256_file(source),
                             "format": planned.fmt, "staged": planned.staged is not None,
                             "replace": bool(planned.extra.get("_replace")),
+                            "also": [str(p) for p in planned.extra.get("_also", ())],
                             **{k: v for k, v in planned.extra.items() if not k.startswith("_")}})
         _write_json(staging / COMMIT, {"ceremony": self.ceremony, "entries": entries})
         self.committed = True
@@ -276,12 +281,40 @@ def _publish(out: Path, staging: Path, manifest: Manifest | None) -> list[str]:
         done.append(entry["file"])
     for directory in sorted({(out / e["file"]).parent for e in commit["entries"]}):
         fsync_dir(directory)
+    for entry in commit["entries"]:
+        for other in entry.get("also") or ():
+            _copy_over(out / entry["file"], Path(other), entry["sha256"])
     if manifest is not None:
-        manifest.add_entries([{k: v for k, v in e.items() if k not in ("file", "staged", "replace")}
+        manifest.add_entries([{k: v for k, v in e.items() if k not in ("file", "staged", "replace", "also")}
                               for e in commit["entries"]])
     shutil.rmtree(staging)
     fsync_dir(out)
     return done
+
+
+def _copy_over(source: Path, target: Path, sha256: str) -> None:
+    """Replace ``target`` (outside the output directory) by a copy of the published ``source``: written beside it
+    under a temporary name, fsynced, given the replaced file's mode, renamed over it; nothing when it holds the
+    copy already (a publication rolled forward)."""
+    if sha256_file(source) != sha256:
+        raise OutputError(f"{source}: not the file this run sealed; {target} was not replaced")
+    if target.is_file() and sha256_file(target) == sha256:
+        return
+    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as src, open(temporary, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fchmod(dst.fileno(), mode)
+            os.fsync(dst.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"{target}: cannot replace it with the sealed {source} ({exc.strerror}); copy it by hand "
+                          f"(the outputs are published in {source.parent})") from None
+    fsync_dir(target.parent)
 
 
 def leftover_runs(out: Path) -> list[Path]:

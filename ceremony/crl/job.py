@@ -168,6 +168,14 @@ def job_ca(defn: LoadedDefinition, ca_name: str) -> CA:
     return ca
 
 
+def after_termination(path: Path, what: str, rule: str) -> VerificationError:
+    """The one refusal of a scheduled job (CRL, OCSP) that finds what the CA's termination left at ``path``: the
+    final CRL, the final OCSP store. Its answers are the last the CA gives (docs/lifecycle.md, "CA termination"),
+    so the job changes nothing and says to disable its timer, which is what the termination's checklist asks."""
+    return VerificationError(f"{path}: {what}, signed at the CA's termination; {rule}: nothing was signed or "
+                             "replaced; disable this job's timer")
+
+
 def publication_names(ca: CA) -> tuple[str, str]:
     """``(DER file, PEM file)``: the basename of the CA's ``crl_url`` and the same with ``.pem``."""
     name = os.path.basename(urlparse(ca.publication.crl_url).path)
@@ -777,9 +785,8 @@ def run_crl_job(definition: str | Path | LoadedDefinition, ca_name: str, registr
         prevs = [p[1] if p else None for p in published]
         for tg, prev in zip(targets, prevs, strict=True):  # the CA was terminated: no CRL follows its last one
             if prev is not None and prev.next_update == crlenc.FINAL_NEXT_UPDATE:
-                raise VerificationError(f"{tg.der_path}: the published CRL is the final CRL of {ca_name!r} (nextUpdate "
-                                        "99991231235959Z, signed at its termination); no CRL follows it, nothing was "
-                                        "signed; disable this job's timer")
+                raise after_termination(tg.der_path, f"the published CRL is the final CRL of {ca_name!r} (nextUpdate "
+                                        "99991231235959Z)", "no CRL follows it")
         reserved = [check_not_ahead(tg.state, prev.number if prev else 0, tg.der_path)
                     for tg, prev in zip(targets, prevs, strict=True)]
         reasons = [_due(prev, tg.revoked_count(registry), ca, now, force)

@@ -58,6 +58,7 @@ from ceremony.common.errors import (
 from ceremony.common.fingerprints import sha256_hex
 from ceremony.crl.job import (
     HealthCheckError,
+    after_termination,
     find_ca_certificate,
     pin_latch_path,
     read_pin_latch,
@@ -350,6 +351,7 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
     timings: dict[str, float] = {}
     defn = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
     ca, ocsp = ocsp_ca(defn, ca_name)
+    refuse_final_store(Path(store_path), ca_name)
     issuer_path = find_ca_certificate(defn, ca_name, ca_cert, ceremony_out)
     # The signer certificates are where the signer ceremony wrote them: the ceremonies' output directory, else
     # beside the CA certificate (where the role installs both on the CA host).
@@ -462,6 +464,19 @@ def run_ocsp_job(definition: str | Path | LoadedDefinition, ca_name: str, regist
     if say:
         say(result.summary())
     return result
+
+
+def refuse_final_store(store_path: Path, ca_name: str) -> None:
+    """Refuse, before the HSM and before anything is written, a store that holds the final responses of the CA's
+    termination (its ``final`` mark): as the CRL job after the final CRL (:func:`ceremony.crl.job.after_termination`),
+    the job never replaces the last answers. A missing store is left to :meth:`ResponseStore.open`'s message."""
+    if not store_path.is_file():
+        return
+    with ResponseStore.open(store_path, read_only=True) as store:
+        final = store.final
+    if final is not None:
+        raise after_termination(store_path, f"the OCSP store holds the final responses of {ca_name!r} (written "
+                                            f"{final})", "the job never replaces them")
 
 
 def _chain(first: tuple[int, str, Status, str], rest: Iterator[tuple[int, str, Status, str]]

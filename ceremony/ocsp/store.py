@@ -10,7 +10,8 @@ store and the registry can be walked side by side in serial order); ``status_fin
 ``revoked:<time>:<reason>``) is how the job notices a revocation. The ``meta`` table names the CA and the SHA-256
 of its certificate: a store is never used for another issuer, and a store that is missing or does not read as
 one is refused, never silently made anew (a new empty store would make the responder answer ``unauthorized`` for
-every certificate until the next full run).
+every certificate until the next full run). A store written at the CA's termination carries ``final`` in ``meta``
+(the ceremony's time): its responses are the last, and the job refuses to write into it (docs/ocsp.md).
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class ResponseStore:
     @property
     def ca(self) -> str:
         return str(self.conn.execute("SELECT value FROM meta WHERE key = 'ca'").fetchone()[0])
+
+    @property
+    def final(self) -> str | None:
+        """When the CA's termination wrote this store's last responses (ISO 8601), or None for a live store."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'final'").fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_final(self, at: str) -> None:
+        """Record that this store holds the CA's final responses (termination): no job writes into it again."""
+        try:
+            self.conn.execute("INSERT INTO meta VALUES ('final', ?)", (at,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot mark the OCSP store final: {exc}") from None
 
     @property
     def issuer_sha256(self) -> str:

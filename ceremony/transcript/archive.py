@@ -16,9 +16,11 @@ included, fails ``audit.verify`` on that transcript.
 
 1. every member is a regular file with a relative name inside the archive, listed once in the manifest, with the
    SHA-256 and size the manifest gives (the first difference is named: ``member out/… : SHA-256 …``);
-2. the final CRL verifies under the CA certificate in the archive, is the CA's (issuer, authority key identifier),
-   and carries nextUpdate 99991231235959Z as GeneralizedTime (RFC 5280 5.1.2.6); the CA certificate was issued by
-   the trust anchor;
+2. every final CRL the manifest lists (``final_crls``: one per partition and per key after a re-key, each with the
+   CA certificate of the key that signed it; an archive of one final CRL names it in ``final_crl`` under
+   ``ca_certificate``) verifies under that certificate, is the CA's (issuer, authority key identifier), and carries
+   nextUpdate 99991231235959Z as GeneralizedTime (RFC 5280 5.1.2.6); each such CA certificate was issued by the
+   trust anchor;
 3. every transcript in the archive verifies against the trust anchor with the archive's files as its artifacts (the
    same verifier as ``audit.verify``); a transcript of a ceremony that did not complete (no seal: exit 2 or 3) is
    listed as such, since it is the true record of an interrupted run, and fails nothing.
@@ -144,6 +146,9 @@ class ArchiveCheck:
     members: int = 0
     transcripts: list[tuple[str, str]] = field(default_factory=list)
     final_crl: dict[str, Any] | None = None
+    """The first final CRL (the current key's full CRL, else its first partition)."""
+    final_crls: list[dict[str, Any]] = field(default_factory=list)
+    """Every final CRL that verified (path, number, entries, nextUpdate, the certificate it verified under)."""
     no_anchor: bool = False
 
     @property
@@ -154,9 +159,9 @@ class ArchiveCheck:
 
     def lines(self) -> list[str]:
         out = [f"archive {self.path}: {self.members} member(s) listed in its manifest"]
-        if self.final_crl:
-            out.append(f"final CRL {self.final_crl['path']}: number {self.final_crl['number']}, "
-                       f"{self.final_crl['entries']} entries, nextUpdate {self.final_crl['next_update']}")
+        for crl in self.final_crls or ([self.final_crl] if self.final_crl else []):
+            out.append(f"final CRL {crl['path']}: number {crl['number']}, {crl['entries']} entries, nextUpdate "
+                       f"{crl['next_update']}, under {crl.get('ca_certificate', '')}")
         out += [f"transcript {name}: {status}" for name, status in self.transcripts]
         out += [f"note: {n}" for n in self.notes]
         out += [f"problem: {p}" for p in self.problems]
@@ -262,6 +267,27 @@ def check_final_crl(der: bytes, ca_cert: x509.Certificate) -> tuple[x509.Certifi
     return crl, problems
 
 
+def _issuer_certificate(root: Path, name: str, hashes: dict[str, str], anchor: Any,
+                        check: ArchiveCheck) -> x509.Certificate | None:
+    """The CA certificate member ``name`` a final CRL verifies under, checked against the anchor (when there is
+    one); None, with the problem noted, when it is missing or not a certificate."""
+    if name not in hashes:
+        check.problems.append(f"member {name}: the CA certificate the manifest names is not in the archive")
+        return None
+    try:
+        ca_cert = _load_certificate(root / name)
+    except ValueError:
+        check.problems.append(f"member {name}: not a certificate")
+        return None
+    if anchor is not None:
+        try:
+            ca_cert.verify_directly_issued_by(anchor.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            check.problems.append(f"member {name}: the CA certificate was not issued by the trust anchor "
+                                  f"{anchor.source}")
+    return ca_cert
+
+
 def verify_archive(path: str | Path, trust: str | None, *, rehearsal: bool = False) -> ArchiveCheck:
     """Verify a termination archive offline (see the module's docstring); ``trust`` as ``audit.verify --trust``."""
     check = ArchiveCheck(Path(path))
@@ -283,31 +309,26 @@ def verify_archive(path: str | Path, trust: str | None, *, rehearsal: bool = Fal
             check.notes.append(str(exc))
             check.no_anchor = True
             anchor = None
-        ca_name = str(manifest.get("ca_certificate"))
-        crl_name = str(manifest.get("final_crl"))
-        ca_cert = None
-        if ca_name not in hashes:
-            check.problems.append(f"member {ca_name}: the CA certificate the manifest names is not in the archive")
-        else:
-            try:
-                ca_cert = _load_certificate(root / ca_name)
-            except ValueError:
-                check.problems.append(f"member {ca_name}: not a certificate")
-        if ca_cert is not None and anchor is not None:
-            try:
-                ca_cert.verify_directly_issued_by(anchor.certificate)
-            except (ValueError, TypeError, InvalidSignature):
-                check.problems.append(f"member {ca_name}: the CA certificate was not issued by the trust anchor "
-                                      f"{anchor.source}")
-        if crl_name not in hashes:
-            check.problems.append(f"member {crl_name}: the final CRL the manifest names is not in the archive")
-        elif ca_cert is not None:
-            crl, found = check_final_crl((root / crl_name).read_bytes(), ca_cert)
-            check.problems += [f"member {crl_name}: {p}" for p in found]
-            if crl is not None:
-                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-                check.final_crl = {"path": crl_name, "number": number, "entries": len(crl),
-                                   "next_update": f"{crl.next_update_utc:%Y-%m-%dT%H:%M:%SZ}"}
+        listed = manifest.get("final_crls")
+        finals = [(str(f.get("path")), str(f.get("ca_certificate"))) for f in listed if isinstance(f, dict)] \
+            if isinstance(listed, list) and listed else \
+            [(str(manifest.get("final_crl")), str(manifest.get("ca_certificate")))]
+        certificates: dict[str, x509.Certificate | None] = {}
+        for crl_name, ca_name in finals:
+            if ca_name not in certificates:
+                certificates[ca_name] = _issuer_certificate(root, ca_name, hashes, anchor, check)
+            ca_cert = certificates[ca_name]
+            if crl_name not in hashes:
+                check.problems.append(f"member {crl_name}: the final CRL the manifest names is not in the archive")
+            elif ca_cert is not None:
+                crl, found = check_final_crl((root / crl_name).read_bytes(), ca_cert)
+                check.problems += [f"member {crl_name}: {p}" for p in found]
+                if crl is not None:
+                    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+                    seen = {"path": crl_name, "number": number, "entries": len(crl), "ca_certificate": ca_name,
+                            "next_update": f"{crl.next_update_utc:%Y-%m-%dT%H:%M:%SZ}"}
+                    check.final_crls.append(seen)
+                    check.final_crl = check.final_crl or seen
         if anchor is None:
             return check
         for name in sorted(n for n in hashes if n.startswith(f"{OUT_PREFIX}/transcripts/") and n.endswith(".jsonl")):
