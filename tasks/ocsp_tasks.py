@@ -22,11 +22,14 @@ from .ceremony_tasks import ANSWERS_HELP, HELP, LANG_HELP, _definition, _load, _
             "metrics_dir": "also write ceremony_ocsp_<ca>.prom here",
             "create_store": "make the empty response store first (once, at setup)",
             "verify_all": "verify every response's signature (default: each session's first, every revocation and "
-                          "one in eight of the rest; every response is parsed back either way)"})
+                          "one in eight of the rest; every response is parsed back either way)",
+            "ca_cert": "the CA certificate of the key whose responses are signed (default OUT/<ca>.crt.pem, the "
+                       "first key; after a re-key each key has its own store: docs/ocsp.md)"})
 @operator_errors
 def sign(c: Context, ca: str, env: str = "production", definition: str | None = None, out: str | None = None,
          registry: str | None = None, store: str | None = None, pin_file: str | None = None, workers: int = 0,
-         metrics_dir: str | None = None, create_store: bool = False, verify_all: bool = False) -> None:
+         metrics_dir: str | None = None, create_store: bool = False, verify_all: bool = False,
+         ca_cert: str | None = None) -> None:
     """Pre-sign the OCSP responses that are missing, due for refresh or whose status changed."""
     import time
 
@@ -38,13 +41,15 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
     base = Path(out or f"out/{env}")
     store_path = Path(store) if store else base / "ocsp" / f"{ca}.sqlite3"
     if create_store:
-        print(f"OCSP store of {ca!r} created: {make_store(_definition(env, definition), ca, store_path, base)}")
+        made = make_store(_definition(env, definition), ca, store_path, base, ca_cert)
+        print(f"OCSP store of {ca!r} created: {made}")
     start = time.monotonic()
     result = None
     error: BaseException | None = None
     try:
         result = run_ocsp_job(_definition(env, definition), ca, registry or default_path(base, ca), store_path,
-                              ceremony_out=base, pin_file=pin_file, interactive=True, workers=workers or None,
+                              ceremony_out=base, ca_cert=ca_cert, pin_file=pin_file, interactive=True,
+                              workers=workers or None,
                               verify_rate=1.0 if verify_all else VERIFY_RATE)
         print(result.summary())
     except BaseException as exc:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .conftest import (
     OFFICER_2,
     REPO,
     SECURITY_OFFICER,
+    SYSTEM_PATH,
     WITNESS,
     Operator,
     Terminal,
@@ -158,7 +160,7 @@ def test_documented_commands() -> None:
     """Every command the walks type is one README.md (or the doc it points to) gives the operator."""
     for prefix in ("invoke ceremony.check", "invoke ceremony.offline-check", "invoke ceremony.preflight ",
                    "invoke ceremony.script ", "invoke ceremony.root ", "invoke ceremony.subordinate-key ",
-                   RENEW, REKEY, CERTIFY_REKEY,
+                   RENEW, REKEY, CERTIFY_REKEY, TERMINATE, OCSP_SIGNER, OCSP_SIGN,
                    "invoke ceremony.sign-subordinate ", "invoke crl.root-batch", "invoke backup.create ",
                    "invoke backup.restore ", "invoke ca.issue ", "invoke ca.revoke ", "invoke ca.list",
                    "invoke crl.sign ", "invoke audit.verify "):
@@ -707,6 +709,102 @@ def test_issue_and_crl_after_the_rekey(workspace: Workspace, state: dict[str, An
     state["rekeyed-crls"] = (new_crl, old_crl)
 
 
+# --- 5. the end of the CA: OCSP in service, then termination of the re-keyed CA --------------------------------
+
+TERMINATE = "invoke ceremony.terminate "
+OCSP_SIGNER = "invoke ocsp.signer "
+OCSP_SIGN = "invoke ocsp.sign "
+
+
+def test_ocsp_in_service_under_both_keys(workspace: Workspace, state: dict[str, Any]) -> None:
+    """production.example gives the CA an `ocsp` section: the README's signer ceremony and first signing, for the
+    current key (its default) and for the first key (`--ca-cert`, docs/ocsp.md), each into its own store."""
+    need(state, "rekeyed-crls")
+    ws = workspace
+    ws.run(documented(OCSP_SIGNER))
+    ws.run(documented(OCSP_SIGNER) + " --ca-cert out/production/qualified.crt.pem")
+    assert (ws.out / "qualified.ocsp.crt.pem").is_file() and (ws.out / "qualified.g3.ocsp.crt.pem").is_file(), \
+        sorted(p.name for p in ws.out.glob("*ocsp*"))
+    sign = documented(OCSP_SIGN)
+    for cert, store in (("qualified.crt.pem", "qualified.sqlite3"), ("qualified.g3.crt.pem", "qualified.g3.sqlite3")):
+        term = ws.run(f"{sign} --ca-cert out/production/{cert} --store out/production/ocsp/{store} --create-store")
+        assert "Traceback" not in term.screen, term.describe()
+    state["ocsp"] = True
+
+
+def test_termination_refused_without_the_decision(workspace: Workspace, state: dict[str, Any]) -> None:
+    need(state, "ocsp")
+    ws = workspace
+    with unchanged(ws):
+        term = ws.run(documented(TERMINATE), check=False)
+    assert term.exit_status != 0 and not term.prompts and "Traceback" not in term.screen, term.describe()
+    assert "cas.qualified.termination" in term.screen and "decided" in term.screen, term.describe()
+
+
+def test_termination_of_the_rekeyed_ca(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The Comité's decision written into the definition as docs/lifecycle.md shows it, then the ceremony: every
+    unexpired certificate revoked, one final CRL per key (nextUpdate 99991231235959Z), each verified by openssl
+    under its own key's certificate, the archive verified by the auditor's own command, the CRL job refusing
+    afterwards."""
+    need(state, "ocsp")
+    ws = workspace
+    pki = ws.root / "inventory" / "production" / "pki.yml"
+    head, block = pki.read_text(encoding="utf-8").split("\n  qualified:\n", 1)
+    today = dt.datetime.now(dt.UTC).date()
+    decision = (f"    termination:\n      decided: {today.isoformat()}\n"
+                "      reference: \"Décision n°12 du Comité de Certification et de Signature Électronique\"\n"
+                "      successor_body: \"Archives nationales du Mali\"\n")
+    pki.write_text(head + "\n  qualified:\n" + decision + block, encoding="utf-8")
+    # First try: the root key backup's share files are still on disk (the walk's backup step printed the pages but
+    # never shredded the files). Refused with what to do, nothing changed; the files are shredded as
+    # docs/key-backup.md says, one command per page, and the ceremony held again.
+    with unchanged(ws):
+        term = ws.run(documented(TERMINATE), check=False)
+    shares = sorted((ws.out / "backup").glob("*.share-*.txt"))
+    assert term.exit_status != 0 and "shred" in term.screen and shares, term.describe()
+    for share in shares:
+        ws.run(f"shred -u {share.relative_to(ws.root)}")
+    state["shredded"] = sorted(share.relative_to(ws.out).as_posix() for share in shares)
+    term = ws.run(documented(TERMINATE))
+    keep_screen(state, "terminate", term)
+    final = sorted((ws.out / "termination" / "qualified").glob("*.crl"))
+    assert final, term.describe()
+    issuers = {}
+    for crl_path in final:
+        crl = x509.load_der_x509_crl(crl_path.read_bytes())
+        assert crl.next_update_utc is not None and crl.next_update_utc.year == 9999, crl_path
+        proc = openssl("asn1parse", "-inform", "DER", "-in", str(crl_path))
+        assert "GENERALIZEDTIME   :99991231235959Z" in proc.stdout, proc.stdout[:800]
+        for cert_name in ("qualified.crt.pem", "qualified.g3.crt.pem"):
+            check = openssl("crl", "-inform", "DER", "-in", str(crl_path), "-noout", "-CAfile", "root.crt.pem",
+                            "-CAfile", cert_name, cwd=ws.out)
+            cert = x509.load_pem_x509_certificate((ws.out / cert_name).read_bytes())
+            if crl.is_signature_valid(cert.public_key()):  # type: ignore[arg-type]
+                issuers[crl_path.name] = cert_name
+                assert check.returncode == 0, check.stdout + check.stderr
+    assert set(issuers.values()) == {"qualified.crt.pem", "qualified.g3.crt.pem"}, issuers
+    # The first key's certificate is refused by openssl as revoked under that key's final CRL (PEM for -CRLfile).
+    _, first = state["issued"]
+    first_key_crl = next(ws.out / "termination" / "qualified" / name for name, c in issuers.items()
+                         if c == "qualified.crt.pem")
+    pem_crl = ws.root / "first-key-final.crl.pem"
+    assert openssl("crl", "-inform", "DER", "-in", str(first_key_crl), "-out", str(pem_crl)).returncode == 0
+    revoked = openssl("verify", "-crl_check", "-CAfile", "out/production/root.crt.pem", "-untrusted",
+                      "out/production/qualified.crt.pem", "-CRLfile", pem_crl.name, first, cwd=ws.root)
+    assert "certificate revoked" in revoked.stdout + revoked.stderr, revoked.stdout + revoked.stderr
+    pem_crl.unlink()
+    archive = ws.out / "termination" / "qualified.termination-archive.tar"
+    assert archive.is_file(), term.describe()
+    audit = ws.run("invoke audit.verify-archive out/production/termination/qualified.termination-archive.tar "
+                   "--trust out/production/root.crt.pem")
+    assert "Traceback" not in audit.screen, audit.describe()
+    audit_verify(ws, transcript_of(term))
+    # After the final CRL the CRL job refuses, in one line, and signs nothing.
+    with unchanged(ws):
+        job = ws.run(fill(documented("invoke crl.sign "), ("…", "--env production")), check=False)
+    assert job.exit_status != 0 and "final CRL" in job.screen and "Traceback" not in job.screen, job.describe()
+
+
 def test_policy_documents(workspace: Workspace, state: dict[str, Any]) -> None:
     need(state, "sign")
     ws = workspace
@@ -773,7 +871,18 @@ def test_outputs_verify_against_the_manifest(workspace: Workspace, state: dict[s
             data = path.read_bytes()
             leaked = [var for var, pin in ws.pins.items() if pin.encode() in data]
             assert not leaked, f"{path}: holds the value of {leaked}"
+    # The README's command itself, in the output directory (share files excepted: shredded after the handover).
+    recipe = re.search(r"^(sha256sum -c .*manifest\.json\))$", (REPO / "README.md").read_text(encoding="utf-8"), re.M)
+    assert recipe, "README.md no longer gives the auditor's sha256sum -c line"
+    proc = subprocess.run(["bash", "-c", recipe.group(1)], cwd=ws.out, capture_output=True, text=True, check=False,
+                          env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
+    assert proc.returncode == 0 and ": OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr
+    shredded = []
     for a in manifest["artifacts"]:
         path = ws.out / a["path"]
+        if a["kind"] == "key-backup-share" and not path.exists():
+            shredded.append(a["path"])
+            continue
         assert path.is_file(), f"{a['path']} listed but missing"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == a["sha256"], a["path"]
+    assert sorted(shredded) == state.get("shredded", []), "a share file is missing that nobody shredded"
