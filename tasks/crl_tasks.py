@@ -72,7 +72,13 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
                lang: str | None = None, successor: bool = False, final: bool = False) -> None:
     """Root CRL ceremony: pre-sign a batch of root CRLs, optionally revoking a subordinate CA certificate; with
     --successor for the successor root; with --final the root's last CRL and its archive."""
-    from ceremony.ceremonies.root_crl import ROOT_TERMINATION, Revocation, root_crl_batch_ceremony, root_signer
+    from ceremony.ceremonies.root_crl import (
+        ROOT_TERMINATION,
+        Revocation,
+        check_root_batch,
+        root_crl_batch_ceremony,
+        root_signer,
+    )
     from ceremony.common.errors import DefinitionError
     from ceremony.transcript.summary import manifest_snapshot, show_summary
 
@@ -95,6 +101,8 @@ def root_batch(c: Context, env: str | None = None, definition: str | None = None
         raise DefinitionError("command line", bad, "not with --final: the final CRL is the root in service's, one "
                               "CRL signed now", "--final alone (with --revoke, --issuer-cert, --pin-file)")
     signer = root_signer(defn, successor)  # a successor without its own URL is refused here, before the sign-in
+    check_root_batch(defn, out_dir, rehearsal=rehearsal, successor=successor, final=final, revoke=revocations,
+                     issuer_cert_path=issuer_cert)  # as every refusal that needs no token: no transcript opened
     script = ROOT_TERMINATION if final else "root-crl-batch"
     report = preflight_or_stop(defn, script, out_dir, rehearsal, lang, issuer_cert=issuer_cert,
                                pin_file=pin_file, ca=signer.name)

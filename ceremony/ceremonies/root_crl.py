@@ -76,7 +76,7 @@ from ceremony.crl import encoding as crlenc
 from ceremony.crl.checks import check_against_previous, summarise
 from ceremony.crl.job import publication_names
 from ceremony.crl.state import last_reserved, reserve, state_path
-from ceremony.definition.model import CA, OCSP_CERT_ID_HASHES, LoadedDefinition
+from ceremony.definition.model import CA, OCSP_CERT_ID_HASHES, LintAllowance, LoadedDefinition
 from ceremony.hsm.signers import verify_signature
 from ceremony.ocsp.encoding import ResponderContext, Status, lint_response, verify_response
 from ceremony.ocsp.store import ResponseStore, Row
@@ -125,6 +125,14 @@ ROOT_ISSUED_KINDS = ("subordinate-certificate", "sealing-certificate", "cross-ce
 #: The script of the root's final CRL ceremony (``crl.root-batch --final``): a root CRL ceremony with the archive's
 #: steps, archive-write and archive-verify, before outputs-write.
 ROOT_TERMINATION = "root-termination"
+
+#: The pkilint finding the root's final CRL must make (CA/Browser Forum BR 7.2: an ARL's nextUpdate within 12
+#: months), accepted for that CRL only, as the subordinate's 10-day one is for its final CRL
+#: (:data:`~ceremony.ceremonies.termination.FINAL_CRL_ALLOWANCE`).
+FINAL_ARL_ALLOWANCE = LintAllowance(
+    validation="cabf.arl_invalid_validity_period",
+    reason="the root's last CRL: RFC 5280 5.1.2.6 sets nextUpdate 99991231235959Z for a CA that will issue no more "
+           "CRLs; the 12-month limit is for ARLs that another follows")
 
 
 def ocsp_store_name(stem: str, number: int) -> str:
@@ -279,6 +287,38 @@ def check_root_termination(defn: LoadedDefinition, signer: RootSigner, out_dir: 
                             "root CRL ceremony first (invoke crl.root-batch --revoke FILE); nothing was changed")
 
 
+def refuse_after_final(crl_dir: Path, signer: RootSigner) -> None:
+    """No root CRL ceremony after the root's final CRL: one message naming it."""
+    done = final_crl_path(crl_dir, signer.file_stem)
+    if done is not None:
+        raise OutputError(f"{done}: the final CRL of {signer.name!r} (nextUpdate 99991231235959Z) was signed: the "
+                          "root was terminated and no root CRL follows it; nothing was changed")
+
+
+def check_root_batch(defn: LoadedDefinition, out: str | Path, *, rehearsal: bool, successor: bool = False,
+                     final: bool = False, revoke: Sequence[Revocation] = (),
+                     issuer_cert_path: str | Path | None = None, now: dt.datetime | None = None) -> None:
+    """The refusals of a root CRL ceremony that need neither a token nor a person, for the task to make before the
+    pre-flight and the sign-in (so that a refused run leaves not even a transcript); the ceremony makes them again
+    in definition-check. The root certificate is read, no batch follows a final CRL, and with ``final`` the
+    termination's conditions (:func:`check_root_termination`, this run's revocations counted)."""
+    signer = root_signer(defn, successor)
+    out_dir, manifest = prepare_out(out, rehearsal)
+    cert_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{signer.name}.crt.pem"
+    root_cert = load_issuer_certificate(cert_path, signer.name)
+    refuse_after_final(out_dir / CRL_DIR, signer)
+    if not final:
+        return
+    revoked = {_check_revocation(rev, root_cert)[0].serial_number for rev in revoke}
+    registry_path = root_registry_path(out_dir, signer.name)
+    if registry_path.exists():
+        with Registry.open(registry_path) as registry:
+            revoked |= {r[0] for r in registry.iter_revoked_rows()}
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    check_root_termination(defn, signer, out_dir, root_issued_certificates(out_dir, manifest, root_cert), revoked,
+                           moment)
+
+
 def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: Recorder, *, rehearsal: bool,
                             pin_file: str | None = None, interactive: bool = True,
                             start: dt.datetime | None = None, count: int | None = None,
@@ -302,7 +342,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
     crl_dir = out_dir / CRL_DIR
     registry_path = root_registry_path(out_dir, name)
     kind = "final-crl" if final else "root-crl"
-    allowances = [*ca.lint, FINAL_CRL_ALLOWANCE] if final else list(ca.lint)
+    allowances = [*ca.lint, FINAL_CRL_ALLOWANCE, FINAL_ARL_ALLOWANCE] if final else list(ca.lint)
     with CeremonyRun(out_dir, manifest, recorder, ROOT_TERMINATION if final else "root-crl-batch") as run:
         with scripted_step(recorder, "definition-check"):
             if final and (count not in (None, 1) or start is not None):
@@ -311,10 +351,7 @@ def root_crl_batch_ceremony(defn: LoadedDefinition, out: str | Path, recorder: R
                 raise VerificationError(f"a root CRL batch holds 1 to 40 CRLs, not {n}")
             cert_path = Path(issuer_cert_path) if issuer_cert_path else out_dir / f"{name}.crt.pem"
             root_cert = load_issuer_certificate(cert_path, name)
-            done = final_crl_path(crl_dir, stem)
-            if done is not None:
-                raise OutputError(f"{done}: the final CRL of {name!r} (nextUpdate 99991231235959Z) was signed: the "
-                                  "root was terminated and no root CRL follows it; nothing was changed")
+            refuse_after_final(crl_dir, signer)
             ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
             pending: list[tuple[x509.Certificate, int, Revocation]] = []
             for rev in revoke:
