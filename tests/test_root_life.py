@@ -245,3 +245,65 @@ def test_final_crl_then_archive_then_no_batch_after_it(roll: Roll, tmp_path: Pat
     data[at] ^= 1
     damaged.write_bytes(bytes(data))
     assert verify_archive(damaged, str(out / "root.crt.pem"), rehearsal=True).exit_code != 0
+
+
+# --- the successor as the root in service ---------------------------------------------------------------------------
+#: What the new root's output directory starts with (docs/lifecycle.md, "The successor as the root in service"): the
+#: successor's certificates under the root's name, and each subordinate's key ceremony outputs.
+PROMOTED = {"root.g2.crt.pem": "root.crt.pem", "root.g2.crt.der": "root.crt.der", "root.g2.pub.pem": "root.pub.pem",
+            "root.g2.seal.crt.pem": "root.seal.crt.pem"}
+SUBORDINATE_KEY_FILES = (".csr.pem", ".pub.pem", ".seal.csr.pem", ".seal.pub.pem")
+
+
+def in_service(data: dict[str, Any]) -> None:
+    """The definition after the switch: cas.root describes the successor (its subject, key, validity, token labels
+    and URLs); the successor entry is gone; a subordinate re-signed by it begins no earlier than it does."""
+    root = data["cas"]["root"]
+    successor = root.pop("successor")
+    for field in ("subject", "key", "validity", "hsm", "publication"):
+        root[field] = successor[field]
+    data["cas"]["qualified"]["validity"]["not_before"] = successor["validity"]["not_before"]
+
+
+def test_successor_becomes_the_root_in_service_in_a_new_output_directory(roll: Roll, tmp_path: Path) -> None:
+    """The documented switch, run: a new output directory whose root is the successor (its files copied under the
+    root's name), the subordinate's existing key re-signed there at a subordinate signing ceremony, the successor's
+    CRL numbers continued. What the subordinate issued under the old root verifies from the new root directly."""
+    from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
+
+    old_out = copy_of(roll, tmp_path / "old")
+    old_defn = load_definition(roll.definition)
+    first = root_crl_batch_ceremony(old_defn, old_out, console(), rehearsal=True, interactive=False, count=2,
+                                    successor=True)
+    new_out = tmp_path / "new"
+    new_out.mkdir()
+    for source, target in PROMOTED.items():
+        shutil.copyfile(old_out / source, new_out / target)
+    for suffix in SUBORDINATE_KEY_FILES:
+        shutil.copyfile(old_out / f"qualified{suffix}", new_out / f"qualified{suffix}")
+    (new_out / ".state").mkdir()  # the successor's CRL numbers go on: RFC 5280 5.2.3, one issuer, one sequence
+    shutil.copyfile(old_out / ".state" / "root.g2.crlnumber", new_out / ".state" / "root.crlnumber")
+    definition = variant(roll, tmp_path / "pki-in-service.yml", in_service)
+    defn = load_definition(definition)
+    with recorded(defn, "subordinate-signing", new_out) as rec:
+        sign_subordinate_ceremony(defn, "qualified", new_out / "qualified.csr.pem", new_out, rec, rehearsal=True,
+                                  interactive=False)
+    new_root = x509.load_pem_x509_certificate((new_out / "root.crt.pem").read_bytes())
+    sub = x509.load_pem_x509_certificate((new_out / "qualified.crt.pem").read_bytes())
+    old_sub = x509.load_pem_x509_certificate((old_out / "qualified.crt.pem").read_bytes())
+    assert sub.issuer == new_root.subject and sub.subject == old_sub.subject
+    assert sub.public_key() == old_sub.public_key()
+    # the end-entity certificate issued under the old root verifies from the new root, no cross-certificate needed
+    ee = openssl("verify", "-CAfile", str(new_out / "root.crt.pem"), "-untrusted", str(new_out / "qualified.crt.pem"),
+                 str(roll.ee))
+    assert ee.returncode == 0, ee.stdout + ee.stderr
+    assert exit_of(rec.path, new_out, "root.crt.pem") == 0  # sealed by the successor's sealing key: the new anchor
+    # the root CRL ceremony signs the successor's next number, at its URL, under the name the root has now
+    batch = root_crl_batch_ceremony(defn, new_out, console(), rehearsal=True, interactive=False, count=1)
+    assert batch.crls[0].number == first.crls[-1].number + 1 and batch.crls[0].der_path.name == "root-g2-3.crl"
+    pub = tmp_path / "pub"
+    publish_root_crl(old_defn, old_out, pub, successor=True)
+    assert publish_root_crl(defn, new_out, pub).number == 3  # replaces the successor's CRL 1 at root-g2.crl
+    checked = openssl("verify", "-crl_check", "-CAfile", str(new_out / "root.crt.pem"), "-CRLfile",
+                      str(batch.crls[0].pem_path), str(new_out / "qualified.crt.pem"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
