@@ -307,3 +307,34 @@ def test_successor_becomes_the_root_in_service_in_a_new_output_directory(roll: R
     checked = openssl("verify", "-crl_check", "-CAfile", str(new_out / "root.crt.pem"), "-CRLfile",
                       str(batch.crls[0].pem_path), str(new_out / "qualified.crt.pem"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_ctrl_c_during_the_archive_leaves_nothing_half_written(roll: Roll, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the archive is verified (the final CRL signed, staged, not published): nothing is published and
+    the manifest is unchanged; only the reserved CRL number advances (crl/state.py), and the next run completes."""
+    from ceremony.ceremonies import root_crl
+
+    out = copy_of(roll, tmp_path / "out")
+    defn = load_definition(roll.definition)
+    root_crl_batch_ceremony(defn, out, console(), rehearsal=True, interactive=False, count=1, revoke=[
+        Revocation(out / "qualified.crt.pem", "cessationOfOperation"),
+        Revocation(out / f"{FORWARD}.crt.pem", "cessationOfOperation")])
+    final_defn = load_definition(decided(roll, tmp_path))
+    before = state(roll, out)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(root_crl, "verify_archive", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            root_crl_batch_ceremony(final_defn, out, console(), rehearsal=True, interactive=False, final=True)
+    files, manifest, objects_now = state(roll, out)
+    assert files - before[0] == set() and before[0] - files == set() and manifest == before[1]
+    assert objects_now == before[2]
+    assert final_crl_path(out / "crl", "root") is None and not (out / "termination").exists()
+    assert (out / ".state" / "root.crlnumber").read_text().strip() != ""
+    batch = root_crl_batch_ceremony(final_defn, out, console(), rehearsal=True, interactive=False, final=True)
+    assert batch.crls[0].number == 3 and batch.archive is not None and batch.archive.is_file()  # 2 was reserved
+    assert batch.crls[0].next_update == FINAL_NEXT_UPDATE
