@@ -338,3 +338,21 @@ def test_ctrl_c_during_the_archive_leaves_nothing_half_written(roll: Roll, tmp_p
     batch = root_crl_batch_ceremony(final_defn, out, console(), rehearsal=True, interactive=False, final=True)
     assert batch.crls[0].number == 3 and batch.archive is not None and batch.archive.is_file()  # 2 was reserved
     assert batch.crls[0].next_update == FINAL_NEXT_UPDATE
+
+
+def test_expired_ca_certificates_need_no_revocation(roll: Roll, tmp_path: Path) -> None:
+    """The termination's condition is 'revoked or expired': checked (without a token) at a moment after the
+    subordinate's and the forward cross-certificate's notAfter, nothing needs revoking; today both do."""
+    from ceremony.ceremonies.root_crl import check_root_batch
+
+    out = copy_of(roll, tmp_path / "out")
+    defn = load_definition(decided(roll, tmp_path))
+    ends = [x509.load_pem_x509_certificate((out / name).read_bytes()).not_valid_after_utc
+            for name in ("qualified.crt.pem", f"{FORWARD}.crt.pem")]
+    with pytest.raises(RegistryError, match="still valid and not revoked"):
+        check_root_batch(defn, out, rehearsal=True, final=True)
+    assert ends[0] < ends[1]  # the subordinate (10 years) ends before the cross-certificate (the roots' end)
+    with pytest.raises(RegistryError, match="G2") as one_left:  # the subordinate expired, the cross-certificate not
+        check_root_batch(defn, out, rehearsal=True, final=True, now=ends[0] + dt.timedelta(seconds=1))
+    assert "Qualified" not in str(one_left.value)
+    check_root_batch(defn, out, rehearsal=True, final=True, now=ends[1] + dt.timedelta(seconds=1))
