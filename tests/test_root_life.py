@@ -191,6 +191,9 @@ def test_final_crl_refusals_leave_disk_and_token_unchanged(roll: Roll, tmp_path:
     assert state(roll, out) == before
     bad = invoke("crl.root-batch", "--definition", str(roll.definition), "--out", str(out), "--rehearsal", "--final")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cas.root.termination" in bad.stderr, bad.stderr
+    both = invoke("crl.root-batch", "--definition", str(roll.definition), "--out", str(out), "--rehearsal", "--final",
+                  "--successor")
+    assert both.returncode == 2 and both.stderr.count("\n") == 1 and "--successor" in both.stderr, both.stderr
     assert state(roll, out) == before
 
 
