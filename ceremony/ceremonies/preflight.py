@@ -140,8 +140,17 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         issuer = defn.model.cas[ca_name].issuer or root
         return Plan(True, (Need(issuer, "present"),), tuple(f"{ca_name}{s}" for s in (
             ".crt.pem", ".crt.der", ".seal.crt.pem", ".seal.crt.der")))
-    if ceremony in ("root-crl-batch", "recording-addendum"):
+    if ceremony == "recording-addendum":
         return Plan(True, (Need(root, "present"),))
+    # A root CRL ceremony signs with the root's key or, with --successor, the successor root's (named by the stem of
+    # its files, <root>.g<n>); the root's final CRL (root-termination) with the root's.
+    if ceremony in ("root-crl-batch", "root-termination"):
+        next_root = defn.model.successor_root()
+        allowed = [root] + ([next_root[0]] if next_root is not None and ceremony == "root-crl-batch" else [])
+        if ca_name not in (None, *allowed):
+            raise PreflightError(f"the {ceremony} ceremony signs with the key of {' or '.join(map(repr, allowed))}; "
+                                 f"not {ca_name!r}")
+        return Plan(True, (Need(ca_name or root, "present"),))
     # Key backup and restore run air-gapped whichever CA's key they handle (their offline-check step):
     # the wrapping key's secret and the shares pass through the workstation.
     if ceremony == "key-backup":
@@ -201,7 +210,7 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
                          "subordinate-signing, root-crl-batch, key-backup, key-restore, recording-addendum, "
                          "subordinate-renewal, sealing-certification, key-destruction, token-initialisation, "
                          "new-root-key-generation, cross-certification, ca-termination, pin-change, "
-                         "subordinate-rekey, subordinate-rekey-certification)")
+                         "subordinate-rekey, subordinate-rekey-certification, root-termination)")
 
 
 def check_output_directory(defn: LoadedDefinition, out: Path, rehearsal: bool,
@@ -711,8 +720,9 @@ def run_preflight(defn: LoadedDefinition, ceremony: str, out: Path, *, rehearsal
                                                               for p in printed)) if printed else
         Finding("paper script", True, f"none printed under {out / 'scripts'}: print it for the Internal Witness "
                 f"with invoke ceremony.script --env {defn.model.environment} --ceremony {ceremony}", warning=True))
-    if ceremony in ("subordinate-signing", "root-crl-batch"):
-        issuer = defn.model.cas[ca].issuer or defn.model.root_name if ca else defn.model.root_name
+    if ceremony in ("subordinate-signing", "root-crl-batch", "root-termination"):
+        issuer = (ca if ca not in defn.model.cas else defn.model.cas[ca].issuer or defn.model.root_name) if ca \
+            else defn.model.root_name
         ipath = Path(issuer_cert) if issuer_cert else out / f"{issuer}.crt.pem"
         report.findings.append(Finding("issuer certificate", True, f"{ipath}") if ipath.is_file() else
                                Finding("issuer certificate", False, f"{ipath} is not there",

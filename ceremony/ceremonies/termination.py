@@ -510,7 +510,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                 with contextlib.suppress(ValueError):
                     skip.add(Path(own).resolve().relative_to(out_dir.resolve()).as_posix())
             kinds = {str(e.get("path")): str(e.get("kind")) for e in manifest.artifacts}
-            members = [(rel, path, _kind_of(kinds, rel)) for rel, path in directory_members(out_dir, skip)]
+            members = [(rel, path, member_kind(kinds, rel)) for rel, path in directory_members(out_dir, skip)]
             members += [(p.filename, p.staged, p.kind) for p in run.planned.values()
                         if p.staged is not None and p.kind != "termination-archive"]
             members.sort(key=lambda m: m[0])
@@ -679,7 +679,25 @@ def online_copy(source: Path, target: Path) -> None:
         src.close()
 
 
-def _kind_of(kinds: dict[str, str], rel: str) -> str:
+def archive_members(out_dir: Path, run: CeremonyRun, manifest: Any, recorder: Recorder) -> list[tuple[str, Path, str]]:
+    """What a termination archive holds, ``(name under out/, file, kind)`` sorted: every file of the output directory
+    the archive takes (not the run's own transcript, still open, nor a file the run replaces), then the run's staged
+    outputs under their final names (not the archive itself). The root's final CRL ceremony builds its archive with
+    it too (ceremony/ceremonies/root_crl.py), so that both archives hold the same things."""
+    own = getattr(recorder, "path", None)
+    skip = {p.filename for p in run.planned.values() if p.staged is not None}
+    if own is not None:
+        with contextlib.suppress(ValueError):
+            skip.add(Path(own).resolve().relative_to(out_dir.resolve()).as_posix())
+    kinds = {str(e.get("path")): str(e.get("kind")) for e in manifest.artifacts}
+    members = [(rel, path, member_kind(kinds, rel)) for rel, path in directory_members(out_dir, skip)]
+    members += [(p.filename, p.staged, p.kind) for p in run.planned.values()
+                if p.staged is not None and p.kind != "termination-archive"]
+    members.sort(key=lambda m: m[0])
+    return members
+
+
+def member_kind(kinds: dict[str, str], rel: str) -> str:
     """The kind the output directory's manifest gives a file (transcripts and unlisted files get a plain name)."""
     if rel.startswith("transcripts/") and rel.endswith(".jsonl"):
         return "transcript"

@@ -71,7 +71,7 @@ BACKUP, RESTORE, ISSUANCE, CRL_JOB = "key-backup", "key-restore", "issuance", "c
 #: The life-cycle ceremonies: the token's initialisation generates its sealing key; the root's successor generates a
 #: key as the root key ceremony does; the others sign with the root key.
 TOKEN_INIT, NEW_ROOT, CROSS = "token-initialisation", "new-root-key-generation", "cross-certification"
-ROOT_LIFECYCLE_SIGNS = (NEW_ROOT, CROSS, "sealing-certification", "subordinate-renewal")
+ROOT_LIFECYCLE_SIGNS = (NEW_ROOT, CROSS, "sealing-certification", "subordinate-renewal", "root-termination")
 #: A subordinate's termination signs its last CRL with the CA key.
 TERMINATION = "ca-termination"
 #: Re-key (ceremony/ceremonies/rekey.py): the subordinate's token generates the next generation's key and signs its

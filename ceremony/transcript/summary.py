@@ -40,7 +40,7 @@ CEREMONIES = ("root-key-generation", "subordinate-key-generation", "subordinate-
               "key-backup", "key-restore", "recording-addendum", "subordinate-renewal", "sealing-certification",
               "key-destruction", "token-initialisation", "new-root-key-generation", "cross-certification",
               "ca-termination", "pin-change",
-              "subordinate-rekey", "subordinate-rekey-certification")
+              "subordinate-rekey", "subordinate-rekey-certification", "root-termination")
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,14 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
         key = "n_sealing_certified" if ceremony == "sealing-certification" else "n_destroyed"
         return [NextStep(say(lang, key), _command("audit.verify-all", str(out_dir), tail=tail))]
+    if ceremony == "root-termination":  # the final CRL is published, the auditor verifies the root's archive
+        tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
+        archive = out_dir / "termination" / f"{root}.termination-archive.tar"
+        publish = _options(defn, env, definition, None, False)
+        if out is not None:
+            publish += ["--batch-dir", str(out)]
+        return [NextStep(say(lang, "n_publish", path=out_dir / "crl"), _command("crl.publish-root", *publish)),
+                NextStep(say(lang, "n_terminated"), _command("audit.verify-archive", str(archive), tail=tail))]
     if ceremony == "ca-termination":  # the auditor verifies the archive before the key is destroyed
         assert ca is not None
         tail = "--trust ROOT" + (" --rehearsal" if rehearsal else "")
