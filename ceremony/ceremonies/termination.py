@@ -504,16 +504,7 @@ def terminate_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, re
                         store.mark_final(moment.isoformat())
                         store.conn.execute("PRAGMA journal_mode=DELETE")
             keep_definition(defn, run)
-            own = getattr(recorder, "path", None)
-            skip = {p.filename for p in run.planned.values() if p.staged is not None}
-            if own is not None:
-                with contextlib.suppress(ValueError):
-                    skip.add(Path(own).resolve().relative_to(out_dir.resolve()).as_posix())
-            kinds = {str(e.get("path")): str(e.get("kind")) for e in manifest.artifacts}
-            members = [(rel, path, member_kind(kinds, rel)) for rel, path in directory_members(out_dir, skip)]
-            members += [(p.filename, p.staged, p.kind) for p in run.planned.values()
-                        if p.staged is not None and p.kind != "termination-archive"]
-            members.sort(key=lambda m: m[0])
+            members = archive_members(out_dir, run, manifest, recorder)
             archive_path = run.stage_file(archive_name(ca_name))
             finals = [{"path": f"out/{fc.name}", "ca_certificate": f"out/{fk.cert_path.name}",
                        "key_generation": fk.generation, "partition": fc.target.partition, "number": fc.number}
