@@ -161,7 +161,7 @@ def test_documented_commands() -> None:
     for prefix in ("invoke ceremony.check", "invoke ceremony.offline-check", "invoke ceremony.preflight ",
                    "invoke ceremony.script ", "invoke ceremony.root ", "invoke ceremony.subordinate-key ",
                    RENEW, REKEY, CERTIFY_REKEY, TERMINATE, OCSP_SIGNER, OCSP_SIGN,
-                   "invoke ceremony.sign-subordinate ", "invoke crl.root-batch", "invoke backup.create ",
+                   "invoke ceremony.sign-subordinate ", "invoke crl.root-batch --env", "invoke backup.create ",
                    "invoke backup.restore ", "invoke ca.issue ", "invoke ca.revoke ", "invoke ca.list",
                    "invoke crl.sign ", "invoke audit.verify "):
         documented(prefix)
@@ -306,7 +306,7 @@ def test_signing_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
     proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.seal.crt.pem", cwd=ws.out)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # the root, not the subordinate, certifies its sealing key
     check_summary(ws, term)
-    assert next_command(term) == documented("invoke crl.root-batch")
+    assert next_command(term) == documented("invoke crl.root-batch --env")
     proc = openssl("verify", "-x509_strict", "-CAfile", "root.crt.pem", "qualified.crt.pem", cwd=ws.out)
     assert proc.returncode == 0 and proc.stdout.strip() == "qualified.crt.pem: OK", proc.stdout + proc.stderr
     audit_verify(ws, state["sign"])
@@ -320,11 +320,11 @@ def test_signing_ceremony(workspace: Workspace, state: dict[str, Any]) -> None:
 def test_root_crl_batch(workspace: Workspace, state: dict[str, Any]) -> None:
     need(state, "root")
     ws = workspace
-    term = ws.run(documented("invoke crl.root-batch"))
+    term = ws.run(documented("invoke crl.root-batch --env"))
     keep_screen(state, "root-batch", term)
     count = definition(ws)["cas"]["root"]["crl"]["batch_count"]
     # One line per CRL: "root CRL N: thisUpdate → nextUpdate (E entries) PATH" (DER; PEM beside it).
-    listed_crls = re.findall(r"^root CRL (\d+): .* \((\d+) entries\) (\S+)$", term.screen, re.M)
+    listed_crls = re.findall(r"^root CRL (\d+)(?: of \S+)?: .* \((\d+) entries\) (\S+)$", term.screen, re.M)
     assert [int(n) for n, _, _ in listed_crls] == list(range(1, count + 1)), term.describe()
     crls = []
     for _, _, der in listed_crls:

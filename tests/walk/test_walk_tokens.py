@@ -260,7 +260,7 @@ def test_root_crl_batch_with_the_new_parts(workspace: Workspace, state: dict[str
     ws = workspace
     typing = PartTyping(state["parts"])
     term = ws.run(ROOT_BATCH, Operator(on_prompt=typing, acknowledge_interrupted=True))
-    crls = re.findall(r"^root CRL (\d+): .* \((\d+) entries\) (\S+)$", term.screen, re.M)
+    crls = re.findall(r"^root CRL (\d+)(?: of \S+)?: .* \((\d+) entries\) (\S+)$", term.screen, re.M)
     assert crls, term.describe()
     for _, _, der in crls:
         proc = openssl("crl", "-inform", "DER", "-in", der, "-noout", "-CAfile", "out/production/root.crt.pem",
