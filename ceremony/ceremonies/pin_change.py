@@ -186,7 +186,7 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
         raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
     so = pin == "so"
     model = defn.model
-    ca = on_token(model.ca(ca_name), token)
+    ca = on_token(model.ca_or_successor(ca_name), token)  # a successor root (root rollover) by its stem, <root>.g<n>
     hsm = ca.hsm
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
