@@ -11,6 +11,7 @@ generation is refused for another, with nothing created on the target token.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +32,7 @@ from test_rekey import _token
 
 from ceremony.backup.format import BackupError, load_backup
 from ceremony.ceremonies.backup import backup_ceremony
+from ceremony.ceremonies.destroy_key import destroy_key_ceremony
 from ceremony.ceremonies.rekey import certify_rekey_ceremony, rekey_key_ceremony
 from ceremony.ceremonies.restore import restore_ceremony
 from ceremony.ceremonies.root_key import root_ceremony
@@ -121,13 +124,25 @@ def test_a_rekeyed_ca_names_the_key_to_back_up_and_nothing_is_done_otherwise(rek
                         certificate=out / f"{CA}.crt.pem")
     assert tree(out) == before and labels_on(rekeyed.tokens[CA]) == objects
     # the operator's command: refused before anyone signs in, with the same one message
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CEREMONY_")} | {"SOFTHSM2_CONF": str(SOFTHSM_CONF)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEREMONY_")}
+    env |= {"SOFTHSM2_CONF": str(SOFTHSM_CONF), "COLUMNS": "400"}
     done = subprocess.run([INVOKE, "backup.create", "--ca", CA, "--definition", str(rekeyed.definition.path),
                            "--out", str(out), "--rehearsal"], cwd=REPO, capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, timeout=300)
-    assert done.returncode != 0
+    assert done.returncode == 6 and done.stderr.count("error: ") == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "name the one to back up with --key-generation (allowed: 1, 2)" in done.stderr, done.stderr[-2000:]
     assert tree(out) == before and labels_on(rekeyed.tokens[CA]) == objects
+    # with --key-generation 2 the pre-flight looks for that key's own label, and the ceremony backs it up
+    done = subprocess.run([INVOKE, "backup.create", "--ca", CA, "--definition", str(rekeyed.definition.path),
+                           "--out", str(out), "--rehearsal", "--key-generation", "2"], cwd=REPO, capture_output=True,
+                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the summary's next step restores that very backup with its key generation
+    assert f"backup.restore --ca {CA} --key-generation 2 --backup {out / 'backup' / f'{CA}.g2.key-backup.json'}" in \
+        " ".join(done.stdout.split()), done.stdout[-3000:]
+    body = load_backup(out / "backup" / f"{CA}.g2.key-backup.json")
+    assert body["key"]["label"] == f"{LABEL}.g2" and not (out / "backup" / f"{CA}.key-backup.json").exists()
+    assert labels_on(rekeyed.tokens[CA]) == objects  # the wrapping key is gone again
 
 
 def test_the_rekeys_key_is_backed_up_restored_under_its_label_and_signs(rekeyed: Rekeyed, make_token: MakeToken,
@@ -181,3 +196,28 @@ def test_the_rekeys_key_is_backed_up_restored_under_its_label_and_signs(rekeyed:
     # the restore of a subordinate key gives the fresh token a new sealing key awaiting the root's certificate:
     # its transcript is intact but not anchored yet (exit 4)
     assert verify(rec.path, out, trust=load_anchor(str(out / "root.crt.pem"), out), rehearsal=True).exit_code == 4
+
+
+def test_destroying_the_rekeys_key_shreds_its_own_shares_only(rekeyed: Rekeyed, tmp_path: Path) -> None:
+    """The key destruction finds the backup of the key it destroys under its key generation's name and shreds that
+    backup's share files, not those of the CA's other key. (Runs last: it destroys generation 2's key on the token.)"""
+    out = copy_of(rekeyed, tmp_path)
+    first = backup_ceremony(rekeyed.definition, CA, out, console(), rehearsal=True, interactive=False,
+                            key_generation=1)
+    second = backup_ceremony(rekeyed.definition, CA, out, console(), rehearsal=True, interactive=False,
+                             key_generation=2)
+    assert first.backup_file.name == f"{CA}.key-backup.json" and second.backup_file.name == f"{CA}.g2.key-backup.json"
+    data = yaml.safe_load(rekeyed.definition.path.read_text(encoding="utf-8"))
+    data["cas"][CA]["destruction"] = {"decision": "Décision de test (REHEARSAL)", "date": dt.date.today(),
+                                      "spki_sha256": second.key_spki_sha256}
+    decided = load_definition(write_definition(tmp_path / "decided.yml", data))
+    with transcript.open_transcript(out / "transcripts", "key-destruction", decided, rehearsal=True,
+                                    console=quiet()) as rec:
+        result = destroy_key_ceremony(decided, CA, out, rec, rehearsal=True, interactive=False, key_generation=2)
+    assert sorted(result.shredded) == sorted(p.relative_to(out).as_posix() for p in second.share_files.values())
+    assert all(not p.exists() for p in second.share_files.values())
+    assert all(p.is_file() for p in first.share_files.values())
+    report = json.loads(result.report.read_text())
+    assert report["backups"] == [f"backup/{CA}.g2.key-backup.json"] and report["key_label"] == f"{LABEL}.g2"
+    labels = [label for _, label in labels_on(rekeyed.tokens[CA])]
+    assert f"{LABEL}.g2" not in labels and LABEL in labels
