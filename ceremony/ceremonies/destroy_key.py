@@ -8,7 +8,8 @@ order of the script ``key-destruction``:
 2. ``definition-check``: the CA's certificates in the output directory (every generation) name the key (its SPKI
    SHA-256). A certificate of that key still valid now is refused unless the definition records the decision
    (``cas.<ca>.destruction``: who decided, when, and that very key's SPKI SHA-256). The backup of that key
-   (``backup/<ca>.key-backup.json``) and the share files still in the directory are listed.
+   (``backup/<ca>.key-backup.json``, ``backup/<ca>.g<N>.key-backup.json`` for a re-key's) and that backup's share
+   files still in the directory are listed.
 3. ``token-open``: each token is opened and logged in; its object listing is recorded (``token-objects``,
    stage ``before``); the key under the CA's label must be there and be the certificates' key. The key that will
    seal this transcript is found now, before anything is destroyed: the token's own sealing key, or, when that
