@@ -249,9 +249,10 @@ def test_the_officers_type_current_and_new_parts_unseen_at_a_terminal(setup: Set
 NEW = f"{REHEARSAL_OFFICERS[2]} (rehearsal)"
 
 
-def sign_in_sheet(path: Path, officers: list[str]) -> Path:
+def sign_in_sheet(path: Path, officers: list[str], security_officers: list[str] | None = None) -> Path:
     """The sign-in typed in advance (docs/transcripts.md, "Answers from a file"): the rehearsal's people with
-    ``officers`` as the Crypto Officers, so that a third one can sign in to receive a part."""
+    ``officers`` as the Crypto Officers (and ``security_officers`` as the HSM Security Officers), so that a third one
+    can sign in to receive a part."""
     admin, witness = (f"{REHEARSAL_PEOPLE[r]} (rehearsal)" for r in ("administrator", "internal-witness"))
     people = [{"name": admin, "roles": ["administrator"], "id_document": "REHEARSAL-ID-ADMIN",
                "id_checked_by": witness},
@@ -259,6 +260,8 @@ def sign_in_sheet(path: Path, officers: list[str]) -> Path:
                "id_checked_by": admin}]
     people += [{"name": name, "roles": ["crypto-officer"], "id_document": f"REHEARSAL-ID-CO-{n}",
                 "id_checked_by": admin} for n, name in enumerate(officers, start=1)]
+    people += [{"name": name, "roles": ["security-officer"], "id_document": f"REHEARSAL-ID-SO-{n}",
+                "id_checked_by": admin} for n, name in enumerate(security_officers or [], start=1)]
     people.append({"name": f"{REHEARSAL_PEOPLE['independent-witness']} (rehearsal)", "roles": ["independent-witness"],
                    "id_document": "REHEARSAL-ID-AUDITOR", "id_checked_by": admin})
     data = {"participants": people, "confirm": True,
@@ -326,6 +329,31 @@ def test_a_part_is_handed_over_and_later_ceremonies_ask_the_new_officer(setup: S
         later = pin_change_ceremony(setup.defn, "root", setup.out, rec, rehearsal=True, interactive=False,
                                     now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))
     assert later.officers == (CO[0], NEW) and opens_as(setup, [CO[0], NEW], newer)
+
+
+def test_a_security_officer_hands_their_part_of_the_so_pin_over(setup: Setup, tmp_path: Path) -> None:
+    """``--pin so``: the HSM Security Officers' parts, the same handover; the user PIN and its officers stay."""
+    new_so = f"{REHEARSAL_SECURITY_OFFICERS[1]} (rehearsal)"
+    answers = sign_in_sheet(tmp_path / "answers.yml", CO, security_officers=[*SO, new_so])
+    new = [part(), part()]
+    pins.hold_parts(setup.so_env, list(zip(SO, setup.so_parts, strict=True)))
+    pins.hold_parts(new_parts_variable(setup.so_env), list(zip([SO[0], new_so], new, strict=True)))
+    pins.hold_parts(setup.user_env, list(zip(CO, setup.parts, strict=True)))
+    with transcript.open_transcript(setup.out / "transcripts", "pin-change", setup.defn, rehearsal=True,
+                                    answers=answers, console=quiet()) as rec:
+        result = pin_change_ceremony(setup.defn, "root", setup.out, rec, rehearsal=True, interactive=False, pin="so",
+                                     hand_over=(SO[1], new_so))
+    assert result.pin == "so" and result.officers == (SO[0], new_so)
+    record = read_token_record(token(setup.label))
+    assert record is not None and record["so"]["officers"] == [SO[0], new_so] and record["user"]["officers"] == CO
+    assert record["pin_changes"][-1]["handover"] == {"from": SO[1], "to": new_so, "position": 2}
+    with pytest.raises(p11e.PinIncorrect):
+        token(setup.label).open(rw=True, so_pin=pins.combine_parts(setup.so_parts, setup.label, "so"))
+    with token(setup.label).open(rw=True, so_pin=pins.combine_parts(new, setup.label, "so")):
+        pass
+    assert opens_with(setup, setup.parts)
+    assert verify(rec.path, setup.out, trust=load_anchor(str(setup.out / "root.crt.pem"), setup.out),
+                  rehearsal=True).exit_code == 0
 
 
 def test_a_bad_handover_is_refused_with_one_message_and_the_token_unchanged(setup: Setup, tmp_path: Path) -> None:
