@@ -258,7 +258,8 @@ def change_pin(c: Context, ca: str, token: str | None = None, pin: str = "user",
     from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
-    held = defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    # an unknown CA is refused before anyone signs in; the successor root is named by its stem, <root>.g<n>
+    held = defn.model.ca_or_successor(ca)  # type: ignore[attr-defined]
     if pin not in ("user", "so"):
         raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
     hand_over = None

@@ -26,6 +26,7 @@ from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_defin
 from pkcs11 import exceptions as p11e
 
 from ceremony.ceremonies.pin_change import new_parts_variable, pin_change_ceremony
+from ceremony.ceremonies.preflight import PreflightError, plan_for
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.token_init import token_init_ceremony
 from ceremony.common.display import make_console
@@ -41,6 +42,7 @@ from ceremony.hsm.session import (
     rescan,
     tokens_labelled,
 )
+from ceremony.rehearsal.lifecycle import successor_data, successor_token
 from ceremony.transcript import chain as transcript
 from ceremony.transcript.anchor import load_anchor
 from ceremony.transcript.audit import verify
@@ -423,3 +425,16 @@ def test_the_old_officer_gives_up_their_part_and_the_new_one_types_theirs_at_a_t
     record = read_token_record(token(setup.label))
     assert record is not None and record["user"]["officers"] == [CO[0], NEW]
     assert not opens_as(setup, [CO[0], NEW], setup.parts) and opens_as(setup, [CO[0], NEW], new)
+
+
+def test_the_successor_roots_token_is_named_by_its_stem(tmp_path: Path) -> None:
+    """``ceremony.change-pin --ca root.g2``: the pre-flight plans the PIN change of the successor root's own token
+    (the rehearsal changes its split PIN), and a name that is neither a CA nor the successor is refused naming both."""
+    data = copy.deepcopy(base_definition_data())
+    root = data["cas"]["root"]
+    root["successor"] = successor_data(root, successor_token(root))
+    defn = load_definition(write_definition(tmp_path / "pki.yml", data))
+    plan = plan_for(defn, "pin-change", "root.g2")
+    assert [(n.ca, n.key) for n in plan.tokens] == [("root.g2", "present")] and plan.offline
+    with pytest.raises(PreflightError, match=r"needs --ca NAME \(one of: root, qualified.*, root\.g2\)"):
+        plan_for(defn, "pin-change", "root.g3")
