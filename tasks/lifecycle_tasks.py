@@ -94,12 +94,11 @@ def destroy_key(c: Context, ca: str, token: list[str] | None = None, env: str | 
                 seal_token: str | None = None, pin_file: str | None = None, rehearsal: bool = False,
                 answers: str | None = None, lang: str | None = None, key_generation: str | None = None) -> None:
     """Destroy a CA key on the tokens that hold it, with listings before and after, its shares shredded."""
-    from ceremony.ca.generations import key_label_for
+    from ceremony.ca.generations import key_label_for, parse_key_generation
     from ceremony.ceremonies.destroy_key import (
         destroy_key_ceremony,
         destruction_key,
         on_token,
-        parse_key_generation,
         refuse_valid_certificates,
     )
     from ceremony.definition.model import LoadedDefinition
@@ -248,26 +247,41 @@ def terminate(c: Context, ca: str, env: str | None = None, definition: str | Non
 @task(name="change-pin", help={**HELP, "ca": "the CA whose token's split PIN is changed",
                                "token": "the token's label (default: the token the definition names)",
                                "pin": "which PIN: user (default) or so",
+                               "from_officer": "hand this officer's part over (with --to-officer): they enter their "
+                                               "current part and hold none afterwards",
+                               "to_officer": "the officer who receives the part (signed in with the role, holding no "
+                                             "part yet): they enter a new part in its place",
                                "answers": ANSWERS_HELP, "lang": LANG_HELP})
 @operator_errors
 def change_pin(c: Context, ca: str, token: str | None = None, pin: str = "user", env: str | None = None,
                definition: str | None = None, out: str | None = None, pin_file: str | None = None,
-               rehearsal: bool = False, answers: str | None = None, lang: str | None = None) -> None:
-    """Change a token's split PIN: the officers its record names enter their current parts, then new ones."""
-    from ceremony.ceremonies.pin_change import pin_change_ceremony
+               rehearsal: bool = False, answers: str | None = None, lang: str | None = None,
+               from_officer: str | None = None, to_officer: str | None = None) -> None:
+    """Change a token's split PIN: the officers its record names enter their current parts, then new ones; with
+    --from-officer/--to-officer one officer's part is handed over to a new officer."""
+    from ceremony.ceremonies.destroy_key import on_token
+    from ceremony.ceremonies.pin_change import pin_change_ceremony, planned_handover
     from ceremony.common.errors import RequestError
     from ceremony.transcript.summary import manifest_snapshot, show_summary
 
     defn = _load(env, definition, rehearsal)
-    defn.model.ca(ca)  # type: ignore[attr-defined]  # an unknown CA is refused before anyone signs in
+    # an unknown CA is refused before anyone signs in; the successor root is named by its stem, <root>.g<n>
+    held = defn.model.ca_or_successor(ca)  # type: ignore[attr-defined]
     if pin not in ("user", "so"):
         raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
+    hand_over = None
+    if (from_officer is None) != (to_officer is None):
+        raise RequestError("--from-officer and --to-officer go together: the officer who hands their part over and "
+                           "the one who receives it (allowed: both, or neither for a change by the same officers)")
+    if from_officer is not None and to_officer is not None:
+        hand_over = (from_officer, to_officer)
+        planned_handover(on_token(held, token).hsm, pin, from_officer, to_officer)  # refused before the sign-in
     out_dir = _out(env, out, defn)
     report = preflight_or_stop(defn, "pin-change", out_dir, rehearsal, lang, ca=ca, pin_file=pin_file)
     before = manifest_snapshot(out_dir, rehearsal)
     with _record("pin-change", defn, out_dir, rehearsal, answers, report, lang) as rec:
         result = pin_change_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, token=token,  # type: ignore
-                                     pin=pin, pin_file=pin_file)
+                                     pin=pin, pin_file=pin_file, hand_over=hand_over)
     print(f"token {result.token!r}: {result.pin} PIN changed; parts of {', '.join(result.officers)}; report "
           f"{result.report}")
     show_summary("pin-change", defn, out_dir, before, getattr(rec, "path", None), rehearsal, ca=ca, env=env,

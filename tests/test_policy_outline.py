@@ -410,10 +410,12 @@ def test_cps_states_what_ocsp_and_split_pins_make_true(production_docs: dict[str
     assert f"OCSP: {ocsp.url}" in fr["7.1.2"]  # the AIA of the engine's own end-entity certificate
     for n in ("4.9.10", "7.3.1", "7.3.2"):
         assert f"**[PC-{n}-a]**" in split_sections(docs["cp.fr"])[n]
-    # Split knowledge: no whole PIN handed over in sealed envelopes for a split token; 6.4.3 says what is missing.
+    # Split knowledge: no whole PIN handed over in sealed envelopes for a split token; 6.4.3 says how a part is
+    # handed over when its holder leaves (the split-PIN change ceremony, issue 18).
     assert "fait de 2 parts, une par opérateur cryptographique" in fr["6.2.2"] and "HKDF-SHA256" in fr["6.2.2"]
     assert "nul ne le génère ni ne le remet" in fr["6.4.1"] and "au moins 8 caractères" in fr["6.4.1"]
-    assert "Aucune cérémonie ne change encore en place le code PIN partagé" in fr["6.4.3"]
+    assert "sa part est transmise lors de cette cérémonie" in fr["6.4.3"] and "Aucune cérémonie" not in fr["6.4.3"]
+    assert "their part is handed over at that ceremony" in en["6.4.3"]
     assert "| Initialisation d'un jeton d'AC" in fr["5.2.2"] and "no one holds both officer roles" in en["5.2.2"]
     assert "NSS softokn" in fr["6.2.1"] and "badkeys" in fr["6.1.1"]
 

@@ -27,9 +27,10 @@ from urllib.parse import urlparse
 
 from cryptography import x509
 
-from ceremony.common.errors import OutputError
+from ceremony.common.errors import OutputError, RequestError
 from ceremony.definition.model import CA
 from ceremony.hsm.keys import spki_sha256
+from ceremony.x509.files import read_certificate
 
 _GENERATION = re.compile(r"\.g(?P<n>[0-9]+)\.crt\.pem$")
 
@@ -161,3 +162,52 @@ def current_certificate_path(directory: Path, ca_name: str) -> Path:
     ``<ca>.crt.pem`` (which the caller then finds missing or not)."""
     found = certificate_generations(directory, ca_name)
     return found[max(found)] if found else Path(directory) / f"{ca_name}.crt.pem"
+
+
+def parse_key_generation(value: str | int | None) -> int | None:
+    """``--key-generation`` as given on the command line: a whole number from 1, or None when not given."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise RequestError(f"--key-generation {value!r}: not a key generation (allowed: a whole number from 1, the "
+                           "generation whose certificate first held the key)")
+    return int(text)
+
+
+def chosen_key(directory: Path, ca_name: str, key_generation: int | None,
+               verb: str) -> tuple[int, str, list[tuple[Path, x509.Certificate]]]:
+    """(key generation, SPKI SHA-256, the certificates of that key in ``directory``) of the key a ceremony is to
+    ``verb`` (destroy, back up, restore): the one choice the key destruction, the key backup and the key restore share.
+
+    A key is named by its key generation: the generation whose certificate first held it (its label on the token is
+    ``<key_label>`` for 1, ``<key_label>.g<m>`` for a re-key's, :func:`key_label_for`). A CA that has had one key
+    needs no number. A re-keyed CA holds several keys, and handling the wrong one (destroying it, or backing up a key
+    other than the one the custodians think they guard) is not something to guess at, so the key generation must
+    then be named (``--key-generation``): never a guess, never "the latest"."""
+    found = certificate_generations(directory, ca_name)
+    if not found:
+        raise RequestError(f"{Path(directory) / f'{ca_name}.crt.pem'}: no certificate of {ca_name!r} here; the key to "
+                           f"{verb} is named by its certificates (give the CA's output directory with --out)")
+    certs = [(n, p, read_certificate(p, f"the certificate of {ca_name!r}")) for n, p in found.items()]
+    # A root's later generation may be its successor (root rollover, <root>.g<n>.crt.pem): another name and another
+    # key, a CA of its own. The CA's certificates are those under the name of its first generation.
+    certs = [(n, p, c) for n, p, c in certs if c.subject == certs[0][2].subject]
+    first_of: dict[str, int] = {}
+    for n, _, c in certs:
+        first_of.setdefault(spki_sha256(c.public_key()), n)
+    keys = {n: digest for digest, n in first_of.items()}
+    allowed = ", ".join(str(n) for n in sorted(keys))
+    if key_generation is None:
+        if len(keys) > 1:
+            raise RequestError(f"{ca_name!r} has had {len(keys)} keys (key generations {allowed}, re-keyed): name the "
+                               f"one to {verb} with --key-generation (allowed: {allowed})")
+        key_generation = next(iter(keys))
+    if key_generation not in keys:
+        renewed = next((first_of[spki_sha256(c.public_key())] for n, _, c in certs if n == key_generation), None)
+        why = (f"generation {key_generation} renewed the key of generation {renewed}" if renewed is not None
+               else f"{ca_name!r} has no certificate of generation {key_generation} in {directory}")
+        raise RequestError(f"--key-generation {key_generation}: not a key generation of {ca_name!r} ({why}); "
+                           f"allowed: {allowed}")
+    digest = keys[key_generation]
+    return key_generation, digest, [(p, c) for _, p, c in certs if spki_sha256(c.public_key()) == digest]

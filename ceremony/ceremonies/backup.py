@@ -6,7 +6,10 @@ Dual control, in the order of the ceremony script ``key-backup``:
    interface other than loopback that is up stops the ceremony (the wrapping key's secret and the shares
    pass through this workstation); a rehearsal records it and goes on.
 1. ``definition-check``: the CA's backup policy is ``wrapped``, every custodian has a bag serial,
-   the CA certificate is at hand, no output exists.
+   the CA certificate is at hand, no output exists. Which key: the CA's only key, or, once the CA has been
+   re-keyed, the key generation the operator names (``--key-generation N``, the choice the key destruction makes
+   too, :func:`ceremony.ca.generations.chosen_key`): the key labelled ``<key_label>.g<N>``, its files
+   ``backup/<ca>.g<N>.key-backup.json`` and ``backup/<ca>.g<N>.share-…``.
 2. ``token-open``: the Crypto Officer logs in; the CA key must be the certificate's key and must
    have been generated extractable *only under a trusted key* (CKA_WRAP_WITH_TRUSTED).
 3. ``wrapping-key-generate``: the token's random generator gives the 32 bytes of the AES-256
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pkcs11 import Attribute, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
@@ -58,6 +62,7 @@ from ceremony.backup.format import (
     verify_test_signature,
 )
 from ceremony.backup.shares import Share, slug
+from ceremony.ca.generations import certificate_generations, chosen_key, generation_stem, key_label_for
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     certificate_file_evidence,
@@ -164,6 +169,30 @@ def resolve_bags(ca_name: str, custodians: list[str], bags: Mapping[str, str] | 
     return result
 
 
+def chosen_certificate(out_dir: Path, ca_name: str, key_generation: int | None, certificate: str | Path | None,
+                       verb: str) -> tuple[int, Path, x509.Certificate]:
+    """(key generation, certificate file, certificate) of the key a backup or a restore handles.
+
+    Where the CA's certificates are in the output directory, the key is chosen as the key destruction chooses it
+    (:func:`ceremony.ca.generations.chosen_key`: a re-keyed CA needs ``--key-generation``); the certificate is then
+    that key generation's own (``<ca>.crt.pem``, ``<ca>.g<N>.crt.pem``), or ``certificate`` when given, which must
+    certify that very key. Without certificates there, ``certificate`` (default ``<ca>.crt.pem``, whose absence is
+    reported) names the key, of key generation ``key_generation`` (default 1)."""
+    given = Path(certificate) if certificate else None
+    if not certificate_generations(out_dir, ca_name):
+        path = given or out_dir / f"{ca_name}.crt.pem"
+        return key_generation or 1, path, load_ca_certificate(path, ca_name)
+    generation, digest, certs = chosen_key(out_dir, ca_name, key_generation, verb)
+    if given is None:
+        return generation, certs[0][0], certs[0][1]
+    cert = load_ca_certificate(given, ca_name)
+    if spki_sha256(cert.public_key()) != digest:
+        raise BackupError(f"{given}: certifies key {spki_sha256(cert.public_key())}, but key generation {generation} "
+                          f"of {ca_name!r} is key {digest} ({', '.join(p.name for p, _ in certs)}); pass that key's "
+                          "certificate, or name its key generation with --key-generation; nothing was done")
+    return generation, given, cert
+
+
 def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
     lib = load_module(hsm.module)
     token = find_token(lib, hsm.token)
@@ -178,8 +207,9 @@ def token_step(recorder: Recorder, hsm: Hsm) -> dict[str, Any]:
 def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
                     rehearsal: bool, certificate: str | Path | None = None, bags: Mapping[str, str] | None = None,
                     pin_file: str | None = None, so_pin_file: str | None = None,
-                    interactive: bool = True) -> BackupResult:
-    """Back up the key of ``ca_name`` under M-of-N custody; outputs under ``out/backup/``."""
+                    interactive: bool = True, key_generation: int | None = None) -> BackupResult:
+    """Back up the key of ``ca_name`` under M-of-N custody; outputs under ``out/backup/``. ``key_generation``
+    names which key of a re-keyed CA (:func:`chosen_certificate`)."""
     offline_check_step(recorder, rehearsal)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -193,19 +223,23 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             custodians = list(ca.backup.custodians)
             threshold = ca.backup.threshold or 2
             bag_of = resolve_bags(ca_name, custodians, bags, rehearsal)
-            cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
-            cert = load_ca_certificate(cert_path, ca_name)
+            generation, cert_path, cert = chosen_certificate(out_dir, ca_name, key_generation, certificate,
+                                                             "back up")
+            key_label = key_label_for(ca.hsm.key_label, generation)
+            stem = generation_stem(ca_name, generation)
             backup_id = secrets.token_hex(16)
             wrap_label = f"{WRAP_LABEL_PREFIX}{backup_id[:16]}"
-            backup_rel = f"{BACKUP_DIR}/{ca_name}.key-backup.json"
-            run.plan(backup_rel, "key-backup", "json")
-            share_rel = {name: f"{BACKUP_DIR}/{ca_name}.share-{i}-{slug(name)}.txt"
+            backup_rel = f"{BACKUP_DIR}/{stem}.key-backup.json"
+            later = {"key_generation": generation} if generation > 1 else {}  # listed as before for the first key
+            run.plan(backup_rel, "key-backup", "json", **later)
+            share_rel = {name: f"{BACKUP_DIR}/{stem}.share-{i}-{slug(name)}.txt"
                          for i, name in enumerate(custodians, 1)}
             for rel in share_rel.values():
-                run.plan(rel, "key-backup-share", "text", _mode=0o600)
+                run.plan(rel, "key-backup-share", "text", _mode=0o600, **later)
             run.check()
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
-                                             "threshold": threshold, "custodians": custodians})
+                                             "threshold": threshold, "custodians": custodians,
+                                             "key_generation": generation, "key_label": key_label})
             cert_evidence = certificate_file_evidence(cert, cert_path)
             recorder.evidence("certificate", cert_evidence)
             say_definition(recorder, defn, ca_name)
@@ -223,14 +257,14 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 raise HsmError(f"{NO_WRAPPED_BACKUP}: the key of {ca_name!r} on {ca.hsm.token.describe()} cannot be "
                                "backed up (nothing was done; docs/hsm.md, Implementations)")
             co_session = login(recorder, stack, ca.hsm, pin_file, interactive)
-            key = signing_key(co_session, ca.hsm.key_label)
+            key = signing_key(co_session, key_label)
             public = key.public_key()
             evidence = key_evidence(key.p11_object, public, ca.key.describe())
             recorder.evidence("key", evidence.as_dict())
             if evidence.spki_sha256 != spki_sha256(cert.public_key()):
-                raise HsmError(f"the key {ca.hsm.key_label!r} on the token is not the key of {cert_path}")
+                raise HsmError(f"the key {key_label!r} on the token is not the key of {cert_path}")
             if not (evidence.extractable and evidence.wrap_with_trusted and evidence.sensitive):
-                raise HsmError(f"the key {ca.hsm.key_label!r} was not generated for a wrapped backup "
+                raise HsmError(f"the key {key_label!r} was not generated for a wrapped backup "
                                "(extractable only under a trusted key); it cannot be backed up")
             tell(recorder, "w_backup_key_is", label=repr(evidence.label),
                  id=evidence.id_hex or words(lang_of(recorder), "none"), algorithm=evidence.algorithm,
@@ -281,7 +315,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
             if len(wrap_objs) != 1:
                 raise HsmError(f"the wrapping key {wrap_label!r} is not on the token")
             wk = wrap_objs[0]
-            priv = find_private_key(session, ca.hsm.key_label)
+            priv = find_private_key(session, key_label)
             # What this module's CKM_AES_KEY_WRAP_PAD really is, by known answer: the file names it, and a restore
             # onto a module where the same name means another algorithm is refused.
             algorithm = wrap_algorithm(session)
@@ -312,7 +346,7 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                                            "wrapped_sha256": hashlib.sha256(wrapped).hexdigest(),
                                            "verified_by_test_unwrap_and_signature": True,
                                            "wrapping_key_destroyed": destroyed == 1})
-            tell(recorder, "w_wrapped", label=repr(ca.hsm.key_label), mechanism=WRAP_MECHANISM, size=len(wrapped),
+            tell(recorder, "w_wrapped", label=repr(key_label), mechanism=WRAP_MECHANISM, size=len(wrapped),
                  sha=short_sha(hashlib.sha256(wrapped).hexdigest()))
             tell(recorder, "w_proven")
             tell(recorder, "w_wrap_destroyed", label=repr(wrap_label), threshold=threshold)
@@ -343,7 +377,8 @@ def backup_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recor
                 "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
                 "definition_sha256": defn.sha256,
                 "certificate": {"subject": cert_evidence["subject"], "sha256": cert_evidence["sha256"]},
-                "key": {"label": ca.hsm.key_label, "id_hex": evidence.id_hex, "algorithm": ca.key.describe(),
+                "key": {"label": key_label, "generation": generation, "id_hex": evidence.id_hex,
+                        "algorithm": ca.key.describe(),
                         "public_key_pem": public.public_bytes(serialization.Encoding.PEM,
                                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
                         "spki_sha256": evidence.spki_sha256},

@@ -8,7 +8,8 @@ order of the script ``key-destruction``:
 2. ``definition-check``: the CA's certificates in the output directory (every generation) name the key (its SPKI
    SHA-256). A certificate of that key still valid now is refused unless the definition records the decision
    (``cas.<ca>.destruction``: who decided, when, and that very key's SPKI SHA-256). The backup of that key
-   (``backup/<ca>.key-backup.json``) and the share files still in the directory are listed.
+   (``backup/<ca>.key-backup.json``, ``backup/<ca>.g<N>.key-backup.json`` for a re-key's) and that backup's share
+   files still in the directory are listed.
 3. ``token-open``: each token is opened and logged in; its object listing is recorded (``token-objects``,
    stage ``before``); the key under the CA's label must be there and be the certificates' key. The key that will
    seal this transcript is found now, before anything is destroyed: the token's own sealing key, or, when that
@@ -49,8 +50,7 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from ceremony.backup.format import BACKUP_DIR, load_backup
-from ceremony.ca.generations import key_label_for
-from ceremony.ceremonies.renewal import generations
+from ceremony.ca.generations import chosen_key, key_label_for
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     certificate_evidence,
@@ -75,7 +75,6 @@ from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import find_token, load_module
 from ceremony.hsm.signers import public_key_from_token
 from ceremony.transcript.recorder import Recorder, scripted_step
-from ceremony.x509.files import read_certificate
 
 #: Where the destruction reports are written.
 DESTRUCTION_DIR = "destruction"
@@ -105,51 +104,12 @@ def key_certificates(out_dir: Path, ca_name: str,
     return digest, certs
 
 
-def parse_key_generation(value: str | int | None) -> int | None:
-    """``--key-generation`` as given on the command line: a whole number from 1, or None when not given."""
-    if value is None or isinstance(value, int):
-        return value
-    text = value.strip()
-    if not text.isdigit() or int(text) < 1:
-        raise RequestError(f"--key-generation {value!r}: not a key generation (allowed: a whole number from 1, the "
-                           "generation whose certificate first held the key)")
-    return int(text)
-
-
 def destruction_key(out_dir: Path, ca_name: str,
                     key_generation: int | None = None) -> tuple[int, str, list[tuple[Path, x509.Certificate]]]:
-    """(key generation, SPKI SHA-256, the certificates of that key here) of the key to destroy.
-
-    A key is named by its key generation: the generation whose certificate first held it (ceremony.ca.generations;
-    its label on the token is ``<key_label>`` for 1, ``<key_label>.g<m>`` for a re-key's). A CA that has had one
-    key needs no number. A re-keyed CA holds several keys, and destroying the wrong one cannot be undone, so the
-    key generation must then be named (``--key-generation``): never a guess, never "the latest"."""
-    found = generations(out_dir, ca_name)
-    if not found:
-        raise RequestError(f"{out_dir / f'{ca_name}.crt.pem'}: no certificate of {ca_name!r} here; the key to "
-                           "destroy is named by its certificates (give the CA's output directory with --out)")
-    certs = [(n, p, read_certificate(p, f"the certificate of {ca_name!r}")) for n, p in found.items()]
-    # A root's later generation may be its successor (root rollover, <root>.g<n>.crt.pem): another name and another
-    # key, a CA of its own. The CA's certificates are those under the name of its first generation.
-    certs = [(n, p, c) for n, p, c in certs if c.subject == certs[0][2].subject]
-    first_of: dict[str, int] = {}
-    for n, _, c in certs:
-        first_of.setdefault(spki_sha256(c.public_key()), n)
-    keys = {n: digest for digest, n in first_of.items()}
-    allowed = ", ".join(str(n) for n in sorted(keys))
-    if key_generation is None:
-        if len(keys) > 1:
-            raise RequestError(f"{ca_name!r} has had {len(keys)} keys (key generations {allowed}, re-keyed): name the "
-                               f"one to destroy with --key-generation (allowed: {allowed})")
-        key_generation = next(iter(keys))
-    if key_generation not in keys:
-        renewed = next((first_of[spki_sha256(c.public_key())] for n, _, c in certs if n == key_generation), None)
-        why = (f"generation {key_generation} renewed the key of generation {renewed}" if renewed is not None
-               else f"{ca_name!r} has no certificate of generation {key_generation} in {out_dir}")
-        raise RequestError(f"--key-generation {key_generation}: not a key generation of {ca_name!r} ({why}); "
-                           f"allowed: {allowed}")
-    digest = keys[key_generation]
-    return key_generation, digest, [(p, c) for _, p, c in certs if spki_sha256(c.public_key()) == digest]
+    """(key generation, SPKI SHA-256, the certificates of that key here) of the key to destroy: the choice the key
+    backup and restore make too (:func:`ceremony.ca.generations.chosen_key`). A re-keyed CA needs
+    ``--key-generation``: destroying the wrong key cannot be undone."""
+    return chosen_key(out_dir, ca_name, key_generation, "destroy")
 
 
 def refuse_valid_certificates(defn: LoadedDefinition, ca_name: str, digest: str,
@@ -174,14 +134,18 @@ def refuse_valid_certificates(defn: LoadedDefinition, ca_name: str, digest: str,
 
 
 def backup_files(out_dir: Path, ca_name: str, digest: str) -> tuple[list[Path], list[Path]]:
-    """The wrapped backups of this key in ``OUT/backup`` and the share files still there."""
+    """The wrapped backups of this key in ``OUT/backup`` and the share files still there: ``<ca>.key-backup.json``
+    and its ``<ca>.share-…`` for the first key, ``<ca>.g<N>.key-backup.json`` and ``<ca>.g<N>.share-…`` for a
+    re-key's (ceremony.ceremonies.backup); only the backups of this very key (SPKI SHA-256) count."""
     folder = out_dir / BACKUP_DIR
     backups = []
-    for path in sorted(folder.glob(f"{ca_name}.key-backup*.json")):
+    candidates = sorted({*folder.glob(f"{ca_name}.key-backup*.json"), *folder.glob(f"{ca_name}.g*.key-backup*.json")})
+    for path in candidates:
         body = load_backup(path)
         if body["key"]["spki_sha256"] == digest:
             backups.append(path)
-    shares = sorted(folder.glob(f"{ca_name}.share-*.txt")) if backups else []
+    stems = {path.name.split(".key-backup", 1)[0] for path in backups}
+    shares = sorted(p for stem in stems for p in folder.glob(f"{stem}.share-*.txt"))
     return backups, shares
 
 

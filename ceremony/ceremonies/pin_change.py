@@ -19,12 +19,22 @@ replace one PIN by the other (C_SetPIN). In the order of the script ``pin-change
    the ceremony needs (the sealing key, the record) is then opened as at every ceremony, with the Crypto Officers'
    parts where the user PIN is split.
 6. ``record-update``: the token's record gets a ``pin_changes`` line (which PIN, when, whose parts); the officers
-   stay the same. The record object is replaced (destroyed, then written again; a failure in between writes the old
-   one back).
+   stay the same, except at a handover (below). The record object is replaced (destroyed, then written again; a
+   failure in between writes the old one back).
 7. ``outputs-write``: ``tokens/<label>.<UTC time>.<user|so>-pin-change.json`` (kind ``pin-change-report``).
 
-The transcript records who entered a part, never a part or a PIN, and is sealed by the token's transcript-sealing
-key (its certificate in the output directory), never by the CA key.
+**Handing a part over** (``hand_over=(old, new)``, ``--from-officer``/``--to-officer``): when an officer leaves the
+role, their part goes to a new officer at a PIN change. The old officer enters their current part with the others in
+``old-pin-parts`` (the PIN cannot be changed without it, and they are there to give it up); in ``new-pin-parts`` the
+new officer enters a new part in the old officer's place (the same position in the combination) and the officers
+who stay enter new parts as at every change, so no part the old officer ever saw is still in use. The record's
+officer list then names the new officer, and every later ceremony on the token asks them. Refused in
+``definition-check``, before anyone types a part and with the token unchanged: an old officer the record does not
+name, a new officer who already holds a part of that PIN (one person, one part); the new officer must be signed in
+with the role.
+
+The transcript records who entered a part and who handed over to whom, never a part or a PIN, and is sealed by the
+token's transcript-sealing key (its certificate in the output directory), never by the CA key.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ from ceremony.ceremonies.steps import (
     signed_in,
 )
 from ceremony.common.errors import HsmError, PinError, RequestError
-from ceremony.definition.model import LoadedDefinition
+from ceremony.definition.model import Hsm, LoadedDefinition
 from ceremony.hsm.pins import (
     PART_DERIVATION,
     PART_ROLE_NAMES,
@@ -59,6 +69,7 @@ from ceremony.hsm.pins import (
     PinSource,
     SplitPin,
     parts_origin,
+    same_person,
     split_pin,
 )
 from ceremony.hsm.session import (
@@ -93,6 +104,50 @@ def new_parts_variable(pin_env: str | None) -> str:
     return f"{pin_env or 'CEREMONY_PIN'}{NEW_SUFFIX}"
 
 
+@dataclass(frozen=True)
+class Handover:
+    """One officer's part of a split PIN handed to a new officer (names only: no part, no PIN)."""
+
+    old: str  # as the token's record names them
+    new: str
+    position: int  # 1-based: the place of the part in the combination, kept by the new officer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from": self.old, "to": self.new, "position": self.position}
+
+
+def handover_officers(split: SplitPin, old: str, new: str, role: str) -> tuple[Handover, tuple[str, ...]]:
+    """The handover of ``old``'s part of ``split`` to ``new`` and the officers whose parts make the PIN afterwards
+    (``new`` in ``old``'s place). Refused: an old officer the token's record does not name, a new officer who already
+    holds a part (one person, one part), a blank name."""
+    if not new.strip() or new != new.strip() or any(c in new for c in "\r\n\t"):
+        raise RequestError(f"--to-officer {new!r}: not a name (allowed: the new {role}'s name as they sign in, on one "
+                           "line, without surrounding spaces)")
+    found = [n for n, officer in enumerate(split.officers) if same_person(officer, old)]
+    if not found:
+        raise RequestError(f"--from-officer {old!r}: holds no part of {split.describe()}; its record "
+                           f"{TOKEN_RECORD_LABEL!r} names {', '.join(split.officers)} (allowed: one of them); "
+                           "nothing was done, the token is unchanged")
+    holder = next((officer for officer in split.officers if same_person(officer, new)), None)
+    if holder is not None:
+        raise RequestError(f"--to-officer {new!r}: already holds a part of {split.describe()} (its record names "
+                           f"{', '.join(split.officers)}); one person holds one part, so a part goes to a {role} who "
+                           "holds none; nothing was done, the token is unchanged")
+    position = found[0]
+    officers = tuple(new if n == position else officer for n, officer in enumerate(split.officers))
+    return Handover(split.officers[position], new, position + 1), officers
+
+
+def planned_handover(hsm: Hsm, pin: str, old: str, new: str) -> tuple[Handover, tuple[str, ...]]:
+    """:func:`handover_officers` for the token of ``hsm`` as its record stands now (read without logging in), so that
+    the task refuses a bad handover before anyone signs in."""
+    split = pin_split(find_token(load_module(hsm.module), hsm.token), pin)
+    if split is None:
+        raise RequestError(f"{hsm.token.describe()}: its {'SO' if pin == 'so' else 'user'} PIN is not split (no "
+                           f"officers named in its record {TOKEN_RECORD_LABEL!r}); there is no part to hand over")
+    return handover_officers(split, old, new, PART_ROLE_NAMES[pin])
+
+
 def _login(token: Any, pin: str, what: str, so: bool) -> Any:
     try:
         return token.open(rw=True, so_pin=pin) if so else token.open(rw=True, user_pin=pin)
@@ -122,14 +177,16 @@ def _replace_record(session: Any, record: dict[str, Any]) -> None:
 
 def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, recorder: Recorder, *,
                         rehearsal: bool, token: str | None = None, pin: str = "user", pin_file: str | None = None,
-                        interactive: bool = True, now: dt.datetime | None = None) -> PinChangeResult:
+                        interactive: bool = True, now: dt.datetime | None = None,
+                        hand_over: tuple[str, str] | None = None) -> PinChangeResult:
     """Change the split ``pin`` (``user`` or ``so``) of the token of ``ca_name`` (or the token labelled ``token``);
-    ``pin_file``: the user PIN's file, for the login after an SO PIN change where the user PIN is not split."""
+    ``pin_file``: the user PIN's file, for the login after an SO PIN change where the user PIN is not split;
+    ``hand_over``: (old officer, new officer), the old officer's part handed to the new one (module docstring)."""
     if pin not in PART_ROLES:
         raise RequestError(f"--pin {pin!r}: not a PIN of a token (allowed: user, so)")
     so = pin == "so"
     model = defn.model
-    ca = on_token(model.ca(ca_name), token)
+    ca = on_token(model.ca_or_successor(ca_name), token)  # a successor root (root rollover) by its stem, <root>.g<n>
     hsm = ca.hsm
     offline_check_step(recorder, rehearsal)
     out_dir, manifest = prepare_out(out, rehearsal)
@@ -149,6 +206,10 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
                                    "under that variable's name, as at the token's initialisation")
             record = read_token_record(tok)
             assert record is not None
+            handover: Handover | None = None
+            officers = split.officers
+            if hand_over is not None:
+                handover, officers = handover_officers(split, hand_over[0], hand_over[1], PART_ROLE_NAMES[pin])
             report = f"{TOKENS_DIR}/{label}.{moment:%Y%m%dT%H%M%SZ}.{pin}-pin-change.json"
             run.plan(report, "pin-change-report", "json", token=label)
             run.check()
@@ -156,10 +217,25 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             recorder.say(f"Token {label!r}: its {split.describe()} is made of the parts of "
                          f"{', '.join(split.officers)} ({PART_ROLE_NAMES[pin]}s); they enter their current parts, "
                          "then new ones")
+            if handover is not None:
+                recorder.say(f"{handover.old} hands their part over to {handover.new}: {handover.old} enters the "
+                             f"current part, {handover.new} a new part in its place (part {handover.position}); "
+                             f"afterwards the parts of {', '.join(officers)} make the PIN")
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
-                                             "token": label, "pin": pin, "officers": list(split.officers)})
+                                             "token": label, "pin": pin, "officers": list(split.officers),
+                                             **({"handover": handover.as_dict()} if handover else {})})
         people = signed_in(recorder, PART_ROLES[pin])
+        if handover is not None and people:
+            # The new officer's part is asked for under the name they signed in with; one not signed in with the
+            # role is refused before anyone types a part.
+            signed = next((p for p in people if same_person(p, handover.new)), None)
+            if signed is None:
+                raise PinError(f"{handover.new!r} receives a part of {split.describe()} but is not signed in as "
+                               f"{PART_ROLE_NAMES[pin]} (signed in: {', '.join(people)}); nothing was done, the "
+                               "token is unchanged")
+            handover = replace(handover, new=signed)
+            officers = tuple(signed if same_person(o, signed) else o for o in officers)
         with scripted_step(recorder, "old-pin-parts"):
             old_source = replace(pin_source_for(hsm, None, interactive, so=so), signed_in=tuple(people),
                                  lang=recorder.lang)
@@ -172,7 +248,7 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             new_source = PinSource(env=new_parts_variable(hsm.so_pin_env if so else hsm.pin_env),
                                    interactive=interactive, signed_in=tuple(people), lang=recorder.lang,
                                    so=so)
-            new_pin, new_by = split_pin(SplitPin(pin, label, split.officers), new_source, people, confirm=True)
+            new_pin, new_by = split_pin(SplitPin(pin, label, officers), new_source, people, confirm=True)
             if new_pin == old_pin:
                 raise PinError(f"the new parts of {split.describe()} make the same PIN as the current ones: each "
                                "officer enters a new part; nothing was done")
@@ -180,6 +256,12 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
                                             "entered_by": list(new_by), "origin": parts_origin(new_source),
                                             "derivation": PART_DERIVATION})
             recorder.say(f"New parts entered by {', '.join(new_by)}")
+            if handover is not None:
+                recorder.evidence("pin-handover", {"pin": pin, "token": label, **handover.as_dict(),
+                                                   "old_part_entered_by": handover.old,
+                                                   "new_part_entered_by": handover.new})
+                recorder.say(f"The part of {handover.old} is handed over: {handover.new} holds part "
+                             f"{handover.position} of {split.describe()}")
         with scripted_step(recorder, "pin-change"):
             with _login(tok, old_pin, "the PIN the current parts make", so) as session:
                 try:
@@ -206,14 +288,20 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             seal_key, seal_cert = sealing_key(recorder, session, ca_name, ca, out_dir)
         with scripted_step(recorder, "record-update"):
             updated = {k: v for k, v in record.items() if k != "format"}
-            updated["pin_changes"] = [*record.get("pin_changes", []),
-                                      {"pin": pin, "time": changed_at.isoformat(), "by": list(new_by)}]
+            line: dict[str, Any] = {"pin": pin, "time": changed_at.isoformat(), "by": list(new_by)}
+            if handover is not None:
+                # the officers whose parts make the PIN from now on: later ceremonies ask them
+                updated[pin] = {**record[pin], "officers": list(new_by)}
+                line["handover"] = handover.as_dict()
+            updated["pin_changes"] = [*record.get("pin_changes", []), line]
             _replace_record(session, updated)
             recorder.evidence("token-record", updated)
-            recorder.say(f"Token {label!r}: its record lists the change")
+            recorder.say(f"Token {label!r}: its record lists the change"
+                         + (f" and names {', '.join(new_by)} for the parts" if handover is not None else ""))
         with scripted_step(recorder, "outputs-write"):
             body = {"format": "ceremony-pin-change/1", "rehearsal": rehearsal, "ca": ca_name, "token": label,
                     "pin": pin, "time": changed_at.isoformat(), "officers": list(new_by),
+                    "handover": handover.as_dict() if handover is not None else None,
                     "derivation": PART_DERIVATION, "record": updated}
             run.stage(report, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
             keep_definition(defn, run)

@@ -168,10 +168,15 @@ def plan_for(defn: LoadedDefinition, ceremony: str, ca_name: str | None) -> Plan
         signer = defn.model.cas[ca_name].issuer or root if ceremony == "subordinate-renewal" else root
         return Plan(True, (Need(ca_name if ceremony == "key-destruction" else signer, "present"),))
     # A CA termination signs the last CRL with the CA key on the CA's token, its host disconnected for it
-    # (ceremony/ceremonies/termination.py); a PIN change logs in on the CA's token (ceremony/ceremonies/pin_change.py).
+    # (ceremony/ceremonies/termination.py); a PIN change logs in on the CA's token (ceremony/ceremonies/pin_change.py),
+    # the successor root's too, named by the stem of its files, <root>.g<n> (its token's PIN is split at its
+    # initialisation like any CA's).
     if ceremony in ("ca-termination", "pin-change"):
-        if not ca_name or ca_name not in defn.model.cas:
-            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(defn.model.cas)})")
+        named = [*defn.model.cas]
+        if ceremony == "pin-change":
+            named += [s[0] for s in (defn.model.successor_root(),) if s is not None]
+        if not ca_name or ca_name not in named:
+            raise PreflightError(f"the {ceremony} ceremony needs --ca NAME (one of: {', '.join(named)})")
         return Plan(True, (Need(ca_name, "present"),))
     # Re-key (ceremony/ceremonies/rekey.py): at the subordinate's host its token with its key and certified sealing key
     # (the new generation's label is checked free by check_rekey_label); at the offline root the issuer's key.

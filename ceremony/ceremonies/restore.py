@@ -7,9 +7,11 @@ ceremony script ``key-restore``:
    interface other than loopback that is up stops the ceremony (the wrapping key is recombined on this
    workstation); a rehearsal records it and goes on.
 1. ``definition-check``: the CA has a wrapped-backup policy, the original certificate is at hand,
-   the restore report does not exist yet.
+   the restore report does not exist yet. Which key: as at the backup (``--key-generation N`` once the CA has been
+   re-keyed, :func:`ceremony.ceremonies.backup.chosen_certificate`); it is restored under its own label,
+   ``<key_label>.g<N>`` for a re-key's.
 2. ``backup-verify``: the backup file parses, its SHA-256 checksum matches (corruption), it is the
-   backup of the certificate's key, and rehearsal and production are not mixed.
+   backup of the certificate's key and of that key generation, and rehearsal and production are not mixed.
 3. ``shares-collect``: each page's checksum, backup id, CA, quorum and custody record must match the
    backup; at least M distinct shares; the recombined key must give the backup's key check value
    (a wrong share), and the file's HMAC must verify under it (tampering).
@@ -49,7 +51,6 @@ from ceremony.backup.format import (
     BACKUP_DIR,
     BackupError,
     load_backup,
-    load_ca_certificate,
     public_key_of,
     verify_test_signature,
     wrapping_algorithm,
@@ -57,7 +58,8 @@ from ceremony.backup.format import (
 )
 from ceremony.backup.quorum import check_shares, recombine
 from ceremony.backup.shares import read_share
-from ceremony.ceremonies.backup import token_step, wrapped_ca
+from ceremony.ca.generations import generation_stem, key_label_for
+from ceremony.ceremonies.backup import chosen_certificate, token_step, wrapped_ca
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -111,8 +113,9 @@ class RestoreResult:
 def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, shares: Sequence[str | Path],
                      out: str | Path, recorder: Recorder, *, rehearsal: bool, certificate: str | Path | None = None,
                      target: Hsm | None = None, pin_file: str | None = None,
-                     interactive: bool = True) -> RestoreResult:
-    """Restore the key of ``ca_name`` from ``backup`` with ``shares`` onto ``target`` (default: the CA's HSM)."""
+                     interactive: bool = True, key_generation: int | None = None) -> RestoreResult:
+    """Restore the key of ``ca_name`` from ``backup`` with ``shares`` onto ``target`` (default: the CA's HSM);
+    ``key_generation`` names which key of a re-keyed CA, restored under its own label."""
     lang = lang_of(recorder)
     offline_check_step(recorder, rehearsal)
     out_dir = Path(out)
@@ -124,10 +127,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
         with scripted_step(recorder, "definition-check"):
             ca = wrapped_ca(defn, ca_name)
             hsm = target or ca.hsm
-            cert_path = Path(certificate) if certificate else out_dir / f"{ca_name}.crt.pem"
-            cert = load_ca_certificate(cert_path, ca_name)
+            generation, cert_path, cert = chosen_certificate(out_dir, ca_name, key_generation, certificate,
+                                                             "restore")
+            key_label = key_label_for(hsm.key_label, generation)
             token_name = hsm.token.label or hsm.token.serial or "token"
-            report_rel = f"{BACKUP_DIR}/{ca_name}.restore-{token_name}.json"
+            report_rel = f"{BACKUP_DIR}/{generation_stem(ca_name, generation)}.restore-{token_name}.json"
             run.plan(report_rel, "key-restore-report", "json")
             run.check()
             cert_evidence = certificate_file_evidence(cert, cert_path)
@@ -135,10 +139,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             say_definition(recorder, defn, ca_name)
             tell(recorder, "w_certificate", path=cert_path, sha=short_sha(cert_evidence["sha256"]),
                  subject=cert.subject.rfc4514_string())
-            tell(recorder, "w_restore_onto", token=hsm.token.describe(), label=repr(hsm.key_label))
+            tell(recorder, "w_restore_onto", token=hsm.token.describe(), label=repr(key_label))
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
-                                             "target": hsm.token.describe()})
+                                             "target": hsm.token.describe(), "key_generation": generation,
+                                             "key_label": key_label})
         with scripted_step(recorder, "backup-verify"):
             backup_path = Path(backup)
             body = load_backup(backup_path)
@@ -148,6 +153,11 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
                 raise BackupError(f"{backup_path}: a {'rehearsal' if body['rehearsal'] else 'production'} backup "
                                   f"cannot be restored in a {'rehearsal' if rehearsal else 'production'} ceremony")
             public = public_key_of(body)
+            backed_up = body["key"].get("generation", 1)
+            if backed_up != generation:
+                raise BackupError(f"{backup_path}: the backup of key generation {backed_up} of {ca_name!r}, not of key "
+                                  f"generation {generation} ({cert_path.name}); restore it with --key-generation "
+                                  f"{backed_up}, or bring the backup of key generation {generation}")
             if spki_sha256(public) != spki_sha256(cert.public_key()):
                 raise BackupError(f"{backup_path}: holds key {body['key']['spki_sha256']}, but {cert_path} certifies "
                                   f"key {spki_sha256(cert.public_key())}")
@@ -178,9 +188,9 @@ def restore_ceremony(defn: LoadedDefinition, ca_name: str, backup: str | Path, s
             token_step(recorder, hsm)
             session = login(recorder, run.stack, hsm, pin_file, interactive)
             label = body["key"]["label"]
-            if label != hsm.key_label:
+            if label != key_label:
                 raise BackupError(f"{backup_path}: the key is labelled {label!r}, the definition expects "
-                                  f"{hsm.key_label!r}")
+                                  f"{key_label!r} for key generation {generation}")
             if objects_with_label(session, label):
                 raise HsmError(f"an object labelled {label!r} already exists on {hsm.token.describe()}; a restore "
                                "never adds a second key under the same label")

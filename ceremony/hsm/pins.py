@@ -228,6 +228,12 @@ def _person(name: str) -> str:
     return " ".join("".join(c for c in text if not unicodedata.combining(c)).casefold().split())
 
 
+def same_person(a: str, b: str) -> bool:
+    """Whether two names are one person, compared as the sign-in compares them (case, accents and spacing aside):
+    a part handed over to a "new" officer who already holds one would leave one person with two parts."""
+    return _person(a) == _person(b)
+
+
 def parts_origin(source: PinSource) -> str:
     """Where the parts come from: ``held`` (this process), ``env`` (``<VAR>_PART_<n>``), ``prompt`` or ``none``."""
     if source.env and source.env in _HELD_PARTS:

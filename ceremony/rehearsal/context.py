@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from ceremony.ceremonies.pin_change import new_parts_variable
 from ceremony.common import child_process
 from ceremony.common.display import make_console
 from ceremony.common.errors import DefinitionError, OutputError
@@ -91,6 +92,23 @@ class RehearsalContext:
             self.pins[pins.part_variable(user_env, n)] = part
         self.pins[so_env] = os.environ.get(so_env) or softhsm.random_pin()
         pins.hold(so_env, self.pins[so_env])
+        _write_pins(self)
+
+    def hold_new_parts(self, user_env: str, officers: list[str]) -> list[tuple[str, str]]:
+        """New parts of a split user PIN for its change (the split-PIN change ceremony), one per officer, random, held
+        under ``<user_env>_NEW`` as the ceremony reads them; :meth:`adopt_parts` makes them the current ones once the
+        token has them."""
+        entries = [(officer, secrets.token_urlsafe(12)) for officer in officers]
+        pins.hold_parts(new_parts_variable(user_env), entries)
+        return entries
+
+    def adopt_parts(self, user_env: str, entries: list[tuple[str, str]]) -> None:
+        """After a PIN change: ``entries`` are the parts of the PIN held under ``user_env`` from now on (in this
+        process, and as ``<user_env>_PART_<n>`` in the pins file)."""
+        pins.hold_parts(user_env, entries)
+        pins.release_parts(new_parts_variable(user_env))
+        for n, (_, part) in enumerate(entries, start=1):
+            self.pins[pins.part_variable(user_env, n)] = part
         _write_pins(self)
 
     @contextlib.contextmanager

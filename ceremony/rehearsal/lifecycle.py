@@ -18,8 +18,11 @@ transcript:
 5. root rollover: a definition copy adds ``cas.<root>.successor``. On SoftHSM the successor has a token of its own,
    initialised at the token initialisation ceremony with the user PIN split between the Crypto Officers (their
    parts held by this process, ``pins.hold_parts``, and listed in the rehearsal's PIN file); its key ceremony takes
-   the sealing key the token was born with. On NSS softokn (no C_InitToken for a new token) it sits on the root's
-   token under labels of its own. Then the cross-certification both ways, and both cross-signed chains are checked
+   the sealing key the token was born with, and the Crypto Officers then change their parts of its split user PIN at
+   the split-PIN change ceremony (``pin-change``; the new parts held and listed in the PIN file in place of the old),
+   so that the reverse cross-certification, which signs with the successor's key, logs in with the new parts. On NSS
+   softokn (no C_InitToken for a new token) it sits on the root's token under labels of its own, its PIN whole: no
+   PIN change. Then the cross-certification both ways, and both cross-signed chains are checked
    (an end-entity certificate of the new key from the successor's anchor through the reverse cross-certificate, the
    successor's sealing certificate from the old root through the forward one);
 6. last, destruction of the OLD subordinate key (key generation 1). Its certificates are still valid, and it keeps
@@ -33,7 +36,8 @@ Manifest kinds the stage adds itself: ``end-entity-certificate``/``end-entity-cs
 ``subordinate-crl`` and ``crl-partition`` with ``generation`` (the key generation that signed them); the
 ceremonies add theirs (``subordinate-certificate`` with ``generation``/``key``, ``subordinate-csr``,
 ``subordinate-public-key``, ``new-root-certificate``, ``new-root-public-key``, ``cross-certificate`` with
-``subject``/``issuer``, ``token-initialisation-report``, ``sealing-public-key``, ``key-destruction-report``,
+``subject``/``issuer``, ``token-initialisation-report``, ``sealing-public-key``, ``pin-change-report``,
+``key-destruction-report``,
 ``pki-definition``, one ``transcript`` per ceremony).
 """
 
@@ -58,6 +62,7 @@ from ceremony.ca.registry import Registry, default_path
 from ceremony.ceremonies.destroy_key import destroy_key_ceremony
 from ceremony.ceremonies.issuance import IssuedCertificate, issue_certificate, mark_revoked
 from ceremony.ceremonies.ocsp_signer import ocsp_signer_ceremony
+from ceremony.ceremonies.pin_change import pin_change_ceremony
 from ceremony.ceremonies.rekey import certify_rekey_ceremony, rekey_key_ceremony
 from ceremony.ceremonies.renewal import renewal_ceremony
 from ceremony.ceremonies.rollover import cross_certification_ceremony, new_root_ceremony
@@ -361,6 +366,21 @@ def rehearse(ctx: RehearsalContext) -> LifeCycleResult | None:
                           f"parts ({', '.join(init.user_officers)})", markup=False, emoji=False)
     with ctx.recorder("new-root-key-generation", definition=rolled) as rec:
         new_root_ceremony(rolled, ctx.out, rec, rehearsal=True, interactive=False)
+    if own is not None:
+        # The Crypto Officers change their parts of the successor's split user PIN (docs/lifecycle.md, "Changing a
+        # split PIN"): sealed by the token's sealing key, which the successor's key ceremony just certified. The
+        # reverse cross-certification below logs in on that token with the new parts.
+        # What it adds to the stage, as wall time and as this process's CPU time (the first depends on how busy the
+        # machine is; tests/test_rehearsal_lifecycle.py holds the second under 5 s).
+        began, began_cpu = time.monotonic(), time.process_time()
+        entries = ctx.hold_new_parts(str(successor.hsm.pin_env), officers)
+        with ctx.recorder("pin-change", definition=rolled) as rec:
+            changed = pin_change_ceremony(rolled, stem, ctx.out, rec, rehearsal=True, interactive=False)
+        ctx.adopt_parts(str(successor.hsm.pin_env), entries)
+        ctx.console.print(f"  token {changed.token!r}: user PIN changed, new parts of {', '.join(changed.officers)}; "
+                          f"report {changed.report.relative_to(ctx.out)} (PIN change: "
+                          f"{time.monotonic() - began:.1f} s, {time.process_time() - began_cpu:.1f} s CPU)",
+                          markup=False, emoji=False)
     for reverse in (False, True):
         with ctx.recorder("cross-certification", definition=rolled) as rec:
             cross_certification_ceremony(rolled, ctx.out, rec, rehearsal=True, reverse=reverse, interactive=False)

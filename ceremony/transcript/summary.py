@@ -17,6 +17,7 @@ data are in the room's language (``lang``, :mod:`ceremony.common.terminal_text`)
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,9 +263,15 @@ def next_steps(ceremony: str, defn: Any, out_dir: str | Path, *, ca: str | None 
         return [NextStep(say(lang, "n_publish", path=out_dir / "crl"), _command("crl.publish-root", *publish))]
     if ceremony == "key-backup":
         assert ca is not None
-        backup = out_dir / "backup" / f"{ca}.key-backup.json"
+        # the backup this run wrote: the CA's newest, <ca>.key-backup.json for its first key or
+        # <ca>.g<n>.key-backup.json for a re-key's, which is restored with its key generation
+        named = re.compile(rf"{re.escape(ca)}(?:\.g(?P<n>[0-9]+))?\.key-backup\.json")
+        found = [p for p in (out_dir / "backup").glob(f"{ca}.*key-backup.json") if named.fullmatch(p.name)]
+        backup = max(found, key=lambda p: p.stat().st_mtime_ns, default=out_dir / "backup" / f"{ca}.key-backup.json")
+        match = named.fullmatch(backup.name)
+        which = ["--key-generation", match["n"]] if match and match["n"] else []
         return [NextStep(say(lang, "n_shares"),
-                         _command("backup.restore", "--ca", ca, "--backup", str(backup), *opts,
+                         _command("backup.restore", "--ca", ca, *which, "--backup", str(backup), *opts,
                                   tail="--share FILE … --target-token LABEL"))]
     if ceremony == "key-restore":
         assert ca is not None
