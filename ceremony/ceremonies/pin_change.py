@@ -59,8 +59,10 @@ from ceremony.ceremonies.steps import (
     say_outputs,
     sealing_key,
     signed_in,
+    tell,
 )
 from ceremony.common.errors import HsmError, PinError, RequestError
+from ceremony.common.terminal_text import say as words
 from ceremony.definition.model import Hsm, LoadedDefinition
 from ceremony.hsm.pins import (
     PART_DERIVATION,
@@ -214,13 +216,11 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             run.plan(report, "pin-change-report", "json", token=label)
             run.check()
             say_definition(recorder, defn, ca_name)
-            recorder.say(f"Token {label!r}: its {split.describe()} is made of the parts of "
-                         f"{', '.join(split.officers)} ({PART_ROLE_NAMES[pin]}s); they enter their current parts, "
-                         "then new ones")
+            tell(recorder, "p_plan", token=repr(label), pin=words(recorder.lang, f"pin_{pin}", token=repr(label)),
+                 officers=", ".join(split.officers), role=words(recorder.lang, f"role_{pin}"))
             if handover is not None:
-                recorder.say(f"{handover.old} hands their part over to {handover.new}: {handover.old} enters the "
-                             f"current part, {handover.new} a new part in its place (part {handover.position}); "
-                             f"afterwards the parts of {', '.join(officers)} make the PIN")
+                tell(recorder, "p_handover_plan", old=handover.old, new=handover.new, n=handover.position,
+                     officers=", ".join(officers))
             say_outputs(recorder, out_dir, run.planned)
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name,
                                              "token": label, "pin": pin, "officers": list(split.officers),
@@ -243,7 +243,7 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             recorder.evidence("pin-parts", {"pin": pin, "token": label, "stage": "current",
                                             "entered_by": list(old_by), "origin": parts_origin(old_source),
                                             "derivation": PART_DERIVATION})
-            recorder.say(f"Current parts entered by {', '.join(old_by)}")
+            tell(recorder, "p_current_by", people=", ".join(old_by))
         with scripted_step(recorder, "new-pin-parts"):
             new_source = PinSource(env=new_parts_variable(hsm.so_pin_env if so else hsm.pin_env),
                                    interactive=interactive, signed_in=tuple(people), lang=recorder.lang,
@@ -255,13 +255,13 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             recorder.evidence("pin-parts", {"pin": pin, "token": label, "stage": "new",
                                             "entered_by": list(new_by), "origin": parts_origin(new_source),
                                             "derivation": PART_DERIVATION})
-            recorder.say(f"New parts entered by {', '.join(new_by)}")
+            tell(recorder, "p_new_by", people=", ".join(new_by))
             if handover is not None:
                 recorder.evidence("pin-handover", {"pin": pin, "token": label, **handover.as_dict(),
                                                    "old_part_entered_by": handover.old,
                                                    "new_part_entered_by": handover.new})
-                recorder.say(f"The part of {handover.old} is handed over: {handover.new} holds part "
-                             f"{handover.position} of {split.describe()}")
+                tell(recorder, "p_handed_over", old=handover.old, new=handover.new, n=handover.position,
+                     pin=words(recorder.lang, f"pin_{pin}", token=repr(label)))
         with scripted_step(recorder, "pin-change"):
             with _login(tok, old_pin, "the PIN the current parts make", so) as session:
                 try:
@@ -273,7 +273,7 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             changed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
             recorder.evidence("pin-changed", {"token": label, "pin": pin, "time": changed_at.isoformat(),
                                               "by": list(new_by)})
-            recorder.say(f"Token {label!r}: the {split.describe()} was changed (C_SetPIN)")
+            tell(recorder, "p_changed", pin=words(recorder.lang, f"pin_{pin}", token=repr(label)))
         with scripted_step(recorder, "pin-verify"):
             fresh = _login(find_token(load_module(hsm.module), hsm.token), new_pin, "the PIN the new parts make", so)
             if so:  # the Security Officer's session closes; the user session of every ceremony follows
@@ -284,7 +284,7 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             del new_pin
             recorder.evidence("login", {"token": label, "pin": pin, "accepted": True, "session": "fresh",
                                         "combined_from": list(new_by)})
-            recorder.say(f"A fresh session logs in with the new parts of {', '.join(new_by)}")
+            tell(recorder, "p_fresh_login", people=", ".join(new_by))
             seal_key, seal_cert = sealing_key(recorder, session, ca_name, ca, out_dir)
         with scripted_step(recorder, "record-update"):
             updated = {k: v for k, v in record.items() if k != "format"}
@@ -296,8 +296,8 @@ def pin_change_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             updated["pin_changes"] = [*record.get("pin_changes", []), line]
             _replace_record(session, updated)
             recorder.evidence("token-record", updated)
-            recorder.say(f"Token {label!r}: its record lists the change"
-                         + (f" and names {', '.join(new_by)} for the parts" if handover is not None else ""))
+            tell(recorder, "p_record_handover" if handover is not None else "p_record", token=repr(label),
+                 people=", ".join(new_by))
         with scripted_step(recorder, "outputs-write"):
             body = {"format": "ceremony-pin-change/1", "rehearsal": rehearsal, "ca": ca_name, "token": label,
                     "pin": pin, "time": changed_at.isoformat(), "officers": list(new_by),

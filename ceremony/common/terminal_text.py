@@ -675,6 +675,17 @@ _PINS: dict[str, dict[str, str]] = {
         "role_so": "HSM Security Officer",
         "pin_user": "the user PIN of token {token}",
         "pin_so": "the Security Officer PIN of token {token}",
+        "p_plan": "  token {token}: {pin} is made of the parts of {officers} ({role}); they enter their current parts, "
+                  "then new ones",
+        "p_handover_plan": "  {old} hands their part over to {new}: {old} enters the current part, {new} a new part "
+                           "in its place (part {n}); afterwards the parts of {officers} make the PIN",
+        "p_current_by": "  current parts entered by {people}",
+        "p_new_by": "  new parts entered by {people}",
+        "p_handed_over": "  the part of {old} is handed over: {new} holds part {n} of {pin}",
+        "p_changed": "  {pin} changed (C_SetPIN)",
+        "p_fresh_login": "  fresh session: login accepted with the new parts of {people}",
+        "p_record": "  token {token}: its record lists the change",
+        "p_record_handover": "  token {token}: its record lists the change and names {people} for the parts",
     },
     "fr": {
         "pin_user_q": "PIN utilisateur de {token}",
@@ -686,6 +697,17 @@ _PINS: dict[str, dict[str, str]] = {
         "role_so": "responsable de sécurité du HSM",
         "pin_user": "PIN utilisateur du jeton {token}",
         "pin_so": "PIN du responsable de sécurité du jeton {token}",
+        "p_plan": "  jeton {token} : le {pin} est fait des parts de {officers} ({role}) ; ils saisissent leurs parts "
+                  "actuelles, puis de nouvelles",
+        "p_handover_plan": "  {old} transmet sa part à {new} : {old} saisit la part actuelle, {new} une part nouvelle "
+                           "à sa place (part {n}) ; ensuite les parts de {officers} font le PIN",
+        "p_current_by": "  parts actuelles saisies par {people}",
+        "p_new_by": "  parts nouvelles saisies par {people}",
+        "p_handed_over": "  la part de {old} est transmise : {new} détient la part {n} du {pin}",
+        "p_changed": "  {pin} changé (C_SetPIN)",
+        "p_fresh_login": "  nouvelle session : authentification acceptée avec les parts nouvelles de {people}",
+        "p_record": "  jeton {token} : sa fiche consigne le changement",
+        "p_record_handover": "  jeton {token} : sa fiche consigne le changement et nomme {people} pour les parts",
     },
 }
 
