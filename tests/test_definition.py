@@ -62,7 +62,7 @@ def test_misspelt_key_is_reported_as_unknown_with_a_suggestion(tmp_path: Path) -
     err = _error(tmp_path, mutate)
     assert err.path == "cas.qualified.hsm.key_labl" and "missing" not in str(err)
     assert err.problem == "unknown key 'key_labl'; did you mean 'key_label'?"
-    assert err.allowed == "module, token, key_label, seal_label, pin_env, so_pin_env, module_config"
+    assert err.allowed == "module, token, key_label, seal_label, pin_env, so_pin_env, split_user_pin, module_config"
     lines = (tmp_path / "pki.yml").read_text(encoding="utf-8").splitlines()
     assert lines[err.line - 1].strip().startswith("key_labl:"), "the line is the misspelt key's"
     assert str(err).startswith(f"{tmp_path / 'pki.yml'}:{err.line}: cas.qualified.hsm.key_labl: unknown key")

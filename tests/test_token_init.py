@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import re
 import secrets
@@ -23,6 +24,7 @@ from typing import Any
 
 import pexpect
 import pytest
+import yaml
 from conftest import REPO, SOFTHSM_CONF, base_definition_data, tree, write_definition
 from pkcs11 import Attribute
 from pkcs11 import exceptions as p11e
@@ -88,7 +90,8 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
                                       so_pin_env=so_env)
     data["cas"]["root"]["backup"] = {"mode": "none"}
     data["cas"]["qualified"]["hsm"].update(module=softhsm.softhsm_module(), token={"label": f"t-init-q-{suffix}"},
-                                           pin_env=user_env, so_pin_env=so_env)  # the same officers' parts
+                                           pin_env=user_env, so_pin_env=so_env,  # the same officers' parts
+                                           split_user_pin=True)  # activated only at ceremonies (the default: whole)
     data["cas"]["qualified"]["backup"] = {"mode": "none"}
     defn = load_definition(write_definition(tmp_path / "pki.yml", data))
     s = Setup(defn, label, user_env, so_env, [part(), part()], [part(), part()])
@@ -360,3 +363,33 @@ def test_the_successor_roots_token_is_named_by_its_stem(setup: Setup, tmp_path: 
     with pytest.raises(PreflightError, match=r"needs --ca NAME \(one of: root, qualified, root\.g2\)"):
         run_preflight(defn, "token-initialisation", tmp_path / "out", rehearsal=True, ca="root.g3", interactive=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_online_subordinate_gets_one_user_pin_whatever_the_quorum(setup: Setup, tmp_path: Path) -> None:
+    """The definition's quorum of 2 Crypto Officers splits the root's user PIN, not an online subordinate's: its CRL
+    and OCSP jobs open its token unattended with the PIN from the service's file. Without ``split_user_pin`` the
+    subordinate's token gets the one PIN from its variable (the room is told why); the SO PIN stays split."""
+    data = yaml.safe_load(setup.defn.path.read_text(encoding="utf-8"))
+    del data["cas"]["qualified"]["hsm"]["split_user_pin"]
+    data["cas"]["qualified"]["hsm"]["pin_env"] = whole_env = f"{setup.user_env}_WHOLE"
+    defn = load_definition(write_definition(tmp_path / "online.yml", data))
+    whole = softhsm.random_pin()
+    pins.hold(whole_env, whole)
+    try:
+        shown = io.StringIO()
+        out = tmp_path / "out"
+        with transcript.open_transcript(out / "transcripts", "token-initialisation", defn, rehearsal=True,
+                                        console=make_console(file=shown, width=200)) as rec:
+            result = token_init_ceremony(defn, "qualified", out, rec, rehearsal=True, interactive=False)
+    finally:
+        pins.release(whole_env)
+    assert result.user_officers == () and result.so_officers == tuple(SO)
+    assert "is one PIN, not split" in shown.getvalue()
+    token = token_of(f"t-init-q-{setup.label.removeprefix('t-init-')}")
+    with token.open(user_pin=whole):
+        pass
+    with pytest.raises(p11e.PinIncorrect):
+        token.open(user_pin=pins.combine_parts(setup.user_parts, token.label.strip(), "user"))
+    lines = [json.loads(line) for line in Path(rec.path).read_text(encoding="utf-8").splitlines()]
+    slot = next(r for r in lines if r.get("type") == "evidence" and r.get("name") == "slot")
+    assert slot["data"]["user_pin_split"] is False

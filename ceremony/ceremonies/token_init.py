@@ -212,20 +212,24 @@ def token_init_ceremony(defn: LoadedDefinition, ca_name: str, out: str | Path, r
             target = find_target(defn, ca_name, token, reinitialise)
             hsm = target.ca.hsm
             current_so = pin_split(target.existing, "so") if target.existing is not None else None
-            user_quorum = model.ceremony.crypto_officer_quorum
+            split_user = hsm.split_user_pin if hsm.split_user_pin is not None else target.ca.role == "root"
+            user_quorum = model.ceremony.crypto_officer_quorum if split_user else 1
             so_quorum = 1 if target.existing is not None else model.ceremony.security_officer_quorum
             say_definition(recorder, defn, ca_name)
             tell(recorder, "t_target", token=repr(target.label), module=hsm.module, slot=target.slot.slot_id)
             if target.existing is not None:
                 tell(recorder, "t_reinitialise", token=repr(target.label), hint=target.objects_hint)
             tell(recorder, "t_quorums", user=user_quorum, so=len(current_so.officers) if current_so else so_quorum)
+            if not split_user and model.ceremony.crypto_officer_quorum > 1:
+                tell(recorder, "t_user_whole", ca=ca_name)
             say_outputs(recorder, out_dir / TOKENS_DIR, [f"{target.label}.<16 hex>.token.json",
                                                          f"{target.label}.<16 hex>.seal.pub.pem"])
             recorder.evidence("definition", {"path": str(defn.path), "sha256": defn.sha256, "ca": ca_name})
             recorder.evidence("slot", {"module": hsm.module, "slot_id": int(target.slot.slot_id),
                                        "slot_description": str(target.slot.slot_description).strip(),
                                        "label": target.label, "reinitialise": target.existing is not None,
-                                       "crypto_officer_quorum": user_quorum, "security_officer_quorum": so_quorum})
+                                       "crypto_officer_quorum": user_quorum, "security_officer_quorum": so_quorum,
+                                       "user_pin_split": user_quorum > 1})
         with scripted_step(recorder, "so-pin-parts"):
             so_pin, so_by, facts = _pin(recorder, target, "so", so_quorum,
                                         pin_source_for(hsm, so_pin_file, interactive, so=True), current_so)

@@ -592,6 +592,8 @@ _TOKENS: dict[str, dict[str, str]] = {
         "t_user_pin_set": "  user PIN of {token} set by the Security Officer (C_InitPIN)",
         "t_login_ok": "  fresh session: login accepted with the PIN made of the parts of {people}",
         "t_one_pin": "the one PIN",
+        "t_user_whole": "  the user PIN of {ca} is one PIN, not split: its CRL and OCSP jobs open the token unattended "
+                        "(hsm.split_user_pin: true splits it, for a CA activated only at ceremonies)",
         "t_record": "  token record written on {token}: whose parts make each PIN, and its sealing key",
         "t_sealing_fp": "Transcript-sealing key born with token {token}",
         "t_sealing_reused": "  transcript-sealing key {label}: the one born with this token at its initialisation",
@@ -611,6 +613,9 @@ _TOKENS: dict[str, dict[str, str]] = {
         "t_user_pin_set": "  PIN utilisateur de {token} fixé par le responsable de sécurité (C_InitPIN)",
         "t_login_ok": "  nouvelle session : authentification acceptée avec le PIN fait des parts de {people}",
         "t_one_pin": "le PIN unique",
+        "t_user_whole": "  le PIN utilisateur de {ca} est un seul PIN, non partagé : ses tâches CRL et OCSP ouvrent le "
+                        "jeton sans personne (hsm.split_user_pin: true le partage, pour une AC activée seulement en "
+                        "cérémonie)",
         "t_record": "  fiche du jeton écrite sur {token} : de qui sont les parts de chaque PIN, et sa clé de "
                     "scellement",
         "t_sealing_fp": "Clé de scellement née avec le jeton {token}",

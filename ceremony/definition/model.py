@@ -296,6 +296,11 @@ class Hsm(_Strict):
     pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
     """Name of the environment variable holding the user PIN (never the PIN itself)."""
     so_pin_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] | None = None
+    split_user_pin: bool | None = None
+    """Whether the token initialisation splits the user PIN among ``ceremony.crypto_officer_quorum`` Crypto Officers.
+    Default: yes for the root (and its successor), whose token is opened only at ceremonies; no for a subordinate,
+    whose CRL and OCSP jobs open its token unattended with the PIN from the service's 0600 file. ``true`` for a
+    subordinate activated only at ceremonies."""
     module_config: str | None = Field(default=None, min_length=1, max_length=4096)
     """The module's configuration string, handed to C_Initialize (CK_C_INITIALIZE_ARGS.pReserved) for a module that
     needs one, such as NSS softokn's ``configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=``.

@@ -60,7 +60,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     reason = _can_unshare()
     if reason:
         pytest.skip(reason)
-    ws = make_workspace(tmp_path_factory.mktemp("walk"), blank=("root",))
+    ws = make_workspace(tmp_path_factory.mktemp("walk"), blank=("root", "qualified"))
+    # The online subordinate's user PIN is one PIN, in its variable as on its host (never split: its jobs sign
+    # unattended); generated now.
+    ws.pins[ws.pin_env["qualified"]] = secrets.token_hex(12)
     yield ws
 
 
@@ -142,7 +145,7 @@ def test_documented_commands() -> None:
     from .conftest import REPO
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for command in (INIT_TOKEN, ROOT, ROOT_BATCH):
+    for command in (INIT_TOKEN, ROOT, ROOT_BATCH, "invoke ceremony.init-token --ca "):
         assert f"`{command}" in readme, command
     assert "`invoke ceremony.change-pin --ca root --env production" in readme
 
@@ -190,6 +193,18 @@ def test_init_token_with_split_knowledge(workspace: Workspace, state: dict[str, 
     # Sealed by the token's own sealing key, which no root certifies yet (there is no root yet to verify against):
     # the root key ceremony's certificate for that key anchors it (next step).
     state.update(init=transcript_of(term), parts=parts)
+
+
+def test_init_token_of_the_online_subordinate_keeps_one_pin(workspace: Workspace, state: dict[str, Any]) -> None:
+    """The same quorum of two, the subordinate's token: no part is asked for; its one PIN comes from its variable
+    (the one its CRL and OCSP jobs read on the host), and the terminal says why it is not split."""
+    need(state, "init")
+    ws = workspace
+    term = ws.run("invoke ceremony.init-token --ca qualified --env production",
+                  Operator(people=list(state["people"]), acknowledge_interrupted=True))
+    assert not [p for p in term.prompts if p.kind.startswith("part")], term.describe()
+    assert "SCSE_QUALIFIED_PIN" in term.screen and "un seul PIN, non partagé" in term.screen, term.describe()
+    assert ws.token_objects("qualified"), "the subordinate's token does not open with the PIN of its variable"
 
 
 def test_root_key_ceremony_asks_the_officers_for_their_parts(workspace: Workspace, state: dict[str, Any]) -> None:
