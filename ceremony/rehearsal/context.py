@@ -219,6 +219,8 @@ def prepare(out: str | Path, definition: str | Path = DEFAULT_DEFINITION, hsm: s
         _write_pins(ctx)
         return ctx
     for ca in defn.model.cas.values():
+        if ca.role == "subordinate":
+            continue  # initialised at its token initialisation ceremony (ceremony/rehearsal/ca.py)
         user_env = ca.hsm.pin_env or ""
         so_env = ca.hsm.so_pin_env or ""
         softhsm.init_token(conf, str(ca.hsm.token.label), ctx.pins.get(user_env) or softhsm.random_pin(),
