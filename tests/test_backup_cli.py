@@ -178,7 +178,8 @@ def test_recording_addendum_binds_videos_to_a_sealed_transcript(rehearsal: Path,
     """The video of a ceremony exists only afterwards: ``ceremony.addendum`` hashes it in a short sealed ceremony
     of its own, chained by the ledger; the auditor's verify-all checks the addendum names the transcript as it is."""
     out = tmp_path / "out"
-    shutil.copytree(rehearsal, out, ignore=shutil.ignore_patterns("tokens"))  # the tokens stay where they are
+    # the SoftHSM tokens (hsm/tokens) stay where they are; the token records (tokens/, outputs) are copied
+    shutil.copytree(rehearsal, out, ignore=lambda d, names: ["tokens"] if Path(d).name == "hsm" else [])
     env = rehearsal_env(rehearsal)
     videos = [tmp_path / "camera-1.mp4", tmp_path / "camera-2.mp4"]
     for i, video in enumerate(videos):
