@@ -248,6 +248,26 @@ def test_each_key_answers_at_its_own_url_with_its_own_signer(rekeyed: dict[str, 
                                 f"Host={OCSP_HOST}", "-no_nonce"], capture_output=True, text=True, check=False,
                                timeout=30)
         assert "unauthorized" in (other.stdout + other.stderr).lower(), other.stdout + other.stderr
+    # the probe's cron command as installed, with one certificate of each key (monitoring_crl_probe_ocsp_cert and
+    # monitoring_crl_probe_ocsp_certs add these): each asked at its key's URL through both publishers
+    for m in (1, 2):
+        copy = lab.th.host_root("subca") / "tmp" / f"ocsp-probe-{m}.crt.pem"
+        copy.write_bytes(certs[m][1].read_bytes())
+        copy.chmod(0o644)
+    line = subca.file(f"/etc/cron.d/ceremony-crl-probe-{CA}").content_string.strip().splitlines()[-1]
+    user, command = line.split(None, 6)[5:]
+    url = f"http://{OCSP_HOST}{PATHS[1]}"
+    probe = subca.run("su -s /bin/sh %s -c %s", user, f"{command} --ocsp-url {url} --ocsp-cert "
+                      "/tmp/ocsp-probe-1.crt.pem --ocsp-cert /tmp/ocsp-probe-2.crt.pem")
+    # (its CRL part may report the new key's CRL as not yet pulled: only the OCSP answers are this test's)
+    assert not [x for x in probe.stderr.splitlines() if x.startswith("error: OCSP")], probe.stdout + probe.stderr
+    text = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_crl_probe_{CA}.prom").content_string
+    for m in (1, 2):
+        answers = [x for x in probe.stdout.splitlines() if x.startswith(f"OCSP http://{OCSP_HOST}{PATHS[m]} from ")]
+        assert len(answers) == 2 and all(f"serial {int(certs[m][0], 16):x} " in x for x in answers), probe.stdout
+        for address in ("203.0.113.14", "203.0.113.18"):
+            assert (f'x509_ocsp_probe_success{{ca="{CA}",url="http://{OCSP_HOST}{PATHS[m]}",publisher="{address}"}} 1'
+                    in text), text
     # a revocation of each, each key's job, each key's pull: revoked at each URL
     revoke = run_script(lab, REVOKE, certs[1][0], certs[2][0])
     assert revoke.rc == 0, revoke.stdout + revoke.stderr
