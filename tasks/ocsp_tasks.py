@@ -58,7 +58,8 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
 
 @task(help={**HELP, "ca": "the online CA whose OCSP signer is certified",
             "force": "renew now even when the signer certificate is not within its renewal margin",
-            "metrics_dir": "also write ceremony_ocsp_signer_<ca>.prom (the signer certificate's expiry) here",
+            "metrics_dir": "also write ceremony_ocsp_signer_<ca>.prom (the signer certificate's expiry) here "
+                           "(<ca>.g<m> for a re-key's key m, labelled key_generation)",
             "ca_cert": "the CA certificate whose key certifies the signer (default: the current generation, "
                        "OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem)",
             "answers": ANSWERS_HELP, "lang": LANG_HELP})
