@@ -118,6 +118,13 @@ with Registry.open("/var/lib/ceremony/registry/registry.sqlite3") as registry:
 '''
 
 
+def failures(output: str) -> str:
+    """The failed tasks of a playbook's output, each with its header (pytest cuts a long message short)."""
+    lines = output.splitlines()
+    picked = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]"))]
+    return "\n".join("\n".join(lines[max(0, i - 3):i + 25]) for i in picked) or output[-3000:]
+
+
 def issue_one(lab: Lab, tmp: Path, name: str) -> tuple[str, Path, str]:
     """One certificate issued on the CA host under its current certificate: (serial, local copy, issuer file)."""
     result = run_script(lab, ISSUE_CURRENT)
@@ -205,7 +212,8 @@ def rekeyed(converged: PlaybookRun, lab: Lab, tmp_path_factory: pytest.TempPathF
     for playbook in ("subordinate_ca.yml", "crl.yml", "publish.yml"):
         t = time.monotonic()
         run = lab.playbook(playbook)
-        assert run.returncode == 0, (playbook, run.output[-6000:])
+        (tmp / f"{playbook}.log").write_text(run.output)
+        assert run.returncode == 0, (playbook, tmp / f"{playbook}.log", failures(run.output))
         runs[playbook] = round(time.monotonic() - t, 1)
     after = issue_one(lab, tmp, "after")
     assert after[2] == f"{CA}.g2.crt.pem"
