@@ -63,7 +63,8 @@ def sign(c: Context, ca: str, env: str = "production", definition: str | None = 
 
 @task(help={**HELP, "ca": "the online CA whose OCSP signer is certified",
             "force": "renew now even when the signer certificate is not within its renewal margin",
-            "metrics_dir": "also write ceremony_ocsp_signer_<ca>.prom (the signer certificate's expiry) here",
+            "metrics_dir": "also write ceremony_ocsp_signer_<ca>.prom (the signer certificate's expiry) here "
+                           "(<ca>.g<m> for a re-key's key m, labelled key_generation)",
             "ca_cert": "the CA certificate whose key certifies the signer (default: the current generation, "
                        "OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem)",
             "answers": ANSWERS_HELP, "lang": LANG_HELP})
@@ -74,18 +75,20 @@ def signer(c: Context, ca: str, env: str | None = None, definition: str | None =
     """Issue the delegated OCSP signer certificate of an online CA, or renew it when it is due (a ceremony)."""
     import datetime as dt
 
-    from ceremony.ceremonies.ocsp_signer import SCRIPT, ocsp_signer_ceremony, signer_plan, signer_stem
+    from ceremony.ca.generations import generation_stem
+    from ceremony.ceremonies.ocsp_signer import SCRIPT, ocsp_signer_ceremony, signer_key_generation, signer_plan
     from ceremony.ocsp.metrics import write_signer_metrics
 
     defn = _load(env, definition, rehearsal)
     out_dir = _out(env, out, defn)
     cert = Path(ca_cert) if ca_cert else None
+    key_generation = signer_key_generation(out_dir, ca, cert)  # type: ignore[arg-type]
     plan = signer_plan(defn, ca, out_dir, dt.datetime.now(dt.UTC), force,  # type: ignore[arg-type]
-                       signer_stem(out_dir, ca, cert))
+                       generation_stem(ca, key_generation))
     if not plan.due:
         print(f"{ca}: {plan.reason}; nothing to do")
         if metrics_dir and plan.current_not_after is not None:
-            write_signer_metrics(metrics_dir, ca, plan.current_not_after.timestamp())
+            write_signer_metrics(metrics_dir, ca, plan.current_not_after.timestamp(), key_generation)
         return
     with _record(SCRIPT, defn, out_dir, rehearsal, answers, None, lang) as rec:
         result = ocsp_signer_ceremony(defn, ca, out_dir, rec, rehearsal=rehearsal, pin_file=pin_file,  # type: ignore
@@ -93,7 +96,7 @@ def signer(c: Context, ca: str, env: str | None = None, definition: str | None =
     print(f"{ca}: OCSP signer certificate generation {result.generation} valid until "
           f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}")
     if metrics_dir:
-        print(f"metrics: {write_signer_metrics(metrics_dir, ca, result.not_after.timestamp())}")
+        print(f"metrics: {write_signer_metrics(metrics_dir, ca, result.not_after.timestamp(), key_generation)}")
 
 
 ns = Collection()

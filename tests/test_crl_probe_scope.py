@@ -338,3 +338,62 @@ def test_after_a_rekey_each_key_generation_is_probed_under_its_own_certificate(p
     state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, key2, 8))
     got = run()
     assert not got[1][1] and "CRL 8: the signature does not verify" in got[1][2], got
+
+
+def test_after_a_rekey_each_key_responder_is_asked_about_its_own_certificate(
+        pki: Pki, site: tuple[Site, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One ``--ocsp-cert`` per key: the first key's certificate at the OCSP URL, the new key's at ``<url>.g2`` with
+    generation 2's certificate as the issuer, each answered by the signer its key certified; a certificate the CA
+    never issued is refused before anything is asked."""
+    state, address = site
+    key2 = ec.generate_private_key(ec.SECP384R1())
+    g2 = _cert("Test Qualified CA", pki.name, pki.key, key2, ca=True)
+    (tmp_path / "qualified.g2.crt.pem").write_bytes(g2.public_bytes(serialization.Encoding.PEM))
+    signer2_key = ec.generate_private_key(ec.SECP384R1())
+    signer2 = _cert("OCSP signer g2", pki.name, key2, signer2_key, eku=[ExtendedKeyUsageOID.OCSP_SIGNING])
+    ee2 = _cert("Awa Traore", pki.name, key2, ec.generate_private_key(ec.SECP256R1()))
+    ee2_path = tmp_path / "ee2.crt.pem"
+    ee2_path.write_bytes(ee2.public_bytes(serialization.Encoding.PEM))
+    state.routes["/crl/qualified.crl"] = (200, "application/pkix-crl", pki.crl(5))
+    state.routes["/crl/qualified.g2.crl"] = (200, "application/pkix-crl", _crl_of(pki.name, key2, 1))
+    state.routes["POST /qualified"] = (200, "application/ocsp-response", pki.ocsp())
+    response2 = (ocsp.OCSPResponseBuilder()
+                 .add_response(ee2, g2, hashes.SHA1(), ocsp.OCSPCertStatus.GOOD, NOW - dt.timedelta(days=1),
+                               NOW + dt.timedelta(days=2), None, None)
+                 .responder_id(ocsp.OCSPResponderEncoding.HASH, signer2).certificates([signer2])
+                 .sign(signer2_key, hashes.SHA384()))
+    state.routes["POST /qualified.g2"] = (200, "application/ocsp-response",
+                                          response2.public_bytes(serialization.Encoding.DER))
+    metrics = tmp_path / "metrics"
+    args = ["--ca", CA, "--url", URL, "--ca-cert", str(pki.cert_path), "--publisher", address, "--ocsp-url",
+            OCSP_URL, "--ocsp-cert", str(pki.ee_path), "--ocsp-cert", str(ee2_path), "--metrics-dir", str(metrics),
+            "--timeout", "5"]
+    code = crl_probe_main(args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"OCSP {OCSP_URL} from {address}: serial {pki.ee.serial_number:x} good" in out.out
+    assert f"OCSP {OCSP_URL}.g2 from {address}: serial {ee2.serial_number:x} good" in out.out
+    assert [p for p, _, _ in state.posted] == ["/qualified", "/qualified.g2"]
+    issuer_key_hash = ocsp.load_der_ocsp_request(state.posted[1][2]).issuer_key_hash
+    assert issuer_key_hash == x509.SubjectKeyIdentifier.from_public_key(key2.public_key()).digest
+    samples = prom(metrics)
+    assert samples[key("x509_ocsp_probe_success", OCSP_URL, address)] == 1
+    assert samples[key("x509_ocsp_probe_success", OCSP_URL + ".g2", address)] == 1
+    # the new key's responder answering with the first key's signer: a failure of that URL only
+    state.routes["POST /qualified.g2"] = (200, "application/ocsp-response", pki.ocsp(ee2))
+    assert crl_probe_main(args) == 1
+    samples = prom(metrics)
+    assert samples[key("x509_ocsp_probe_success", OCSP_URL + ".g2", address)] == 0
+    assert samples[key("x509_ocsp_probe_success", OCSP_URL, address)] == 1
+    capsys.readouterr()
+    # a certificate no key of the CA issued: one message, nothing asked, the metrics file as it was
+    stranger = _cert("Stranger", pki.name, ec.generate_private_key(ec.SECP384R1()),
+                     ec.generate_private_key(ec.SECP256R1()))
+    (tmp_path / "stranger.pem").write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
+    posted, before = len(state.posted), (metrics / f"ceremony_crl_probe_{CA}.prom").read_bytes()
+    code = crl_probe_main([*args[:-4], "--ocsp-cert", str(tmp_path / "stranger.pem"), *args[-4:]])
+    err = capsys.readouterr().err
+    assert code != 0 and err.strip() == (f"error: {tmp_path / 'stranger.pem'}: not issued by any key of CA {CA!r} "
+                                         "(2 key(s) found beside its certificate): give --ocsp-cert a certificate "
+                                         "the CA issued"), err
+    assert len(state.posted) == posted and (metrics / f"ceremony_crl_probe_{CA}.prom").read_bytes() == before

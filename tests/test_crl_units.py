@@ -136,6 +136,15 @@ def test_the_probe_follows_the_partition_count_and_the_ocsp_url_of_the_definitio
                           "/var/lib/ceremony-probe/qualified.ocsp-probe.crt.pem"), probe
     cron = json.loads((units / "cron.json").read_text())["probe"]
     assert cron == probe + " --syslog"
+    # After a re-key, one certificate of each key: each asked about at its key's responder (docs/ocsp.md)
+    rekeyed = tmp_path / "rekeyed"
+    rekeyed.mkdir()
+    both = directives(render(rekeyed, {**EXECUTABLES, "monitoring_crl_probe_ocsp_cert": "/var/lib/x/probe.crt.pem",
+                                       "monitoring_crl_probe_ocsp_certs": ["/var/lib/x/probe-g2.crt.pem"]}, ca) /
+                      "ceremony-crl-probe@qualified.service")["ExecStart"][0]
+    assert both.endswith(" --ocsp-url http://ocsp.test.scse.ml/qualified --ocsp-cert "
+                         "/var/lib/ceremony-probe/qualified.ocsp-probe.crt.pem --ocsp-cert "
+                         "/var/lib/ceremony-probe/qualified.ocsp-probe-1.crt.pem"), both
     # Without a certificate to ask about, the OCSP responder is left out; without partitions, the count.
     other = tmp_path / "plain"
     other.mkdir()

@@ -360,8 +360,11 @@ def test_signer_renewal_is_a_recorded_ceremony_with_the_same_key(
              and e["path"].startswith(f"{stem}.")]
     assert {e["format"] for e in kinds} == {"pem", "der"}
     assert len(list((out / "transcripts").glob("ocsp-signer-certification*.jsonl"))) == before + 1
-    assert "ocsp_signer_certificate_not_after_seconds" in (out / "metrics" /
-                                                           "ceremony_ocsp_signer_qualified.prom").read_text()
+    # the current key is key generation 3: its signer's metrics in a file of their own, labelled with it (the first
+    # key's signer renewal writes ceremony_ocsp_signer_qualified.prom; docs/ocsp.md, "After a subordinate re-key")
+    assert 'ocsp_signer_certificate_not_after_seconds{ca="qualified",key_generation="3"}' in (
+        out / "metrics" / "ceremony_ocsp_signer_qualified.g3.prom").read_text()
+    assert not (out / "metrics" / "ceremony_ocsp_signer_qualified.prom").exists()
     after = _sign(out, env, stem=stem)
     assert after.returncode == 0 and f"signer {stem}.ocsp.g2.crt.pem" in after.stdout, after.stdout + after.stderr
 

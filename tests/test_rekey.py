@@ -41,6 +41,7 @@ from ceremony.ca.generations import (
     generation_url,
     issuer_generations,
     key_label_for,
+    keys_of_ca,
 )
 from ceremony.ca.registry import CertRecord, Registry
 from ceremony.ceremonies.destroy_key import destroy_key_ceremony
@@ -352,6 +353,10 @@ def test_a_renewal_after_the_rekey_recertifies_the_new_key(hierarchy: Hierarchy,
     assert renewed.generation == 3 and audit_exit(rec.path, out) == 0
     assert [(g.generation, g.key_generation, g.key) for g in issuer_generations(out, CA)] == [
         (1, 1, "same"), (2, 2, "new"), (3, 2, "same")]
+    # per key, as the hosts run OCSP (role ocsp_signer): the store stays bound to the key's first certificate, the
+    # signer is certified under its newest (whose validity bounds the signer's)
+    assert [(k.key_generation, k.stem, k.first.name, k.newest.name) for k in keys_of_ca(out, CA)] == [
+        (1, CA, f"{CA}.crt.pem", f"{CA}.crt.pem"), (2, f"{CA}.g2", f"{CA}.g2.crt.pem", f"{CA}.g3.crt.pem")]
     third = issue(later, out, registry, "Renewed Key")
     assert third.issuer_generation == 3
     x509.load_pem_x509_certificate(third.pem_path.read_bytes()).verify_directly_issued_by(
@@ -511,6 +516,60 @@ def test_ocsp_answers_each_generation_with_the_signer_its_key_certified(hierarch
     # the first key's store refuses the second key's certificate (a store is bound to its issuer certificate)
     with pytest.raises(CeremonyError, match="made for the CA certificate with SHA-256"):
         run_ocsp_job(defn, CA, registry, stores[g1], ceremony_out=out, ca_cert=g2)
+    # the commands the CA host's units run per key (role ocsp_signer): the keys listed from the installed
+    # certificates, and each key's job and signer renewal writing metrics of their own (one file each, the
+    # key_generation label after a re-key), never replacing the other key's
+    listed = command("ceremony-ocsp-signer", "--definition", str(hierarchy.definition), "--ca", CA, "--out", str(out),
+                     "--key-generations")
+    assert listed.returncode == 0, listed.stderr
+    assert [(k["key_generation"], k["stem"], Path(k["certificate"]).name, Path(k["newest"]).name)
+            for k in json.loads(listed.stdout)["keys"]] == [(1, CA, g1.name, g1.name),
+                                                            (2, f"{CA}.g2", g2.name, g2.name)]
+    metrics = tmp_path / "metrics"
+    for cert in (g1, g2):
+        job_run = command("ceremony-ocsp-sign", "--definition", str(hierarchy.definition), "--ca", CA, "--registry",
+                          str(registry), "--store", str(stores[cert]), "--out", str(out), "--ca-cert", str(cert),
+                          "--metrics-dir", str(metrics))
+        assert job_run.returncode == 0, job_run.stderr
+        renewal = command("ceremony-ocsp-signer", "--definition", str(hierarchy.definition), "--ca", CA, "--out",
+                          str(out), "--ca-cert", str(cert), "--metrics-dir", str(metrics))
+        assert renewal.returncode == 0 and "nothing to do" in renewal.stdout, renewal.stderr
+    assert sorted(p.name for p in metrics.iterdir()) == sorted([
+        f"ceremony_ocsp_signer_{CA}.g2.prom", f"ceremony_ocsp_signer_{CA}.prom", f"ceremony_ocsp_{CA}.g2.prom",
+        f"ceremony_ocsp_{CA}.prom"])
+    first, second = ((metrics / f"ceremony_ocsp_{s}.prom").read_text() for s in (CA, f"{CA}.g2"))
+    assert f'ocsp_last_run_success{{ca="{CA}"}} 1' in first and "key_generation" not in first
+    assert f'ocsp_last_run_success{{ca="{CA}",key_generation="2"}} 1' in second
+    assert f'ocsp_signer_certificate_not_after_seconds{{ca="{CA}",key_generation="2"}}' in \
+        (metrics / f"ceremony_ocsp_signer_{CA}.g2.prom").read_text()
+    # a failed run of the second key (its store gone) is reported in its own file
+    gone = command("ceremony-ocsp-sign", "--definition", str(hierarchy.definition), "--ca", CA, "--registry",
+                   str(registry), "--store", str(tmp_path / "missing.sqlite3"), "--out", str(out), "--ca-cert", str(g2),
+                   "--metrics-dir", str(metrics))
+    assert gone.returncode != 0 and 'ocsp_last_run_success{ca="qualified"} 1' in \
+        (metrics / f"ceremony_ocsp_{CA}.prom").read_text()
+    assert f'ocsp_last_run_success{{ca="{CA}",key_generation="2"}} 0' in \
+        (metrics / f"ceremony_ocsp_{CA}.g2.prom").read_text()
+
+
+def command(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of the suite's console scripts, as a unit on the CA host runs it (the token's PIN from the environment)."""
+    return subprocess.run([str(REPO / ".venv" / "bin" / name), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300,
+                          env={**os.environ, "SOFTHSM2_CONF": str(SOFTHSM_CONF)})
+
+
+def test_key_generations_with_a_gap_is_refused(hierarchy: Hierarchy, tmp_path: Path) -> None:
+    """A lost certificate between two generations: one message naming the files, nothing listed, nothing written."""
+    out = copy_of(hierarchy, tmp_path)
+    shutil.copy(out / f"{CA}.crt.pem", out / f"{CA}.g3.crt.pem")  # generation 2 missing
+    before = tree(out)
+    listed = command("ceremony-ocsp-signer", "--definition", str(hierarchy.definition), "--ca", CA, "--out", str(out),
+                     "--key-generations")
+    assert listed.returncode != 0 and listed.stdout == ""
+    assert errors_of(listed) == [f"error: {out}: the certificates of {CA!r} skip a generation ({CA}.crt.pem, "
+                                 f"{CA}.g3.crt.pem); restore the missing file first"]
+    assert tree(out) == before
 
 
 # --- bad input: one message, nothing changed -----------------------------------------------------------------------

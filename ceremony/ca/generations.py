@@ -20,6 +20,7 @@ Why the files, and not the definition, say which generations exist: the generati
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,38 @@ def issuer_generations(directory: Path, ca_name: str) -> list[IssuerGeneration]:
         first_of.setdefault(digest, generation)
         result.append(IssuerGeneration(generation, first_of[digest], path, cert, digest))
     return result
+
+
+@dataclass(frozen=True)
+class KeyCertificates:
+    """One key of the CA and its certificates: what a host runs per key (its OCSP signer, store, job, responder)."""
+
+    ca: str
+    key_generation: int
+    first: Path
+    """The certificate that first held the key (``<ca>.crt.pem`` or ``<ca>.g<m>.crt.pem``): the key's OCSP store is
+    bound to it, and the publishers' responder for the key answers with it as the issuer."""
+    newest: Path
+    """The latest certificate holding the key (a renewal re-certifies a key with a later validity): it bounds the
+    validity of the OCSP signer certificate the key certifies, so the signer ceremony is run with it."""
+    not_after: dt.datetime
+    """The latest notAfter among the key's certificates: nothing the key issued is valid after it."""
+
+    @property
+    def stem(self) -> str:
+        """``<ca>`` or ``<ca>.g<m>``: the file and unit names of what belongs to the key."""
+        return generation_stem(self.ca, self.key_generation)
+
+
+def keys_of_ca(directory: Path, ca_name: str) -> list[KeyCertificates]:
+    """Every key of the CA, in order, from its certificates in ``directory`` (:func:`issuer_generations`)."""
+    keys: dict[int, KeyCertificates] = {}
+    for g in issuer_generations(directory, ca_name):
+        seen = keys.get(g.key_generation)
+        end = g.cert.not_valid_after_utc
+        keys[g.key_generation] = KeyCertificates(ca_name, g.key_generation, g.path, g.path, end) if seen is None \
+            else KeyCertificates(ca_name, g.key_generation, seen.first, g.path, max(seen.not_after, end))
+    return list(keys.values())
 
 
 def generation_of(gens: list[IssuerGeneration], cert: x509.Certificate) -> IssuerGeneration | None:

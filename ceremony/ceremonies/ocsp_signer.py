@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ceremony.ca.generations import ca_for_generation, current_certificate_path, generation_stem, key_of
+from ceremony.ca.generations import ca_for_generation, current_certificate_path, generation_stem, key_of, keys_of_ca
 from ceremony.ceremonies.runner import CeremonyRun
 from ceremony.ceremonies.steps import (
     PEM,
@@ -96,14 +97,32 @@ def signer_plan(defn: LoadedDefinition, ca_name: str, out_dir: Path, now: dt.dat
                       f"{when(end - renewal_margin(ca.ocsp))}", found[latest], end)
 
 
+def signer_key_generation(out_dir: Path, ca_name: str, cert_path: Path | None = None) -> int:
+    """The key generation whose signer the key of ``cert_path`` certifies (default: the CA's current certificate;
+    1 while it is missing)."""
+    path = cert_path or current_certificate_path(out_dir, ca_name)
+    if not path.is_file():
+        return 1
+    return key_of(path.parent, ca_name, read_certificate(path, f"the certificate of {ca_name!r}"))[0]
+
+
 def signer_stem(out_dir: Path, ca_name: str, cert_path: Path | None = None) -> str:
     """The file stem of the signer certified by the key of ``cert_path`` (default: the CA's current certificate):
     ``<ca>``, or ``<ca>.g<m>`` for key generation m after a re-key (:mod:`ceremony.ca.generations`)."""
-    path = cert_path or current_certificate_path(out_dir, ca_name)
-    if not path.is_file():
-        return ca_name
-    key_generation, _ = key_of(path.parent, ca_name, read_certificate(path, f"the certificate of {ca_name!r}"))
-    return generation_stem(ca_name, key_generation)
+    return generation_stem(ca_name, signer_key_generation(out_dir, ca_name, cert_path))
+
+
+def key_generations_report(out_dir: Path, ca_name: str) -> dict[str, object]:
+    """What ``ceremony-ocsp-signer --key-generations`` prints: the CA's keys from its certificates in ``out_dir``
+    (:func:`~ceremony.ca.generations.keys_of_ca`), for the role that runs one signer, store, job and responder per
+    key. ``certificate``: the first certificate holding the key (the store's and the responder's); ``newest``: the
+    latest (the signer ceremony's ``--ca-cert``); ``stem``: the names of the key's files and units."""
+    keys = keys_of_ca(out_dir, ca_name)
+    if not keys:
+        raise RequestError(f"{out_dir / (ca_name + '.crt.pem')}: no certificate of CA {ca_name!r} installed")
+    return {"ca": ca_name, "keys": [
+        {"key_generation": k.key_generation, "stem": k.stem, "certificate": str(k.first), "newest": str(k.newest),
+         "not_after": f"{k.not_after:%Y-%m-%dT%H:%M:%SZ}"} for k in keys]}
 
 
 @dataclass(frozen=True)
@@ -235,6 +254,8 @@ def _signer_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-cert", help="the CA certificate whose key certifies the signer (default: the CA's current "
                    "generation, OUT/<ca>.g<n>.crt.pem of the highest n, else OUT/<ca>.crt.pem); after a re-key, "
                    "OUT/<ca>.crt.pem renews the first key's signer")
+    p.add_argument("--key-generations", action="store_true", help="print the CA's keys found in OUT as JSON (key "
+                   "generation, file stem, first and newest certificate, notAfter) and exit; certifies nothing")
     return p
 
 
@@ -249,13 +270,18 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
         defn = load_definition(args.definition)
         rehearsal = defn.model.environment != "production"
         out_dir = Path(args.out)
+        if args.key_generations:
+            defn.model.ca(args.ca)
+            print(json.dumps(key_generations_report(out_dir, args.ca)))
+            return 0
         ca_cert = Path(args.ca_cert) if args.ca_cert else None
+        key_generation = signer_key_generation(out_dir, args.ca, ca_cert)
         plan = signer_plan(defn, args.ca, out_dir, dt.datetime.now(dt.UTC), args.force,
-                           signer_stem(out_dir, args.ca, ca_cert))
+                           generation_stem(args.ca, key_generation))
         if not plan.due:
             print(f"{args.ca}: {plan.reason}; nothing to do")
             if args.metrics_dir and plan.current_not_after is not None:
-                write_signer_metrics(args.metrics_dir, args.ca, plan.current_not_after.timestamp())
+                write_signer_metrics(args.metrics_dir, args.ca, plan.current_not_after.timestamp(), key_generation)
             return 0
         if not rehearsal and not args.answers:
             raise RequestError(f"{args.ca}: {plan.reason}; a production OCSP signer ceremony needs --answers (the "
@@ -268,7 +294,7 @@ def signer_main(argv: Sequence[str] | None = None) -> int:
               f"{result.not_after:%Y-%m-%dT%H:%M:%SZ}: {', '.join(str(p) for p in result.files.values())}; "
               f"transcript {rec.path}")
         if args.metrics_dir:
-            write_signer_metrics(args.metrics_dir, args.ca, result.not_after.timestamp())
+            write_signer_metrics(args.metrics_dir, args.ca, result.not_after.timestamp(), key_generation)
     except CeremonyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

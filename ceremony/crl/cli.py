@@ -149,8 +149,10 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, help="the CA's crl.partitions: also probe partition URLs 0 … N-1 formed "
                    "from the URL (default: the definition's; none without --definition)")
     p.add_argument("--ocsp-url", help="the CA's ocsp.url (default: the definition's)")
-    p.add_argument("--ocsp-cert", help="a certificate the CA issued (e.g. its OCSP signer certificate): ask the OCSP "
-                   "responder about it and check the answer; without it the responder is not probed")
+    p.add_argument("--ocsp-cert", action="append", default=[],
+                   help="a certificate the CA issued: ask the OCSP responder of the key that issued it (the OCSP "
+                   "URL, with .g<m> for a re-key's key m) about it and check the answer; repeat it for one "
+                   "certificate of each key; without it the responder is not probed")
     p.add_argument("--metrics-dir", help="write ceremony_crl_probe_<ca>.prom here (node-exporter textfile collector)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for each fetch (default 10)")
     p.add_argument("--syslog", action="store_true",
@@ -172,7 +174,7 @@ def crl_probe_main(argv: Sequence[str] | None = None) -> int:
     try:
         results = probe_all(args.ca, definition=args.definition, url=args.url, publishers=args.publisher,
                             ca_cert=args.ca_cert, metrics_dir=args.metrics_dir, timeout=args.timeout,
-                            partitions=args.partitions, ocsp_url=args.ocsp_url, ocsp_cert=args.ocsp_cert)
+                            partitions=args.partitions, ocsp_url=args.ocsp_url, ocsp_cert=args.ocsp_cert or None)
         for r in results:
             (said if r.success else errors).append(r.message)
         code = 0 if all(r.success for r in results) else 1

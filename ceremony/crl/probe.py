@@ -32,6 +32,8 @@ strictly. An earlier key's CRLs are signed only while a certificate it issued is
 see: for an earlier key a 404 or an expired CRL that verifies is reported as "no longer published" (success, its
 metrics still carry the CRL's numbers); everything else (no answer, wrong signature, scope, Content-Type) fails as
 for the current key. A job that stops signing a key too early is the job's own alert (``x509_crl_last_run_success``).
+The OCSP responders are per key as well: each ``--ocsp-cert`` is asked about at the OCSP URL of the key that issued
+it (``.g<m>`` after a re-key) with that key's certificate, strictly (give one certificate of each key).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import datetime as dt
 import http.client
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,7 +53,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ceremony.ca.generations import generation_url, issuer_generations
-from ceremony.common.errors import DefinitionError, OutputError
+from ceremony.common.errors import DefinitionError, OutputError, RequestError
 from ceremony.crl.job import find_ca_certificate
 from ceremony.crl.metrics import ProbeMetrics, ProbeResult, write_probe_metrics
 from ceremony.definition.model import load_definition, partition_crl_url
@@ -297,6 +300,19 @@ def _ocsp_signature_problem(response: ocsp.OCSPResponse, ca_cert: x509.Certifica
     return None
 
 
+def issuing_key(keys: dict[int, x509.Certificate], subject: x509.Certificate, path: Path, ca: str) -> int:
+    """The key generation whose key signed ``subject`` (the one whose responder answers for it); refused when no key
+    of the CA did."""
+    for m, cert in sorted(keys.items()):
+        try:
+            subject.verify_directly_issued_by(cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return m
+    raise RequestError(f"{path}: not issued by any key of CA {ca!r} ({len(keys)} key(s) found beside its "
+                       "certificate): give --ocsp-cert a certificate the CA issued")
+
+
 def key_certificates(cert_path: Path, ca: str, cert: x509.Certificate) -> dict[int, x509.Certificate]:
     """Key generation → the certificate its CRLs verify under: the first holding each key among ``<ca>.crt.pem``
     and the ``<ca>.g<n>.crt.pem`` beside ``cert_path`` (module docstring); just ``{1: cert}`` when ``cert_path`` is
@@ -313,11 +329,15 @@ def key_certificates(cert_path: Path, ca: str, cert: x509.Certificate) -> dict[i
 def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None = None,
               publishers: list[str] | None = None, ca_cert: str | Path | None = None,
               metrics_dir: str | Path | None = None, timeout: float = 10.0, partitions: int | None = None,
-              ocsp_url: str | None = None, ocsp_cert: str | Path | None = None) -> list[ProbeResult]:
+              ocsp_url: str | None = None, ocsp_cert: str | Path | Sequence[str | Path] | None = None
+              ) -> list[ProbeResult]:
     """Probe the CA's CRL URL, its partition URLs and its OCSP URL through each publisher (or DNS); write metrics.
 
     With ``definition``, the URL, the partition count and the OCSP URL default to the CA's; the OCSP responder is
-    probed only with ``ocsp_cert`` (a certificate the CA issued, to ask about).
+    probed only with ``ocsp_cert`` (a certificate the CA issued, to ask about; several: one per key after a re-key).
+    Each certificate is asked about at the OCSP URL of the key that issued it (``.g<m>`` for key generation m >= 2,
+    :func:`~ceremony.ca.generations.generation_url`) with that key's certificate as the issuer: after a re-key each
+    key has its own responder (docs/ocsp.md). A certificate no key of the CA issued is refused up front.
     """
     cert_path: Path
     if definition is not None:
@@ -335,10 +355,13 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
         assert url is not None and ca_cert is not None
         cert_path = Path(ca_cert)
     cert = load_ca_certificate(cert_path)
-    subject = read_certificate(ocsp_cert, "the certificate to ask the OCSP responder about") \
-        if ocsp_cert is not None and ocsp_url else None
+    given = [] if ocsp_cert is None or not ocsp_url else \
+        [ocsp_cert] if isinstance(ocsp_cert, str | Path) else list(ocsp_cert)
+    subjects = [read_certificate(c, "the certificate to ask the OCSP responder about") for c in given]
     count = partitions or 0
     keys = key_certificates(cert_path, ca, cert)
+    asked = [(issuing_key(keys, subject, Path(path), ca), subject) for path, subject in zip(given, subjects,
+                                                                                            strict=True)]
     current = max(keys)
     # (URL, partition, the key's certificate, an earlier key's), the current key first
     targets: list[tuple[str, int | None, x509.Certificate, bool]] = []
@@ -349,8 +372,9 @@ def probe_all(ca: str, *, definition: str | Path | None = None, url: str | None 
     through: list[str | None] = list(publishers) if publishers else [None]  # None: the URL's own host (DNS)
     results = [probe_crl(ca, u, c, publisher=p, timeout=timeout, partition=i, partitioned=count > 0, retired=r)
                for u, i, c, r in targets for p in through]
-    if subject is not None and ocsp_url:
-        results += [probe_ocsp(ca, ocsp_url, cert, subject, publisher=p, timeout=timeout) for p in through]
+    if ocsp_url:
+        results += [probe_ocsp(ca, generation_url(ocsp_url, m), keys[m], subject, publisher=p, timeout=timeout)
+                    for m, subject in asked for p in through]
     if metrics_dir is not None:
         try:
             Path(metrics_dir).mkdir(parents=True, exist_ok=True)

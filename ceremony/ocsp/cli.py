@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ceremony.ca.generations import key_of
 from ceremony.common import crash_log
 from ceremony.common.errors import CeremonyError
 from ceremony.crl.job import find_ca_certificate
@@ -66,6 +68,20 @@ def create_store(definition: str | Path, ca_name: str, store: str | Path, out: s
     return Path(store)
 
 
+def metrics_key_generation(definition: str | Path, ca_name: str, ca_cert: str | Path | None,
+                           out: str | Path | None) -> int:
+    """The key generation a run signs for, which names its metrics file and labels its series: after a re-key each
+    key's job (``--ca-cert`` its certificate) writes its own (:mod:`ceremony.ocsp.metrics`). Taken before the run, so
+    that a failed run is reported under its key too: from the certificate when it can be read, else from the name
+    ``<ca>.g<m>.crt.pem`` given (the role's units name each key's first certificate), else the first key."""
+    try:
+        path = find_ca_certificate(load_definition(definition), ca_name, ca_cert, out)
+        return key_of(path.parent, ca_name, load_issuer_certificate(path, ca_name))[0]
+    except (CeremonyError, OSError, ValueError):
+        match = re.search(rf"(?:^|/){re.escape(ca_name)}\.g([0-9]+)\.crt\.pem$", str(ca_cert or ""))
+        return int(match[1]) if match else 1
+
+
 def ocsp_sign_main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.create_store:
@@ -77,6 +93,8 @@ def ocsp_sign_main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
     start = time.monotonic()
+    key_generation = metrics_key_generation(args.definition, args.ca, args.ca_cert, args.out) if args.metrics_dir \
+        else 1
     result = None
     error: BaseException | None = None
     code = 0
@@ -100,7 +118,8 @@ def ocsp_sign_main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_dir:
         try:
             write_ocsp_metrics(args.metrics_dir, metrics_for(result, args.ca, time.monotonic() - start, error=error,
-                                                             store_path=Path(args.store)))
+                                                             store_path=Path(args.store),
+                                                             key_generation=key_generation))
         except OSError as exc:
             print(f"error: {args.metrics_dir}: cannot write the OCSP metrics: {exc.strerror}", file=sys.stderr)
             code = code or 1

@@ -511,14 +511,16 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def metrics_for(result: OcspJobResult | None, ca_name: str, duration: float, *, error: BaseException | None = None,
-                store_path: Path | None = None, signer_not_after: dt.datetime | None = None) -> OcspMetrics:
-    """The metrics of a run; on failure, what the store still holds (read-only) and the reason."""
+                store_path: Path | None = None, signer_not_after: dt.datetime | None = None,
+                key_generation: int = 1) -> OcspMetrics:
+    """The metrics of a run; on failure, what the store still holds (read-only) and the reason. ``key_generation``:
+    the key the run signed for (its own metrics file after a re-key, :mod:`ceremony.ocsp.metrics`)."""
     if result is not None:
         return OcspMetrics(ca_name, True, result.signed, result.stored, result.oldest_this_update,
-                           result.signer_not_after.timestamp(), duration)
+                           result.signer_not_after.timestamp(), duration, key_generation=key_generation)
     stored = oldest = None
     if store_path is not None:
         with contextlib.suppress(CeremonyError, OSError), ResponseStore.open(store_path, read_only=True) as store:
             stored, oldest = store.count(), store.oldest_this_update()
     return OcspMetrics(ca_name, False, 0, stored, oldest, signer_not_after.timestamp() if signer_not_after else None,
-                       duration, failure_reason(error) if error is not None else "error")
+                       duration, failure_reason(error) if error is not None else "error", key_generation)

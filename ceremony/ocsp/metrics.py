@@ -5,6 +5,12 @@ first failed run and long before the stored responses or the signer certificate 
 ``ocsp_last_run_success``, ``ocsp_last_run_failure{reason}``, ``ocsp_responses_signed`` (this run),
 ``ocsp_responses_stored``, ``ocsp_oldest_response_age_seconds`` (now minus the oldest stored thisUpdate: the
 responder serves nothing older), ``ocsp_signer_not_after_seconds`` and ``ocsp_signer_expired``.
+
+After a re-key each key has its own job, store and signer (docs/ocsp.md, "After a subordinate re-key"): the metrics of
+key generation m >= 2 go to files of their own (``ceremony_ocsp_<ca>.g<m>.prom``,
+``ceremony_ocsp_signer_<ca>.g<m>.prom``) with the label ``key_generation="<m>"`` besides ``ca``. Without it two jobs of
+one CA would replace each other's file, and two files with the same series would make the textfile collector refuse
+both. The first key's keep their names and labels: a CA never re-keyed has the same files and series as before.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ class OcspMetrics:
     signer_not_after: float | None = None
     duration_seconds: float | None = None
     failure_reason: str | None = None
+    key_generation: int = 1
 
     def render(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        label = f'{{ca="{_escape(self.ca)}"}}'
+        label = f'{{{_labels(self.ca, self.key_generation)}}}'
         lines: list[str] = []
 
         def gauge(name: str, help_text: str, value: float | int | None, labels: str = label) -> None:
@@ -43,7 +50,7 @@ class OcspMetrics:
         if not self.success:
             reason = _escape(self.failure_reason or "error")
             gauge("ocsp_last_run_failure", "1 for the reason the last OCSP signing run failed.", 1,
-                  f'{{ca="{_escape(self.ca)}",reason="{reason}"}}')
+                  f'{{{_labels(self.ca, self.key_generation)},reason="{reason}"}}')
         gauge("ocsp_responses_signed", "Responses signed by the last run.", self.signed)
         gauge("ocsp_responses_stored", "Responses in the store (one per certificate and CertID hash).", self.stored)
         gauge("ocsp_oldest_response_age_seconds", "Age of the oldest stored response (now minus its thisUpdate).",
@@ -61,29 +68,39 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_path(directory: Path, ca: str) -> Path:
-    return directory / f"ceremony_ocsp_{ca}.prom"
+def _labels(ca: str, key_generation: int) -> str:
+    """``ca="<ca>"``, and ``key_generation="<m>"`` for a key a re-key brought (module docs)."""
+    return f'ca="{_escape(ca)}"' + ("" if key_generation == 1 else f',key_generation="{key_generation}"')
+
+
+def _stem(ca: str, key_generation: int) -> str:
+    return ca if key_generation == 1 else f"{ca}.g{key_generation}"
+
+
+def metrics_path(directory: Path, ca: str, key_generation: int = 1) -> Path:
+    return directory / f"ceremony_ocsp_{_stem(ca, key_generation)}.prom"
 
 
 def write_ocsp_metrics(directory: str | Path, metrics: OcspMetrics) -> Path:
     """Write the metrics file atomically (temporary file, fsync, rename), 0644 for the collector."""
-    path = metrics_path(Path(directory), metrics.ca)
+    path = metrics_path(Path(directory), metrics.ca, metrics.key_generation)
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, metrics.render().encode(), mode=0o644)
     return path
 
 
-def signer_metrics_path(directory: Path, ca: str) -> Path:
-    return directory / f"ceremony_ocsp_signer_{ca}.prom"
+def signer_metrics_path(directory: Path, ca: str, key_generation: int = 1) -> Path:
+    return directory / f"ceremony_ocsp_signer_{_stem(ca, key_generation)}.prom"
 
 
-def write_signer_metrics(directory: str | Path, ca: str, not_after: float) -> Path:
+def write_signer_metrics(directory: str | Path, ca: str, not_after: float, key_generation: int = 1) -> Path:
     """``ocsp_signer_certificate_not_after_seconds{ca}`` after the signer ceremony (or its "nothing to do" run):
-    the alert on the signer's expiry does not depend on the job running."""
-    path = signer_metrics_path(Path(directory), ca)
+    the alert on the signer's expiry does not depend on the job running. Key generation m >= 2: its own file and
+    the ``key_generation`` label (module docs)."""
+    path = signer_metrics_path(Path(directory), ca, key_generation)
     path.parent.mkdir(parents=True, exist_ok=True)
     name = "ocsp_signer_certificate_not_after_seconds"
     text = (f"# HELP {name} notAfter of the latest OCSP signer certificate (epoch seconds).\n# TYPE {name} gauge\n"
-            f'{name}{{ca="{_escape(ca)}"}} {int(not_after)}\n')
+            f'{name}{{{_labels(ca, key_generation)}}} {int(not_after)}\n')
     replace_atomically(path, text.encode(), mode=0o644)
     return path
