@@ -149,9 +149,13 @@ RUN_BEFORE_THE_LAB = ("test_hosts_are_torn_down_even_when_bringing_them_up_fails
 FRESH_HOSTS_FIRST = ("test_production_example.py",)
 
 
+#: Modules that change the converged hosts for good (a re-key of the shared CA): after every other module.
+RUN_LAST = ("test_lifecycle_hosts.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (getattr(item, "originalname", item.name) not in RUN_BEFORE_THE_LAB,
-                                 item.path.name not in FRESH_HOSTS_FIRST))
+                                 item.path.name not in FRESH_HOSTS_FIRST, item.path.name in RUN_LAST))
 
 
 # What a sysadmin sees first: site.yml in check mode on hosts never provisioned (filled by ``converged``).

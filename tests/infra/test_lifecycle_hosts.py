@@ -1,0 +1,191 @@
+"""Life-cycle ceremonies on the converged hosts (``conftest.converged``): a re-key walked as an operator walks it.
+
+The re-key's key ceremony at the CA host's terminal (here: the engine's ``rekey_key_ceremony`` run as the CA user
+with the CRL job's 0600 PIN file, the command ``invoke ceremony.rekey-subordinate`` runs), then the playbooks in the
+order of docs/provisioning.md, "After a re-key (or a renewal)": ``subordinate_ca.yml`` carries the CSR and public key
+of generation 2 to the exchange directory, ``root_ceremony.yml`` certifies it at the offline root (a recorded
+ceremony) and carries ``qualified.g2.crt.pem`` out, a second ``root_ceremony.yml`` changes nothing, and
+``subordinate_ca.yml`` installs the certificate on the CA host, whose handler checks it holds the re-key's key.
+
+Then the CA's termination on the hosts (docs/provisioning.md, "Terminating a subordinate CA"): ``crl.yml`` with
+``subordinate_ca_terminated`` stops the CRL and OCSP jobs for good (cron entries gone, units masked, the
+``ceremony_ca_terminated`` metric for the alert rules) and changes nothing the second time; a final CRL signed by the
+CA key (nextUpdate 99991231235959Z, what the termination ceremony writes in ``termination/<ca>/``) is then published
+in place of the last one, pulled by both publishers and served to the relying party; and a run without the variable
+is refused, the jobs staying stopped. (The termination ceremony itself is not run here: it refuses a re-keyed CA, and
+the CA host's layout is not the ceremony's output directory; tests/test_termination.py runs it.)
+
+This module re-keys and terminates the shared CA: it runs after every other module of the directory
+(``conftest.RUN_LAST``), its tests in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from ceremony.hsm.keys import spki_sha256
+from ceremony.x509.files import read_certificate
+
+from .conftest import REPO, VENV_BIN, Lab, PlaybookRun
+from .test_publication import fetch_both, publish_everywhere
+
+pytestmark = pytest.mark.infra
+
+CA = "qualified"
+CA_USER = "ceremony-ca"
+SUITE_PYTHON = "/opt/ceremony-suite/venv/bin/python"
+CA_DIR = f"/var/lib/ceremony/{CA}"
+
+# What `invoke ceremony.rekey-subordinate --ca qualified --out /var/lib/ceremony/qualified --pin-file …` runs (the
+# task is not installed on the hosts, the engine is): a rehearsal on the testing definition, its transcript sealed.
+REKEY = f'''
+from pathlib import Path
+from ceremony.ceremonies.rekey import REKEY_KEY, rekey_key_ceremony
+from ceremony.definition.model import load_definition
+from ceremony.transcript.recording import recorded
+defn = load_definition("/etc/ceremony/pki.yml")
+with recorded(REKEY_KEY, defn, Path("{CA_DIR}"), rehearsal=True, reports=False) as rec:
+    result = rekey_key_ceremony(defn, "{CA}", "{CA_DIR}", rec, rehearsal=True,
+                                pin_file="/etc/ceremony/{CA}.pin", interactive=False)
+print("generation", result.generation, result.key_spki_sha256)
+'''
+
+
+def test_a_rekey_is_carried_certified_at_the_root_and_installed(converged: PlaybookRun, lab: Lab,
+                                                                tmp_path: Path) -> None:
+    started = time.monotonic()
+    subca = lab.host("subca")
+    rekey = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
+                      SUITE_PYTHON, REKEY)
+    assert rekey.rc == 0 and "generation 2" in rekey.stdout, rekey.stdout + rekey.stderr
+    new_key = rekey.stdout.split()[-1]
+
+    carried = lab.playbook("subordinate_ca.yml", "--limit", "subca")
+    assert carried.returncode == 0, carried.output[-6000:]
+    for name in (f"{CA}.g2.csr.pem", f"{CA}.g2.pub.pem"):
+        assert (lab.exchange / name).is_file(), name
+    assert not (lab.exchange / f"{CA}.g2.crt.pem").exists()
+
+    certified = lab.playbook("root_ceremony.yml")
+    assert certified.returncode == 0, certified.output[-6000:]
+    assert certified.changed()["offline-root"] > 0
+    assert "TASK [Certify the re-keys of the subordinate CAs]" in certified.changed_tasks()
+    # the definition gives the re-key's certificate its end: nothing to renew
+    assert "TASK [Renew the subordinate CA certificates whose definition gives a later end (same key)]" \
+        not in certified.changed_tasks()
+    cert = read_certificate(lab.exchange / f"{CA}.g2.crt.pem", "generation 2")
+    public = load_pem_public_key((lab.exchange / f"{CA}.g2.pub.pem").read_bytes())
+    assert spki_sha256(cert.public_key()) == spki_sha256(public) == new_key
+    chain = subprocess.run(["openssl", "verify", "-CAfile", str(lab.exchange / "root.crt.pem"),
+                            str(lab.exchange / f"{CA}.g2.crt.pem")], capture_output=True, text=True, check=False)
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+
+    # The certification is a recorded ceremony at the root: its transcript verifies from the root certificate.
+    workspace = tmp_path / "out"
+    shutil.copytree(lab.th.host_root("offline-root") / "srv" / "ceremony" / "out", workspace)
+    recorded = sorted((workspace / "transcripts").glob("subordinate-rekey-certification-*.jsonl"))
+    assert len(recorded) == 1, recorded
+    verify = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(recorded[0]), "--trust",
+                             str(workspace / "root.crt.pem"), "--rehearsal"], cwd=REPO, capture_output=True,
+                            text=True, check=False)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+
+    again = lab.playbook("root_ceremony.yml")
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.changed()["offline-root"] == 0, again.changed_tasks()
+
+    installed = lab.playbook("subordinate_ca.yml", "--limit", "subca")
+    assert installed.returncode == 0, installed.output[-6000:]
+    assert "RUNNING HANDLER [subordinate_ca : Check every generation's certificate]" in installed.output
+    assert subca.file(f"{CA_DIR}/{CA}.g2.crt.pem").content == (lab.exchange / f"{CA}.g2.crt.pem").read_bytes()
+    print(f"re-key on the hosts: {time.monotonic() - started:.1f} s")
+
+
+# A final CRL as the termination ceremony signs it (the CA key, through the HSM; the last CRL's entries and
+# extensions, the next number, nextUpdate 99991231235959Z), written where the ceremony writes its copy.
+FINAL_CRL = f'''
+import datetime as dt
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from ceremony.definition.model import load_definition
+from ceremony.hsm.pins import PinSource
+from ceremony.hsm.session import open_session
+from ceremony.hsm.signers import signing_key
+ca = load_definition("/etc/ceremony/pki.yml").model.cas["{CA}"]
+cert = x509.load_pem_x509_certificate(Path("{CA_DIR}/{CA}.crt.pem").read_bytes())
+last = x509.load_der_x509_crl(Path("/var/lib/ceremony/crl/{CA}.crl").read_bytes())
+number = last.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+builder = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
+           .last_update(dt.datetime.now(dt.UTC).replace(microsecond=0))
+           .next_update(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)))
+for ext in last.extensions:
+    value = x509.CRLNumber(number) if isinstance(ext.value, x509.CRLNumber) else ext.value
+    builder = builder.add_extension(value, ext.critical)
+for entry in last:
+    builder = builder.add_revoked_certificate(entry)
+with open_session(ca.hsm, PinSource(file="/etc/ceremony/{CA}.pin", interactive=False), rw=False) as session:
+    crl = builder.sign(signing_key(session, ca.hsm.key_label), hashes.SHA384())
+folder = Path("{CA_DIR}/termination/{CA}")
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "{CA}-final.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
+(folder / "{CA}-final.crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+print("final", number)
+'''
+
+TERMINATED = ("-e", json.dumps({"subordinate_ca_terminated": True}))
+CRON_FILES = (f"/etc/cron.d/ceremony-crl-sign-{CA}", f"/etc/cron.d/ceremony-ocsp-sign-{CA}",
+              f"/etc/cron.d/ceremony-ocsp-signer-{CA}")
+MASKED = ("ceremony-crl-sign", "ceremony-ocsp-sign", "ceremony-ocsp-signer")
+
+
+def test_a_terminated_cas_jobs_stop_for_good_and_its_final_crl_stays_served(converged: PlaybookRun, lab: Lab,
+                                                                           tmp_path: Path) -> None:
+    started = time.monotonic()
+    subca = lab.host("subca")
+    assert all(subca.file(path).exists for path in CRON_FILES)
+
+    stopped = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
+    assert stopped.returncode == 0, stopped.output[-6000:]
+    assert not any(subca.file(path).exists for path in CRON_FILES)
+    for unit in MASKED:
+        for kind in ("service", "timer"):
+            masked = subca.file(f"/etc/systemd/system/{unit}@{CA}.{kind}")
+            assert masked.is_symlink and masked.linked_to == "/dev/null", (unit, kind)
+    metric = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_ca_terminated_{CA}.prom").content_string
+    assert f'ceremony_ca_terminated{{ca="{CA}"}} 1' in metric
+    again = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
+    assert again.returncode == 0 and again.changed()["subca"] == 0, again.changed_tasks()
+
+    # The termination ceremony's final CRL: published in place of the last one, pulled, served.
+    sign = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
+                     SUITE_PYTHON, FINAL_CRL)
+    assert sign.rc == 0, sign.stdout + sign.stderr
+    published = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
+    assert published.returncode == 0, published.output[-6000:]
+    assert "TASK [crl_signer : The final CRL published in place of the last one (the publishers pull it from here)]" \
+        in published.changed_tasks()
+    runs = publish_everywhere(lab)
+    assert all(r.rc == 0 for run in runs for r in run), [r.stdout + r.stderr for run in runs for r in run]
+    served = fetch_both(lab, f"/crl/{CA}.crl", tmp_path)
+    assert all(a.status == 200 for a in served) and len({a.body for a in served}) == 1
+    final = x509.load_der_x509_crl(served[0].body)
+    assert final.next_update_utc is not None and final.next_update_utc.year == 9999
+    assert final.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == int(sign.stdout.split()[-1])
+
+    # Without the variable the run stops before the job could start again.
+    refused = lab.playbook("crl.yml", "--limit", "subca")
+    assert refused.returncode != 0
+    assert f"/var/lib/ceremony/crl/{CA}.crl is the final CRL of {CA} (nextUpdate 99991231235959Z)" in refused.output
+    assert "nothing was changed" in refused.output
+    assert not any(subca.file(path).exists for path in CRON_FILES)
+    assert subca.file(f"/etc/systemd/system/ceremony-crl-sign@{CA}.timer").linked_to == "/dev/null"
+    print(f"termination on the hosts: {time.monotonic() - started:.1f} s")
