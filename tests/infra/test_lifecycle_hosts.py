@@ -7,6 +7,9 @@ of generation 2 to the exchange directory, ``root_ceremony.yml`` certifies it at
 ceremony) and carries ``qualified.g2.crt.pem`` out, a second ``root_ceremony.yml`` changes nothing, and
 ``subordinate_ca.yml`` installs the certificate on the CA host, whose handler checks it holds the re-key's key.
 
+Then a change of the token's user PIN (docs/provisioning.md, "Changing the CA token's user PIN"): C_SetPIN on the
+host, the inventory's PIN changed, and ``crl.yml`` rewrites the job's 0600 PIN file and logs in with it.
+
 Then the CA's termination on the hosts (docs/provisioning.md, "Terminating a subordinate CA"): ``crl.yml`` with
 ``subordinate_ca_terminated`` stops the CRL and OCSP jobs for good (cron entries gone, units masked, the
 ``ceremony_ca_terminated`` metric for the alert rules) and changes nothing the second time; a final CRL signed by the
@@ -22,6 +25,8 @@ This module re-keys and terminates the shared CA: it runs after every other modu
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -43,6 +48,7 @@ CA = "qualified"
 CA_USER = "ceremony-ca"
 SUITE_PYTHON = "/opt/ceremony-suite/venv/bin/python"
 CA_DIR = f"/var/lib/ceremony/{CA}"
+PIN_VARIABLE = "CEREMONY_QUALIFIED_PIN"  # cas.qualified.hsm.pin_env: the testing inventory's vault stand-in
 
 # What `invoke ceremony.rekey-subordinate --ca qualified --out /var/lib/ceremony/qualified --pin-file …` runs (the
 # task is not installed on the hosts, the engine is): a rehearsal on the testing definition, its transcript sealed.
@@ -107,6 +113,49 @@ def test_a_rekey_is_carried_certified_at_the_root_and_installed(converged: Playb
     assert "RUNNING HANDLER [subordinate_ca : Check every generation's certificate]" in installed.output
     assert subca.file(f"{CA_DIR}/{CA}.g2.crt.pem").content == (lab.exchange / f"{CA}.g2.crt.pem").read_bytes()
     print(f"re-key on the hosts: {time.monotonic() - started:.1f} s")
+
+
+# The PIN change at the host's terminal (C_SetPIN with the token's current PIN, as `ceremony.change-pin` ends, or the
+# HSM vendor's tool for a PIN that is not split): the current PIN from the job's file, the new one from a 0600 file.
+CHANGE_PIN = f'''
+import sys
+from pathlib import Path
+from ceremony.definition.model import load_definition
+from ceremony.hsm.pins import PinSource
+from ceremony.hsm.session import open_session
+ca = load_definition("/etc/ceremony/pki.yml").model.cas["{CA}"]
+old = Path("/etc/ceremony/{CA}.pin").read_text().strip()
+new = Path(sys.argv[1]).read_text().strip()
+with open_session(ca.hsm, PinSource(file="/etc/ceremony/{CA}.pin", interactive=False)) as session:
+    session.set_pin(old, new)
+Path(sys.argv[1]).unlink()
+print("changed")
+'''
+
+
+def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_login(converged: PlaybookRun,
+                                                                                   lab: Lab) -> None:
+    started = time.monotonic()
+    subca = lab.host("subca")
+    new_pin = secrets.token_hex(8)
+    handover = os.open(lab.th.host_root("subca") / "tmp" / "new-pin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handover, "w") as stream:
+        stream.write(new_pin + "\n")
+    subca.check_output("chown %s /tmp/new-pin", CA_USER)
+    change = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s /tmp/new-pin",
+                       CA_USER, SUITE_PYTHON, CHANGE_PIN)
+    assert change.rc == 0 and "changed" in change.stdout, change.stdout + change.stderr
+
+    lab.env[PIN_VARIABLE] = new_pin  # the vault's new value
+    rewritten = lab.playbook("crl.yml", "--limit", "subca")
+    assert rewritten.returncode == 0, rewritten.output[-6000:]
+    assert "TASK [crl_signer : PIN file of the job, readable by the CA user only]" in rewritten.changed_tasks()
+    assert "ok: [subca]" in rewritten.output.split("TASK [crl_signer : The token accepts the PIN just written to the "
+                                                   "job's file]")[1].split("TASK [")[0]
+    pin = subca.file(f"/etc/ceremony/{CA}.pin")
+    assert pin.mode == 0o600 and pin.user == CA_USER and pin.content_string.strip() == new_pin
+    assert new_pin not in rewritten.output
+    print(f"PIN change on the hosts: {time.monotonic() - started:.1f} s")
 
 
 # A final CRL as the termination ceremony signs it (the CA key, through the HSM; the last CRL's entries and
