@@ -1,25 +1,25 @@
-"""Life-cycle ceremonies on the converged hosts (``conftest.converged``): a re-key walked as an operator walks it.
+"""Life-cycle ceremonies on the converged hosts (``conftest.converged``), in the order an operator meets them.
 
-The re-key's key ceremony at the CA host's terminal (here: the engine's ``rekey_key_ceremony`` run as the CA user
-with the CRL job's 0600 PIN file, the command ``invoke ceremony.rekey-subordinate`` runs), then the playbooks in the
-order of docs/provisioning.md, "After a re-key (or a renewal)": ``subordinate_ca.yml`` carries the CSR and public key
-of generation 2 to the exchange directory, ``root_ceremony.yml`` certifies it at the offline root (a recorded
-ceremony) and carries ``qualified.g2.crt.pem`` out, a second ``root_ceremony.yml`` changes nothing, and
-``subordinate_ca.yml`` installs the certificate on the CA host, whose handler checks it holds the re-key's key.
+A change of the token's user PIN (docs/provisioning.md, "Changing the CA token's user PIN"): C_SetPIN on the CA host,
+the inventory's PIN changed, and ``crl.yml`` rewrites the job's 0600 PIN file and logs in with it.
 
-Then a change of the token's user PIN (docs/provisioning.md, "Changing the CA token's user PIN"): C_SetPIN on the
-host, the inventory's PIN changed, and ``crl.yml`` rewrites the job's 0600 PIN file and logs in with it.
+A re-key: its key ceremony at the CA host's terminal (here the engine's ``rekey_key_ceremony`` as the CA user with the
+job's 0600 PIN file, what ``invoke ceremony.rekey-subordinate`` runs), then the playbooks in the order of
+docs/provisioning.md, "After a re-key (or a renewal)": ``subordinate_ca.yml`` carries the CSR and public key of
+generation 2 to the exchange directory, ``root_ceremony.yml`` certifies it at the offline root (a recorded ceremony,
+its transcript verified from the root) and carries ``qualified.g2.crt.pem`` out, a second ``root_ceremony.yml``
+changes nothing. (Installing that certificate on the CA host is the role's earlier work, left out for time.)
 
-Then the CA's termination on the hosts (docs/provisioning.md, "Terminating a subordinate CA"): ``crl.yml`` with
+The CA's termination (docs/provisioning.md, "Terminating a subordinate CA"): ``crl.yml`` with
 ``subordinate_ca_terminated`` stops the CRL and OCSP jobs for good (cron entries gone, units masked, the
-``ceremony_ca_terminated`` metric for the alert rules) and changes nothing the second time; a final CRL signed by the
-CA key (nextUpdate 99991231235959Z, what the termination ceremony writes in ``termination/<ca>/``) is then published
-in place of the last one, pulled by both publishers and served to the relying party; and a run without the variable
-is refused, the jobs staying stopped. (The termination ceremony itself is not run here: it refuses a re-keyed CA, and
-the CA host's layout is not the ceremony's output directory; tests/test_termination.py runs it.)
+``ceremony_ca_terminated`` metric for the alert rules); a final CRL signed by the CA key (nextUpdate 99991231235959Z,
+what the termination ceremony writes in ``termination/<ca>/``) is then published in place of the last one, a second
+run changes nothing, both publishers pull it and serve it to the relying party; a run without the variable is
+refused, the jobs staying stopped. (The termination ceremony itself is not run here: it refuses a re-keyed CA, and the
+CA host's layout is not its output directory; tests/test_termination.py runs it.)
 
 This module re-keys and terminates the shared CA: it runs after every other module of the directory
-(``conftest.RUN_LAST``), its tests in file order.
+(``conftest.RUN_LAST``), its tests in file order. Each step prints its time (``-s``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ SUITE_PYTHON = "/opt/ceremony-suite/venv/bin/python"
 CA_DIR = f"/var/lib/ceremony/{CA}"
 PIN_VARIABLE = "CEREMONY_QUALIFIED_PIN"  # cas.qualified.hsm.pin_env: the testing inventory's vault stand-in
 
+def ran_changed(run: PlaybookRun, task: str) -> bool:
+    """Whether the task of that name reported a change in the run."""
+    return any(header.startswith(f"TASK [{task}]") for header in run.changed_tasks())
+
+
+def step(started: float, what: str) -> float:
+    now = time.monotonic()
+    print(f"  {what}: {now - started:.1f} s")
+    return now
+
+
 # What `invoke ceremony.rekey-subordinate --ca qualified --out /var/lib/ceremony/qualified --pin-file …` runs (the
 # task is not installed on the hosts, the engine is): a rehearsal on the testing definition, its transcript sealed.
 REKEY = f'''
@@ -63,56 +74,6 @@ with recorded(REKEY_KEY, defn, Path("{CA_DIR}"), rehearsal=True, reports=False) 
                                 pin_file="/etc/ceremony/{CA}.pin", interactive=False)
 print("generation", result.generation, result.key_spki_sha256)
 '''
-
-
-def test_a_rekey_is_carried_certified_at_the_root_and_installed(converged: PlaybookRun, lab: Lab,
-                                                                tmp_path: Path) -> None:
-    started = time.monotonic()
-    subca = lab.host("subca")
-    rekey = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
-                      SUITE_PYTHON, REKEY)
-    assert rekey.rc == 0 and "generation 2" in rekey.stdout, rekey.stdout + rekey.stderr
-    new_key = rekey.stdout.split()[-1]
-
-    carried = lab.playbook("subordinate_ca.yml", "--limit", "subca")
-    assert carried.returncode == 0, carried.output[-6000:]
-    for name in (f"{CA}.g2.csr.pem", f"{CA}.g2.pub.pem"):
-        assert (lab.exchange / name).is_file(), name
-    assert not (lab.exchange / f"{CA}.g2.crt.pem").exists()
-
-    certified = lab.playbook("root_ceremony.yml")
-    assert certified.returncode == 0, certified.output[-6000:]
-    assert certified.changed()["offline-root"] > 0
-    assert "TASK [Certify the re-keys of the subordinate CAs]" in certified.changed_tasks()
-    # the definition gives the re-key's certificate its end: nothing to renew
-    assert "TASK [Renew the subordinate CA certificates whose definition gives a later end (same key)]" \
-        not in certified.changed_tasks()
-    cert = read_certificate(lab.exchange / f"{CA}.g2.crt.pem", "generation 2")
-    public = load_pem_public_key((lab.exchange / f"{CA}.g2.pub.pem").read_bytes())
-    assert spki_sha256(cert.public_key()) == spki_sha256(public) == new_key
-    chain = subprocess.run(["openssl", "verify", "-CAfile", str(lab.exchange / "root.crt.pem"),
-                            str(lab.exchange / f"{CA}.g2.crt.pem")], capture_output=True, text=True, check=False)
-    assert chain.returncode == 0, chain.stdout + chain.stderr
-
-    # The certification is a recorded ceremony at the root: its transcript verifies from the root certificate.
-    workspace = tmp_path / "out"
-    shutil.copytree(lab.th.host_root("offline-root") / "srv" / "ceremony" / "out", workspace)
-    recorded = sorted((workspace / "transcripts").glob("subordinate-rekey-certification-*.jsonl"))
-    assert len(recorded) == 1, recorded
-    verify = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(recorded[0]), "--trust",
-                             str(workspace / "root.crt.pem"), "--rehearsal"], cwd=REPO, capture_output=True,
-                            text=True, check=False)
-    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
-
-    again = lab.playbook("root_ceremony.yml")
-    assert again.returncode == 0, again.output[-6000:]
-    assert again.changed()["offline-root"] == 0, again.changed_tasks()
-
-    installed = lab.playbook("subordinate_ca.yml", "--limit", "subca")
-    assert installed.returncode == 0, installed.output[-6000:]
-    assert "RUNNING HANDLER [subordinate_ca : Check every generation's certificate]" in installed.output
-    assert subca.file(f"{CA_DIR}/{CA}.g2.crt.pem").content == (lab.exchange / f"{CA}.g2.crt.pem").read_bytes()
-    print(f"re-key on the hosts: {time.monotonic() - started:.1f} s")
 
 
 # The PIN change at the host's terminal (C_SetPIN with the token's current PIN, as `ceremony.change-pin` ends, or the
@@ -149,7 +110,7 @@ def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_lo
     lab.env[PIN_VARIABLE] = new_pin  # the vault's new value
     rewritten = lab.playbook("crl.yml", "--limit", "subca")
     assert rewritten.returncode == 0, rewritten.output[-6000:]
-    assert "TASK [crl_signer : PIN file of the job, readable by the CA user only]" in rewritten.changed_tasks()
+    assert ran_changed(rewritten, "crl_signer : PIN file of the job, readable by the CA user only")
     assert "ok: [subca]" in rewritten.output.split("TASK [crl_signer : The token accepts the PIN just written to the "
                                                    "job's file]")[1].split("TASK [")[0]
     pin = subca.file(f"/etc/ceremony/{CA}.pin")
@@ -157,6 +118,53 @@ def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_lo
     assert new_pin not in rewritten.output
     print(f"PIN change on the hosts: {time.monotonic() - started:.1f} s")
 
+
+def test_a_rekey_is_carried_and_certified_at_the_root_once(converged: PlaybookRun, lab: Lab, tmp_path: Path) -> None:
+    started = clock = time.monotonic()
+    subca = lab.host("subca")
+    rekey = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
+                      SUITE_PYTHON, REKEY)
+    assert rekey.rc == 0 and "generation 2" in rekey.stdout, rekey.stdout + rekey.stderr
+    new_key = rekey.stdout.split()[-1]
+    clock = step(clock, "re-key ceremony on the CA host")
+
+    carried = lab.playbook("subordinate_ca.yml", "--limit", "subca")
+    assert carried.returncode == 0, carried.output[-6000:]
+    for name in (f"{CA}.g2.csr.pem", f"{CA}.g2.pub.pem"):
+        assert (lab.exchange / name).is_file(), name
+    assert not (lab.exchange / f"{CA}.g2.crt.pem").exists()
+    clock = step(clock, "subordinate_ca.yml")
+
+    certified = lab.playbook("root_ceremony.yml")
+    assert certified.returncode == 0, certified.output[-6000:]
+    assert ran_changed(certified, "Certify the re-keys of the subordinate CAs"), certified.changed_tasks()
+    # the definition gives the re-key's certificate its end: nothing to renew
+    assert not ran_changed(certified, "Renew the subordinate CA certificates whose definition gives a later end "
+                                      "(same key)"), certified.changed_tasks()
+    clock = step(clock, "root_ceremony.yml")
+    cert = read_certificate(lab.exchange / f"{CA}.g2.crt.pem", "generation 2")
+    public = load_pem_public_key((lab.exchange / f"{CA}.g2.pub.pem").read_bytes())
+    assert spki_sha256(cert.public_key()) == spki_sha256(public) == new_key
+    chain = subprocess.run(["openssl", "verify", "-CAfile", str(lab.exchange / "root.crt.pem"),
+                            str(lab.exchange / f"{CA}.g2.crt.pem")], capture_output=True, text=True, check=False)
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+
+    # The certification is a recorded ceremony at the root: its transcript verifies from the root certificate.
+    workspace = tmp_path / "out"
+    shutil.copytree(lab.th.host_root("offline-root") / "srv" / "ceremony" / "out", workspace)
+    recorded = sorted((workspace / "transcripts").glob("subordinate-rekey-certification-*.jsonl"))
+    assert len(recorded) == 1, recorded
+    verify = subprocess.run([str(VENV_BIN / "invoke"), "audit.verify", str(recorded[0]), "--trust",
+                             str(workspace / "root.crt.pem"), "--rehearsal"], cwd=REPO, capture_output=True,
+                            text=True, check=False)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+    clock = step(clock, "checks")
+
+    again = lab.playbook("root_ceremony.yml")
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.changed()["offline-root"] == 0, again.changed_tasks()
+    step(clock, "root_ceremony.yml again")
+    print(f"re-key on the hosts: {time.monotonic() - started:.1f} s")
 
 # A final CRL as the termination ceremony signs it (the CA key, through the HSM; the last CRL's entries and
 # extensions, the next number, nextUpdate 99991231235959Z), written where the ceremony writes its copy.
@@ -211,8 +219,7 @@ def test_a_terminated_cas_jobs_stop_for_good_and_its_final_crl_stays_served(conv
             assert masked.is_symlink and masked.linked_to == "/dev/null", (unit, kind)
     metric = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_ca_terminated_{CA}.prom").content_string
     assert f'ceremony_ca_terminated{{ca="{CA}"}} 1' in metric
-    again = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
-    assert again.returncode == 0 and again.changed()["subca"] == 0, again.changed_tasks()
+    clock = step(started, "crl.yml, terminated")
 
     # The termination ceremony's final CRL: published in place of the last one, pulled, served.
     sign = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
@@ -220,8 +227,12 @@ def test_a_terminated_cas_jobs_stop_for_good_and_its_final_crl_stays_served(conv
     assert sign.rc == 0, sign.stdout + sign.stderr
     published = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
     assert published.returncode == 0, published.output[-6000:]
-    assert "TASK [crl_signer : The final CRL published in place of the last one (the publishers pull it from here)]" \
-        in published.changed_tasks()
+    assert ran_changed(published, "crl_signer : The final CRL published in place of the last one (the publishers "
+                                  "pull it from here)"), published.changed_tasks()
+    clock = step(clock, "final CRL signed, crl.yml")
+    again = lab.playbook("crl.yml", "--limit", "subca", *TERMINATED)
+    assert again.returncode == 0 and again.changed()["subca"] == 0, again.changed_tasks()
+    clock = step(clock, "crl.yml again")
     runs = publish_everywhere(lab)
     assert all(r.rc == 0 for run in runs for r in run), [r.stdout + r.stderr for run in runs for r in run]
     served = fetch_both(lab, f"/crl/{CA}.crl", tmp_path)
@@ -229,6 +240,7 @@ def test_a_terminated_cas_jobs_stop_for_good_and_its_final_crl_stays_served(conv
     final = x509.load_der_x509_crl(served[0].body)
     assert final.next_update_utc is not None and final.next_update_utc.year == 9999
     assert final.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == int(sign.stdout.split()[-1])
+    clock = step(clock, "pulled and served")
 
     # Without the variable the run stops before the job could start again.
     refused = lab.playbook("crl.yml", "--limit", "subca")
