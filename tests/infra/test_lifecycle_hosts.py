@@ -7,8 +7,9 @@ A re-key: its key ceremony at the CA host's terminal (here the engine's ``rekey_
 job's 0600 PIN file, what ``invoke ceremony.rekey-subordinate`` runs), then the playbooks in the order of
 docs/provisioning.md, "After a re-key (or a renewal)": ``subordinate_ca.yml`` carries the CSR and public key of
 generation 2 to the exchange directory, ``root_ceremony.yml`` certifies it at the offline root (a recorded ceremony,
-its transcript verified from the root) and carries ``qualified.g2.crt.pem`` out, a second ``root_ceremony.yml``
-changes nothing. (Installing that certificate on the CA host is the role's earlier work, left out for time.)
+its transcript verified from the root) and carries ``qualified.g2.crt.pem`` out; with a later end in the workspace's
+definition the next run renews the new key (``qualified.g3.crt.pem``), and a run after that changes nothing.
+(Installing the certificates on the CA host is the role's earlier work, left out for time.)
 
 The CA's termination (docs/provisioning.md, "Terminating a subordinate CA"): ``crl.yml`` with
 ``subordinate_ca_terminated`` stops the CRL and OCSP jobs for good (cron entries gone, units masked, the
@@ -48,6 +49,7 @@ CA = "qualified"
 CA_USER = "ceremony-ca"
 SUITE_PYTHON = "/opt/ceremony-suite/venv/bin/python"
 CA_DIR = f"/var/lib/ceremony/{CA}"
+CA_END = "not_after: 2036-01-01T00:00:00Z"  # cas.qualified.validity in inventory/testing/pki.yml
 PIN_VARIABLE = "CEREMONY_QUALIFIED_PIN"  # cas.qualified.hsm.pin_env: the testing inventory's vault stand-in
 
 def ran_changed(run: PlaybookRun, task: str) -> bool:
@@ -119,7 +121,8 @@ def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_lo
     print(f"PIN change on the hosts: {time.monotonic() - started:.1f} s")
 
 
-def test_a_rekey_is_carried_and_certified_at_the_root_once(converged: PlaybookRun, lab: Lab, tmp_path: Path) -> None:
+def test_a_rekey_is_certified_and_a_renewal_made_at_the_root_once(converged: PlaybookRun, lab: Lab,
+                                                                   tmp_path: Path) -> None:
     started = clock = time.monotonic()
     subca = lab.host("subca")
     rekey = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
@@ -160,11 +163,26 @@ def test_a_rekey_is_carried_and_certified_at_the_root_once(converged: PlaybookRu
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
     clock = step(clock, "checks")
 
+    # A renewal when the definition asks for one: the workspace's definition gives the CA a later end, and the next
+    # run renews the re-key's key (generation 3, from qualified.g2.pub.pem the playbook brought into the workspace).
+    definition = lab.th.host_root("offline-root") / "srv" / "ceremony" / "pki.yml"
+    text = definition.read_text()
+    assert text.count(CA_END) == 1
+    definition.write_text(text.replace(CA_END, "not_after: 2040-01-01T00:00:00Z"))
+    renewed = lab.playbook("root_ceremony.yml")
+    assert renewed.returncode == 0, renewed.output[-6000:]
+    assert ran_changed(renewed, "Renew the subordinate CA certificates whose definition gives a later end (same key)")
+    assert not ran_changed(renewed, "Certify the re-keys of the subordinate CAs"), renewed.changed_tasks()
+    third = read_certificate(lab.exchange / f"{CA}.g3.crt.pem", "generation 3")
+    assert spki_sha256(third.public_key()) == new_key and third.not_valid_after_utc.year == 2040
+    clock = step(clock, "root_ceremony.yml with a later end in the definition")
+
     again = lab.playbook("root_ceremony.yml")
     assert again.returncode == 0, again.output[-6000:]
     assert again.changed()["offline-root"] == 0, again.changed_tasks()
+    assert not (lab.exchange / f"{CA}.g4.crt.pem").exists()
     step(clock, "root_ceremony.yml again")
-    print(f"re-key on the hosts: {time.monotonic() - started:.1f} s")
+    print(f"re-key and renewal on the hosts: {time.monotonic() - started:.1f} s")
 
 # A final CRL as the termination ceremony signs it (the CA key, through the HSM; the last CRL's entries and
 # extensions, the next number, nextUpdate 99991231235959Z), written where the ceremony writes its copy.
