@@ -370,3 +370,41 @@ def annotations_of_rendered(rules_file: Path, name: str, labels: dict[str, str],
             "description": f"The signer published CRL {signed} but {labels['url']} from {labels['publisher']} still "
                            f"serves {served}: the publication (pull or push) is not reaching it. Relying parties do "
                            "not see the latest revocations."}
+
+
+@needs_promtool
+def test_a_terminated_cas_stopped_job_and_final_crl_raise_no_alert(tmp_path: Path, rules_file: Path) -> None:
+    """After a termination (role crl_signer, subordinate_ca_terminated) the job's timer is stopped for good: its last
+    metrics age and their nextUpdate passes, the OCSP signer is not renewed, while the publishers serve the final CRL
+    (nextUpdate 99991231235959Z, 253402300799 s). ``ceremony_ca_terminated`` silences the job's alerts for that CA;
+    the same metrics without it fire (the control case)."""
+    final_next_update = 253402300799  # 9999-12-31T23:59:59Z
+    stopped = [series("x509_crl_last_run_success", "0x480", **JOB),
+               series("x509_crl_last_run_failure", "1x480", **JOB, reason="final"),
+               series("x509_crl_last_run_timestamp_seconds", "0x480", **JOB),
+               series("x509_crl_last_success_timestamp_seconds", "0x480", **JOB),
+               series("x509_crl_pin_latch", "0x480", **JOB),
+               series("x509_crl_next_update_seconds", f"{2 * H}x480", **JOB),
+               series("x509_crl_number", "4x480", **JOB),
+               series("x509_ocsp_signer_certificate_not_after_seconds", f"{H}x480", **JOB, signer="qualified-ocsp"),
+               series("x509_crl_probe_success", "1x480", **PROBE),
+               series("x509_crl_probe_timestamp_seconds", "0+60x480", **PROBE),
+               series("x509_crl_probe_number", "5x480", **PROBE, partition="", key=""),
+               series("x509_crl_probe_next_update_seconds", f"{final_next_update}x480", **PROBE, key="")]
+    terminated = [*stopped, series("ceremony_ca_terminated", "1x480", **JOB)]
+    job_alerts = ("CrlJobLastRunFailed", "CrlPinLatchSet", "CrlJobNotRunning", "CrlLastSuccessTooOld",
+                  "CrlExpiresSoon", "CrlExpiresVerySoon", "OcspSignerCertificateExpiring")
+    probe_alerts = ("CrlProbeFailed", "CrlProbeNotRunning", "CrlServedExpiresSoon", "CrlPublishedOlderThanSigned")
+    tests = [
+        {"interval": "1m", "input_series": terminated, "alert_rule_test": [
+            {"eval_time": eval_time, "alertname": name, "exp_alerts": []}
+            for eval_time in ("5m", "7h") for name in job_alerts + probe_alerts]},
+        {"interval": "1m", "input_series": stopped, "alert_rule_test": [
+            {"eval_time": "7h", "alertname": "CrlJobNotRunning", "exp_alerts": [alert("CrlJobNotRunning", JOB,
+                                                                                      "warning")]},
+            {"eval_time": "7h", "alertname": "CrlExpiresVerySoon", "exp_alerts": [alert("CrlExpiresVerySoon", JOB,
+                                                                                        "critical")]},
+            {"eval_time": "7h", "alertname": "CrlServedExpiresSoon", "exp_alerts": []}]},
+    ]
+    result = run_tests(tmp_path, rules_file, labels_only_as_promql(tests))
+    assert result.returncode == 0, result.stdout + result.stderr

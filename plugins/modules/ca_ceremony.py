@@ -12,10 +12,12 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: ca_ceremony
-short_description: Run a CA ceremony (root key, subordinate signing, root CRL batch, subordinate key) where its token is
+short_description: Run a CA ceremony (root key, subordinate signing or renewal or re-key, root CRLs, subordinate key)
 description:
   - Calls the ceremony engine (C(ceremony.ceremonies.root_key.root_ceremony),
     C(ceremony.ceremonies.sign_subordinate.sign_subordinate_ceremony),
+    C(ceremony.ceremonies.rekey.certify_rekey_ceremony),
+    C(ceremony.ceremonies.renewal.renewal_ceremony),
     C(ceremony.ceremonies.root_crl.root_crl_batch_ceremony) or
     C(ceremony.ceremonies.subordinate_key.subordinate_key_ceremony)) with the PKI definition on the host.
   - The root's ceremonies run on the offline workstation itself (local or chroot connection), never
@@ -26,6 +28,14 @@ description:
     transcript records its generation; a key that differs from the definition or from O(out) fails.
   - A ceremony whose outputs are already in O(out) and match the token's key (root) or the CSR's
     key (subordinate) is not run again (no change). Outputs are never overwritten.
+  - V(certify-rekey) certifies the re-key CSR O(csr) (C(<ca>.g<n>.csr.pem), written at the subordinate's host
+    by C(invoke ceremony.rekey-subordinate)) as generation n of O(ca)'s certificate; nothing changes when a
+    certificate of O(ca) in O(out) already holds the CSR's key. A CSR whose file name says another generation
+    than the root's next one (the CA host lacked a later certificate when it re-keyed) is refused.
+  - V(renew-subordinate) re-certifies O(ca)'s current key (C(<ca>.g<n>.crt.pem)) when the definition asks for it,
+    the same rule as C(invoke ceremony.renew-subordinate) - C(cas.<ca>.validity.not_after) later than the current
+    generation's notAfter; otherwise nothing changes. The key ceremony's public key (C(<ca>.pub.pem), after a
+    re-key C(<ca>.g<m>.pub.pem)) must be in O(out).
   - A root CRL batch runs when no pre-signed root CRL reaches further than one CRL interval from now
     (the definition's C(crl.interval) of the root); otherwise nothing changes.
   - Every ceremony that runs writes its hash-chained transcript, sealed by the root key inside the
@@ -46,15 +56,19 @@ options:
     description: V(root) generates the root key and self-signed certificate; V(sign-subordinate)
       issues the certificate of O(ca) from O(csr); V(root-crl-batch) pre-signs the root's batch of
       CRLs (C(crl.batch_count) of them, C(crl.interval) apart) into C(<out>/crl/); V(subordinate-key)
-      generates the key of O(ca) inside its token and writes its CSR and public key into O(out).
+      generates the key of O(ca) inside its token and writes its CSR and public key into O(out);
+      V(certify-rekey) certifies the re-key CSR O(csr) of O(ca); V(renew-subordinate) renews O(ca)'s certificate
+      for the same key when the definition gives a later end.
     type: str
-    choices: [root, sign-subordinate, root-crl-batch, subordinate-key]
+    choices: [root, sign-subordinate, certify-rekey, renew-subordinate, root-crl-batch, subordinate-key]
     required: true
   ca:
-    description: The subordinate CA (for V(sign-subordinate) and V(subordinate-key)).
+    description: The subordinate CA (for V(sign-subordinate), V(certify-rekey), V(renew-subordinate) and
+      V(subordinate-key)).
     type: str
   csr:
-    description: The subordinate's CSR on the host (for V(sign-subordinate)), e.g. from removable media.
+    description: The subordinate's CSR on the host (for V(sign-subordinate), and the re-key's C(<ca>.g<n>.csr.pem)
+      for V(certify-rekey)), e.g. from removable media.
     type: path
   out:
     description: The ceremony's output directory (the workspace).
@@ -126,6 +140,7 @@ crls:
 import datetime
 import io
 import os
+import re
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -138,6 +153,9 @@ from ansible.module_utils.ceremony_engine import (
     require_engine,
 )
 
+from ceremony.ca.generations import certificate_generations
+from ceremony.ceremonies.rekey import REKEY_CERTIFY, certify_rekey_ceremony, rekey_csr_inputs
+from ceremony.ceremonies.renewal import current_generation, renewal_ceremony, renewal_inputs
 from ceremony.ceremonies.root_key import root_ceremony
 from ceremony.ceremonies.sign_subordinate import sign_subordinate_ceremony
 from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
@@ -225,7 +243,59 @@ def _done_subkey(module, ca, out: str, name: str) -> dict | None:
 
 
 SCRIPTS = {"root": "root-key-generation", "sign-subordinate": "subordinate-signing",
-           "root-crl-batch": "root-crl-batch", "subordinate-key": "subordinate-key-generation"}
+           "root-crl-batch": "root-crl-batch", "subordinate-key": "subordinate-key-generation",
+           "certify-rekey": REKEY_CERTIFY, "renew-subordinate": "subordinate-renewal"}
+
+#: ``<ca>.g<n>.csr.pem``: the re-key CSR's file name says the generation the subordinate's host made its key for.
+_REKEY_CSR = re.compile(r"\.g(?P<n>[1-9][0-9]*)\.csr\.pem$")
+
+
+def _certified(path: Path) -> dict:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ceremony.common.fingerprints import sha256_hex
+
+    return {"outputs": {path.name: str(path)},
+            "certificate_sha256": sha256_hex(_cert(str(path)).public_bytes(Encoding.DER))}
+
+
+def _done_rekey(module, loaded, out: str, name: str, csr_path: str, rehearsal: bool) -> tuple[dict | None, str]:
+    """(the certificate of ``name`` in ``out`` that already holds the CSR's key, or None; the file the
+    certification writes). Everything the engine checks without the HSM is checked here, in check mode too, so that
+    a refusal comes before anything changes and check mode predicts it."""
+    from ceremony.hsm.keys import spki_sha256
+    from ceremony.x509.csr import load_csr
+
+    if not os.path.isfile(csr_path):
+        if module.check_mode:  # brought in by an earlier task that check mode only predicted
+            return None, f"{name}.g<n>.crt.pem"
+        module.fail_json(msg=f"csr: {csr_path} does not exist; the re-key CSR <ca>.g<n>.csr.pem comes from the "
+                             "subordinate's host (invoke ceremony.rekey-subordinate, then playbooks/subordinate_ca.yml "
+                             "carries it to the exchange directory)")
+    wanted = spki_sha256(load_csr(csr_path).public_key())
+    for path in certificate_generations(Path(out), name).values():
+        if spki_sha256(_cert(str(path)).public_key()) == wanted:
+            return _certified(path), path.name
+    plan, _, _, _ = rekey_csr_inputs(loaded, name, Path(out), csr_path, rehearsal)
+    named = _REKEY_CSR.search(os.path.basename(csr_path))
+    if named and int(named["n"]) != plan.generation:
+        module.fail_json(msg=f"csr: {csr_path} is the re-key of generation {named['n']} of {name!r}, but the root's "
+                             f"next generation of {name!r} is {plan.generation} (its certificates in {out}: "
+                             f"{', '.join(p.name for p in certificate_generations(Path(out), name).values())}); the "
+                             "subordinate's host made its key without every certificate of the CA: install them there "
+                             "(playbooks/subordinate_ca.yml) and re-key again; nothing was done")
+    return None, plan.name("crt.pem")
+
+
+def _done_renewal(loaded, out: str, name: str) -> tuple[dict | None, str]:
+    """(the current certificate when the definition asks for no renewal, or None; the file a renewal writes). The
+    rule is the renewal's own: a renewal gives a later end than the current generation's."""
+    ca = loaded.model.ca(name)
+    n, path = current_generation(Path(out), name)
+    if _cert(str(path)).not_valid_after_utc >= ca.validity.not_after:
+        return _certified(path), path.name
+    renewal_inputs(loaded, name, Path(out))  # the key ceremony's public key, the pin: refused before the HSM
+    return None, f"{name}.g{n + 1}.crt.pem"
 
 
 def _done_crl_batch(loaded, out: str) -> dict | None:
@@ -263,18 +333,22 @@ def run(module: AnsibleModule) -> None:
     rehearsal = p["rehearsal"] if p["rehearsal"] is not None else model.environment != "production"
     if action == "sign-subordinate" and not (p["ca"] and p["csr"]):
         module.fail_json(msg="action=sign-subordinate needs ca and csr")
-    if action == "subordinate-key" and not p["ca"]:
-        module.fail_json(msg="action=subordinate-key needs ca")
+    if action == "certify-rekey" and not (p["ca"] and p["csr"]):
+        module.fail_json(msg="action=certify-rekey needs ca and csr (the re-key's <ca>.g<n>.csr.pem)")
+    if action in ("subordinate-key", "renew-subordinate") and not p["ca"]:
+        module.fail_json(msg=f"action={action} needs ca")
     if not rehearsal and not p["answers"]:
         module.fail_json(msg=f"answers: a production ceremony ({action}) run through Ansible needs the sign-in "
                              "sheet and confirmations as a YAML file on the host (see docs/transcripts.md); "
                              "nothing was done")
     root_name = model.root_name
     root = model.cas[root_name]
-    name = p["ca"] if action in ("sign-subordinate", "subordinate-key") else root_name
+    name = p["ca"] if action in ("sign-subordinate", "subordinate-key", "certify-rekey", "renew-subordinate") \
+        else root_name
     token_of = model.cas[name] if action == "subordinate-key" else root
     prepare_environment(module)
     pin_source(module, token_of.hsm)  # exports user_pin under the token's pin_env for the engine
+    written = f"{name}.crt.pem"
     try:
         if action == "root":
             done = _done_root(module, root, p["out"], root_name)
@@ -282,10 +356,14 @@ def run(module: AnsibleModule) -> None:
             done = _done_sub(module, p["out"], name, p["csr"])
         elif action == "subordinate-key":
             done = _done_subkey(module, token_of, p["out"], name)
+        elif action == "certify-rekey":
+            done, written = _done_rekey(module, loaded, p["out"], name, p["csr"], rehearsal)
+        elif action == "renew-subordinate":
+            done, written = _done_renewal(loaded, p["out"], name)
         else:
             done = _done_crl_batch(loaded, p["out"])
         produced = os.path.join(p["out"], {"root-crl-batch": "crl", "subordinate-key": f"{name}.pub.pem"}.get(
-            action, f"{name}.crt.pem"))
+            action, written))
         after = {"ceremony": action, "ca": name, "output": produced}
         if done is not None:
             module.exit_json(changed=False, diff={"before": after, "after": after}, **done)
@@ -306,6 +384,12 @@ def run(module: AnsibleModule) -> None:
             elif action == "sign-subordinate":
                 result = sign_subordinate_ceremony(loaded, name, p["csr"], p["out"], recorder,
                                                    rehearsal=rehearsal, pin_file=p["pin_file"], interactive=False)
+            elif action == "certify-rekey":
+                result = certify_rekey_ceremony(loaded, name, p["out"], recorder, rehearsal=rehearsal,
+                                                csr_path=p["csr"], pin_file=p["pin_file"], interactive=False)
+            elif action == "renew-subordinate":
+                result = renewal_ceremony(loaded, name, p["out"], recorder, rehearsal=rehearsal,
+                                          pin_file=p["pin_file"], interactive=False)
             else:
                 from ceremony.ceremonies.root_crl import root_crl_batch_ceremony
 
@@ -338,8 +422,8 @@ def loaded_root(module, definition: str) -> str:
 def main() -> None:
     spec = dict(
         definition=dict(type="path", required=True),
-        action=dict(type="str", choices=["root", "sign-subordinate", "root-crl-batch", "subordinate-key"],
-                    required=True),
+        action=dict(type="str", choices=["root", "sign-subordinate", "certify-rekey", "renew-subordinate",
+                                         "root-crl-batch", "subordinate-key"], required=True),
         answers=dict(type="path"),
         ca=dict(type="str"),
         csr=dict(type="path"),

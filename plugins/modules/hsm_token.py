@@ -38,13 +38,15 @@ options:
     description: SoftHSM2 configuration file; set means the token may be initialised here.
     type: path
   user_pin:
-    description: User PIN to set on a new SoftHSM token, and to log in to check an existing one.
+    description: User PIN to set on a new SoftHSM token, and to log in to check an existing one (a read-only session;
+      a PIN the token refuses fails the task, naming the token, never the PIN).
     type: str
   so_pin:
     description: Security Officer PIN to set on a new SoftHSM token.
     type: str
   pin_file:
-    description: A 0600 file on the managed host holding the user PIN (instead of O(user_pin)).
+    description: A 0600 file on the managed host holding the user PIN (instead of O(user_pin)); an existing token is
+      logged in to with it, as with O(user_pin) (after a PIN change, this checks the service's PIN file).
     type: path
   state:
     description: Only V(present); tokens are never deleted by a playbook.
@@ -88,12 +90,18 @@ created:
   description: Whether the token was initialised by this task.
   returned: always
   type: bool
+logged_in:
+  description: Whether a session on the existing token was logged in to with O(user_pin) or O(pin_file) (false when
+    neither was given).
+  returned: when the token existed before the task
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ceremony_engine import (
     HSM_ARGUMENT_SPEC,
     fail_on_engine_error,
+    pin_source,
     prepare_environment,
     require_engine,
 )
@@ -139,6 +147,22 @@ def _find(module_path: str, ref):
     return lib, token
 
 
+def check_login(module: AnsibleModule, ref) -> bool:
+    """Log in to the existing token with the user PIN given (``user_pin``, or the 0600 ``pin_file`` a service reads):
+    after a PIN change this is what shows that the vault and the service's PIN file hold the token's new PIN, before
+    any job tries it. A read-only session; a PIN the token refuses fails the task with the engine's message (the token,
+    where the PIN came from; never the PIN). False when no PIN was given: nothing to check."""
+    from ceremony.definition.model import Hsm
+    from ceremony.hsm import session as hsm
+
+    p = module.params
+    if not (p["user_pin"] or p["pin_file"]):
+        return False
+    target = Hsm(module=p["module"], token=ref, key_label="login-check")
+    with hsm.open_session(target, pin_source(module, target), rw=False):
+        return True
+
+
 def run(module: AnsibleModule) -> None:
     from ceremony.common.errors import CeremonyError
     from ceremony.hsm import session as hsm
@@ -152,7 +176,8 @@ def run(module: AnsibleModule) -> None:
         lib, token = _find(p["module"], ref)
         if token is not None:
             evidence = hsm.token_evidence(p["module"], lib, token).as_dict()
-            module.exit_json(changed=False, created=False, token=evidence,
+            logged_in = check_login(module, ref)
+            module.exit_json(changed=False, created=False, token=evidence, logged_in=logged_in,
                              diff={"before": {"token": what, "present": True},
                                    "after": {"token": what, "present": True}})
         if not p["softhsm_conf"]:

@@ -149,9 +149,9 @@ RUN_BEFORE_THE_LAB = ("test_hosts_are_torn_down_even_when_bringing_them_up_fails
 FRESH_HOSTS_FIRST = ("test_production_example.py",)
 
 
-#: Modules that change the converged hosts for good (a re-key: the CA has two keys afterwards, which the other
-#: modules do not expect): they run after every other module.
-LAST_MODULES = ("test_ocsp_rekey_hosts.py",)
+#: Modules that change the converged hosts for good (a PIN change, a re-key with OCSP per key, a termination of
+#: the shared CA, which the other modules do not expect): they run after every other module.
+LAST_MODULES = ("test_lifecycle_hosts.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
