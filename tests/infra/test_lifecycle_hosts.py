@@ -19,8 +19,13 @@ run changes nothing, both publishers pull it and serve it to the relying party; 
 refused, the jobs staying stopped. (The termination ceremony itself is not run here: it refuses a re-keyed CA, and the
 CA host's layout is not its output directory; tests/test_termination.py runs it.)
 
+After the re-key, the runs that follow it (``subordinate_ca.yml``, ``crl.yml``, ``publish.yml``) give each key its OCSP
+service (docs/ocsp.md, "After a subordinate re-key"): ``openssl ocsp`` from the client namespace gets "Response verify
+OK" at the first URL for a certificate of the first key and at ``.g2`` for one of the new key, good, then revoked,
+each response signed by the delegated signer its own key certified; the termination then stops both keys' OCSP jobs.
+
 This module re-keys and terminates the shared CA: it runs after every other module of the directory
-(``conftest.RUN_LAST``), its tests in file order. Each step prints its time (``-s``).
+(``conftest.LAST_MODULES``), its tests in file order. Each step prints its time (``-s``).
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.x509 import ocsp
 
 from ceremony.hsm.keys import spki_sha256
 from ceremony.x509.files import read_certificate
 
 from .conftest import REPO, VENV_BIN, Lab, PlaybookRun
-from .test_publication import fetch_both, publish_everywhere
+from .test_ocsp_hosts import PUBLISHERS, as_ca, run_script, signed, status_of
+from .test_publication import fetch_both, publish_everywhere, run_unit
 
 pytestmark = pytest.mark.infra
 
@@ -96,6 +104,118 @@ print("changed")
 '''
 
 
+# OCSP per key after the re-key (docs/ocsp.md, "After a subordinate re-key"): key generation 1 answers at the first
+# URL, key generation 2 (certificates qualified.g2 and its renewal qualified.g3) at ``.g2``.
+OCSP_HOST = "ocsp.test.scse.ml"
+PATHS = {1: "/qualified", 2: "/qualified.g2"}
+STEMS = {1: CA, 2: f"{CA}.g2"}
+UNIT_STEMS = {1: CA, 2: f"{CA}-g2"}
+#: what the tests of this module hand to the next (they run in file order)
+STATE: dict[str, object] = {}
+
+ISSUE_CURRENT = '''
+import sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from ceremony.ca.generations import current_certificate_path
+from ceremony.ca.registry import Registry
+from ceremony.ceremonies.issuance import issue_certificate
+from ceremony.definition.model import load_definition
+from ceremony.transcript.recorder import ConsoleRecorder
+from ceremony.x509.profiles import subject_name
+
+out = Path(sys.argv[1])
+defn = load_definition("/etc/ceremony/pki.yml")
+issuer = current_certificate_path(Path("/var/lib/ceremony/qualified"), "qualified")
+rehearsal = x509.load_pem_x509_certificate(issuer.read_bytes()).subject == \\
+    subject_name(defn.model.cas["qualified"].subject, True)
+subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ML"), x509.NameAttribute(NameOID.GIVEN_NAME, "Awa"),
+                     x509.NameAttribute(NameOID.SURNAME, "Traore"),
+                     x509.NameAttribute(NameOID.SERIAL_NUMBER, "IDCML-777001"),
+                     x509.NameAttribute(NameOID.COMMON_NAME, "Awa Traore")])
+csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(ec.generate_private_key(ec.SECP256R1()),
+                                                                         hashes.SHA256())
+(out / "ee.csr.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+with Registry.open("/var/lib/ceremony/registry/registry.sqlite3") as registry:
+    issued = issue_certificate(defn, "qualified", "qes-natural-person", out / "ee.csr.pem", out, registry,
+                               ConsoleRecorder(rehearsal=rehearsal), issuer_cert_path=issuer, rehearsal=rehearsal,
+                               pin_file="/etc/ceremony/qualified.pin", interactive=False)
+print(f"ISSUED {issued.serial:x} {issued.pem_path} {issuer.name}")
+'''
+
+REVOKE = '''
+import sys
+from ceremony.ca.registry import Registry
+with Registry.open("/var/lib/ceremony/registry/registry.sqlite3") as registry:
+    for serial in sys.argv[2:]:
+        assert registry.revoke(int(serial, 16), "keyCompromise")
+'''
+
+
+def failures(output: str) -> str:
+    """The failed tasks of a playbook's output, each with its header (pytest cuts a long message short)."""
+    lines = output.splitlines()
+    picked = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]"))]
+    return "\n".join("\n".join(lines[max(0, i - 3):i + 25]) for i in picked) or output[-3000:]
+
+
+def issue_one(lab: Lab, tmp: Path, name: str) -> tuple[str, Path, str]:
+    """One certificate issued on the CA host under its current certificate: (serial, local copy, issuer file)."""
+    result = run_script(lab, ISSUE_CURRENT)
+    assert result.rc == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ISSUED "))
+    serial, pem, issuer = line.split()[1:]
+    local = tmp / f"{name}.pem"
+    local.write_text(lab.host("subca").file(pem).content_string)
+    return serial, local, issuer
+
+
+def job(lab: Lab, m: int) -> str:
+    """Key generation m's OCSP job, as its cron entry runs it (sign, then snapshot its store)."""
+    cron = lab.host("subca").file(f"/etc/cron.d/ceremony-ocsp-sign-{UNIT_STEMS[m]}").content_string
+    command = cron.strip().splitlines()[-1].split(f" {CA_USER} ", 1)[1]
+    result = as_ca(lab, command)
+    assert result.rc == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def pull(lab: Lab, m: int) -> None:
+    """Key generation m's pull unit on each publisher, then its reload unit (the path unit would start it)."""
+    for name in PUBLISHERS:
+        host = lab.host(name)
+        results = run_unit(host, f"ceremony-ocsp-pull-{UNIT_STEMS[m]}.service")
+        assert [r.rc for r in results] == [0, 0], (name, m, [r.stderr for r in results])
+        reload = run_unit(host, f"ceremony-ocsp-reload-{UNIT_STEMS[m]}.service")
+        assert all(r.rc == 0 for r in reload), (name, m, [r.stderr for r in reload])
+
+
+def ask(lab: Lab, publisher: str, m: int, cert: Path, tmp: Path) -> tuple[str, ocsp.OCSPResponse]:
+    """``openssl ocsp`` from the client namespace at key generation m's URL, with that key's CA certificate."""
+    respout = tmp / f"{publisher}-{m}-{cert.stem}.der"
+    proc = subprocess.run(["ip", "netns", "exec", lab.th.CLIENT_NS, "openssl", "ocsp", "-issuer",
+                           str(lab.exchange / f"{STEMS[m]}.crt.pem"), "-cert", str(cert), "-url",
+                           f"http://{lab.th.PUBLISHERS_FROM_CLIENT[publisher]}{PATHS[m]}", "-header",
+                           f"Host={OCSP_HOST}", "-CAfile", str(lab.exchange / "root.crt.pem"), "-no_nonce",
+                           "-respout", str(respout)], capture_output=True, text=True, check=False, timeout=30)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Response verify OK" in out, (publisher, m, out)
+    return out, ocsp.load_der_ocsp_response(respout.read_bytes())
+
+
+def ask_until(lab: Lab, publisher: str, m: int, cert: Path, tmp: Path, status: str) -> tuple[str, ocsp.OCSPResponse]:
+    """``ask`` until the answer is ``status`` (gunicorn's old workers finish their requests after the reload)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out, response = ask(lab, publisher, m, cert, tmp)
+        if status_of(out, cert) == status or time.monotonic() > deadline:
+            return out, response
+        time.sleep(0.5)
+
+
+
 def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_login(converged: PlaybookRun,
                                                                                    lab: Lab) -> None:
     started = time.monotonic()
@@ -124,6 +244,9 @@ def test_after_a_pin_change_the_vault_rewrites_the_jobs_pin_file_checked_by_a_lo
 def test_a_rekey_is_certified_and_a_renewal_made_at_the_root_once(converged: PlaybookRun, lab: Lab,
                                                                    tmp_path: Path) -> None:
     started = clock = time.monotonic()
+    STATE["tmp"] = tmp_path
+    STATE["before"] = before = issue_one(lab, tmp_path, "before")  # a certificate of the first key, for OCSP below
+    assert before[2] == f"{CA}.crt.pem"
     subca = lab.host("subca")
     rekey = subca.run("runuser -u %s -- env SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf %s -c %s", CA_USER,
                       SUITE_PYTHON, REKEY)
@@ -184,6 +307,92 @@ def test_a_rekey_is_certified_and_a_renewal_made_at_the_root_once(converged: Pla
     step(clock, "root_ceremony.yml again")
     print(f"re-key and renewal on the hosts: {time.monotonic() - started:.1f} s")
 
+def test_after_the_rekey_each_key_answers_ocsp_at_its_own_url_with_its_own_signer(converged: PlaybookRun,
+                                                                                    lab: Lab) -> None:
+    """The runs after a re-key (docs/provisioning.md): subordinate_ca.yml installs the new certificates on the CA host,
+    crl.yml gives the new key its signer, store, job and timers, publish.yml a responder per key on each publisher;
+    then ``openssl ocsp`` from the client namespace, at each key's URL, good then revoked, each response signed by
+    the signer its own key certified."""
+    if "before" not in STATE or not (lab.exchange / f"{CA}.g2.crt.pem").is_file():
+        pytest.skip("the re-key above did not complete")
+    tmp = STATE["tmp"]
+    assert isinstance(tmp, Path)
+    seconds = {}
+    for playbook in ("subordinate_ca.yml", "crl.yml", "publish.yml"):
+        t = time.monotonic()
+        run = lab.playbook(playbook)
+        (tmp / f"{playbook}.log").write_text(run.output)
+        assert run.returncode == 0, (playbook, tmp / f"{playbook}.log", failures(run.output))
+        seconds[playbook] = round(time.monotonic() - t, 1)
+    after = issue_one(lab, tmp, "after")
+    assert after[2] in (f"{CA}.g2.crt.pem", f"{CA}.g3.crt.pem"), after  # the re-key's key (renewed: generation 3)
+    certs = cast(dict[int, tuple[str, Path, str]], {1: STATE["before"], 2: after})
+    t0 = time.monotonic()
+    subca = lab.host("subca")
+    # the CA host: one store, signer, job and timers per key; the first key's as before
+    for m in (1, 2):
+        assert subca.file(f"/var/lib/ceremony/ocsp/{STEMS[m]}.sqlite3").is_file
+        assert subca.file(f"{CA_DIR}/{STEMS[m]}.ocsp.crt.pem").is_file
+        for unit in (f"ceremony-ocsp-sign@{UNIT_STEMS[m]}.service", f"ceremony-ocsp-signer@{UNIT_STEMS[m]}.timer"):
+            assert subca.file(f"/etc/systemd/system/{unit}").is_file, unit
+    service = subca.file(f"/etc/systemd/system/ceremony-ocsp-sign@{UNIT_STEMS[2]}.service").content_string
+    assert f"--ca-cert {CA_DIR}/{CA}.g2.crt.pem" in service and f"--store /var/lib/ceremony/ocsp/{CA}.g2" in service
+    signers = {m: x509.load_pem_x509_certificate(subca.file(f"{CA_DIR}/{STEMS[m]}.ocsp.crt.pem").content)
+               for m in (1, 2)}
+    issuers = {m: x509.load_pem_x509_certificate((lab.exchange / f"{STEMS[m]}.crt.pem").read_bytes()) for m in (1, 2)}
+    for m in (1, 2):
+        assert signed(job(lab, m)) >= 2  # its own certificate (two CertID hashes); the other key's are not its
+        pull(lab, m)
+    for m in (1, 2):
+        cert = certs[m][1]
+        for publisher in PUBLISHERS:
+            out, response = ask_until(lab, publisher, m, cert, tmp, "good")
+            assert status_of(out, cert) == "good", out
+            # signed by the key's own delegated signer, which that key certified
+            assert response.certificates[0] == signers[m]
+            response.certificates[0].verify_directly_issued_by(issuers[m])
+        # the other key's URL does not answer for it
+        other = subprocess.run(["ip", "netns", "exec", lab.th.CLIENT_NS, "openssl", "ocsp", "-issuer",
+                                str(lab.exchange / f"{STEMS[m]}.crt.pem"), "-cert", str(cert), "-url",
+                                f"http://{lab.th.PUBLISHERS_FROM_CLIENT[PUBLISHERS[0]]}{PATHS[3 - m]}", "-header",
+                                f"Host={OCSP_HOST}", "-no_nonce"], capture_output=True, text=True, check=False,
+                               timeout=30)
+        assert "unauthorized" in (other.stdout + other.stderr).lower(), other.stdout + other.stderr
+    # the probe's cron command as installed, with one certificate of each key (monitoring_crl_probe_ocsp_cert and
+    # monitoring_crl_probe_ocsp_certs add these): each asked at its key's URL through both publishers
+    for m in (1, 2):
+        copy = lab.th.host_root("subca") / "tmp" / f"ocsp-probe-{m}.crt.pem"
+        copy.write_bytes(certs[m][1].read_bytes())
+        copy.chmod(0o644)
+    line = subca.file(f"/etc/cron.d/ceremony-crl-probe-{CA}").content_string.strip().splitlines()[-1]
+    user, command = line.split(None, 6)[5:]
+    url = f"http://{OCSP_HOST}{PATHS[1]}"
+    probe = subca.run("su -s /bin/sh %s -c %s", user, f"{command} --ocsp-url {url} --ocsp-cert "
+                      "/tmp/ocsp-probe-1.crt.pem --ocsp-cert /tmp/ocsp-probe-2.crt.pem")
+    # (its CRL part may report the new key's CRL as not yet pulled: only the OCSP answers are this test's)
+    assert not [x for x in probe.stderr.splitlines() if x.startswith("error: OCSP")], probe.stdout + probe.stderr
+    text = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_crl_probe_{CA}.prom").content_string
+    for m in (1, 2):
+        answers = [x for x in probe.stdout.splitlines() if x.startswith(f"OCSP http://{OCSP_HOST}{PATHS[m]} from ")]
+        assert len(answers) == 2 and all(f"serial {int(certs[m][0], 16):x} " in x for x in answers), probe.stdout
+        for address in ("203.0.113.14", "203.0.113.18"):
+            assert (f'x509_ocsp_probe_success{{ca="{CA}",url="http://{OCSP_HOST}{PATHS[m]}",publisher="{address}"}} 1'
+                    in text), text
+    # a revocation of each, each key's job, each key's pull: revoked at each URL
+    revoke = run_script(lab, REVOKE, certs[1][0], certs[2][0])
+    assert revoke.rc == 0, revoke.stdout + revoke.stderr
+    for m in (1, 2):
+        assert signed(job(lab, m)) >= 2
+        pull(lab, m)
+    for m in (1, 2):
+        cert = certs[m][1]
+        for publisher in PUBLISHERS:
+            out, response = ask_until(lab, publisher, m, cert, tmp, "revoked")
+            assert status_of(out, cert) == "revoked" and "Reason: keyCompromise" in out, out
+            assert response.certificates[0] == signers[m]
+    print(f"\nOCSP per key on the hosts: {seconds}, checks {round(time.monotonic() - t0, 1)} s")
+
+
 # A final CRL as the termination ceremony signs it (the CA key, through the HSM; the last CRL's entries and
 # extensions, the next number, nextUpdate 99991231235959Z), written where the ceremony writes its copy.
 FINAL_CRL = f'''
@@ -218,7 +427,9 @@ print("final", number)
 
 TERMINATED = ("-e", json.dumps({"subordinate_ca_terminated": True}))
 CRON_FILES = (f"/etc/cron.d/ceremony-crl-sign-{CA}", f"/etc/cron.d/ceremony-ocsp-sign-{CA}",
-              f"/etc/cron.d/ceremony-ocsp-signer-{CA}")
+              f"/etc/cron.d/ceremony-ocsp-signer-{CA}",
+              # the re-key's key (above): its own OCSP job and signer renewal, stopped with the first key's
+              f"/etc/cron.d/ceremony-ocsp-sign-{CA}-g2", f"/etc/cron.d/ceremony-ocsp-signer-{CA}-g2")
 MASKED = ("ceremony-crl-sign", "ceremony-ocsp-sign", "ceremony-ocsp-signer")
 
 
@@ -235,6 +446,10 @@ def test_a_terminated_cas_jobs_stop_for_good_and_its_final_crl_stays_served(conv
         for kind in ("service", "timer"):
             masked = subca.file(f"/etc/systemd/system/{unit}@{CA}.{kind}")
             assert masked.is_symlink and masked.linked_to == "/dev/null", (unit, kind)
+    for unit in MASKED[1:]:  # the OCSP units of the re-key's key
+        for kind in ("service", "timer"):
+            masked = subca.file(f"/etc/systemd/system/{unit}@{CA}-g2.{kind}")
+            assert masked.is_symlink and masked.linked_to == "/dev/null", (unit, "g2", kind)
     metric = subca.file(f"/var/lib/prometheus/node-exporter/ceremony_ca_terminated_{CA}.prom").content_string
     assert f'ceremony_ca_terminated{{ca="{CA}"}} 1' in metric
     clock = step(started, "crl.yml, terminated")
