@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from ceremony.ocsp.metrics import write_signer_metrics
+
 ROLE = REPO / "roles" / "monitoring"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (scripts/bootstrap.sh installs "
@@ -259,20 +261,35 @@ def test_publication_alerts_from_the_probe(tmp_path: Path, rules_file: Path) -> 
 
 
 @needs_promtool
-def test_ocsp_signer_alert_waits_for_ocsp_metrics_and_fires_on_them(tmp_path: Path, rules_file: Path) -> None:
-    signer = {"ca": "qualified", "signer": "ocsp-2026", "instance": "ocsp:9100", "job": "node"}
+def test_ocsp_signer_alert_fires_on_the_metric_the_signer_ceremony_writes(tmp_path: Path, rules_file: Path) -> None:
+    """The series is read from the file the signer ceremony writes (ceremony/ocsp/metrics.py), not written here by
+    hand: an alert on a metric nobody writes could never fire (it watched ``x509_ocsp_signer_…`` until now)."""
+    metrics = tmp_path / "metrics"
+    first = write_signer_metrics(metrics, "qualified", 10 * 24 * H)  # the epoch seconds promtool's clock starts at
+    later = write_signer_metrics(metrics, "qualified", 20 * 24 * H, key_generation=2)
+    parsed = [line.split("{", 1)[0] for path in (first, later) for line in path.read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert set(parsed) == {"ocsp_signer_certificate_not_after_seconds"}, parsed
+    node = {"instance": "ca:9100", "job": "node"}
     tests = [
         {"interval": "1m", "input_series": [series("x509_crl_number", "5x10", **JOB)], "alert_rule_test": [
             {"eval_time": "5m", "alertname": "OcspSignerCertificateExpiring", "exp_alerts": []}]},
         {"interval": "1m", "input_series": [
-            series("x509_ocsp_signer_certificate_not_after_seconds", f"{20 * 24 * H}x10", **signer)],
+            series(parsed[0], f"{20 * 24 * H}x10", **node, ca="qualified", key_generation="2")],
          "alert_rule_test": [{"eval_time": "5m", "alertname": "OcspSignerCertificateExpiring", "exp_alerts": []}]},
-        {"interval": "1m", "input_series": [
-            series("x509_ocsp_signer_certificate_not_after_seconds", f"{10 * 24 * H}x10", **signer)],
+        {"interval": "1m", "input_series": [series(parsed[0], f"{10 * 24 * H}x10", **node, ca="qualified")],
          "alert_rule_test": [{"eval_time": "5m", "alertname": "OcspSignerCertificateExpiring", "exp_alerts": [{
-             "exp_labels": {**signer, "severity": "warning"},
+             "exp_labels": {**node, "ca": "qualified", "severity": "warning"},
              "exp_annotations": {
-                 "summary": "The OCSP signer certificate ocsp-2026 of CA qualified expires in 9d 23h 55m 0s",
+                 "summary": "The OCSP signer certificate of CA qualified expires in 9d 23h 55m 0s",
+                 "description": "Issue the responder a new delegated signing certificate before this one expires, "
+                                "or its responses stop verifying."}}]}]},
+        {"interval": "1m", "input_series": [
+            series(parsed[0], f"{10 * 24 * H}x10", **node, ca="qualified", key_generation="2")],
+         "alert_rule_test": [{"eval_time": "5m", "alertname": "OcspSignerCertificateExpiring", "exp_alerts": [{
+             "exp_labels": {**node, "ca": "qualified", "key_generation": "2", "severity": "warning"},
+             "exp_annotations": {
+                 "summary": "The OCSP signer certificate of CA qualified (key generation 2) expires in 9d 23h 55m 0s",
                  "description": "Issue the responder a new delegated signing certificate before this one expires, "
                                 "or its responses stop verifying."}}]}]},
     ]
@@ -386,7 +403,7 @@ def test_a_terminated_cas_stopped_job_and_final_crl_raise_no_alert(tmp_path: Pat
                series("x509_crl_pin_latch", "0x480", **JOB),
                series("x509_crl_next_update_seconds", f"{2 * H}x480", **JOB),
                series("x509_crl_number", "4x480", **JOB),
-               series("x509_ocsp_signer_certificate_not_after_seconds", f"{H}x480", **JOB, signer="qualified-ocsp"),
+               series("ocsp_signer_certificate_not_after_seconds", f"{H}x480", **JOB),
                series("x509_crl_probe_success", "1x480", **PROBE),
                series("x509_crl_probe_timestamp_seconds", "0+60x480", **PROBE),
                series("x509_crl_probe_number", "5x480", **PROBE, partition="", key=""),
