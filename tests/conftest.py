@@ -93,29 +93,38 @@ def softhsm_module() -> str:
     return softhsm.softhsm_module()
 
 
+def softhsm_token(mp: pytest.MonkeyPatch, name: str) -> TestToken:
+    """A new SoftHSM token with random PINs, its PIN variables set through ``mp`` (a module-scoped fixture passes a
+    ``pytest.MonkeyPatch.context()``, the function-scoped ``make_token`` its ``monkeypatch``)."""
+    suffix = secrets.token_hex(4)
+    label = f"t-{name}-{suffix}"[:32]
+    env = f"TEST_PIN_{name.upper().replace('-', '_')}_{suffix.upper()}"
+    token = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(), pin_env=env,
+                      so_pin_env=env + "_SO", module=softhsm.softhsm_module(), conf=SOFTHSM_CONF)
+    softhsm.init_token(SOFTHSM_CONF, label, token.user_pin, token.so_pin)
+    mp.setenv(token.pin_env, token.user_pin)
+    mp.setenv(token.so_pin_env, token.so_pin)
+    return token
+
+
 @pytest.fixture
 def make_token(monkeypatch: pytest.MonkeyPatch) -> Callable[..., TestToken]:
     """``make_token("root")`` initialises a new token and sets its PIN variables for the test; ``hsm="nss"`` (or
     ``CEREMONY_TEST_HSM=nss``) makes it a softokn database, whose only PIN is the user's."""
 
     def _make(name: str = "tok", hsm: str | None = None) -> TestToken:
+        if (hsm or TEST_HSM) != "nss":
+            return softhsm_token(monkeypatch, name)
         suffix = secrets.token_hex(4)
         label = f"t-{name}-{suffix}"[:32]
         env = f"TEST_PIN_{name.upper().replace('-', '_')}_{suffix.upper()}"
-        kind = hsm or TEST_HSM
-        if kind == "nss":
-            tokens = nss_tokens()
-            label = _NSS_FREE.pop(0) if _NSS_FREE else label
-            user_pin = softhsm.random_pin()
-            config = tokens.add(label, user_pin)
-            token = TestToken(label=label, user_pin=user_pin, so_pin=softhsm.random_pin(), pin_env=env,
-                              so_pin_env=env + "_SO", module=tokens.module, conf=SOFTHSM_CONF, hsm="nss",
-                              module_config=config)
-        else:
-            token = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(),
-                              pin_env=env, so_pin_env=env + "_SO", module=softhsm.softhsm_module(),
-                              conf=SOFTHSM_CONF)
-            softhsm.init_token(SOFTHSM_CONF, label, token.user_pin, token.so_pin)
+        tokens = nss_tokens()
+        label = _NSS_FREE.pop(0) if _NSS_FREE else label
+        user_pin = softhsm.random_pin()
+        config = tokens.add(label, user_pin)
+        token = TestToken(label=label, user_pin=user_pin, so_pin=softhsm.random_pin(), pin_env=env,
+                          so_pin_env=env + "_SO", module=tokens.module, conf=SOFTHSM_CONF, hsm="nss",
+                          module_config=config)
         monkeypatch.setenv(token.pin_env, token.user_pin)
         monkeypatch.setenv(token.so_pin_env, token.so_pin)
         return token

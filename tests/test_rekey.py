@@ -15,7 +15,6 @@ import copy
 import datetime as dt
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, softhsm_token, tree, write_definition
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -58,7 +57,6 @@ from ceremony.crl import publish as crl_publish
 from ceremony.crl.checks import summarise
 from ceremony.crl.job import crl_targets, due_reason, run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
-from ceremony.hsm import softhsm
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import open_session, pin_source_for
 from ceremony.ocsp.job import run_ocsp_job, store_issuer_sha256
@@ -94,23 +92,13 @@ def recorded(defn: LoadedDefinition, script: str, out: Path) -> Any:
     return transcript.open_transcript(out / "transcripts", script, defn, rehearsal=True, console=quiet())
 
 
-def _token(mp: pytest.MonkeyPatch, name: str) -> TestToken:
-    suffix = secrets.token_hex(4)
-    label, env = f"t-rk-{name}-{suffix}"[:32], f"TEST_PIN_RK_{name.upper()}_{suffix.upper()}"
-    tok = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(), pin_env=env,
-                    so_pin_env=env + "_SO", module=softhsm.softhsm_module(), conf=SOFTHSM_CONF)
-    softhsm.init_token(SOFTHSM_CONF, label, tok.user_pin, tok.so_pin)
-    mp.setenv(tok.pin_env, tok.user_pin)
-    mp.setenv(tok.so_pin_env, tok.so_pin)
-    return tok
-
 
 @pytest.fixture(scope="module")
 def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
     tmp = tmp_path_factory.mktemp("rekey")
     data = copy.deepcopy(base_definition_data())
     with pytest.MonkeyPatch.context() as mp:
-        tokens = {name: _token(mp, name) for name in ("root", CA)}
+        tokens = {name: softhsm_token(mp, f"rk-{name}") for name in ("root", CA)}
         for name, ca in data["cas"].items():
             tok = tokens[name]
             ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,

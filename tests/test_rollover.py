@@ -12,7 +12,6 @@ import copy
 import datetime as dt
 import json
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, softhsm_token, tree, write_definition
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,7 +37,6 @@ from ceremony.ceremonies.subordinate_key import subordinate_key_ceremony
 from ceremony.common.display import make_console
 from ceremony.common.errors import DefinitionError, HsmError, LintError, RequestError
 from ceremony.definition.model import Hsm, TokenRef, load_definition
-from ceremony.hsm import softhsm
 from ceremony.hsm.keys import spki_sha256
 from ceremony.hsm.session import open_session, pin_source_for
 from ceremony.transcript import chain as transcript
@@ -73,16 +71,6 @@ def quiet() -> Any:
 def console() -> ConsoleRecorder:
     return ConsoleRecorder(rehearsal=True, console=quiet())
 
-
-def _token(mp: pytest.MonkeyPatch, name: str) -> TestToken:
-    suffix = secrets.token_hex(4)
-    label, env = f"t-ro-{name}-{suffix}"[:32], f"TEST_PIN_RO_{name.upper()}_{suffix.upper()}"
-    tok = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(), pin_env=env,
-                    so_pin_env=env + "_SO", module=softhsm.softhsm_module(), conf=SOFTHSM_CONF)
-    softhsm.init_token(SOFTHSM_CONF, label, tok.user_pin, tok.so_pin)
-    mp.setenv(tok.pin_env, tok.user_pin)
-    mp.setenv(tok.so_pin_env, tok.so_pin)
-    return tok
 
 
 def successor(root_hsm: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +109,7 @@ def roll(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roll]:
     tmp = tmp_path_factory.mktemp("rollover")
     data = copy.deepcopy(base_definition_data())
     with pytest.MonkeyPatch.context() as mp:
-        tokens = {name: _token(mp, name) for name in ("root", "qualified")}
+        tokens = {name: softhsm_token(mp, f"ro-{name}") for name in ("root", "qualified")}
         for name, ca in data["cas"].items():
             tok = tokens[name]
             ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
@@ -279,7 +267,7 @@ def test_successor_on_a_token_of_its_own(roll: Roll, tmp_path: Path) -> None:
     root's (the pre-flight says so), and the successor's keys go there alone."""
     data = copy.deepcopy(roll.data)
     with pytest.MonkeyPatch.context() as mp:
-        own = _token(mp, "g2")
+        own = softhsm_token(mp, "ro-g2")
         data["cas"]["root"]["successor"]["hsm"].update(token={"label": own.label}, pin_env=own.pin_env,
                                                        so_pin_env=own.so_pin_env)
         defn = load_definition(write_definition(tmp_path / "own-token.yml", data))

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tarfile
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, softhsm_token, tree, write_definition
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,7 +45,6 @@ from ceremony.common.display import make_console
 from ceremony.common.errors import DefinitionError, HsmError, OutputError, RegistryError, VerificationError
 from ceremony.crl.job import run_crl_job
 from ceremony.definition.model import Hsm, LoadedDefinition, TokenRef, load_definition
-from ceremony.hsm import softhsm
 from ceremony.hsm.session import open_session, pin_source_for
 from ceremony.ocsp.job import run_ocsp_job, store_issuer_sha256
 from ceremony.ocsp.store import ResponseStore
@@ -86,16 +84,6 @@ def recorded(defn: LoadedDefinition, script: str, out: Path) -> Any:
     return transcript.open_transcript(out / "transcripts", script, defn, rehearsal=True, console=quiet())
 
 
-def _token(mp: pytest.MonkeyPatch, name: str) -> TestToken:
-    suffix = secrets.token_hex(4)
-    label, env = f"t-tm-{name}-{suffix}"[:32], f"TEST_PIN_TM_{name.upper()}_{suffix.upper()}"
-    tok = TestToken(label=label, user_pin=softhsm.random_pin(), so_pin=softhsm.random_pin(), pin_env=env,
-                    so_pin_env=env + "_SO", module=softhsm.softhsm_module(), conf=SOFTHSM_CONF)
-    softhsm.init_token(SOFTHSM_CONF, label, tok.user_pin, tok.so_pin)
-    mp.setenv(tok.pin_env, tok.user_pin)
-    mp.setenv(tok.so_pin_env, tok.so_pin)
-    return tok
-
 
 def _csr(path: Path, cn: str) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -107,31 +95,40 @@ def _csr(path: Path, cn: str) -> Path:
     return path
 
 
+def _hierarchy(tmp: Path, mp: pytest.MonkeyPatch, prefix: str) \
+        -> tuple[dict[str, Any], dict[str, TestToken], Path, Path, LoadedDefinition, Path]:
+    """A root and the subordinate on tokens of their own (PIN variables set through ``mp``), the definition and a copy
+    that records the termination decision, the CA ceremonies and the subordinate's OCSP signer, in ``tmp/out``.
+    Returns ``(data, tokens, definition, decided, defn, out)``."""
+    data = copy.deepcopy(base_definition_data())
+    tokens = {name: softhsm_token(mp, f"{prefix}{name}") for name in ("root", CA)}
+    for name, ca in data["cas"].items():
+        tok = tokens[name]
+        ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
+                         so_pin_env=tok.so_pin_env)
+        ca["backup"] = {"mode": "none"}
+    definition = write_definition(tmp / "pki.yml", data)
+    decided_data = copy.deepcopy(data)
+    decided_data["cas"][CA]["termination"] = dict(DECISION)
+    decided = write_definition(tmp / "pki-decided.yml", decided_data)
+    defn = load_definition(definition)
+    out = tmp / "out"
+    with recorded(defn, "root-key-generation", out) as rec:
+        root_ceremony(defn, out, rec, rehearsal=True, interactive=False)
+    with recorded(defn, "subordinate-key-generation", out) as rec:
+        subordinate_key_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
+    with recorded(defn, "subordinate-signing", out) as rec:
+        sign_subordinate_ceremony(defn, CA, out / f"{CA}.csr.pem", out, rec, rehearsal=True, interactive=False)
+    with recorded(defn, "ocsp-signer-certification", out) as rec:
+        ocsp_signer_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
+    return data, tokens, definition, decided, defn, out
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("termination")
-    data = copy.deepcopy(base_definition_data())
     with pytest.MonkeyPatch.context() as mp:
-        tokens = {name: _token(mp, name) for name in ("root", CA)}
-        for name, ca in data["cas"].items():
-            tok = tokens[name]
-            ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
-                             so_pin_env=tok.so_pin_env)
-            ca["backup"] = {"mode": "none"}
-        definition = write_definition(tmp / "pki.yml", data)
-        decided_data = copy.deepcopy(data)
-        decided_data["cas"][CA]["termination"] = dict(DECISION)
-        decided = write_definition(tmp / "pki-decided.yml", decided_data)
-        defn = load_definition(definition)
-        out = tmp / "out"
-        with recorded(defn, "root-key-generation", out) as rec:
-            root_ceremony(defn, out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "subordinate-key-generation", out) as rec:
-            subordinate_key_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "subordinate-signing", out) as rec:
-            sign_subordinate_ceremony(defn, CA, out / f"{CA}.csr.pem", out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "ocsp-signer-certification", out) as rec:
-            ocsp_signer_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
+        data, tokens, definition, decided, defn, out = _hierarchy(tmp, mp, "tm-")
         serials = []
         with Registry.open(default_path(out, CA), create=True) as reg:
             for i, cn in enumerate(("Awa Traoré", "Moussa Keita", "Kadiatou Sangaré")):
@@ -547,28 +544,8 @@ def rekeyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """A CA re-keyed once, with OCSP: two certificates under the first key (one revoked), the re-key, the second
     key's OCSP signer, one certificate under the second key; the CRL job publishes both keys' CRLs."""
     tmp = tmp_path_factory.mktemp("termination-rekey")
-    data = copy.deepcopy(base_definition_data())
     with pytest.MonkeyPatch.context() as mp:
-        tokens = {name: _token(mp, f"rk{name}"[:10]) for name in ("root", CA)}
-        for name, ca in data["cas"].items():
-            tok = tokens[name]
-            ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
-                             so_pin_env=tok.so_pin_env)
-            ca["backup"] = {"mode": "none"}
-        definition = write_definition(tmp / "pki.yml", data)
-        decided_data = copy.deepcopy(data)
-        decided_data["cas"][CA]["termination"] = dict(DECISION)
-        decided = write_definition(tmp / "pki-decided.yml", decided_data)
-        defn = load_definition(definition)
-        out = tmp / "out"
-        with recorded(defn, "root-key-generation", out) as rec:
-            root_ceremony(defn, out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "subordinate-key-generation", out) as rec:
-            subordinate_key_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "subordinate-signing", out) as rec:
-            sign_subordinate_ceremony(defn, CA, out / f"{CA}.csr.pem", out, rec, rehearsal=True, interactive=False)
-        with recorded(defn, "ocsp-signer-certification", out) as rec:
-            ocsp_signer_ceremony(defn, CA, out, rec, rehearsal=True, interactive=False)
+        data, tokens, definition, decided, defn, out = _hierarchy(tmp, mp, "tm-rk")
         serials = []
         with Registry.open(default_path(out, CA), create=True) as reg:
             for i, cn in enumerate(("Awa Traoré", "Moussa Keita")):
