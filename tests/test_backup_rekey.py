@@ -23,12 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, tree, write_definition
+from conftest import REPO, SOFTHSM_CONF, TestToken, base_definition_data, softhsm_token, tree, write_definition
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, ObjectClass
 from test_backup import labels_on
-from test_rekey import _token
 
 from ceremony.backup.format import BackupError, load_backup
 from ceremony.ceremonies.backup import backup_ceremony
@@ -79,7 +78,7 @@ def rekeyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rekeyed]:
     tmp = tmp_path_factory.mktemp("backup-rekey")
     data = copy.deepcopy(base_definition_data())
     with pytest.MonkeyPatch.context() as mp:
-        tokens = {name: _token(mp, name) for name in ("root", CA)}
+        tokens = {name: softhsm_token(mp, f"rk-{name}") for name in ("root", CA)}
         for name, ca in data["cas"].items():
             tok = tokens[name]
             ca["hsm"].update(module=tok.module, token={"label": tok.label}, pin_env=tok.pin_env,
